@@ -1,1 +1,18 @@
-//! ser
+//! `ser`, the SIP Express Router: a SIP (RFC 3261) proxy, registrar and redirect server whose
+//! behaviour the operator writes in a routing script (`ser.cfg`).
+//!
+//! This crate is the server: configuration (`config`), the shared read-only state (`core`),
+//! the script glue (`route`: typed actions and the per-message context the VM runs against),
+//! the built-in modules (`modules`: core actions, sl, maxfwd, textops), script loading
+//! (`loader`) and the shard handler (`server`). The SIP wire format lives in `ser-parser`, the
+//! language in `ser-script`, the thread-per-core runtime in `ser-shards`; only `server` and
+//! `main` touch the runtime.
+
+pub mod log;
+
+pub mod config;
+pub mod core;
+pub mod loader;
+pub mod modules;
+pub mod route;
+pub mod server;

@@ -1,1 +1,333 @@
-fn main() {}
+//! `ser`: the SIP Express Router daemon. Command line as in SER's reference:
+//! `-f -c -V -h -l -p -n -d -D -E -P -u -g -b -w -t` (and the old `-r -R -v -m -i`);
+//! options in the script win over the command line, as in SER.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ser::config::{self, Config, Listen};
+use ser::core::{server_name, Core, Stats};
+use ser::server::Server;
+use ser::{error, notice};
+
+const USAGE: &str = "\
+Usage: ser [options]
+Options:
+    -f file      Configuration file (default ./ser.cfg; the embedded default when it is missing)
+    -c           Check the configuration file and exit
+    -V           Version number
+    -h           This help message
+    -l address   Listen on the specified address (may be repeated; default all interfaces)
+    -p port      Listen on the specified port (default 5060)
+    -n processes Number of shards (threads, one per core by default)
+    -d           Debugging mode (multiple -d increase the level)
+    -D           Do not fork into daemon mode
+    -E           Log to stderr
+    -P file      Create a pid file
+    -u uid       Change uid
+    -g gid       Change gid
+    -b nr        Maximum receive buffer size (bytes)
+    -w dir       Change the working directory to \"dir\"
+    -t dir       Chroot to \"dir\"
+    -r -R -v     Accepted for compatibility (dns, rev_dns, check_via)
+    -m MB        Accepted for compatibility (no shared memory pool here)
+Environment: SER_IO_BACKEND=auto|io_uring|portable forces the I/O backend.
+";
+
+struct Cli {
+    file: Option<String>,
+    check: bool,
+    cfg: Config,
+    foreground: bool,
+}
+
+fn parse_cli() -> Result<Option<Cli>> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut cli = Cli {
+        file: None,
+        check: false,
+        cfg: Config::default(),
+        foreground: false,
+    };
+    let mut debug = 0;
+    let mut pending_port_for: Option<usize> = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('f') => cli.file = Some(p.value()?.string()?),
+            Short('c') => cli.check = true,
+            Short('V') => {
+                println!("version: {}", server_name());
+                println!("flags: io_uring+portable UDP shards, built-in modules: sl maxfwd textops");
+                return Ok(None);
+            }
+            Short('h') => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            Short('l') => {
+                let v = p.value()?.string()?;
+                let (host, port) = config::split_hostport(&v).map_err(anyhow::Error::msg)?;
+                let ips = config::resolve_at_start(&host).map_err(anyhow::Error::msg)?;
+                let name = host.parse::<std::net::IpAddr>().is_err().then(|| host.clone());
+                pending_port_for = Some(cli.cfg.listen.len());
+                for ip in ips {
+                    cli.cfg.listen.push(Listen {
+                        addr: ip,
+                        port,
+                        name: name.clone(),
+                    });
+                }
+            }
+            Short('p') => {
+                let port: u16 = p.value()?.parse()?;
+                // Applies to the last -l given (and those after it without one), else globally.
+                match pending_port_for {
+                    Some(i) => {
+                        for l in cli.cfg.listen.iter_mut().skip(i) {
+                            l.port.get_or_insert(port);
+                        }
+                    }
+                    None => cli.cfg.port = port,
+                }
+            }
+            Short('n') => cli.cfg.children = p.value()?.parse()?,
+            Short('d') => debug += 1,
+            Short('D') => {
+                cli.foreground = true;
+                cli.cfg.fork = false;
+            }
+            Short('E') => cli.cfg.log_stderror = true,
+            Short('P') => cli.cfg.pid_file = Some(p.value()?.string()?),
+            Short('u') => cli.cfg.user = Some(p.value()?.string()?),
+            Short('g') => cli.cfg.group = Some(p.value()?.string()?),
+            Short('b') => cli.cfg.maxbuffer = Some(p.value()?.parse()?),
+            Short('w') => cli.cfg.working_dir = Some(p.value()?.string()?),
+            Short('t') => cli.cfg.chroot = Some(p.value()?.string()?),
+            Short('r') => cli.cfg.dns = true,
+            Short('R') => cli.cfg.rev_dns = true,
+            Short('v') => cli.cfg.check_via = true,
+            Short('m') => {
+                let _: u64 = p.value()?.parse()?;
+            }
+            Short('i') => cli.cfg.fifo = Some(p.value()?.string()?),
+            _ => bail!("{}\n{USAGE}", arg.unexpected()),
+        }
+    }
+    if debug > 0 {
+        cli.cfg.debug = debug;
+    }
+    Ok(Some(cli))
+}
+
+fn main() {
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "ser: {e:#}");
+            std::process::exit(255);
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    let Some(cli) = parse_cli()? else {
+        return Ok(0);
+    };
+    // The script: -f, else ./ser.cfg, else the embedded default.
+    let (file, src) = match &cli.file {
+        Some(f) => (
+            f.clone(),
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?,
+        ),
+        None => match std::fs::read_to_string("ser.cfg") {
+            Ok(s) => ("ser.cfg".to_string(), s),
+            Err(_) => ("<embedded default>".to_string(), config::DEFAULT_CFG.to_string()),
+        },
+    };
+    let loaded = match ser::loader::load(&file, &src, &cli.cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+            return Ok(255);
+        }
+    };
+    if cli.check {
+        println!("{file}: configuration OK");
+        return Ok(0);
+    }
+    let mut cfg = loaded.config;
+    if cli.cfg.log_stderror {
+        cfg.log_stderror = true; // -E always wins: it is how one watches a daemon start
+    }
+    if cli.foreground {
+        cfg.fork = false;
+    }
+    ser::log::set_level(cfg.debug);
+    ser::log::set_stderr(cfg.log_stderror);
+    if cfg.fork {
+        notice!("fork=yes: daemon mode is not implemented in this version; staying in the foreground");
+    }
+    if let Some(dir) = &cfg.working_dir {
+        std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
+    }
+
+    let sockets = cfg.bind_addrs();
+    let core = Arc::new(Core::new(&cfg, sockets.clone()));
+    let shards = if cfg.children == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.children
+    };
+    let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
+    let backend = match std::env::var("SER_IO_BACKEND")
+        .ok()
+        .unwrap_or_else(|| cfg.io_backend.clone())
+        .as_str()
+    {
+        "io_uring" => ser_shards::Backend::IoUring,
+        "portable" => ser_shards::Backend::Portable,
+        _ => ser_shards::Backend::Auto,
+    };
+    let scfg = ser_shards::Config {
+        shards,
+        listen: sockets.clone(),
+        reuse_port: true,
+        backend,
+        pin: true,
+        recv_buffer: cfg.maxbuffer,
+        max_datagram: 65535,
+        blocking_threads: 4,
+        name: "ser".to_string(),
+    };
+
+    // Signals are taken synchronously by this thread; block them before the shards start so
+    // every thread inherits the mask.
+    let sigset = block_signals();
+
+    let factory = {
+        let core = Arc::clone(&core);
+        let script = Arc::clone(&loaded.script);
+        let stats = stats.clone();
+        move |i: usize| {
+            let st = stats.get(i).cloned().unwrap_or_default();
+            Server::new(Arc::clone(&core), Arc::clone(&script), st)
+        }
+    };
+    let runtime = match ser_shards::Runtime::start(scfg, factory) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start: {e}");
+            let _ = writeln!(std::io::stderr(), "ser: cannot start: {e}");
+            return Ok(255);
+        }
+    };
+    notice!(
+        "{} started: {} shard(s), I/O backend {:?}, script {}, modules [{}]",
+        server_name(),
+        shards,
+        runtime.backend(),
+        file,
+        loaded.modules.join(" ")
+    );
+    for s in &sockets {
+        notice!("listening on udp:{}", ser::modules::core::hostport(s));
+    }
+
+    if let Some(pid_file) = &cfg.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {pid_file}"))?;
+    }
+    drop_privileges(&cfg)?;
+
+    // Wait for a signal that ends us.
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigset is an initialised signal set; sig is a valid out pointer.
+        let rc = unsafe { libc::sigwait(&sigset, &mut sig) };
+        if rc != 0 {
+            continue;
+        }
+        match sig {
+            libc::SIGHUP => notice!("SIGHUP: reload is not implemented yet; ignored"),
+            _ => {
+                notice!("signal {sig}: shutting down");
+                break;
+            }
+        }
+    }
+    runtime.shutdown();
+    let _ = runtime.join();
+    if let Some(pid_file) = &cfg.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(0)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// `-u`/`-g` (`user=`/`group=`): switch identity once the sockets are bound.
+fn drop_privileges(cfg: &Config) -> Result<()> {
+    if let Some(dir) = &cfg.chroot {
+        let c = CString::new(dir.as_str())?;
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::chroot(c.as_ptr()) } != 0 {
+            bail!("chroot {dir}: {}", std::io::Error::last_os_error());
+        }
+        std::env::set_current_dir("/")?;
+    }
+    if let Some(g) = &cfg.group {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = CString::new(g.as_str())?;
+                // SAFETY: getgrnam reads a valid C string; the result is checked for NULL.
+                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+                if gr.is_null() {
+                    bail!("unknown group {g}");
+                }
+                // SAFETY: gr is non-null and points to a struct group.
+                unsafe { (*gr).gr_gid }
+            }
+        };
+        // SAFETY: plain syscall.
+        if unsafe { libc::setgid(gid) } != 0 {
+            bail!("setgid {g}: {}", std::io::Error::last_os_error());
+        }
+    }
+    if let Some(u) = &cfg.user {
+        let uid = match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = CString::new(u.as_str())?;
+                // SAFETY: getpwnam reads a valid C string; the result is checked for NULL.
+                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+                if pw.is_null() {
+                    bail!("unknown user {u}");
+                }
+                // SAFETY: pw is non-null and points to a struct passwd.
+                unsafe { (*pw).pw_uid }
+            }
+        };
+        // SAFETY: plain syscall; glibc applies it to every thread.
+        if unsafe { libc::setuid(uid) } != 0 {
+            bail!("setuid {u}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,99 @@
-//! placeholder
+//! `ser-shards`: a thread-per-core UDP runtime. It moves datagrams, events and timers; it knows
+//! nothing of SIP.
+//!
+//! A [`Runtime`] starts one *shard* per core (a thread, optionally pinned). Every shard owns its
+//! own `SO_REUSEPORT` UDP socket on every listen address, its own I/O backend, timer heap and
+//! mailbox, and one [`Handler`] value built on the shard thread by the caller's factory. A shard's
+//! loop is: submit the batch of sends and wait (the only place it blocks), hand each received
+//! datagram to the handler, drain the mailbox (events, handed-off datagrams, blocking-job
+//! results), fire due timers, flush posts to other shards.
+//!
+//! Two I/O backends sit behind one small internal trait (`shard::Io`):
+//! - `uring` (Linux): the io-uring crate directly; multishot `RecvMsg` with a provided-buffer
+//!   ring (single-shot `RecvMsg` where the kernel lacks them), batched `SendMsg`, an eventfd read
+//!   for mailbox wake-ups, and the timer deadline passed to `io_uring_enter`.
+//! - `portable`: `recvmmsg`/`sendmmsg` in batches of 32 and `epoll` (Linux only for now; other
+//!   unix systems would need a `poll`-based variant).
+//!
+//! [`Backend::Auto`] probes io_uring and falls back to the portable backend where io_uring is
+//! missing or refused (qemu-user, seccomp, `kernel.io_uring_disabled`, old kernels).
+//!
+//! What this crate deliberately does not do: parse anything, decide which shard owns a datagram
+//! (the handler decides and calls [`Ctx::handoff`]), TCP/TLS, or async/await. Handlers are plain
+//! callbacks that must not block; blocking work goes to [`Ctx::spawn_blocking`].
+//!
+//! `unsafe` lives only in the leaf modules `sys`, `portable` and `uring`.
+
+mod config;
+mod ctx;
+mod mailbox;
+mod pool;
+#[cfg(target_os = "linux")]
+mod portable;
+mod runtime;
+mod shard;
+mod stats;
+mod sys;
+mod timer;
+#[cfg(target_os = "linux")]
+mod uring;
+
+pub use config::{Backend, BackendKind, Config, ConfigError};
+pub use ctx::Ctx;
+pub use mailbox::Remote;
+pub use runtime::Runtime;
+pub use stats::ShardStats;
+pub use timer::TimerId;
+
+use std::net::SocketAddr;
+
+/// The application side of a shard: plain callbacks, called on the shard thread only.
+///
+/// Every call is wrapped in `catch_unwind`: a panic is counted in [`ShardStats::panics`] and the
+/// shard goes on with the next datagram (the handler's own state may be half-updated; keep
+/// invariants simple). Handlers must not block: use [`Ctx::spawn_blocking`].
+pub trait Handler: 'static {
+    /// Events posted to this shard ([`Ctx::post`], [`Remote::post`], blocking-job results).
+    type Event: Send + 'static;
+
+    /// Called once on the shard thread before the first datagram.
+    fn on_start(&mut self, _ctx: &mut Ctx<'_, Self::Event>) {}
+
+    /// A datagram arrived on one of this shard's sockets, or was handed off by another shard
+    /// (`dgram.handed_off`).
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_, Self::Event>, dgram: Datagram<'_>);
+
+    /// An event posted to this shard, or the result of a job from [`Ctx::spawn_blocking`].
+    fn on_event(&mut self, ctx: &mut Ctx<'_, Self::Event>, event: Self::Event);
+
+    /// A timer set with [`Ctx::set_timer`] is due.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Event>, timer: TimerId, token: u64);
+}
+
+/// One received datagram, borrowed from the backend's receive buffer for the duration of
+/// [`Handler::on_datagram`].
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The payload (never truncated: oversize datagrams are dropped and counted).
+    pub data: &'a [u8],
+    /// The sender.
+    pub peer: SocketAddr,
+    /// The address the receiving socket is bound to (the wildcard address for wildcard binds).
+    pub local: SocketAddr,
+    /// The receiving socket; replies sent on it leave from `local`.
+    pub socket: SocketId,
+    /// True when another shard received it and handed it to this one.
+    pub handed_off: bool,
+}
+
+/// A socket index: the same index on every shard means the same listen address
+/// (`Config::listen[id]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+/// One of the current shard's sockets and the address it is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub id: SocketId,
+    pub local: SocketAddr,
+}

@@ -1,0 +1,311 @@
+//! [`Runtime`]: starting the shards (backend choice, sockets, threads, pinning), observing them
+//! and stopping them.
+//!
+//! All sockets are bound on the calling thread before any shard starts, so a bind error is a
+//! plain `io::Error` from [`Runtime::start`]. Backends are built on their shard thread (an
+//! io_uring ring belongs to the thread that submits to it); a failure there stops the shards
+//! already started and is returned too. No `unsafe` here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::Socket;
+
+use crate::config::{Backend, BackendKind, Config};
+use crate::ctx::Core;
+use crate::mailbox::{Mailbox, Remote, Shared};
+use crate::pool::Pool;
+use crate::shard::{self, Io};
+use crate::stats::{AtomicStats, ShardStats};
+use crate::{Handler, SocketId, SocketInfo};
+
+/// A running set of shards. Dropping it shuts the shards down and waits for them.
+pub struct Runtime<E> {
+    shared: Arc<Shared<E>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    kind: BackendKind,
+    detail: &'static str,
+    /// Per shard, the bound address of each socket (index = `SocketId`).
+    addrs: Vec<Vec<SocketAddr>>,
+}
+
+type Ready = (usize, io::Result<&'static str>);
+
+impl<E: Send + 'static> Runtime<E> {
+    /// Binds every socket, starts the blocking pool and one thread per shard; `factory(i)`
+    /// builds shard `i`'s handler on that shard's thread.
+    pub fn start<H, F>(cfg: Config, factory: F) -> io::Result<Self>
+    where
+        H: Handler<Event = E>,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let n = cfg.shard_count();
+        let kind = choose_backend(cfg.backend, cfg.max_datagram)?;
+        let (sockets, addrs) = bind_all(&cfg, n)?;
+
+        let mailboxes = (0..n).map(|_| Mailbox::new()).collect::<io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            mailboxes,
+            stats: (0..n).map(|_| AtomicStats::default()).collect(),
+            stop: AtomicBool::new(false),
+            pool: Pool::start(cfg.blocking_threads, &cfg.name)?,
+        });
+        let mut rt = Self { shared, threads: Vec::with_capacity(n), kind, detail: "", addrs };
+
+        let factory = Arc::new(factory);
+        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        for (i, socks) in sockets.into_iter().enumerate() {
+            let infos = rt.addrs[i]
+                .iter()
+                .enumerate()
+                .map(|(j, a)| SocketInfo { id: SocketId(j as u32), local: *a })
+                .collect();
+            let shard = ShardStart {
+                index: i,
+                kind,
+                sockets: socks,
+                infos,
+                max_datagram: cfg.max_datagram,
+                core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+                shared: rt.shared.clone(),
+                ready: ready_tx.clone(),
+            };
+            let factory = factory.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-shard-{i}", cfg.name))
+                .spawn(move || shard.run(&*factory));
+            match spawned {
+                Ok(h) => rt.threads.push(h),
+                Err(e) => {
+                    rt.stop_now();
+                    return Err(e);
+                }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok((_, Ok(detail))) => rt.detail = detail,
+                Ok((i, Err(e))) => {
+                    rt.stop_now();
+                    return Err(io::Error::new(e.kind(), format!("shard {i}: {kind} backend: {e}")));
+                }
+                Err(_) => {
+                    rt.stop_now();
+                    return Err(io::Error::other("a shard thread exited during start"));
+                }
+            }
+        }
+        Ok(rt)
+    }
+
+    /// The backend the shards use.
+    pub fn backend(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The backend in words, e.g. "io_uring (multishot recvmsg, provided-buffer ring)", for
+    /// the server's start-up log line.
+    pub fn backend_detail(&self) -> &'static str {
+        self.detail
+    }
+
+    /// The distinct bound addresses of all shards, shard 0's first. With `reuse_port` these
+    /// are the listen addresses (ports resolved); without it, every shard's own.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for a in self.addrs.iter().flatten() {
+            if !out.contains(a) {
+                out.push(*a);
+            }
+        }
+        out
+    }
+
+    /// Shard `shard`'s bound addresses, indexed by `SocketId`.
+    pub fn shard_local_addrs(&self, shard: usize) -> &[SocketAddr] {
+        self.addrs.get(shard).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shared.mailboxes.len()
+    }
+
+    pub fn remote(&self) -> Remote<E> {
+        Remote { shared: self.shared.clone() }
+    }
+
+    /// A snapshot of every shard's counters (each at most one loop iteration old).
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shared.stats.iter().map(AtomicStats::load).collect()
+    }
+
+    /// Asks every shard to exit; returns at once (see [`join`](Self::join)).
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Waits for every shard to exit (after [`shutdown`](Self::shutdown) or
+    /// [`Remote::shutdown`]), then stops the blocking pool. The error of a shard whose backend
+    /// failed, or that panicked outside a handler, is returned.
+    pub fn join(mut self) -> io::Result<()> {
+        self.join_all()
+    }
+}
+
+impl<E> Runtime<E> {
+    fn join_all(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (i, h) in std::mem::take(&mut self.threads).into_iter().enumerate() {
+            let r = match h.join() {
+                Ok(r) => r.map_err(|e| io::Error::new(e.kind(), format!("shard {i}: {e}"))),
+                Err(_) => Err(io::Error::other(format!("shard {i} panicked"))),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        self.shared.pool.stop_and_join();
+        result
+    }
+
+    fn stop_now(&mut self) {
+        self.shared.shutdown();
+        let _ = self.join_all();
+    }
+}
+
+impl<E> Drop for Runtime<E> {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop_now();
+        } else {
+            self.shared.pool.stop_and_join();
+        }
+    }
+}
+
+/// Picks the backend: `Auto` probes io_uring and falls back to the portable one.
+fn choose_backend(want: Backend, max_datagram: usize) -> io::Result<BackendKind> {
+    #[cfg(target_os = "linux")]
+    {
+        match want {
+            Backend::Portable => Ok(BackendKind::Portable),
+            Backend::IoUring => crate::uring::probe(max_datagram).map(|()| BackendKind::IoUring),
+            Backend::Auto => Ok(match crate::uring::probe(max_datagram) {
+                Ok(()) => BackendKind::IoUring,
+                Err(_) => BackendKind::Portable,
+            }),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (want, max_datagram);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "ser-shards backends need Linux (io_uring or epoll)"))
+    }
+}
+
+/// Binds every shard's sockets. With `reuse_port`, the first bind of a port-0 address fixes the
+/// port the other shards then share.
+fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, Vec<Vec<SocketAddr>>)> {
+    let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
+    let mut addrs: Vec<Vec<SocketAddr>> = (0..n).map(|_| Vec::new()).collect();
+    for want in &cfg.listen {
+        let mut addr = *want;
+        for i in 0..n {
+            let sock = crate::sys::udp_socket(addr, cfg.reuse_port, cfg.recv_buffer)?;
+            let local = sock
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
+            if cfg.reuse_port {
+                addr = local;
+            }
+            sockets[i].push(sock);
+            addrs[i].push(local);
+        }
+    }
+    Ok((sockets, addrs))
+}
+
+/// Everything one shard thread needs.
+struct ShardStart<E> {
+    index: usize,
+    kind: BackendKind,
+    sockets: Vec<Socket>,
+    infos: Vec<SocketInfo>,
+    max_datagram: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared<E>>,
+    ready: mpsc::Sender<Ready>,
+}
+
+impl<E: Send + 'static> ShardStart<E> {
+    fn run<H: Handler<Event = E>>(self, factory: &dyn Fn(usize) -> H) -> io::Result<()> {
+        if let Some(core) = self.core {
+            // Not fatal: containers and cgroups may refuse; the shard just floats.
+            let _ = core_affinity::set_for_current(core);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let waker = self.shared.mailboxes[self.index].waker.raw();
+            let (kind, max) = (self.kind, self.max_datagram);
+            let (sockets, rest) = self.split();
+            match kind {
+                BackendKind::IoUring => rest.serve(crate::uring::Uring::new(sockets, waker, max), factory),
+                BackendKind::Portable => rest.serve(crate::portable::Portable::new(sockets, waker, max), factory),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = factory;
+            Err(io::Error::new(io::ErrorKind::Unsupported, "no backend"))
+        }
+    }
+
+    fn split(self) -> (Vec<Socket>, ShardRest<E>) {
+        let rest = ShardRest { index: self.index, infos: self.infos, shared: self.shared, ready: self.ready };
+        (self.sockets, rest)
+    }
+}
+
+/// A shard thread's state once its sockets went to the backend.
+struct ShardRest<E> {
+    index: usize,
+    infos: Vec<SocketInfo>,
+    shared: Arc<Shared<E>>,
+    ready: mpsc::Sender<Ready>,
+}
+
+impl<E: Send + 'static> ShardRest<E> {
+    fn serve<B: Io, H: Handler<Event = E>>(self, io: io::Result<B>, factory: &dyn Fn(usize) -> H) -> io::Result<()> {
+        let Self { index, infos, shared, ready } = self;
+        let mut io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = ready.send((index, Err(e)));
+                return Ok(());
+            }
+        };
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(index)));
+        let Ok(mut handler) = made else {
+            let _ = ready.send((index, Err(io::Error::other("the handler factory panicked"))));
+            return Ok(());
+        };
+        let _ = ready.send((index, Ok(io.detail())));
+        drop(ready);
+        let mut core = Core::new(index, infos, shared.clone());
+        let r = shard::run(&mut io, &mut core, &mut handler);
+        if r.is_err() {
+            // A shard whose backend failed cannot serve its Call-IDs: stop them all so that a
+            // supervisor restarts the process.
+            shared.shutdown();
+        }
+        r
+    }
+}

@@ -1,0 +1,65 @@
+//! The shard loop and the small trait ([`Io`]) both backends implement.
+//!
+//! One iteration: flush posts to other shards; submit queued sends and wait (the only blocking
+//! call, bounded by the next timer deadline); hand every received datagram to the handler; run
+//! the mailbox; fire due timers; publish counters. The loop is generic over the backend so the
+//! per-datagram path has no dynamic dispatch. No `unsafe` here.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::ctx::{Core, SendQueue};
+use crate::stats::IoCounters;
+use crate::Handler;
+
+/// One received datagram as a backend reports it.
+pub(crate) struct Received<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) peer: std::net::SocketAddr,
+    pub(crate) socket: u32,
+}
+
+/// A shard's I/O backend.
+pub(crate) trait Io {
+    /// Takes the queued sends (buffers go back to `sends` once the kernel is done with them),
+    /// submits them, and waits until something completes or `timeout` passes (`None`: no
+    /// timer). `Err` only for failures the shard cannot recover from.
+    fn wait(&mut self, sends: &mut SendQueue, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Hands every datagram received since the last call to `deliver`; receive buffers are
+    /// reused once `deliver` returns. Oversize datagrams are dropped and counted here.
+    fn reap(&mut self, deliver: impl FnMut(Received<'_>));
+
+    fn counters(&self) -> &IoCounters;
+
+    /// The backend in words, for logs.
+    fn detail(&self) -> &'static str;
+}
+
+/// Runs the shard until the runtime shuts down (or the backend fails).
+pub(crate) fn run<B: Io, H: Handler>(io: &mut B, core: &mut Core<H::Event>, handler: &mut H) -> io::Result<()> {
+    core.call(handler, |h, ctx| h.on_start(ctx));
+    let mut inbox = Vec::new();
+    let result = loop {
+        core.flush_outbox();
+        if core.shared.stopping() {
+            break Ok(());
+        }
+        let timeout = core.timeout();
+        if let Err(e) = io.wait(&mut core.sends, timeout) {
+            break Err(e);
+        }
+        core.stats.loops += 1;
+        core.now = Instant::now();
+        io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket));
+        core.run_mailbox(handler, &mut inbox);
+        core.fire_timers(handler);
+        core.publish(io.counters());
+    };
+    // Best effort: hand what the last iteration queued to the kernel.
+    if result.is_ok() && !core.sends.pending.is_empty() {
+        let _ = io.wait(&mut core.sends, Some(Duration::ZERO));
+    }
+    core.publish(io.counters());
+    result
+}

@@ -1,0 +1,111 @@
+//! Per-shard counters: [`ShardStats`] (a plain `Copy` snapshot) and its published form.
+//!
+//! The hot path only bumps plain integers owned by the shard; once per loop iteration the shard
+//! stores them into relaxed atomics that [`Runtime::stats`](crate::Runtime::stats) reads. So a
+//! snapshot may lag by one loop iteration, and no counter is ever shared between cores.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! shard_stats {
+    ($( $(#[$doc:meta])* $field:ident ),* $(,)?) => {
+        /// Counters of one shard since it started.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct ShardStats {
+            $( $(#[$doc])* pub $field: u64, )*
+        }
+
+        /// The published copy of a [`ShardStats`].
+        #[derive(Debug, Default)]
+        pub(crate) struct AtomicStats {
+            $( $field: AtomicU64, )*
+        }
+
+        impl AtomicStats {
+            pub(crate) fn store(&self, s: &ShardStats) {
+                $( self.$field.store(s.$field, Ordering::Relaxed); )*
+            }
+
+            pub(crate) fn load(&self) -> ShardStats {
+                ShardStats { $( $field: self.$field.load(Ordering::Relaxed), )* }
+            }
+        }
+
+        impl ShardStats {
+            /// Field-wise sum, e.g. to total all shards.
+            pub fn add(&mut self, other: &ShardStats) {
+                $( self.$field += other.$field; )*
+            }
+        }
+    };
+}
+
+shard_stats! {
+    /// Datagrams received from this shard's sockets (not counting handoffs in).
+    datagrams_received,
+    /// Payload bytes of `datagrams_received`.
+    bytes_received,
+    /// Datagrams the kernel accepted for sending.
+    datagrams_sent,
+    /// Payload bytes of `datagrams_sent`.
+    bytes_sent,
+    /// Sends that failed (bad socket id, unreachable, wrong address family, ...).
+    send_errors,
+    /// Receive completions that reported an error.
+    recv_errors,
+    /// Datagrams larger than `max_datagram`, dropped.
+    truncated,
+    /// Datagrams handed to this shard by others.
+    handoffs_in,
+    /// Datagrams this shard handed to others.
+    handoffs_out,
+    /// Events delivered to `on_event` (posts and blocking-job results).
+    events,
+    /// Timers delivered to `on_timer`.
+    timers_fired,
+    /// Handler calls (and blocking jobs) that panicked.
+    panics,
+    /// System calls made by the I/O loop (`io_uring_enter`, `epoll_wait`, `recvmmsg`,
+    /// `sendmmsg`, eventfd reads/writes): divide by datagrams for "syscalls per datagram".
+    syscalls,
+    /// Loop iterations (wake-ups).
+    loops,
+}
+
+impl ShardStats {
+    /// A total over several shards.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a ShardStats>) -> ShardStats {
+        let mut t = ShardStats::default();
+        for s in all {
+            t.add(s);
+        }
+        t
+    }
+}
+
+/// The counters an I/O backend keeps itself (the shard adds its own and publishes the sum).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IoCounters {
+    pub(crate) datagrams_received: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) datagrams_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) send_errors: u64,
+    pub(crate) recv_errors: u64,
+    pub(crate) truncated: u64,
+    pub(crate) syscalls: u64,
+}
+
+impl ShardStats {
+    /// Copies the backend's counters in; `own_syscalls` are the shard's own (mailbox wake-ups).
+    pub(crate) fn set_io(&mut self, io: &IoCounters, own_syscalls: u64, own_send_errors: u64) {
+        self.datagrams_received = io.datagrams_received;
+        self.bytes_received = io.bytes_received;
+        self.datagrams_sent = io.datagrams_sent;
+        self.bytes_sent = io.bytes_sent;
+        self.send_errors = io.send_errors + own_send_errors;
+        self.recv_errors = io.recv_errors;
+        self.truncated = io.truncated;
+        self.syscalls = io.syscalls + own_syscalls;
+    }
+}

@@ -1,0 +1,165 @@
+//! Thin OS helpers shared by the backends: the wake-up eventfd, `sockaddr` conversions, and the
+//! creation of the UDP sockets (socket2).
+//!
+//! This is a leaf module where `unsafe` is allowed; every block says why it is sound. It knows
+//! nothing of shards or handlers.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A non-blocking eventfd used to wake a shard out of its wait call.
+#[derive(Debug)]
+pub(crate) struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall with constant flags; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn new() -> io::Result<Self> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "eventfd needs Linux"))
+    }
+
+    /// Adds one to the counter; never blocks (a full counter already means "wake up").
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to a descriptor we own.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter (portable backend; the io_uring backend reads it through the ring).
+    pub(crate) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from a descriptor we own.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Writes `addr` as a C socket address into `storage`; returns its length.
+pub(crate) fn write_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: all-zero is a valid sockaddr_in.
+            let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// The largest socket address we ask the kernel for (IPv6).
+pub(crate) const SOCKADDR_MAX: usize = mem::size_of::<libc::sockaddr_in6>();
+
+/// Reads a C socket address from raw bytes as the kernel wrote them (maybe unaligned, e.g. in a
+/// provided buffer). `None` for other families or short input.
+pub(crate) fn read_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int;
+    if family == libc::AF_INET && bytes.len() >= mem::size_of::<libc::sockaddr_in>() {
+        // SAFETY: length checked above; read_unaligned copes with any alignment and every bit
+        // pattern is a valid sockaddr_in.
+        let sin: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+        Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+    } else if family == libc::AF_INET6 && bytes.len() >= mem::size_of::<libc::sockaddr_in6>() {
+        // SAFETY: as above, for sockaddr_in6.
+        let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+            u16::from_be(sin6.sin6_port),
+            sin6.sin6_flowinfo,
+            sin6.sin6_scope_id,
+        )))
+    } else {
+        None
+    }
+}
+
+/// Reads the socket address the kernel stored in `storage` (`len` bytes of it).
+pub(crate) fn read_sockaddr_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = (len as usize).min(mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` is a live, initialised sockaddr_storage of at least `len` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len) };
+    read_sockaddr(bytes)
+}
+
+/// Creates one non-blocking UDP socket bound to `addr`: `SO_REUSEPORT` when asked,
+/// `IPV6_V6ONLY` on IPv6, `SO_RCVBUF` when given.
+pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool, recv_buffer: Option<usize>) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if let Some(n) = recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    Ok(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trip() {
+        for a in ["127.0.0.1:5060", "[::1]:5061", "[fe80::1%2]:7"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
+            let len = write_sockaddr(&addr, &mut st);
+            assert_eq!(read_sockaddr_storage(&st, len), Some(addr));
+        }
+        assert_eq!(read_sockaddr(&[0u8; 1]), None);
+    }
+
+    #[test]
+    fn eventfd_wakes_and_drains() {
+        let e = EventFd::new().unwrap();
+        e.wake();
+        e.wake();
+        e.drain();
+        e.drain();
+    }
+}

@@ -1,0 +1,324 @@
+//! Global options of `ser.cfg` and the command line, merged into one typed `Config`.
+//!
+//! SER's rule: options in the script win over the command line. Unknown options are refused
+//! with `file:line:col`. Options that belong to later parts of the server (`fifo`, `fork`, ...)
+//! are accepted and kept here so the scripts of the seeds load unchanged.
+//! This module does not bind sockets or resolve names at run time; `listen=` names are resolved
+//! here, once, at start.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use ser_script::{Item, ScriptError, Span, Value};
+
+/// The embedded default configuration: what `ser` runs when no `-f` is given and `./ser.cfg`
+/// does not exist. A stateless proxy: sanity checks, OPTIONS to us answered, everything else
+/// forwarded to its Request-URI.
+pub const DEFAULT_CFG: &str = include_str!("default.cfg");
+
+/// Where a listen address came from, for the myself check.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: IpAddr,
+    /// Port given with this address (`-l ip -p port` or `listen=ip:port`), else `Config::port`.
+    pub port: Option<u16>,
+    /// The name it was given by, when it was a host name.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub debug: i32,
+    pub fork: bool,
+    pub log_stderror: bool,
+    pub listen: Vec<Listen>,
+    pub aliases: Vec<(String, Option<u16>)>,
+    pub port: u16,
+    pub children: usize,
+    pub check_via: bool,
+    pub dns: bool,
+    pub rev_dns: bool,
+    pub sip_warning: bool,
+    pub server_signature: bool,
+    pub reply_to_via: bool,
+    pub fifo: Option<String>,
+    pub fifo_mode: u32,
+    pub mhomed: bool,
+    pub maxbuffer: Option<usize>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub syn_branch: bool,
+    pub mem_log: i32,
+    /// `len_gt(max_len)`: SER's BUF_SIZE, 3040 bytes unless set.
+    pub max_len: usize,
+    /// `io_backend = "auto" | "io_uring" | "portable"`.
+    pub io_backend: String,
+    pub pid_file: Option<String>,
+    pub working_dir: Option<String>,
+    pub chroot: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            debug: 0,
+            fork: true,
+            log_stderror: false,
+            listen: Vec::new(),
+            aliases: Vec::new(),
+            port: 5060,
+            children: 0,
+            check_via: false,
+            dns: false,
+            rev_dns: false,
+            sip_warning: true,
+            server_signature: true,
+            reply_to_via: false,
+            fifo: None,
+            fifo_mode: 0o600,
+            mhomed: false,
+            maxbuffer: None,
+            user: None,
+            group: None,
+            syn_branch: true,
+            mem_log: 0,
+            max_len: 3040,
+            io_backend: String::from("auto"),
+            pid_file: None,
+            working_dir: None,
+            chroot: None,
+        }
+    }
+}
+
+fn err(file: &str, span: &Span, msg: impl Into<String>) -> ScriptError {
+    ScriptError {
+        file: file.to_string(),
+        line: span.line,
+        col: span.col,
+        msg: msg.into(),
+    }
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Int(i) => Some(*i != 0),
+        Value::Ident(s) | Value::Str(s) => match s.to_ascii_lowercase().as_str() {
+            "yes" | "on" | "true" | "1" => Some(true),
+            "no" | "off" | "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Str(s) | Value::Ident(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::Str(s) | Value::Ident(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Value::Ip(ip) => ip.to_string(),
+        Value::Net(ip, len) => format!("{ip}/{len}"),
+        Value::NetMask(ip, m) => format!("{ip}/{m}"),
+        Value::Myself => "myself".to_string(),
+    }
+}
+
+/// Splits `[proto:]host[:port]` (IPv6 in brackets, or bare when there is no port).
+pub fn split_hostport(s: &str) -> Result<(String, Option<u16>), String> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("udp:")
+        .or_else(|| s.strip_prefix("UDP:"))
+        .unwrap_or(s);
+    if s.starts_with("tcp:") || s.starts_with("tls:") || s.starts_with("sctp:") {
+        return Err(format!("'{s}': only UDP is served in this version"));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{s}': unbalanced '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().map_err(|_| format!("'{s}': bad port"))?),
+            None if after.is_empty() => None,
+            None => return Err(format!("'{s}': junk after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok((s.to_string(), None));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.to_string(),
+            Some(p.parse().map_err(|_| format!("'{s}': bad port"))?),
+        )),
+        None => Ok((s.to_string(), None)),
+    }
+}
+
+/// Resolves a host name (or parses an address) at start; blocking is fine here.
+pub fn resolve_at_start(host: &str) -> Result<Vec<IpAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let addrs: Vec<IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve '{host}': no address"));
+    }
+    Ok(addrs)
+}
+
+impl Config {
+    /// Applies the script's global options over `self` (which holds the command line's values).
+    pub fn apply_script(&mut self, file: &str, items: &[Item]) -> Result<(), ScriptError> {
+        let mut listen_from_script = Vec::new();
+        for item in items {
+            let Item::Global { name, value, span } = item else {
+                continue;
+            };
+            let bad = |what: &str| err(file, span, format!("option '{name}': expected {what}"));
+            match name.as_str() {
+                "debug" => self.debug = as_int(value).ok_or_else(|| bad("a number"))? as i32,
+                "fork" => self.fork = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "log_stderror" => self.log_stderror = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "listen" => {
+                    let text = as_text(value);
+                    let (host, port) = split_hostport(&text).map_err(|m| err(file, span, m))?;
+                    let ips = resolve_at_start(&host).map_err(|m| err(file, span, m))?;
+                    let name = host.parse::<IpAddr>().is_err().then(|| host.clone());
+                    for ip in ips {
+                        listen_from_script.push(Listen {
+                            addr: ip,
+                            port,
+                            name: name.clone(),
+                        });
+                    }
+                }
+                "alias" => {
+                    let text = as_text(value);
+                    let (host, port) = split_hostport(&text).map_err(|m| err(file, span, m))?;
+                    self.aliases.push((host.to_ascii_lowercase(), port));
+                }
+                "port" => {
+                    let p = as_int(value).ok_or_else(|| bad("a port number"))?;
+                    self.port = u16::try_from(p)
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| bad("a port number 1..65535"))?;
+                }
+                "children" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number"))?;
+                    if !(0..=1024).contains(&n) {
+                        return Err(bad("a number 0..1024 (0: one per core)"));
+                    }
+                    self.children = n as usize;
+                }
+                "check_via" => self.check_via = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "dns" => self.dns = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "rev_dns" => self.rev_dns = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "sip_warning" => self.sip_warning = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "server_signature" => {
+                    self.server_signature = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "reply_to_via" => self.reply_to_via = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "fifo" => self.fifo = Some(as_text(value)),
+                "fifo_mode" => {
+                    self.fifo_mode = as_int(value).ok_or_else(|| bad("a number"))? as u32
+                }
+                "mhomed" => self.mhomed = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "maxbuffer" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number of bytes"))?;
+                    self.maxbuffer = Some(n.max(0) as usize);
+                }
+                "user" | "uid" => self.user = Some(as_text(value)),
+                "group" | "gid" => self.group = Some(as_text(value)),
+                "syn_branch" => self.syn_branch = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "mem_log" => self.mem_log = as_int(value).ok_or_else(|| bad("a number"))? as i32,
+                "max_len" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number of bytes"))?;
+                    self.max_len = n.max(0) as usize;
+                }
+                "io_backend" => {
+                    let b = as_text(value);
+                    if !matches!(b.as_str(), "auto" | "io_uring" | "portable") {
+                        return Err(bad("\"auto\", \"io_uring\" or \"portable\""));
+                    }
+                    self.io_backend = b;
+                }
+                _ => return Err(err(file, span, format!("unknown option '{name}'"))),
+            }
+        }
+        if !listen_from_script.is_empty() {
+            // Script options win over the command line (SER's rule).
+            self.listen = listen_from_script;
+        }
+        Ok(())
+    }
+
+    /// The concrete socket addresses to bind: every listen address, or every interface address
+    /// (IPv4 and IPv6) when none was given, as SER did.
+    pub fn bind_addrs(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        if self.listen.is_empty() {
+            if let Ok(ifs) = if_addrs::get_if_addrs() {
+                for i in ifs {
+                    let ip = i.ip();
+                    if let IpAddr::V6(v6) = ip {
+                        // Link-local addresses need a scope id we can't put in a Via.
+                        if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+                            continue;
+                        }
+                    }
+                    out.push(SocketAddr::new(ip, self.port));
+                }
+            }
+            if out.is_empty() {
+                out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.port));
+            }
+        } else {
+            for l in &self.listen {
+                out.push(SocketAddr::new(l.addr, l.port.unwrap_or(self.port)));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostport_forms() {
+        assert_eq!(
+            split_hostport("udp:127.0.0.1:5070").ok(),
+            Some(("127.0.0.1".into(), Some(5070)))
+        );
+        assert_eq!(split_hostport("::1").ok(), Some(("::1".into(), None)));
+        assert_eq!(
+            split_hostport("[::1]:5060").ok(),
+            Some(("::1".into(), Some(5060)))
+        );
+        assert_eq!(
+            split_hostport("foo.bar").ok(),
+            Some(("foo.bar".into(), None))
+        );
+        assert!(split_hostport("tcp:1.2.3.4:5060").is_err());
+    }
+}

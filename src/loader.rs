@@ -1,0 +1,96 @@
+//! Loading a script: parse, apply its global options, map `loadmodule` to built-in modules,
+//! check `modparam`, compile to bytecode. Every refusal is `file:line:col: what is wrong`.
+//!
+//! Used at start, by `ser -c` (check only) and later by reload; it never touches sockets.
+
+use std::sync::Arc;
+
+use ser_script::{Item, ScriptError, Span, Value};
+
+use crate::config::Config;
+use crate::modules::{self, ParamKind};
+use crate::route::Script;
+
+/// A script ready to run, and the configuration it produced.
+pub struct Loaded {
+    pub config: Config,
+    pub script: Arc<Script>,
+    pub modules: Vec<String>,
+}
+
+fn err_at(file: &str, span: &Span, msg: impl Into<String>) -> ScriptError {
+    ScriptError {
+        file: file.to_string(),
+        line: span.line,
+        col: span.col,
+        msg: msg.into(),
+    }
+}
+
+/// Loads `src` (named `file` in messages) over the command line's configuration `base`.
+pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError> {
+    let parsed = ser_script::parse(file, src)?;
+    let mut config = base.clone();
+    config.apply_script(file, &parsed.items)?;
+
+    let mut names: Vec<&str> = Vec::new();
+    for item in &parsed.items {
+        if let Item::LoadModule { path, span } = item {
+            let name = modules::module_name(path);
+            modules::find_module(name).map_err(|m| err_at(file, span, m))?;
+            names.push(name);
+        }
+    }
+    let exports = modules::exports_for(&names).map_err(|m| ScriptError {
+        file: file.to_string(),
+        line: 1,
+        col: 1,
+        msg: m,
+    })?;
+    for item in &parsed.items {
+        if let Item::ModParam {
+            module,
+            param,
+            value,
+            span,
+        } = item
+        {
+            if !names.contains(&module.as_str()) {
+                return Err(err_at(
+                    file,
+                    span,
+                    format!("modparam for module '{module}', which is not loaded"),
+                ));
+            }
+            let def = exports
+                .params
+                .iter()
+                .find(|(m, d)| m == module && d.name == param)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| {
+                    err_at(
+                        file,
+                        span,
+                        format!("module '{module}' has no parameter '{param}'"),
+                    )
+                })?;
+            let ok = match def.kind {
+                ParamKind::Int => matches!(value, Value::Int(_) | Value::Bool(_)),
+                ParamKind::Str => matches!(value, Value::Str(_)),
+            };
+            if !ok {
+                return Err(err_at(
+                    file,
+                    span,
+                    format!("modparam '{module}.{param}': wrong type of value"),
+                ));
+            }
+        }
+    }
+    let program = ser_script::compile(&parsed, &exports.registry)?;
+    Ok(Loaded {
+        config,
+        script: Arc::new(program),
+        modules: names.iter().map(|s| s.to_string()).collect(),
+    })
+}

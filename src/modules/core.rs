@@ -1,0 +1,429 @@
+//! The core actions (SER's built-ins): `forward`, `send`, `log`, `len_gt`, flags, the URI
+//! rewriting family, `append_branch`, `revert_uri`; and stateless forwarding itself
+//! (RFC 3261 16.11): our Via with a stateless branch, `received`/`rport` on the previous hop's
+//! Via, loop detection, and replies routed back along their Via.
+//!
+//! `route(n)`, `break` and `drop` are statements of the language, handled by the VM.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ser_parser::{Host, Message};
+use ser_script::{Arg, BindCtx, FnEntry, KindSet, Value};
+
+use super::{arg_int, arg_str, Exports};
+use crate::core::{hash64, Core, Stats};
+use crate::route::uri::Rewrite;
+use crate::route::{Action, HostArg, MsgCtx, Outbox, PendingSend, PortArg};
+
+/// Most URIs a destination set holds (SER's MAX_BRANCHES).
+pub const MAX_BRANCHES: usize = 12;
+
+const URI_KINDS: KindSet = KindSet(KindSet::REQUEST.0 | KindSet::FAILURE.0 | KindSet::REPLY.0 | KindSet::BRANCH.0);
+
+pub fn register(ex: &mut Exports) {
+    ex.function(f("forward", 1, 2, KindSet::REQUEST, bind_forward));
+    ex.function(f("send", 1, 2, KindSet::REQUEST, bind_send));
+    ex.function(f("log", 1, 2, KindSet::ALL, bind_log));
+    ex.function(f("len_gt", 1, 1, KindSet::ALL, bind_len_gt));
+    ex.function(f("setflag", 1, 1, KindSet::ALL, |a, _| {
+        Ok(Action::SetFlag(flag(a)?))
+    }));
+    ex.function(f("resetflag", 1, 1, KindSet::ALL, |a, _| {
+        Ok(Action::ResetFlag(flag(a)?))
+    }));
+    ex.function(f("isflagset", 1, 1, KindSet::ALL, |a, _| {
+        Ok(Action::IsFlagSet(flag(a)?))
+    }));
+    ex.function(f("rewriteuri", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::Uri(checked_uri(a)?)))
+    }));
+    ex.alias("seturi", "rewriteuri");
+    ex.function(f("rewritehost", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::Host(arg1(a)?)))
+    }));
+    ex.alias("sethost", "rewritehost");
+    ex.alias("seth", "rewritehost");
+    ex.function(f("rewritehostport", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::HostPort(arg1(a)?)))
+    }));
+    ex.alias("sethostport", "rewritehostport");
+    ex.alias("sethp", "rewritehostport");
+    ex.function(f("rewriteuser", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::User(arg1(a)?)))
+    }));
+    ex.alias("setuser", "rewriteuser");
+    ex.alias("setu", "rewriteuser");
+    ex.function(f("rewriteuserpass", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::UserPass(arg1(a)?)))
+    }));
+    ex.alias("setuserpass", "rewriteuserpass");
+    ex.alias("setup", "rewriteuserpass");
+    ex.function(f("rewriteport", 1, 1, URI_KINDS, |a, _| {
+        let p = arg1(a)?;
+        p.parse::<u16>()
+            .map_err(|_| format!("bad port \"{p}\""))?;
+        Ok(Action::Rewrite(Rewrite::Port(p)))
+    }));
+    ex.alias("setport", "rewriteport");
+    ex.alias("setp", "rewriteport");
+    ex.function(f("prefix", 1, 1, URI_KINDS, |a, _| {
+        Ok(Action::Rewrite(Rewrite::Prefix(arg1(a)?)))
+    }));
+    ex.function(f("strip", 1, 1, URI_KINDS, |a, _| {
+        let n = a.first().map(arg_int).transpose()?.unwrap_or(0);
+        let n = usize::try_from(n).map_err(|_| "strip: expected a count >= 0".to_string())?;
+        Ok(Action::Rewrite(Rewrite::Strip(n)))
+    }));
+    ex.function(f("revert_uri", 0, 0, URI_KINDS, |_, _| Ok(Action::RevertUri)));
+    ex.function(f("append_branch", 0, 1, URI_KINDS, |a, _| {
+        Ok(Action::AppendBranch(match a.first() {
+            Some(x) => Some(checked_uri(std::slice::from_ref(x))?),
+            None => None,
+        }))
+    }));
+}
+
+/// Binder signature shared by every module.
+pub type Bind = fn(&[Arg], &BindCtx<'_>) -> Result<Action, String>;
+
+/// One export-table row.
+pub fn f(name: &'static str, min_args: u8, max_args: u8, kinds: KindSet, bind: Bind) -> FnEntry<Action> {
+    FnEntry {
+        name,
+        min_args,
+        max_args,
+        kinds,
+        bind,
+    }
+}
+
+fn arg1(a: &[Arg]) -> Result<String, String> {
+    a.first().map(arg_str).transpose()?.ok_or_else(|| "missing argument".to_string())
+}
+
+fn checked_uri(a: &[Arg]) -> Result<String, String> {
+    let u = arg1(a)?;
+    ser_parser::parse_uri(&u).map_err(|_| format!("\"{u}\" is not a valid SIP URI"))?;
+    Ok(u)
+}
+
+fn flag(a: &[Arg]) -> Result<u32, String> {
+    let n = a.first().map(arg_int).transpose()?.unwrap_or(-1);
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n < 32)
+        .ok_or_else(|| format!("flag {n} out of range 0..31"))
+}
+
+fn host_arg(a: &Arg) -> Result<HostArg, String> {
+    match &a.value {
+        Value::Ident(s) if s == "uri:host" => Ok(HostArg::UriHost),
+        Value::Ip(ip) => Ok(HostArg::Addrs(vec![*ip])),
+        Value::Str(s) | Value::Ident(s) => {
+            let host = s.trim_start_matches('[').trim_end_matches(']');
+            // Host names in the script are resolved at start (SER did the same).
+            Ok(HostArg::Addrs(crate::config::resolve_at_start(host)?))
+        }
+        other => Err(format!("expected a host, found {other:?}")),
+    }
+}
+
+fn port_arg(a: Option<&Arg>) -> Result<PortArg, String> {
+    let Some(a) = a else {
+        return Ok(PortArg::Default);
+    };
+    match &a.value {
+        Value::Ident(s) if s == "uri:port" => Ok(PortArg::UriPort),
+        _ => {
+            let n = arg_int(a)?;
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p != 0)
+                .map(PortArg::Port)
+                .ok_or_else(|| format!("bad port {n}"))
+        }
+    }
+}
+
+fn bind_forward(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let host = host_arg(a.first().ok_or("missing host")?)?;
+    let port = port_arg(a.get(1))?;
+    Ok(Action::Forward { host, port })
+}
+
+fn bind_send(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let host = host_arg(a.first().ok_or("missing host")?)?;
+    let port = port_arg(a.get(1))?;
+    Ok(Action::Send { host, port })
+}
+
+fn bind_log(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    match a {
+        [msg] => Ok(Action::Log {
+            level: crate::log::L_DBG,
+            msg: arg_str(msg)?,
+        }),
+        [level, msg] => Ok(Action::Log {
+            level: i32::try_from(arg_int(level)?).map_err(|_| "bad log level")?,
+            msg: arg_str(msg)?,
+        }),
+        _ => Err("log([level,] message)".into()),
+    }
+}
+
+fn bind_len_gt(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let x = a.first().ok_or("missing length")?;
+    match &x.value {
+        Value::Ident(s) if s == "max_len" => Ok(Action::LenGt(None)),
+        _ => {
+            let n = arg_int(x)?;
+            Ok(Action::LenGt(Some(
+                usize::try_from(n).map_err(|_| format!("bad length {n}"))?,
+            )))
+        }
+    }
+}
+
+/// The stateless branch of a request we forward (RFC 3261 16.11): a hash of what identifies the
+/// request end to end, so that a retransmission, its CANCEL and the ACK of a negative reply get
+/// the same branch, and a request that comes back to us unchanged (a loop) computes the branch
+/// already in our Via. The bottom Via is the originator's, which no proxy on the path changes.
+pub fn stateless_branch(msg: &Message<'_>, ruri: &str, out: &mut String) {
+    let call_id = msg.call_id().unwrap_or_default();
+    let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
+    let cseq = msg.cseq().map(|c| c.number).unwrap_or(0);
+    let bottom = msg.vias().filter_map(Result::ok).last();
+    let bottom_id: &[u8] = match &bottom {
+        Some(v) => match v.branch {
+            Some(b) => b.as_bytes(),
+            None => v.host_str.as_bytes(),
+        },
+        None => b"",
+    };
+    let h = hash64(&[
+        call_id,
+        from_tag.as_bytes(),
+        &cseq.to_be_bytes(),
+        ruri.as_bytes(),
+        bottom_id,
+    ]);
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "z9hG4bKsl{h:016x}");
+}
+
+/// Is `via` one of ours (sent-by one of our sockets or names)?
+fn via_is_ours(core: &Core, via: &ser_parser::Via<'_>) -> bool {
+    core.is_myself(&via.host, via.host_str, via.port)
+}
+
+/// Formats `host:port` for a Via or Warning (IPv6 in brackets).
+pub fn hostport(addr: &SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("{}:{}", ip, addr.port()),
+        IpAddr::V6(ip) => format!("[{}]:{}", ip, addr.port()),
+    }
+}
+
+impl MsgCtx<'_, '_> {
+    /// `forward(host, port)` (with our Via) and `send(host, port)` (as is).
+    pub(crate) fn forward(&mut self, host: &HostArg, port: PortArg, add_via: bool) -> i32 {
+        if !self.msg.is_request() {
+            return self.fail(500, "Not a request");
+        }
+        // The destination.
+        let uri_text = self.current_uri().to_string();
+        let uri = match (host, port) {
+            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&uri_text) {
+                Ok(u) => Some(u),
+                Err(_) => return self.fail(400, "Bad Request-URI"),
+            },
+            _ => None,
+        };
+        let port = match port {
+            PortArg::Port(p) => p,
+            PortArg::UriPort | PortArg::Default => uri
+                .as_ref()
+                .and_then(|u| u.port)
+                .unwrap_or(5060),
+        };
+        let target: Result<IpAddr, String> = match host {
+            HostArg::Addrs(list) => match list.first() {
+                Some(ip) => Ok(*ip),
+                None => return self.fail(500, "No address"),
+            },
+            HostArg::UriHost => match uri.as_ref().map(|u| &u.host) {
+                Some(Host::V4(ip)) => Ok(IpAddr::V4(*ip)),
+                Some(Host::V6(ip)) => Ok(IpAddr::V6(*ip)),
+                Some(Host::Name(n)) => Err(n.to_string()),
+                _ => return self.fail(416, "Unsupported URI Scheme"),
+            },
+        };
+        // Our Via, and the loop check it allows.
+        let mut via = String::new();
+        if add_via {
+            let mut branch = String::with_capacity(32);
+            stateless_branch(self.msg, &uri_text, &mut branch);
+            let looped = self.msg.vias().filter_map(Result::ok).any(|v| {
+                v.branch == Some(branch.as_str()) && via_is_ours(self.core, &v)
+            });
+            if looped {
+                Stats::inc(&self.stats.loops);
+                crate::info!("loop detected for {}", uri_text);
+                return self.sl_send_reply(482, b"Loop Detected");
+            }
+            via = branch;
+        }
+        match target {
+            Ok(ip) => {
+                let dst = SocketAddr::new(ip, port);
+                let Some(sock) = self.core.socket_for(&dst, self.socket) else {
+                    crate::warn!("no socket to send to {dst}");
+                    return self.fail(500, "No socket for destination");
+                };
+                let via_line = add_via.then(|| self.via_value(sock, &via));
+                let mut out = std::mem::take(&mut self.s.out);
+                self.write_request(&mut out, sock, dst, via_line.as_deref(), &uri_text);
+                self.s.out = out;
+                Stats::inc(&self.stats.requests_fwd);
+                1
+            }
+            Err(name) => {
+                // Resolved off the shard; the datagram is written now, with the Via of the
+                // socket of the same family as the one it arrived on (fixed up if needed).
+                let sock = self.socket;
+                let via_line = add_via.then(|| self.via_value(sock, &via));
+                let mut tmp = Outbox::default();
+                let dst = self
+                    .core
+                    .sockets
+                    .get(sock)
+                    .copied()
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+                self.write_request(&mut tmp, sock, dst, via_line.as_deref(), &uri_text);
+                self.s.out.pending.push(PendingSend {
+                    host: name,
+                    port,
+                    socket_hint: sock,
+                    data: tmp.buf,
+                });
+                Stats::inc(&self.stats.requests_fwd);
+                1
+            }
+        }
+    }
+
+    fn via_value(&self, sock: usize, branch: &str) -> String {
+        let addr = self
+            .core
+            .sockets
+            .get(sock)
+            .copied()
+            .unwrap_or(self.local);
+        format!("SIP/2.0/UDP {};branch={}", hostport(&addr), branch)
+    }
+
+    /// Writes the request with the script's edits plus, for this copy only, the new
+    /// Request-URI, `received`/`rport` on the previous hop's Via and our Via.
+    fn write_request(
+        &mut self,
+        out: &mut Outbox,
+        sock: usize,
+        dst: SocketAddr,
+        via: Option<&str>,
+        uri: &str,
+    ) {
+        let mark = self.s.edits.mark();
+        if self.uri_changed {
+            self.s.edits.set_request_uri(self.msg, uri.as_bytes());
+        }
+        if let Some(via) = via {
+            let (received, rport) = self.received_params();
+            let mut rbuf = [0u8; 64];
+            let received = received.map(|ip| fmt_ip(ip, &mut rbuf));
+            let _ = self.s.edits.set_via_received(self.msg, received, rport);
+            self.s.edits.push_via(self.msg, via.as_bytes());
+        }
+        let msg = self.msg;
+        let edits = &self.s.edits;
+        out.push(sock, dst, |buf| ser_parser::write(msg, edits, buf));
+        self.s.edits.rollback(mark);
+    }
+
+    /// RFC 3261 18.2.1 and RFC 3581: `received` when the sent-by differs from the source
+    /// address (or `rport` asks for it), `rport` filled in when present.
+    pub(crate) fn received_params(&self) -> (Option<IpAddr>, Option<u16>) {
+        let Ok(via) = self.msg.top_via() else {
+            return (None, None);
+        };
+        let src = self.src.ip();
+        let rport = via.rport.map(|_| self.src.port());
+        let same = match via.host {
+            Host::V4(ip) => IpAddr::V4(ip) == src,
+            Host::V6(ip) => IpAddr::V6(ip) == src,
+            _ => false,
+        };
+        let received = (!same || rport.is_some()).then_some(src);
+        (received, rport)
+    }
+}
+
+/// Formats an address into a stack buffer (no allocation).
+pub fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{ip}");
+    let n = usize::try_from(cur.position()).unwrap_or(0);
+    buf.get(..n).unwrap_or_default()
+}
+
+/// Routes a reply back statelessly: our Via off the top, sent to the next Via's address
+/// (`received`/`rport` where present). Returns false when the reply is not for us.
+pub fn forward_reply(
+    core: &Core,
+    msg: &Message<'_>,
+    arrived_on: usize,
+    s: &mut crate::route::Scratch,
+) -> Result<(), &'static str> {
+    let mut vias = msg.vias();
+    let top = vias.next().ok_or("no Via")?.map_err(|_| "bad Via")?;
+    if !via_is_ours(core, &top) {
+        return Err("top Via is not ours");
+    }
+    let next = vias.next().ok_or("no second Via")?.map_err(|_| "bad Via")?;
+    let port = match next.rport {
+        Some(Some(p)) => p,
+        _ => next.port.unwrap_or(5060),
+    };
+    let ip: Result<IpAddr, String> = match next.received.and_then(|r| r.parse().ok()) {
+        Some(ip) => Ok(ip),
+        None => match next.host {
+            Host::V4(ip) => Ok(IpAddr::V4(ip)),
+            Host::V6(ip) => Ok(IpAddr::V6(ip)),
+            Host::Name(n) => Err(n.to_string()),
+            Host::None => return Err("bad Via host"),
+        },
+    };
+    s.edits.clear();
+    s.edits.remove_top_via(msg).map_err(|_| "bad Via")?;
+    match ip {
+        Ok(ip) => {
+            let dst = SocketAddr::new(ip, port);
+            let sock = core.socket_for(&dst, arrived_on).ok_or("no socket")?;
+            let edits = &s.edits;
+            s.out
+                .push(sock, dst, |buf| ser_parser::write(msg, edits, buf));
+        }
+        Err(name) => {
+            let mut data = Vec::with_capacity(msg.buf().len());
+            ser_parser::write(msg, &s.edits, &mut data);
+            s.out.pending.push(PendingSend {
+                host: name,
+                port,
+                socket_hint: arrived_on,
+                data,
+            });
+        }
+    }
+    Ok(())
+}

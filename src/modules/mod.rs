@@ -1,0 +1,277 @@
+//! Built-in modules and the core actions, each with one declarative export table.
+//!
+//! `loadmodule "…/sl.so"` in a script maps to the built-in module of that name; the functions
+//! a script may call are the core's plus those of the modules it loaded, as in SER. Each module's
+//! `register` lists its functions (arity, route kinds, binder) and its parameters. Modules of
+//! SER that this version does not have yet are refused by name at load time, with the line.
+
+use ser_script::{Arg, BindCtx, CmpOp, FnEntry, OperandEntry, Registry, Span, Value};
+
+use crate::route::{Action, Cond};
+
+pub mod core;
+pub mod maxfwd;
+pub mod sl;
+pub mod textops;
+
+/// A module's parameter: its name and the kind of value it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDef {
+    pub name: &'static str,
+    pub kind: ParamKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Int,
+    Str,
+}
+
+/// What modules export into: the script registry and the parameter table.
+pub struct Exports {
+    pub registry: Registry<Action, Cond>,
+    pub params: Vec<(&'static str, ParamDef)>,
+}
+
+impl Exports {
+    pub fn function(&mut self, entry: FnEntry<Action>) {
+        self.registry.function(entry);
+    }
+
+    pub fn alias(&mut self, alias: &'static str, of: &'static str) {
+        self.registry.alias(alias, of);
+    }
+
+    pub fn param(&mut self, module: &'static str, def: ParamDef) {
+        self.params.push((module, def));
+    }
+}
+
+type Register = fn(&mut Exports);
+
+/// Every module name SER's scripts load, with our implementation where there is one.
+const MODULES: &[(&str, Option<Register>, &str)] = &[
+    ("sl", Some(sl::register), ""),
+    ("maxfwd", Some(maxfwd::register), ""),
+    ("textops", Some(textops::register), ""),
+    ("tm", None, "stateful transactions"),
+    ("rr", None, "record routing"),
+    ("usrloc", None, "user location"),
+    ("registrar", None, "registrar"),
+    ("auth", None, "digest authentication"),
+    ("auth_db", None, "digest authentication"),
+    ("group", None, "group membership"),
+    ("acc", None, "accounting"),
+    ("exec", None, "external programs"),
+    ("mysql", None, "database"),
+    ("postgres", None, "database"),
+    ("dbtext", None, "database"),
+];
+
+/// Functions by module, for a helpful message when a script calls one without loading it.
+const FUNCTION_HOME: &[(&str, &str)] = &[
+    ("sl_send_reply", "sl"),
+    ("sl_reply_error", "sl"),
+    ("mf_process_maxfwd_header", "maxfwd"),
+    ("search", "textops"),
+    ("append_hf", "textops"),
+    ("append_urihf", "textops"),
+    ("is_present_hf", "textops"),
+    ("t_relay", "tm"),
+    ("t_relay_to_udp", "tm"),
+    ("t_newtran", "tm"),
+    ("t_reply", "tm"),
+    ("t_on_negative", "tm"),
+    ("t_on_failure", "tm"),
+    ("t_replicate", "tm"),
+    ("record_route", "rr"),
+    ("loose_route", "rr"),
+    ("addRecordRoute", "rr"),
+    ("rewriteFromRoute", "rr"),
+    ("save", "registrar"),
+    ("lookup", "registrar"),
+    ("www_authorize", "auth_db"),
+    ("proxy_authorize", "auth_db"),
+    ("www_challenge", "auth"),
+    ("proxy_challenge", "auth"),
+    ("is_user_in", "group"),
+    ("is_in_group", "group"),
+    ("check_to", "auth_db"),
+    ("check_from", "auth_db"),
+    ("is_user", "auth"),
+    ("exec_msg", "exec"),
+    ("exec_uri", "exec"),
+    ("exec_user", "exec"),
+];
+
+fn unknown_hint(name: &str) -> Option<String> {
+    let (_, module) = FUNCTION_HOME.iter().find(|(f, _)| *f == name)?;
+    let (_, imp, _) = MODULES.iter().find(|(m, _, _)| m == module)?;
+    Some(match imp {
+        Some(_) => format!("function '{name}' is exported by module '{module}': load it with loadmodule \"{module}.so\""),
+        None => format!("function '{name}' belongs to module '{module}', which this version of ser does not have yet"),
+    })
+}
+
+/// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".
+pub fn module_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.strip_suffix(".so").unwrap_or(base)
+}
+
+/// Looks a module up; `Err` says why it can't be loaded.
+pub fn find_module(name: &str) -> Result<Register, String> {
+    match MODULES.iter().find(|(m, _, _)| *m == name) {
+        Some((_, Some(reg), _)) => Ok(*reg),
+        Some((_, None, what)) => Err(format!(
+            "module '{name}' ({what}) is not available in this version of ser"
+        )),
+        None => Err(format!("unknown module '{name}'")),
+    }
+}
+
+/// The registry for a script that loaded `modules`.
+pub fn exports_for(modules: &[&str]) -> Result<Exports, String> {
+    let mut ex = Exports {
+        registry: Registry::new(),
+        params: Vec::new(),
+    };
+    core::register(&mut ex);
+    let mut seen: Vec<&str> = Vec::new();
+    for m in modules {
+        if seen.contains(m) {
+            continue;
+        }
+        seen.push(m);
+        find_module(m)?(&mut ex);
+    }
+    ex.registry.unknown_hint(unknown_hint);
+    ex.registry.operand(OperandEntry {
+        name: "method",
+        bind: bind_method,
+    });
+    ex.registry.operand(OperandEntry {
+        name: "uri",
+        bind: bind_uri,
+    });
+    ex.registry.operand(OperandEntry {
+        name: "src_ip",
+        bind: bind_src_ip,
+    });
+    ex.registry.operand(OperandEntry {
+        name: "dst_ip",
+        bind: bind_dst_ip,
+    });
+    Ok(ex)
+}
+
+// ---- argument helpers shared by the modules' binders ----
+
+/// A string argument: quoted, or a bare word/number where SER took one.
+pub fn arg_str(a: &Arg) -> Result<String, String> {
+    match &a.value {
+        Value::Str(s) | Value::Ident(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        Value::Ip(ip) => Ok(ip.to_string()),
+        other => Err(format!("expected a string, found {other:?}")),
+    }
+}
+
+/// A number argument: SER's module functions take numbers in quotes ("10").
+pub fn arg_int(a: &Arg) -> Result<i64, String> {
+    match &a.value {
+        Value::Int(i) => Ok(*i),
+        Value::Str(s) | Value::Ident(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a number, found \"{s}\"")),
+        other => Err(format!("expected a number, found {other:?}")),
+    }
+}
+
+pub fn no_span() -> Span {
+    Span {
+        line: 0,
+        col: 0,
+        start: 0,
+        end: 0,
+    }
+}
+
+/// A regex as SER compiled them: extended, case-insensitive.
+fn regex(s: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(s)
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| format!("bad regular expression \"{s}\": {e}"))
+}
+
+fn bind_method(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
+    let s = arg_str(rhs).map_err(|_| "method is compared with a string".to_string())?;
+    Ok(match op {
+        CmpOp::Eq => Cond::MethodEq(s),
+        CmpOp::Ne => Cond::Not(Box::new(Cond::MethodEq(s))),
+        CmpOp::Match => Cond::MethodRe(regex(&s)?),
+    })
+}
+
+fn bind_uri(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
+    if matches!(rhs.value, Value::Myself) {
+        return match op {
+            CmpOp::Eq => Ok(Cond::UriMyself),
+            CmpOp::Ne => Ok(Cond::Not(Box::new(Cond::UriMyself))),
+            CmpOp::Match => Err("uri=~myself: use uri==myself".into()),
+        };
+    }
+    let s = arg_str(rhs).map_err(|_| "uri is compared with a string or myself".to_string())?;
+    Ok(match op {
+        CmpOp::Eq => Cond::UriEq(s),
+        CmpOp::Ne => Cond::Not(Box::new(Cond::UriEq(s))),
+        CmpOp::Match => Cond::UriRe(regex(&s)?),
+    })
+}
+
+fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), String> {
+    use crate::route::AddrMatch;
+    let negate = match op {
+        CmpOp::Eq => false,
+        CmpOp::Ne => true,
+        CmpOp::Match => return Err("addresses are compared with ==".into()),
+    };
+    let m = match &rhs.value {
+        Value::Ip(ip) => AddrMatch::Any(vec![*ip]),
+        Value::Net(ip, len) => AddrMatch::Net(*ip, *len),
+        Value::NetMask(ip, mask) => {
+            let len = match mask {
+                std::net::IpAddr::V4(m) => u32::from(*m).count_ones() as u8,
+                std::net::IpAddr::V6(m) => u128::from(*m).count_ones() as u8,
+            };
+            AddrMatch::Net(*ip, len)
+        }
+        Value::Myself => AddrMatch::Myself,
+        Value::Str(s) | Value::Ident(s) => {
+            if let Some((ip, len)) = s.split_once('/') {
+                let ip: std::net::IpAddr =
+                    ip.parse().map_err(|_| format!("bad address \"{s}\""))?;
+                let len: u8 = len.parse().map_err(|_| format!("bad prefix \"{s}\""))?;
+                AddrMatch::Net(ip, len)
+            } else {
+                AddrMatch::Any(crate::config::resolve_at_start(s)?)
+            }
+        }
+        other => return Err(format!("expected an address, found {other:?}")),
+    };
+    Ok((m, negate))
+}
+
+fn bind_src_ip(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
+    let (m, neg) = addr_match(op, rhs)?;
+    let c = Cond::SrcIp(m);
+    Ok(if neg { Cond::Not(Box::new(c)) } else { c })
+}
+
+fn bind_dst_ip(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
+    let (m, neg) = addr_match(op, rhs)?;
+    let c = Cond::DstIp(m);
+    Ok(if neg { Cond::Not(Box::new(c)) } else { c })
+}

@@ -1,0 +1,361 @@
+//! The glue between the script VM and SIP: the typed actions and conditions the script is
+//! compiled to, and the per-message context the VM runs them against.
+//!
+//! `Action` and `Cond` are built once, at load time, by the modules' binders (regexes compiled,
+//! addresses parsed, names resolved); the VM calls `MsgCtx::call`/`test` with them. Nothing in
+//! here touches a socket: outgoing datagrams are written into the shard's `Outbox`, which the
+//! server hands to the shard runtime after the script has run. Host-name destinations that need
+//! DNS at run time are queued as `PendingSend`s for the blocking pool.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+
+use ser_parser::{Edits, Message};
+use ser_script::{Exec, Program};
+
+use crate::core::{Core, Stats};
+
+pub mod uri;
+
+/// A compiled script: shared, read-only, by every shard.
+pub type Script = Program<Action, Cond>;
+
+/// A host given to `forward`/`send`.
+#[derive(Debug, Clone)]
+pub enum HostArg {
+    /// An address, or a name resolved when the script was loaded.
+    Addrs(Vec<IpAddr>),
+    /// `uri:host`: the host of the current Request-URI.
+    UriHost,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum PortArg {
+    Port(u16),
+    /// `uri:port`, or no port given: the Request-URI's port, 5060 when it has none.
+    UriPort,
+    Default,
+}
+
+/// An address test for `src_ip` / `dst_ip`.
+#[derive(Debug, Clone)]
+pub enum AddrMatch {
+    Net(IpAddr, u8),
+    Any(Vec<IpAddr>),
+    Myself,
+}
+
+impl AddrMatch {
+    pub fn matches(&self, ip: IpAddr, core: &Core) -> bool {
+        match self {
+            Self::Net(net, len) => in_net(ip, *net, *len),
+            Self::Any(list) => list.contains(&unmap(ip)),
+            Self::Myself => core.is_my_ip(ip),
+        }
+    }
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (unmap(ip), net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let len = u32::from(len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            (u32::from(a) & mask) == (u32::from(n) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = u32::from(len.min(128));
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            (u128::from(a) & mask) == (u128::from(n) & mask)
+        }
+        _ => false,
+    }
+}
+
+/// Every action a script can call, with its arguments already checked and converted.
+#[derive(Debug)]
+pub enum Action {
+    // core
+    Forward { host: HostArg, port: PortArg },
+    Send { host: HostArg, port: PortArg },
+    Log { level: i32, msg: String },
+    LenGt(Option<usize>),
+    SetFlag(u32),
+    ResetFlag(u32),
+    IsFlagSet(u32),
+    Rewrite(uri::Rewrite),
+    RevertUri,
+    AppendBranch(Option<String>),
+    // sl
+    SlSendReply { code: u16, reason: String },
+    SlReplyError,
+    // maxfwd
+    MaxFwd(u32),
+    // textops
+    Search(regex::bytes::Regex),
+    AppendHf(String),
+    AppendUriHf(String, String),
+    IsPresentHf(String),
+}
+
+/// Every comparison a script can make.
+#[derive(Debug)]
+pub enum Cond {
+    MethodEq(String),
+    MethodRe(regex::Regex),
+    UriEq(String),
+    UriRe(regex::Regex),
+    UriMyself,
+    SrcIp(AddrMatch),
+    DstIp(AddrMatch),
+    Not(Box<Cond>),
+}
+
+/// An outgoing datagram written into the outbox buffer.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub socket: usize,
+    pub dst: SocketAddr,
+    pub range: Range<usize>,
+}
+
+/// A datagram that waits for a host name to resolve (off the shard).
+#[derive(Debug)]
+pub struct PendingSend {
+    pub host: String,
+    pub port: u16,
+    pub socket_hint: usize,
+    pub data: Vec<u8>,
+}
+
+/// What the script produced for one message; drained by the server.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub buf: Vec<u8>,
+    pub sends: Vec<Out>,
+    pub pending: Vec<PendingSend>,
+}
+
+impl Outbox {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.sends.clear();
+        self.pending.clear();
+    }
+
+    /// Writes one datagram with `f` and queues it.
+    pub fn push(&mut self, socket: usize, dst: SocketAddr, f: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        f(&mut self.buf);
+        let end = self.buf.len();
+        self.sends.push(Out {
+            socket,
+            dst,
+            range: start..end,
+        });
+    }
+}
+
+/// Per-shard buffers reused for every message: no allocation per message once warm.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub edits: Edits,
+    pub uri: String,
+    pub branches: Vec<String>,
+    pub out: Outbox,
+    pub tmp: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn clear(&mut self) {
+        self.edits.clear();
+        self.uri.clear();
+        self.branches.clear();
+        self.out.clear();
+        self.tmp.clear();
+    }
+}
+
+/// The error the last failing action left for `sl_reply_error`.
+#[derive(Debug, Clone, Copy)]
+pub struct SipError {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// One request (or reply) on its way through the script.
+pub struct MsgCtx<'a, 'm> {
+    pub core: &'a Core,
+    pub stats: &'a Stats,
+    pub msg: &'a Message<'m>,
+    pub src: SocketAddr,
+    pub local: SocketAddr,
+    /// Index of the socket it arrived on.
+    pub socket: usize,
+    pub shard: usize,
+    pub s: &'a mut Scratch,
+    /// True once the script rewrote the Request-URI (`s.uri` holds the new one).
+    pub uri_changed: bool,
+    pub flags: u32,
+    pub last_error: Option<SipError>,
+}
+
+impl<'a, 'm> MsgCtx<'a, 'm> {
+    pub fn new(
+        core: &'a Core,
+        stats: &'a Stats,
+        msg: &'a Message<'m>,
+        src: SocketAddr,
+        local: SocketAddr,
+        socket: usize,
+        shard: usize,
+        s: &'a mut Scratch,
+    ) -> Self {
+        s.clear();
+        Self {
+            core,
+            stats,
+            msg,
+            src,
+            local,
+            socket,
+            shard,
+            s,
+            uri_changed: false,
+            flags: 0,
+            last_error: None,
+        }
+    }
+
+    /// The Request-URI as the script sees it now.
+    pub fn current_uri(&self) -> &str {
+        if self.uri_changed {
+            &self.s.uri
+        } else {
+            self.msg.request_uri().unwrap_or("")
+        }
+    }
+
+    pub fn fail(&mut self, code: u16, reason: &'static str) -> i32 {
+        self.last_error = Some(SipError { code, reason });
+        -1
+    }
+}
+
+impl Exec<Action, Cond> for MsgCtx<'_, '_> {
+    fn call(&mut self, action: &Action) -> i32 {
+        match action {
+            Action::Forward { host, port } => self.forward(host, *port, true),
+            Action::Send { host, port } => self.forward(host, *port, false),
+            Action::Log { level, msg } => {
+                crate::log_at!(*level, "{}", msg);
+                1
+            }
+            Action::LenGt(n) => {
+                let limit = n.unwrap_or(self.core.max_len);
+                if self.msg.buf().len() > limit {
+                    1
+                } else {
+                    -1
+                }
+            }
+            Action::SetFlag(f) => {
+                self.flags |= 1 << f;
+                1
+            }
+            Action::ResetFlag(f) => {
+                self.flags &= !(1 << f);
+                1
+            }
+            Action::IsFlagSet(f) => {
+                if self.flags & (1 << f) != 0 {
+                    1
+                } else {
+                    -1
+                }
+            }
+            Action::Rewrite(rw) => self.rewrite(rw),
+            Action::RevertUri => {
+                self.uri_changed = false;
+                self.s.uri.clear();
+                1
+            }
+            Action::AppendBranch(uri) => {
+                let u = match uri {
+                    Some(u) => u.clone(),
+                    None => self.current_uri().to_string(),
+                };
+                if self.s.branches.len() >= crate::modules::core::MAX_BRANCHES {
+                    return self.fail(500, "Too Many Branches");
+                }
+                self.s.branches.push(u);
+                1
+            }
+            Action::SlSendReply { code, reason } => self.sl_send_reply(*code, reason.as_bytes()),
+            Action::SlReplyError => {
+                let e = self.last_error.unwrap_or(SipError {
+                    code: 500,
+                    reason: "Server Internal Error",
+                });
+                self.sl_send_reply(e.code, e.reason.as_bytes())
+            }
+            Action::MaxFwd(limit) => self.maxfwd(*limit),
+            Action::Search(re) => {
+                if re.is_match(self.msg.buf()) {
+                    1
+                } else {
+                    -1
+                }
+            }
+            Action::AppendHf(text) => {
+                let line = text.trim_end_matches(['\r', '\n']);
+                self.s.edits.append_header(self.msg, line.as_bytes());
+                1
+            }
+            Action::AppendUriHf(pre, post) => {
+                let line = format!("{}{}{}", pre, self.current_uri(), post);
+                let line = line.trim_end_matches(['\r', '\n']);
+                self.s.edits.append_header(self.msg, line.as_bytes());
+                1
+            }
+            Action::IsPresentHf(name) => {
+                if crate::modules::textops::has_header(self.msg, name) {
+                    1
+                } else {
+                    -1
+                }
+            }
+        }
+    }
+
+    fn test(&mut self, cond: &Cond) -> bool {
+        match cond {
+            Cond::MethodEq(m) => self
+                .msg
+                .method()
+                .is_some_and(|x| x.as_str().eq_ignore_ascii_case(m)),
+            Cond::MethodRe(re) => self.msg.method().is_some_and(|x| re.is_match(x.as_str())),
+            Cond::UriEq(u) => self.current_uri().eq_ignore_ascii_case(u),
+            Cond::UriRe(re) => re.is_match(self.current_uri()),
+            Cond::UriMyself => match ser_parser::parse_uri(self.current_uri()) {
+                Ok(u) => self.core.is_myself(&u.host, u.host_str, u.port),
+                Err(_) => false,
+            },
+            Cond::SrcIp(m) => m.matches(self.src.ip(), self.core),
+            Cond::DstIp(m) => m.matches(self.local.ip(), self.core),
+            Cond::Not(c) => !self.test(c),
+        }
+    }
+}
+
+/// Runs the request route of `script` over one request.
+pub fn run_request(script: &Arc<Script>, ctx: &mut MsgCtx<'_, '_>) -> ser_script::RunOutcome {
+    script.run(ser_script::RouteKind::Request, 0, ctx)
+}

@@ -1,0 +1,273 @@
+//! The one file that drives the shards: each shard runs a `Server` handler over its datagrams.
+//!
+//! Per datagram: keep-alives are ignored; the Call-ID picks the owning shard and a datagram
+//! that arrived elsewhere is handed over before anything else happens (so one trunk on one
+//! 4-tuple still spreads over every core, and later transaction tables need no locks); the
+//! message is parsed; a request runs the script's main route, a reply is routed back along its
+//! Via; what the script wrote into the outbox goes to the runtime's batched sends. Bad input gets
+//! a 400 (requests) or a counted drop, never a panic. Host names that need DNS are resolved in the
+//! blocking pool and come back as events.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use ser_parser::{Method, Outcome, ReplySpec};
+use ser_script::RunOutcome;
+use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
+
+use crate::core::{hash64, Core, Stats};
+use crate::modules::{core::forward_reply, sl};
+use crate::route::{MsgCtx, PendingSend, Scratch, Script};
+
+/// Results of off-shard work.
+#[derive(Debug)]
+pub enum Event {
+    Resolved {
+        data: Vec<u8>,
+        socket_hint: usize,
+        result: Result<SocketAddr, String>,
+    },
+}
+
+/// One shard's request processing.
+pub struct Server {
+    core: Arc<Core>,
+    script: Arc<Script>,
+    stats: Arc<Stats>,
+    scratch: Scratch,
+}
+
+impl Server {
+    pub fn new(core: Arc<Core>, script: Arc<Script>, stats: Arc<Stats>) -> Self {
+        Self {
+            core,
+            script,
+            stats,
+            scratch: Scratch::default(),
+        }
+    }
+
+    fn process(&mut self, ctx: &mut Ctx<'_, Event>, d: &Datagram<'_>) {
+        let socket = d.socket.0 as usize;
+        let msg = match ser_parser::parse(d.data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject(ctx, d, e);
+                return;
+            }
+        };
+        if !msg.is_request() {
+            Stats::inc(&self.stats.replies_in);
+            self.scratch.clear();
+            match forward_reply(&self.core, &msg, socket, &mut self.scratch) {
+                Ok(()) => Stats::inc(&self.stats.replies_fwd),
+                Err(why) => {
+                    Stats::inc(&self.stats.drop_reply_not_ours);
+                    crate::debug!("reply from {} dropped: {}", d.peer, why);
+                }
+            }
+            self.flush(ctx);
+            return;
+        }
+        Stats::inc(&self.stats.requests_in);
+        if sl::is_ack_to_local_reply(&self.core, &msg) {
+            Stats::inc(&self.stats.acks_absorbed);
+            return;
+        }
+        let script = Arc::clone(&self.script);
+        let outcome = {
+            let mut m = MsgCtx::new(
+                &self.core,
+                &self.stats,
+                &msg,
+                d.peer,
+                d.local,
+                socket,
+                ctx.shard(),
+                &mut self.scratch,
+            );
+            script.run(ser_script::RouteKind::Request, 0, &mut m)
+        };
+        match outcome {
+            RunOutcome::Dropped => {
+                Stats::inc(&self.stats.drop_script);
+                self.scratch.out.clear();
+                return;
+            }
+            RunOutcome::DepthExceeded => {
+                crate::error!("route() nesting too deep; request dropped");
+            }
+            _ => {}
+        }
+        if self.scratch.out.sends.is_empty() && self.scratch.out.pending.is_empty() {
+            Stats::inc(&self.stats.drop_no_route);
+        }
+        self.flush(ctx);
+    }
+
+    /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
+    /// still answer, a counted drop otherwise.
+    fn reject(&mut self, ctx: &mut Ctx<'_, Event>, d: &Datagram<'_>, e: ser_parser::ParseError) {
+        let Outcome::Reply { code, reason } = e.outcome() else {
+            if e.is_request() {
+                Stats::inc(&self.stats.drop_bad_request);
+            } else {
+                Stats::inc(&self.stats.drop_garbage);
+            }
+            crate::debug!("dropped datagram from {}: {}", d.peer, e);
+            return;
+        };
+        Stats::inc(&self.stats.drop_bad_request);
+        crate::info!("bad request from {}: {}", d.peer, e);
+        let Some(msg) = ser_parser::parse_lenient(d.data) else {
+            return;
+        };
+        if !msg.is_request() || matches!(msg.method(), Some(Method::Ack)) {
+            return;
+        }
+        // The reply needs a Via to go back along and the dialog identifiers to be matched.
+        if msg.top_via().is_err() || msg.call_id().is_none() {
+            return;
+        }
+        let mut tag = String::new();
+        sl::local_to_tag(&self.core, &msg, &mut tag);
+        let dst = sl::reply_destination(&self.core, &msg, d.peer);
+        let mut extra = String::new();
+        if self.core.server_signature {
+            extra.push_str(&self.core.server_header);
+        }
+        let spec = ReplySpec {
+            code,
+            reason: reason.as_bytes(),
+            to_tag: Some(tag.as_bytes()),
+            received: Some(d.peer.ip()),
+            rport: None,
+            extra_headers: extra.as_bytes(),
+        };
+        self.stats.count_sl(code);
+        ctx.send_with(d.socket, dst, |buf| ser_parser::write_reply(&msg, &spec, buf));
+    }
+
+    /// Hands what the script produced to the runtime.
+    fn flush(&mut self, ctx: &mut Ctx<'_, Event>) {
+        let out = &mut self.scratch.out;
+        for o in &out.sends {
+            if let Some(data) = out.buf.get(o.range.clone()) {
+                ctx.send(SocketId(o.socket as u32), o.dst, data);
+            }
+        }
+        for p in out.pending.drain(..) {
+            let PendingSend {
+                host,
+                port,
+                socket_hint,
+                data,
+            } = p;
+            ctx.spawn_blocking(move || {
+                let result = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("{host}: {e}"))
+                    .and_then(|mut it| it.next().ok_or_else(|| format!("{host}: no address")));
+                Event::Resolved {
+                    data,
+                    socket_hint,
+                    result,
+                }
+            });
+        }
+        out.buf.clear();
+        out.sends.clear();
+    }
+}
+
+/// The Call-ID of a datagram without parsing it: a scan of the header lines for `Call-ID:`
+/// or its compact form `i:`. Only used to pick the owning shard; the full parse comes later.
+pub fn scan_call_id(buf: &[u8]) -> Option<&[u8]> {
+    let mut pos = memchr::memchr(b'\n', buf)? + 1;
+    while pos < buf.len() {
+        let rest = buf.get(pos..)?;
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest.get(..end)?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let colon = memchr::memchr(b':', line)?;
+        let name = line.get(..colon)?.trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            return Some(line.get(colon + 1..)?.trim_ascii());
+        }
+        pos += end + 1;
+    }
+    None
+}
+
+/// The shard that owns a Call-ID.
+pub fn owner_shard(call_id: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    (hash64(&[call_id]) % shards as u64) as usize
+}
+
+impl Handler for Server {
+    type Event = Event;
+
+    fn on_start(&mut self, ctx: &mut Ctx<'_, Event>) {
+        crate::log::set_thread_name(&format!("shard-{}", ctx.shard()));
+    }
+
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_, Event>, d: Datagram<'_>) {
+        // CRLF keep-alives (RFC 5626) and empty datagrams: nothing to do.
+        if d.data.iter().all(|b| b.is_ascii_whitespace()) {
+            return;
+        }
+        if !d.handed_off && ctx.shard_count() > 1 {
+            if let Some(cid) = scan_call_id(d.data) {
+                let owner = owner_shard(cid, ctx.shard_count());
+                if owner != ctx.shard() {
+                    Stats::inc(&self.stats.handoffs);
+                    ctx.handoff(owner, &d);
+                    return;
+                }
+            }
+        }
+        self.process(ctx, &d);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
+        match event {
+            Event::Resolved {
+                data,
+                socket_hint,
+                result,
+            } => match result {
+                Ok(dst) => match self.core.socket_for(&dst, socket_hint) {
+                    Some(sock) => ctx.send(SocketId(sock as u32), dst, &data),
+                    None => crate::warn!("no socket to reach {dst}"),
+                },
+                Err(e) => {
+                    Stats::inc(&self.stats.dns_failures);
+                    crate::notice!("cannot resolve next hop: {e}");
+                }
+            },
+        }
+    }
+
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_, Event>, _timer: TimerId, _token: u64) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_id_scan() {
+        let m = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\ni: abc@host \r\n\r\nbody Call-ID: no";
+        assert_eq!(scan_call_id(m), Some(&b"abc@host"[..]));
+        let m = b"SIP/2.0 200 OK\r\nCALL-ID :  q1\r\n\r\n";
+        assert_eq!(scan_call_id(m), Some(&b"q1"[..]));
+        assert_eq!(scan_call_id(b"garbage"), None);
+        assert_eq!(scan_call_id(b"A\r\n\r\nCall-ID: x\r\n"), None);
+    }
+}
