@@ -99,7 +99,9 @@ impl Backend {
             Ok(v) if v.trim().is_empty() => Ok(None),
             Ok(v) => v.parse().map(Some),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Backend("<not unicode>".into())),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(ConfigError::Backend("<not unicode>".into()))
+            }
         }
     }
 }
@@ -166,7 +168,10 @@ mod tests {
     fn shard_count_resolves_zero() {
         let cfg = Config::default();
         assert!(cfg.shard_count() >= 1);
-        let cfg = Config { shards: 3, ..Config::default() };
+        let cfg = Config {
+            shards: 3,
+            ..Config::default()
+        };
         assert_eq!(cfg.shard_count(), 3);
     }
 }

@@ -87,7 +87,11 @@ impl<E: Send + 'static> Core<E> {
     }
 
     /// Runs one handler callback; a panic is counted and swallowed so the shard lives on.
-    pub(crate) fn call<H: Handler<Event = E>>(&mut self, handler: &mut H, f: impl FnOnce(&mut H, &mut Ctx<'_, E>)) {
+    pub(crate) fn call<H: Handler<Event = E>>(
+        &mut self,
+        handler: &mut H,
+        f: impl FnOnce(&mut H, &mut Ctx<'_, E>),
+    ) {
         let mut ctx = Ctx { core: self };
         if catch_unwind(AssertUnwindSafe(|| f(handler, &mut ctx))).is_err() {
             self.stats.panics += 1;
@@ -95,9 +99,23 @@ impl<E: Send + 'static> Core<E> {
     }
 
     /// Hands one received datagram to the handler.
-    pub(crate) fn on_received<H: Handler<Event = E>>(&mut self, handler: &mut H, data: &[u8], peer: SocketAddr, socket: u32) {
-        let Some(info) = self.sockets.get(socket as usize) else { return };
-        let dgram = Datagram { data, peer, local: info.local, socket: info.id, handed_off: false };
+    pub(crate) fn on_received<H: Handler<Event = E>>(
+        &mut self,
+        handler: &mut H,
+        data: &[u8],
+        peer: SocketAddr,
+        socket: u32,
+    ) {
+        let Some(info) = self.sockets.get(socket as usize) else {
+            return;
+        };
+        let dgram = Datagram {
+            data,
+            peer,
+            local: info.local,
+            socket: info.id,
+            handed_off: false,
+        };
         self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
     }
 
@@ -109,7 +127,13 @@ impl<E: Send + 'static> Core<E> {
             }
             Msg::Handoff(d) => {
                 self.stats.handoffs_in += 1;
-                let dgram = Datagram { data: &d.data, peer: d.peer, local: d.local, socket: d.socket, handed_off: true };
+                let dgram = Datagram {
+                    data: &d.data,
+                    peer: d.peer,
+                    local: d.local,
+                    socket: d.socket,
+                    handed_off: true,
+                };
                 self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
             }
             Msg::JobPanicked => self.stats.panics += 1,
@@ -117,7 +141,11 @@ impl<E: Send + 'static> Core<E> {
     }
 
     /// Delivers what other shards, remotes and blocking jobs posted, then this shard's own posts.
-    pub(crate) fn run_mailbox<H: Handler<Event = E>>(&mut self, handler: &mut H, inbox: &mut Vec<Msg<E>>) {
+    pub(crate) fn run_mailbox<H: Handler<Event = E>>(
+        &mut self,
+        handler: &mut H,
+        inbox: &mut Vec<Msg<E>>,
+    ) {
         let mailbox = &self.shared.mailboxes[self.shard];
         if mailbox.pending() {
             mailbox.take(inbox);
@@ -127,7 +155,9 @@ impl<E: Send + 'static> Core<E> {
         }
         // Bounded: what the handlers post to themselves now waits for the next iteration.
         for _ in 0..self.local.len() {
-            let Some(msg) = self.local.pop_front() else { break };
+            let Some(msg) = self.local.pop_front() else {
+                break;
+            };
             self.deliver(handler, msg);
         }
     }
@@ -136,7 +166,9 @@ impl<E: Send + 'static> Core<E> {
     /// handler re-arming at `now` cannot starve I/O.
     pub(crate) fn fire_timers<H: Handler<Event = E>>(&mut self, handler: &mut H) {
         for _ in 0..4096 {
-            let Some((id, token)) = self.timers.pop_due(self.now) else { return };
+            let Some((id, token)) = self.timers.pop_due(self.now) else {
+                return;
+            };
             self.stats.timers_fired += 1;
             self.call(handler, |h, ctx| h.on_timer(ctx, id, token));
         }
@@ -162,7 +194,8 @@ impl<E: Send + 'static> Core<E> {
     }
 
     pub(crate) fn publish(&mut self, io: &crate::stats::IoCounters) {
-        self.stats.set_io(io, self.own_syscalls, self.own_send_errors);
+        self.stats
+            .set_io(io, self.own_syscalls, self.own_send_errors);
         self.shared.stats[self.shard].store(&self.stats);
     }
 
@@ -210,21 +243,35 @@ impl<E: Send + 'static> Ctx<'_, E> {
 
     /// Like [`send`](Self::send), but `fill` writes the datagram straight into a pooled buffer
     /// (empty on entry), which saves a copy.
-    pub fn send_with(&mut self, socket: SocketId, dst: SocketAddr, fill: impl FnOnce(&mut Vec<u8>)) {
+    pub fn send_with(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) {
         if socket.0 as usize >= self.core.sockets.len() {
             self.core.own_send_errors += 1;
             return;
         }
         let mut buf = self.core.sends.buffer();
         fill(&mut buf);
-        self.core.sends.pending.push_back(crate::ctx::Outgoing { socket: socket.0, dst, buf });
+        self.core.sends.pending.push_back(Outgoing {
+            socket: socket.0,
+            dst,
+            buf,
+        });
     }
 
     /// Copies `dgram` to shard `shard`, whose handler gets it with `handed_off = true`. The
     /// handler decides ownership (e.g. by a hash of the Call-ID); the runtime only moves bytes.
     pub fn handoff(&mut self, shard: usize, dgram: &Datagram<'_>) {
         self.core.stats.handoffs_out += 1;
-        let d = OwnedDatagram { data: dgram.data.to_vec(), peer: dgram.peer, local: dgram.local, socket: dgram.socket };
+        let d = OwnedDatagram {
+            data: dgram.data.to_vec(),
+            peer: dgram.peer,
+            local: dgram.local,
+            socket: dgram.socket,
+        };
         self.core.post_msg(shard, Msg::Handoff(d));
     }
 
@@ -243,6 +290,11 @@ impl<E: Send + 'static> Ctx<'_, E> {
     /// Calls `on_timer(id, token)` on this shard once `at` has passed.
     pub fn set_timer(&mut self, at: Instant, token: u64) -> TimerId {
         self.core.timers.set(at, token)
+    }
+
+    /// Timers set and neither fired nor cancelled.
+    pub fn timer_count(&self) -> usize {
+        self.core.timers.len()
     }
 
     /// Cancels a pending timer; a no-op when it already fired or was cancelled.
@@ -271,7 +323,9 @@ impl<E: Send + 'static> Ctx<'_, E> {
 
     /// A handle for posting from other threads (e.g. from inside a blocking job).
     pub fn remote(&self) -> Remote<E> {
-        Remote { shared: self.core.shared.clone() }
+        Remote {
+            shared: self.core.shared.clone(),
+        }
     }
 
     /// Asks the whole runtime to stop.

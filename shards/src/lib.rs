@@ -38,7 +38,7 @@ mod timer;
 #[cfg(target_os = "linux")]
 mod uring;
 
-pub use config::{Backend, BackendKind, Config, ConfigError};
+pub use config::{Backend, BackendKind, Config, ConfigError, BACKEND_ENV};
 pub use ctx::Ctx;
 pub use mailbox::Remote;
 pub use runtime::Runtime;
@@ -46,6 +46,23 @@ pub use stats::ShardStats;
 pub use timer::TimerId;
 
 use std::net::SocketAddr;
+
+/// Checks whether the io_uring backend can run here (what [`Backend::Auto`] tries first):
+/// `Err` says why not (ENOSYS under qemu-user, EPERM from seccomp or
+/// `kernel.io_uring_disabled`, a kernel too old for the operations used).
+pub fn io_uring_probe() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        uring::probe(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "io_uring needs Linux",
+        ))
+    }
+}
 
 /// The application side of a shard: plain callbacks, called on the shard thread only.
 ///

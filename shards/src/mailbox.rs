@@ -40,7 +40,11 @@ pub(crate) struct Mailbox<E> {
 
 impl<E> Mailbox<E> {
     pub(crate) fn new() -> std::io::Result<Self> {
-        Ok(Self { queue: Mutex::new(Vec::new()), notified: AtomicBool::new(false), waker: EventFd::new()? })
+        Ok(Self {
+            queue: Mutex::new(Vec::new()),
+            notified: AtomicBool::new(false),
+            waker: EventFd::new()?,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Msg<E>>> {
@@ -119,7 +123,9 @@ pub struct Remote<E> {
 
 impl<E> Clone for Remote<E> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -128,7 +134,11 @@ impl<E: Send + 'static> Remote<E> {
     /// An out-of-range shard is a caller bug: it panics in debug builds and drops the event in
     /// release builds.
     pub fn post(&self, shard: usize, event: E) {
-        debug_assert!(shard < self.shared.mailboxes.len(), "post to shard {shard} of {}", self.shard_count());
+        debug_assert!(
+            shard < self.shared.mailboxes.len(),
+            "post to shard {shard} of {}",
+            self.shard_count()
+        );
         if let Some(m) = self.shared.mailboxes.get(shard) {
             m.push(Msg::Event(event));
         }

@@ -47,13 +47,19 @@ impl Pool {
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    let pool = Self { inner, threads: Mutex::new(handles) };
+                    let pool = Self {
+                        inner,
+                        threads: Mutex::new(handles),
+                    };
                     pool.stop_and_join();
                     return Err(e);
                 }
             }
         }
-        Ok(Self { inner, threads: Mutex::new(handles) })
+        Ok(Self {
+            inner,
+            threads: Mutex::new(handles),
+        })
     }
 
     /// Queues `job`; never blocks beyond the queue lock. Dropped if the pool is stopping.

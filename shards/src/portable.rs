@@ -57,21 +57,30 @@ impl Portable {
         }
         // SAFETY: `ep` is a fresh descriptor nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
-        let fds = sockets.iter().map(|s| s.as_raw_fd()).enumerate().map(|(i, fd)| (fd, i as u64));
+        let fds = sockets
+            .iter()
+            .map(|s| s.as_raw_fd())
+            .enumerate()
+            .map(|(i, fd)| (fd, i as u64));
         for (fd, data) in fds.chain([(waker, WAKER)]) {
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: data,
+            };
             // SAFETY: both descriptors are open; `ev` is a live epoll_event.
             if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
         let slot = max_datagram.max(1);
-        // SAFETY (for the zeroed values below): all-zero is a valid sockaddr_storage, iovec
-        // and mmsghdr (null pointers, zero lengths).
+        // SAFETY: all-zero is a valid sockaddr_storage.
         let zero_addr: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        // SAFETY: as above.
+        // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
         let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
-        let zero_iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         Ok(Self {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; sockets.len() + 1],
             readable: Vec::with_capacity(sockets.len()),
@@ -110,7 +119,10 @@ impl Portable {
                     break;
                 }
                 let alen = sys::write_sockaddr(&out.dst, &mut self.tx_addr[n]);
-                self.tx_iov[n] = libc::iovec { iov_base: out.buf.as_ptr() as *mut libc::c_void, iov_len: out.buf.len() };
+                self.tx_iov[n] = libc::iovec {
+                    iov_base: out.buf.as_ptr() as *mut libc::c_void,
+                    iov_len: out.buf.len(),
+                };
                 let h = &mut self.tx_hdr[n].msg_hdr;
                 h.msg_name = (&mut self.tx_addr[n] as *mut libc::sockaddr_storage).cast();
                 h.msg_namelen = alen;
@@ -124,7 +136,14 @@ impl Portable {
             self.counters.syscalls += 1;
             // SAFETY: the first `n` headers point at live addresses, iovecs and the payloads of
             // the first `n` queued sends, none of which move or drop until after the call.
-            let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), self.tx_hdr.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    self.tx_hdr.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -155,11 +174,17 @@ impl Portable {
 }
 
 impl Io for Portable {
-    fn wait(&mut self, sends: &mut SendQueue, timeout: Option<Duration>) -> io::Result<()> {
+    fn submit(&mut self, sends: &mut SendQueue) -> io::Result<()> {
         self.flush(sends);
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         // Blocked sends are retried soon; the kernel frees socket buffer space quickly.
         let timeout = match (timeout, self.blocked) {
-            (t, true) => Some(t.map_or(Duration::from_millis(1), |t| t.min(Duration::from_millis(1)))),
+            (t, true) => Some(t.map_or(Duration::from_millis(1), |t| {
+                t.min(Duration::from_millis(1))
+            })),
             (t, false) => t,
         };
         let ms = match timeout {
@@ -170,18 +195,27 @@ impl Io for Portable {
         self.counters.syscalls += 1;
         // SAFETY: `events` is a live buffer of `events.len()` entries.
         let n = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, ms)
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         self.readable.clear();
         for ev in &self.events[..n as usize] {
             let data = ev.u64;
             if data == WAKER {
                 self.counters.syscalls += 1;
-                sys_drain(self.waker);
+                sys::drain_eventfd(self.waker);
             } else {
                 self.readable.push(data as usize);
             }
@@ -192,16 +226,21 @@ impl Io for Portable {
     fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
         for k in 0..self.readable.len() {
             let idx = self.readable[k];
-            let Some(fd) = self.sockets.get(idx).map(|s| s.as_raw_fd()) else { continue };
+            let Some(fd) = self.sockets.get(idx).map(|s| s.as_raw_fd()) else {
+                continue;
+            };
             for _ in 0..RECV_ROUNDS {
                 let base = self.rx_buf.as_mut_ptr();
                 for i in 0..BATCH {
                     // SAFETY: `i * slot` is within `rx_buf`, which is BATCH * slot bytes long.
                     let p = unsafe { base.add(i * self.slot) };
-                    self.rx_iov[i] = libc::iovec { iov_base: p.cast(), iov_len: self.slot };
+                    self.rx_iov[i] = libc::iovec {
+                        iov_base: p.cast(),
+                        iov_len: self.slot,
+                    };
                     let h = &mut self.rx_hdr[i].msg_hdr;
                     h.msg_name = (&mut self.rx_addr[i] as *mut libc::sockaddr_storage).cast();
-                    h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     h.msg_iov = &mut self.rx_iov[i];
                     h.msg_iovlen = 1;
                     h.msg_control = std::ptr::null_mut();
@@ -212,7 +251,13 @@ impl Io for Portable {
                 // SAFETY: BATCH headers, each naming a live address buffer and one iovec over a
                 // distinct `slot`-byte region of `rx_buf`; nothing else touches them meanwhile.
                 let r = unsafe {
-                    libc::recvmmsg(fd, self.rx_hdr.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                    libc::recvmmsg(
+                        fd,
+                        self.rx_hdr.as_mut_ptr(),
+                        BATCH as u32,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
                 };
                 if r < 0 {
                     match io::Error::last_os_error().kind() {
@@ -232,7 +277,9 @@ impl Io for Portable {
                         self.counters.truncated += 1;
                         continue;
                     }
-                    let Some(peer) = sys::read_sockaddr_storage(&self.rx_addr[i], m.msg_hdr.msg_namelen) else {
+                    let Some(peer) =
+                        sys::read_sockaddr_storage(&self.rx_addr[i], m.msg_hdr.msg_namelen)
+                    else {
                         self.counters.recv_errors += 1;
                         continue;
                     };
@@ -240,7 +287,11 @@ impl Io for Portable {
                     self.counters.datagrams_received += 1;
                     self.counters.bytes_received += len as u64;
                     let data = &self.rx_buf[i * self.slot..i * self.slot + len];
-                    deliver(Received { data, peer, socket: idx as u32 });
+                    deliver(Received {
+                        data,
+                        peer,
+                        socket: idx as u32,
+                    });
                 }
                 if n < BATCH {
                     break;
@@ -257,11 +308,4 @@ impl Io for Portable {
     fn detail(&self) -> &'static str {
         "portable (epoll + recvmmsg/sendmmsg, batch 32)"
     }
-}
-
-/// Resets the mailbox eventfd counter so level-triggered epoll stops reporting it.
-fn sys_drain(fd: RawFd) {
-    let mut v: u64 = 0;
-    // SAFETY: reads at most 8 bytes into a live u64; a failure (EAGAIN) is harmless.
-    let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }

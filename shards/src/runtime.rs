@@ -47,23 +47,38 @@ impl<E: Send + 'static> Runtime<E> {
         let kind = choose_backend(cfg.backend, cfg.max_datagram)?;
         let (sockets, addrs) = bind_all(&cfg, n)?;
 
-        let mailboxes = (0..n).map(|_| Mailbox::new()).collect::<io::Result<Vec<_>>>()?;
+        let mailboxes = (0..n)
+            .map(|_| Mailbox::new())
+            .collect::<io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             mailboxes,
             stats: (0..n).map(|_| AtomicStats::default()).collect(),
             stop: AtomicBool::new(false),
             pool: Pool::start(cfg.blocking_threads, &cfg.name)?,
         });
-        let mut rt = Self { shared, threads: Vec::with_capacity(n), kind, detail: "", addrs };
+        let mut rt = Self {
+            shared,
+            threads: Vec::with_capacity(n),
+            kind,
+            detail: "",
+            addrs,
+        };
 
         let factory = Arc::new(factory);
-        let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let cores = if cfg.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         for (i, socks) in sockets.into_iter().enumerate() {
             let infos = rt.addrs[i]
                 .iter()
                 .enumerate()
-                .map(|(j, a)| SocketInfo { id: SocketId(j as u32), local: *a })
+                .map(|(j, a)| SocketInfo {
+                    id: SocketId(j as u32),
+                    local: *a,
+                })
                 .collect();
             let shard = ShardStart {
                 index: i,
@@ -93,7 +108,10 @@ impl<E: Send + 'static> Runtime<E> {
                 Ok((_, Ok(detail))) => rt.detail = detail,
                 Ok((i, Err(e))) => {
                     rt.stop_now();
-                    return Err(io::Error::new(e.kind(), format!("shard {i}: {kind} backend: {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("shard {i}: {kind} backend: {e}"),
+                    ));
                 }
                 Err(_) => {
                     rt.stop_now();
@@ -137,7 +155,9 @@ impl<E: Send + 'static> Runtime<E> {
     }
 
     pub fn remote(&self) -> Remote<E> {
-        Remote { shared: self.shared.clone() }
+        Remote {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A snapshot of every shard's counters (each at most one loop iteration old).
@@ -206,13 +226,19 @@ fn choose_backend(want: Backend, max_datagram: usize) -> io::Result<BackendKind>
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (want, max_datagram);
-        Err(io::Error::new(io::ErrorKind::Unsupported, "ser-shards backends need Linux (io_uring or epoll)"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ser-shards backends need Linux (io_uring or epoll)",
+        ))
     }
 }
 
+/// Per shard, the bound address of each socket.
+type PerShardAddrs = Vec<Vec<SocketAddr>>;
+
 /// Binds every shard's sockets. With `reuse_port`, the first bind of a port-0 address fixes the
 /// port the other shards then share.
-fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, Vec<Vec<SocketAddr>>)> {
+fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAddrs)> {
     let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs: Vec<Vec<SocketAddr>> = (0..n).map(|_| Vec::new()).collect();
     for want in &cfg.listen {
@@ -257,8 +283,12 @@ impl<E: Send + 'static> ShardStart<E> {
             let (kind, max) = (self.kind, self.max_datagram);
             let (sockets, rest) = self.split();
             match kind {
-                BackendKind::IoUring => rest.serve(crate::uring::Uring::new(sockets, waker, max), factory),
-                BackendKind::Portable => rest.serve(crate::portable::Portable::new(sockets, waker, max), factory),
+                BackendKind::IoUring => {
+                    rest.serve(crate::uring::Uring::new(sockets, waker, max), factory)
+                }
+                BackendKind::Portable => {
+                    rest.serve(crate::portable::Portable::new(sockets, waker, max), factory)
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -269,7 +299,12 @@ impl<E: Send + 'static> ShardStart<E> {
     }
 
     fn split(self) -> (Vec<Socket>, ShardRest<E>) {
-        let rest = ShardRest { index: self.index, infos: self.infos, shared: self.shared, ready: self.ready };
+        let rest = ShardRest {
+            index: self.index,
+            infos: self.infos,
+            shared: self.shared,
+            ready: self.ready,
+        };
         (self.sockets, rest)
     }
 }
@@ -283,8 +318,17 @@ struct ShardRest<E> {
 }
 
 impl<E: Send + 'static> ShardRest<E> {
-    fn serve<B: Io, H: Handler<Event = E>>(self, io: io::Result<B>, factory: &dyn Fn(usize) -> H) -> io::Result<()> {
-        let Self { index, infos, shared, ready } = self;
+    fn serve<B: Io, H: Handler<Event = E>>(
+        self,
+        io: io::Result<B>,
+        factory: &dyn Fn(usize) -> H,
+    ) -> io::Result<()> {
+        let Self {
+            index,
+            infos,
+            shared,
+            ready,
+        } = self;
         let mut io = match io {
             Ok(io) => io,
             Err(e) => {

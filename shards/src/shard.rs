@@ -21,10 +21,13 @@ pub(crate) struct Received<'a> {
 
 /// A shard's I/O backend.
 pub(crate) trait Io {
-    /// Takes the queued sends (buffers go back to `sends` once the kernel is done with them),
-    /// submits them, and waits until something completes or `timeout` passes (`None`: no
-    /// timer). `Err` only for failures the shard cannot recover from.
-    fn wait(&mut self, sends: &mut SendQueue, timeout: Option<Duration>) -> io::Result<()>;
+    /// Takes the queued sends (buffers go back to `sends` once the kernel is done with them).
+    /// The portable backend sends them here; io_uring only queues SQEs, submitted by `wait`.
+    fn submit(&mut self, sends: &mut SendQueue) -> io::Result<()>;
+
+    /// Waits until something completes or `timeout` passes (`None`: no timer). `Err` only
+    /// for failures the shard cannot recover from.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
     /// Hands every datagram received since the last call to `deliver`; receive buffers are
     /// reused once `deliver` returns. Oversize datagrams are dropped and counted here.
@@ -37,7 +40,11 @@ pub(crate) trait Io {
 }
 
 /// Runs the shard until the runtime shuts down (or the backend fails).
-pub(crate) fn run<B: Io, H: Handler>(io: &mut B, core: &mut Core<H::Event>, handler: &mut H) -> io::Result<()> {
+pub(crate) fn run<B: Io, H: Handler>(
+    io: &mut B,
+    core: &mut Core<H::Event>,
+    handler: &mut H,
+) -> io::Result<()> {
     core.call(handler, |h, ctx| h.on_start(ctx));
     let mut inbox = Vec::new();
     let result = loop {
@@ -46,7 +53,12 @@ pub(crate) fn run<B: Io, H: Handler>(io: &mut B, core: &mut Core<H::Event>, hand
             break Ok(());
         }
         let timeout = core.timeout();
-        if let Err(e) = io.wait(&mut core.sends, timeout) {
+        if let Err(e) = io.submit(&mut core.sends) {
+            break Err(e);
+        }
+        // Published before blocking, so a snapshot taken while the shard idles is complete.
+        core.publish(io.counters());
+        if let Err(e) = io.wait(timeout) {
             break Err(e);
         }
         core.stats.loops += 1;
@@ -54,11 +66,10 @@ pub(crate) fn run<B: Io, H: Handler>(io: &mut B, core: &mut Core<H::Event>, hand
         io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket));
         core.run_mailbox(handler, &mut inbox);
         core.fire_timers(handler);
-        core.publish(io.counters());
     };
     // Best effort: hand what the last iteration queued to the kernel.
-    if result.is_ok() && !core.sends.pending.is_empty() {
-        let _ = io.wait(&mut core.sends, Some(Duration::ZERO));
+    if result.is_ok() && !core.sends.pending.is_empty() && io.submit(&mut core.sends).is_ok() {
+        let _ = io.wait(Some(Duration::ZERO));
     }
     core.publish(io.counters());
     result

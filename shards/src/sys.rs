@@ -26,12 +26,16 @@ impl EventFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
     }
 
     #[cfg(not(target_os = "linux"))]
     pub(crate) fn new() -> io::Result<Self> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "eventfd needs Linux"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "eventfd needs Linux",
+        ))
     }
 
     /// Adds one to the counter; never blocks (a full counter already means "wake up").
@@ -41,48 +45,56 @@ impl EventFd {
         let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Resets the counter (portable backend; the io_uring backend reads it through the ring).
-    pub(crate) fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from a descriptor we own.
-        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-
     pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
 
+/// Resets an eventfd counter (portable backend; the io_uring backend reads it through the
+/// ring). A failure (`EAGAIN` on an already-zero counter) is harmless.
+pub(crate) fn drain_eventfd(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live u64.
+    let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
 /// Writes `addr` as a C socket address into `storage`; returns its length.
-pub(crate) fn write_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn write_sockaddr(
+    addr: &SocketAddr,
+    storage: &mut libc::sockaddr_storage,
+) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: all-zero is a valid sockaddr_in.
             let mut sin: libc::sockaddr_in = unsafe { mem::zeroed() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
         SocketAddr::V6(a) => {
             // SAFETY: all-zero is a valid sockaddr_in6.
             let mut sin6: libc::sockaddr_in6 = unsafe { mem::zeroed() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sin6.sin6_flowinfo = a.flowinfo();
             sin6.sin6_scope_id = a.scope_id();
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
 }
 
 /// The largest socket address we ask the kernel for (IPv6).
-pub(crate) const SOCKADDR_MAX: usize = mem::size_of::<libc::sockaddr_in6>();
+pub(crate) const SOCKADDR_MAX: usize = size_of::<libc::sockaddr_in6>();
 
 /// Reads a C socket address from raw bytes as the kernel wrote them (maybe unaligned, e.g. in a
 /// provided buffer). `None` for other families or short input.
@@ -91,13 +103,16 @@ pub(crate) fn read_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
         return None;
     }
     let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as libc::c_int;
-    if family == libc::AF_INET && bytes.len() >= mem::size_of::<libc::sockaddr_in>() {
+    if family == libc::AF_INET && bytes.len() >= size_of::<libc::sockaddr_in>() {
         // SAFETY: length checked above; read_unaligned copes with any alignment and every bit
         // pattern is a valid sockaddr_in.
         let sin: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-        Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-    } else if family == libc::AF_INET6 && bytes.len() >= mem::size_of::<libc::sockaddr_in6>() {
+        Some(SocketAddr::V4(SocketAddrV4::new(
+            ip,
+            u16::from_be(sin.sin_port),
+        )))
+    } else if family == libc::AF_INET6 && bytes.len() >= size_of::<libc::sockaddr_in6>() {
         // SAFETY: as above, for sockaddr_in6.
         let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         Some(SocketAddr::V6(SocketAddrV6::new(
@@ -112,17 +127,30 @@ pub(crate) fn read_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
 }
 
 /// Reads the socket address the kernel stored in `storage` (`len` bytes of it).
-pub(crate) fn read_sockaddr_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = (len as usize).min(mem::size_of::<libc::sockaddr_storage>());
+pub(crate) fn read_sockaddr_storage(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
     // SAFETY: `storage` is a live, initialised sockaddr_storage of at least `len` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len)
+    };
     read_sockaddr(bytes)
 }
 
 /// Creates one non-blocking UDP socket bound to `addr`: `SO_REUSEPORT` when asked,
 /// `IPV6_V6ONLY` on IPv6, `SO_RCVBUF` when given.
-pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool, recv_buffer: Option<usize>) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+pub(crate) fn udp_socket(
+    addr: SocketAddr,
+    reuse_port: bool,
+    recv_buffer: Option<usize>,
+) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -159,7 +187,7 @@ mod tests {
         let e = EventFd::new().unwrap();
         e.wake();
         e.wake();
-        e.drain();
-        e.drain();
+        drain_eventfd(e.raw());
+        drain_eventfd(e.raw());
     }
 }

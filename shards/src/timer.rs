@@ -101,7 +101,9 @@ mod tests {
     fn mass_cancel_compacts() {
         let t0 = Instant::now();
         let mut t = Timers::default();
-        let ids: Vec<_> = (0..1000).map(|i| t.set(t0 + Duration::from_secs(i), i)).collect();
+        let ids: Vec<_> = (0..1000)
+            .map(|i| t.set(t0 + Duration::from_secs(i), i))
+            .collect();
         for id in &ids[..990] {
             t.cancel(*id);
         }
