@@ -42,7 +42,8 @@ pub fn server_name() -> String {
 }
 
 impl Core {
-    pub fn new(cfg: &Config, sockets: Vec<SocketAddr>) -> Self {
+    /// `hostname` is the machine's name (ours too when listening on every interface).
+    pub fn new(cfg: &Config, sockets: Vec<SocketAddr>, hostname: Option<String>) -> Self {
         let mut names: Vec<(String, u16)> = cfg
             .aliases
             .iter()
@@ -56,7 +57,7 @@ impl Core {
         if cfg.listen.is_empty() {
             // Listening on every interface: the machine's own name is ours too (SER took it
             // from the interfaces' reverse DNS; the host name is what that gives here).
-            if let Some(h) = hostname() {
+            if let Some(h) = hostname {
                 names.push((h.to_ascii_lowercase(), cfg.port));
             }
             names.push((String::from("localhost"), cfg.port));
@@ -118,19 +119,6 @@ impl Core {
         }
         self.sockets.iter().position(|s| s.is_ipv4() == dst.is_ipv4())
     }
-}
-
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for writes of its length; gethostname NUL-terminates on success
-    // when the name fits (we leave one byte spare).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let s = std::str::from_utf8(buf.get(..end)?).ok()?;
-    (!s.is_empty()).then(|| s.to_string())
 }
 
 /// A fixed-key 64-bit hash: the same on every shard and across restarts, so stateless

@@ -6,9 +6,9 @@
 //! This module does not buffer or rotate: stderr goes to whoever started us, syslog to syslogd.
 
 use std::cell::RefCell;
-use std::ffi::CString;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 pub const L_ALERT: i32 = -3;
 pub const L_CRIT: i32 = -2;
@@ -20,7 +20,8 @@ pub const L_DBG: i32 = 4;
 
 static DEBUG: AtomicI32 = AtomicI32::new(L_NOTICE);
 static TO_STDERR: AtomicBool = AtomicBool::new(true);
-static SYSLOG_OPEN: AtomicBool = AtomicBool::new(false);
+/// Where lines go when not to stderr: set by `main` (the OS call lives in the shards crate).
+static SYSLOG: OnceLock<fn(i32, &str)> = OnceLock::new();
 
 thread_local! {
     static THREAD_NAME: RefCell<String> = RefCell::new(String::from("main"));
@@ -35,18 +36,12 @@ pub fn level() -> i32 {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// Chooses stderr (`log_stderror=yes`, `-E`) or syslog.
-pub fn set_stderr(yes: bool) {
+/// Chooses stderr (`log_stderror=yes`, `-E`) or syslog (through `sink`, which receives the
+/// syslog priority and the line).
+pub fn set_stderr(yes: bool, sink: Option<fn(i32, &str)>) {
     TO_STDERR.store(yes, Ordering::Relaxed);
-    if !yes && !SYSLOG_OPEN.swap(true, Ordering::Relaxed) {
-        // The ident must outlive every syslog call: leak one small string, once.
-        let ident: &'static std::ffi::CStr = Box::leak(
-            CString::new("ser")
-                .unwrap_or_default()
-                .into_boxed_c_str(),
-        );
-        // SAFETY: ident is a valid NUL-terminated string that lives for the whole program.
-        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    if let Some(f) = sink {
+        let _ = SYSLOG.set(f);
     }
 }
 
@@ -98,22 +93,18 @@ pub fn write(level: i32, args: std::fmt::Arguments<'_>) {
                 line.push(b'\n');
             }
             let _ = std::io::stderr().lock().write_all(&line);
-        } else {
+        } else if let Some(sink) = SYSLOG.get() {
+            // RFC 5424 severities: alert 1, crit 2, err 3, warning 4, notice 5, info 6, debug 7.
             let prio = match level {
-                i32::MIN..=L_ALERT => libc::LOG_ALERT,
-                L_CRIT => libc::LOG_CRIT,
-                L_ERR => libc::LOG_ERR,
-                0 | L_WARN => libc::LOG_WARNING,
-                L_NOTICE => libc::LOG_NOTICE,
-                L_INFO => libc::LOG_INFO,
-                _ => libc::LOG_DEBUG,
+                i32::MIN..=L_ALERT => 1,
+                L_CRIT => 2,
+                L_ERR => 3,
+                0 | L_WARN => 4,
+                L_NOTICE => 5,
+                L_INFO => 6,
+                _ => 7,
             };
-            let text = format!("{} {}: {}", name, level_name(level), args);
-            let text = text.trim_end_matches('\n').replace('\0', " ");
-            if let Ok(c) = CString::new(text) {
-                // SAFETY: "%s" with one valid C string argument.
-                unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
-            }
+            sink(prio, &format!("{} {}: {}", name, level_name(level), args));
         }
     });
 }

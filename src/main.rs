@@ -2,7 +2,6 @@
 //! `-f -c -V -h -l -p -n -d -D -E -P -u -g -b -w -t` (and the old `-r -R -v -m -i`);
 //! options in the script win over the command line, as in SER.
 
-use std::ffi::CString;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -167,7 +166,12 @@ fn run() -> Result<i32> {
         cfg.fork = false;
     }
     ser::log::set_level(cfg.debug);
-    ser::log::set_stderr(cfg.log_stderror);
+    if cfg.log_stderror {
+        ser::log::set_stderr(true, None);
+    } else {
+        ser_shards::os::syslog_open();
+        ser::log::set_stderr(false, Some(ser_shards::os::syslog));
+    }
     if cfg.fork {
         notice!("fork=yes: daemon mode is not implemented in this version; staying in the foreground");
     }
@@ -176,7 +180,7 @@ fn run() -> Result<i32> {
     }
 
     let sockets = cfg.bind_addrs();
-    let core = Arc::new(Core::new(&cfg, sockets.clone()));
+    let core = Arc::new(Core::new(&cfg, sockets.clone(), ser_shards::os::hostname()));
     let shards = if cfg.children == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -206,7 +210,7 @@ fn run() -> Result<i32> {
 
     // Signals are taken synchronously by this thread; block them before the shards start so
     // every thread inherits the mask.
-    let sigset = block_signals();
+    let signals = ser_shards::os::SignalSet::block_standard();
 
     let factory = {
         let core = Arc::clone(&core);
@@ -226,10 +230,11 @@ fn run() -> Result<i32> {
         }
     };
     notice!(
-        "{} started: {} shard(s), I/O backend {:?}, script {}, modules [{}]",
+        "{} started: {} shard(s), I/O backend {:?}: {}, script {}, modules [{}]",
         server_name(),
         shards,
         runtime.backend(),
+        runtime.backend_detail(),
         file,
         loaded.modules.join(" ")
     );
@@ -245,15 +250,9 @@ fn run() -> Result<i32> {
 
     // Wait for a signal that ends us.
     loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigset is an initialised signal set; sig is a valid out pointer.
-        let rc = unsafe { libc::sigwait(&sigset, &mut sig) };
-        if rc != 0 {
-            continue;
-        }
-        match sig {
-            libc::SIGHUP => notice!("SIGHUP: reload is not implemented yet; ignored"),
-            _ => {
+        match signals.wait() {
+            ser_shards::os::SIGHUP => notice!("SIGHUP: reload is not implemented yet; ignored"),
+            sig => {
                 notice!("signal {sig}: shutting down");
                 break;
             }
@@ -267,67 +266,12 @@ fn run() -> Result<i32> {
     Ok(0)
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before use, and
-    // pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// `-u`/`-g` (`user=`/`group=`): switch identity once the sockets are bound.
+/// `-t`, `-u`/`-g` (`user=`/`group=`): change root and identity once the sockets are bound.
 fn drop_privileges(cfg: &Config) -> Result<()> {
     if let Some(dir) = &cfg.chroot {
-        let c = CString::new(dir.as_str())?;
-        // SAFETY: c is a valid C string.
-        if unsafe { libc::chroot(c.as_ptr()) } != 0 {
-            bail!("chroot {dir}: {}", std::io::Error::last_os_error());
-        }
-        std::env::set_current_dir("/")?;
+        ser_shards::os::chroot(dir).with_context(|| format!("chroot {dir}"))?;
     }
-    if let Some(g) = &cfg.group {
-        let gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let c = CString::new(g.as_str())?;
-                // SAFETY: getgrnam reads a valid C string; the result is checked for NULL.
-                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-                if gr.is_null() {
-                    bail!("unknown group {g}");
-                }
-                // SAFETY: gr is non-null and points to a struct group.
-                unsafe { (*gr).gr_gid }
-            }
-        };
-        // SAFETY: plain syscall.
-        if unsafe { libc::setgid(gid) } != 0 {
-            bail!("setgid {g}: {}", std::io::Error::last_os_error());
-        }
-    }
-    if let Some(u) = &cfg.user {
-        let uid = match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let c = CString::new(u.as_str())?;
-                // SAFETY: getpwnam reads a valid C string; the result is checked for NULL.
-                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-                if pw.is_null() {
-                    bail!("unknown user {u}");
-                }
-                // SAFETY: pw is non-null and points to a struct passwd.
-                unsafe { (*pw).pw_uid }
-            }
-        };
-        // SAFETY: plain syscall; glibc applies it to every thread.
-        if unsafe { libc::setuid(uid) } != 0 {
-            bail!("setuid {u}: {}", std::io::Error::last_os_error());
-        }
-    }
+    ser_shards::os::set_identity(cfg.user.as_deref(), cfg.group.as_deref())
+        .context("changing user/group")?;
     Ok(())
 }

@@ -22,11 +22,13 @@
 //! (the handler decides and calls [`Ctx::handoff`]), TCP/TLS, or async/await. Handlers are plain
 //! callbacks that must not block; blocking work goes to [`Ctx::spawn_blocking`].
 //!
-//! `unsafe` lives only in the leaf modules `sys`, `portable` and `uring`.
+//! `unsafe` lives only in the leaf modules `sys`, `portable`, `uring` and `os` (process-level
+//! calls the daemon needs: signals, identity, host name, syslog).
 
 mod config;
 mod ctx;
 mod mailbox;
+pub mod os;
 mod pool;
 #[cfg(target_os = "linux")]
 mod portable;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
+# sip-tester, sipsak, iproute2 for the loopback-only network namespace), then every test of the
+# workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
+# on both I/O backends, and the integration tests that drive a real `ser` with sipp and sipsak.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The integration tests start real processes; build the binaries once, then test.
+cargo build --workspace --bins --quiet
+cargo test --workspace --quiet -- --test-threads=2

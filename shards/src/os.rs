@@ -1,0 +1,134 @@
+//! Process-level operating-system calls the daemon needs around the runtime: waiting for
+//! signals synchronously, changing identity and root after the sockets are bound, the host
+//! name, and syslog. Kept here so that `unsafe` stays in this crate's leaf modules.
+//!
+//! Nothing here is used on a shard's hot path.
+
+use std::ffi::{CStr, CString};
+use std::io;
+
+/// Signals blocked in the calling thread (and so in every thread started after it), to be
+/// taken one at a time with [`SignalSet::wait`].
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// Blocks SIGINT, SIGTERM, SIGHUP and SIGQUIT. Call before starting the runtime.
+    pub fn block_standard() -> Self {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+        // pthread_sigmask only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Self(set)
+        }
+    }
+
+    /// Waits for one of the blocked signals and returns its number.
+    pub fn wait(&self) -> i32 {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: self.0 is an initialised set; sig is a valid out pointer.
+            if unsafe { libc::sigwait(&self.0, &mut sig) } == 0 {
+                return sig;
+            }
+        }
+    }
+}
+
+pub const SIGHUP: i32 = libc::SIGHUP;
+
+/// `chroot(dir)` then `chdir("/")`.
+pub fn chroot(dir: &str) -> io::Result<()> {
+    let c = CString::new(dir).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    if unsafe { libc::chroot(c.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")
+}
+
+/// Switches to `group` then `user` (names or numbers). glibc applies both to every thread.
+pub fn set_identity(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    let not_found = |what: &str| io::Error::new(io::ErrorKind::NotFound, what.to_string());
+    if let Some(g) = group {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = CString::new(g).map_err(|_| not_found(g))?;
+                // SAFETY: valid C string; the result is checked for NULL before use.
+                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+                if gr.is_null() {
+                    return Err(not_found(&format!("unknown group {g}")));
+                }
+                // SAFETY: gr is non-null and points to a struct group.
+                unsafe { (*gr).gr_gid }
+            }
+        };
+        // SAFETY: plain system call.
+        if unsafe { libc::setgid(gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if let Some(u) = user {
+        let uid = match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let c = CString::new(u).map_err(|_| not_found(u))?;
+                // SAFETY: valid C string; the result is checked for NULL before use.
+                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+                if pw.is_null() {
+                    return Err(not_found(&format!("unknown user {u}")));
+                }
+                // SAFETY: pw is non-null and points to a struct passwd.
+                unsafe { (*pw).pw_uid }
+            }
+        };
+        // SAFETY: plain system call.
+        if unsafe { libc::setuid(uid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The machine's host name.
+pub fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for writes of len-1 bytes; one byte stays NUL.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } != 0 {
+        return None;
+    }
+    let s = CStr::from_bytes_until_nul(&buf).ok()?.to_str().ok()?;
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Opens syslog with ident "ser", facility daemon, pid in each line.
+pub fn syslog_open() {
+    static IDENT: &CStr = c"ser";
+    // SAFETY: IDENT is a static NUL-terminated string that outlives every syslog call.
+    unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+}
+
+/// Severities for [`syslog`].
+pub mod prio {
+    pub const ALERT: i32 = libc::LOG_ALERT;
+    pub const CRIT: i32 = libc::LOG_CRIT;
+    pub const ERR: i32 = libc::LOG_ERR;
+    pub const WARNING: i32 = libc::LOG_WARNING;
+    pub const NOTICE: i32 = libc::LOG_NOTICE;
+    pub const INFO: i32 = libc::LOG_INFO;
+    pub const DEBUG: i32 = libc::LOG_DEBUG;
+}
+
+/// Sends one line to syslog.
+pub fn syslog(priority: i32, line: &str) {
+    let clean = line.trim_end_matches('\n').replace('\0', " ");
+    if let Ok(c) = CString::new(clean) {
+        // SAFETY: "%s" with one valid C string argument.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
+    }
+}
