@@ -88,7 +88,11 @@ pub enum Outcome {
 impl ParseError {
     /// An error seen at `offset`; assumed to be about a request until [`Self::in_request`] says.
     pub(crate) fn new(kind: ErrorKind, offset: usize) -> Self {
-        ParseError { kind, offset: u32::try_from(offset).unwrap_or(u32::MAX), request: true }
+        ParseError {
+            kind,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            request: true,
+        }
     }
 
     /// Records whether the message was a request (accessors know, the value parsers do not).
@@ -118,7 +122,10 @@ impl ParseError {
         let reason = match self.kind {
             ErrorKind::NotSip => return Outcome::Drop,
             ErrorKind::VersionNotSupported => {
-                return Outcome::Reply { code: 505, reason: "Version Not Supported" }
+                return Outcome::Reply {
+                    code: 505,
+                    reason: "Version Not Supported",
+                }
             }
             ErrorKind::BadRequestUri => "Bad Request-URI",
             ErrorKind::MissingHeader(h) => match h {

@@ -32,8 +32,6 @@ static WORD: [bool; 256] = class(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
 static GEN_VALUE: [bool; 256] = class(b"-.!%*_+`'~:[]", true);
 /// Host names: alphanum, "-", "." (and "_", seen in the wild).
 static HOSTNAME: [bool; 256] = class(b"-._", true);
-/// unreserved = alphanum / mark
-static UNRESERVED: [bool; 256] = class(b"-_.!~*'()", true);
 /// user = 1*( unreserved / escaped / user-unreserved ), user-unreserved = & = + $ , ; ? /
 static USER: [bool; 256] = class(b"-_.!~*'()&=+$,;?/", true);
 /// password = *( unreserved / escaped / & = + $ , )
@@ -60,10 +58,6 @@ pub(crate) fn is_gen_value(c: u8) -> bool {
 #[inline]
 pub(crate) fn is_hostname(c: u8) -> bool {
     HOSTNAME[c as usize]
-}
-#[inline]
-pub(crate) fn is_unreserved(c: u8) -> bool {
-    UNRESERVED[c as usize]
 }
 #[inline]
 pub(crate) fn is_user(c: u8) -> bool {
@@ -246,7 +240,11 @@ pub(crate) fn unescaped_eq(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
         match (x.next(), y.next()) {
             (None, None) => return true,
             (Some(p), Some(q)) => {
-                let same = if ignore_case { p.eq_ignore_ascii_case(&q) } else { p == q };
+                let same = if ignore_case {
+                    p.eq_ignore_ascii_case(&q)
+                } else {
+                    p == q
+                };
                 if !same {
                     return false;
                 }

@@ -13,8 +13,8 @@ use std::ops::Range;
 
 use crate::error::{ErrorKind, ParseError};
 use crate::scan::{
-    at, escaped_run_ok, is_hnvchar, is_hostname, is_paramchar, is_password, is_uric, is_user,
-    sub, unescaped_eq,
+    at, escaped_run_ok, is_hnvchar, is_hostname, is_paramchar, is_password, is_uric, is_user, sub,
+    unescaped_eq,
 };
 
 /// URI scheme.
@@ -83,10 +83,12 @@ impl<'a> Uri<'a> {
 
 /// Splits "a=1;b;c=2" into (name, value) pairs; empty pieces are skipped.
 pub(crate) fn params(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    s.split(';').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
-        Some((n, v)) => (n, Some(v)),
-        None => (p, None),
-    })
+    s.split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (p, None),
+        })
 }
 
 fn bad(offset: usize) -> ParseError {
@@ -311,7 +313,9 @@ pub(crate) fn generic_uri_ok(b: &[u8]) -> bool {
     };
     let scheme = sub(b, 0..colon);
     let scheme_ok = scheme.first().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
     let rest = sub(b, colon + 1..b.len());
     scheme_ok && !rest.is_empty() && escaped_run_ok(rest, |c| c != b'%' && is_uric(c))
 }
@@ -321,7 +325,9 @@ pub(crate) fn generic_uri_ok(b: &[u8]) -> bool {
 pub(crate) fn check_uri(b: &[u8]) -> Result<Option<Uri<'_>>, ()> {
     let colon = memchr::memchr(b':', b).ok_or(())?;
     let scheme = sub(b, 0..colon);
-    let known = [&b"sip"[..], b"sips", b"tel"].iter().any(|k| scheme.eq_ignore_ascii_case(k));
+    let known = [&b"sip"[..], b"sips", b"tel"]
+        .iter()
+        .any(|k| scheme.eq_ignore_ascii_case(k));
     if known {
         let s = std::str::from_utf8(b).map_err(|_| ())?;
         parse_uri(s).map(Some).map_err(|_| ())
@@ -350,10 +356,14 @@ pub fn uri_eq(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     };
     if a.scheme == Scheme::Tel {
         // RFC 3966 5: visual separators are not significant.
-        let digits = |s: Option<&str>| {
-            s.unwrap_or("").bytes().filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
-        };
-        if !digits(a.user).map(|c| c.to_ascii_lowercase()).eq(digits(b.user).map(|c| c.to_ascii_lowercase())) {
+        let (x, y) = (
+            tel_digits(a.user.unwrap_or("")),
+            tel_digits(b.user.unwrap_or("")),
+        );
+        if !x
+            .map(|c| c.to_ascii_lowercase())
+            .eq(y.map(|c| c.to_ascii_lowercase()))
+        {
             return false;
         }
     } else {
@@ -368,7 +378,14 @@ pub fn uri_eq(a: &Uri<'_>, b: &Uri<'_>) -> bool {
             return false;
         }
     }
-    for (n, v) in params(a.params) {
+    for (k, (n, v)) in params(a.params).enumerate() {
+        // A repeated parameter counts once, by its first occurrence (as `param` reads it).
+        if params(a.params)
+            .take(k)
+            .any(|(m, _)| unescaped_eq(m.as_bytes(), n.as_bytes(), true))
+        {
+            continue;
+        }
         match b.param(n) {
             Some(w) => {
                 if !opt_eq(v, w, true) {
@@ -390,8 +407,15 @@ pub fn uri_eq(a: &Uri<'_>, b: &Uri<'_>) -> bool {
     headers_subset(a.headers, b.headers) && headers_subset(b.headers, a.headers)
 }
 
+fn tel_digits(s: &str) -> impl Iterator<Item = u8> + '_ {
+    s.bytes()
+        .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
+}
+
 fn is_significant(name: &str) -> bool {
-    SIGNIFICANT.iter().any(|s| unescaped_eq(name.as_bytes(), s.as_bytes(), true))
+    SIGNIFICANT
+        .iter()
+        .any(|s| unescaped_eq(name.as_bytes(), s.as_bytes(), true))
 }
 
 /// Every header of `x` is in `y` with an equal value.

@@ -80,11 +80,23 @@ impl HeaderName {
             4 => &[HeaderName::From, HeaderName::CSeq, HeaderName::Date],
             5 => &[HeaderName::Route, HeaderName::Allow, HeaderName::Event],
             6 => &[HeaderName::Server, HeaderName::Accept],
-            7 => &[HeaderName::CallId, HeaderName::Contact, HeaderName::Expires, HeaderName::Require, HeaderName::Subject, HeaderName::Warning],
+            7 => &[
+                HeaderName::CallId,
+                HeaderName::Contact,
+                HeaderName::Expires,
+                HeaderName::Require,
+                HeaderName::Subject,
+                HeaderName::Warning,
+            ],
             9 => &[HeaderName::Supported],
             10 => &[HeaderName::UserAgent],
             11 => &[HeaderName::Unsupported],
-            12 => &[HeaderName::MaxForwards, HeaderName::RecordRoute, HeaderName::ContentType, HeaderName::AllowEvents],
+            12 => &[
+                HeaderName::MaxForwards,
+                HeaderName::RecordRoute,
+                HeaderName::ContentType,
+                HeaderName::AllowEvents,
+            ],
             13 => &[HeaderName::Authorization, HeaderName::ProxyRequire],
             14 => &[HeaderName::ContentLength],
             16 => &[HeaderName::WwwAuthenticate, HeaderName::ContentEncoding],
@@ -139,7 +151,11 @@ impl HeaderName {
 
 impl std::fmt::Display for HeaderName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if *self == HeaderName::Other { "extension" } else { self.as_str() })
+        f.write_str(if *self == HeaderName::Other {
+            "extension"
+        } else {
+            self.as_str()
+        })
     }
 }
 
@@ -169,7 +185,12 @@ pub(crate) struct Param {
 /// If the next non-blank byte at `i` is ';', parses the parameter after it: a token name,
 /// optionally "=" and a token, host or quoted-string value (LWS allowed around both, as in
 /// RFC 4475 wsinv). Empty names or values are errors (RFC 4475 badinv01).
-pub(crate) fn param_at(s: &[u8], i: usize, base: usize, hn: HeaderName) -> Result<Option<Param>, ParseError> {
+pub(crate) fn param_at(
+    s: &[u8],
+    i: usize,
+    base: usize,
+    hn: HeaderName,
+) -> Result<Option<Param>, ParseError> {
     let j = skip_lws(s, i);
     if at(s, j) != b';' {
         return Ok(None);
@@ -182,18 +203,35 @@ pub(crate) fn param_at(s: &[u8], i: usize, base: usize, hn: HeaderName) -> Resul
     }
     let k = skip_lws(s, n1);
     if at(s, k) != b'=' {
-        return Ok(Some(Param { name: n0..n1, value: None, end: n1 }));
+        return Ok(Some(Param {
+            name: n0..n1,
+            value: None,
+            end: n1,
+        }));
     }
     let v0 = skip_lws(s, k + 1);
-    let v1 = if at(s, v0) == b'"' { quoted_end(s, v0).ok_or(err(v0))? } else { run(s, v0, is_gen_value) };
+    let v1 = if at(s, v0) == b'"' {
+        quoted_end(s, v0).ok_or(err(v0))?
+    } else {
+        run(s, v0, is_gen_value)
+    };
     if v1 == v0 {
         return Err(err(v0));
     }
-    Ok(Some(Param { name: n0..n1, value: Some(v0..v1), end: v1 }))
+    Ok(Some(Param {
+        name: n0..n1,
+        value: Some(v0..v1),
+        end: v1,
+    }))
 }
 
 /// After a value ended at `i`: skip LWS, then a comma (next value) or the end; else an error.
-pub(crate) fn next_value(s: &[u8], i: usize, base: usize, name: HeaderName) -> Result<usize, ParseError> {
+pub(crate) fn next_value(
+    s: &[u8],
+    i: usize,
+    base: usize,
+    name: HeaderName,
+) -> Result<usize, ParseError> {
     let j = skip_lws(s, i);
     match s.get(j) {
         None => Ok(s.len()),
@@ -210,13 +248,17 @@ pub(crate) fn next_value(s: &[u8], i: usize, base: usize, name: HeaderName) -> R
     }
 }
 
+/// Parses one comma-separated value at `pos` of a header value whose message offset is
+/// `base`; returns the view and where the next value starts (or the value's length).
+pub(crate) type ValueParser<'b, T> = fn(&'b [u8], usize, usize) -> Result<(T, usize), ParseError>;
+
 /// Every value of every line named `name`, in order (RFC 3261 7.3.1: lines of one name are
 /// one comma-separated list). Stops after the first error.
 pub struct Values<'m, 'b, T> {
     headers: std::slice::Iter<'m, Header<'b>>,
     name: HeaderName,
     cur: Option<(&'m Header<'b>, usize)>,
-    parse: fn(&'b [u8], usize, usize) -> Result<(T, usize), ParseError>,
+    parse: ValueParser<'b, T>,
     request: bool,
     done: bool,
 }
@@ -225,10 +267,17 @@ impl<'m, 'b, T> Values<'m, 'b, T> {
     pub(crate) fn new(
         headers: &'m [Header<'b>],
         name: HeaderName,
-        parse: fn(&'b [u8], usize, usize) -> Result<(T, usize), ParseError>,
+        parse: ValueParser<'b, T>,
         request: bool,
     ) -> Self {
-        Values { headers: headers.iter(), name, cur: None, parse, request, done: false }
+        Values {
+            headers: headers.iter(),
+            name,
+            cur: None,
+            parse,
+            request,
+            done: false,
+        }
     }
 }
 

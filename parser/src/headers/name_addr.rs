@@ -101,7 +101,9 @@ pub(crate) fn parse_name_addr_full(
     } else {
         // addr-spec: the URI runs to the first ';', ',' or white space; header parameters
         // follow. A '?' here means an URI with headers that should have been bracketed.
-        let u1 = run(s, start, |c| !matches!(c, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n'));
+        let u1 = run(s, start, |c| {
+            !matches!(c, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n')
+        });
         if memchr::memchr2(b'?', b'<', sub(s, start..u1)).is_some() {
             return Err(err(start));
         }
@@ -109,7 +111,10 @@ pub(crate) fn parse_name_addr_full(
         end = u1;
     }
     let uri_bytes = sub(s, uri_range.clone());
-    if uri_bytes.iter().any(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<' | b'>' | b'"')) {
+    if uri_bytes
+        .iter()
+        .any(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<' | b'>' | b'"'))
+    {
         return Err(err(uri_range.start));
     }
     check_uri(uri_bytes).map_err(|_| err(uri_range.start))?;
@@ -141,7 +146,11 @@ pub(crate) fn parse_name_addr_full(
     }
     // The parameters' text: from the first ';' after the URI to the end of the last one.
     let semi = skip_lws(s, params_start);
-    let params = if end > params_start { sub_str(s, semi..end).unwrap_or("") } else { "" };
+    let params = if end > params_start {
+        sub_str(s, semi..end).unwrap_or("")
+    } else {
+        ""
+    };
     let next = next_value(s, end, base, hn)?;
     let addr = NameAddr {
         display,
@@ -174,34 +183,58 @@ fn qvalue(v: &[u8]) -> Option<u16> {
     }
 }
 
-pub(crate) fn parse_name_addr(s: &[u8], base: usize, pos: usize, hn: HeaderName) -> Result<(NameAddr<'_>, usize), ParseError> {
+pub(crate) fn parse_name_addr(
+    s: &[u8],
+    base: usize,
+    pos: usize,
+    hn: HeaderName,
+) -> Result<(NameAddr<'_>, usize), ParseError> {
     parse_name_addr_full(s, base, pos, hn).map(|(a, _, _, n)| (a, n))
 }
 
-pub(crate) fn parse_route(s: &[u8], base: usize, pos: usize) -> Result<(NameAddr<'_>, usize), ParseError> {
+pub(crate) fn parse_route(
+    s: &[u8],
+    base: usize,
+    pos: usize,
+) -> Result<(NameAddr<'_>, usize), ParseError> {
     parse_name_addr(s, base, pos, HeaderName::Route)
 }
 
-pub(crate) fn parse_record_route(s: &[u8], base: usize, pos: usize) -> Result<(NameAddr<'_>, usize), ParseError> {
+pub(crate) fn parse_record_route(
+    s: &[u8],
+    base: usize,
+    pos: usize,
+) -> Result<(NameAddr<'_>, usize), ParseError> {
     parse_name_addr(s, base, pos, HeaderName::RecordRoute)
 }
 
 /// A Contact value: "*" alone, or a name-addr with q and expires.
-pub(crate) fn parse_contact(s: &[u8], base: usize, pos: usize) -> Result<(Contact<'_>, usize), ParseError> {
+pub(crate) fn parse_contact(
+    s: &[u8],
+    base: usize,
+    pos: usize,
+) -> Result<(Contact<'_>, usize), ParseError> {
     let start = skip_lws(s, pos);
     if at(s, start) == b'*' {
         let next = next_value(s, start + 1, base, HeaderName::Contact)?;
         if start == skip_lws(s, 0) && next >= s.len() {
             return Ok((Contact::Star, next));
         }
-        return Err(ParseError::new(ErrorKind::BadHeader(HeaderName::Contact), base + start));
+        return Err(ParseError::new(
+            ErrorKind::BadHeader(HeaderName::Contact),
+            base + start,
+        ));
     }
     let (addr, q, expires, next) = parse_name_addr_full(s, base, start, HeaderName::Contact)?;
     Ok((Contact::Addr { addr, q, expires }, next))
 }
 
 /// A whole From or To value: exactly one name-addr.
-pub(crate) fn parse_single(s: &[u8], base: usize, hn: HeaderName) -> Result<NameAddr<'_>, ParseError> {
+pub(crate) fn parse_single(
+    s: &[u8],
+    base: usize,
+    hn: HeaderName,
+) -> Result<NameAddr<'_>, ParseError> {
     let (addr, next) = parse_name_addr(s, base, 0, hn)?;
     if next < s.len() {
         return Err(ParseError::new(ErrorKind::BadHeader(hn), base + next));

@@ -93,7 +93,10 @@ pub(crate) fn parse_via(s: &[u8], base: usize, pos: usize) -> Result<(Via<'_>, u
     };
     while let Some(p) = param_at(s, end, base, HeaderName::Via)? {
         let name = sub(s, p.name.clone());
-        let value = p.value.clone().map(|v| sub_str(s, v).ok_or(err(p.name.start)));
+        let value = p
+            .value
+            .clone()
+            .map(|v| sub_str(s, v).ok_or(err(p.name.start)));
         let value = value.transpose()?;
         if name.eq_ignore_ascii_case(b"branch") {
             // The branch is a token (RFC 3261 20.42); a quoted or host-like value is not.

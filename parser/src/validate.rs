@@ -1,0 +1,131 @@
+//! The eager checks of [`crate::parse`]: every value whose breakage RFC 4475 (section 3.1.2)
+//! says must be answered with an error, checked whether or not anyone reads it later.
+//!
+//! Checked: every Via value (badinv01); From and To as one name-addr each (quotbal, badaspec,
+//! baddn); Contact, Route and Record-Route lists (regbadct); Call-ID syntax; CSeq number and
+//! method (scalar02, mismatch01/02); Max-Forwards and Expires ranges; the mandatory headers
+//! (Via, From, To, Call-ID, CSeq: RFC 3261 8.1.1, RFC 4475 insuf) and that the single-valued
+//! ones appear once (multi01). Start line and Content-Length are checked while indexing.
+//! Not checked: headers a proxy never interprets (Date: baddate, Content-Type, Accept, ...).
+
+use crate::error::{ErrorKind, ParseError};
+use crate::headers::name_addr::{parse_contact, parse_name_addr, parse_single, Contact};
+use crate::headers::simple::{check_call_id, parse_cseq, parse_number};
+use crate::headers::via::parse_via;
+use crate::headers::HeaderName;
+use crate::message::Message;
+
+pub(crate) fn validate(msg: &Message<'_>) -> Result<(), ParseError> {
+    let request = msg.is_request();
+    check(msg).map_err(|e| e.in_request(request))
+}
+
+fn check(msg: &Message<'_>) -> Result<(), ParseError> {
+    let method = msg.method();
+    // Counts of Via, From, To, Call-ID, CSeq, Max-Forwards lines.
+    let mut count = [0u32; 6];
+    let mut contacts = 0u32;
+    let mut star = false;
+    for h in msg.headers() {
+        let (v, base) = (h.value, h.value_range.start);
+        let bad = |hn| ParseError::new(ErrorKind::BadHeader(hn), base);
+        let slot = match h.name {
+            HeaderName::Via => {
+                if v.is_empty() {
+                    return Err(bad(HeaderName::Via));
+                }
+                let mut pos = 0;
+                while pos < v.len() {
+                    pos = parse_via(v, base, pos)?.1;
+                }
+                Some(0)
+            }
+            HeaderName::From | HeaderName::To => {
+                parse_single(v, base, h.name)?;
+                Some(if h.name == HeaderName::From { 1 } else { 2 })
+            }
+            HeaderName::Contact => {
+                if v.is_empty() {
+                    return Err(bad(HeaderName::Contact));
+                }
+                let mut pos = 0;
+                while pos < v.len() {
+                    let (c, next) = parse_contact(v, base, pos)?;
+                    star |= c == Contact::Star;
+                    contacts += 1;
+                    pos = next;
+                }
+                None
+            }
+            HeaderName::Route | HeaderName::RecordRoute => {
+                if v.is_empty() {
+                    return Err(bad(h.name));
+                }
+                let mut pos = 0;
+                while pos < v.len() {
+                    pos = parse_name_addr(v, base, pos, h.name)?.1;
+                }
+                None
+            }
+            HeaderName::CallId => {
+                check_call_id(v, base)?;
+                Some(3)
+            }
+            HeaderName::CSeq => {
+                let cseq = parse_cseq(v, base)?;
+                if let Some(m) = method {
+                    if m != cseq.method {
+                        return Err(ParseError::new(ErrorKind::CSeqMethodMismatch, base));
+                    }
+                }
+                Some(4)
+            }
+            HeaderName::MaxForwards => {
+                parse_number(v, base, 255, h.name)?;
+                Some(5)
+            }
+            HeaderName::Expires => {
+                parse_number(v, base, u64::from(u32::MAX), h.name)?;
+                None
+            }
+            _ => None,
+        };
+        if let Some(k) = slot {
+            if let Some(c) = count.get_mut(k) {
+                *c += 1;
+                // Via may repeat; the others are single-valued (RFC 4475 multi01).
+                if k > 0 && *c > 1 {
+                    return Err(ParseError::new(
+                        ErrorKind::DuplicateHeader(h.name),
+                        h.line.start,
+                    ));
+                }
+            }
+        }
+    }
+    if star && contacts > 1 {
+        let at = msg
+            .header(HeaderName::Contact)
+            .map_or(0, |h| h.value_range.start);
+        return Err(ParseError::new(
+            ErrorKind::BadHeader(HeaderName::Contact),
+            at,
+        ));
+    }
+    let required = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ];
+    for (k, name) in required.into_iter().enumerate() {
+        if count.get(k).copied().unwrap_or(0) == 0 {
+            return Err(ParseError::new(
+                ErrorKind::MissingHeader(name),
+                msg.headers_end(),
+            ));
+        }
+    }
+    Ok(())
+}
