@@ -42,11 +42,20 @@ impl Script {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// `name = value` (`debug=3`, `listen=udp:10.0.0.1:5060`, `alias="foo.bar"`).
-    Global { name: String, value: Value, span: Span },
+    Global {
+        name: String,
+        value: Value,
+        span: Span,
+    },
     /// `loadmodule "path"` or `loadmodule("path");`.
     LoadModule { path: String, span: Span },
     /// `modparam("module", "param", value)`.
-    ModParam { module: String, param: String, value: Value, span: Span },
+    ModParam {
+        module: String,
+        param: String,
+        value: Value,
+        span: Span,
+    },
     /// A route block of any kind.
     Route(RouteDef),
 }
@@ -134,7 +143,9 @@ impl KindSet {
 
     /// The kinds in the set, in [`RouteKind::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = RouteKind> {
-        RouteKind::ALL.into_iter().filter(move |k| self.contains(*k))
+        RouteKind::ALL
+            .into_iter()
+            .filter(move |k| self.contains(*k))
     }
 
     /// The raw bits (bit `k.index()` for kind `k`).
@@ -249,13 +260,20 @@ pub struct Call {
 pub enum Stmt {
     Call(Call),
     /// `if (c) a else if (d) b else e`: the arms are tried in order.
-    If { arms: Vec<IfArm>, otherwise: Option<Vec<Stmt>>, span: Span },
+    If {
+        arms: Vec<IfArm>,
+        otherwise: Option<Vec<Stmt>>,
+        span: Span,
+    },
     /// `break`: leave the current route block (ends the script in the entry block).
     Break(Span),
     /// `drop`: end the script; the host discards the message.
     Drop(Span),
     /// `route(n)`: run `route[n]`, then continue here.
-    Route { index: u32, span: Span },
+    Route {
+        index: u32,
+        span: Span,
+    },
 }
 
 /// One `if`/`else if` arm.
@@ -309,7 +327,13 @@ pub enum Expr {
     /// An action used as a condition: positive is true, negative false, zero ends the script.
     Call(Call),
     /// `operand op value`, e.g. `uri == myself`, `src_ip == 10.0.0.0/8`.
-    Cmp { operand: String, operand_span: Span, op: CmpOp, rhs: Arg, span: Span },
+    Cmp {
+        operand: String,
+        operand_span: Span,
+        op: CmpOp,
+        rhs: Arg,
+        span: Span,
+    },
 }
 
 impl Expr {

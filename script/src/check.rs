@@ -37,7 +37,10 @@ pub(crate) fn analyse(script: &Script) -> Result<Routes<'_>, ScriptError> {
             return Err(ScriptError::at(
                 &script.file,
                 r.span,
-                format!("duplicate {}[{}] (first defined at {}:{})", r.kind, r.index, f.span.line, f.span.col),
+                format!(
+                    "duplicate {}[{}] (first defined at {}:{})",
+                    r.kind, r.index, f.span.line, f.span.col
+                ),
             ));
         }
         by_key.insert((r.kind, r.index), i);
@@ -51,7 +54,11 @@ pub(crate) fn analyse(script: &Script) -> Result<Routes<'_>, ScriptError> {
         route_calls(&r.body, &mut targets);
         for (index, span) in targets {
             let Some(&t) = by_key.get(&(RouteKind::Request, index)) else {
-                return Err(ScriptError::at(&script.file, span, format!("route[{index}] is not defined")));
+                return Err(ScriptError::at(
+                    &script.file,
+                    span,
+                    format!("route[{index}] is not defined"),
+                ));
             };
             if !edges[b].contains(&t) {
                 edges[b].push(t);
@@ -77,7 +84,12 @@ pub(crate) fn analyse(script: &Script) -> Result<Routes<'_>, ScriptError> {
         }
         propagate(&edges, &mut kinds, &mut via);
     }
-    Ok(Routes { blocks, by_key, kinds, via })
+    Ok(Routes {
+        blocks,
+        by_key,
+        kinds,
+        via,
+    })
 }
 
 /// Spreads kinds along call edges until nothing changes; records the first caller that
@@ -105,7 +117,9 @@ fn route_calls(body: &[Stmt], out: &mut Vec<(u32, Span)>) {
     for s in body {
         match s {
             Stmt::Route { index, span } => out.push((*index, *span)),
-            Stmt::If { arms, otherwise, .. } => {
+            Stmt::If {
+                arms, otherwise, ..
+            } => {
                 for a in arms {
                     route_calls(&a.body, out);
                 }
@@ -139,7 +153,11 @@ impl Routes<'_> {
         if chain.len() == 1 {
             return None;
         }
-        let names: Vec<String> = chain.iter().rev().map(|&i| format!("{}[{}]", self.blocks[i].kind, self.blocks[i].index)).collect();
+        let names: Vec<String> = chain
+            .iter()
+            .rev()
+            .map(|&i| format!("{}[{}]", self.blocks[i].kind, self.blocks[i].index))
+            .collect();
         Some(names.join(" -> "))
     }
 }

@@ -20,7 +20,12 @@ pub struct ScriptError {
 impl ScriptError {
     /// An error at `span` of `file`.
     pub fn at(file: &str, span: Span, msg: impl Into<String>) -> ScriptError {
-        ScriptError { file: file.to_owned(), line: span.line, col: span.col, msg: msg.into() }
+        ScriptError {
+            file: file.to_owned(),
+            line: span.line,
+            col: span.col,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -43,14 +48,22 @@ impl<'s> LineIndex<'s> {
         let pos = pos.min(self.src.len());
         let line = self.starts.partition_point(|&s| s <= pos) - 1;
         let start = self.starts[line];
-        let col = self.src.get(start..pos).map_or(pos - start, |s| s.chars().count());
+        let col = self
+            .src
+            .get(start..pos)
+            .map_or(pos - start, |s| s.chars().count());
         (to_u32(line + 1), to_u32(col + 1))
     }
 
     /// The span of bytes `start..end`.
     pub fn span(&self, start: usize, end: usize) -> Span {
         let (line, col) = self.line_col(start);
-        Span { line, col, start, end }
+        Span {
+            line,
+            col,
+            start,
+            end,
+        }
     }
 }
 

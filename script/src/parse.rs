@@ -14,7 +14,9 @@ use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::Parser as _;
 
-use crate::ast::{Arg, Call, CmpOp, Expr, IfArm, Item, RouteDef, RouteKind, Script, Span, Stmt, Value};
+use crate::ast::{
+    Arg, Call, CmpOp, Expr, IfArm, Item, RouteDef, RouteKind, Script, Span, Stmt, Value,
+};
 use crate::error::{LineIndex, ScriptError};
 
 mod grammar {
@@ -39,9 +41,20 @@ pub fn parse(file: &str, src: &str) -> Result<Script, ScriptError> {
             msg: format!("nesting deeper than {MAX_NESTING} levels"),
         });
     }
-    // Token-level detail ("expected ';'") costs a little bookkeeping; scripts are parsed once.
-    pest::set_error_detail(true);
-    let mut pairs = SerParser::parse(Rule::script, src).map_err(|e| syntax_error(file, src, &idx, &e))?;
+    let mut pairs = match SerParser::parse(Rule::script, src) {
+        Ok(p) => p,
+        Err(_) => {
+            // Parse again with pest's token-level tracking ("expected ';'"), which is too slow
+            // to leave on. The switch is process-wide; a parse racing with this one only gets
+            // more (or less) detail in its own error message.
+            pest::set_error_detail(true);
+            let e = SerParser::parse(Rule::script, src).err();
+            pest::set_error_detail(false);
+            let e =
+                e.ok_or_else(|| ScriptError::at(file, Span::default(), "inconsistent parse"))?;
+            return Err(syntax_error(file, src, &idx, &e));
+        }
+    };
     let b = Builder { file, idx: &idx };
     let mut items = Vec::new();
     if let Some(script) = pairs.next() {
@@ -55,7 +68,10 @@ pub fn parse(file: &str, src: &str) -> Result<Script, ScriptError> {
             }
         }
     }
-    Ok(Script { file: file.to_owned(), items })
+    Ok(Script {
+        file: file.to_owned(),
+        items,
+    })
 }
 
 /// The offset of the first bracket nested deeper than [`MAX_NESTING`], skipping strings and
@@ -97,55 +113,154 @@ fn too_deep(src: &str) -> Option<usize> {
     None
 }
 
-/// A readable message for a pest error: what was expected and what was found instead.
-fn syntax_error(file: &str, src: &str, idx: &LineIndex<'_>, e: &pest::error::Error<Rule>) -> ScriptError {
-    let pos = match e.location {
+/// A readable message for a pest error: what was expected at the furthest point the parser
+/// reached, and what was found there instead.
+fn syntax_error(
+    file: &str,
+    src: &str,
+    idx: &LineIndex<'_>,
+    e: &pest::error::Error<Rule>,
+) -> ScriptError {
+    let rule_pos = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let mut expected: Vec<String> = Vec::new();
-    let mut push = |s: String| {
-        if !expected.contains(&s) {
-            expected.push(s);
-        }
-    };
-    let mut stmt_context = false;
-    if let ErrorVariant::ParsingError { positives, .. } = &e.variant {
-        for r in positives {
-            if matches!(
-                r,
-                Rule::if_stmt | Rule::block | Rule::break_stmt | Rule::drop_stmt | Rule::route_call | Rule::bare_call
-            ) {
-                stmt_context = true;
-            }
-            if let Some(name) = rule_name(*r) {
-                push(name.to_owned());
+    // pest tracks rules and literal tokens separately; either may have got further.
+    let mut tokens: Vec<String> = Vec::new();
+    let mut tok_pos = 0;
+    if let Some(attempts) = e.parse_attempts() {
+        tok_pos = attempts.max_position;
+        for t in attempts.expected_tokens() {
+            let t = t.to_string();
+            // Whitespace and comment openers are possible almost everywhere; word characters
+            // only continue the word before; keywords are covered by the rule names; ranges
+            // (`a..z`) tell a reader nothing.
+            let noise = t.trim().is_empty()
+                || matches!(t.as_str(), "#" | "/*" | "-" | "." | "/" | ":" | "_")
+                || t.contains("..")
+                || t.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
+            if !noise && !tokens.contains(&t) {
+                tokens.push(t);
             }
         }
     }
-    if let Some(attempts) = e.parse_attempts() {
-        for t in attempts.expected_tokens() {
-            if let pest::ParsingToken::Sensitive { token } = t {
-                // Keyword and operator spellings are already covered by the rule names.
-                let covered = token.chars().all(|c| c.is_ascii_alphabetic())
-                    || (matches!(token.as_str(), "!" | "\"" | "'" | "[") && !stmt_context);
-                if !covered && !(stmt_context && token == "{") {
-                    push(format!("'{token}'"));
+    if tokens.is_empty() {
+        tok_pos = 0;
+    }
+    let pos = rule_pos.max(tok_pos);
+    let mut expected: Vec<String> = Vec::new();
+    let mut stmt_context = false;
+    if rule_pos == pos {
+        if let ErrorVariant::ParsingError { positives, .. } = &e.variant {
+            for r in positives {
+                stmt_context |= matches!(
+                    r,
+                    Rule::if_stmt
+                        | Rule::block
+                        | Rule::break_stmt
+                        | Rule::drop_stmt
+                        | Rule::route_call
+                        | Rule::bare_call
+                );
+                if let Some(name) = rule_name(*r) {
+                    if !expected.iter().any(|x| x == name) {
+                        expected.push(name.to_owned());
+                    }
                 }
             }
         }
     }
     if stmt_context {
-        expected.retain(|s| !s.starts_with("a ") && !s.starts_with("an "));
+        expected.retain(|s| !s.starts_with("a ") && !s.starts_with("an ") && s != "'if'");
         expected.insert(0, "a statement".to_owned());
     }
-    let found = found_at(src, pos);
-    let msg = match expected.len() {
-        0 => format!("unexpected {found}"),
-        _ => format!("expected {}, found {found}", join_or(&expected)),
+    if tok_pos == pos {
+        for t in tokens {
+            // A statement may start with `{`; a value with a quote or `[`.
+            let covered = (stmt_context && (t == "{" || t == ";"))
+                || (matches!(t.as_str(), "\"" | "'" | "[")
+                    && expected.iter().any(|x| x == "a value"));
+            let t = format!("'{t}'");
+            if !covered && !expected.contains(&t) {
+                expected.push(t);
+            }
+        }
+    }
+    if expected.iter().any(|x| x == "a comparison operator") {
+        let ops = ["'=='", "'!='", "'=~'", "'<'", "'<='", "'>'", "'>='"];
+        expected.retain(|x| !ops.contains(&x.as_str()));
+    }
+    let mut pos = pos;
+    if expected == ["'='"] {
+        // `name (` at the top level: a statement outside any route block, not a bad option.
+        pos = rule_pos;
+        expected = vec![
+            "a global option (name = value), loadmodule, modparam or a route block".to_owned(),
+        ];
+    }
+    if pos >= src.len() {
+        if let Some(open) = unterminated_string(src) {
+            let (line, col) = idx.line_col(open);
+            return ScriptError {
+                file: file.to_owned(),
+                line,
+                col,
+                msg: "unterminated string".to_owned(),
+            };
+        }
+    }
+    let rest = src.get(pos..).unwrap_or("");
+    let msg = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) if !rest[1..].contains(q) => "unterminated string".to_owned(),
+        _ if expected.is_empty() => format!("unexpected {}", found_at(src, pos)),
+        _ => format!(
+            "expected {}, found {}",
+            join_or(&expected),
+            found_at(src, pos)
+        ),
     };
     let (line, col) = idx.line_col(pos);
-    ScriptError { file: file.to_owned(), line, col, msg }
+    ScriptError {
+        file: file.to_owned(),
+        line,
+        col,
+        msg,
+    }
+}
+
+/// The start of a quoted string that runs to the end of the input, if any.
+fn unterminated_string(src: &str) -> Option<usize> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                let open = i;
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if i >= b.len() {
+                    return Some(open);
+                }
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn rule_name(r: Rule) -> Option<&'static str> {
@@ -161,7 +276,9 @@ fn rule_name(r: Rule) -> Option<&'static str> {
         Rule::else_if | Rule::else_part | Rule::kw_else => "'else'",
         Rule::if_body => "a statement",
         Rule::call | Rule::bare_call => "an action call",
-        Rule::cond | Rule::and_expr | Rule::unary | Rule::not_op | Rule::cmp | Rule::operand => "a condition",
+        Rule::cond | Rule::and_expr | Rule::unary | Rule::not_op | Rule::cmp | Rule::operand => {
+            "a condition"
+        }
         Rule::cmp_op => "a comparison operator",
         Rule::kw_and => "'&&'",
         Rule::kw_or => "'||'",
@@ -182,9 +299,15 @@ fn join_or(items: &[String]) -> String {
 /// What stands at `pos`: a quoted word, a character, or "end of file".
 fn found_at(src: &str, pos: usize) -> String {
     let rest = src.get(pos..).unwrap_or("");
-    let Some(c) = rest.chars().next() else { return "end of file".to_owned() };
+    let Some(c) = rest.chars().next() else {
+        return "end of file".to_owned();
+    };
     if c.is_ascii_alphanumeric() || c == '_' {
-        let w: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect();
+        let w: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(32)
+            .collect();
         format!("'{w}'")
     } else if c == '\n' || c == '\r' {
         "end of line".to_owned()
@@ -237,11 +360,18 @@ impl Builder<'_> {
             }
         }
         let span = self.idx.span(whole.start(), header_end.min(whole.end()));
-        Ok(RouteDef { kind, index, body, span })
+        Ok(RouteDef {
+            kind,
+            index,
+            body,
+            span,
+        })
     }
 
     fn route_index(&self, p: &Pair<'_, Rule>) -> Res<u32> {
-        p.as_str().parse().map_err(|_| self.err(self.span(p), "route number too large"))
+        p.as_str()
+            .parse()
+            .map_err(|_| self.err(self.span(p), "route number too large"))
     }
 
     fn loadmodule(&self, p: Pair<'_, Rule>) -> Res<Item> {
@@ -257,7 +387,12 @@ impl Builder<'_> {
         let (Some(m), Some(n), Some(v)) = (it.next(), it.next(), it.next()) else {
             return Err(self.err(span, "malformed modparam"));
         };
-        Ok(Item::ModParam { module: self.string(m), param: self.string(n), value: self.value(v)?.value, span })
+        Ok(Item::ModParam {
+            module: self.string(m),
+            param: self.string(n),
+            value: self.value(v)?.value,
+            span,
+        })
     }
 
     fn global(&self, p: Pair<'_, Rule>) -> Res<Item> {
@@ -266,7 +401,11 @@ impl Builder<'_> {
         let (Some(n), Some(v)) = (it.next(), it.next()) else {
             return Err(self.err(span, "malformed option"));
         };
-        Ok(Item::Global { name: n.as_str().to_owned(), value: self.value(v)?.value, span })
+        Ok(Item::Global {
+            name: n.as_str().to_owned(),
+            value: self.value(v)?.value,
+            span,
+        })
     }
 
     /// Appends the statement(s) of pair `p` to `out`; blocks are spliced, `;` leaves nothing.
@@ -335,7 +474,11 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        Ok(Stmt::If { arms, otherwise, span })
+        Ok(Stmt::If {
+            arms,
+            otherwise,
+            span,
+        })
     }
 
     fn call(&self, p: Pair<'_, Rule>) -> Res<Call> {
@@ -355,7 +498,11 @@ impl Builder<'_> {
     fn arg(&self, p: Pair<'_, Rule>) -> Res<Arg> {
         match p.into_inner().next() {
             Some(v) => self.value(v),
-            None => Err(ScriptError::at(self.file, Span::default(), "empty argument")),
+            None => Err(ScriptError::at(
+                self.file,
+                Span::default(),
+                "empty argument",
+            )),
         }
     }
 
@@ -367,9 +514,14 @@ impl Builder<'_> {
             Rule::ip6_bracket => {
                 let mut it = p.into_inner();
                 let addr = it.next().map(|a| a.as_str()).unwrap_or("");
-                let addr: Ipv6Addr = addr.parse().map_err(|_| self.err(span, format!("invalid IPv6 address '{addr}'")))?;
+                let addr: Ipv6Addr = addr
+                    .parse()
+                    .map_err(|_| self.err(span, format!("invalid IPv6 address '{addr}'")))?;
                 match it.next() {
-                    Some(len) => Value::Net(IpAddr::V6(addr), self.prefix_len(&len.as_str()[1..], 128, span)?),
+                    Some(len) => Value::Net(
+                        IpAddr::V6(addr),
+                        self.prefix_len(&len.as_str()[1..], 128, span)?,
+                    ),
                     None => Value::Ip(IpAddr::V6(addr)),
                 }
             }
@@ -387,7 +539,10 @@ impl Builder<'_> {
     }
 
     fn string(&self, p: Pair<'_, Rule>) -> String {
-        p.into_inner().next().map(|i| unescape(i.as_str())).unwrap_or_default()
+        p.into_inner()
+            .next()
+            .map(|i| unescape(i.as_str()))
+            .unwrap_or_default()
     }
 
     fn cond(&self, p: Pair<'_, Rule>) -> Res<Expr> {
@@ -398,7 +553,11 @@ impl Builder<'_> {
                 terms.push(self.and_expr(c)?);
             }
         }
-        Ok(if terms.len() == 1 { terms.pop().unwrap_or(Expr::Or(Vec::new(), span)) } else { Expr::Or(terms, span) })
+        Ok(if terms.len() == 1 {
+            terms.pop().unwrap_or(Expr::Or(Vec::new(), span))
+        } else {
+            Expr::Or(terms, span)
+        })
     }
 
     fn and_expr(&self, p: Pair<'_, Rule>) -> Res<Expr> {
@@ -409,7 +568,11 @@ impl Builder<'_> {
                 terms.push(self.unary(c)?);
             }
         }
-        Ok(if terms.len() == 1 { terms.pop().unwrap_or(Expr::And(Vec::new(), span)) } else { Expr::And(terms, span) })
+        Ok(if terms.len() == 1 {
+            terms.pop().unwrap_or(Expr::And(Vec::new(), span))
+        } else {
+            Expr::And(terms, span)
+        })
     }
 
     fn unary(&self, p: Pair<'_, Rule>) -> Res<Expr> {
@@ -427,7 +590,11 @@ impl Builder<'_> {
         }
         let atom = atom.ok_or_else(|| self.err(span, "expected a condition"))?;
         // `!!x` tests the same as `x`: an action's zero still ends the script either way.
-        Ok(if nots % 2 == 1 { Expr::Not(Box::new(atom), span) } else { atom })
+        Ok(if nots % 2 == 1 {
+            Expr::Not(Box::new(atom), span)
+        } else {
+            atom
+        })
     }
 
     fn cmp(&self, p: Pair<'_, Rule>) -> Res<Expr> {
@@ -458,7 +625,13 @@ impl Builder<'_> {
             }
         }
         let rhs = rhs.ok_or_else(|| self.err(span, "expected a value"))?;
-        Ok(Expr::Cmp { operand, operand_span, op, rhs, span })
+        Ok(Expr::Cmp {
+            operand,
+            operand_span,
+            op,
+            rhs,
+            span,
+        })
     }
 }
 
@@ -531,9 +704,15 @@ fn parse_int(w: &str) -> Option<Result<i64, String>> {
         Some(d) => (true, d),
         None => (false, w),
     };
-    let (radix, body) = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let (radix, body) = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         (16, h)
-    } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
         (8, &digits[1..])
     } else {
         (10, digits)
@@ -557,18 +736,39 @@ mod tests {
         assert_eq!(classify_word("0x10"), Ok(Value::Int(16)));
         assert_eq!(classify_word("0"), Ok(Value::Int(0)));
         assert_eq!(classify_word("yes"), Ok(Value::Bool(true)));
-        assert_eq!(classify_word("192.168.0.10"), Ok(Value::Ip("192.168.0.10".parse().unwrap())));
-        assert_eq!(classify_word("10.0.0.0/8"), Ok(Value::Net("10.0.0.0".parse().unwrap(), 8)));
+        assert_eq!(
+            classify_word("192.168.0.10"),
+            Ok(Value::Ip("192.168.0.10".parse().unwrap()))
+        );
+        assert_eq!(
+            classify_word("10.0.0.0/8"),
+            Ok(Value::Net("10.0.0.0".parse().unwrap(), 8))
+        );
         assert_eq!(
             classify_word("10.0.0.0/255.0.0.0"),
-            Ok(Value::NetMask("10.0.0.0".parse().unwrap(), "255.0.0.0".parse().unwrap()))
+            Ok(Value::NetMask(
+                "10.0.0.0".parse().unwrap(),
+                "255.0.0.0".parse().unwrap()
+            ))
         );
         assert!(classify_word("10.0.0.0/33").is_err());
         assert_eq!(classify_word("::1"), Ok(Value::Ip("::1".parse().unwrap())));
-        assert_eq!(classify_word("fe80::/10"), Ok(Value::Net("fe80::".parse().unwrap(), 10)));
-        assert_eq!(classify_word("uri:host"), Ok(Value::Ident("uri:host".into())));
-        assert_eq!(classify_word("backup.foo.bar"), Ok(Value::Ident("backup.foo.bar".into())));
-        assert_eq!(classify_word("udp:1.2.3.4:5060"), Ok(Value::Ident("udp:1.2.3.4:5060".into())));
+        assert_eq!(
+            classify_word("fe80::/10"),
+            Ok(Value::Net("fe80::".parse().unwrap(), 10))
+        );
+        assert_eq!(
+            classify_word("uri:host"),
+            Ok(Value::Ident("uri:host".into()))
+        );
+        assert_eq!(
+            classify_word("backup.foo.bar"),
+            Ok(Value::Ident("backup.foo.bar".into()))
+        );
+        assert_eq!(
+            classify_word("udp:1.2.3.4:5060"),
+            Ok(Value::Ident("udp:1.2.3.4:5060".into()))
+        );
         assert!(classify_word("99999999999999999999").is_err());
     }
 
@@ -585,7 +785,11 @@ mod tests {
         let e = parse("t.cfg", &deep).unwrap_err();
         assert!(e.msg.contains("nesting"), "{e}");
         // Brackets inside strings and comments do not count.
-        let ok = format!("route {{ log(\"{}\"); # {}\n }}", "(".repeat(100), "{".repeat(100));
+        let ok = format!(
+            "route {{ log(\"{}\"); # {}\n }}",
+            "(".repeat(100),
+            "{".repeat(100)
+        );
         assert!(parse("t.cfg", &ok).is_ok());
     }
 }

@@ -57,8 +57,16 @@ impl BindCtx<'_> {
     }
 
     /// A context for calling a binder outside `compile` (the reference interpreter, tests).
-    pub fn detached<R>(routes: &dyn Fn(RouteKind, u32) -> bool, kinds: KindSet, f: impl FnOnce(&BindCtx<'_>) -> R) -> R {
-        let ctx = BindCtx { routes, kinds, blame: Cell::new(None) };
+    pub fn detached<R>(
+        routes: &dyn Fn(RouteKind, u32) -> bool,
+        kinds: KindSet,
+        f: impl FnOnce(&BindCtx<'_>) -> R,
+    ) -> R {
+        let ctx = BindCtx {
+            routes,
+            kinds,
+            blame: Cell::new(None),
+        };
         f(&ctx)
     }
 }
@@ -95,7 +103,11 @@ impl<A, C> Registry<A, C> {
     /// If the name is already taken, or `min_args > max_args`: both are bugs in the host's
     /// export tables, found the first time any script is compiled.
     pub fn function(&mut self, f: FnEntry<A>) -> &mut Self {
-        assert!(f.min_args <= f.max_args, "function '{}': min_args > max_args", f.name);
+        assert!(
+            f.min_args <= f.max_args,
+            "function '{}': min_args > max_args",
+            f.name
+        );
         let i = self.fns.len();
         let prev = self.fn_names.insert(f.name, i);
         assert!(prev.is_none(), "function '{}' registered twice", f.name);
@@ -109,7 +121,10 @@ impl<A, C> Registry<A, C> {
     /// # Panics
     /// If `existing` is unknown or `new` is taken.
     pub fn alias(&mut self, new: &'static str, existing: &str) -> &mut Self {
-        let i = *self.fn_names.get(existing).unwrap_or_else(|| panic!("alias '{new}': unknown function '{existing}'"));
+        let i = *self
+            .fn_names
+            .get(existing)
+            .unwrap_or_else(|| panic!("alias '{new}': unknown function '{existing}'"));
         let prev = self.fn_names.insert(new, i);
         assert!(prev.is_none(), "function '{new}' registered twice");
         self

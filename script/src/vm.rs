@@ -94,7 +94,9 @@ impl<A, C> Program<A, C> {
 
     fn entry(&self, kind: RouteKind, index: u32) -> Option<u32> {
         let e = &self.entries[kind.index()];
-        e.binary_search_by_key(&index, |&(i, _)| i).ok().map(|p| e[p].1)
+        e.binary_search_by_key(&index, |&(i, _)| i)
+            .ok()
+            .map(|p| e[p].1)
     }
 
     /// The indexes of the defined blocks of `kind`, ascending.
@@ -124,7 +126,9 @@ impl<A, C> Program<A, C> {
 
     /// Runs block `kind[index]` to its end.
     pub fn run<X: Exec<A, C>>(&self, kind: RouteKind, index: u32, x: &mut X) -> RunOutcome {
-        let Some(start) = self.entry(kind, index) else { return RunOutcome::NoSuchRoute };
+        let Some(start) = self.entry(kind, index) else {
+            return RunOutcome::NoSuchRoute;
+        };
         let mut stack = [0u32; MAX_DEPTH];
         let mut depth = 1usize; // active blocks; stack[..depth - 1] holds return addresses
         let mut steps = 0u32;
@@ -133,7 +137,9 @@ impl<A, C> Program<A, C> {
         loop {
             // `compile` guarantees every address is in range and every block ends in Return;
             // a malformed program ends the run instead of panicking.
-            let Some(&op) = self.ops.get(pc) else { return RunOutcome::Completed };
+            let Some(&op) = self.ops.get(pc) else {
+                return RunOutcome::Completed;
+            };
             pc += 1;
             match op {
                 Op::Exec(a) | Op::ExecTest(a) => {
@@ -141,7 +147,9 @@ impl<A, C> Program<A, C> {
                     if steps > MAX_STEPS {
                         return RunOutcome::BudgetExceeded;
                     }
-                    let Some(action) = self.actions.get(a as usize) else { return RunOutcome::Completed };
+                    let Some(action) = self.actions.get(a as usize) else {
+                        return RunOutcome::Completed;
+                    };
                     let r = x.call(action);
                     if r == 0 {
                         return RunOutcome::Exited(0);
@@ -155,7 +163,9 @@ impl<A, C> Program<A, C> {
                     if steps > MAX_STEPS {
                         return RunOutcome::BudgetExceeded;
                     }
-                    let Some(cond) = self.conds.get(c as usize) else { return RunOutcome::Completed };
+                    let Some(cond) = self.conds.get(c as usize) else {
+                        return RunOutcome::Completed;
+                    };
                     flag = x.test(cond);
                 }
                 Op::Not => flag = !flag,
@@ -208,7 +218,13 @@ impl<A, C> fmt::Display for Program<A, C> {
                 writeln!(f, "{k}[{i}]:")?;
             }
             let s = self.spans.get(pc).copied().unwrap_or_default();
-            writeln!(f, "{pc:5}  {:<18} ; {}:{}", format!("{op:?}"), s.line, s.col)?;
+            writeln!(
+                f,
+                "{pc:5}  {:<18} ; {}:{}",
+                format!("{op:?}"),
+                s.line,
+                s.col
+            )?;
         }
         Ok(())
     }
