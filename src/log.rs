@@ -73,9 +73,18 @@ fn level_name(level: i32) -> &'static str {
 
 /// Writes one line if `level` passes the threshold.
 pub fn write(level: i32, args: std::fmt::Arguments<'_>) {
-    if !enabled(level) {
-        return;
+    if enabled(level) {
+        emit(level, args);
     }
+}
+
+/// Writes one line whatever the threshold: the start-up banner (version, backend, listen
+/// addresses), which SER too printed at any debug level.
+pub fn always(level: i32, args: std::fmt::Arguments<'_>) {
+    emit(level, args);
+}
+
+fn emit(level: i32, args: std::fmt::Arguments<'_>) {
     THREAD_NAME.with(|name| {
         let name = name.borrow();
         if TO_STDERR.load(Ordering::Relaxed) {

@@ -229,7 +229,7 @@ fn run() -> Result<i32> {
             return Ok(255);
         }
     };
-    notice!(
+    ser::log::always(ser::log::L_NOTICE, format_args!(
         "{} started: {} shard(s), I/O backend {:?}: {}, script {}, modules [{}]",
         server_name(),
         shards,
@@ -237,9 +237,12 @@ fn run() -> Result<i32> {
         runtime.backend_detail(),
         file,
         loaded.modules.join(" ")
-    );
+    ));
     for s in &sockets {
-        notice!("listening on udp:{}", ser::modules::core::hostport(s));
+        ser::log::always(
+            ser::log::L_NOTICE,
+            format_args!("listening on udp:{}", ser::modules::core::hostport(s)),
+        );
     }
 
     if let Some(pid_file) = &cfg.pid_file {

@@ -88,7 +88,7 @@ fn sipsak_traceroute_shows_our_address() {
     if !have("sipsak") {
         panic!("sipsak is not installed (scripts/test.sh installs it)");
     }
-    let port = free_port();
+    let port = free_port_4digit();
     let ser = Ser::start("sipsak-t", STATELESS, port, 2, "auto");
     let lport = free_port();
     let (_ok, out) = run_bounded(
@@ -105,7 +105,7 @@ fn sipsak_traceroute_shows_our_address() {
 
 #[test]
 fn sipsak_options_ping() {
-    let port = free_port();
+    let port = free_port_4digit();
     let ser = Ser::start("sipsak-o", STATELESS, port, 1, "auto");
     let lport = free_port();
     let (ok, out) = run_bounded(
@@ -129,7 +129,7 @@ fn sipp_call_through_stateless_forward() {
         let ser = Ser::start(&format!("sipp-{backend}"), &script, port, 2, backend);
         let mut uas = Command::new("sipp")
             .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
-            .args(["-bg", "-nostdin"])
+            .args(["-nostdin", "-timeout", "60", "-timeout_error"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -145,7 +145,6 @@ fn sipp_call_through_stateless_forward() {
             Duration::from_secs(30),
         );
         let _ = uas.kill();
-        let _ = Command::new("pkill").args(["-f", &format!("-p {uas_port}")]).status();
         let _ = uas.wait();
         assert!(ok, "sipp call through ser ({backend}) failed:\n{out}\n{}", ser.log_text());
     }

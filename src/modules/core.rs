@@ -18,9 +18,10 @@ use crate::route::{Action, HostArg, MsgCtx, Outbox, PendingSend, PortArg};
 /// Most URIs a destination set holds (SER's MAX_BRANCHES).
 pub const MAX_BRANCHES: usize = 12;
 
-const URI_KINDS: KindSet = KindSet(KindSet::REQUEST.0 | KindSet::FAILURE.0 | KindSet::REPLY.0 | KindSet::BRANCH.0);
 
 pub fn register(ex: &mut Exports) {
+    // URI manipulation is allowed wherever SER allowed it: everywhere but onreply_route.
+    let uri_kinds = KindSet::REQUEST | KindSet::FAILURE | KindSet::REPLY | KindSet::BRANCH;
     ex.function(f("forward", 1, 2, KindSet::REQUEST, bind_forward));
     ex.function(f("send", 1, 2, KindSet::REQUEST, bind_send));
     ex.function(f("log", 1, 2, KindSet::ALL, bind_log));
@@ -34,31 +35,31 @@ pub fn register(ex: &mut Exports) {
     ex.function(f("isflagset", 1, 1, KindSet::ALL, |a, _| {
         Ok(Action::IsFlagSet(flag(a)?))
     }));
-    ex.function(f("rewriteuri", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewriteuri", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::Uri(checked_uri(a)?)))
     }));
     ex.alias("seturi", "rewriteuri");
-    ex.function(f("rewritehost", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewritehost", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::Host(arg1(a)?)))
     }));
     ex.alias("sethost", "rewritehost");
     ex.alias("seth", "rewritehost");
-    ex.function(f("rewritehostport", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewritehostport", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::HostPort(arg1(a)?)))
     }));
     ex.alias("sethostport", "rewritehostport");
     ex.alias("sethp", "rewritehostport");
-    ex.function(f("rewriteuser", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewriteuser", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::User(arg1(a)?)))
     }));
     ex.alias("setuser", "rewriteuser");
     ex.alias("setu", "rewriteuser");
-    ex.function(f("rewriteuserpass", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewriteuserpass", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::UserPass(arg1(a)?)))
     }));
     ex.alias("setuserpass", "rewriteuserpass");
     ex.alias("setup", "rewriteuserpass");
-    ex.function(f("rewriteport", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("rewriteport", 1, 1, uri_kinds, |a, _| {
         let p = arg1(a)?;
         p.parse::<u16>()
             .map_err(|_| format!("bad port \"{p}\""))?;
@@ -66,16 +67,16 @@ pub fn register(ex: &mut Exports) {
     }));
     ex.alias("setport", "rewriteport");
     ex.alias("setp", "rewriteport");
-    ex.function(f("prefix", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("prefix", 1, 1, uri_kinds, |a, _| {
         Ok(Action::Rewrite(Rewrite::Prefix(arg1(a)?)))
     }));
-    ex.function(f("strip", 1, 1, URI_KINDS, |a, _| {
+    ex.function(f("strip", 1, 1, uri_kinds, |a, _| {
         let n = a.first().map(arg_int).transpose()?.unwrap_or(0);
         let n = usize::try_from(n).map_err(|_| "strip: expected a count >= 0".to_string())?;
         Ok(Action::Rewrite(Rewrite::Strip(n)))
     }));
-    ex.function(f("revert_uri", 0, 0, URI_KINDS, |_, _| Ok(Action::RevertUri)));
-    ex.function(f("append_branch", 0, 1, URI_KINDS, |a, _| {
+    ex.function(f("revert_uri", 0, 0, uri_kinds, |_, _| Ok(Action::RevertUri)));
+    ex.function(f("append_branch", 0, 1, uri_kinds, |a, _| {
         Ok(Action::AppendBranch(match a.first() {
             Some(x) => Some(checked_uri(std::slice::from_ref(x))?),
             None => None,

@@ -212,6 +212,7 @@ fn bind_method(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
         CmpOp::Eq => Cond::MethodEq(s),
         CmpOp::Ne => Cond::Not(Box::new(Cond::MethodEq(s))),
         CmpOp::Match => Cond::MethodRe(regex(&s)?),
+        other => return Err(format!("method cannot be compared with {other:?}")),
     })
 }
 
@@ -220,7 +221,7 @@ fn bind_uri(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
         return match op {
             CmpOp::Eq => Ok(Cond::UriMyself),
             CmpOp::Ne => Ok(Cond::Not(Box::new(Cond::UriMyself))),
-            CmpOp::Match => Err("uri=~myself: use uri==myself".into()),
+            _ => Err("myself is compared with == or !=".into()),
         };
     }
     let s = arg_str(rhs).map_err(|_| "uri is compared with a string or myself".to_string())?;
@@ -228,6 +229,7 @@ fn bind_uri(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
         CmpOp::Eq => Cond::UriEq(s),
         CmpOp::Ne => Cond::Not(Box::new(Cond::UriEq(s))),
         CmpOp::Match => Cond::UriRe(regex(&s)?),
+        other => return Err(format!("uri cannot be compared with {other:?}")),
     })
 }
 
@@ -236,7 +238,7 @@ fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), S
     let negate = match op {
         CmpOp::Eq => false,
         CmpOp::Ne => true,
-        CmpOp::Match => return Err("addresses are compared with ==".into()),
+        _ => return Err("addresses are compared with == or !=".into()),
     };
     let m = match &rhs.value {
         Value::Ip(ip) => AddrMatch::Any(vec![*ip]),

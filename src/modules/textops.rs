@@ -11,7 +11,7 @@ use ser_script::{Arg, BindCtx, KindSet};
 
 use super::core::f;
 use super::{arg_str, Exports};
-use crate::route::{Action, MsgCtx};
+use crate::route::Action;
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("search", 1, 1, KindSet::ALL, bind_search));

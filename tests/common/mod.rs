@@ -17,6 +17,22 @@ pub fn free_port() -> u16 {
     s.local_addr().expect("local addr").port()
 }
 
+/// A free UDP port below 10000 on 127.0.0.1: sipsak 0.9.8 truncates 5-digit ports in the
+/// Request-URI it builds, so servers that sipsak talks to get a 4-digit port.
+pub fn free_port_4digit() -> u16 {
+    let mut x = std::process::id().wrapping_mul(2_654_435_761) ^ 0x9e37;
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let port = 5100 + (x % 4800) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free 4-digit UDP port");
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
