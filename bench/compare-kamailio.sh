@@ -23,7 +23,7 @@ export WORK=${WORK:-/tmp/ser-bench}
 mkdir -p "$RESDIR"
 
 (cd "$ROOT" && cargo build --release --quiet --bin ser)
-SER_BIN=$ROOT/target/release/ser
+SER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/ser
 case $ROLE in
   a) CFG=a-stateless.cfg ;;
   b) CFG=b-stateful.cfg ;;

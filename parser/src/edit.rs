@@ -27,6 +27,15 @@ struct Splice {
     /// The replacement bytes: `data[at..at + len]` of the arena.
     at: usize,
     len: usize,
+    /// Order of recording, for [`Edits::rollback`].
+    seq: usize,
+}
+
+/// A point in the recording of [`Edits`] to go back to ([`Edits::mark`], [`Edits::rollback`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EditMark {
+    seq: usize,
+    data: usize,
 }
 
 /// Recorded changes to one message; reusable ([`Edits::clear`] keeps capacity, so no
@@ -35,6 +44,7 @@ struct Splice {
 pub struct Edits {
     splices: Vec<Splice>,
     data: Vec<u8>,
+    next_seq: usize,
 }
 
 impl Edits {
@@ -45,6 +55,23 @@ impl Edits {
     pub fn clear(&mut self) {
         self.splices.clear();
         self.data.clear();
+        self.next_seq = 0;
+    }
+
+    /// Remembers the edits recorded so far, so that edits made for one outgoing copy (a
+    /// branch's Request-URI and Via) can be taken back after it is written.
+    pub fn mark(&self) -> EditMark {
+        EditMark {
+            seq: self.next_seq,
+            data: self.data.len(),
+        }
+    }
+
+    /// Forgets every edit recorded after `mark`.
+    pub fn rollback(&mut self, mark: EditMark) {
+        self.splices.retain(|s| s.seq < mark.seq);
+        self.data.truncate(mark.data);
+        self.next_seq = mark.seq;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,7 +108,9 @@ impl Edits {
             end,
             at,
             len: self.data.len() - at,
+            seq: self.next_seq,
         };
+        self.next_seq += 1;
         // Keep sorted by start; equal starts stay in the order they were made.
         let pos = self.splices.partition_point(|x| x.start <= s.start);
         self.splices.insert(pos, s);

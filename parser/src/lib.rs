@@ -29,7 +29,7 @@ mod scan;
 mod uri;
 mod validate;
 
-pub use edit::{write, Edits};
+pub use edit::{write, EditMark, Edits};
 pub use error::{ErrorKind, Outcome, ParseError};
 pub use headers::auth::DigestCredentials;
 pub use headers::name_addr::{Contact, NameAddr};
