@@ -122,8 +122,15 @@ fn host_arg(a: &Arg) -> Result<HostArg, String> {
         Value::Ip(ip) => Ok(HostArg::Addrs(vec![*ip])),
         Value::Str(s) | Value::Ident(s) => {
             let host = s.trim_start_matches('[').trim_end_matches(']');
-            // Host names in the script are resolved at start (SER did the same).
-            Ok(HostArg::Addrs(crate::config::resolve_at_start(host)?))
+            // Host names in the script are resolved at start (SER did the same); one that
+            // does not resolve now is looked up again whenever it is used.
+            match crate::config::resolve_at_start(host) {
+                Ok(addrs) => Ok(HostArg::Addrs(addrs)),
+                Err(e) => {
+                    crate::warn!("{e}; it will be resolved when used");
+                    Ok(HostArg::Name(host.to_string()))
+                }
+            }
         }
         other => Err(format!("expected a host, found {other:?}")),
     }
@@ -253,6 +260,7 @@ impl MsgCtx<'_, '_> {
                 Some(ip) => Ok(*ip),
                 None => return self.fail(500, "No address"),
             },
+            HostArg::Name(n) => Err(n.clone()),
             HostArg::UriHost => match uri.as_ref().map(|u| &u.host) {
                 Some(Host::V4(ip)) => Ok(IpAddr::V4(*ip)),
                 Some(Host::V6(ip)) => Ok(IpAddr::V6(*ip)),

@@ -26,6 +26,9 @@ pub type Script = Program<Action, Cond>;
 pub enum HostArg {
     /// An address, or a name resolved when the script was loaded.
     Addrs(Vec<IpAddr>),
+    /// A name that did not resolve when the script was loaded: resolved (off the shard)
+    /// each time it is used, so a script naming a host that is down at start still loads.
+    Name(String),
     /// `uri:host`: the host of the current Request-URI.
     UriHost,
 }
