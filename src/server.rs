@@ -125,13 +125,13 @@ impl Server {
         if !msg.is_request() || matches!(msg.method(), Some(Method::Ack)) {
             return;
         }
-        // The reply needs a Via to go back along and the dialog identifiers to be matched.
-        if msg.top_via().is_err() || msg.call_id().is_none() {
-            return;
-        }
         let mut tag = String::new();
         sl::local_to_tag(&self.core, &msg, &mut tag);
-        let dst = sl::reply_destination(&self.core, &msg, d.peer);
+        // Back along the Via when it parses, else to where the request came from.
+        let dst = match msg.top_via() {
+            Ok(_) => sl::reply_destination(&self.core, &msg, d.peer),
+            Err(_) => d.peer,
+        };
         let mut extra = String::new();
         if self.core.server_signature {
             extra.push_str(&self.core.server_header);
