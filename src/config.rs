@@ -194,7 +194,9 @@ impl Config {
             match name.as_str() {
                 "debug" => self.debug = as_int(value).ok_or_else(|| bad("a number"))? as i32,
                 "fork" => self.fork = as_bool(value).ok_or_else(|| bad("yes or no"))?,
-                "log_stderror" => self.log_stderror = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "log_stderror" => {
+                    self.log_stderror = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
                 "listen" => {
                     let text = as_text(value);
                     let (host, port) = split_hostport(&text).map_err(|m| err(file, span, m))?;
@@ -230,11 +232,15 @@ impl Config {
                 "check_via" => self.check_via = as_bool(value).ok_or_else(|| bad("yes or no"))?,
                 "dns" => self.dns = as_bool(value).ok_or_else(|| bad("yes or no"))?,
                 "rev_dns" => self.rev_dns = as_bool(value).ok_or_else(|| bad("yes or no"))?,
-                "sip_warning" => self.sip_warning = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "sip_warning" => {
+                    self.sip_warning = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
                 "server_signature" => {
                     self.server_signature = as_bool(value).ok_or_else(|| bad("yes or no"))?
                 }
-                "reply_to_via" => self.reply_to_via = as_bool(value).ok_or_else(|| bad("yes or no"))?,
+                "reply_to_via" => {
+                    self.reply_to_via = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
                 "fifo" => self.fifo = Some(as_text(value)),
                 "fifo_mode" => {
                     self.fifo_mode = as_int(value).ok_or_else(|| bad("a number"))? as u32

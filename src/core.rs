@@ -99,7 +99,9 @@ impl Core {
     }
 
     fn has_socket(&self, ip: IpAddr, port: u16) -> bool {
-        self.sockets.iter().any(|s| s.ip() == ip && s.port() == port)
+        self.sockets
+            .iter()
+            .any(|s| s.ip() == ip && s.port() == port)
     }
 
     fn is_my_name(&self, name: &str, port: u16) -> bool {
@@ -117,7 +119,9 @@ impl Core {
                 return Some(arrived_on);
             }
         }
-        self.sockets.iter().position(|s| s.is_ipv4() == dst.is_ipv4())
+        self.sockets
+            .iter()
+            .position(|s| s.is_ipv4() == dst.is_ipv4())
     }
 }
 

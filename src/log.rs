@@ -91,8 +91,7 @@ fn emit(level: i32, args: std::fmt::Arguments<'_>) {
             let mut line = Vec::with_capacity(128);
             let _ = write!(
                 line,
-                "{}({}) {} {}: ",
-                "ser",
+                "ser({}) {} {}: ",
                 std::process::id(),
                 name,
                 level_name(level)

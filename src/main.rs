@@ -59,7 +59,9 @@ fn parse_cli() -> Result<Option<Cli>> {
             Short('c') => cli.check = true,
             Short('V') => {
                 println!("version: {}", server_name());
-                println!("flags: io_uring+portable UDP shards, built-in modules: sl maxfwd textops");
+                println!(
+                    "flags: io_uring+portable UDP shards, built-in modules: sl maxfwd textops"
+                );
                 return Ok(None);
             }
             Short('h') => {
@@ -70,7 +72,10 @@ fn parse_cli() -> Result<Option<Cli>> {
                 let v = p.value()?.string()?;
                 let (host, port) = config::split_hostport(&v).map_err(anyhow::Error::msg)?;
                 let ips = config::resolve_at_start(&host).map_err(anyhow::Error::msg)?;
-                let name = host.parse::<std::net::IpAddr>().is_err().then(|| host.clone());
+                let name = host
+                    .parse::<std::net::IpAddr>()
+                    .is_err()
+                    .then(|| host.clone());
                 pending_port_for = Some(cli.cfg.listen.len());
                 for ip in ips {
                     cli.cfg.listen.push(Listen {
@@ -143,7 +148,10 @@ fn run() -> Result<i32> {
         ),
         None => match std::fs::read_to_string("ser.cfg") {
             Ok(s) => ("ser.cfg".to_string(), s),
-            Err(_) => ("<embedded default>".to_string(), config::DEFAULT_CFG.to_string()),
+            Err(_) => (
+                "<embedded default>".to_string(),
+                config::DEFAULT_CFG.to_string(),
+            ),
         },
     };
     let loaded = match ser::loader::load(&file, &src, &cli.cfg) {
@@ -173,7 +181,9 @@ fn run() -> Result<i32> {
         ser::log::set_stderr(false, Some(ser_shards::os::syslog));
     }
     if cfg.fork {
-        notice!("fork=yes: daemon mode is not implemented in this version; staying in the foreground");
+        notice!(
+            "fork=yes: daemon mode is not implemented in this version; staying in the foreground"
+        );
     }
     if let Some(dir) = &cfg.working_dir {
         std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
@@ -229,15 +239,18 @@ fn run() -> Result<i32> {
             return Ok(255);
         }
     };
-    ser::log::always(ser::log::L_NOTICE, format_args!(
-        "{} started: {} shard(s), I/O backend {:?}: {}, script {}, modules [{}]",
-        server_name(),
-        shards,
-        runtime.backend(),
-        runtime.backend_detail(),
-        file,
-        loaded.modules.join(" ")
-    ));
+    ser::log::always(
+        ser::log::L_NOTICE,
+        format_args!(
+            "{} started: {} shard(s), I/O backend {:?}: {}, script {}, modules [{}]",
+            server_name(),
+            shards,
+            runtime.backend(),
+            runtime.backend_detail(),
+            file,
+            loaded.modules.join(" ")
+        ),
+    );
     for s in &sockets {
         ser::log::always(
             ser::log::L_NOTICE,

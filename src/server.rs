@@ -17,7 +17,7 @@ use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
 use crate::core::{hash64, Core, Stats};
 use crate::modules::{core::forward_reply, sl};
-use crate::route::{MsgCtx, PendingSend, Scratch, Script};
+use crate::route::{Arrival, MsgCtx, PendingSend, Scratch, Script};
 
 /// Results of off-shard work.
 #[derive(Debug)]
@@ -76,16 +76,13 @@ impl Server {
         }
         let script = Arc::clone(&self.script);
         let outcome = {
-            let mut m = MsgCtx::new(
-                &self.core,
-                &self.stats,
-                &msg,
-                d.peer,
-                d.local,
+            let at = Arrival {
+                src: d.peer,
+                local: d.local,
                 socket,
-                ctx.shard(),
-                &mut self.scratch,
-            );
+                shard: ctx.shard(),
+            };
+            let mut m = MsgCtx::new(&self.core, &self.stats, &msg, at, &mut self.scratch);
             script.run(ser_script::RouteKind::Request, 0, &mut m)
         };
         match outcome {
@@ -145,7 +142,9 @@ impl Server {
             extra_headers: extra.as_bytes(),
         };
         self.stats.count_sl(code);
-        ctx.send_with(d.socket, dst, |buf| ser_parser::write_reply(&msg, &spec, buf));
+        ctx.send_with(d.socket, dst, |buf| {
+            ser_parser::write_reply(&msg, &spec, buf)
+        });
     }
 
     /// Hands what the script produced to the runtime.

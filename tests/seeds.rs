@@ -24,8 +24,16 @@ fn every_seed_script_loads_or_names_the_missing_module() {
             continue;
         }
         seen += 1;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let out = Command::new(SER).args(["-c", "-f"]).arg(&path).output().expect("ser -c");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let out = Command::new(SER)
+            .args(["-c", "-f"])
+            .arg(&path)
+            .output()
+            .expect("ser -c");
         let err = String::from_utf8_lossy(&out.stderr);
         if LOADS_NOW.contains(&name.as_str()) {
             assert!(out.status.success(), "{name} must load:\n{err}");
@@ -46,11 +54,25 @@ fn every_seed_script_loads_or_names_the_missing_module() {
 #[test]
 fn seed_redirect_server_answers_300_with_both_contacts() {
     let port = free_port();
-    let ser = Ser::start_file("seed-redirect", &seeds_dir().join("redirect.cfg"), port, 2, "auto");
+    let ser = Ser::start_file(
+        "seed-redirect",
+        &seeds_dir().join("redirect.cfg"),
+        port,
+        2,
+        "auto",
+    );
     let peer = Peer::new();
-    let invite = request("INVITE", "sip:someone@example.net", peer.port(), "redir-1", "");
+    let invite = request(
+        "INVITE",
+        "sip:someone@example.net",
+        peer.port(),
+        "redir-1",
+        "",
+    );
     peer.send(ser.addr(), invite.as_bytes());
-    let reply = peer.recv().unwrap_or_else(|| panic!("no reply\n{}", ser.log_text()));
+    let reply = peer
+        .recv()
+        .unwrap_or_else(|| panic!("no reply\n{}", ser.log_text()));
     assert!(reply.starts_with("SIP/2.0 300 Redirect\r\n"), "{reply}");
     let contacts: Vec<&str> = reply
         .lines()
@@ -68,15 +90,23 @@ fn seed_redirect_server_answers_300_with_both_contacts() {
 
     // The ACK for the 300 is absorbed: nothing comes back, and the server goes on.
     let to_tag = invite_to_tag(&peer, &ser);
-    let ack = request("ACK", "sip:someone@example.net", peer.port(), "redir-3", "")
-        .replace("To: <sip:someone@example.net>", &format!("To: <sip:someone@example.net>;tag={to_tag}"));
+    let ack = request("ACK", "sip:someone@example.net", peer.port(), "redir-3", "").replace(
+        "To: <sip:someone@example.net>",
+        &format!("To: <sip:someone@example.net>;tag={to_tag}"),
+    );
     peer.send(ser.addr(), ack.as_bytes());
     assert!(peer.recv_timeout(300).is_none(), "an ACK got an answer");
 }
 
 /// Sends another INVITE and returns the To-tag of its 300.
 fn invite_to_tag(peer: &Peer, ser: &Ser) -> String {
-    let invite = request("INVITE", "sip:someone@example.net", peer.port(), "redir-3", "");
+    let invite = request(
+        "INVITE",
+        "sip:someone@example.net",
+        peer.port(),
+        "redir-3",
+        "",
+    );
     peer.send(ser.addr(), invite.as_bytes());
     let reply = peer.recv().expect("300");
     let to = reply
@@ -84,5 +114,9 @@ fn invite_to_tag(peer: &Peer, ser: &Ser) -> String {
         .find(|l| l.starts_with("To:"))
         .expect("To header")
         .to_string();
-    to.split(";tag=").nth(1).expect("a To-tag").trim().to_string()
+    to.split(";tag=")
+        .nth(1)
+        .expect("a To-tag")
+        .trim()
+        .to_string()
 }

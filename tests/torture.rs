@@ -34,7 +34,12 @@ fn torture_corpora_in_a_network_namespace() {
     let root = unsafe_free_is_root();
     let mut cmd = Command::new("unshare");
     cmd.arg(if root { "-n" } else { "-rn" });
-    cmd.args(["--", "sh", "-c", "ip link set lo up && exec \"$0\" torture_inner --exact --include-ignored --nocapture"]);
+    cmd.args([
+        "--",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$0\" torture_inner --exact --include-ignored --nocapture",
+    ]);
     cmd.arg(&exe);
     cmd.env("SER_TORTURE_INNER", "1");
     let (ok, out) = run_bounded(&mut cmd, Duration::from_secs(240));
@@ -117,22 +122,46 @@ fn torture_inner() {
     let mut extra: HashMap<u16, UdpSocket> = HashMap::new();
     let mut cases: Vec<(String, Vec<u8>, Want)> = Vec::new();
     let dir = repo_root().join("parser/tests/data/rfc4475");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).expect("rfc4475").flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("rfc4475")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
     for p in names {
-        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let want = rfc4475_expectation(&name);
-        cases.push((format!("rfc4475/{name}"), std::fs::read(&p).expect("read"), want));
+        cases.push((
+            format!("rfc4475/{name}"),
+            std::fs::read(&p).expect("read"),
+            want,
+        ));
     }
     let dir = repo_root().join("parser/tests/data/rfc5118");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).expect("rfc5118").flatten().map(|e| e.path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("rfc5118")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
     for p in names {
-        let name = p.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         if name.ends_with(".md") {
             continue;
         }
-        let want = if name == "ipv6-bad" { Want::Reply(400) } else { Want::Not400 };
+        let want = if name == "ipv6-bad" {
+            Want::Reply(400)
+        } else {
+            Want::Not400
+        };
         let data = fix_content_length(to_crlf(&std::fs::read(&p).expect("read")));
         cases.push((format!("rfc5118/{name}"), data, want));
     }
@@ -152,7 +181,8 @@ fn torture_inner() {
         main.send_to(data, ser.addr()).expect("send");
         let mut replies: Vec<String> = Vec::new();
         for s in std::iter::once(&main).chain(extra.values()) {
-            s.set_read_timeout(Some(Duration::from_millis(150))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(150)))
+                .expect("timeout");
             let mut buf = vec![0u8; 65536];
             while let Ok((n, _)) = s.recv_from(&mut buf) {
                 replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
@@ -169,9 +199,16 @@ fn torture_inner() {
         }
         // Still alive and answering?
         let call_id = format!("alive-{i}");
-        let opt = request("OPTIONS", &format!("sip:ser@127.0.0.1:{port}"), 5060, &call_id, "");
+        let opt = request(
+            "OPTIONS",
+            &format!("sip:ser@127.0.0.1:{port}"),
+            5060,
+            &call_id,
+            "",
+        );
         main.send_to(opt.as_bytes(), ser.addr()).expect("send");
-        main.set_read_timeout(Some(Duration::from_millis(2000))).expect("timeout");
+        main.set_read_timeout(Some(Duration::from_millis(2000)))
+            .expect("timeout");
         let mut alive = false;
         let mut buf = vec![0u8; 65536];
         while let Ok((n, _)) = main.recv_from(&mut buf) {
@@ -181,8 +218,17 @@ fn torture_inner() {
                 break;
             }
         }
-        assert!(alive, "no answer to OPTIONS after {name}\n{}", ser.log_text());
+        assert!(
+            alive,
+            "no answer to OPTIONS after {name}\n{}",
+            ser.log_text()
+        );
     }
-    assert!(failures.is_empty(), "torture failures:\n{}\n{}", failures.join("\n"), ser.log_text());
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}\n{}",
+        failures.join("\n"),
+        ser.log_text()
+    );
     println!("torture: all checks passed ({} messages)", cases.len());
 }

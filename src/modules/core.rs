@@ -18,7 +18,6 @@ use crate::route::{Action, HostArg, MsgCtx, Outbox, PendingSend, PortArg};
 /// Most URIs a destination set holds (SER's MAX_BRANCHES).
 pub const MAX_BRANCHES: usize = 12;
 
-
 pub fn register(ex: &mut Exports) {
     // URI manipulation is allowed wherever SER allowed it: everywhere but onreply_route.
     let uri_kinds = KindSet::REQUEST | KindSet::FAILURE | KindSet::REPLY | KindSet::BRANCH;
@@ -61,8 +60,7 @@ pub fn register(ex: &mut Exports) {
     ex.alias("setup", "rewriteuserpass");
     ex.function(f("rewriteport", 1, 1, uri_kinds, |a, _| {
         let p = arg1(a)?;
-        p.parse::<u16>()
-            .map_err(|_| format!("bad port \"{p}\""))?;
+        p.parse::<u16>().map_err(|_| format!("bad port \"{p}\""))?;
         Ok(Action::Rewrite(Rewrite::Port(p)))
     }));
     ex.alias("setport", "rewriteport");
@@ -75,7 +73,9 @@ pub fn register(ex: &mut Exports) {
         let n = usize::try_from(n).map_err(|_| "strip: expected a count >= 0".to_string())?;
         Ok(Action::Rewrite(Rewrite::Strip(n)))
     }));
-    ex.function(f("revert_uri", 0, 0, uri_kinds, |_, _| Ok(Action::RevertUri)));
+    ex.function(f("revert_uri", 0, 0, uri_kinds, |_, _| {
+        Ok(Action::RevertUri)
+    }));
     ex.function(f("append_branch", 0, 1, uri_kinds, |a, _| {
         Ok(Action::AppendBranch(match a.first() {
             Some(x) => Some(checked_uri(std::slice::from_ref(x))?),
@@ -88,7 +88,13 @@ pub fn register(ex: &mut Exports) {
 pub type Bind = fn(&[Arg], &BindCtx<'_>) -> Result<Action, String>;
 
 /// One export-table row.
-pub fn f(name: &'static str, min_args: u8, max_args: u8, kinds: KindSet, bind: Bind) -> FnEntry<Action> {
+pub fn f(
+    name: &'static str,
+    min_args: u8,
+    max_args: u8,
+    kinds: KindSet,
+    bind: Bind,
+) -> FnEntry<Action> {
     FnEntry {
         name,
         min_args,
@@ -99,7 +105,10 @@ pub fn f(name: &'static str, min_args: u8, max_args: u8, kinds: KindSet, bind: B
 }
 
 fn arg1(a: &[Arg]) -> Result<String, String> {
-    a.first().map(arg_str).transpose()?.ok_or_else(|| "missing argument".to_string())
+    a.first()
+        .map(arg_str)
+        .transpose()?
+        .ok_or_else(|| "missing argument".to_string())
 }
 
 fn checked_uri(a: &[Arg]) -> Result<String, String> {
@@ -242,7 +251,8 @@ impl MsgCtx<'_, '_> {
         // The destination.
         let uri_text = self.current_uri().to_string();
         let uri = match (host, port) {
-            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&uri_text) {
+            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&uri_text)
+            {
                 Ok(u) => Some(u),
                 Err(_) => return self.fail(400, "Bad Request-URI"),
             },
@@ -250,10 +260,9 @@ impl MsgCtx<'_, '_> {
         };
         let port = match port {
             PortArg::Port(p) => p,
-            PortArg::UriPort | PortArg::Default => uri
-                .as_ref()
-                .and_then(|u| u.port)
-                .unwrap_or(5060),
+            PortArg::UriPort | PortArg::Default => {
+                uri.as_ref().and_then(|u| u.port).unwrap_or(5060)
+            }
         };
         let target: Result<IpAddr, String> = match host {
             HostArg::Addrs(list) => match list.first() {
@@ -273,9 +282,11 @@ impl MsgCtx<'_, '_> {
         if add_via {
             let mut branch = String::with_capacity(32);
             stateless_branch(self.msg, &uri_text, &mut branch);
-            let looped = self.msg.vias().filter_map(Result::ok).any(|v| {
-                v.branch == Some(branch.as_str()) && via_is_ours(self.core, &v)
-            });
+            let looped = self
+                .msg
+                .vias()
+                .filter_map(Result::ok)
+                .any(|v| v.branch == Some(branch.as_str()) && via_is_ours(self.core, &v));
             if looped {
                 Stats::inc(&self.stats.loops);
                 crate::info!("loop detected for {}", uri_text);
@@ -323,12 +334,7 @@ impl MsgCtx<'_, '_> {
     }
 
     fn via_value(&self, sock: usize, branch: &str) -> String {
-        let addr = self
-            .core
-            .sockets
-            .get(sock)
-            .copied()
-            .unwrap_or(self.local);
+        let addr = self.core.sockets.get(sock).copied().unwrap_or(self.local);
         format!("SIP/2.0/UDP {};branch={}", hostport(&addr), branch)
     }
 

@@ -133,9 +133,9 @@ impl MsgCtx<'_, '_> {
             extra_headers: extra.as_bytes(),
         };
         let msg = self.msg;
-        self.s
-            .out
-            .push(self.socket, dst, |buf| ser_parser::write_reply(msg, &spec, buf));
+        self.s.out.push(self.socket, dst, |buf| {
+            ser_parser::write_reply(msg, &spec, buf)
+        });
         self.stats.count_sl(code);
         1
     }

@@ -70,17 +70,15 @@ fn compact(name: &str) -> Option<&'static str> {
         ("event", "o"),
         ("allow-events", "u"),
     ];
-    PAIRS
-        .iter()
-        .find_map(|(l, s)| {
-            if name.eq_ignore_ascii_case(l) {
-                Some(*s)
-            } else if name.eq_ignore_ascii_case(s) {
-                Some(*l)
-            } else {
-                None
-            }
-        })
+    PAIRS.iter().find_map(|(l, s)| {
+        if name.eq_ignore_ascii_case(l) {
+            Some(*s)
+        } else if name.eq_ignore_ascii_case(s) {
+            Some(*l)
+        } else {
+            None
+        }
+    })
 }
 
 pub fn has_header(msg: &Message<'_>, name: &str) -> bool {

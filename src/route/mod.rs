@@ -75,7 +75,11 @@ pub fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
             let len = u32::from(len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (u128::from(a) & mask) == (u128::from(n) & mask)
         }
         _ => false,
@@ -210,15 +214,22 @@ pub struct MsgCtx<'a, 'm> {
     pub last_error: Option<SipError>,
 }
 
+/// Where a message came in.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub src: SocketAddr,
+    pub local: SocketAddr,
+    /// Index of the socket it arrived on.
+    pub socket: usize,
+    pub shard: usize,
+}
+
 impl<'a, 'm> MsgCtx<'a, 'm> {
     pub fn new(
         core: &'a Core,
         stats: &'a Stats,
         msg: &'a Message<'m>,
-        src: SocketAddr,
-        local: SocketAddr,
-        socket: usize,
-        shard: usize,
+        at: Arrival,
         s: &'a mut Scratch,
     ) -> Self {
         s.clear();
@@ -226,10 +237,10 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             core,
             stats,
             msg,
-            src,
-            local,
-            socket,
-            shard,
+            src: at.src,
+            local: at.local,
+            socket: at.socket,
+            shard: at.shard,
             s,
             uri_changed: false,
             flags: 0,

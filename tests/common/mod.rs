@@ -61,7 +61,13 @@ impl Ser {
         Self::start_file(tag, &cfg, port, shards, backend)
     }
 
-    pub fn start_file(tag: &str, cfg: &std::path::Path, port: u16, shards: usize, backend: &str) -> Ser {
+    pub fn start_file(
+        tag: &str,
+        cfg: &std::path::Path,
+        port: u16,
+        shards: usize,
+        backend: &str,
+    ) -> Ser {
         let dir = temp_dir(tag);
         let log = dir.join(format!("{tag}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -163,7 +169,9 @@ impl Peer {
     pub fn recv_timeout(&self, ms: u64) -> Option<String> {
         let _ = self.sock.set_read_timeout(Some(Duration::from_millis(ms)));
         let r = self.recv();
-        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(2000)));
+        let _ = self
+            .sock
+            .set_read_timeout(Some(Duration::from_millis(2000)));
         r
     }
 }
