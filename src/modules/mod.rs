@@ -155,6 +155,10 @@ pub fn exports_for(modules: &[&str]) -> Result<Exports, String> {
         bind: bind_uri,
     });
     ex.registry.operand(OperandEntry {
+        name: "msg:len",
+        bind: bind_msg_len,
+    });
+    ex.registry.operand(OperandEntry {
         name: "src_ip",
         bind: bind_src_ip,
     });
@@ -231,6 +235,20 @@ fn bind_uri(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
         CmpOp::Match => Cond::UriRe(regex(&s)?),
         other => return Err(format!("uri cannot be compared with {other:?}")),
     })
+}
+
+/// `msg:len >= max_len` (the seeds' default script) or against a number of bytes.
+fn bind_msg_len(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
+    if op == CmpOp::Match {
+        return Err("msg:len is compared with a number".into());
+    }
+    let n = match &rhs.value {
+        Value::Ident(s) if s == "max_len" => None,
+        _ => Some(
+            usize::try_from(arg_int(rhs)?).map_err(|_| "msg:len: expected a length".to_string())?,
+        ),
+    };
+    Ok(Cond::MsgLen(op, n))
 }
 
 fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), String> {

@@ -120,6 +120,8 @@ pub enum Cond {
     UriEq(String),
     UriRe(regex::Regex),
     UriMyself,
+    /// `msg:len OP n` (n = None: `max_len`).
+    MsgLen(ser_script::CmpOp, Option<usize>),
     SrcIp(AddrMatch),
     DstIp(AddrMatch),
     Not(Box<Cond>),
@@ -362,6 +364,20 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                 Ok(u) => self.core.is_myself(&u.host, u.host_str, u.port),
                 Err(_) => false,
             },
+            Cond::MsgLen(op, n) => {
+                use ser_script::CmpOp;
+                let len = self.msg.buf().len();
+                let n = n.unwrap_or(self.core.max_len);
+                match op {
+                    CmpOp::Eq => len == n,
+                    CmpOp::Ne => len != n,
+                    CmpOp::Gt => len > n,
+                    CmpOp::Ge => len >= n,
+                    CmpOp::Lt => len < n,
+                    CmpOp::Le => len <= n,
+                    CmpOp::Match => false,
+                }
+            }
             Cond::SrcIp(m) => m.matches(self.src.ip(), self.core),
             Cond::DstIp(m) => m.matches(self.local.ip(), self.core),
             Cond::Not(c) => !self.test(c),
