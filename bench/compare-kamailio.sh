@@ -39,10 +39,37 @@ for ((i = 1; i <= REPEAT; i++)); do
   done
 done
 echo
-echo "| rate | kamailio us/call | ser us/call | ratio ser/kamailio | ser failed | ser pass |"
-echo "|---|---|---|---|---|---|"
+# Ratio table. Repetition i of ser is paired with repetition i of Kamailio at the same rate (they ran
+# back to back). us/call = proxy utime+stime / successful calls (column 21 of run.sh's CSV); a step
+# with no successful call has no us/call and is left out of the means (shown as "-").
 K=$RESDIR/$ROLE-kamailio-c$KAM_CHILDREN-$stamp.csv
 S=$RESDIR/$ROLE-ser-n$SER_SHARDS-$stamp.csv
-awk -F, 'NR==FNR { if (FNR>1) { k[$4]+=$21; kn[$4]++ } next }
-         FNR>1 { s[$4]+=$21; sn[$4]++; f[$4]+=$10; p[$4]=p[$4] $22 " " }
-         END { for (r in s) if (kn[r]) printf "| %s | %.0f | %.0f | %.2f | %d | %s|\n", r, k[r]/kn[r], s[r]/sn[r], (s[r]/sn[r])/(k[r]/kn[r]), f[r], p[r] }' "$K" "$S" | sort -t'|' -k2 -n
+echo "kamailio: $K"
+echo "ser:      $S"
+echo
+echo "| rate | kamailio us/call (runs) | ser us/call (runs) | ratio ser/kam (runs) | kamailio mean | ser mean | ratio of means | kamailio failed / pass | ser failed / pass |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk -F, '
+  FNR == 1 { file++; next }
+  { r = $4; if (file == 1) { n = ++kn[r]; ku[r, n] = $21; kok[r, n] = $9; kf[r] = kf[r] (n > 1 ? "/" : "") $10; kp[r] = kp[r] (n > 1 ? "/" : "") $22 }
+            else           { n = ++sn[r]; su[r, n] = $21; sok[r, n] = $9; sf[r] = sf[r] (n > 1 ? "/" : "") $10; sp[r] = sp[r] (n > 1 ? "/" : "") $22 }
+    rates[r] = 1 }
+  END {
+    for (r in rates) {
+      m = (kn[r] > sn[r]) ? kn[r] : sn[r]; kl = sl = rl = ""; ks = kc = ss = sc = 0
+      for (i = 1; i <= m; i++) {
+        kv = ((r, i) in ku && kok[r, i] > 0) ? ku[r, i] + 0 : -1
+        sv = ((r, i) in su && sok[r, i] > 0) ? su[r, i] + 0 : -1
+        kl = kl (i > 1 ? " / " : "") (kv >= 0 ? sprintf("%.0f", kv) : "-")
+        sl = sl (i > 1 ? " / " : "") (sv >= 0 ? sprintf("%.0f", sv) : "-")
+        rl = rl (i > 1 ? " / " : "") ((kv > 0 && sv >= 0) ? sprintf("%.2f", sv / kv) : "-")
+        if (kv >= 0) { ks += kv; kc++ }
+        if (sv >= 0) { ss += sv; sc++ }
+      }
+      km = kc ? ks / kc : -1; sm = sc ? ss / sc : -1
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", r, kl, sl, rl,
+        (km >= 0 ? sprintf("%.0f", km) : "-"), (sm >= 0 ? sprintf("%.0f", sm) : "-"),
+        ((km > 0 && sm >= 0) ? sprintf("%.2f", sm / km) : "-"),
+        (kf[r] == "" ? "-" : kf[r]), (kp[r] == "" ? "-" : kp[r]), (sf[r] == "" ? "-" : sf[r]), (sp[r] == "" ? "-" : sp[r])
+    }
+  }' "$K" "$S" | sort -t'|' -k2 -n

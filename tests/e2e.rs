@@ -369,38 +369,84 @@ route {{
     for backend in BACKENDS {
         let ser = Ser::start(&format!("fwd-{backend}"), &script, port, 2, backend);
         let call_id = format!("fwd-{backend}");
-        let inv = request("INVITE", "sip:bob@example.com", peer.port(), &call_id, "Subject: hi\r\n")
-            .replace(&format!("branch=z9hG4bK-{call_id}"), &format!("branch=z9hG4bK-{call_id};rport"));
+        let inv = request(
+            "INVITE",
+            "sip:bob@example.com",
+            peer.port(),
+            &call_id,
+            "Subject: hi\r\n",
+        )
+        .replace(
+            &format!("branch=z9hG4bK-{call_id}"),
+            &format!("branch=z9hG4bK-{call_id};rport"),
+        );
         peer.send(ser.addr(), inv.as_bytes());
-        let fwd = peer.recv().unwrap_or_else(|| panic!("nothing forwarded\n{}", ser.log_text()));
-        assert!(fwd.starts_with(&format!("INVITE sip:bob@127.0.0.1:{} SIP/2.0\r\n", peer.port())), "{fwd}");
+        let fwd = peer
+            .recv()
+            .unwrap_or_else(|| panic!("nothing forwarded\n{}", ser.log_text()));
+        assert!(
+            fwd.starts_with(&format!(
+                "INVITE sip:bob@127.0.0.1:{} SIP/2.0\r\n",
+                peer.port()
+            )),
+            "{fwd}"
+        );
         let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
         assert_eq!(vias.len(), 2, "{fwd}");
-        assert!(vias[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK")), "{fwd}");
-        assert!(vias[1].contains(&format!(";rport={}", peer.port())) && vias[1].contains("received=127.0.0.1"), "{fwd}");
+        assert!(
+            vias[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK")),
+            "{fwd}"
+        );
+        assert!(
+            vias[1].contains(&format!(";rport={}", peer.port()))
+                && vias[1].contains("received=127.0.0.1"),
+            "{fwd}"
+        );
         assert!(fwd.contains("Max-Forwards: 69\r\n"), "{fwd}");
         assert!(fwd.contains("X-Had-Subject: yes\r\n"), "{fwd}");
         assert!(fwd.contains("X-Orig-Uri: sip:bob@example.com\r\n"), "{fwd}");
-        assert!(fwd.ends_with("Content-Length: 0\r\n\r\n") || fwd.contains("\r\n\r\n"), "{fwd}");
+        assert!(
+            fwd.ends_with("Content-Length: 0\r\n\r\n") || fwd.contains("\r\n\r\n"),
+            "{fwd}"
+        );
 
         // The UAS answers along the Vias: ser takes its own off and sends the rest back.
         let mut lines: Vec<String> = Vec::new();
         lines.push("SIP/2.0 200 OK".to_string());
         for l in fwd.lines().skip(1) {
-            if l.starts_with("Via:") || l.starts_with("From:") || l.starts_with("To:") || l.starts_with("Call-ID:") || l.starts_with("CSeq:") {
+            if l.starts_with("Via:")
+                || l.starts_with("From:")
+                || l.starts_with("To:")
+                || l.starts_with("Call-ID:")
+                || l.starts_with("CSeq:")
+            {
                 lines.push(l.to_string());
             }
         }
         let ok = format!("{}\r\nContent-Length: 0\r\n\r\n", lines.join("\r\n"));
         peer.send(ser.addr(), ok.as_bytes());
-        let back = peer.recv().unwrap_or_else(|| panic!("reply not routed back\n{}", ser.log_text()));
+        let back = peer
+            .recv()
+            .unwrap_or_else(|| panic!("reply not routed back\n{}", ser.log_text()));
         assert!(back.starts_with("SIP/2.0 200 OK\r\n"), "{back}");
-        assert_eq!(back.lines().filter(|l| l.starts_with("Via:")).count(), 1, "{back}");
+        assert_eq!(
+            back.lines().filter(|l| l.starts_with("Via:")).count(),
+            1,
+            "{back}"
+        );
 
         // A request sent back to ourselves unchanged is a loop: 482.
-        let lp = request("OPTIONS", "sip:loop@example.com", peer.port(), &format!("loop-{backend}"), "X-Loop-Test: yes\r\n");
+        let lp = request(
+            "OPTIONS",
+            "sip:loop@example.com",
+            peer.port(),
+            &format!("loop-{backend}"),
+            "X-Loop-Test: yes\r\n",
+        );
         peer.send(ser.addr(), lp.as_bytes());
-        let r = peer.recv().unwrap_or_else(|| panic!("no 482\n{}", ser.log_text()));
+        let r = peer
+            .recv()
+            .unwrap_or_else(|| panic!("no 482\n{}", ser.log_text()));
         assert_eq!(status(&r), Some(482), "{r}");
         drop(ser);
     }

@@ -146,26 +146,18 @@ pub fn exports_for(modules: &[&str]) -> Result<Exports, String> {
         find_module(m)?(&mut ex);
     }
     ex.registry.unknown_hint(unknown_hint);
-    ex.registry.operand(OperandEntry {
-        name: "method",
-        bind: bind_method,
-    });
-    ex.registry.operand(OperandEntry {
-        name: "uri",
-        bind: bind_uri,
-    });
-    ex.registry.operand(OperandEntry {
-        name: "msg:len",
-        bind: bind_msg_len,
-    });
-    ex.registry.operand(OperandEntry {
-        name: "src_ip",
-        bind: bind_src_ip,
-    });
-    ex.registry.operand(OperandEntry {
-        name: "dst_ip",
-        bind: bind_dst_ip,
-    });
+    // The left-hand operands of comparisons (the seeds' Table 1, and msg:len).
+    type OperandBind = fn(CmpOp, &Arg, &BindCtx<'_>) -> Result<Cond, String>;
+    let operands: [(&'static str, OperandBind); 5] = [
+        ("method", bind_method),
+        ("uri", bind_uri),
+        ("msg:len", bind_msg_len),
+        ("src_ip", bind_src_ip),
+        ("dst_ip", bind_dst_ip),
+    ];
+    for (name, bind) in operands {
+        ex.registry.operand(OperandEntry { name, bind });
+    }
     Ok(ex)
 }
 
