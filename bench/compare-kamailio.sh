@@ -40,19 +40,21 @@ for ((i = 1; i <= REPEAT; i++)); do
 done
 echo
 # Ratio table. Repetition i of ser is paired with repetition i of Kamailio at the same rate (they ran
-# back to back). us/call = proxy utime+stime / successful calls (column 21 of run.sh's CSV); a step
-# with no successful call has no us/call and is left out of the means (shown as "-").
+# back to back). us/call = proxy utime+stime / successful calls (column 21 of run.sh's CSV). A step
+# that FAILed run.sh's rule is shown with a "*" and left out of the means and of the ratio of means
+# (its CPU includes retransmissions and aborted calls, so it is not comparable); "-" = no step / no
+# successful call.
 K=$RESDIR/$ROLE-kamailio-c$KAM_CHILDREN-$stamp.csv
 S=$RESDIR/$ROLE-ser-n$SER_SHARDS-$stamp.csv
 echo "kamailio: $K"
 echo "ser:      $S"
 echo
-echo "| rate | kamailio us/call (runs) | ser us/call (runs) | ratio ser/kam (runs) | kamailio mean | ser mean | ratio of means | kamailio failed / pass | ser failed / pass |"
+echo "| rate | kamailio us/call (runs) | ser us/call (runs) | ratio ser/kam (runs) | kamailio mean (PASS) | ser mean (PASS) | ratio of means | kamailio failed / pass | ser failed / pass |"
 echo "|---|---|---|---|---|---|---|---|---|"
 awk -F, '
   FNR == 1 { file++; next }
-  { r = $4; if (file == 1) { n = ++kn[r]; ku[r, n] = $21; kok[r, n] = $9; kf[r] = kf[r] (n > 1 ? "/" : "") $10; kp[r] = kp[r] (n > 1 ? "/" : "") $22 }
-            else           { n = ++sn[r]; su[r, n] = $21; sok[r, n] = $9; sf[r] = sf[r] (n > 1 ? "/" : "") $10; sp[r] = sp[r] (n > 1 ? "/" : "") $22 }
+  { r = $4; if (file == 1) { n = ++kn[r]; ku[r, n] = $21; kok[r, n] = $9; kps[r, n] = $22; kf[r] = kf[r] (n > 1 ? "/" : "") $10; kp[r] = kp[r] (n > 1 ? "/" : "") $22 }
+            else           { n = ++sn[r]; su[r, n] = $21; sok[r, n] = $9; sps[r, n] = $22; sf[r] = sf[r] (n > 1 ? "/" : "") $10; sp[r] = sp[r] (n > 1 ? "/" : "") $22 }
     rates[r] = 1 }
   END {
     for (r in rates) {
@@ -60,11 +62,12 @@ awk -F, '
       for (i = 1; i <= m; i++) {
         kv = ((r, i) in ku && kok[r, i] > 0) ? ku[r, i] + 0 : -1
         sv = ((r, i) in su && sok[r, i] > 0) ? su[r, i] + 0 : -1
-        kl = kl (i > 1 ? " / " : "") (kv >= 0 ? sprintf("%.0f", kv) : "-")
-        sl = sl (i > 1 ? " / " : "") (sv >= 0 ? sprintf("%.0f", sv) : "-")
-        rl = rl (i > 1 ? " / " : "") ((kv > 0 && sv >= 0) ? sprintf("%.2f", sv / kv) : "-")
-        if (kv >= 0) { ks += kv; kc++ }
-        if (sv >= 0) { ss += sv; sc++ }
+        kx = (kv >= 0 && kps[r, i] != "PASS") ? "*" : ""; sx = (sv >= 0 && sps[r, i] != "PASS") ? "*" : ""
+        kl = kl (i > 1 ? " / " : "") (kv >= 0 ? sprintf("%.0f", kv) kx : "-")
+        sl = sl (i > 1 ? " / " : "") (sv >= 0 ? sprintf("%.0f", sv) sx : "-")
+        rl = rl (i > 1 ? " / " : "") ((kv > 0 && sv >= 0) ? sprintf("%.2f", sv / kv) (kx sx != "" ? "*" : "") : "-")
+        if (kv >= 0 && kx == "") { ks += kv; kc++ }
+        if (sv >= 0 && sx == "") { ss += sv; sc++ }
       }
       km = kc ? ks / kc : -1; sm = sc ? ss / sc : -1
       printf "| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", r, kl, sl, rl,
