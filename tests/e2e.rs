@@ -451,3 +451,55 @@ route {{
         drop(ser);
     }
 }
+
+#[test]
+fn ipv6_listen_answers_and_names_itself_in_brackets() {
+    let Ok(probe) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback on this machine: skipped");
+        return;
+    };
+    let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
+    drop(probe);
+    let dir = temp_dir("v6");
+    let cfg = dir.join("v6.cfg");
+    std::fs::write(&cfg, STATELESS).expect("cfg");
+    let log = dir.join("v6.log");
+    let mut child = Command::new(SER)
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-l", "::1", "-p", &port.to_string(), "-n", "2", "-E", "-D"])
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let sock = std::net::UdpSocket::bind("[::1]:0").expect("bind v6 peer");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let me = sock.local_addr().expect("addr").port();
+    let req = format!(
+        "OPTIONS sip:ser@[::1]:{port} SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:{me};branch=z9hG4bK-v6\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@[::1]>;tag=1\r\nTo: <sip:ser@[::1]:{port}>\r\n\
+         Call-ID: v6-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut reply = None;
+    for _ in 0..20 {
+        let _ = sock.send_to(req.as_bytes(), ("::1", port));
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            reply = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let reply = reply.unwrap_or_else(|| {
+        panic!(
+            "no reply over IPv6\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert_eq!(status(&reply), Some(200), "{reply}");
+    assert!(
+        reply.contains(&format!("Warning: 392 [::1]:{port} ")),
+        "{reply}"
+    );
+}
