@@ -24,6 +24,8 @@ pub struct Core {
     pub max_len: usize,
     /// `Server: ...\r\n`, ready to append.
     pub server_header: String,
+    /// "SIP/2.0/UDP host:port;branch=" for each socket: our Via, ready for its branch.
+    pub via_prefix: Vec<String>,
     /// Prefix of the To-tags of our stateless replies; lets sl recognise ACKs to them.
     pub tag_prefix: String,
     pub pid: u32,
@@ -63,7 +65,18 @@ impl Core {
             names.push((String::from("localhost"), cfg.port));
         }
         let pid = std::process::id();
+        let via_prefix = sockets
+            .iter()
+            .map(|s| {
+                let host = match s.ip() {
+                    IpAddr::V4(ip) => ip.to_string(),
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                };
+                format!("SIP/2.0/UDP {}:{};branch=", host, s.port())
+            })
+            .collect();
         Self {
+            via_prefix,
             sockets,
             names,
             sip_warning: cfg.sip_warning,

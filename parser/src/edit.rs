@@ -16,6 +16,7 @@ use std::ops::Range;
 use crate::error::{ErrorKind, ParseError};
 use crate::headers::name_addr::parse_name_addr;
 use crate::headers::via::parse_via;
+use crate::headers::via::Via;
 use crate::headers::HeaderName;
 use crate::message::Message;
 use crate::scan::sub;
@@ -146,6 +147,13 @@ impl Edits {
         rport: Option<u16>,
     ) -> Result<(), ParseError> {
         let via = msg.top_via()?;
+        self.set_received_on(&via, received, rport);
+        Ok(())
+    }
+
+    /// [`Edits::set_via_received`] on a Via the caller has already parsed (any Via of the
+    /// message, usually the top one).
+    pub fn set_received_on(&mut self, via: &Via<'_>, received: Option<&[u8]>, rport: Option<u16>) {
         if let (Some(r), Some(port)) = (via.rport_range.clone(), rport) {
             let mut num = [0u8; 5];
             self.splice(r, &[b"rport=", fmt_u16(port, &mut num)]);
@@ -156,7 +164,6 @@ impl Edits {
                 None => self.splice(via.range.end..via.range.end, &[b";received=", ip]),
             }
         }
-        Ok(())
     }
 
     /// A new topmost "Record-Route: value" line.

@@ -201,29 +201,64 @@ fn bind_len_gt(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
     }
 }
 
+/// What a forwarded request needs from its Vias, gathered in one pass: the top one (for
+/// `received`/`rport`), the bottom one (the originator's, which no proxy on the path changes:
+/// it identifies the request for the stateless branch) and the branches of Vias that are ours
+/// (a loop brings one back).
+pub struct ViaScan<'b> {
+    pub top: Option<ser_parser::Via<'b>>,
+    bottom_id: &'b [u8],
+    ours: smallvec::SmallVec<[&'b str; 2]>,
+}
+
+impl<'b> ViaScan<'b> {
+    pub fn new(core: &Core, msg: &Message<'b>) -> Self {
+        let mut scan = ViaScan {
+            top: None,
+            bottom_id: b"",
+            ours: smallvec::SmallVec::new(),
+        };
+        for v in msg.vias().filter_map(Result::ok) {
+            scan.bottom_id = match v.branch {
+                Some(b) => b.as_bytes(),
+                None => v.host_str.as_bytes(),
+            };
+            if let Some(b) = v.branch {
+                if via_is_ours(core, &v) {
+                    scan.ours.push(b);
+                }
+            }
+            if scan.top.is_none() {
+                scan.top = Some(v);
+            }
+        }
+        scan
+    }
+
+    /// Does one of our Vias already carry `branch`?
+    pub fn looped(&self, branch: &str) -> bool {
+        self.ours.contains(&branch)
+    }
+}
+
 /// The stateless branch of a request we forward (RFC 3261 16.11): a hash of what identifies the
 /// request end to end, so that a retransmission, its CANCEL and the ACK of a negative reply get
 /// the same branch, and a request that comes back to us unchanged (a loop) computes the branch
-/// already in our Via. The bottom Via is the originator's, which no proxy on the path changes.
-pub fn stateless_branch(msg: &Message<'_>, ruri: &str, out: &mut String) {
+/// already in our Via. The From header is hashed whole (its tag is in it; CANCEL and ACK repeat
+/// it unchanged), the CSeq by its number only (the method differs for CANCEL and ACK).
+pub fn stateless_branch(msg: &Message<'_>, ruri: &str, bottom_id: &[u8], out: &mut String) {
     let call_id = msg.call_id().unwrap_or_default();
-    let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
-    let cseq = msg.cseq().map(|c| c.number).unwrap_or(0);
-    let bottom = msg.vias().filter_map(Result::ok).last();
-    let bottom_id: &[u8] = match &bottom {
-        Some(v) => match v.branch {
-            Some(b) => b.as_bytes(),
-            None => v.host_str.as_bytes(),
-        },
-        None => b"",
-    };
-    let h = hash64(&[
-        call_id,
-        from_tag.as_bytes(),
-        &cseq.to_be_bytes(),
-        ruri.as_bytes(),
-        bottom_id,
-    ]);
+    let from = msg
+        .header(ser_parser::HeaderName::From)
+        .map_or(&b""[..], |h| h.value);
+    let cseq = msg
+        .header(ser_parser::HeaderName::CSeq)
+        .map_or(&b""[..], |h| {
+            let v = h.value.trim_ascii_start();
+            let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
+            v.get(..n).unwrap_or_default()
+        });
+    let h = hash64(&[call_id, from, cseq, ruri.as_bytes(), bottom_id]);
     use std::fmt::Write;
     out.clear();
     let _ = write!(out, "z9hG4bKsl{h:016x}");
@@ -278,16 +313,12 @@ impl MsgCtx<'_, '_> {
             },
         };
         // Our Via, and the loop check it allows.
+        let scan = ViaScan::new(self.core, self.msg);
         let mut via = String::new();
         if add_via {
             let mut branch = String::with_capacity(32);
-            stateless_branch(self.msg, &uri_text, &mut branch);
-            let looped = self
-                .msg
-                .vias()
-                .filter_map(Result::ok)
-                .any(|v| v.branch == Some(branch.as_str()) && via_is_ours(self.core, &v));
-            if looped {
+            stateless_branch(self.msg, &uri_text, scan.bottom_id, &mut branch);
+            if scan.looped(&branch) {
                 Stats::inc(&self.stats.loops);
                 crate::info!("loop detected for {}", uri_text);
                 return self.sl_send_reply(482, b"Loop Detected");
@@ -303,7 +334,14 @@ impl MsgCtx<'_, '_> {
                 };
                 let via_line = add_via.then(|| self.via_value(sock, &via));
                 let mut out = std::mem::take(&mut self.s.out);
-                self.write_request(&mut out, sock, dst, via_line.as_deref(), &uri_text);
+                self.write_request(
+                    &mut out,
+                    sock,
+                    dst,
+                    via_line.as_deref(),
+                    &uri_text,
+                    scan.top.as_ref(),
+                );
                 self.s.out = out;
                 Stats::inc(&self.stats.requests_fwd);
                 1
@@ -320,7 +358,14 @@ impl MsgCtx<'_, '_> {
                     .get(sock)
                     .copied()
                     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
-                self.write_request(&mut tmp, sock, dst, via_line.as_deref(), &uri_text);
+                self.write_request(
+                    &mut tmp,
+                    sock,
+                    dst,
+                    via_line.as_deref(),
+                    &uri_text,
+                    scan.top.as_ref(),
+                );
                 self.s.out.pending.push(PendingSend {
                     host: name,
                     port,
@@ -334,8 +379,15 @@ impl MsgCtx<'_, '_> {
     }
 
     fn via_value(&self, sock: usize, branch: &str) -> String {
-        let addr = self.core.sockets.get(sock).copied().unwrap_or(self.local);
-        format!("SIP/2.0/UDP {};branch={}", hostport(&addr), branch)
+        match self.core.via_prefix.get(sock) {
+            Some(prefix) => {
+                let mut v = String::with_capacity(prefix.len() + branch.len());
+                v.push_str(prefix);
+                v.push_str(branch);
+                v
+            }
+            None => format!("SIP/2.0/UDP {};branch={}", hostport(&self.local), branch),
+        }
     }
 
     /// Writes the request with the script's edits plus, for this copy only, the new
@@ -347,16 +399,22 @@ impl MsgCtx<'_, '_> {
         dst: SocketAddr,
         via: Option<&str>,
         uri: &str,
+        top: Option<&ser_parser::Via<'_>>,
     ) {
         let mark = self.s.edits.mark();
         if self.uri_changed {
             self.s.edits.set_request_uri(self.msg, uri.as_bytes());
         }
         if let Some(via) = via {
-            let (received, rport) = self.received_params();
+            let (received, rport) = match top {
+                Some(v) => self.received_for(v),
+                None => (None, None),
+            };
             let mut rbuf = [0u8; 64];
             let received = received.map(|ip| fmt_ip(ip, &mut rbuf));
-            let _ = self.s.edits.set_via_received(self.msg, received, rport);
+            if let Some(top) = top {
+                self.s.edits.set_received_on(top, received, rport);
+            }
             self.s.edits.push_via(self.msg, via.as_bytes());
         }
         let msg = self.msg;
@@ -368,9 +426,14 @@ impl MsgCtx<'_, '_> {
     /// RFC 3261 18.2.1 and RFC 3581: `received` when the sent-by differs from the source
     /// address (or `rport` asks for it), `rport` filled in when present.
     pub(crate) fn received_params(&self) -> (Option<IpAddr>, Option<u16>) {
-        let Ok(via) = self.msg.top_via() else {
-            return (None, None);
-        };
+        match self.msg.top_via() {
+            Ok(via) => self.received_for(&via),
+            Err(_) => (None, None),
+        }
+    }
+
+    /// [`Self::received_params`] for an already parsed top Via.
+    pub(crate) fn received_for(&self, via: &ser_parser::Via<'_>) -> (Option<IpAddr>, Option<u16>) {
         let src = self.src.ip();
         let rport = via.rport.map(|_| self.src.port());
         let same = match via.host {
