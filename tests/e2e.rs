@@ -357,6 +357,8 @@ loadmodule "modules/maxfwd/maxfwd.so"
 loadmodule "modules/textops/textops.so"
 route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); break; }};
+    # a second check (as a route(n) block would do) must not decrement again
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); break; }};
     if (search("^X-Loop-Test: yes")) {{ forward(127.0.0.1, {port}); break; }};
     if (is_present_hf("Subject")) {{ append_hf("X-Had-Subject: yes\r\n"); }};
     append_urihf("X-Orig-Uri: ", "\r\n");
@@ -502,4 +504,42 @@ fn ipv6_listen_answers_and_names_itself_in_brackets() {
         reply.contains(&format!("Warning: 392 [::1]:{port} ")),
         "{reply}"
     );
+}
+
+/// RFC 3261 16.11: the branch we add follows the upstream transaction (the received top Via),
+/// so a stateful upstream proxy's CANCEL and ACK (which carry only its own Via) match the
+/// INVITE downstream, and its retry (a new branch) is a new transaction.
+#[test]
+fn stateless_branch_follows_the_upstream_transaction() {
+    let peer = Peer::new();
+    let port = free_port();
+    let script = format!(
+        "route {{\n    rewritehostport(\"127.0.0.1:{}\");\n    forward(uri:host, uri:port);\n}}\n",
+        peer.port()
+    );
+    let ser = Ser::start("branch", &script, port, 2, "auto");
+    let p = peer.port();
+    let msg = |method: &str, branch: &str, with_uac: bool, to_tag: &str| {
+        let uac = if with_uac { "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKuac1\r\n" } else { "" };
+        format!(
+            "{method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch={branch}\r\n{uac}\
+             Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=f1\r\nTo: <sip:bob@example.com>{to_tag}\r\n\
+             Call-ID: br-1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let ours = |m: &str| -> String {
+        peer.send(ser.addr(), m.as_bytes());
+        let f = peer.recv().unwrap_or_else(|| panic!("not forwarded\n{}", ser.log_text()));
+        let via = f.lines().find(|l| l.starts_with("Via:")).expect("Via").to_string();
+        via.split("branch=").nth(1).expect("branch").to_string()
+    };
+    let invite = ours(&msg("INVITE", "z9hG4bKproxyA", true, ""));
+    let cancel = ours(&msg("CANCEL", "z9hG4bKproxyA", false, ""));
+    let ack = ours(&msg("ACK", "z9hG4bKproxyA", false, ";tag=t9"));
+    let again = ours(&msg("INVITE", "z9hG4bKproxyA", true, ""));
+    let retry = ours(&msg("INVITE", "z9hG4bKproxyA2", true, ""));
+    assert_eq!(invite, cancel, "CANCEL must match its INVITE");
+    assert_eq!(invite, ack, "the ACK of a negative reply must match its INVITE");
+    assert_eq!(invite, again, "a retransmission gets the same branch");
+    assert_ne!(invite, retry, "a new upstream transaction gets a new branch");
 }

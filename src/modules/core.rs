@@ -201,52 +201,65 @@ fn bind_len_gt(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
     }
 }
 
-/// What a forwarded request needs from its Vias, gathered in one pass: the top one (for
-/// `received`/`rport`), the bottom one (the originator's, which no proxy on the path changes:
-/// it identifies the request for the stateless branch) and the branches of Vias that are ours
-/// (a loop brings one back).
+/// What a forwarded request needs from its Vias, gathered in one pass: the top one (its
+/// branch identifies the upstream transaction; `received`/`rport` go on it) and, for each Via
+/// of ours, its branch and the identity of the Via below it, which was the top one when we
+/// forwarded the request then (a loop brings it back).
 pub struct ViaScan<'b> {
     pub top: Option<ser_parser::Via<'b>>,
-    bottom_id: &'b [u8],
-    ours: smallvec::SmallVec<[&'b str; 2]>,
+    top_id: &'b [u8],
+    ours: smallvec::SmallVec<[(&'b str, &'b [u8]); 2]>,
+}
+
+/// What identifies the transaction a Via stands for: its branch, or for RFC 2543 elements
+/// without one, its sent-by.
+fn via_id<'b>(v: &ser_parser::Via<'b>) -> &'b [u8] {
+    match v.branch {
+        Some(b) => b.as_bytes(),
+        None => v.host_str.as_bytes(),
+    }
 }
 
 impl<'b> ViaScan<'b> {
     pub fn new(core: &Core, msg: &Message<'b>) -> Self {
         let mut scan = ViaScan {
             top: None,
-            bottom_id: b"",
+            top_id: b"",
             ours: smallvec::SmallVec::new(),
         };
+        let mut above_ours: Option<&'b str> = None;
         for v in msg.vias().filter_map(Result::ok) {
-            scan.bottom_id = match v.branch {
-                Some(b) => b.as_bytes(),
-                None => v.host_str.as_bytes(),
-            };
-            if let Some(b) = v.branch {
-                if via_is_ours(core, &v) {
-                    scan.ours.push(b);
-                }
+            if let Some(b) = above_ours.take() {
+                scan.ours.push((b, via_id(&v)));
+            }
+            if via_is_ours(core, &v) {
+                above_ours = v.branch;
             }
             if scan.top.is_none() {
+                scan.top_id = via_id(&v);
                 scan.top = Some(v);
             }
         }
         scan
     }
 
-    /// Does one of our Vias already carry `branch`?
-    pub fn looped(&self, branch: &str) -> bool {
-        self.ours.contains(&branch)
+    /// RFC 3261 16.3 step 4: the request has been here before and comes back unchanged when
+    /// one of our Vias carries the branch we would compute for it as it was then (with the
+    /// Via below ours on top); a spiral (a new Request-URI) computes another one.
+    pub fn looped(&self, msg: &Message<'_>, ruri: &str) -> bool {
+        let mut b = String::with_capacity(32);
+        self.ours.iter().any(|(ours, below)| {
+            stateless_branch(msg, ruri, below, &mut b);
+            b == *ours
+        })
     }
 }
 
-/// The stateless branch of a request we forward (RFC 3261 16.11): a hash of what identifies the
-/// request end to end, so that a retransmission, its CANCEL and the ACK of a negative reply get
-/// the same branch, and a request that comes back to us unchanged (a loop) computes the branch
-/// already in our Via. The From header is hashed whole (its tag is in it; CANCEL and ACK repeat
-/// it unchanged), the CSeq by its number only (the method differs for CANCEL and ACK).
-pub fn stateless_branch(msg: &Message<'_>, ruri: &str, bottom_id: &[u8], out: &mut String) {
+/// The stateless branch of a request we forward (RFC 3261 16.11 and 16.6 step 8): a hash of the
+/// received top Via's branch (the upstream transaction: a retransmission, its CANCEL and the
+/// ACK of a negative reply carry the same one), the Request-URI as received, Call-ID, the From
+/// value (its tag) and the CSeq number (the method differs for CANCEL and ACK).
+pub fn stateless_branch(msg: &Message<'_>, ruri: &str, top_id: &[u8], out: &mut String) {
     let call_id = msg.call_id().unwrap_or_default();
     let from = msg
         .header(ser_parser::HeaderName::From)
@@ -258,7 +271,7 @@ pub fn stateless_branch(msg: &Message<'_>, ruri: &str, bottom_id: &[u8], out: &m
             let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
             v.get(..n).unwrap_or_default()
         });
-    let h = hash64(&[call_id, from, cseq, ruri.as_bytes(), bottom_id]);
+    let h = hash64(&[call_id, from, cseq, ruri.as_bytes(), top_id]);
     use std::fmt::Write;
     out.clear();
     let _ = write!(out, "z9hG4bKsl{h:016x}");
@@ -317,8 +330,9 @@ impl MsgCtx<'_, '_> {
         let mut via = String::new();
         if add_via {
             let mut branch = String::with_capacity(32);
-            stateless_branch(self.msg, &uri_text, scan.bottom_id, &mut branch);
-            if scan.looped(&branch) {
+            let received_uri = self.msg.request_uri().unwrap_or("");
+            stateless_branch(self.msg, received_uri, scan.top_id, &mut branch);
+            if scan.looped(self.msg, received_uri) {
                 Stats::inc(&self.stats.loops);
                 crate::info!("loop detected for {}", uri_text);
                 return self.sl_send_reply(482, b"Loop Detected");

@@ -25,6 +25,15 @@ fn bind(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
 
 impl MsgCtx<'_, '_> {
     pub(crate) fn maxfwd(&mut self, limit: u32) -> i32 {
+        if let Some(r) = self.maxfwd_result {
+            return r;
+        }
+        let r = self.maxfwd_once(limit);
+        self.maxfwd_result = Some(r);
+        r
+    }
+
+    fn maxfwd_once(&mut self, limit: u32) -> i32 {
         let Some(h) = self.msg.header(ser_parser::HeaderName::MaxForwards) else {
             let line = format!("Max-Forwards: {limit}");
             self.s.edits.append_header(self.msg, line.as_bytes());

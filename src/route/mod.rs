@@ -214,6 +214,9 @@ pub struct MsgCtx<'a, 'm> {
     pub uri_changed: bool,
     pub flags: u32,
     pub last_error: Option<SipError>,
+    /// What `mf_process_maxfwd_header` returned the first time: a second call (from another
+    /// route block) must neither decrement again nor add a second header.
+    pub maxfwd_result: Option<i32>,
 }
 
 /// Where a message came in.
@@ -247,6 +250,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             uri_changed: false,
             flags: 0,
             last_error: None,
+            maxfwd_result: None,
         }
     }
 
