@@ -52,7 +52,8 @@ fn parse_cli() -> Result<Option<Cli>> {
         foreground: false,
     };
     let mut debug = 0;
-    let mut pending_port_for: Option<usize> = None;
+    let mut last_l: Option<usize> = None;
+    let mut last_p: Option<u16> = None;
     while let Some(arg) = p.next()? {
         match arg {
             Short('f') => cli.file = Some(p.value()?.string()?),
@@ -76,26 +77,27 @@ fn parse_cli() -> Result<Option<Cli>> {
                     .parse::<std::net::IpAddr>()
                     .is_err()
                     .then(|| host.clone());
-                pending_port_for = Some(cli.cfg.listen.len());
+                last_l = Some(cli.cfg.listen.len());
                 for ip in ips {
                     cli.cfg.listen.push(Listen {
                         addr: ip,
-                        port,
+                        // A -p given earlier applies to every later -l without its own port.
+                        port: port.or(last_p),
                         name: name.clone(),
                     });
                 }
             }
             Short('p') => {
                 let port: u16 = p.value()?.parse()?;
-                // Applies to the last -l given (and those after it without one), else globally.
-                match pending_port_for {
-                    Some(i) => {
-                        for l in cli.cfg.listen.iter_mut().skip(i) {
-                            l.port.get_or_insert(port);
-                        }
+                // SER: -p applies to the last -l given and to all the following ones that do
+                // not have a -p of their own; without -l, to every interface.
+                if let Some(i) = last_l {
+                    for l in cli.cfg.listen.iter_mut().skip(i) {
+                        l.port = Some(port);
                     }
-                    None => cli.cfg.port = port,
                 }
+                last_p = Some(port);
+                cli.cfg.port = port;
             }
             Short('n') => cli.cfg.children = p.value()?.parse()?,
             Short('d') => debug += 1,
@@ -189,6 +191,10 @@ fn run() -> Result<i32> {
         std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
     }
 
+    // Names are looked up now, before any chroot, so a bad -u/-g stops us before we bind.
+    let identity = ser_shards::os::resolve_identity(cfg.user.as_deref(), cfg.group.as_deref())
+        .context("-u/-g (user/group)")?;
+
     let sockets = cfg.bind_addrs();
     let core = Arc::new(Core::new(&cfg, sockets.clone(), ser_shards::os::hostname()));
     let shards = if cfg.children == 0 {
@@ -262,7 +268,14 @@ fn run() -> Result<i32> {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {pid_file}"))?;
     }
-    drop_privileges(&cfg)?;
+    if let Err(e) = drop_privileges(&cfg, &identity) {
+        if let Some(pid_file) = &cfg.pid_file {
+            let _ = std::fs::remove_file(pid_file);
+        }
+        runtime.shutdown();
+        let _ = runtime.join();
+        return Err(e);
+    }
 
     // Wait for a signal that ends us.
     loop {
@@ -283,11 +296,10 @@ fn run() -> Result<i32> {
 }
 
 /// `-t`, `-u`/`-g` (`user=`/`group=`): change root and identity once the sockets are bound.
-fn drop_privileges(cfg: &Config) -> Result<()> {
+fn drop_privileges(cfg: &Config, identity: &ser_shards::os::Identity) -> Result<()> {
     if let Some(dir) = &cfg.chroot {
         ser_shards::os::chroot(dir).with_context(|| format!("chroot {dir}"))?;
     }
-    ser_shards::os::set_identity(cfg.user.as_deref(), cfg.group.as_deref())
-        .context("changing user/group")?;
+    ser_shards::os::apply_identity(identity).context("changing user/group")?;
     Ok(())
 }

@@ -35,7 +35,13 @@ pub struct Server {
     script: Arc<Script>,
     stats: Arc<Stats>,
     scratch: Scratch,
+    /// Name lookups handed to the blocking pool and not back yet.
+    dns_inflight: usize,
 }
+
+/// Most name lookups one shard keeps in flight: each holds a copy of its datagram, and a flood
+/// of requests for slow domains must not grow the queue without bound.
+const MAX_DNS_INFLIGHT: usize = 1024;
 
 impl Server {
     pub fn new(core: Arc<Core>, script: Arc<Script>, stats: Arc<Stats>) -> Self {
@@ -44,6 +50,7 @@ impl Server {
             script,
             stats,
             scratch: Scratch::default(),
+            dns_inflight: 0,
         }
     }
 
@@ -133,12 +140,16 @@ impl Server {
         if self.core.server_signature {
             extra.push_str(&self.core.server_header);
         }
+        let rport = match msg.top_via() {
+            Ok(v) if v.rport.is_some() => Some(d.peer.port()),
+            _ => None,
+        };
         let spec = ReplySpec {
             code,
             reason: reason.as_bytes(),
             to_tag: Some(tag.as_bytes()),
             received: Some(d.peer.ip()),
-            rport: None,
+            rport,
             extra_headers: extra.as_bytes(),
         };
         self.stats.count_sl(code);
@@ -156,6 +167,15 @@ impl Server {
             }
         }
         for p in out.pending.drain(..) {
+            if self.dns_inflight >= MAX_DNS_INFLIGHT {
+                Stats::inc(&self.stats.dns_failures);
+                crate::notice!(
+                    "too many name lookups in flight; dropped a message for {}",
+                    p.host
+                );
+                continue;
+            }
+            self.dns_inflight += 1;
             let PendingSend {
                 host,
                 port,
@@ -241,11 +261,21 @@ impl Handler for Server {
                 socket_hint,
                 result,
             } => match result {
-                Ok(dst) => match self.core.socket_for(&dst, socket_hint) {
-                    Some(sock) => ctx.send(SocketId(sock as u32), dst, &data),
-                    None => crate::warn!("no socket to reach {dst}"),
-                },
+                Ok(dst) => {
+                    self.dns_inflight = self.dns_inflight.saturating_sub(1);
+                    // The datagram's Via names the socket it was written for: send from that
+                    // one, or not at all when the name resolved to the other address family.
+                    match self.core.socket_for(&dst, socket_hint) {
+                        Some(sock) if sock == socket_hint => {
+                            ctx.send(SocketId(sock as u32), dst, &data)
+                        }
+                        _ => crate::notice!(
+                            "{dst}: no socket of that address family for this message"
+                        ),
+                    }
+                }
                 Err(e) => {
+                    self.dns_inflight = self.dns_inflight.saturating_sub(1);
                     Stats::inc(&self.stats.dns_failures);
                     crate::notice!("cannot resolve next hop: {e}");
                 }

@@ -252,12 +252,17 @@ fn bad_request_gets_400() {
     let peer = Peer::new();
     let ruri = format!("sip:ser@127.0.0.1:{port}");
     let r = request("OPTIONS", &ruri, peer.port(), "cl", "")
-        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE")
+        .replace("branch=z9hG4bK-cl", "branch=z9hG4bK-cl;rport");
     peer.send(ser.addr(), r.as_bytes());
     let reply = peer
         .recv()
         .unwrap_or_else(|| panic!("no 400\n{}", ser.log_text()));
     assert_eq!(status(&reply), Some(400), "{reply}");
+    assert!(
+        reply.contains(&format!(";rport={}", peer.port())),
+        "rport filled in: {reply}"
+    );
 }
 
 #[test]
@@ -520,7 +525,11 @@ fn stateless_branch_follows_the_upstream_transaction() {
     let ser = Ser::start("branch", &script, port, 2, "auto");
     let p = peer.port();
     let msg = |method: &str, branch: &str, with_uac: bool, to_tag: &str| {
-        let uac = if with_uac { "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKuac1\r\n" } else { "" };
+        let uac = if with_uac {
+            "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKuac1\r\n"
+        } else {
+            ""
+        };
         format!(
             "{method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch={branch}\r\n{uac}\
              Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=f1\r\nTo: <sip:bob@example.com>{to_tag}\r\n\
@@ -529,8 +538,14 @@ fn stateless_branch_follows_the_upstream_transaction() {
     };
     let ours = |m: &str| -> String {
         peer.send(ser.addr(), m.as_bytes());
-        let f = peer.recv().unwrap_or_else(|| panic!("not forwarded\n{}", ser.log_text()));
-        let via = f.lines().find(|l| l.starts_with("Via:")).expect("Via").to_string();
+        let f = peer
+            .recv()
+            .unwrap_or_else(|| panic!("not forwarded\n{}", ser.log_text()));
+        let via = f
+            .lines()
+            .find(|l| l.starts_with("Via:"))
+            .expect("Via")
+            .to_string();
         via.split("branch=").nth(1).expect("branch").to_string()
     };
     let invite = ours(&msg("INVITE", "z9hG4bKproxyA", true, ""));
@@ -539,7 +554,13 @@ fn stateless_branch_follows_the_upstream_transaction() {
     let again = ours(&msg("INVITE", "z9hG4bKproxyA", true, ""));
     let retry = ours(&msg("INVITE", "z9hG4bKproxyA2", true, ""));
     assert_eq!(invite, cancel, "CANCEL must match its INVITE");
-    assert_eq!(invite, ack, "the ACK of a negative reply must match its INVITE");
+    assert_eq!(
+        invite, ack,
+        "the ACK of a negative reply must match its INVITE"
+    );
     assert_eq!(invite, again, "a retransmission gets the same branch");
-    assert_ne!(invite, retry, "a new upstream transaction gets a new branch");
+    assert_ne!(
+        invite, retry,
+        "a new upstream transaction gets a new branch"
+    );
 }

@@ -51,42 +51,73 @@ pub fn chroot(dir: &str) -> io::Result<()> {
     std::env::set_current_dir("/")
 }
 
-/// Switches to `group` then `user` (names or numbers). glibc applies both to every thread.
-pub fn set_identity(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
-    let not_found = |what: &str| io::Error::new(io::ErrorKind::NotFound, what.to_string());
+/// Who to become after the sockets are bound (`-u`/`-g`): looked up by name before any
+/// chroot, applied with [`apply_identity`].
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    /// The user's name, for its supplementary groups.
+    user: Option<CString>,
+}
+
+/// Resolves `user` and `group` (names or numbers). Without `group`, the user's primary group
+/// is taken, as SER did.
+pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> io::Result<Identity> {
+    let not_found = |what: String| io::Error::new(io::ErrorKind::NotFound, what);
+    let mut id = Identity::default();
+    if let Some(u) = user {
+        let c = CString::new(u).map_err(|_| not_found(format!("bad user name {u:?}")))?;
+        // SAFETY: valid C string; the result is checked for NULL and read at once, before any
+        // other getpw* call could overwrite it.
+        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        if pw.is_null() {
+            let uid = u
+                .parse::<u32>()
+                .map_err(|_| not_found(format!("unknown user {u}")))?;
+            id.uid = Some(uid);
+        } else {
+            // SAFETY: pw is non-null and points to a struct passwd.
+            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+            id.uid = Some(uid);
+            id.gid = Some(gid);
+            id.user = Some(c);
+        }
+    }
     if let Some(g) = group {
-        let gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let c = CString::new(g).map_err(|_| not_found(g))?;
-                // SAFETY: valid C string; the result is checked for NULL before use.
-                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-                if gr.is_null() {
-                    return Err(not_found(&format!("unknown group {g}")));
-                }
-                // SAFETY: gr is non-null and points to a struct group.
-                unsafe { (*gr).gr_gid }
-            }
+        let c = CString::new(g).map_err(|_| not_found(format!("bad group name {g:?}")))?;
+        // SAFETY: valid C string; the result is checked for NULL before use.
+        let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+        id.gid = Some(if gr.is_null() {
+            g.parse::<u32>()
+                .map_err(|_| not_found(format!("unknown group {g}")))?
+        } else {
+            // SAFETY: gr is non-null and points to a struct group.
+            unsafe { (*gr).gr_gid }
+        });
+    }
+    Ok(id)
+}
+
+/// Drops root's supplementary groups (or takes the user's own), then sets the group and the
+/// user id. glibc applies each to every thread of the process.
+pub fn apply_identity(id: &Identity) -> io::Result<()> {
+    if let Some(gid) = id.gid {
+        let rc = match &id.user {
+            // SAFETY: valid C string and a plain gid.
+            Some(name) => unsafe { libc::initgroups(name.as_ptr(), gid) },
+            // SAFETY: one gid, read from a valid pointer for the given count.
+            None => unsafe { libc::setgroups(1, &gid) },
         };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
         // SAFETY: plain system call.
         if unsafe { libc::setgid(gid) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    if let Some(u) = user {
-        let uid = match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let c = CString::new(u).map_err(|_| not_found(u))?;
-                // SAFETY: valid C string; the result is checked for NULL before use.
-                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-                if pw.is_null() {
-                    return Err(not_found(&format!("unknown user {u}")));
-                }
-                // SAFETY: pw is non-null and points to a struct passwd.
-                unsafe { (*pw).pw_uid }
-            }
-        };
+    if let Some(uid) = id.uid {
         // SAFETY: plain system call.
         if unsafe { libc::setuid(uid) } != 0 {
             return Err(io::Error::last_os_error());

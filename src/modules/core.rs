@@ -318,6 +318,14 @@ impl MsgCtx<'_, '_> {
                 None => return self.fail(500, "No address"),
             },
             HostArg::Name(n) => Err(n.clone()),
+            // Only UDP is served: a sips: URI must not go out in the clear (RFC 3261 26.2.2).
+            HostArg::UriHost
+                if uri
+                    .as_ref()
+                    .is_some_and(|u| u.scheme == ser_parser::Scheme::Sips) =>
+            {
+                return self.fail(416, "Unsupported URI Scheme (sips needs TLS)");
+            }
             HostArg::UriHost => match uri.as_ref().map(|u| &u.host) {
                 Some(Host::V4(ip)) => Ok(IpAddr::V4(*ip)),
                 Some(Host::V6(ip)) => Ok(IpAddr::V6(*ip)),

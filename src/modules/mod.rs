@@ -254,11 +254,16 @@ fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), S
         Value::Ip(ip) => AddrMatch::Any(vec![*ip]),
         Value::Net(ip, len) => AddrMatch::Net(*ip, *len),
         Value::NetMask(ip, mask) => {
-            let len = match mask {
-                std::net::IpAddr::V4(m) => u32::from(*m).count_ones() as u8,
-                std::net::IpAddr::V6(m) => u128::from(*m).count_ones() as u8,
+            // Only contiguous masks (255.255.0.0), which are what a prefix length can say.
+            let (ones, bits) = match mask {
+                std::net::IpAddr::V4(m) => (u128::from(u32::from(*m)) << 96, 32),
+                std::net::IpAddr::V6(m) => (u128::from(*m), 128),
             };
-            AddrMatch::Net(*ip, len)
+            let len = ones.leading_ones();
+            if ones.count_ones() != len || len > bits {
+                return Err(format!("{mask} is not a contiguous netmask"));
+            }
+            AddrMatch::Net(*ip, len as u8)
         }
         Value::Myself => AddrMatch::Myself,
         Value::Str(s) | Value::Ident(s) => {
@@ -266,6 +271,9 @@ fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), S
                 let ip: std::net::IpAddr =
                     ip.parse().map_err(|_| format!("bad address \"{s}\""))?;
                 let len: u8 = len.parse().map_err(|_| format!("bad prefix \"{s}\""))?;
+                if len > if ip.is_ipv4() { 32 } else { 128 } {
+                    return Err(format!("prefix /{len} is too long for {ip}"));
+                }
                 AddrMatch::Net(ip, len)
             } else {
                 AddrMatch::Any(crate::config::resolve_at_start(s)?)

@@ -102,8 +102,8 @@ impl MsgCtx<'_, '_> {
             return self.fail(500, "Not a request");
         }
         if matches!(self.msg.method(), Some(Method::Ack)) {
-            // Never answer an ACK.
-            return 1;
+            // Never answer an ACK; false, as in SER.
+            return -1;
         }
         let mut extra = String::new();
         if (300..400).contains(&code) {

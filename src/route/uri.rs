@@ -92,6 +92,12 @@ pub fn apply(uri: &str, rw: &Rewrite) -> Result<String, &'static str> {
             splice(&mut out, r.start..cut, "")?;
         }
     }
+    // An emptied user part leaves "sip:@host", which is not a URI: drop the '@' too.
+    if let Some(rest) = out.strip_prefix(raw.get(..user_start).unwrap_or_default()) {
+        if rest.starts_with('@') {
+            out.remove(user_start);
+        }
+    }
     Ok(out)
 }
 
@@ -166,5 +172,13 @@ mod tests {
             Some("sip:ann@foo.bar".into())
         );
         assert!(apply("sip:ab@foo.bar", &Rewrite::Strip(3)).is_err());
+        assert_eq!(
+            apply("sip:ab@foo.bar", &Rewrite::Strip(2)).ok(),
+            Some("sip:foo.bar".into())
+        );
+        assert_eq!(
+            apply("sip:ab@foo.bar", &Rewrite::User(String::new())).ok(),
+            Some("sip:foo.bar".into())
+        );
     }
 }
