@@ -21,12 +21,13 @@
 //!
 //! ```
 //! use ser_script::{compile, parse, Exec, FnEntry, KindSet, Registry, RouteKind, RunOutcome};
+//! # fn main() -> Result<(), ser_script::ScriptError> {
 //!
 //! let mut reg: Registry<&'static str, ()> = Registry::new();
 //! reg.function(FnEntry { name: "t_relay", min_args: 0, max_args: 0, kinds: KindSet::ALL,
 //!                        bind: |_, _| Ok("relay") });
-//! let script = parse("ser.cfg", "route { t_relay(); break; }").unwrap();
-//! let program = compile(&script, &reg).unwrap();
+//! let script = parse("ser.cfg", "route { t_relay(); break; }")?;
+//! let program = compile(&script, &reg)?;
 //!
 //! struct Host(Vec<&'static str>);
 //! impl Exec<&'static str, ()> for Host {
@@ -36,6 +37,8 @@
 //! let mut host = Host(Vec::new());
 //! assert_eq!(program.run(RouteKind::Request, 0, &mut host), RunOutcome::Completed);
 //! assert_eq!(host.0, ["relay"]);
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod ast;

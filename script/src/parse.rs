@@ -546,32 +546,32 @@ impl Builder<'_> {
     }
 
     fn cond(&self, p: Pair<'_, Rule>) -> Res<Expr> {
-        let span = self.span(&p);
-        let mut terms = Vec::new();
-        for c in p.into_inner() {
-            if c.as_rule() == Rule::and_expr {
-                terms.push(self.and_expr(c)?);
-            }
-        }
-        Ok(if terms.len() == 1 {
-            terms.pop().unwrap_or(Expr::Or(Vec::new(), span))
-        } else {
-            Expr::Or(terms, span)
-        })
+        self.chain(p, Rule::and_expr, Self::and_expr, Expr::Or)
     }
 
     fn and_expr(&self, p: Pair<'_, Rule>) -> Res<Expr> {
+        self.chain(p, Rule::unary, Self::unary, Expr::And)
+    }
+
+    /// An n-ary chain (`a || b || c`, `a && b`): one term stands for itself.
+    fn chain(
+        &self,
+        p: Pair<'_, Rule>,
+        rule: Rule,
+        term: fn(&Self, Pair<'_, Rule>) -> Res<Expr>,
+        make: fn(Vec<Expr>, Span) -> Expr,
+    ) -> Res<Expr> {
         let span = self.span(&p);
         let mut terms = Vec::new();
         for c in p.into_inner() {
-            if c.as_rule() == Rule::unary {
-                terms.push(self.unary(c)?);
+            if c.as_rule() == rule {
+                terms.push(term(self, c)?);
             }
         }
         Ok(if terms.len() == 1 {
-            terms.pop().unwrap_or(Expr::And(Vec::new(), span))
+            terms.pop().unwrap_or_else(|| make(Vec::new(), span))
         } else {
-            Expr::And(terms, span)
+            make(terms, span)
         })
     }
 
@@ -726,6 +726,11 @@ fn parse_int(w: &str) -> Option<Result<i64, String>> {
 
 #[cfg(test)]
 mod tests {
+    /// A literal test address (the tests' own constants, never input).
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
     use super::*;
 
     #[test]
@@ -738,25 +743,19 @@ mod tests {
         assert_eq!(classify_word("yes"), Ok(Value::Bool(true)));
         assert_eq!(
             classify_word("192.168.0.10"),
-            Ok(Value::Ip("192.168.0.10".parse().unwrap()))
+            Ok(Value::Ip(ip("192.168.0.10")))
         );
         assert_eq!(
             classify_word("10.0.0.0/8"),
-            Ok(Value::Net("10.0.0.0".parse().unwrap(), 8))
+            Ok(Value::Net(ip("10.0.0.0"), 8))
         );
         assert_eq!(
             classify_word("10.0.0.0/255.0.0.0"),
-            Ok(Value::NetMask(
-                "10.0.0.0".parse().unwrap(),
-                "255.0.0.0".parse().unwrap()
-            ))
+            Ok(Value::NetMask(ip("10.0.0.0"), ip("255.0.0.0")))
         );
         assert!(classify_word("10.0.0.0/33").is_err());
-        assert_eq!(classify_word("::1"), Ok(Value::Ip("::1".parse().unwrap())));
-        assert_eq!(
-            classify_word("fe80::/10"),
-            Ok(Value::Net("fe80::".parse().unwrap(), 10))
-        );
+        assert_eq!(classify_word("::1"), Ok(Value::Ip(ip("::1"))));
+        assert_eq!(classify_word("fe80::/10"), Ok(Value::Net(ip("fe80::"), 10)));
         assert_eq!(
             classify_word("uri:host"),
             Ok(Value::Ident("uri:host".into()))
