@@ -240,8 +240,10 @@ fn index_headers<'b>(
             value_end -= 1;
         }
         let value_start = skip_lws(buf, colon + 1).min(value_end);
-        if strict {
-            let v = sub(buf, value_start..value_end);
+        let v = sub(buf, value_start..value_end);
+        // Fast path: most values hold no control character at all (one simple, vectorisable
+        // scan); only those that do (folds, escapes, garbage) get the byte-by-byte check.
+        if strict && v.iter().any(|&c| c < 0x20 || c == 0x7f) {
             for (k, &c) in v.iter().enumerate() {
                 let bad = match c {
                     b'\t' => false,
