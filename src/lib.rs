@@ -6,7 +6,8 @@
 //! the built-in modules (`modules`: core actions, sl, maxfwd, textops), script loading
 //! (`loader`) and the shard handler (`server`). The SIP wire format lives in `ser-parser`, the
 //! language in `ser-script`, the thread-per-core runtime in `ser-shards`; only `server` and
-//! `main` touch the runtime.
+//! `main` touch the runtime. `txn` holds the sans-IO RFC 3261 transactions (not wired to the
+//! script yet: that is the Transactions issue's `t_relay`).
 
 pub mod log;
 
@@ -16,3 +17,4 @@ pub mod loader;
 pub mod modules;
 pub mod route;
 pub mod server;
+pub mod txn;
