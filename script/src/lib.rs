@@ -18,6 +18,7 @@
 //! | `compile.rs` | binding and code generation |
 //! | `vm.rs` | [`Program`], [`Op`], [`Exec`], [`RunOutcome`] |
 //! | [`interp`] | reference AST interpreter, the oracle for differential tests |
+//! | `testgen.rs` | random-script generator and fake host for differential tests and fuzzing (hidden) |
 //!
 //! ```
 //! use ser_script::{compile, parse, Exec, FnEntry, KindSet, Registry, RouteKind, RunOutcome};
@@ -49,6 +50,8 @@ mod error;
 pub mod interp;
 mod parse;
 mod registry;
+#[doc(hidden)]
+pub mod testgen;
 mod vm;
 
 pub use ast::{
