@@ -77,6 +77,18 @@ fn rfc4475_expectation(name: &str) -> Want {
     }
 }
 
+/// The files of one corpus under parser/tests/data, in name order.
+fn corpus_files(corpus: &str) -> Vec<std::path::PathBuf> {
+    let dir = repo_root().join("parser/tests/data").join(corpus);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    names
+}
+
 fn to_crlf(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
     for (i, b) in data.iter().enumerate() {
@@ -121,14 +133,7 @@ fn torture_inner() {
     let main = UdpSocket::bind("127.0.0.1:5060").expect("bind 5060 in the namespace");
     let mut extra: HashMap<u16, UdpSocket> = HashMap::new();
     let mut cases: Vec<(String, Vec<u8>, Want)> = Vec::new();
-    let dir = repo_root().join("parser/tests/data/rfc4475");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("rfc4475")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    names.sort();
-    for p in names {
+    for p in corpus_files("rfc4475") {
         let name = p
             .file_stem()
             .and_then(|s| s.to_str())
@@ -141,14 +146,7 @@ fn torture_inner() {
             want,
         ));
     }
-    let dir = repo_root().join("parser/tests/data/rfc5118");
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .expect("rfc5118")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    names.sort();
-    for p in names {
+    for p in corpus_files("rfc5118") {
         let name = p
             .file_name()
             .and_then(|s| s.to_str())
