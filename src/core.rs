@@ -29,6 +29,8 @@ pub struct Core {
     /// Prefix of the To-tags of our stateless replies; lets sl recognise ACKs to them.
     pub tag_prefix: String,
     pub pid: u32,
+    /// The script's module parameters (see [`crate::modules::Params`]).
+    pub params: crate::modules::Params,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -86,6 +88,7 @@ impl Core {
             server_header: format!("Server: {}\r\n", server_name()),
             tag_prefix: format!("{:08x}", hash64(&[&pid.to_be_bytes(), b"ser-tag"]) as u32),
             pid,
+            params: crate::modules::Params::default(),
         }
     }
 
@@ -177,6 +180,16 @@ pub struct Stats {
     pub loops: AtomicU64,
     pub handoffs: AtomicU64,
     pub dns_failures: AtomicU64,
+    /// t_stats: live transactions (cells), of which waiting (final sent, only timers left).
+    pub tm_current: AtomicU64,
+    pub tm_waiting: AtomicU64,
+    /// t_stats: transactions ever created, and refused for want of room (503).
+    pub tm_total: AtomicU64,
+    pub tm_refused: AtomicU64,
+    /// t_stats: replies tm generated itself (100, t_reply, 408, 487, 500, 503).
+    pub tm_local_replies: AtomicU64,
+    /// t_stats: transactions completed with a final of class 2xx..6xx (index 0 = 2xx).
+    pub tm_completed: [AtomicU64; 5],
 }
 
 impl Stats {

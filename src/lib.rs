@@ -17,4 +17,5 @@ pub mod loader;
 pub mod modules;
 pub mod route;
 pub mod server;
+pub mod tm;
 pub mod txn;

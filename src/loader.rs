@@ -16,6 +16,8 @@ pub struct Loaded {
     pub config: Config,
     pub script: Arc<Script>,
     pub modules: Vec<String>,
+    /// The script's `modparam` values, checked.
+    pub params: modules::Params,
 }
 
 fn err_at(file: &str, span: &Span, msg: impl Into<String>) -> ScriptError {
@@ -47,6 +49,7 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
         col: 1,
         msg: m,
     })?;
+    let mut params = modules::Params::default();
     for item in &parsed.items {
         if let Item::ModParam {
             module,
@@ -85,12 +88,53 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
                     format!("modparam '{module}.{param}': wrong type of value"),
                 ));
             }
+            params.set(module, param, value.clone());
         }
     }
-    let program = ser_script::compile(&parsed, &exports.registry)?;
+    // A script that calls a module's function without loading the module (the seeds'
+    // fragments do) gets the module loaded for it, with a warning, as long as this version
+    // has it; modparam still needs an explicit loadmodule.
+    let mut exports = exports;
+    let program = loop {
+        match ser_script::compile(&parsed, &exports.registry) {
+            Ok(p) => break p,
+            Err(e) => {
+                let Some(module) = implicit_module(&e.msg) else {
+                    return Err(e);
+                };
+                if names.contains(&module) {
+                    return Err(e);
+                }
+                crate::warn!(
+                    "{}:{}:{}: {}; loading module '{module}' implicitly",
+                    e.file,
+                    e.line,
+                    e.col,
+                    e.msg
+                );
+                names.push(module);
+                exports = modules::exports_for(&names).map_err(|m| ScriptError {
+                    file: file.to_string(),
+                    line: e.line,
+                    col: e.col,
+                    msg: m,
+                })?;
+            }
+        }
+    };
     Ok(Loaded {
         config,
         script: Arc::new(program),
         modules: names.iter().map(|s| s.to_string()).collect(),
+        params,
     })
+}
+
+/// The module an "unknown function" error names when this version has it (see
+/// `modules::unknown_hint`).
+fn implicit_module(msg: &str) -> Option<&'static str> {
+    let rest = msg.split("is exported by module '").nth(1)?;
+    let name = rest.split('\'').next()?;
+    modules::find_module(name).ok()?;
+    modules::static_name(name)
 }

@@ -196,7 +196,9 @@ fn run() -> Result<i32> {
         .context("-u/-g (user/group)")?;
 
     let sockets = cfg.bind_addrs();
-    let core = Arc::new(Core::new(&cfg, sockets.clone(), ser_shards::os::hostname()));
+    let mut core = Core::new(&cfg, sockets.clone(), ser_shards::os::hostname());
+    core.params = loaded.params.clone();
+    let core = Arc::new(core);
     let shards = if cfg.children == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -234,7 +236,7 @@ fn run() -> Result<i32> {
         let stats = stats.clone();
         move |i: usize| {
             let st = stats.get(i).cloned().unwrap_or_default();
-            Server::new(Arc::clone(&core), Arc::clone(&script), st)
+            Server::new(Arc::clone(&core), Arc::clone(&script), st, i, shards)
         }
     };
     let runtime = match ser_shards::Runtime::start(scfg, factory) {

@@ -18,6 +18,7 @@ use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 use crate::core::{hash64, Core, Stats};
 use crate::modules::{core::forward_reply, sl};
 use crate::route::{Arrival, MsgCtx, PendingSend, Scratch, Script};
+use crate::tm::{CellId, RequestMatch, Tm, TmConfig};
 
 /// Results of off-shard work.
 #[derive(Debug)]
@@ -26,6 +27,12 @@ pub enum Event {
         data: Vec<u8>,
         socket_hint: usize,
         result: Result<SocketAddr, String>,
+    },
+    /// The targets of a stateful branch's next hop (RFC 3263), best first.
+    TmResolved {
+        cell: CellId,
+        branch: usize,
+        result: Result<Vec<SocketAddr>, String>,
     },
 }
 
@@ -37,20 +44,89 @@ pub struct Server {
     scratch: Scratch,
     /// Name lookups handed to the blocking pool and not back yet.
     dns_inflight: usize,
+    /// This shard's transactions.
+    tm: Tm,
+    /// The runtime timer armed for the transactions' earliest deadline.
+    timer: Option<(std::time::Instant, TimerId)>,
 }
+
+/// The token of the transaction timer.
+const TM_TIMER: u64 = 1;
 
 /// Most name lookups one shard keeps in flight: each holds a copy of its datagram, and a flood
 /// of requests for slow domains must not grow the queue without bound.
 const MAX_DNS_INFLIGHT: usize = 1024;
 
 impl Server {
-    pub fn new(core: Arc<Core>, script: Arc<Script>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        core: Arc<Core>,
+        script: Arc<Script>,
+        stats: Arc<Stats>,
+        shard: usize,
+        shards: usize,
+    ) -> Self {
+        let cfg = TmConfig::from_params(&core.params, shards);
+        let tm = Tm::new(
+            Arc::clone(&core),
+            Arc::clone(&script),
+            Arc::clone(&stats),
+            shard,
+            cfg,
+        );
         Self {
             core,
             script,
             stats,
             scratch: Scratch::default(),
             dns_inflight: 0,
+            tm,
+            timer: None,
+        }
+    }
+
+    /// Keeps one runtime timer armed at the transactions' earliest deadline.
+    fn arm(&mut self, ctx: &mut Ctx<'_, Event>) {
+        let Some(next) = self.tm.next_deadline() else {
+            return;
+        };
+        match self.timer {
+            Some((at, _)) if at <= next => {}
+            Some((_, id)) => {
+                ctx.cancel_timer(id);
+                self.timer = Some((next, ctx.set_timer(next, TM_TIMER)));
+            }
+            None => self.timer = Some((next, ctx.set_timer(next, TM_TIMER))),
+        }
+    }
+
+    /// Starts the name lookups tm asked for.
+    fn start_tm_dns(&mut self, ctx: &mut Ctx<'_, Event>) {
+        for job in self.tm.dns_jobs.drain(..) {
+            let crate::tm::DnsJob {
+                cell,
+                branch,
+                host,
+                port,
+                ..
+            } = job;
+            ctx.spawn_blocking(move || {
+                let result = (host.as_str(), port.unwrap_or(5060))
+                    .to_socket_addrs()
+                    .map(|it| it.collect::<Vec<_>>())
+                    .map_err(|e| format!("{host}: {e}"))
+                    .and_then(|v| {
+                        if v.is_empty() {
+                            Err(format!("{host}: no address"))
+                        } else {
+                            Ok(v)
+                        }
+                    });
+                Event::TmResolved {
+                    cell,
+                    branch,
+                    result,
+                }
+            });
         }
     }
 
@@ -63,9 +139,14 @@ impl Server {
                 return;
             }
         };
+        let now = ctx.now();
         if !msg.is_request() {
             Stats::inc(&self.stats.replies_in);
             self.scratch.clear();
+            if self.tm.on_reply(now, &msg, &mut self.scratch.out) {
+                self.flush(ctx);
+                return;
+            }
             match forward_reply(&self.core, &msg, socket, &mut self.scratch) {
                 Ok(()) => Stats::inc(&self.stats.replies_fwd),
                 Err(why) => {
@@ -77,6 +158,11 @@ impl Server {
             return;
         }
         Stats::inc(&self.stats.requests_in);
+        self.scratch.clear();
+        if self.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {
+            self.flush(ctx);
+            return;
+        }
         if sl::is_ack_to_local_reply(&self.core, &msg) {
             Stats::inc(&self.stats.acks_absorbed);
             return;
@@ -90,6 +176,8 @@ impl Server {
                 shard: ctx.shard(),
             };
             let mut m = MsgCtx::new(&self.core, &self.stats, &msg, at, &mut self.scratch);
+            m.t.now = Some(now);
+            m.tm = Some(&mut self.tm);
             script.run(ser_script::RouteKind::Request, 0, &mut m)
         };
         match outcome {
@@ -252,6 +340,8 @@ impl Handler for Server {
             }
         }
         self.process(ctx, &d);
+        self.start_tm_dns(ctx);
+        self.arm(ctx);
     }
 
     fn on_event(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
@@ -280,10 +370,32 @@ impl Handler for Server {
                     crate::notice!("cannot resolve next hop: {e}");
                 }
             },
+            Event::TmResolved {
+                cell,
+                branch,
+                result,
+            } => {
+                self.scratch.clear();
+                self.tm
+                    .on_resolved(ctx.now(), cell, branch, result, &mut self.scratch.out);
+                self.flush(ctx);
+                self.start_tm_dns(ctx);
+                self.arm(ctx);
+            }
         }
     }
 
-    fn on_timer(&mut self, _ctx: &mut Ctx<'_, Event>, _timer: TimerId, _token: u64) {}
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Event>, timer: TimerId, token: u64) {
+        if token != TM_TIMER || self.timer.is_some_and(|(_, id)| id != timer) {
+            return;
+        }
+        self.timer = None;
+        self.scratch.clear();
+        self.tm.on_timer(ctx.now(), &mut self.scratch.out);
+        self.flush(ctx);
+        self.start_tm_dns(ctx);
+        self.arm(ctx);
+    }
 }
 
 #[cfg(test)]

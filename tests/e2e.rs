@@ -290,9 +290,14 @@ fn broken_script_refused_with_line_and_column() {
             "module.cfg:1:1:",
         ),
         (
-            "notloaded.cfg",
-            "route {\n  sl_send_reply(\"404\", \"x\");\n}\n",
-            "notloaded.cfg:2:3:",
+            "noroute.cfg",
+            "loadmodule \"tm\"\nroute {\n  t_on_failure(\"3\");\n  t_relay();\n}\n",
+            "noroute.cfg:3:",
+        ),
+        (
+            "failonly.cfg",
+            "loadmodule \"tm\"\nroute {\n  t_relay();\n}\nfailure_route[1] {\n  forward(\"127.0.0.1\", 5070);\n}\n",
+            "failonly.cfg:6:",
         ),
         ("flag.cfg", "route {\n  setflag(99);\n}\n", "flag.cfg:2:"),
         (
@@ -316,6 +321,24 @@ fn broken_script_refused_with_line_and_column() {
             "{name}: expected '{expect}' in:\n{err}"
         );
     }
+}
+
+#[test]
+fn module_function_without_loadmodule_loads_the_module_with_a_warning() {
+    let dir = temp_dir("notloaded");
+    let path = dir.join("notloaded.cfg");
+    std::fs::write(&path, "route {\n  sl_send_reply(\"404\", \"x\");\n}\n").expect("write");
+    let out = Command::new(SER)
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("run ser -c");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("notloaded.cfg:2:3:") && err.contains("loading module 'sl' implicitly"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,8 +12,18 @@ fn seeds_dir() -> std::path::PathBuf {
     repo_root().join("tests/data/seeds")
 }
 
-/// Seed scripts that use only the core, sl, maxfwd and textops.
-const LOADS_NOW: &[&str] = &["redirect.cfg", "route-blocks.cfg"];
+/// Seed scripts that use only the modules this version has (core, sl, maxfwd, textops, tm,
+/// rr, acc).
+const LOADS_NOW: &[&str] = &[
+    "redirect.cfg",
+    "route-blocks.cfg",
+    "accounting.cfg",
+    "accounting-0.8.cfg",
+    "failure-route.cfg",
+    "reply-route.cfg",
+    "uas.cfg",
+    "myself-aliases.cfg",
+];
 
 #[test]
 fn every_seed_script_loads_or_names_the_missing_module() {

@@ -252,3 +252,14 @@ pub fn write(msg: &Message<'_>, edits: &Edits, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(sub(buf, pos.min(buf.len())..buf.len()));
 }
+
+impl Edits {
+    /// The recorded splices in offset order: the range of `msg.buf()` each one replaces and
+    /// its new bytes (an empty range is an insert, empty bytes a delete). Read-only; lets a
+    /// caller see whether a change is already recorded (e.g. `record_route` called twice).
+    pub fn splices(&self) -> impl Iterator<Item = (Range<usize>, &[u8])> + '_ {
+        self.splices
+            .iter()
+            .map(|s| (s.start..s.end, sub(&self.data, s.at..s.at + s.len)))
+    }
+}

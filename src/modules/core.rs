@@ -125,7 +125,7 @@ fn flag(a: &[Arg]) -> Result<u32, String> {
         .ok_or_else(|| format!("flag {n} out of range 0..31"))
 }
 
-fn host_arg(a: &Arg) -> Result<HostArg, String> {
+pub(crate) fn host_arg(a: &Arg) -> Result<HostArg, String> {
     match &a.value {
         Value::Ident(s) if s == "uri:host" => Ok(HostArg::UriHost),
         Value::Ip(ip) => Ok(HostArg::Addrs(vec![*ip])),
@@ -145,7 +145,7 @@ fn host_arg(a: &Arg) -> Result<HostArg, String> {
     }
 }
 
-fn port_arg(a: Option<&Arg>) -> Result<PortArg, String> {
+pub(crate) fn port_arg(a: Option<&Arg>) -> Result<PortArg, String> {
     let Some(a) = a else {
         return Ok(PortArg::Default);
     };
@@ -296,10 +296,12 @@ impl MsgCtx<'_, '_> {
         if !self.msg.is_request() {
             return self.fail(500, "Not a request");
         }
-        // The destination.
+        // The destination: `uri:host`/`uri:port` mean the next hop, which is the Route
+        // `loose_route` chose when there is one, else the Request-URI.
         let uri_text = self.current_uri().to_string();
+        let hop_text = self.next_hop_uri().to_string();
         let uri = match (host, port) {
-            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&uri_text)
+            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&hop_text)
             {
                 Ok(u) => Some(u),
                 Err(_) => return self.fail(400, "Bad Request-URI"),
@@ -400,7 +402,7 @@ impl MsgCtx<'_, '_> {
         }
     }
 
-    fn via_value(&self, sock: usize, branch: &str) -> String {
+    pub(crate) fn via_value(&self, sock: usize, branch: &str) -> String {
         match self.core.via_prefix.get(sock) {
             Some(prefix) => {
                 let mut v = String::with_capacity(prefix.len() + branch.len());
@@ -410,6 +412,28 @@ impl MsgCtx<'_, '_> {
             }
             None => format!("SIP/2.0/UDP {};branch={}", hostport(&self.local), branch),
         }
+    }
+
+    /// Writes one branch of a stateful relay into `buf`: the script's edits, Request-URI
+    /// `uri`, `received`/`rport` on the previous hop's Via, and our Via `via`.
+    pub(crate) fn write_branch(&mut self, via: &str, uri: &str, buf: &mut Vec<u8>) {
+        let top = self.msg.top_via().ok();
+        let mark = self.s.edits.mark();
+        if uri != self.msg.request_uri().unwrap_or("") {
+            self.s.edits.set_request_uri(self.msg, uri.as_bytes());
+        }
+        let (received, rport) = match &top {
+            Some(v) => self.received_for(v),
+            None => (None, None),
+        };
+        let mut rbuf = [0u8; 64];
+        let received = received.map(|ip| fmt_ip(ip, &mut rbuf));
+        if let Some(top) = &top {
+            self.s.edits.set_received_on(top, received, rport);
+        }
+        self.s.edits.push_via(self.msg, via.as_bytes());
+        ser_parser::write(self.msg, &self.s.edits, buf);
+        self.s.edits.rollback(mark);
     }
 
     /// Writes the request with the script's edits plus, for this copy only, the new
@@ -456,16 +480,21 @@ impl MsgCtx<'_, '_> {
 
     /// [`Self::received_params`] for an already parsed top Via.
     pub(crate) fn received_for(&self, via: &ser_parser::Via<'_>) -> (Option<IpAddr>, Option<u16>) {
-        let src = self.src.ip();
-        let rport = via.rport.map(|_| self.src.port());
-        let same = match via.host {
-            Host::V4(ip) => IpAddr::V4(ip) == src,
-            Host::V6(ip) => IpAddr::V6(ip) == src,
-            _ => false,
-        };
-        let received = (!same || rport.is_some()).then_some(src);
-        (received, rport)
+        received_for(via, self.src)
     }
+}
+
+/// RFC 3261 18.2.1 and RFC 3581 for a request from `src` whose top Via is `via`.
+pub fn received_for(via: &ser_parser::Via<'_>, src: SocketAddr) -> (Option<IpAddr>, Option<u16>) {
+    let ip = src.ip();
+    let rport = via.rport.map(|_| src.port());
+    let same = match via.host {
+        Host::V4(v) => IpAddr::V4(v) == ip,
+        Host::V6(v) => IpAddr::V6(v) == ip,
+        _ => false,
+    };
+    let received = (!same || rport.is_some()).then_some(ip);
+    (received, rport)
 }
 
 /// Formats an address into a stack buffer (no allocation).

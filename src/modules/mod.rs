@@ -9,10 +9,13 @@ use ser_script::{Arg, BindCtx, CmpOp, FnEntry, OperandEntry, Registry, Span, Val
 
 use crate::route::{Action, Cond};
 
+pub mod acc;
 pub mod core;
 pub mod maxfwd;
+pub mod rr;
 pub mod sl;
 pub mod textops;
+pub mod tm;
 
 /// A module's parameter: its name and the kind of value it takes.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +28,46 @@ pub struct ParamDef {
 pub enum ParamKind {
     Int,
     Str,
+}
+
+/// The `modparam` values of a loaded script, checked against the modules' parameter tables;
+/// each module reads its own when the server starts (unset ones keep the module's default).
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    values: Vec<(String, String, Value)>,
+}
+
+impl Params {
+    pub fn set(&mut self, module: &str, name: &str, value: Value) {
+        self.values.retain(|(m, n, _)| !(m == module && n == name));
+        self.values
+            .push((module.to_string(), name.to_string(), value));
+    }
+
+    fn get(&self, module: &str, name: &str) -> Option<&Value> {
+        self.values
+            .iter()
+            .find(|(m, n, _)| m == module && n == name)
+            .map(|(_, _, v)| v)
+    }
+
+    /// An integer parameter (`yes`/`no` count as 1/0).
+    pub fn int(&self, module: &str, name: &str) -> Option<i64> {
+        match self.get(module, name)? {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// A string parameter.
+    pub fn str(&self, module: &str, name: &str) -> Option<&str> {
+        match self.get(module, name)? {
+            Value::Str(s) | Value::Ident(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// What modules export into: the script registry and the parameter table.
@@ -54,14 +97,14 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("sl", Some(sl::register), ""),
     ("maxfwd", Some(maxfwd::register), ""),
     ("textops", Some(textops::register), ""),
-    ("tm", None, "stateful transactions"),
-    ("rr", None, "record routing"),
+    ("tm", Some(tm::register), ""),
+    ("rr", Some(rr::register), ""),
     ("usrloc", None, "user location"),
     ("registrar", None, "registrar"),
     ("auth", None, "digest authentication"),
     ("auth_db", None, "digest authentication"),
     ("group", None, "group membership"),
-    ("acc", None, "accounting"),
+    ("acc", Some(acc::register), ""),
     ("exec", None, "external programs"),
     ("mysql", None, "database"),
     ("postgres", None, "database"),
@@ -84,6 +127,10 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("t_on_negative", "tm"),
     ("t_on_failure", "tm"),
     ("t_replicate", "tm"),
+    ("t_on_branch", "tm"),
+    ("t_on_reply", "tm"),
+    ("t_relay_to", "tm"),
+    ("acc_request", "acc"),
     ("record_route", "rr"),
     ("loose_route", "rr"),
     ("addRecordRoute", "rr"),
@@ -117,6 +164,14 @@ fn unknown_hint(name: &str) -> Option<String> {
 pub fn module_name(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.strip_suffix(".so").unwrap_or(base)
+}
+
+/// The module table's own copy of a module name.
+pub fn static_name(name: &str) -> Option<&'static str> {
+    MODULES
+        .iter()
+        .find(|(m, _, _)| *m == name)
+        .map(|(m, _, _)| *m)
 }
 
 /// Looks a module up; `Err` says why it can't be loaded.

@@ -90,9 +90,18 @@ pub fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 #[derive(Debug)]
 pub enum Action {
     // core
-    Forward { host: HostArg, port: PortArg },
-    Send { host: HostArg, port: PortArg },
-    Log { level: i32, msg: String },
+    Forward {
+        host: HostArg,
+        port: PortArg,
+    },
+    Send {
+        host: HostArg,
+        port: PortArg,
+    },
+    Log {
+        level: i32,
+        msg: String,
+    },
     LenGt(Option<usize>),
     SetFlag(u32),
     ResetFlag(u32),
@@ -101,7 +110,10 @@ pub enum Action {
     RevertUri,
     AppendBranch(Option<String>),
     // sl
-    SlSendReply { code: u16, reason: String },
+    SlSendReply {
+        code: u16,
+        reason: String,
+    },
     SlReplyError,
     // maxfwd
     MaxFwd(u32),
@@ -110,6 +122,31 @@ pub enum Action {
     AppendHf(String),
     AppendUriHf(String, String),
     IsPresentHf(String),
+    // rr
+    RecordRoute,
+    LooseRoute,
+    RewriteFromRoute,
+    // tm
+    /// `t_relay()` (host None: the destination set) and `t_relay_to_udp(host, port)`.
+    TRelay {
+        host: Option<HostArg>,
+        port: PortArg,
+    },
+    TNewtran,
+    TReply {
+        code: u16,
+        reason: String,
+    },
+    TOnNegative(u32),
+    TOnFailure(u32),
+    TOnBranch(u32),
+    TOnReply(u32),
+    TReplicate {
+        host: HostArg,
+        port: PortArg,
+    },
+    // acc
+    AccRequest(String),
 }
 
 /// Every comparison a script can make.
@@ -180,10 +217,14 @@ pub struct Scratch {
     pub branches: Vec<String>,
     pub out: Outbox,
     pub tmp: Vec<u8>,
+    /// Where the request goes instead of its Request-URI (set by `loose_route` to the next
+    /// Route); empty when unset.
+    pub dst_uri: String,
 }
 
 impl Scratch {
     pub fn clear(&mut self) {
+        self.dst_uri.clear();
         self.edits.clear();
         self.uri.clear();
         self.branches.clear();
@@ -217,6 +258,10 @@ pub struct MsgCtx<'a, 'm> {
     /// What `mf_process_maxfwd_header` returned the first time: a second call (from another
     /// route block) must neither decrement again nor add a second header.
     pub maxfwd_result: Option<i32>,
+    /// The shard's transaction layer, when the script may use it.
+    pub tm: Option<&'a mut crate::tm::Tm>,
+    /// This run's transaction state (t_newtran/t_relay, armed routes).
+    pub t: crate::tm::TState,
 }
 
 /// Where a message came in.
@@ -251,6 +296,8 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             flags: 0,
             last_error: None,
             maxfwd_result: None,
+            tm: None,
+            t: crate::tm::TState::default(),
         }
     }
 
@@ -260,6 +307,16 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             &self.s.uri
         } else {
             self.msg.request_uri().unwrap_or("")
+        }
+    }
+
+    /// Where the request goes next: the destination URI `loose_route` set, else the
+    /// Request-URI as the script sees it now.
+    pub fn next_hop_uri(&self) -> &str {
+        if self.s.dst_uri.is_empty() {
+            self.current_uri()
+        } else {
+            &self.s.dst_uri
         }
     }
 
@@ -352,6 +409,18 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                     -1
                 }
             }
+            Action::RecordRoute => self.record_route(),
+            Action::LooseRoute => self.loose_route(),
+            Action::RewriteFromRoute => self.rewrite_from_route(),
+            Action::TRelay { .. }
+            | Action::TNewtran
+            | Action::TReply { .. }
+            | Action::TOnNegative(_)
+            | Action::TOnFailure(_)
+            | Action::TOnBranch(_)
+            | Action::TOnReply(_)
+            | Action::TReplicate { .. }
+            | Action::AccRequest(_) => self.tm_call(action),
         }
     }
 

@@ -1,0 +1,657 @@
+//! Module rr: record routing (RFC 3261 16.6 step 4, 16.4, 16.12).
+//!
+//! `record_route` puts our `Record-Route: <sip:ip:port;lr>` above the ones already in the
+//! request, so that the dialog's later requests come through us. `loose_route` routes an
+//! in-dialog request by its Route header fields: it undoes a strict-routing previous hop
+//! (RFC 3261 16.4: the Request-URI is ours, so the real one is the last Route), removes our own
+//! Route entry, and then either sends to a loose next hop (the destination URI, Request-URI
+//! untouched) or does the strict-router translation of 16.6 step 6. `rewriteFromRoute` is SER
+//! 0.8's strict routing: Request-URI ← first Route.
+//!
+//! Nothing here changes the message: Route removals and the Record-Route line are splices in
+//! the shard's `Edits`, a new Request-URI goes to `Scratch::uri` (applied by the writer in
+//! forward/t_relay), the loose next hop to `Scratch::dst_uri`. Deliberately not done: dialog
+//! state, parameters encoded into the Record-Route (ftag, two-sided RR for multi-homed hosts)
+//! and Route handling in replies.
+
+use std::ops::Range;
+
+use ser_parser::{parse_uri, Edits, Header, HeaderName, Message, NameAddr};
+use ser_script::KindSet;
+use smallvec::SmallVec;
+
+use super::core::{f, hostport};
+use super::{Exports, ParamDef, ParamKind};
+use crate::route::{Action, MsgCtx};
+
+pub fn register(ex: &mut Exports) {
+    ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, _| {
+        Ok(Action::RecordRoute)
+    }));
+    ex.alias("addRecordRoute", "record_route");
+    ex.function(f("loose_route", 0, 0, KindSet::REQUEST, |_, _| {
+        Ok(Action::LooseRoute)
+    }));
+    ex.function(f("rewriteFromRoute", 0, 0, KindSet::REQUEST, |_, _| {
+        Ok(Action::RewriteFromRoute)
+    }));
+    ex.param(
+        "rr",
+        ParamDef {
+            name: "enable_full_lr",
+            kind: ParamKind::Int,
+        },
+    );
+}
+
+/// One Route value of the request, with the header line it is on and whether it goes.
+struct RouteVal<'m> {
+    addr: NameAddr<'m>,
+    /// Index into `msg.headers()`.
+    line: usize,
+    removed: bool,
+}
+
+/// Typical in-dialog requests carry a handful of Route values: kept inline.
+type RouteSet<'m> = SmallVec<[RouteVal<'m>; 4]>;
+
+/// Every Route value of `msg` in order, each with its header line; None when one is malformed.
+fn route_set<'m>(msg: &Message<'m>) -> Option<RouteSet<'m>> {
+    let headers = msg.headers();
+    let mut out = RouteSet::new();
+    let mut line = 0;
+    for r in msg.routes() {
+        let addr = r.ok()?;
+        // Values come line by line, in order: the line only moves forward.
+        let within = |h: &Header<'_>| {
+            h.name == HeaderName::Route
+                && h.value_range.start <= addr.range.start
+                && addr.range.end <= h.value_range.end
+        };
+        line += headers.get(line..)?.iter().position(within)?;
+        out.push(RouteVal {
+            addr,
+            line,
+            removed: false,
+        });
+    }
+    Some(out)
+}
+
+/// Records the removal of every value marked `removed`: a line whose values all go is
+/// deleted whole; otherwise each run of removed values goes with the comma that joins it to
+/// a value that stays, so the line remains a well-formed list.
+fn remove_marked(headers: &[Header<'_>], vals: &[RouteVal<'_>], edits: &mut Edits) {
+    for (line, h) in headers.iter().enumerate() {
+        let group: SmallVec<[&RouteVal<'_>; 4]> = vals.iter().filter(|v| v.line == line).collect();
+        if group.is_empty() || !group.iter().any(|v| v.removed) {
+            continue;
+        }
+        if group.iter().all(|v| v.removed) {
+            edits.delete(h.line.clone());
+            continue;
+        }
+        let mut k = 0;
+        while k < group.len() {
+            if !group.get(k).is_some_and(|v| v.removed) {
+                k += 1;
+                continue;
+            }
+            let first = k;
+            while group.get(k).is_some_and(|v| v.removed) {
+                k += 1;
+            }
+            let (Some(a), Some(b)) = (group.get(first), group.get(k - 1)) else {
+                break;
+            };
+            // k: the first value after the run that stays, if any.
+            let range: Option<Range<usize>> = match group.get(k) {
+                Some(next) => Some(a.addr.range.start..next.addr.range.start),
+                None => first
+                    .checked_sub(1)
+                    .and_then(|p| group.get(p))
+                    .map(|prev| prev.addr.range.end..b.addr.range.end),
+            };
+            if let Some(r) = range {
+                edits.delete(r);
+            }
+        }
+    }
+}
+
+impl<'m> MsgCtx<'_, 'm> {
+    /// Our Record-Route line: the address of the socket the request arrived on.
+    fn rr_line(&self) -> String {
+        let sock = self.core.sockets.get(self.socket).unwrap_or(&self.local);
+        let lr = if self.core.params.int("rr", "enable_full_lr").unwrap_or(0) != 0 {
+            ";lr=on"
+        } else {
+            ";lr"
+        };
+        format!("Record-Route: <sip:{}{}>\r\n", hostport(sock), lr)
+    }
+
+    pub(crate) fn record_route(&mut self) -> i32 {
+        let msg = self.msg;
+        if !msg.is_request() {
+            return self.fail(500, "Not a request");
+        }
+        let line = self.rr_line();
+        // Ours first (16.6 step 4), above the Record-Routes of earlier hops; after the last
+        // header when there are none.
+        let at = msg
+            .header(HeaderName::RecordRoute)
+            .map_or(msg.headers_end(), |h| h.line.start);
+        let already = self
+            .s
+            .edits
+            .splices()
+            .any(|(r, bytes)| r.is_empty() && r.start == at && bytes == line.as_bytes());
+        if !already {
+            self.s.edits.insert(at, line.as_bytes());
+        }
+        1
+    }
+
+    /// Has a Route line of this request already been edited (loose_route ran before)?
+    fn routes_edited(&self) -> bool {
+        let routes = || {
+            self.msg
+                .headers()
+                .iter()
+                .filter(|h| h.name == HeaderName::Route)
+        };
+        self.s.edits.splices().any(|(r, _)| {
+            !r.is_empty() && routes().any(|h| r.start < h.line.end && h.line.start < r.end)
+        })
+    }
+
+    fn is_my_uri(&self, uri: &str) -> Option<bool> {
+        let u = parse_uri(uri).ok()?;
+        Some(self.core.is_myself(&u.host, u.host_str, u.port))
+    }
+
+    fn set_uri(&mut self, uri: &str) {
+        self.s.uri.clear();
+        self.s.uri.push_str(uri);
+        self.uri_changed = true;
+    }
+
+    pub(crate) fn loose_route(&mut self) -> i32 {
+        let msg = self.msg;
+        if !msg.is_request() || msg.header(HeaderName::Route).is_none() {
+            return -1;
+        }
+        if self.routes_edited() {
+            // A second call: the route set is already consumed; doing it again would add a
+            // second strict-router Route or remove a value that is not ours.
+            return 1;
+        }
+        let Some(mut rs) = route_set(msg) else {
+            return self.fail(400, "Bad Route");
+        };
+        if rs.is_empty() {
+            return -1;
+        }
+        let mut new_uri: Option<&'m str> = None;
+        // 1. The Request-URI is ours: the previous hop was a strict router, which put the
+        // Record-Route URI we left into it; the real Request-URI is the last Route (16.4).
+        if self.is_my_uri(self.current_uri()) == Some(true) {
+            if let Some(last) = rs.last_mut() {
+                new_uri = Some(last.addr.uri);
+                last.removed = true;
+            }
+        }
+        // 2. Our own entry on top goes.
+        if let Some(top) = rs.iter_mut().find(|v| !v.removed) {
+            match self.is_my_uri(top.addr.uri) {
+                Some(true) => top.removed = true,
+                Some(false) => {}
+                None => return self.fail(400, "Bad Route"),
+            }
+        }
+        // 3. The next hop.
+        let mut append: Option<String> = None;
+        if let Some(top) = rs.iter_mut().find(|v| !v.removed) {
+            let Ok(u) = parse_uri(top.addr.uri) else {
+                return self.fail(400, "Bad Route");
+            };
+            if u.param("lr").is_some() {
+                self.s.dst_uri.clear();
+                self.s.dst_uri.push_str(top.addr.uri);
+            } else {
+                // A strict router (16.6 step 6): the Request-URI joins the end of the route
+                // set, the strict router's URI becomes the Request-URI.
+                append = Some(new_uri.unwrap_or(self.current_uri()).to_string());
+                new_uri = Some(top.addr.uri);
+                top.removed = true;
+            }
+        }
+        remove_marked(msg.headers(), &rs, &mut self.s.edits);
+        if let Some(uri) = append {
+            let at = rs
+                .last()
+                .and_then(|v| msg.headers().get(v.line))
+                .map_or(msg.headers_end(), |h| h.line.end);
+            let line = format!("Route: <{uri}>\r\n");
+            self.s.edits.insert(at, line.as_bytes());
+        }
+        if let Some(uri) = new_uri {
+            self.set_uri(uri);
+        }
+        1
+    }
+
+    pub(crate) fn rewrite_from_route(&mut self) -> i32 {
+        let msg = self.msg;
+        if !msg.is_request() || msg.header(HeaderName::Route).is_none() {
+            return -1;
+        }
+        let Some(mut rs) = route_set(msg) else {
+            return self.fail(400, "Bad Route");
+        };
+        let Some(top) = rs.first_mut() else {
+            return -1;
+        };
+        if parse_uri(top.addr.uri).is_err() {
+            return self.fail(400, "Bad Route");
+        }
+        top.removed = true;
+        let uri = top.addr.uri;
+        remove_marked(msg.headers(), &rs, &mut self.s.edits);
+        self.set_uri(uri);
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use ser_script::Value;
+
+    use crate::config::Config;
+    use crate::core::{Core, Stats};
+    use crate::route::{Arrival, MsgCtx, Scratch};
+
+    const ME: &str = "10.0.0.1:5060";
+
+    fn core() -> Core {
+        let sock: SocketAddr = ME.parse().expect("addr");
+        Core::new(&Config::default(), vec![sock], None)
+    }
+
+    struct Outcome {
+        ret: i32,
+        wire: String,
+        next_hop: String,
+        dst_uri: String,
+    }
+
+    /// Runs `f` over `req` (lines joined by CRLF) and writes the request as forward() would.
+    fn run_with(
+        core: &Core,
+        req: &[String],
+        f: impl FnOnce(&mut MsgCtx<'_, '_>) -> i32,
+    ) -> Outcome {
+        let mut text = req.join("\r\n");
+        text.push_str("\r\n\r\n");
+        let msg = ser_parser::parse(text.as_bytes()).expect("test request parses");
+        let stats = Stats::default();
+        let mut scratch = Scratch::default();
+        let at = Arrival {
+            src: "192.0.2.9:5060".parse().expect("addr"),
+            local: ME.parse().expect("addr"),
+            socket: 0,
+            shard: 0,
+        };
+        let mut ctx = MsgCtx::new(core, &stats, &msg, at, &mut scratch);
+        let ret = f(&mut ctx);
+        let next_hop = ctx.next_hop_uri().to_string();
+        if ctx.uri_changed {
+            let uri = ctx.s.uri.clone();
+            ctx.s.edits.set_request_uri(&msg, uri.as_bytes());
+        }
+        let dst_uri = ctx.s.dst_uri.clone();
+        let mut buf = Vec::new();
+        ser_parser::write(&msg, &scratch.edits, &mut buf);
+        let wire = String::from_utf8(buf).expect("utf-8");
+        // What we write must still be a valid request.
+        assert!(ser_parser::parse(wire.as_bytes()).is_ok(), "{wire}");
+        Outcome {
+            ret,
+            wire,
+            next_hop,
+            dst_uri,
+        }
+    }
+
+    fn run(req: &[String], f: impl FnOnce(&mut MsgCtx<'_, '_>) -> i32) -> Outcome {
+        run_with(&core(), req, f)
+    }
+
+    const HEAD: [&str; 5] = [
+        "Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK776asdhds",
+        "Max-Forwards: 70",
+        "To: <sip:bob@example.com>;tag=t2",
+        "From: <sip:alice@example.org>;tag=1928301774",
+        "Call-ID: a84b4c76e66710",
+    ];
+
+    fn req(start: &str, extra: &[&str]) -> Vec<String> {
+        let method = start.split(' ').next().unwrap_or("");
+        let mut v = vec![start.to_string()];
+        v.extend(HEAD.iter().map(|h| h.to_string()));
+        v.push(format!("CSeq: 314159 {method}"));
+        v.extend(extra.iter().map(|h| h.to_string()));
+        v.push("Content-Length: 0".to_string());
+        v
+    }
+
+    fn lines(wire: &str, name: &str) -> Vec<String> {
+        wire.split("\r\n")
+            .filter(|l| {
+                l.split(':')
+                    .next()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case(name))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn request_line(wire: &str) -> &str {
+        wire.split("\r\n").next().unwrap_or("")
+    }
+
+    const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0";
+
+    #[test]
+    fn record_route_without_existing() {
+        let o = run(&req(INVITE, &[]), |c| c.record_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(
+            lines(&o.wire, "Record-Route"),
+            ["Record-Route: <sip:10.0.0.1:5060;lr>"]
+        );
+        // Appended after the last header.
+        assert!(o
+            .wire
+            .ends_with("Content-Length: 0\r\nRecord-Route: <sip:10.0.0.1:5060;lr>\r\n\r\n"));
+    }
+
+    #[test]
+    fn record_route_above_existing() {
+        let r = req(
+            INVITE,
+            &[
+                "Record-Route: <sip:p1.example.net;lr>",
+                "Record-Route: <sip:p2.example.net;lr>",
+            ],
+        );
+        let o = run(&r, |c| c.record_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(
+            lines(&o.wire, "Record-Route"),
+            [
+                "Record-Route: <sip:10.0.0.1:5060;lr>",
+                "Record-Route: <sip:p1.example.net;lr>",
+                "Record-Route: <sip:p2.example.net;lr>",
+            ]
+        );
+    }
+
+    #[test]
+    fn record_route_full_lr() {
+        let mut core = core();
+        core.params.set("rr", "enable_full_lr", Value::Int(1));
+        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route());
+        assert_eq!(
+            lines(&o.wire, "Record-Route"),
+            ["Record-Route: <sip:10.0.0.1:5060;lr=on>"]
+        );
+    }
+
+    #[test]
+    fn record_route_ipv6_socket() {
+        let sock: SocketAddr = "[2001:db8::1]:5070".parse().expect("addr");
+        let core = Core::new(&Config::default(), vec![sock], None);
+        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route());
+        assert_eq!(
+            lines(&o.wire, "Record-Route"),
+            ["Record-Route: <sip:[2001:db8::1]:5070;lr>"]
+        );
+    }
+
+    #[test]
+    fn record_route_twice_adds_one() {
+        for extra in [&[][..], &["Record-Route: <sip:p1.example.net;lr>"][..]] {
+            let o = run(&req(INVITE, extra), |c| {
+                assert_eq!(c.record_route(), 1);
+                c.record_route()
+            });
+            assert_eq!(o.ret, 1);
+            let rr = lines(&o.wire, "Record-Route");
+            assert_eq!(rr.len(), extra.len() + 1, "{}", o.wire);
+            assert_eq!(rr[0], "Record-Route: <sip:10.0.0.1:5060;lr>");
+        }
+    }
+
+    const BYE: &str = "BYE sip:bob@192.0.2.4 SIP/2.0";
+
+    #[test]
+    fn loose_route_without_route() {
+        let o = run(&req(BYE, &[]), |c| c.loose_route());
+        assert_eq!(o.ret, -1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(o.next_hop, "sip:bob@192.0.2.4");
+        assert!(o.dst_uri.is_empty());
+    }
+
+    #[test]
+    fn loose_route_ours_then_loose_next_hop() {
+        let r = req(
+            BYE,
+            &[
+                "Route: <sip:10.0.0.1;lr>",
+                "Route: \"p2\" <sip:p2.example.net;lr=on>",
+            ],
+        );
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(o.dst_uri, "sip:p2.example.net;lr=on");
+        assert_eq!(o.next_hop, "sip:p2.example.net;lr=on");
+        assert_eq!(
+            lines(&o.wire, "Route"),
+            ["Route: \"p2\" <sip:p2.example.net;lr=on>"]
+        );
+    }
+
+    #[test]
+    fn loose_route_only_ours() {
+        let r = req(BYE, &["Route: <sip:10.0.0.1:5060;lr>"]);
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert!(lines(&o.wire, "Route").is_empty(), "{}", o.wire);
+        assert!(o.dst_uri.is_empty());
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(o.next_hop, "sip:bob@192.0.2.4");
+    }
+
+    #[test]
+    fn loose_route_not_ours_loose() {
+        // The top Route is not ours (we were not record-routed): just send there.
+        let r = req(BYE, &["Route: <sip:p2.example.net;lr>"]);
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(o.dst_uri, "sip:p2.example.net;lr");
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p2.example.net;lr>"]);
+    }
+
+    #[test]
+    fn loose_route_after_strict_previous_hop() {
+        // A strict router put our Record-Route URI into the Request-URI and the real
+        // Request-URI at the end of the route set (RFC 3261 16.4).
+        let r = req(
+            "BYE sip:10.0.0.1;lr SIP/2.0",
+            &[
+                "Route: <sip:p3.example.net;lr>",
+                "Route: <sip:bob@192.0.2.4>",
+            ],
+        );
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p3.example.net;lr>"]);
+        assert_eq!(o.dst_uri, "sip:p3.example.net;lr");
+    }
+
+    #[test]
+    fn loose_route_after_strict_previous_hop_last_route() {
+        let r = req("BYE sip:10.0.0.1 SIP/2.0", &["Route: <sip:bob@192.0.2.4>"]);
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert!(lines(&o.wire, "Route").is_empty());
+        assert!(o.dst_uri.is_empty());
+        assert_eq!(o.next_hop, "sip:bob@192.0.2.4");
+    }
+
+    #[test]
+    fn loose_route_strict_next_hop() {
+        // RFC 3261 16.6 step 6: the strict router's URI becomes the Request-URI and the
+        // Request-URI goes to the end of the route set.
+        let r = req(
+            BYE,
+            &[
+                "Route: <sip:10.0.0.1;lr>",
+                "Route: <sip:strict.example.net>",
+                "Route: <sip:p4.example.net;lr>",
+            ],
+        );
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), "BYE sip:strict.example.net SIP/2.0");
+        assert_eq!(
+            lines(&o.wire, "Route"),
+            [
+                "Route: <sip:p4.example.net;lr>",
+                "Route: <sip:bob@192.0.2.4>"
+            ]
+        );
+        assert!(o.dst_uri.is_empty());
+        assert_eq!(o.next_hop, "sip:strict.example.net");
+    }
+
+    #[test]
+    fn loose_route_two_values_on_one_line() {
+        let r = req(
+            BYE,
+            &["Route: <sip:10.0.0.1;lr>, <sip:p2.example.net;lr>,<sip:p3.example.net;lr>"],
+        );
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(
+            lines(&o.wire, "Route"),
+            ["Route: <sip:p2.example.net;lr>,<sip:p3.example.net;lr>"]
+        );
+        assert_eq!(o.dst_uri, "sip:p2.example.net;lr");
+    }
+
+    #[test]
+    fn loose_route_strict_previous_hop_values_on_one_line() {
+        // Last value removed from a line that keeps others; then our own top value too.
+        let r = req(
+            "BYE sip:10.0.0.1 SIP/2.0",
+            &["Route: <sip:10.0.0.1;lr>, <sip:p2.example.net;lr>, <sip:bob@192.0.2.4>"],
+        );
+        let o = run(&r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p2.example.net;lr>"]);
+        assert_eq!(o.dst_uri, "sip:p2.example.net;lr");
+    }
+
+    #[test]
+    fn loose_route_twice_is_stable() {
+        let r = req(
+            BYE,
+            &[
+                "Route: <sip:10.0.0.1;lr>",
+                "Route: <sip:strict.example.net>",
+            ],
+        );
+        let once = run(&r, |c| c.loose_route());
+        let twice = run(&r, |c| {
+            assert_eq!(c.loose_route(), 1);
+            c.loose_route()
+        });
+        assert_eq!(twice.ret, 1);
+        assert_eq!(once.wire, twice.wire);
+        assert_eq!(lines(&once.wire, "Route"), ["Route: <sip:bob@192.0.2.4>"]);
+    }
+
+    #[test]
+    fn loose_route_by_name() {
+        // Our entry as an alias name, written in another case and with a display name.
+        let mut cfg = Config::default();
+        cfg.aliases.push(("proxy.example.com".into(), None));
+        let core = Core::new(&cfg, vec![ME.parse().expect("addr")], None);
+        let r = req(
+            BYE,
+            &["Route: \"me\" <sip:Proxy.Example.COM;lr=on>, <sip:p2.example.net;lr>"],
+        );
+        let o = run_with(&core, &r, |c| c.loose_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p2.example.net;lr>"]);
+    }
+
+    #[test]
+    fn rewrite_from_route_strict() {
+        let r = req(
+            "BYE sip:10.0.0.1 SIP/2.0",
+            &["Route: <sip:bob@192.0.2.4>, <sip:p9.example.net>"],
+        );
+        let o = run(&r, |c| c.rewrite_from_route());
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), BYE);
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p9.example.net>"]);
+        let o = run(&req(BYE, &[]), |c| c.rewrite_from_route());
+        assert_eq!(o.ret, -1);
+        assert_eq!(request_line(&o.wire), BYE);
+    }
+
+    #[test]
+    fn malformed_route_is_bad_request() {
+        let core = core();
+        let mut ran = 0;
+        for route in [
+            "Route: <sip:p1.example.net;lr",
+            "Route: <sip:a;lr>,",
+            "Route:",
+        ] {
+            let mut text = req(BYE, &[route]).join("\r\n");
+            text.push_str("\r\n\r\n");
+            // The strict parser may already refuse it; the lenient one lets it through.
+            let Some(msg) = ser_parser::parse_lenient(text.as_bytes()) else {
+                continue;
+            };
+            let stats = Stats::default();
+            let mut scratch = Scratch::default();
+            let at = Arrival {
+                src: "192.0.2.9:5060".parse().expect("addr"),
+                local: ME.parse().expect("addr"),
+                socket: 0,
+                shard: 0,
+            };
+            let mut ctx = MsgCtx::new(&core, &stats, &msg, at, &mut scratch);
+            assert_eq!(ctx.loose_route(), -1, "{route}");
+            assert_eq!(ctx.last_error.map(|e| e.code), Some(400));
+            assert_eq!(ctx.rewrite_from_route(), -1, "{route}");
+            assert!(ctx.s.edits.is_empty());
+            assert!(ctx.s.dst_uri.is_empty() && !ctx.uri_changed);
+            ran += 1;
+        }
+        assert_eq!(ran, 3);
+    }
+}

@@ -1,0 +1,486 @@
+//! Module tm's script face: `t_relay`, `t_relay_to_udp`, `t_newtran`, `t_reply`,
+//! `t_on_negative`, `t_on_failure`, `t_on_branch`, `t_on_reply`, `t_replicate`, and the
+//! module's timer parameters. The transaction user itself (cells, forking, best response,
+//! CANCEL, failure routes) is `crate::tm`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use ser_parser::{Host, Method};
+use ser_script::{Arg, BindCtx, KindSet, RouteKind};
+
+use super::core::{f, host_arg, port_arg};
+use super::{arg_int, arg_str, Exports, ParamDef, ParamKind};
+use crate::route::{Action, Arrival, HostArg, MsgCtx, PortArg};
+use crate::tm::{BranchDst, CellId, CreateError, RouteKindDefault};
+
+/// Where a new transaction may be created or replied to: the request route, and the failure
+/// route (which continues the same transaction). A reply route (SER 0.8's negative-reply
+/// route) only adds branches; `t_on_negative` there chains the next one.
+pub fn register(ex: &mut Exports) {
+    let relay_kinds = KindSet::REQUEST | KindSet::FAILURE;
+    ex.function(f("t_relay", 0, 0, relay_kinds, |_, _| {
+        Ok(Action::TRelay {
+            host: None,
+            port: PortArg::Default,
+        })
+    }));
+    ex.function(f("t_relay_to_udp", 2, 2, relay_kinds, bind_relay_to));
+    ex.alias("t_relay_to", "t_relay_to_udp");
+    ex.function(f("t_newtran", 0, 0, KindSet::REQUEST, |_, _| {
+        Ok(Action::TNewtran)
+    }));
+    ex.function(f("t_reply", 2, 2, relay_kinds, bind_reply));
+    ex.function(f(
+        "t_on_negative",
+        1,
+        1,
+        KindSet::REQUEST | KindSet::REPLY | KindSet::FAILURE | KindSet::BRANCH,
+        |a, c| Ok(Action::TOnNegative(route_no(a, c, RouteKind::Reply)?)),
+    ));
+    ex.function(f(
+        "t_on_failure",
+        1,
+        1,
+        KindSet::REQUEST | KindSet::FAILURE | KindSet::REPLY | KindSet::BRANCH,
+        |a, c| Ok(Action::TOnFailure(route_no(a, c, RouteKind::Failure)?)),
+    ));
+    ex.function(f(
+        "t_on_branch",
+        1,
+        1,
+        KindSet::REQUEST | KindSet::FAILURE,
+        |a, c| Ok(Action::TOnBranch(route_no(a, c, RouteKind::Branch)?)),
+    ));
+    ex.function(f(
+        "t_on_reply",
+        1,
+        1,
+        KindSet::REQUEST | KindSet::FAILURE | KindSet::BRANCH,
+        |a, c| Ok(Action::TOnReply(route_no(a, c, RouteKind::OnReply)?)),
+    ));
+    ex.function(f("t_replicate", 2, 2, KindSet::REQUEST, |a, _| {
+        let host = host_arg(a.first().ok_or("missing host")?)?;
+        let port = port_arg(a.get(1))?;
+        Ok(Action::TReplicate { host, port })
+    }));
+    for name in [
+        "fr_timer",
+        "fr_inv_timer",
+        "wt_timer",
+        "retr_timer1",
+        "retr_timer2",
+        "max_transactions",
+        "retry_after",
+    ] {
+        ex.param(
+            "tm",
+            ParamDef {
+                name,
+                kind: ParamKind::Int,
+            },
+        );
+    }
+}
+
+fn bind_relay_to(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let host = host_arg(a.first().ok_or("missing host")?)?;
+    let port = port_arg(a.get(1))?;
+    Ok(Action::TRelay {
+        host: Some(host),
+        port,
+    })
+}
+
+fn bind_reply(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let code = a.first().map(arg_int).transpose()?.unwrap_or(0);
+    let code = u16::try_from(code)
+        .ok()
+        .filter(|c| (100..=699).contains(c))
+        .ok_or_else(|| format!("reply code {code} is not in 100..699"))?;
+    let reason = a.get(1).map(arg_str).transpose()?.unwrap_or_default();
+    if reason.contains(['\r', '\n']) {
+        return Err("reason phrase must be one line".into());
+    }
+    Ok(Action::TReply { code, reason })
+}
+
+/// A route number argument that must name a block of `kind` the script defines.
+fn route_no(a: &[Arg], c: &BindCtx<'_>, kind: RouteKind) -> Result<u32, String> {
+    let n = a.first().map(arg_int).transpose()?.unwrap_or(-1);
+    let n = u32::try_from(n).map_err(|_| format!("bad route number {n}"))?;
+    if !c.has_route(kind, n) {
+        return Err(c.fail_at(0, format!("{}[{n}] is not defined in this script", kind)));
+    }
+    Ok(n)
+}
+
+impl MsgCtx<'_, '_> {
+    fn tm_now(&self) -> Instant {
+        // The shard sets it for every message; a context built outside one (tests) falls
+        // back to the clock.
+        self.t.now.unwrap_or_else(Instant::now)
+    }
+
+    fn arrival(&self) -> Arrival {
+        Arrival {
+            src: self.src,
+            local: self.local,
+            socket: self.socket,
+            shard: self.shard,
+        }
+    }
+
+    pub(crate) fn tm_call(&mut self, action: &Action) -> i32 {
+        match action {
+            Action::TOnNegative(n) => {
+                self.t.routes.on_negative = Some(*n);
+                1
+            }
+            Action::TOnFailure(n) => {
+                self.t.routes.on_failure = Some(*n);
+                1
+            }
+            Action::TOnBranch(n) => {
+                self.t.routes.on_branch = Some(*n);
+                1
+            }
+            Action::TOnReply(n) => {
+                self.t.routes.on_reply = Some(*n);
+                1
+            }
+            Action::TNewtran => self.t_newtran(),
+            Action::TReply { code, reason } => self.t_reply(*code, reason),
+            Action::TRelay { host, port } => self.t_relay(host.as_ref(), *port, false),
+            Action::TReplicate { host, port } => self.t_relay(Some(host), *port, true),
+            Action::AccRequest(status) => {
+                let Some(tm) = self.tm.as_deref() else {
+                    return -1;
+                };
+                let uri = self.current_uri().to_string();
+                crate::tm::acc_request(&tm.cfg.acc, self.msg, &uri, status);
+                1
+            }
+            _ => -1,
+        }
+    }
+
+    fn t_newtran(&mut self) -> i32 {
+        if !self.msg.is_request() || matches!(self.msg.method(), Some(Method::Ack)) {
+            return -1;
+        }
+        if self.t.cell.is_some() {
+            crate::error!("t_newtran: transaction already in process");
+            return -1;
+        }
+        match self.new_cell() {
+            Ok(()) => 1,
+            Err(r) => r,
+        }
+    }
+
+    /// Creates this request's transaction; `Err` is what the action returns (0 after a 503:
+    /// the script ends there).
+    fn new_cell(&mut self) -> Result<(), i32> {
+        let now = self.tm_now();
+        let at = self.arrival();
+        let flags = self.flags;
+        let Some(tm) = self.tm.as_deref_mut() else {
+            return Err(self.fail(500, "No Transaction Layer"));
+        };
+        match tm.create(now, self.msg, at, flags) {
+            Ok(id) => {
+                self.t.cell = Some(id);
+                Ok(())
+            }
+            Err(CreateError::Full) => {
+                crate::notice!("transaction table full; 503 to {}", self.src);
+                tm.reply_unavailable(self.msg, &at, &mut self.s.out);
+                Err(0)
+            }
+            Err(CreateError::Exists) => {
+                crate::error!("t_newtran: transaction already in process");
+                Err(-1)
+            }
+            Err(CreateError::Bad) => Err(self.fail(400, "Bad Request")),
+        }
+    }
+
+    fn t_reply(&mut self, code: u16, reason: &str) -> i32 {
+        let now = self.tm_now();
+        let Some(id) = self.t.cell else {
+            crate::error!("t_reply: no transaction for this request (call t_newtran first)");
+            return self.fail(500, "No Transaction");
+        };
+        let Some(tm) = self.tm.as_deref_mut() else {
+            return -1;
+        };
+        if tm.t_reply(now, id, code, reason, &mut self.s.out) {
+            1
+        } else {
+            -1
+        }
+    }
+
+    /// SER 0.8: the branches a negative reply route appended are relayed when it ends.
+    pub(crate) fn t_relay_in_failure(&mut self) -> i32 {
+        self.t_relay(None, PortArg::Default, false)
+    }
+
+    fn t_relay(&mut self, host: Option<&HostArg>, port: PortArg, replicate: bool) -> i32 {
+        if !self.msg.is_request() {
+            return self.fail(500, "Not a request");
+        }
+        let now = self.tm_now();
+        let kind = self.t.kind.0;
+        let in_failure = matches!(kind, RouteKind::Failure | RouteKind::Reply);
+        match self.msg.method() {
+            Some(Method::Ack) if !in_failure => {
+                // The ACK of a 2xx is its own transaction-less request (RFC 3261 13.2.2.4):
+                // forwarded statelessly, along the route.
+                return self.forward(
+                    host.unwrap_or(&HostArg::UriHost),
+                    port_for(host, port),
+                    true,
+                );
+            }
+            Some(Method::Cancel) if !in_failure && !replicate => {
+                let invite = self
+                    .tm
+                    .as_deref()
+                    .and_then(|tm| tm.find_invite_for_cancel(self.msg));
+                let Some(invite) = invite else {
+                    // No such INVITE here: statelessly on (RFC 3261 16.10).
+                    return self.forward(
+                        host.unwrap_or(&HostArg::UriHost),
+                        port_for(host, port),
+                        true,
+                    );
+                };
+                if self.t.cell.is_none() {
+                    if let Err(r) = self.new_cell() {
+                        return r;
+                    }
+                }
+                let Some(id) = self.t.cell else {
+                    return -1;
+                };
+                let Some(tm) = self.tm.as_deref_mut() else {
+                    return -1;
+                };
+                tm.begin_relay(
+                    now,
+                    id,
+                    self.t.routes,
+                    self.flags,
+                    "",
+                    true,
+                    &mut self.s.out,
+                );
+                tm.t_reply(now, id, 200, "Canceling", &mut self.s.out);
+                tm.cancel_invite(now, invite, &mut self.s.out);
+                return 1;
+            }
+            _ => {}
+        }
+        let created_here = if in_failure {
+            false
+        } else {
+            match self.t.cell {
+                Some(id) => {
+                    if self.tm.as_deref().is_some_and(|tm| tm.is_relayed(id)) {
+                        crate::error!("t_relay: transaction already in process");
+                        return -1;
+                    }
+                    false
+                }
+                None => {
+                    if let Err(r) = self.new_cell() {
+                        return r;
+                    }
+                    true
+                }
+            }
+        };
+        let Some(id) = self.t.cell else {
+            return self.fail(500, "No Transaction");
+        };
+        // The destination set: for t_relay the Request-URI (in a failure route only when
+        // the route changed it) and every appended branch; t_relay_to one address.
+        let mut uris: smallvec::SmallVec<[String; 4]> = smallvec::SmallVec::new();
+        if host.is_some() || !in_failure || self.uri_changed {
+            uris.push(self.current_uri().to_string());
+        }
+        if host.is_none() {
+            uris.extend(self.s.branches.drain(..));
+        }
+        let out_uri = self.current_uri().to_string();
+        let routes = self.t.routes;
+        let flags = self.flags;
+        let Some(tm) = self.tm.as_deref_mut() else {
+            return -1;
+        };
+        tm.begin_relay(now, id, routes, flags, &out_uri, replicate, &mut self.s.out);
+        let script = tm.script();
+        let mut sent = 0;
+        let mut branch_id = String::new();
+        for (i, uri) in uris.iter().enumerate() {
+            // branch_route[n]: this branch's URI as the Request-URI; it may rewrite it, add
+            // headers, or drop the branch.
+            let saved = (self.uri_changed, std::mem::take(&mut self.s.uri));
+            let mark = self.s.edits.mark();
+            self.s.uri.push_str(uri);
+            self.uri_changed = true;
+            let mut keep = true;
+            if let Some(n) = routes.on_branch {
+                self.t.kind = RouteKindDefault(RouteKind::Branch);
+                let outcome = script.run(RouteKind::Branch, n, self);
+                self.t.kind = RouteKindDefault(kind);
+                keep = !matches!(outcome, ser_script::RunOutcome::Dropped);
+            }
+            let branch_uri = self.current_uri().to_string();
+            // The first branch honours the Route loose_route chose.
+            let hop = if i == 0 && !self.s.dst_uri.is_empty() {
+                self.s.dst_uri.clone()
+            } else {
+                branch_uri.clone()
+            };
+            if keep {
+                if self.send_branch(now, id, host, port, &branch_uri, &hop, &mut branch_id) {
+                    sent += 1;
+                }
+            } else {
+                crate::debug!("branch {} dropped by branch_route", branch_uri);
+            }
+            self.s.edits.rollback(mark);
+            self.uri_changed = saved.0;
+            self.s.uri = saved.1;
+        }
+        if sent == 0 {
+            if created_here {
+                if let Some(tm) = self.tm.as_deref_mut() {
+                    tm.abandon(id);
+                }
+                self.t.cell = None;
+            }
+            if self.last_error.is_none() {
+                return self.fail(500, "No Destination");
+            }
+            return -1;
+        }
+        1
+    }
+
+    /// Writes and starts one branch; false (with `last_error`) if it cannot go out.
+    #[allow(clippy::too_many_arguments)]
+    fn send_branch(
+        &mut self,
+        now: Instant,
+        id: CellId,
+        host: Option<&HostArg>,
+        port: PortArg,
+        uri: &str,
+        hop: &str,
+        branch_id: &mut String,
+    ) -> bool {
+        let dst = match host {
+            Some(HostArg::Addrs(list)) => {
+                let Some(ip) = list.first() else {
+                    self.fail(500, "No address");
+                    return false;
+                };
+                let p = match port {
+                    PortArg::Port(p) => p,
+                    _ => 5060,
+                };
+                Target::Addr(SocketAddr::new(*ip, p))
+            }
+            Some(HostArg::Name(n)) => Target::Name(
+                n.clone(),
+                Some(match port {
+                    PortArg::Port(p) => p,
+                    _ => 5060,
+                }),
+                false,
+            ),
+            Some(HostArg::UriHost) | None => {
+                let Ok(u) = ser_parser::parse_uri(hop) else {
+                    self.fail(400, "Bad Request-URI");
+                    return false;
+                };
+                if u.scheme == ser_parser::Scheme::Sips {
+                    self.fail(416, "Unsupported URI Scheme (sips needs TLS)");
+                    return false;
+                }
+                let p = match port {
+                    PortArg::Port(p) => Some(p),
+                    _ => u.port,
+                };
+                match u.host {
+                    Host::V4(ip) => {
+                        Target::Addr(SocketAddr::new(IpAddr::V4(ip), p.unwrap_or(5060)))
+                    }
+                    Host::V6(ip) => {
+                        Target::Addr(SocketAddr::new(IpAddr::V6(ip), p.unwrap_or(5060)))
+                    }
+                    Host::Name(n) => Target::Name(n.to_string(), p, false),
+                    Host::None => {
+                        self.fail(416, "Unsupported URI Scheme");
+                        return false;
+                    }
+                }
+            }
+        };
+        let Some(tm) = self.tm.as_deref() else {
+            return false;
+        };
+        let index = tm.branch_count(id);
+        if !tm.branch_id(id, index, branch_id) {
+            return false;
+        }
+        let (sock, bdst) = match dst {
+            Target::Addr(a) => {
+                let Some(sock) = self.core.socket_for(&a, self.socket) else {
+                    crate::warn!("no socket to send to {a}");
+                    self.fail(500, "No socket for destination");
+                    return false;
+                };
+                (sock, BranchDst::Addr(sock, a))
+            }
+            Target::Name(h, p, secure) => (
+                self.socket,
+                BranchDst::Name {
+                    sock: self.socket,
+                    host: h,
+                    port: p,
+                    secure,
+                },
+            ),
+        };
+        let via = self.via_value(sock, branch_id);
+        let mut buf = Vec::with_capacity(self.msg.buf().len() + 160);
+        self.write_branch(&via, uri, &mut buf);
+        let Some(tm) = self.tm.as_deref_mut() else {
+            return false;
+        };
+        if tm.add_branch(now, id, uri, bdst, buf, &mut self.s.out) {
+            true
+        } else {
+            self.fail(500, "Cannot Start Branch");
+            false
+        }
+    }
+}
+
+enum Target {
+    Addr(SocketAddr),
+    Name(String, Option<u16>, bool),
+}
+
+/// The port for a stateless forward of what t_relay got: its own when given a host.
+fn port_for(host: Option<&HostArg>, port: PortArg) -> PortArg {
+    match (host, port) {
+        (None, _) => PortArg::UriPort,
+        (Some(_), p) => p,
+    }
+}
