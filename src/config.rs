@@ -52,6 +52,11 @@ pub struct Config {
     pub max_len: usize,
     /// `io_backend = "auto" | "io_uring" | "portable"`.
     pub io_backend: String,
+    /// `dns_server = "127.0.0.1:5353"` (repeatable): the name servers of RFC 3263 next-hop
+    /// resolution; none = /etc/resolv.conf's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// `dns_timeout = ms`: how long one DNS query waits for its answer.
+    pub dns_timeout_ms: u64,
     pub pid_file: Option<String>,
     pub working_dir: Option<String>,
     pub chroot: Option<String>,
@@ -83,6 +88,8 @@ impl Default for Config {
             mem_log: 0,
             max_len: 3040,
             io_backend: String::from("auto"),
+            dns_servers: Vec::new(),
+            dns_timeout_ms: 2000,
             pid_file: None,
             working_dir: None,
             chroot: None,
@@ -264,6 +271,18 @@ impl Config {
                         return Err(bad("\"auto\", \"io_uring\" or \"portable\""));
                     }
                     self.io_backend = b;
+                }
+                "dns_server" => {
+                    let t = as_text(value);
+                    let addr = t
+                        .parse::<SocketAddr>()
+                        .or_else(|_| t.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                        .map_err(|_| bad("an address, \"ip\" or \"ip:port\""))?;
+                    self.dns_servers.push(addr);
+                }
+                "dns_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("milliseconds"))?;
+                    self.dns_timeout_ms = n.clamp(10, 60_000) as u64;
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

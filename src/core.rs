@@ -31,6 +31,8 @@ pub struct Core {
     pub pid: u32,
     /// The script's module parameters (see [`crate::modules::Params`]).
     pub params: crate::modules::Params,
+    /// RFC 3263 next-hop resolution (blocking: used from the blocking pool only).
+    pub resolver: std::sync::Arc<crate::dns::Resolver>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -89,6 +91,10 @@ impl Core {
             tag_prefix: format!("{:08x}", hash64(&[&pid.to_be_bytes(), b"ser-tag"]) as u32),
             pid,
             params: crate::modules::Params::default(),
+            resolver: std::sync::Arc::new(crate::dns::Resolver::new(
+                (!cfg.dns_servers.is_empty()).then(|| cfg.dns_servers.clone()),
+                std::time::Duration::from_millis(cfg.dns_timeout_ms),
+            )),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod log;
 
 pub mod config;
 pub mod core;
+pub mod dns;
 pub mod loader;
 pub mod modules;
 pub mod route;

@@ -220,7 +220,10 @@ fn run() -> Result<i32> {
         reuse_port: true,
         backend,
         pin: true,
-        recv_buffer: cfg.maxbuffer,
+        // Bursts (a trunk after an outage, a registration storm) must not overflow the
+        // kernel default of ~200 KB: 4 MiB unless maxbuffer says otherwise (the kernel caps it
+        // at net.core.rmem_max).
+        recv_buffer: Some(cfg.maxbuffer.unwrap_or(4 << 20)),
         max_datagram: 65535,
         blocking_threads: 4,
         name: "ser".to_string(),

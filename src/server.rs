@@ -107,20 +107,11 @@ impl Server {
                 branch,
                 host,
                 port,
-                ..
+                secure,
             } = job;
+            let resolver = Arc::clone(&self.core.resolver);
             ctx.spawn_blocking(move || {
-                let result = (host.as_str(), port.unwrap_or(5060))
-                    .to_socket_addrs()
-                    .map(|it| it.collect::<Vec<_>>())
-                    .map_err(|e| format!("{host}: {e}"))
-                    .and_then(|v| {
-                        if v.is_empty() {
-                            Err(format!("{host}: no address"))
-                        } else {
-                            Ok(v)
-                        }
-                    });
+                let result = resolve_next_hop(&resolver, &host, port, secure);
                 Event::TmResolved {
                     cell,
                     branch,
@@ -284,6 +275,40 @@ impl Server {
         }
         out.buf.clear();
         out.sends.clear();
+    }
+}
+
+/// RFC 3263 for a branch's next hop (NAPTR, SRV, A/AAAA, in failover order); a name DNS does
+/// not know is tried in the hosts file (getaddrinfo), as operators expect of `localhost`.
+fn resolve_next_hop(
+    resolver: &crate::dns::Resolver,
+    host: &str,
+    port: Option<u16>,
+    secure: bool,
+) -> Result<Vec<SocketAddr>, String> {
+    match resolver.resolve(host, port, secure) {
+        Ok(targets) if !targets.is_empty() => {
+            for t in &targets {
+                crate::debug!("{host}: target {t}");
+            }
+            Ok(targets.into_iter().map(|t| t.addr).collect())
+        }
+        Ok(_) => Err(format!("{host}: no address")),
+        Err(e @ crate::dns::DnsError::Timeout(_)) => Err(e.to_string()),
+        Err(e) => {
+            let p = port.unwrap_or(if secure { 5061 } else { 5060 });
+            match (host, p).to_socket_addrs() {
+                Ok(it) => {
+                    let v: Vec<SocketAddr> = it.collect();
+                    if v.is_empty() {
+                        Err(e.to_string())
+                    } else {
+                        Ok(v)
+                    }
+                }
+                Err(_) => Err(e.to_string()),
+            }
+        }
     }
 }
 

@@ -55,10 +55,22 @@ impl Ser {
     /// Starts ser with `script` on 127.0.0.1:port (`-l 127.0.0.1 -p port` unless the script
     /// has its own listen/port), `shards` shards, and waits until it answers.
     pub fn start(tag: &str, script: &str, port: u16, shards: usize, backend: &str) -> Ser {
+        Self::start_with(tag, script, port, shards, backend, &[])
+    }
+
+    /// [`Self::start`] with more command-line arguments.
+    pub fn start_with(
+        tag: &str,
+        script: &str,
+        port: u16,
+        shards: usize,
+        backend: &str,
+        extra: &[&str],
+    ) -> Ser {
         let dir = temp_dir(tag);
         let cfg = dir.join(format!("{tag}.cfg"));
         std::fs::write(&cfg, script).expect("write cfg");
-        Self::start_file(tag, &cfg, port, shards, backend)
+        Self::start_file_with(tag, &cfg, port, shards, backend, extra)
     }
 
     pub fn start_file(
@@ -68,6 +80,18 @@ impl Ser {
         shards: usize,
         backend: &str,
     ) -> Ser {
+        Self::start_file_with(tag, cfg, port, shards, backend, &[])
+    }
+
+    /// [`Self::start_file`] with more command-line arguments (e.g. `-ddd`).
+    pub fn start_file_with(
+        tag: &str,
+        cfg: &std::path::Path,
+        port: u16,
+        shards: usize,
+        backend: &str,
+        extra: &[&str],
+    ) -> Ser {
         let dir = temp_dir(tag);
         let log = dir.join(format!("{tag}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -76,6 +100,7 @@ impl Ser {
             .arg(cfg)
             .args(["-l", "127.0.0.1", "-p", &port.to_string()])
             .args(["-n", &shards.to_string(), "-E", "-D"])
+            .args(extra)
             .env("SER_IO_BACKEND", backend)
             .stdout(Stdio::null())
             .stderr(logf)

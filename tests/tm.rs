@@ -1,0 +1,721 @@
+//! Stateful proxying end to end: a real `ser` running tm/rr/acc scripts between real SIP
+//! peers on loopback (sipp UACs and UASs, and raw UDP peers where a test must count exactly
+//! what crosses the wire).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A record-routing stateful proxy: in-dialog requests follow their Route, the rest go to
+/// their Request-URI.
+const RR_PROXY: &str = r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+loadmodule "modules/maxfwd/maxfwd.so"
+route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); break; };
+    if (loose_route()) { t_relay(); break; };
+    if (method=="INVITE") record_route();
+    if (!t_relay()) { sl_reply_error(); break; };
+}
+"#;
+
+fn sipp_dir() -> PathBuf {
+    repo_root().join("tests/data/sipp")
+}
+
+/// A scenario from tests/data/sipp with `@CALLEE@` replaced, written to `dir`.
+fn scenario(dir: &Path, name: &str, callee: &str) -> PathBuf {
+    let text = std::fs::read_to_string(sipp_dir().join(name)).expect("scenario");
+    let path = dir.join(format!("{}-{}", callee.replace([':', '.'], "_"), name));
+    std::fs::write(&path, text.replace("@CALLEE@", callee)).expect("write scenario");
+    path
+}
+
+/// A sipp UAS on 127.0.0.1:port running `scen` for `calls` calls; stopped by PID.
+struct Uas {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Uas {
+    fn start(scen: &Path, port: u16, calls: u32, dir: &Path) -> Uas {
+        let log = dir.join(format!("uas-{port}.log"));
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scen)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &calls.to_string()])
+            .args(["-nostdin", "-timeout", "60", "-timeout_error"])
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp uas");
+        std::thread::sleep(Duration::from_millis(300));
+        Uas { child, log }
+    }
+
+    /// Waits (bounded) for the UAS to finish its calls; true when all succeeded.
+    fn finish(mut self, limit: Duration) -> (bool, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return (st.success(), log);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return (false, format!("UAS did not finish in time\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a sipp UAC scenario against ser; true when every call succeeded.
+fn uac(scen: &Path, ser_port: u16, calls: u32, rate: u32, limit: Duration) -> (bool, String) {
+    let uac_port = free_port();
+    run_bounded(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scen)
+            .arg(format!("127.0.0.1:{ser_port}"))
+            .args(["-i", "127.0.0.1", "-p", &uac_port.to_string()])
+            .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+            .args(["-timeout", &limit.as_secs().to_string(), "-timeout_error"])
+            .args(["-nostdin", "-trace_err", "-error_file", "/dev/null"]),
+        limit + Duration::from_secs(10),
+    )
+}
+
+fn require_sipp() {
+    assert!(
+        have("sipp"),
+        "sipp (Debian sip-tester) is required; scripts/test.sh installs it"
+    );
+}
+
+#[test]
+fn call_with_record_routing_completes_through_t_relay() {
+    require_sipp();
+    let dir = temp_dir("tm-rr-call");
+    let uas_port = free_port();
+    let port = free_port();
+    let ser = Ser::start("tm-rr-call", RR_PROXY, port, 2, "auto");
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 20, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-rr.xml", &callee),
+        port,
+        20,
+        20,
+        Duration::from_secs(20),
+    );
+    assert!(ok, "UAC failed:\n{out}\n{}", ser.log_text());
+    // The UAS scenario requires the ACK and the BYE: both came through ser.
+    let (uas_ok, uas_log) = uas.finish(Duration::from_secs(20));
+    assert!(uas_ok, "UAS failed:\n{uas_log}\n{}", ser.log_text());
+}
+
+/// A raw SIP peer's view of a request: the lines a response copies.
+fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in request.split("\r\n").skip(1) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "to" | "t" => {
+                out.push_str(line);
+                if !line.contains("tag=") {
+                    out.push_str(";tag=");
+                    out.push_str(to_tag);
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// Everything a peer receives within `ms`.
+fn drain(peer: &Peer, ms: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < deadline {
+        if let Some(m) = peer.recv_timeout(50) {
+            v.push(m);
+        }
+    }
+    v
+}
+
+/// The next request of `method` a peer receives (others, e.g. hop-by-hop ACKs, skipped).
+fn recv_request(peer: &Peer, method: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(m) = peer.recv_timeout(100) {
+            if m.starts_with(&format!("{method} ")) {
+                return m;
+            }
+        }
+    }
+    panic!("no {method} arrived");
+}
+
+fn count_starting(msgs: &[String], prefix: &str) -> usize {
+    msgs.iter().filter(|m| m.starts_with(prefix)).count()
+}
+
+#[test]
+fn request_retransmissions_are_absorbed_and_answered_with_the_last_reply() {
+    let port = free_port();
+    let ser = Ser::start("tm-retrans", RR_PROXY, port, 2, "auto");
+    let caller = Peer::new();
+    let callee = Peer::new();
+    let ruri = format!("sip:bob@127.0.0.1:{}", callee.port());
+    let invite = request("INVITE", &ruri, caller.port(), "retrans-1", "");
+    caller.send(ser.addr(), invite.as_bytes());
+    let first = callee
+        .recv_timeout(2000)
+        .expect("INVITE reaches the callee");
+    assert!(first.starts_with("INVITE "), "{first}");
+    // The caller gets our 100 at once.
+    let trying = caller.recv_timeout(2000).expect("100 Trying");
+    assert_eq!(status(&trying), Some(100), "{trying}");
+    callee.send(
+        ser.addr(),
+        response_to(&first, 180, "Ringing", "callee1").as_bytes(),
+    );
+    let ringing = caller.recv_timeout(2000).expect("180");
+    assert_eq!(status(&ringing), Some(180), "{ringing}");
+    // Two retransmissions: each is answered with the last reply (180), none goes on.
+    caller.send(ser.addr(), invite.as_bytes());
+    caller.send(ser.addr(), invite.as_bytes());
+    let again = drain(&caller, 600);
+    assert_eq!(count_starting(&again, "SIP/2.0 180"), 2, "{again:?}");
+    let at_callee = drain(&callee, 200);
+    assert_eq!(count_starting(&at_callee, "INVITE"), 0, "{at_callee:?}");
+    // The callee is busy: 486 up, ACK (ours, hop by hop) down.
+    callee.send(
+        ser.addr(),
+        response_to(&first, 486, "Busy Here", "callee1").as_bytes(),
+    );
+    let busy = caller.recv_timeout(2000).expect("486");
+    assert_eq!(status(&busy), Some(486), "{busy}");
+    // A late INVITE retransmission gets the 486 again; then the caller's ACK is absorbed.
+    caller.send(ser.addr(), invite.as_bytes());
+    let late = drain(&caller, 400);
+    assert_eq!(count_starting(&late, "SIP/2.0 486"), 1, "{late:?}");
+    let to = busy
+        .split("\r\n")
+        .find(|l| l.starts_with("To:"))
+        .expect("To")
+        .to_string();
+    let ack = invite
+        .replacen("INVITE ", "ACK ", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .lines()
+        .map(|l| if l.starts_with("To:") { to.as_str() } else { l })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n";
+    caller.send(ser.addr(), ack.as_bytes());
+    // Acknowledged: no more 486 (timer G stopped), nothing new downstream.
+    let after = drain(&caller, 1200);
+    assert_eq!(count_starting(&after, "SIP/2.0 486"), 0, "{after:?}");
+    let down = drain(&callee, 600);
+    assert_eq!(count_starting(&down, "ACK"), 1, "{down:?}");
+    assert_eq!(count_starting(&down, "INVITE"), 0, "{down:?}");
+    let hop_ack = down.iter().find(|m| m.starts_with("ACK")).expect("ACK");
+    assert!(hop_ack.contains("z9hG4bK"), "{hop_ack}");
+    drop(ser);
+}
+
+/// Binds UDP ports that never answer (a dead next hop).
+fn black_holes(n: usize) -> Vec<std::net::UdpSocket> {
+    (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+        .collect()
+}
+
+fn port_of(s: &std::net::UdpSocket) -> u16 {
+    s.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+/// The seeds' forking script with its iptel.org destinations pointed at loopback.
+fn seed_with(name: &str, map: &[(&str, String)]) -> String {
+    let mut s = std::fs::read_to_string(repo_root().join("tests/data/seeds").join(name))
+        .expect("seed script");
+    for (from, to) in map {
+        assert!(s.contains(from), "{name} has no {from}");
+        s = s.replace(from, to);
+    }
+    s
+}
+
+fn seed_fails_over_after_fr_timer(name: &str, tag: &str, marker: &str) {
+    let dir = temp_dir(tag);
+    let holes = black_holes(3);
+    let uas_port = free_port();
+    let script = seed_with(
+        name,
+        &[
+            (
+                "sip:nobody@iptel.org",
+                format!("sip:nobody@127.0.0.1:{}", port_of(&holes[0])),
+            ),
+            (
+                "sip:parallel@iptel.org:9",
+                format!("sip:parallel@127.0.0.1:{}", port_of(&holes[1])),
+            ),
+            (
+                "sip:nonsense@iptel.org",
+                format!("sip:nonsense@127.0.0.1:{uas_port}"),
+            ),
+            (
+                "sip:foo@iptel.org",
+                format!("sip:foo@127.0.0.1:{}", port_of(&holes[2])),
+            ),
+        ],
+    );
+    let port = free_port();
+    // -dd: debug=2, so the route's log(1, ...) lines show (the seed sets no debug level).
+    let ser = Ser::start_with(tag, &script, port, 2, "auto", &["-dd"]);
+    let uas = Uas::start(&scenario(&dir, "uas-answer.xml", "x"), uas_port, 1, &dir);
+    let started = Instant::now();
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-invite.xml", &format!("127.0.0.1:{uas_port}")),
+        port,
+        1,
+        1,
+        Duration::from_secs(25),
+    );
+    assert!(ok, "{name}: call failed:\n{out}\n{}", ser.log_text());
+    // Both first destinations were tried and never answered; fr_timer (10 s) passed first.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9),
+        "{name}: completed after {took:?}"
+    );
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "{name}: UAS:\n{log}");
+    let text = ser.log_text();
+    assert!(
+        text.contains(marker),
+        "{name}: no '{marker}' in the log:\n{text}"
+    );
+    let mut buf = [0u8; 4096];
+    for (i, h) in holes.iter().take(2).enumerate() {
+        h.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        let got = h.recv(&mut buf).unwrap_or(0);
+        assert!(got > 0, "{name}: destination {i} was never tried");
+    }
+}
+
+#[test]
+fn seed_failure_route_tries_the_next_destination_after_fr_timer() {
+    require_sipp();
+    seed_fails_over_after_fr_timer("failure-route.cfg", "tm-seed-failure", "first redirection");
+}
+
+#[test]
+fn seed_reply_route_tries_the_next_destination_after_fr_timer() {
+    require_sipp();
+    seed_fails_over_after_fr_timer("reply-route.cfg", "tm-seed-reply", "first redirection");
+}
+
+#[test]
+fn parallel_forking_busy_and_answer_gives_the_caller_the_200() {
+    require_sipp();
+    let dir = temp_dir("tm-fork");
+    let busy_port = free_port();
+    let ok_port = free_port();
+    let port = free_port();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+route {{
+    if (loose_route()) {{ t_relay(); break; }};
+    if (method=="INVITE") record_route();
+    seturi("sip:busy@127.0.0.1:{busy_port}");
+    append_branch("sip:answer@127.0.0.1:{ok_port}");
+    if (!t_relay()) {{ sl_reply_error(); }};
+}}
+"#
+    );
+    let ser = Ser::start("tm-fork", &script, port, 2, "auto");
+    let busy = Uas::start(&scenario(&dir, "uas-busy.xml", "x"), busy_port, 5, &dir);
+    let answer = Uas::start(&scenario(&dir, "uas-rr.xml", "x"), ok_port, 5, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-rr.xml", &format!("127.0.0.1:{busy_port}")),
+        port,
+        5,
+        5,
+        Duration::from_secs(20),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    let (b_ok, b_log) = busy.finish(Duration::from_secs(10));
+    assert!(b_ok, "busy UAS:\n{b_log}");
+    let (a_ok, a_log) = answer.finish(Duration::from_secs(20));
+    assert!(a_ok, "answering UAS:\n{a_log}");
+}
+
+#[test]
+fn cancel_of_a_ringing_call_ends_both_sides_with_487() {
+    require_sipp();
+    let dir = temp_dir("tm-cancel");
+    let uas_port = free_port();
+    let port = free_port();
+    let ser = Ser::start("tm-cancel", RR_PROXY, port, 2, "auto");
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-ring.xml", &callee), uas_port, 5, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-cancel.xml", &callee),
+        port,
+        5,
+        5,
+        Duration::from_secs(20),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "callee failed:\n{log}\n{}", ser.log_text());
+}
+
+#[test]
+fn a_downstream_that_never_answers_costs_a_timer_not_a_thread() {
+    require_sipp();
+    let dir = temp_dir("tm-black");
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let uas_port = free_port();
+    let port = free_port();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+modparam("tm", "fr_timer", 3)
+route {{
+    if (loose_route()) {{ t_relay(); break; }};
+    if (method=="INVITE") record_route();
+    if (uri=~"^sip:black@") {{ rewritehostport("127.0.0.1:{}"); }};
+    if (!t_relay()) {{ sl_reply_error(); }};
+}}
+"#,
+        port_of(&hole)
+    );
+    // One shard: every pending transaction and every call share one thread.
+    let ser = Ser::start("tm-black", &script, port, 1, "auto");
+    let caller = Peer::new();
+    // Collect the caller's replies while the calls run (they would overflow its buffer).
+    let sock = caller.sock.try_clone().expect("clone");
+    let collector = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let deadline = Instant::now() + Duration::from_secs(25);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            match sock.recv(&mut buf) {
+                Ok(n) => {
+                    got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    quiet_since = Instant::now();
+                }
+                Err(_) if quiet_since.elapsed() > Duration::from_secs(5) => break,
+                Err(_) => {}
+            }
+        }
+        got
+    });
+    let n = 200;
+    for i in 0..n {
+        let inv = request(
+            "INVITE",
+            "sip:black@127.0.0.1",
+            caller.port(),
+            &format!("black-{i}"),
+            "",
+        );
+        caller.send(ser.addr(), inv.as_bytes());
+    }
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 20, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-rr.xml", &callee),
+        port,
+        20,
+        20,
+        Duration::from_secs(15),
+    );
+    assert!(
+        ok,
+        "calls stalled behind dead transactions:\n{out}\n{}",
+        ser.log_text()
+    );
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "{log}");
+    // Each dead one ends with 408 after fr_timer (retransmitted by timer G: count calls).
+    let got = collector.join().expect("collector");
+    let mut timed_out: Vec<&str> = got
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 408"))
+        .filter_map(|m| m.lines().find(|l| l.starts_with("Call-ID:")))
+        .collect();
+    timed_out.sort_unstable();
+    timed_out.dedup();
+    let trying = count_starting(&got, "SIP/2.0 100");
+    assert_eq!(
+        timed_out.len(),
+        n,
+        "{} replies, {trying} 100s\n{}",
+        got.len(),
+        ser.log_text()
+    );
+}
+
+#[test]
+fn accounting_seed_reports_each_transaction_once() {
+    require_sipp();
+    let dir = temp_dir("tm-acc");
+    let uas_port = free_port();
+    let port = free_port();
+    let seed = repo_root().join("tests/data/seeds/accounting.cfg");
+    // The seed reports at log_level 1; -dd lets level 1 through (it sets no debug level).
+    let ser = Ser::start_file_with("tm-acc", &seed, port, 2, "auto", &["-dd"]);
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 10, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-rr.xml", &callee),
+        port,
+        10,
+        10,
+        Duration::from_secs(20),
+    );
+    assert!(ok, "{out}\n{}", ser.log_text());
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "{log}");
+    // A busy callee and a caller that retransmits: one report for that transaction.
+    let busy = Peer::new();
+    let caller = Peer::new();
+    let invite = request(
+        "INVITE",
+        &format!("sip:busy@127.0.0.1:{}", busy.port()),
+        caller.port(),
+        "acc-retrans",
+        "",
+    );
+    for _ in 0..3 {
+        caller.send(ser.addr(), invite.as_bytes());
+    }
+    let inv = busy.recv_timeout(2000).expect("INVITE");
+    busy.send(
+        ser.addr(),
+        response_to(&inv, 486, "Busy Here", "b1").as_bytes(),
+    );
+    caller.send(ser.addr(), invite.as_bytes());
+    let replies = drain(&caller, 800);
+    assert!(count_starting(&replies, "SIP/2.0 486") >= 1, "{replies:?}");
+    let text = ser.log_text();
+    let reports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ACC: transaction answered"))
+        .collect();
+    let invites = reports
+        .iter()
+        .filter(|l| l.contains("method=INVITE"))
+        .count();
+    let byes = reports.iter().filter(|l| l.contains("method=BYE")).count();
+    // The seed sets the flag after loose_route: in-dialog requests (ACK, BYE) go unreported.
+    assert_eq!(invites, 11, "{text}");
+    assert_eq!(byes, 0, "{text}");
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|l| l.contains("call_id=acc-retrans") && l.contains("status=486"))
+            .count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn missed_calls_are_reported_once_when_negative() {
+    let port = free_port();
+    let busy = Peer::new();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/acc/acc.so"
+modparam("acc", "log_missed_flag", 3)
+route {{
+    if (uri=~"^sip:offline@") {{
+        if ((method=="INVITE" || method=="ACK") && t_newtran()) {{
+            t_reply("404", "Not Found");
+            acc_request("404 Not Found");
+            break;
+        }};
+        sl_send_reply("404", "Not Found");
+        break;
+    }};
+    setflag(3);
+    rewritehostport("127.0.0.1:{}");
+    t_relay();
+}}
+"#,
+        busy.port()
+    );
+    let ser = Ser::start_with("tm-missed", &script, port, 2, "auto", &["-dd"]);
+    let caller = Peer::new();
+    // Offline: t_newtran + t_reply + acc_request; the retransmission is absorbed.
+    let off = request(
+        "INVITE",
+        "sip:offline@127.0.0.1",
+        caller.port(),
+        "missed-off",
+        "",
+    );
+    caller.send(ser.addr(), off.as_bytes());
+    caller.send(ser.addr(), off.as_bytes());
+    let r = drain(&caller, 600);
+    // The first answer and the retransmission's (plus, unacknowledged, timer G's).
+    assert!(count_starting(&r, "SIP/2.0 404") >= 2, "{r:?}");
+    // Online but busy: missed-call report from log_missed_flag.
+    let inv = request(
+        "INVITE",
+        "sip:bob@127.0.0.1",
+        caller.port(),
+        "missed-busy",
+        "",
+    );
+    caller.send(ser.addr(), inv.as_bytes());
+    let got = recv_request(&busy, "INVITE");
+    busy.send(
+        ser.addr(),
+        response_to(&got, 486, "Busy Here", "b2").as_bytes(),
+    );
+    caller.send(ser.addr(), inv.as_bytes());
+    let r = drain(&caller, 600);
+    assert!(count_starting(&r, "SIP/2.0 486") >= 1, "{r:?}");
+    // Online and answered: no report (only the missed flag is set).
+    let inv = request(
+        "INVITE",
+        "sip:carol@127.0.0.1",
+        caller.port(),
+        "missed-ok",
+        "",
+    );
+    caller.send(ser.addr(), inv.as_bytes());
+    let got = recv_request(&busy, "INVITE");
+    busy.send(ser.addr(), response_to(&got, 200, "OK", "b3").as_bytes());
+    let r = drain(&caller, 600);
+    assert!(count_starting(&r, "SIP/2.0 200") >= 1, "{r:?}");
+    let text = ser.log_text();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("ACC: request accounted"), 1, "{text}");
+    assert_eq!(count("ACC: call missed"), 1, "{text}");
+    assert_eq!(count("call_id=missed-ok"), 0, "{text}");
+    assert!(text.contains("call_id=missed-busy"), "{text}");
+}
+
+#[test]
+fn past_max_transactions_a_new_request_gets_503_with_retry_after() {
+    let port = free_port();
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let script = format!(
+        r#"
+loadmodule "modules/tm/tm.so"
+modparam("tm", "max_transactions", 5)
+modparam("tm", "retry_after", 7)
+route {{
+    rewritehostport("127.0.0.1:{}");
+    t_relay();
+}}
+"#,
+        port_of(&hole)
+    );
+    let ser = Ser::start("tm-full", &script, port, 1, "auto");
+    let caller = Peer::new();
+    for i in 0..8 {
+        let inv = request(
+            "INVITE",
+            "sip:x@127.0.0.1",
+            caller.port(),
+            &format!("full-{i}"),
+            "",
+        );
+        caller.send(ser.addr(), inv.as_bytes());
+    }
+    let got = drain(&caller, 800);
+    assert_eq!(count_starting(&got, "SIP/2.0 100"), 5, "{got:?}");
+    let unavailable: Vec<&String> = got
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 503"))
+        .collect();
+    assert_eq!(unavailable.len(), 3, "{got:?}");
+    assert!(
+        unavailable.iter().all(|m| m.contains("Retry-After: 7")),
+        "{unavailable:?}"
+    );
+    drop(ser);
+}
+
+#[test]
+fn second_transaction_for_one_request_is_refused() {
+    let port = free_port();
+    let callee = Peer::new();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+route {{
+    rewritehostport("127.0.0.1:{}");
+    t_newtran();
+    if (!t_relay()) {{ log(1, "relay refused\n"); }};
+    if (!t_newtran()) {{ log(1, "second newtran refused\n"); }};
+}}
+"#,
+        callee.port()
+    );
+    let ser = Ser::start_with("tm-second", &script, port, 1, "auto", &["-dd"]);
+    let caller = Peer::new();
+    let inv = request("OPTIONS", "sip:x@127.0.0.1", caller.port(), "second-1", "");
+    caller.send(ser.addr(), inv.as_bytes());
+    let got = callee.recv_timeout(2000).expect("relayed once");
+    assert!(got.starts_with("OPTIONS"), "{got}");
+    std::thread::sleep(Duration::from_millis(300));
+    let text = ser.log_text();
+    assert!(!text.contains("relay refused"), "{text}");
+    assert!(text.contains("second newtran refused"), "{text}");
+    assert!(text.contains("transaction already in process"), "{text}");
+    let _ = SocketAddr::from(([127, 0, 0, 1], port));
+}
