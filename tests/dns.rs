@@ -5,10 +5,7 @@
 //! dnsmasq must be installed (`scripts/test.sh` installs Debian's `dnsmasq-base`); without it
 //! these tests fail and say so. Every wait is bounded; dnsmasq is killed by PID on drop.
 
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,119 +14,20 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ser::dns::*;
 
+mod common;
+
+use common::dnsmasq::Dnsmasq;
+
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-fn dnsmasq_bin() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("dnsmasq"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "dnsmasq not found (PATH, /usr/sbin, /sbin): these tests need a real DNS \
-                 server; install Debian's dnsmasq-base (scripts/test.sh does: \
-                 apt-get install -y dnsmasq-base)"
-            )
-        })
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on 127.0.0.1");
-}
-
-/// A dnsmasq answering only from its command line, killed by PID when dropped.
-struct Dnsmasq {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Dnsmasq {
-    /// Starts dnsmasq with `records` (dnsmasq options) for the `test` domain, whose unknown
-    /// names are NXDOMAIN, and waits until it accepts TCP (it binds UDP first).
-    fn start(records: &[String]) -> Dnsmasq {
-        let bin = dnsmasq_bin();
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args([
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--keep-in-foreground",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--user=root",
-                "--pid-file=",
-                "--log-facility=-",
-                "--local=/test/",
-            ])
-            .arg(format!("--port={port}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_log.clear();
-                    if let Some(mut err) = child.stderr.take() {
-                        let _ = err.read_to_string(&mut last_log);
-                    }
-                    if last_log.contains("in use") {
-                        break; // lost the port to someone else: try another
-                    }
-                    panic!("dnsmasq exited ({status}) at start:\n{last_log}");
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                    return Dnsmasq {
-                        child: Some(child),
-                        addr,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("dnsmasq did not listen on {addr} within 5 s");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        panic!("dnsmasq could not get a free port:\n{last_log}");
-    }
-
+impl DnsmasqExt for Dnsmasq {
     fn resolver(&self) -> Resolver {
         Resolver::new(Some(vec![self.addr]), TIMEOUT)
     }
-
-    /// Kills it (SIGKILL) and reaps it: afterwards its port answers ICMP port unreachable.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-    }
+trait DnsmasqExt {
+    fn resolver(&self) -> Resolver;
 }
 
 fn opts(list: &[&str]) -> Vec<String> {

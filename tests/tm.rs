@@ -719,3 +719,134 @@ route {{
     assert!(text.contains("transaction already in process"), "{text}");
     let _ = SocketAddr::from(([127, 0, 0, 1], port));
 }
+
+/// A dnsmasq serving `_sip._udp.svc.test`: priority 10 → `dead.test:dead_port`, priority
+/// 20 → `live.test:live_port`, both 127.0.0.1.
+fn srv_dns(dead_port: u16, live_port: u16) -> common::dnsmasq::Dnsmasq {
+    common::dnsmasq::Dnsmasq::start(&[
+        format!("--srv-host=_sip._udp.svc.test,dead.test,{dead_port},10,50"),
+        format!("--srv-host=_sip._udp.svc.test,live.test,{live_port},20,50"),
+        "--host-record=dead.test,127.0.0.1".to_string(),
+        "--host-record=live.test,127.0.0.1".to_string(),
+    ])
+}
+
+fn srv_proxy(dns: &common::dnsmasq::Dnsmasq) -> String {
+    format!(
+        r#"
+dns_server = "{}"
+dns_timeout = 500
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+modparam("tm", "fr_timer", 2)
+route {{
+    if (!t_relay()) {{ sl_reply_error(); }};
+}}
+"#,
+        dns.addr
+    )
+}
+
+#[test]
+fn srv_failover_first_target_never_answers_call_completes_on_the_second() {
+    require_sipp();
+    let dir = temp_dir("tm-srv");
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let uas_port = free_port();
+    let dns = srv_dns(port_of(&dead), uas_port);
+    let port = free_port();
+    let ser = Ser::start_with("tm-srv", &srv_proxy(&dns), port, 2, "auto", &["-ddd"]);
+    let uas = Uas::start(&scenario(&dir, "uas-answer.xml", "x"), uas_port, 1, &dir);
+    let started = Instant::now();
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-invite.xml", "svc.test"),
+        port,
+        1,
+        1,
+        Duration::from_secs(15),
+    );
+    assert!(ok, "call failed:\n{out}\n{}", ser.log_text());
+    // The dead target was tried first and given up after fr_timer (2 s).
+    let mut buf = [0u8; 4096];
+    dead.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let n = dead.recv(&mut buf).unwrap_or(0);
+    assert!(n > 0, "the first SRV target was never tried");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "{log}");
+}
+
+#[test]
+fn srv_failover_on_503_moves_to_the_next_target_at_once() {
+    let busy = Peer::new();
+    let live = Peer::new();
+    let dns = srv_dns(busy.port(), live.port());
+    let port = free_port();
+    let ser = Ser::start("tm-srv503", &srv_proxy(&dns), port, 1, "auto");
+    let caller = Peer::new();
+    let inv = request("INVITE", "sip:bob@svc.test", caller.port(), "srv-503", "");
+    caller.send(ser.addr(), inv.as_bytes());
+    let first = recv_request(&busy, "INVITE");
+    busy.send(
+        ser.addr(),
+        response_to(&first, 503, "Service Unavailable", "s1").as_bytes(),
+    );
+    let second = recv_request(&live, "INVITE");
+    live.send(ser.addr(), response_to(&second, 200, "OK", "s2").as_bytes());
+    let got = drain(&caller, 800);
+    assert_eq!(count_starting(&got, "SIP/2.0 503"), 0, "{got:?}");
+    assert!(
+        count_starting(&got, "SIP/2.0 200") >= 1,
+        "{got:?}\n{}",
+        ser.log_text()
+    );
+}
+
+#[test]
+fn an_unresolvable_next_hop_costs_that_request_only() {
+    let dns = srv_dns(1, 2);
+    let callee = Peer::new();
+    let port = free_port();
+    let script = format!(
+        r#"
+dns_server = "{}"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+route {{
+    if (uri=~"@nowhere") {{ rewritehost("nosuchhost.test"); }}
+    else {{ rewritehostport("127.0.0.1:{}"); }};
+    if (!t_relay()) {{ sl_reply_error(); }};
+}}
+"#,
+        dns.addr,
+        callee.port()
+    );
+    let ser = Ser::start("tm-nxdomain", &script, port, 1, "auto");
+    let caller = Peer::new();
+    let bad = request("OPTIONS", "sip:x@nowhere", caller.port(), "nx-1", "");
+    caller.send(ser.addr(), bad.as_bytes());
+    let good = request("OPTIONS", "sip:y@somewhere", caller.port(), "nx-2", "");
+    caller.send(ser.addr(), good.as_bytes());
+    let got = recv_request(&callee, "OPTIONS");
+    assert!(got.contains("Call-ID: nx-2"), "{got}");
+    callee.send(ser.addr(), response_to(&got, 200, "OK", "c").as_bytes());
+    let replies = drain(&caller, 1000);
+    let by_call = |id: &str, code: &str| {
+        replies
+            .iter()
+            .any(|m| m.starts_with(code) && m.contains(&format!("Call-ID: {id}")))
+    };
+    assert!(by_call("nx-2", "SIP/2.0 200"), "{replies:?}");
+    // The failed name ends its own transaction with an error reply.
+    assert!(
+        replies
+            .iter()
+            .any(|m| m.contains("Call-ID: nx-1") && !m.starts_with("SIP/2.0 1")),
+        "{replies:?}\n{}",
+        ser.log_text()
+    );
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

@@ -1,0 +1,118 @@
+//! Debian's `dnsmasq` as a real DNS server on loopback for resolution tests: records from
+//! its command line, a free high port, killed by PID when dropped. scripts/test.sh installs
+//! `dnsmasq-base`; without it the tests that need it fail and say so.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn dnsmasq_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("dnsmasq"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "dnsmasq not found (PATH, /usr/sbin, /sbin): these tests need a real DNS \
+                 server; install Debian's dnsmasq-base (scripts/test.sh does: \
+                 apt-get install -y dnsmasq-base)"
+            )
+        })
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (bound, then released).
+pub fn free_port_udp_tcp() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = udp.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
+}
+
+/// A dnsmasq answering only from its command line, killed by PID when dropped.
+pub struct Dnsmasq {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `records` (dnsmasq options) for the `test` domain, whose unknown
+    /// names are NXDOMAIN, and waits until it accepts TCP (it binds UDP first).
+    pub fn start(records: &[String]) -> Dnsmasq {
+        let bin = dnsmasq_bin();
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let port = free_port_udp_tcp();
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--keep-in-foreground",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=-",
+                "--local=/test/",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_log.clear();
+                    if let Some(mut err) = child.stderr.take() {
+                        let _ = err.read_to_string(&mut last_log);
+                    }
+                    if last_log.contains("in use") {
+                        break; // lost the port to someone else: try another
+                    }
+                    panic!("dnsmasq exited ({status}) at start:\n{last_log}");
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                    return Dnsmasq {
+                        child: Some(child),
+                        addr,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("dnsmasq did not listen on {addr} within 5 s");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("dnsmasq could not get a free port:\n{last_log}");
+    }
+
+    /// Kills it (SIGKILL) and reaps it: afterwards its port answers ICMP port unreachable.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
