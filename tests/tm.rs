@@ -722,8 +722,8 @@ route {{
 
 /// A dnsmasq serving `_sip._udp.svc.test`: priority 10 → `dead.test:dead_port`, priority
 /// 20 → `live.test:live_port`, both 127.0.0.1.
-fn srv_dns(dead_port: u16, live_port: u16) -> common::dnsmasq::Dnsmasq {
-    common::dnsmasq::Dnsmasq::start(&[
+fn srv_dns(dead_port: u16, live_port: u16) -> dnsmasq::Dnsmasq {
+    dnsmasq::Dnsmasq::start(&[
         format!("--srv-host=_sip._udp.svc.test,dead.test,{dead_port},10,50"),
         format!("--srv-host=_sip._udp.svc.test,live.test,{live_port},20,50"),
         "--host-record=dead.test,127.0.0.1".to_string(),
@@ -731,7 +731,7 @@ fn srv_dns(dead_port: u16, live_port: u16) -> common::dnsmasq::Dnsmasq {
     ])
 }
 
-fn srv_proxy(dns: &common::dnsmasq::Dnsmasq) -> String {
+fn srv_proxy(dns: &dnsmasq::Dnsmasq) -> String {
     format!(
         r#"
 dns_server = "{}"
