@@ -52,12 +52,15 @@ pub struct Message<'b> {
     headers: SmallVec<[Header<'b>; INLINE_HEADERS]>,
     headers_end: usize,
     body_start: usize,
+    /// The top Via as the strict parse validated it: every layer above asks for it (keys,
+    /// received/rport, reply routing), and parsing it once is enough.
+    top: Option<Via<'b>>,
 }
 
 /// Parses one datagram strictly: everything RFC 4475 says to reject is rejected here.
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
-    let msg = index(buf, true)?;
-    crate::validate::validate(&msg)?;
+    let mut msg = index(buf, true)?;
+    msg.top = crate::validate::validate(&msg)?;
     Ok(msg)
 }
 
@@ -86,6 +89,7 @@ fn index(buf: &[u8], strict: bool) -> Result<Message<'_>, ParseError> {
         headers,
         headers_end,
         body_start,
+        top: None,
     };
     let end = frame_body(&msg, strict).map_err(|e| e.in_request(request))?;
     msg.buf = sub(buf, 0..end);
@@ -402,6 +406,9 @@ impl<'b> Message<'b> {
     }
 
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
+        if let Some(v) = &self.top {
+            return Ok(v.clone());
+        }
         self.vias()
             .next()
             .unwrap_or_else(|| Err(self.missing(HeaderName::Via)))

@@ -11,16 +11,18 @@
 use crate::error::{ErrorKind, ParseError};
 use crate::headers::name_addr::{parse_contact, parse_name_addr, parse_single, Contact};
 use crate::headers::simple::{check_call_id, parse_cseq, parse_number};
-use crate::headers::via::parse_via;
+use crate::headers::via::{parse_via, Via};
 use crate::headers::HeaderName;
 use crate::message::Message;
 
-pub(crate) fn validate(msg: &Message<'_>) -> Result<(), ParseError> {
+/// Checks `msg`; on success returns its top Via (parsed on the way).
+pub(crate) fn validate<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
     let request = msg.is_request();
     check(msg).map_err(|e| e.in_request(request))
 }
 
-fn check(msg: &Message<'_>) -> Result<(), ParseError> {
+fn check<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
+    let mut top: Option<Via<'b>> = None;
     let method = msg.method();
     // Counts of Via, From, To, Call-ID, CSeq, Max-Forwards lines.
     let mut count = [0u32; 6];
@@ -36,7 +38,11 @@ fn check(msg: &Message<'_>) -> Result<(), ParseError> {
                 }
                 let mut pos = 0;
                 while pos < v.len() {
-                    pos = parse_via(v, base, pos)?.1;
+                    let (via, next) = parse_via(v, base, pos)?;
+                    if top.is_none() {
+                        top = Some(via);
+                    }
+                    pos = next;
                 }
                 Some(0)
             }
@@ -127,5 +133,5 @@ fn check(msg: &Message<'_>) -> Result<(), ParseError> {
             ));
         }
     }
-    Ok(())
+    Ok(top)
 }

@@ -271,13 +271,15 @@ impl MsgCtx<'_, '_> {
                 tm.begin_relay(
                     now,
                     id,
+                    self.msg,
                     self.t.routes,
                     self.flags,
                     "",
                     true,
                     &mut self.s.out,
                 );
-                tm.t_reply(now, id, 200, "Canceling", &mut self.s.out);
+                tm.local_reply_to(now, id, self.msg, 200, "Canceling", "", &mut self.s.out);
+                tm.touch(id);
                 tm.cancel_invite(now, invite, &mut self.s.out);
                 return 1;
             }
@@ -320,7 +322,16 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return -1;
         };
-        tm.begin_relay(now, id, routes, flags, &out_uri, replicate, &mut self.s.out);
+        tm.begin_relay(
+            now,
+            id,
+            self.msg,
+            routes,
+            flags,
+            &out_uri,
+            replicate,
+            &mut self.s.out,
+        );
         let script = tm.script();
         let mut sent = 0;
         let mut branch_id = String::new();
@@ -463,7 +474,16 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return false;
         };
-        if tm.add_branch(now, id, uri, bdst, buf, &mut self.s.out) {
+        let method = self.msg.method().unwrap_or(Method::Options);
+        if tm.add_branch(
+            now,
+            id,
+            uri,
+            bdst,
+            buf,
+            (branch_id, method),
+            &mut self.s.out,
+        ) {
             true
         } else {
             self.fail(500, "Cannot Start Branch");

@@ -425,6 +425,11 @@ impl Tm {
         Ok(id)
     }
 
+    /// Re-indexes a cell after changes made from outside (its timers, its end).
+    pub fn touch(&mut self, id: CellId) {
+        self.refresh(id);
+    }
+
     /// Drops a transaction nothing was sent for (t_relay found no destination), so the
     /// script can answer statelessly and a retransmission is processed anew.
     pub fn abandon(&mut self, id: CellId) {
@@ -463,6 +468,7 @@ impl Tm {
         &mut self,
         now: Instant,
         id: CellId,
+        req: &Message<'_>,
         routes: Routes,
         flags: u32,
         out_uri: &str,
@@ -482,7 +488,7 @@ impl Tm {
             cell.out_uri.push_str(out_uri);
         }
         if first && !replicate && cell.uas.is_invite() && cell.uas.last_code().is_none() {
-            self.local_reply(now, id, 100, "Trying", "", out);
+            self.local_reply_to(now, id, req, 100, "Trying", "", out);
         }
     }
 
@@ -510,6 +516,7 @@ impl Tm {
     /// Adds a branch whose request is `request` (already carrying our Via with
     /// [`Self::branch_id`]) and sends it, or queues its name for resolution. Returns false if
     /// the request cannot start a transaction.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_branch(
         &mut self,
         now: Instant,
@@ -517,6 +524,7 @@ impl Tm {
         uri: &str,
         dst: BranchDst,
         request: Vec<u8>,
+        known: (&str, Method<'_>),
         out: &mut Outbox,
     ) -> bool {
         let timers = self.cfg.timers;
@@ -551,7 +559,11 @@ impl Tm {
         };
         match addr {
             Some(a) => {
-                let Ok(mut uac) = ClientTransaction::start(now, &timers, &request, false) else {
+                let (branch, method) = known;
+                let key = Key::client_from(branch, method.as_str());
+                let Ok(mut uac) =
+                    ClientTransaction::start_known(now, &timers, request, key, method, false)
+                else {
                     return false;
                 };
                 let key = uac.key().clone();
@@ -840,17 +852,35 @@ impl Tm {
         extra: &str,
         out: &mut Outbox,
     ) -> bool {
-        let core = Arc::clone(&self.core);
-        let Some(cell) = self.cell_mut(id) else {
+        let Some(cell) = self.cell(id) else {
             return false;
         };
         let request = cell.uas.request().to_vec();
         let Ok(req) = ser_parser::parse(&request) else {
             return false;
         };
+        self.local_reply_to(now, id, &req, code, reason, extra, out)
+    }
+
+    /// [`Self::local_reply`] when the caller holds the parsed request (the script's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn local_reply_to(
+        &mut self,
+        now: Instant,
+        id: CellId,
+        req: &Message<'_>,
+        code: u16,
+        reason: &str,
+        extra: &str,
+        out: &mut Outbox,
+    ) -> bool {
+        let core = Arc::clone(&self.core);
+        let Some(cell) = self.cell_mut(id) else {
+            return false;
+        };
         let mut tag = String::new();
         if code > 100 {
-            crate::modules::sl::local_to_tag(&core, &req, &mut tag);
+            crate::modules::sl::local_to_tag(&core, req, &mut tag);
         }
         let (received, rport) = match req.top_via() {
             Ok(v) => crate::modules::core::received_for(&v, cell.arrival.src),
@@ -868,9 +898,18 @@ impl Tm {
             rport,
             extra_headers: headers.as_bytes(),
         };
-        let mut bytes = Vec::with_capacity(request.len());
-        ser_parser::write_reply(&req, &spec, &mut bytes);
-        if cell.uas.send_response(now, &bytes).is_err() {
+        let mut bytes = std::mem::take(&mut self.tmp);
+        bytes.clear();
+        ser_parser::write_reply(req, &spec, &mut bytes);
+        let Some(cell) = self.cell_mut(id) else {
+            return false;
+        };
+        let sent = cell.uas.send_response(now, &bytes).is_ok();
+        self.tmp = bytes;
+        let Some(cell) = self.cell_mut(id) else {
+            return false;
+        };
+        if !sent {
             return false;
         }
         drain_uas(cell, out);

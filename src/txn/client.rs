@@ -116,6 +116,20 @@ impl ClientTransaction {
         let msg = ser_parser::parse(request)?;
         let method = msg.method().ok_or(TxnError::NotARequest)?;
         let key = Key::client(&msg)?;
+        Self::start_known(now, cfg, msg.buf().to_vec(), key, method, reliable)
+    }
+
+    /// [`Self::start`] for a request the TU wrote itself and need not parse again: its key
+    /// ([`Key::client_from`] of the branch it put in its Via) and method are known. The
+    /// caller vouches that `request` is a well-formed request with that branch and method.
+    pub fn start_known(
+        now: Instant,
+        cfg: &TimerConfig,
+        request: Vec<u8>,
+        key: Key,
+        method: Method<'_>,
+        reliable: bool,
+    ) -> Result<Self, TxnError> {
         let a = (!reliable).then(|| Retransmit {
             at: now + cfg.retr_timer1,
             interval: cfg.retr_timer1,
@@ -133,8 +147,6 @@ impl ClientTransaction {
         };
         let mut transmits = VecDeque::with_capacity(2);
         transmits.push_back(TransmitKind::Request);
-        // Keep exactly the message (dblreq's trailing octets excluded).
-        let request = msg.buf().to_vec();
         Ok(Self {
             key,
             cfg: *cfg,

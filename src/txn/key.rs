@@ -84,6 +84,15 @@ impl Key {
         Ok(b.finish())
     }
 
+    /// The client key of a request this element writes itself, from its Via branch and
+    /// CSeq method, without parsing it (what [`Self::client`] gives for the written bytes).
+    pub fn client_from(branch: &str, method: &str) -> Self {
+        let mut b = Builder::new(TAG_CLIENT);
+        b.part(branch.as_bytes());
+        b.part(method.as_bytes());
+        b.finish()
+    }
+
     /// True for a server key built by the RFC 2543 fallback.
     pub fn is_rfc2543(&self) -> bool {
         self.bytes.first() == Some(&TAG_SERVER_2543)
