@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
-# sip-tester, sipsak, iproute2 for the loopback-only network namespace), then every test of the
+# sip-tester, sipsak, iproute2 for the loopback-only network namespace, dnsmasq as the DNS server
+# of the RFC 3263 tests), then every test of the
 # workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
 # on both I/O backends, and the integration tests that drive a real `ser` with sipp and sipsak.
 set -euo pipefail

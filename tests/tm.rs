@@ -850,3 +850,85 @@ route {{
         ser.log_text()
     );
 }
+
+#[test]
+fn branch_route_runs_per_branch_and_may_drop_one() {
+    let a = Peer::new();
+    let b = Peer::new();
+    let c = Peer::new();
+    let port = free_port();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/textops/textops.so"
+route {{
+    seturi("sip:a@127.0.0.1:{}");
+    append_branch("sip:b@127.0.0.1:{}");
+    append_branch("sip:c@127.0.0.1:{}");
+    t_on_branch("1");
+    t_relay();
+}}
+branch_route[1] {{
+    if (uri=~"^sip:c@") {{ drop; }};
+    if (uri=~"^sip:b@") {{ rewriteuser("bee"); }};
+    append_hf("X-Branch: yes\r\n");
+}}
+"#,
+        a.port(),
+        b.port(),
+        c.port()
+    );
+    let ser = Ser::start("tm-branch", &script, port, 1, "auto");
+    let caller = Peer::new();
+    let inv = request("INVITE", "sip:x@127.0.0.1", caller.port(), "branch-1", "");
+    caller.send(ser.addr(), inv.as_bytes());
+    let at_a = recv_request(&a, "INVITE");
+    let at_b = recv_request(&b, "INVITE");
+    assert!(at_a.starts_with("INVITE sip:a@"), "{at_a}");
+    assert!(at_a.contains("X-Branch: yes"), "{at_a}");
+    assert!(at_b.starts_with("INVITE sip:bee@"), "{at_b}");
+    assert!(at_b.contains("X-Branch: yes"), "{at_b}");
+    // One X-Branch each: the route's edits do not leak into the next branch.
+    assert_eq!(at_b.matches("X-Branch").count(), 1, "{at_b}");
+    assert!(c.recv_timeout(500).is_none(), "the dropped branch was sent");
+    drop(ser);
+}
+
+#[test]
+fn t_replicate_sends_a_copy_whose_replies_stay_here() {
+    let backup = Peer::new();
+    let port = free_port();
+    let script = format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+route {{
+    if (method=="REGISTER") {{
+        sl_send_reply("200", "OK");
+        t_replicate("127.0.0.1", "{}");
+        break;
+    }};
+}}
+"#,
+        backup.port()
+    );
+    let ser = Ser::start("tm-replicate", &script, port, 1, "auto");
+    let ua = Peer::new();
+    let reg = request("REGISTER", "sip:127.0.0.1", ua.port(), "repl-1", "");
+    ua.send(ser.addr(), reg.as_bytes());
+    let copy = recv_request(&backup, "REGISTER");
+    assert!(copy.contains("Call-ID: repl-1"), "{copy}");
+    backup.send(
+        ser.addr(),
+        response_to(&copy, 200, "Replicated", "bk").as_bytes(),
+    );
+    let got = drain(&ua, 600);
+    assert_eq!(count_starting(&got, "SIP/2.0 200 OK"), 1, "{got:?}");
+    assert_eq!(
+        got.iter().filter(|m| m.contains("Replicated")).count(),
+        0,
+        "the backup's reply went upstream: {got:?}"
+    );
+    drop(ser);
+}
