@@ -364,13 +364,15 @@ impl Resolver {
     /// NAPTR → SRV → A/AAAA, falling back to the host's A/AAAA with the default port.
     fn service_targets(&self, name: &Name, transport: Transport) -> Result<Vec<Target>, DnsError> {
         let mut srv_names = Vec::new();
-        let mut host_exists = true;
+        let host_exists = true;
         match self.lookup(name, RecordType::NAPTR) {
             Ok(Lookup::Records(records)) => srv_names = select_naptr(&records, transport),
             Ok(Lookup::NoData) => {}
-            // The host does not exist, so nothing under it does (RFC 8020): skip SRV, and let
-            // the A query give the final word.
-            Ok(Lookup::NxDomain) => host_exists = false,
+            // RFC 3263 4.1: no NAPTR records, so ask for SRV. NXDOMAIN here would mean nothing
+            // exists below the name either (RFC 8020), but servers built from configured
+            // records (dnsmasq's --srv-host) answer NXDOMAIN for a name that has only
+            // _sip._udp SRV records under it: SRV is asked all the same.
+            Ok(Lookup::NxDomain) => {}
             Err(e @ DnsError::Timeout(_)) => return Err(e),
             // NAPTR is optional in RFC 3263; a server refusing the type is no reason to stop.
             Err(_) => {}

@@ -98,12 +98,9 @@ impl Server {
         let Some(next) = self.tm.next_deadline() else {
             return;
         };
-        let epoch = *self.epoch.get_or_insert(next);
-        let grid = TIMER_GRID.as_nanos();
-        let since = next.saturating_duration_since(epoch).as_nanos();
-        let steps = since.div_ceil(grid);
-        let next = epoch
-            + std::time::Duration::from_nanos(u64::try_from(steps * grid).unwrap_or(u64::MAX));
+        // The grid's origin is the shard's start: every deadline lies after it.
+        let epoch = *self.epoch.get_or_insert_with(|| ctx.now());
+        let next = on_grid(epoch, next, TIMER_GRID);
         match self.timer {
             Some((at, _)) if at <= next => {}
             Some((_, id)) => {
@@ -293,6 +290,22 @@ impl Server {
     }
 }
 
+/// `at` rounded up to the grid of `step` that starts at `epoch` (an `at` before the epoch
+/// stays as it is: rounding must never make a deadline later than the next grid point).
+fn on_grid(
+    epoch: std::time::Instant,
+    at: std::time::Instant,
+    step: std::time::Duration,
+) -> std::time::Instant {
+    let Some(since) = at.checked_duration_since(epoch) else {
+        return at;
+    };
+    let grid = step.as_nanos().max(1);
+    let steps = since.as_nanos().div_ceil(grid);
+    let nanos = u64::try_from(steps * grid).unwrap_or(u64::MAX);
+    epoch + std::time::Duration::from_nanos(nanos)
+}
+
 /// RFC 3263 for a branch's next hop (NAPTR, SRV, A/AAAA, in failover order); a name DNS does
 /// not know is tried in the hosts file (getaddrinfo), as operators expect of `localhost`.
 fn resolve_next_hop(
@@ -362,6 +375,7 @@ impl Handler for Server {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, Event>) {
         crate::log::set_thread_name(&format!("shard-{}", ctx.shard()));
+        self.epoch = Some(ctx.now());
     }
 
     fn on_datagram(&mut self, ctx: &mut Ctx<'_, Event>, d: Datagram<'_>) {
@@ -441,6 +455,24 @@ impl Handler for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timer_grid_rounds_up_and_never_past_the_next_point() {
+        use std::time::{Duration, Instant};
+        let e = Instant::now();
+        let g = Duration::from_millis(25);
+        assert_eq!(on_grid(e, e, g), e);
+        assert_eq!(on_grid(e, e + Duration::from_millis(1), g), e + g);
+        assert_eq!(on_grid(e, e + g, g), e + g);
+        assert_eq!(
+            on_grid(e, e + Duration::from_millis(510), g),
+            e + Duration::from_millis(525)
+        );
+        // Before the epoch: left alone (the bug this guards against pushed such deadlines to
+        // the epoch, minutes later).
+        let early = e - Duration::from_millis(3);
+        assert_eq!(on_grid(e, early, g), early);
+    }
 
     #[test]
     fn call_id_scan() {
