@@ -27,6 +27,12 @@ pub fn register(ex: &mut Exports) {
 }
 
 fn bind_send_reply(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+    let (code, reason) = reply_args(a)?;
+    Ok(Action::SlSendReply { code, reason })
+}
+
+/// The `("code", "reason")` arguments of sl_send_reply and t_reply, checked.
+pub(crate) fn reply_args(a: &[Arg]) -> Result<(u16, String), String> {
     let code = a.first().map(arg_int).transpose()?.unwrap_or(0);
     let code = u16::try_from(code)
         .ok()
@@ -36,7 +42,7 @@ fn bind_send_reply(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
     if reason.contains(['\r', '\n']) {
         return Err("reason phrase must be one line".into());
     }
-    Ok(Action::SlSendReply { code, reason })
+    Ok((code, reason))
 }
 
 /// The To-tag of our stateless replies: a fixed prefix per server and a hash of the request's

@@ -10,7 +10,7 @@ use ser_parser::{Host, Method};
 use ser_script::{Arg, BindCtx, KindSet, RouteKind};
 
 use super::core::{f, host_arg, port_arg};
-use super::{arg_int, arg_str, Exports, ParamDef, ParamKind};
+use super::{arg_int, Exports, ParamDef, ParamKind};
 use crate::route::{Action, Arrival, HostArg, MsgCtx, PortArg};
 use crate::tm::{BranchDst, CellId, CreateError, RouteKindDefault};
 
@@ -93,15 +93,7 @@ fn bind_relay_to(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
 }
 
 fn bind_reply(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
-    let code = a.first().map(arg_int).transpose()?.unwrap_or(0);
-    let code = u16::try_from(code)
-        .ok()
-        .filter(|c| (100..=699).contains(c))
-        .ok_or_else(|| format!("reply code {code} is not in 100..699"))?;
-    let reason = a.get(1).map(arg_str).transpose()?.unwrap_or_default();
-    if reason.contains(['\r', '\n']) {
-        return Err("reason phrase must be one line".into());
-    }
+    let (code, reason) = super::sl::reply_args(a)?;
     Ok(Action::TReply { code, reason })
 }
 
