@@ -304,7 +304,10 @@ impl MsgCtx<'_, '_> {
             (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&hop_text)
             {
                 Ok(u) => Some(u),
-                Err(_) => return self.fail(400, "Bad Request-URI"),
+                Err(_) => {
+                    let (code, reason) = uri_error(&hop_text);
+                    return self.fail(code, reason);
+                }
             },
             _ => None,
         };
@@ -495,6 +498,20 @@ pub fn received_for(via: &ser_parser::Via<'_>, src: SocketAddr) -> (Option<IpAdd
     };
     let received = (!same || rport.is_some()).then_some(ip);
     (received, rport)
+}
+
+/// What a destination URI that does not parse deserves: 416 when its scheme is one we do not
+/// route (RFC 4475 novelsc, unkscm), 400 when it claims to be SIP.
+pub fn uri_error(uri: &str) -> (u16, &'static str) {
+    let scheme = uri.split(':').next().unwrap_or("");
+    let ours = ["sip", "sips", "tel"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s));
+    if ours || scheme.is_empty() || scheme.len() == uri.len() {
+        (400, "Bad Request-URI")
+    } else {
+        (416, "Unsupported URI Scheme")
+    }
 }
 
 /// Formats an address into a stack buffer (no allocation).

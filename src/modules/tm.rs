@@ -408,7 +408,8 @@ impl MsgCtx<'_, '_> {
             ),
             Some(HostArg::UriHost) | None => {
                 let Ok(u) = ser_parser::parse_uri(hop) else {
-                    self.fail(400, "Bad Request-URI");
+                    let (code, reason) = super::core::uri_error(hop);
+                    self.fail(code, reason);
                     return false;
                 };
                 if u.scheme == ser_parser::Scheme::Sips {
