@@ -61,6 +61,8 @@ const MAX_CNAME_CHAIN: usize = 8;
 const MAX_SRV_RECORDS: usize = 32;
 /// Receive buffer for one UDP answer: larger than anything we advertise.
 const UDP_BUF: usize = 4096;
+/// How many times one UDP query is sent within its timeout (evenly spaced).
+const UDP_SENDS: u32 = 3;
 
 /// The transport a target is to be reached over (RFC 3263 4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -707,10 +709,16 @@ fn udp_exchange(
     // port unreachable as ECONNREFUSED instead of leaving us to time out.
     socket.connect(server).map_err(fail)?;
     socket.send(query).map_err(fail)?;
+    // A lost query or answer should not cost the whole timeout: the query is sent again after
+    // a third of it, twice at most (same id, so a late answer to the first copy still counts).
+    let start = Instant::now();
+    let resend_every = deadline.saturating_duration_since(start) / UDP_SENDS;
+    let mut sent = 1u32;
     let mut buf = vec![0u8; UDP_BUF];
     let mut saw_malformed = false;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(UdpOutcome::Failed(if saw_malformed {
                 ExchangeError::Malformed
@@ -718,10 +726,26 @@ fn udp_exchange(
                 ExchangeError::Timeout
             }));
         }
-        socket.set_read_timeout(Some(left)).map_err(fail)?;
+        let next_send = start + resend_every * sent;
+        if sent < UDP_SENDS && now >= next_send {
+            socket.send(query).map_err(fail)?;
+            sent += 1;
+            continue;
+        }
+        let wait = if sent < UDP_SENDS {
+            left.min(next_send.saturating_duration_since(now))
+        } else {
+            left
+        };
+        socket
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .map_err(fail)?;
         let n = match socket.recv(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                continue
+            }
             Err(e) => return Err(fail(e)),
         };
         let datagram = &buf[..n];

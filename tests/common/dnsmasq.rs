@@ -37,6 +37,31 @@ pub fn free_port_udp_tcp() -> u16 {
     panic!("no port free for both UDP and TCP on 127.0.0.1");
 }
 
+/// Whether a DNS server answers a query for `probe.test` A at `addr` within 200 ms.
+fn answers_udp(addr: SocketAddr) -> bool {
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    if sock.connect(addr).is_err()
+        || sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .is_err()
+    {
+        return false;
+    }
+    let mut query = vec![0x5e, 0x12, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["probe", "test"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if sock.send(&query).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x5e, 0x12] && buf[2] & 0x80 != 0)
+}
+
 /// A dnsmasq answering only from its command line, killed by PID when dropped.
 pub struct Dnsmasq {
     child: Option<Child>,
@@ -85,7 +110,13 @@ impl Dnsmasq {
                     }
                     panic!("dnsmasq exited ({status}) at start:\n{last_log}");
                 }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                // Ready when it answers a query over UDP (what the tests use) and accepts TCP;
+                // a TCP accept alone could come from a process about to exit because its UDP
+                // port was taken meanwhile (then queries would go to whoever holds it).
+                if answers_udp(addr)
+                    && TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+                    && matches!(child.try_wait(), Ok(None))
+                {
                     return Dnsmasq {
                         child: Some(child),
                         addr,
