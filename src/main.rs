@@ -233,13 +233,29 @@ fn run() -> Result<i32> {
     // every thread inherits the mask.
     let signals = ser_shards::os::SignalSet::block_standard();
 
+    // Reloads (serctl reload, FIFO reload, SIGHUP) make new generations of the script.
+    let live = Arc::new(ser::live::Live::new(
+        ser::live::Generation {
+            number: 1,
+            core: Arc::clone(&core),
+            script: Arc::clone(&loaded.script),
+            config: cfg.clone(),
+            modules: loaded.modules.clone(),
+        },
+        Some(file.clone()).filter(|f| f != "<embedded default>"),
+        cli.cfg.clone(),
+        sockets.clone(),
+        ser_shards::os::hostname(),
+    ));
     let factory = {
         let core = Arc::clone(&core);
         let script = Arc::clone(&loaded.script);
         let stats = stats.clone();
+        let live = Arc::clone(&live);
         move |i: usize| {
             let st = stats.get(i).cloned().unwrap_or_default();
             Server::new(Arc::clone(&core), Arc::clone(&script), st, i, shards)
+                .with_live(Arc::clone(&live))
         }
     };
     let runtime = match ser_shards::Runtime::start(scfg, factory) {
@@ -269,6 +285,39 @@ fn run() -> Result<i32> {
         );
     }
 
+    // Management: the command registry, and SER's FIFO server when `fifo=` is set.
+    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), sockets.clone());
+    {
+        let remote = runtime.remote();
+        mgmt.set_poster(Arc::new(move |shard, ev| {
+            if shard >= remote.shard_count() {
+                return false;
+            }
+            remote.post(shard, ev);
+            true
+        }));
+    }
+    let mgmt = Arc::new(mgmt);
+    let _fifo = match &cfg.fifo {
+        Some(path) => match ser::mgmt::fifo::start(path, cfg.fifo_mode, Arc::clone(&mgmt)) {
+            Ok(f) => {
+                notice!("FIFO server on {path}");
+                Some(f)
+            }
+            Err(e) => {
+                error!("cannot start the FIFO server on {path}: {e}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "ser: cannot start the FIFO server on {path}: {e}"
+                );
+                runtime.shutdown();
+                let _ = runtime.join();
+                return Ok(255);
+            }
+        },
+        None => None,
+    };
+
     if let Some(pid_file) = &cfg.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {pid_file}"))?;
@@ -285,7 +334,10 @@ fn run() -> Result<i32> {
     // Wait for a signal that ends us.
     loop {
         match signals.wait() {
-            ser_shards::os::SIGHUP => notice!("SIGHUP: reload is not implemented yet; ignored"),
+            ser_shards::os::SIGHUP => match live.reload() {
+                Ok(m) => notice!("SIGHUP: {m}"),
+                Err(e) => error!("SIGHUP: reload refused, the running script stays: {e}"),
+            },
             sig => {
                 notice!("signal {sig}: shutting down");
                 break;

@@ -34,6 +34,8 @@ pub enum Event {
         branch: usize,
         result: Result<Vec<SocketAddr>, String>,
     },
+    /// A request the management interface starts here (FIFO `t_uac_from`).
+    Uac(crate::tm::uac::UacRequest),
 }
 
 /// One shard's request processing.
@@ -46,10 +48,15 @@ pub struct Server {
     dns_inflight: usize,
     /// This shard's transactions.
     tm: Tm,
+    shards: usize,
     /// The runtime timer armed for the transactions' earliest deadline.
     timer: Option<(std::time::Instant, TimerId)>,
     /// Origin of the timer grid.
     epoch: Option<std::time::Instant>,
+    /// Where reloaded scripts come from, and the generation this shard runs.
+    live: Option<(Arc<crate::live::Live>, u64)>,
+    /// Transactions started from the management interface (FIFO `t_uac_from`).
+    uac: crate::tm::uac::LocalUac,
 }
 
 /// The token of the transaction timer.
@@ -71,6 +78,7 @@ impl Server {
         shards: usize,
     ) -> Self {
         let cfg = TmConfig::from_params(&core.params, shards);
+        let shards_n = shards;
         let tm = Tm::new(
             Arc::clone(&core),
             Arc::clone(&script),
@@ -85,9 +93,40 @@ impl Server {
             scratch: Scratch::default(),
             dns_inflight: 0,
             tm,
+            shards: shards_n,
             timer: None,
             epoch: None,
+            live: None,
+            uac: crate::tm::uac::LocalUac::default(),
         }
+    }
+
+    /// Follows reloads: before each message the shard takes the newest generation of `live`.
+    pub fn with_live(mut self, live: Arc<crate::live::Live>) -> Self {
+        let n = live.number();
+        self.live = Some((live, n));
+        self
+    }
+
+    /// Takes a newer script generation, between two messages.
+    #[inline]
+    fn follow_reload(&mut self) {
+        let Some((live, running)) = &self.live else {
+            return;
+        };
+        if live.number() == *running {
+            return;
+        }
+        let g = live.current();
+        let cfg = TmConfig::from_params(&g.core.params, self.shards);
+        self.core = Arc::clone(&g.core);
+        self.script = Arc::clone(&g.script);
+        self.tm
+            .set_generation(Arc::clone(&g.core), Arc::clone(&g.script), cfg);
+        if let Some((_, running)) = &mut self.live {
+            *running = g.number;
+        }
+        crate::info!("now running script generation {}", g.number);
     }
 
     /// Keeps one runtime timer armed at the transactions' earliest deadline, rounded up to a
@@ -95,8 +134,10 @@ impl Server {
     /// otherwise wake the shard thousands of extra times a second (on a VM every wake-up from
     /// idle is expensive); SER's own timer ticked in 100 ms steps.
     fn arm(&mut self, ctx: &mut Ctx<'_, Event>) {
-        let Some(next) = self.tm.next_deadline() else {
-            return;
+        let next = match (self.tm.next_deadline(), self.uac.next_deadline()) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
         };
         // The grid's origin is the shard's start: every deadline lies after it.
         let epoch = *self.epoch.get_or_insert_with(|| ctx.now());
@@ -146,7 +187,9 @@ impl Server {
         if !msg.is_request() {
             Stats::inc(&self.stats.replies_in);
             self.scratch.clear();
-            if self.tm.on_reply(now, &msg, &mut self.scratch.out) {
+            if self.tm.on_reply(now, &msg, &mut self.scratch.out)
+                || self.uac.on_reply(now, &msg, &mut self.scratch.out)
+            {
                 self.flush(ctx);
                 return;
             }
@@ -308,7 +351,7 @@ fn on_grid(
 
 /// RFC 3263 for a branch's next hop (NAPTR, SRV, A/AAAA, in failover order); a name DNS does
 /// not know is tried in the hosts file (getaddrinfo), as operators expect of `localhost`.
-fn resolve_next_hop(
+pub fn resolve_next_hop(
     resolver: &crate::dns::Resolver,
     host: &str,
     port: Option<u16>,
@@ -393,6 +436,7 @@ impl Handler for Server {
                 }
             }
         }
+        self.follow_reload();
         self.process(ctx, &d);
         self.start_tm_dns(ctx);
         self.arm(ctx);
@@ -424,6 +468,14 @@ impl Handler for Server {
                     crate::notice!("cannot resolve next hop: {e}");
                 }
             },
+            Event::Uac(req) => {
+                self.follow_reload();
+                self.scratch.clear();
+                self.uac
+                    .start(ctx.now(), &self.tm.cfg.timers, req, &mut self.scratch.out);
+                self.flush(ctx);
+                self.arm(ctx);
+            }
             Event::TmResolved {
                 cell,
                 branch,
@@ -446,6 +498,7 @@ impl Handler for Server {
         self.timer = None;
         self.scratch.clear();
         self.tm.on_timer(ctx.now(), &mut self.scratch.out);
+        self.uac.on_timer(ctx.now(), &mut self.scratch.out);
         self.flush(ctx);
         self.start_tm_dns(ctx);
         self.arm(ctx);

@@ -163,3 +163,19 @@ pub fn syslog(priority: i32, line: &str) {
         unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
     }
 }
+
+/// Creates a named pipe (FIFO) at `path` with permission bits `mode` (the FIFO server's
+/// `fifo`/`fifo_mode`, serctl's reply pipe). The umask applies, as for any file; callers that
+/// need exact bits set them afterwards with `std::fs::set_permissions`.
+pub fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; mkfifo only reads it.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -324,7 +324,7 @@ impl MsgCtx<'_, '_> {
             replicate,
             &mut self.s.out,
         );
-        let script = tm.script();
+        let script = tm.script_of(id);
         let mut sent = 0;
         let mut branch_id = String::new();
         for (i, uri) in uris.iter().enumerate() {

@@ -39,6 +39,7 @@ use crate::txn::{
 };
 
 mod acc;
+pub mod uac;
 pub use acc::{report_request as acc_request, AccConfig};
 
 /// tm's configuration, from its module parameters.
@@ -201,6 +202,18 @@ struct Cell {
     waiting: bool,
     /// The Request-URI the transaction was relayed with (`o-uri` of accounting).
     out_uri: String,
+    /// The script this transaction started under: its failure, reply and branch routes run
+    /// from it even after a reload swapped in a newer one.
+    script: CellScript,
+}
+
+/// A cell's script (the compiled program has no `Debug`).
+struct CellScript(Arc<Script>);
+
+impl std::fmt::Debug for CellScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CellScript")
+    }
 }
 
 #[derive(Debug)]
@@ -396,6 +409,7 @@ impl Tm {
             armed: None,
             waiting: false,
             out_uri: String::new(),
+            script: CellScript(Arc::clone(&self.script)),
         });
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -506,6 +520,22 @@ impl Tm {
     /// The compiled script (branch routes run from `t_relay`).
     pub fn script(&self) -> Arc<Script> {
         Arc::clone(&self.script)
+    }
+
+    /// The script transaction `id` started under (the current one when it is gone).
+    pub fn script_of(&self, id: CellId) -> Arc<Script> {
+        match self.cell(id) {
+            Some(c) => Arc::clone(&c.script.0),
+            None => Arc::clone(&self.script),
+        }
+    }
+
+    /// A reload: new transactions use `script`, `core` and `cfg`; those in flight keep the
+    /// script they started under.
+    pub fn set_generation(&mut self, core: Arc<Core>, script: Arc<Script>, cfg: TmConfig) {
+        self.core = core;
+        self.script = script;
+        self.cfg = cfg;
     }
 
     /// Number of branches a cell has so far (the index of the next one).
@@ -1169,12 +1199,12 @@ impl Tm {
         let flags = cell.flags;
         let routes = cell.routes;
         let before = cell.branches.len();
+        let script = Arc::clone(&cell.script.0);
         let Ok(msg) = ser_parser::parse(&request) else {
             return false;
         };
         let core = Arc::clone(&self.core);
         let stats = Arc::clone(&self.stats);
-        let script = Arc::clone(&self.script);
         let mut sc = std::mem::take(&mut self.fscratch);
         {
             let mut m = MsgCtx::new(&core, &stats, &msg, arrival, &mut sc);
@@ -1218,9 +1248,9 @@ impl Tm {
         };
         let arrival = cell.arrival;
         let flags = cell.flags;
+        let script = Arc::clone(&cell.script.0);
         let core = Arc::clone(&self.core);
         let stats = Arc::clone(&self.stats);
-        let script = Arc::clone(&self.script);
         let mut sc = std::mem::take(&mut self.fscratch);
         let outcome = {
             let mut m = MsgCtx::new(&core, &stats, msg, arrival, &mut sc);

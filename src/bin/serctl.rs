@@ -1,0 +1,253 @@
+//! `serctl`: SER's management tool, talking to a running `ser` through its FIFO server.
+//!
+//! The FIFO is `$SER_FIFO` (default `/tmp/ser_fifo`), as with SER's serctl. Each command
+//! makes a reply pipe `/tmp/ser_receiver_<pid>`, writes one request (`:cmd:ser_receiver_<pid>`,
+//! parameter lines, an empty line) in a single write, and prints the reply: the body for a
+//! `2xx` reply, the status line otherwise (with exit status 1).
+//!
+//! The database commands of the seeds' serctl (`add`, `passwd`, `alias`, `acl`, `ul`, ...)
+//! come with the user location and authentication modules.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: serctl <command> [args]
+  * server health *
+  serctl monitor|moni [-c cycles] [-i seconds] ... show internal status (refreshing)
+  serctl ps ..................................... show running threads
+  serctl fifo <cmd> [param ...] ................. send a raw command to the FIFO
+  serctl reload ................................. compile the script again and swap it in
+  serctl version | uptime | which ............... the FIFO commands of the same name
+  serctl t_stats | sl_stats | t_hash ............ statistics
+The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match run(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("serctl: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: &[String]) -> Result<i32, String> {
+    let Some(cmd) = args.first() else {
+        print!("{USAGE}");
+        return Ok(1);
+    };
+    match cmd.as_str() {
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        "fifo" => {
+            let Some(fifo_cmd) = args.get(1) else {
+                return Err(String::from("usage: serctl fifo <cmd> [param ...]"));
+            };
+            print_reply(&request(fifo_cmd, args.get(2..).unwrap_or_default())?)
+        }
+        "ps" | "reload" | "version" | "uptime" | "which" | "t_stats" | "sl_stats" | "t_hash" => {
+            print_reply(&request(cmd, &[])?)
+        }
+        "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    }
+}
+
+/// The status code, the status line and the body lines of a reply.
+struct FifoReply {
+    code: u16,
+    status: String,
+    body: String,
+}
+
+fn print_reply(r: &FifoReply) -> Result<i32, String> {
+    if (200..300).contains(&r.code) {
+        print!("{}", r.body);
+        Ok(0)
+    } else {
+        println!("{}", r.status);
+        print!("{}", r.body);
+        Ok(1)
+    }
+}
+
+fn fifo_path() -> PathBuf {
+    PathBuf::from(std::env::var("SER_FIFO").unwrap_or_else(|_| String::from("/tmp/ser_fifo")))
+}
+
+fn timeout_for(cmd: &str) -> Duration {
+    if let Some(s) = std::env::var("SERCTL_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_secs(s);
+    }
+    // t_uac_from waits for the final reply of a transaction (fr_timer).
+    if cmd.starts_with("t_uac") {
+        Duration::from_secs(45)
+    } else {
+        Duration::from_secs(5)
+    }
+}
+
+/// Removes the reply pipe however serctl leaves.
+struct ReplyPipe(PathBuf);
+
+impl Drop for ReplyPipe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Sends `:cmd:reply\nparams...\n\n` and waits for the reply.
+fn request(cmd: &str, params: &[String]) -> Result<FifoReply, String> {
+    let fifo = fifo_path();
+    let name = format!("ser_receiver_{}", std::process::id());
+    let reply_path = PathBuf::from("/tmp").join(&name);
+    let _ = std::fs::remove_file(&reply_path);
+    ser_shards::os::mkfifo(&reply_path, 0o600)
+        .map_err(|e| format!("cannot make the reply pipe {}: {e}", reply_path.display()))?;
+    let _guard = ReplyPipe(reply_path.clone());
+    // Open our end first (non-blocking: no writer yet), so the server's open never fails.
+    let mut reply = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&reply_path)
+        .map_err(|e| format!("cannot open {}: {e}", reply_path.display()))?;
+
+    let mut req = format!(":{cmd}:{name}\n");
+    for p in params {
+        req.push_str(p);
+        req.push('\n');
+    }
+    req.push('\n');
+    // Non-blocking open: a FIFO nobody reads (server down) fails at once with ENXIO.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .map_err(|e| {
+            format!(
+                "cannot reach ser through {} ({e}); is it running with fifo=\"{}\"?",
+                fifo.display(),
+                fifo.display()
+            )
+        })?;
+    // One write: requests of several clients must not interleave (atomic up to PIPE_BUF).
+    f.write_all(req.as_bytes())
+        .map_err(|e| format!("cannot write to {}: {e}", fifo.display()))?;
+    drop(f);
+
+    let deadline = Instant::now() + timeout_for(cmd);
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reply.read(&mut buf) {
+            // No writer: before the server opened the pipe, or after it closed it.
+            Ok(0) if !data.is_empty() => break,
+            Ok(0) => {}
+            Ok(n) => {
+                data.extend_from_slice(&buf[..n]);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the reply: {e}")),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no reply from ser within {:?} (FIFO {})",
+                timeout_for(cmd),
+                fifo.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let (status, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    let code = status
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(500);
+    Ok(FifoReply {
+        code,
+        status: status.to_string(),
+        body: body.to_string(),
+    })
+}
+
+/// The seeds' `serctl moni`: a refreshing status screen.
+fn monitor(args: &[String]) -> Result<i32, String> {
+    let mut cycles: Option<u64> = None;
+    let mut interval = Duration::from_secs(3);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" => {
+                cycles = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("-c needs a number of cycles")?,
+                )
+            }
+            "-i" => {
+                interval = Duration::from_secs_f64(
+                    it.next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|v| *v > 0.0)
+                        .ok_or("-i needs seconds")?,
+                )
+            }
+            other => return Err(format!("monitor: unknown option '{other}'")),
+        }
+    }
+    let tty = std::env::var_os("TERM").is_some() && cycles.is_none();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let mut screen = String::new();
+        if tty {
+            screen.push_str("\x1b[2J\x1b[H");
+        }
+        screen.push_str(&format!(
+            "[cycle #: {n}; if constant make sure server lives and fifo is on]\n"
+        ));
+        for (title, cmd) in [
+            ("", "version"),
+            ("", "uptime"),
+            ("Transaction Statistics", "t_stats"),
+            ("Stateless Server Statistics", "sl_stats"),
+        ] {
+            if !title.is_empty() {
+                screen.push_str(title);
+                screen.push('\n');
+            }
+            match request(cmd, &[]) {
+                Ok(r) if (200..300).contains(&r.code) => screen.push_str(&r.body),
+                Ok(r) => {
+                    screen.push_str(&r.status);
+                    screen.push('\n');
+                }
+                Err(e) => {
+                    screen.push_str(&format!("{e}\n"));
+                    break;
+                }
+            }
+        }
+        print!("{screen}");
+        let _ = io::stdout().flush();
+        if cycles.is_some_and(|c| n >= c) {
+            return Ok(0);
+        }
+        std::thread::sleep(interval);
+    }
+}

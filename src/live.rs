@@ -1,0 +1,165 @@
+//! Live reload: the script and what is derived from it (module parameters, aliases) as one
+//! immutable [`Generation`], swapped atomically by `serctl reload`, the FIFO `reload` command
+//! or SIGHUP.
+//!
+//! Shards compare [`Live::number`] (one relaxed atomic load) with the generation they run
+//! before each message and take the new one between two messages: transactions in flight keep
+//! the script they started under (tm stores it in the cell), new requests use the new one,
+//! nothing is dropped. A script that does not load is refused with `file:line:col` and the
+//! running one stays.
+//!
+//! What a reload cannot change: the sockets, the number of shards, the process identity, the
+//! FIFO and the listeners. Those global options are compared with the running ones; a change
+//! is reported as needing a restart and otherwise ignored.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::route::Script;
+
+/// One loaded script with the state built from it.
+pub struct Generation {
+    /// 1 for the script loaded at start, +1 per successful reload.
+    pub number: u64,
+    pub core: Arc<Core>,
+    pub script: Arc<Script>,
+    pub config: Config,
+    pub modules: Vec<String>,
+}
+
+/// The generation every shard should be running, and how to make the next one.
+pub struct Live {
+    number: AtomicU64,
+    current: ArcSwap<Generation>,
+    /// The script file (None: the embedded default).
+    file: Option<String>,
+    /// The command line's configuration, under the script's options.
+    base: Config,
+    sockets: Vec<SocketAddr>,
+    hostname: Option<String>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+}
+
+impl Live {
+    pub fn new(
+        first: Generation,
+        file: Option<String>,
+        base: Config,
+        sockets: Vec<SocketAddr>,
+        hostname: Option<String>,
+    ) -> Self {
+        Self {
+            number: AtomicU64::new(first.number),
+            current: ArcSwap::from_pointee(first),
+            file,
+            base,
+            sockets,
+            hostname,
+            reloading: Mutex::new(()),
+        }
+    }
+
+    /// The number of the generation shards should run (cheap: checked per message).
+    #[inline]
+    pub fn number(&self) -> u64 {
+        self.number.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// The script file reloads read.
+    pub fn file(&self) -> &str {
+        self.file.as_deref().unwrap_or("<embedded default>")
+    }
+
+    /// Reads and compiles the script again and makes it current. `Ok` names the new
+    /// generation (and any global option that needs a restart to change); `Err` is the load
+    /// error, `file:line:col: what is wrong`, and the running script stays.
+    pub fn reload(&self) -> Result<String, String> {
+        let _one = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (name, src) = match &self.file {
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(s) => (f.clone(), s),
+                Err(e) => return Err(format!("cannot read {f}: {e}")),
+            },
+            None => (
+                String::from("<embedded default>"),
+                crate::config::DEFAULT_CFG.to_string(),
+            ),
+        };
+        let loaded = crate::loader::load(&name, &src, &self.base).map_err(|e| e.to_string())?;
+        let old = self.current();
+        let restart = needs_restart(&old.config, &loaded.config);
+        let mut core = Core::new(&loaded.config, self.sockets.clone(), self.hostname.clone());
+        core.params = loaded.params;
+        // The resolver's cache survives a reload unless its servers changed.
+        if loaded.config.dns_servers == old.config.dns_servers
+            && loaded.config.dns_timeout_ms == old.config.dns_timeout_ms
+        {
+            core.resolver = Arc::clone(&old.core.resolver);
+        }
+        if loaded.config.debug != old.config.debug {
+            crate::log::set_level(loaded.config.debug);
+        }
+        let number = old.number + 1;
+        let next = Generation {
+            number,
+            core: Arc::new(core),
+            script: loaded.script,
+            config: loaded.config,
+            modules: loaded.modules,
+        };
+        self.current.store(Arc::new(next));
+        self.number.store(number, Ordering::Release);
+        let mut msg = format!("{name}: reloaded (generation {number})");
+        if !restart.is_empty() {
+            msg.push_str(&format!(
+                "; changed options that need a restart: {}",
+                restart.join(", ")
+            ));
+        }
+        crate::notice!("{msg}");
+        Ok(msg)
+    }
+}
+
+/// Global options a reload cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let listen = |c: &Config| {
+        c.listen
+            .iter()
+            .map(|l| (l.addr, l.port))
+            .collect::<Vec<_>>()
+    };
+    if listen(old) != listen(new) || old.port != new.port {
+        v.push("listen/port");
+    }
+    if old.children != new.children {
+        v.push("children");
+    }
+    if old.fork != new.fork {
+        v.push("fork");
+    }
+    if old.user != new.user || old.group != new.group {
+        v.push("user/group");
+    }
+    if old.fifo != new.fifo || old.fifo_mode != new.fifo_mode {
+        v.push("fifo");
+    }
+    if old.io_backend != new.io_backend {
+        v.push("io_backend");
+    }
+    v
+}

@@ -1,0 +1,555 @@
+//! Management commands: SER's FIFO commands (`ps`, `which`, `version`, `uptime`, `print`,
+//! `sl_stats`, `t_stats`, `t_hash`, `t_uac_from`, `reload`) in one registry that the FIFO
+//! server ([`fifo`]), `serctl` (through the FIFO) and the HTTP listener all use.
+//!
+//! A command takes its parameter lines and returns a [`Reply`]: a status code and reason
+//! (SER's first reply line, `200 ok` or `500 command 'x' not available`) and body lines.
+//! Modules add theirs with [`Mgmt::register`] (usrloc's `ul_*` come that way).
+//!
+//! Nothing here runs on a shard thread: commands read the shards' counters (relaxed atomics)
+//! and reach a shard only by posting it an event (`t_uac_from`).
+
+pub mod fifo;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::core::{server_name, Stats};
+use crate::live::Live;
+use crate::server::Event;
+
+/// What a command answers: SER's status line and the lines after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub reason: String,
+    pub body: Vec<String>,
+}
+
+impl Reply {
+    pub fn ok(body: Vec<String>) -> Self {
+        Self {
+            code: 200,
+            reason: String::from("ok"),
+            body,
+        }
+    }
+
+    pub fn error(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            body: Vec::new(),
+        }
+    }
+
+    /// The reply as the FIFO writes it: status line, then the body, each line ended by `\n`.
+    pub fn to_fifo(&self) -> String {
+        let mut s = format!("{} {}\n", self.code, self.reason);
+        for l in &self.body {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn is_ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+/// How the FIFO reads a command's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params {
+    /// Lines up to an empty line.
+    Lines,
+    /// `fixed` lines, then header lines up to an empty line, then body lines up to a line
+    /// holding a single `.` (SER's `t_uac_from`). The parameters handed to the command are
+    /// the fixed lines, the header lines, an empty line, the body lines.
+    HeadersAndBody { fixed: usize },
+}
+
+/// A command's code.
+pub type Handler = fn(&Mgmt, &[String]) -> Reply;
+
+/// One registered command.
+#[derive(Clone, Copy)]
+pub struct Command {
+    pub name: &'static str,
+    /// The module that exports it (`core` for the built-in ones).
+    pub module: &'static str,
+    pub params: Params,
+    /// One line for `which` and `serctl`: what it does and its parameters.
+    pub help: &'static str,
+    /// Runs long (waits on the network): the FIFO server runs it on its own thread.
+    pub slow: bool,
+    pub run: Handler,
+}
+
+/// Posts an event to a shard (the runtime's `Remote::post`, given by main).
+pub type Poster = Arc<dyn Fn(usize, Event) -> bool + Send + Sync>;
+
+/// What commands can see, and the registry.
+pub struct Mgmt {
+    pub started: SystemTime,
+    pub live: Arc<Live>,
+    /// Per shard, in shard order.
+    pub stats: Vec<Arc<Stats>>,
+    /// Listen sockets (every shard has one of each).
+    pub sockets: Vec<SocketAddr>,
+    post: Option<Poster>,
+    commands: BTreeMap<&'static str, Command>,
+    /// Transactions started by `t_uac_from` (t_stats' "local").
+    pub uac_started: AtomicU64,
+}
+
+impl Mgmt {
+    /// A registry with the core and tm commands.
+    pub fn new(live: Arc<Live>, stats: Vec<Arc<Stats>>, sockets: Vec<SocketAddr>) -> Self {
+        let mut m = Self {
+            started: SystemTime::now(),
+            live,
+            stats,
+            sockets,
+            post: None,
+            commands: BTreeMap::new(),
+            uac_started: AtomicU64::new(0),
+        };
+        for c in CORE_COMMANDS {
+            m.register(*c);
+        }
+        m
+    }
+
+    /// How commands reach the shards (set once the runtime runs).
+    pub fn set_poster(&mut self, post: Poster) {
+        self.post = Some(post);
+    }
+
+    /// Adds (or replaces) a command.
+    pub fn register(&mut self, c: Command) {
+        self.commands.insert(c.name, c);
+    }
+
+    pub fn command(&self, name: &str) -> Option<&Command> {
+        self.commands.get(name)
+    }
+
+    pub fn commands(&self) -> impl Iterator<Item = &Command> {
+        self.commands.values()
+    }
+
+    /// Runs `name` with its parameter lines.
+    pub fn call(&self, name: &str, params: &[String]) -> Reply {
+        match self.commands.get(name) {
+            Some(c) => (c.run)(self, params),
+            None => not_available(name),
+        }
+    }
+
+    /// Counters summed over the shards: `f` picks one counter.
+    pub fn sum(&self, f: impl Fn(&Stats) -> &AtomicU64) -> u64 {
+        self.stats
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.started)
+            .unwrap_or_default()
+    }
+}
+
+/// SER's answer to an unknown command.
+pub fn not_available(name: &str) -> Reply {
+    Reply::error(500, format!("command '{name}' not available"))
+}
+
+const CORE_COMMANDS: &[Command] = &[
+    Command {
+        name: "ps",
+        module: "core",
+        params: Params::Lines,
+        help: "running threads: main, each shard with its sockets, FIFO, listeners, workers",
+        slow: false,
+        run: cmd_ps,
+    },
+    Command {
+        name: "which",
+        module: "core",
+        params: Params::Lines,
+        help: "list of available commands",
+        slow: false,
+        run: cmd_which,
+    },
+    Command {
+        name: "version",
+        module: "core",
+        params: Params::Lines,
+        help: "version of ser",
+        slow: false,
+        run: cmd_version,
+    },
+    Command {
+        name: "uptime",
+        module: "core",
+        params: Params::Lines,
+        help: "running time",
+        slow: false,
+        run: cmd_uptime,
+    },
+    Command {
+        name: "print",
+        module: "core",
+        params: Params::Lines,
+        help: "prints its parameter lines back (a FIFO test)",
+        slow: false,
+        run: cmd_print,
+    },
+    Command {
+        name: "reload",
+        module: "core",
+        params: Params::Lines,
+        help: "compiles the script again and swaps it in between two messages",
+        slow: false,
+        run: cmd_reload,
+    },
+    Command {
+        name: "sl_stats",
+        module: "sl",
+        params: Params::Lines,
+        help: "stateless replies sent, by code",
+        slow: false,
+        run: cmd_sl_stats,
+    },
+    Command {
+        name: "t_stats",
+        module: "tm",
+        params: Params::Lines,
+        help: "transaction statistics",
+        slow: false,
+        run: cmd_t_stats,
+    },
+    Command {
+        name: "t_hash",
+        module: "tm",
+        params: Params::Lines,
+        help: "occupation of each shard's transaction table",
+        slow: false,
+        run: cmd_t_hash,
+    },
+    Command {
+        name: "t_uac_from",
+        module: "tm",
+        params: Params::HeadersAndBody { fixed: 3 },
+        help: "method, sender's URI, destination URI, header lines, empty line, body, '.': \
+               starts a transaction and answers its final reply",
+        slow: true,
+        run: cmd_t_uac_from,
+    },
+];
+
+fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
+    let pid = std::process::id();
+    let mut rows: Vec<(u32, String)> = Vec::new();
+    let socks: Vec<String> = m
+        .sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("sock={i} @ udp:{}", crate::modules::core::hostport(s)))
+        .collect();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim();
+            let what = if tid == pid {
+                String::from("main (attendant: signals, reload)")
+            } else if let Some(n) = comm.rsplit_once("-shard-").map(|(_, n)| n) {
+                format!(
+                    "shard {n} (receiver, transactions, timers) {}",
+                    socks.join(" ")
+                )
+            } else if let Some(n) = comm.rsplit_once("-blocking-").map(|(_, n)| n) {
+                format!("worker {n} (DNS, exec)")
+            } else if comm == "ser-fifo" {
+                String::from("fifo server")
+            } else if comm.starts_with("ser-fifo") {
+                String::from("fifo reader")
+            } else {
+                comm.to_string()
+            };
+            rows.push((tid, what));
+        }
+    }
+    if rows.is_empty() {
+        rows.push((pid, String::from("main")));
+    }
+    rows.sort_by_key(|(tid, _)| (*tid != pid, *tid));
+    Reply::ok(
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, (tid, what))| format!("{i} {tid} {what}"))
+            .collect(),
+    )
+}
+
+fn cmd_which(m: &Mgmt, _: &[String]) -> Reply {
+    Reply::ok(m.commands().map(|c| c.name.to_string()).collect())
+}
+
+fn cmd_version(m: &Mgmt, _: &[String]) -> Reply {
+    let g = m.live.current();
+    Reply::ok(vec![
+        format!("Server: {}", server_name()),
+        format!("Modules: {}", g.modules.join(" ")),
+    ])
+}
+
+fn cmd_uptime(m: &Mgmt, _: &[String]) -> Reply {
+    let now = SystemTime::now();
+    Reply::ok(vec![
+        format!("Now: {}", ctime(now)),
+        format!("Up Since: {}", ctime(m.started)),
+        format!("Up time: {} [sec]", m.uptime().as_secs()),
+    ])
+}
+
+fn cmd_print(_: &Mgmt, p: &[String]) -> Reply {
+    Reply::ok(p.to_vec())
+}
+
+fn cmd_reload(m: &Mgmt, _: &[String]) -> Reply {
+    match m.live.reload() {
+        Ok(msg) => Reply::ok(vec![msg]),
+        Err(e) => {
+            crate::error!("reload refused: {e}");
+            Reply::error(500, format!("reload failed: {e}"))
+        }
+    }
+}
+
+/// The SER sl_stats rows: (label, codes counted there).
+fn cmd_sl_stats(m: &Mgmt, _: &[String]) -> Reply {
+    let class = |c: usize| m.sum(|s| &s.sl_replies[c]);
+    let s200 = m.sum(|s| &s.sl_200);
+    let s404 = m.sum(|s| &s.sl_404);
+    let s483 = m.sum(|s| &s.sl_483);
+    Reply::ok(vec![
+        format!("200: {s200}"),
+        format!("2xx: {}", class(2).saturating_sub(s200)),
+        format!("3xx: {}", class(3)),
+        format!("404: {s404}"),
+        format!("483: {s483}"),
+        format!("4xx: {}", class(4).saturating_sub(s404 + s483)),
+        format!("5xx: {}", class(5)),
+        format!("6xx: {}", class(6)),
+        format!("xxx: {}", class(0) + class(1)),
+    ])
+}
+
+fn cmd_t_stats(m: &Mgmt, _: &[String]) -> Reply {
+    let current = m.sum(|s| &s.tm_current);
+    let waiting = m.sum(|s| &s.tm_waiting);
+    let total = m.sum(|s| &s.tm_total);
+    let local = m.uac_started.load(Ordering::Relaxed);
+    let replied = m.sum(|s| &s.tm_local_replies);
+    let c = |i: usize| m.sum(|s| &s.tm_completed[i]);
+    Reply::ok(vec![
+        format!("Current: {current} ({waiting} waiting) Total: {total} ({local} local)"),
+        format!("Replied localy: {replied}"),
+        format!(
+            "Completion status 6xx: {}, 5xx: {}, 4xx: {}, 3xx: {}, 2xx: {}",
+            c(4),
+            c(3),
+            c(2),
+            c(1),
+            c(0)
+        ),
+        format!("Refused (table full): {}", m.sum(|s| &s.tm_refused)),
+    ])
+}
+
+fn cmd_t_hash(m: &Mgmt, _: &[String]) -> Reply {
+    let g = m.live.current();
+    let shards = m.stats.len().max(1);
+    let cap = crate::tm::TmConfig::from_params(&g.core.params, shards).max_transactions;
+    Reply::ok(
+        m.stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "shard {i}: {} transactions ({} waiting), capacity {cap}",
+                    s.tm_current.load(Ordering::Relaxed),
+                    s.tm_waiting.load(Ordering::Relaxed)
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `t_uac_from`: method, From URI, To/Request-URI, header lines, empty line, body lines.
+fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
+    let Some(post) = &m.post else {
+        return Reply::error(500, "no shards running");
+    };
+    let (Some(method), Some(from), Some(to)) = (p.first(), p.get(1), p.get(2)) else {
+        return Reply::error(400, "t_uac_from: method, from and to lines expected");
+    };
+    let method = method.trim();
+    let from = from.trim();
+    let to = to.trim();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Reply::error(400, format!("t_uac_from: bad method '{method}'"));
+    }
+    let Ok(uri) = ser_parser::parse_uri(to) else {
+        return Reply::error(400, format!("t_uac_from: bad destination URI '{to}'"));
+    };
+    if ser_parser::parse_uri(from).is_err() {
+        return Reply::error(400, format!("t_uac_from: bad sender URI '{from}'"));
+    }
+    let rest = p.get(3..).unwrap_or_default();
+    let split = rest.iter().position(|l| l.is_empty()).unwrap_or(rest.len());
+    let (headers, body) = rest.split_at(split);
+    let body: Vec<&String> = body.iter().skip(1).collect();
+    for h in headers {
+        if !h.contains(':') || h.contains('\r') {
+            return Reply::error(400, format!("t_uac_from: bad header line '{h}'"));
+        }
+    }
+    let g = m.live.current();
+    let host = uri.host_str.trim_start_matches('[').trim_end_matches(']');
+    let secure = matches!(uri.scheme, ser_parser::Scheme::Sips);
+    let targets = match crate::server::resolve_next_hop(&g.core.resolver, host, uri.port, secure) {
+        Ok(t) => t,
+        Err(e) => return Reply::error(478, format!("Unresolvable destination ({e})")),
+    };
+    let Some((dst, socket)) = targets
+        .iter()
+        .find_map(|d| g.core.socket_for(d, 0).map(|s| (*d, s)))
+    else {
+        return Reply::error(478, "Unresolvable destination (no socket of that family)");
+    };
+    let Some(via) = g.core.via_prefix.get(socket) else {
+        return Reply::error(500, "no socket");
+    };
+    let n: u64 = rand::random();
+    let branch = format!("z9hG4bKfifo{n:016x}");
+    let call_id = format!(
+        "{n:016x}-fifo@{}",
+        crate::modules::core::hostport(&g.core.sockets[socket])
+    );
+    let mut body_text = String::new();
+    for l in &body {
+        body_text.push_str(l);
+        body_text.push_str("\r\n");
+    }
+    let mut req = format!(
+        "{method} {to} SIP/2.0\r\nVia: {via}{branch}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{to}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n",
+        n as u32 ^ 0x5e5e_5e5e
+    );
+    for h in headers {
+        req.push_str(h.trim_end());
+        req.push_str("\r\n");
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\n\r\n{body_text}",
+        body_text.len()
+    ));
+    let (tx, rx) = mpsc::sync_channel(1);
+    let shard = crate::server::owner_shard(call_id.as_bytes(), m.stats.len().max(1));
+    let uac = crate::tm::uac::UacRequest {
+        socket,
+        dst,
+        bytes: req.into_bytes(),
+        branch,
+        method: method.to_string(),
+        done: tx,
+    };
+    if !post(shard, Event::Uac(uac)) {
+        return Reply::error(500, "shard not reachable");
+    }
+    m.uac_started.fetch_add(1, Ordering::Relaxed);
+    // The shard answers within fr_timer (408 then); a margin for a loaded shard.
+    let wait = crate::tm::TmConfig::from_params(&g.core.params, 1)
+        .timers
+        .fr_timer
+        + Duration::from_secs(5);
+    match rx.recv_timeout(wait) {
+        Ok(r) => Reply::error(r.code, r.reason),
+        Err(_) => Reply::error(500, "no answer from the shard"),
+    }
+}
+
+/// A time as C's `ctime` prints it, in UTC: `Fri Dec  6 17:56:10 2002`.
+pub fn ctime(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, mo, d) = civil_from_days(days);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}",
+        WD[days.rem_euclid(7) as usize],
+        MON[(mo as usize).saturating_sub(1).min(11)],
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        y
+    )
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctime_formats_like_c() {
+        // 2002-12-06 17:56:10 UTC, the seeds' `serctl fifo uptime` example.
+        let t = UNIX_EPOCH + Duration::from_secs(1_039_197_370);
+        assert_eq!(ctime(t), "Fri Dec  6 17:56:10 2002");
+        assert_eq!(ctime(UNIX_EPOCH), "Thu Jan  1 00:00:00 1970");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(ctime(leap), "Tue Feb 29 00:00:00 2000");
+    }
+
+    #[test]
+    fn reply_to_fifo_text() {
+        let r = Reply::ok(vec!["a".into(), "b".into()]);
+        assert_eq!(r.to_fifo(), "200 ok\na\nb\n");
+        assert_eq!(
+            not_available("foobar").to_fifo(),
+            "500 command 'foobar' not available\n"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Transactions this server starts itself (SER's `t_uac`): the FIFO command `t_uac_from`
+//! sends a request (an instant message, a NOTIFY) and reports its final reply.
+//!
+//! The management thread builds and resolves the request and posts it to the shard that owns
+//! its Call-ID; the shard runs a plain RFC 3261 client transaction for it here, beside the
+//! proxy's cells: replies are matched by their client key, retransmissions and timers come
+//! from [`ClientTransaction`], and the final reply (or 408 when none came within `fr_timer`)
+//! goes back to the waiting management thread over a channel.
+//!
+//! What it does not do: INVITE (a dialog needs a UAC core that ACKs 2xx; `t_uac_from` refuses
+//! INVITE, ACK and CANCEL), authentication challenges, and more than one destination.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use ser_parser::{Message, Method};
+
+use crate::route::Outbox;
+use crate::txn::{ClientTransaction, Disposition, Key, TimerConfig, TxnEvent};
+
+/// Most locally started transactions one shard keeps at once; more get 503 at once.
+pub const MAX_LOCAL: usize = 1024;
+
+/// A request to send, written completely (our Via with `branch`) by the management side.
+#[derive(Debug)]
+pub struct UacRequest {
+    pub socket: usize,
+    pub dst: SocketAddr,
+    pub bytes: Vec<u8>,
+    pub branch: String,
+    pub method: String,
+    pub done: SyncSender<UacResult>,
+}
+
+/// How a locally started transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UacResult {
+    pub code: u16,
+    pub reason: String,
+}
+
+struct Entry {
+    txn: ClientTransaction,
+    socket: usize,
+    dst: SocketAddr,
+    /// Taken when the final reply is reported.
+    done: Option<SyncSender<UacResult>>,
+}
+
+/// One shard's locally started transactions (few: a linear scan is enough).
+#[derive(Default)]
+pub struct LocalUac {
+    list: Vec<Entry>,
+}
+
+impl LocalUac {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Starts the transaction and queues its first transmission.
+    pub fn start(&mut self, now: Instant, cfg: &TimerConfig, req: UacRequest, out: &mut Outbox) {
+        let report = |code: u16, reason: &str| {
+            let _ = req.done.try_send(UacResult {
+                code,
+                reason: reason.to_string(),
+            });
+        };
+        if self.list.len() >= MAX_LOCAL {
+            report(503, "Too Many Local Transactions");
+            return;
+        }
+        let Some(method) = Method::from_bytes(req.method.as_bytes()) else {
+            report(400, "Bad Method");
+            return;
+        };
+        if matches!(method, Method::Invite | Method::Ack | Method::Cancel) {
+            report(400, "Method Not Supported Here");
+            return;
+        }
+        let key = Key::client_from(&req.branch, method.as_str());
+        let txn = match ClientTransaction::start_known(now, cfg, req.bytes, key, method, false) {
+            Ok(t) => t,
+            Err(e) => {
+                report(400, &e.to_string());
+                return;
+            }
+        };
+        let mut e = Entry {
+            txn,
+            socket: req.socket,
+            dst: req.dst,
+            done: Some(req.done),
+        };
+        drain(&mut e, out);
+        self.list.push(e);
+    }
+
+    /// A reply: true when it belonged to one of ours.
+    pub fn on_reply(&mut self, now: Instant, msg: &Message<'_>, out: &mut Outbox) -> bool {
+        if self.list.is_empty() {
+            return false;
+        }
+        let Ok(key) = Key::client(msg) else {
+            return false;
+        };
+        let Some(i) = self.list.iter().position(|e| *e.txn.key() == key) else {
+            return false;
+        };
+        let Some(e) = self.list.get_mut(i) else {
+            return false;
+        };
+        if e.txn.handle_response(now, msg) == Disposition::PassUp {
+            if let Some(code) = msg.status().filter(|c| *c >= 200) {
+                let reason = String::from_utf8_lossy(msg.reason().unwrap_or_default()).into_owned();
+                finish(e, code, reason);
+            }
+        }
+        drain(e, out);
+        self.sweep();
+        true
+    }
+
+    pub fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+        for e in &mut self.list {
+            if e.txn.next_deadline().is_some_and(|d| d <= now) {
+                e.txn.handle_timeout(now);
+                drain(e, out);
+            }
+        }
+        self.sweep();
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|e| e.txn.next_deadline()).min()
+    }
+
+    fn sweep(&mut self) {
+        self.list.retain(|e| !e.txn.is_terminated());
+    }
+}
+
+fn finish(e: &mut Entry, code: u16, reason: String) {
+    if let Some(done) = e.done.take() {
+        let _ = done.try_send(UacResult { code, reason });
+    }
+}
+
+fn drain(e: &mut Entry, out: &mut Outbox) {
+    while let Some(t) = e.txn.poll_transmit() {
+        out.push(e.socket, e.dst, |b| b.extend_from_slice(t.bytes));
+    }
+    while let Some(ev) = e.txn.poll_event() {
+        match ev {
+            TxnEvent::Timeout(_) => finish(e, 408, String::from("Request Timeout")),
+            TxnEvent::TransportError => finish(e, 503, String::from("Service Unavailable")),
+            TxnEvent::Terminated => finish(e, 408, String::from("Request Timeout")),
+        }
+    }
+}
