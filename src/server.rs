@@ -36,7 +36,34 @@ pub enum Event {
     },
     /// A request the management interface starts here (FIFO `t_uac_from`).
     Uac(crate::tm::uac::UacRequest),
+    /// An exec module program ended; `id` names the parked script run.
+    ExecDone {
+        id: u64,
+        output: crate::modules::exec::ExecOutput,
+    },
 }
+
+/// A request whose script waits for an external program.
+struct Parked {
+    data: Vec<u8>,
+    at: Arrival,
+    /// The script it started under (its continuation points into it).
+    script: Arc<Script>,
+    k: ser_script::Continuation,
+    saved: crate::route::SavedCtx,
+    kind: crate::modules::exec::ExecKind,
+}
+
+/// What a parked run resumes with.
+struct Resume {
+    k: ser_script::Continuation,
+    saved: crate::route::SavedCtx,
+    kind: crate::modules::exec::ExecKind,
+    output: crate::modules::exec::ExecOutput,
+}
+
+/// Script runs one shard keeps paused for external programs; past it exec actions fail.
+const MAX_PARKED: usize = 4096;
 
 /// One shard's request processing.
 pub struct Server {
@@ -57,6 +84,9 @@ pub struct Server {
     live: Option<(Arc<crate::live::Live>, u64)>,
     /// Transactions started from the management interface (FIFO `t_uac_from`).
     uac: crate::tm::uac::LocalUac,
+    /// Script runs waiting for an external program (exec), by id.
+    parked: std::collections::HashMap<u64, Parked>,
+    park_seq: u64,
 }
 
 /// The token of the transaction timer.
@@ -98,6 +128,8 @@ impl Server {
             epoch: None,
             live: None,
             uac: crate::tm::uac::LocalUac::default(),
+            parked: std::collections::HashMap::new(),
+            park_seq: 0,
         }
     }
 
@@ -214,17 +246,76 @@ impl Server {
             return;
         }
         let script = Arc::clone(&self.script);
-        let outcome = {
-            let at = Arrival {
-                src: d.peer,
-                local: d.local,
-                socket,
-                shard: ctx.shard(),
-            };
-            let mut m = MsgCtx::new(&self.core, &self.stats, &msg, at, &mut self.scratch);
-            m.t.now = Some(now);
+        let at = Arrival {
+            src: d.peer,
+            local: d.local,
+            socket,
+            shard: ctx.shard(),
+        };
+        self.run_request(ctx, &msg, at, script, None);
+    }
+
+    /// Runs (or resumes) the request route over `msg` and handles how it ended: a run that
+    /// paused for an external program is parked until the program's result comes back.
+    fn run_request(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        msg: &ser_parser::Message<'_>,
+        at: Arrival,
+        script: Arc<Script>,
+        resume: Option<Resume>,
+    ) {
+        let now = ctx.now();
+        let (run, parked) = {
+            let mut m = MsgCtx::new(&self.core, &self.stats, msg, at, &mut self.scratch);
             m.tm = Some(&mut self.tm);
-            script.run(ser_script::RouteKind::Request, 0, &mut m)
+            m.can_suspend = self.parked.len() < MAX_PARKED;
+            let run = match resume {
+                None => {
+                    m.t.now = Some(now);
+                    script.start(ser_script::RouteKind::Request, 0, &mut m)
+                }
+                Some(r) => {
+                    m.restore(r.saved);
+                    m.t.now = Some(now);
+                    let result = m.exec_result(r.kind, &r.output);
+                    script.resume(r.k, result, &mut m)
+                }
+            };
+            let parked = match (&run, m.exec_job.take()) {
+                (ser_script::Run::Suspended(_), Some(job)) => Some((m.save(), job)),
+                _ => None,
+            };
+            (run, parked)
+        };
+        let outcome = match run {
+            ser_script::Run::Done(o) => o,
+            ser_script::Run::Suspended(k) => {
+                // What the script sent before the program started goes now.
+                self.flush(ctx);
+                let Some((saved, job)) = parked else {
+                    crate::error!("script paused without a job; request dropped");
+                    return;
+                };
+                self.park_seq = self.park_seq.wrapping_add(1);
+                let id = self.park_seq;
+                self.parked.insert(
+                    id,
+                    Parked {
+                        data: msg.buf().to_vec(),
+                        at,
+                        script,
+                        k,
+                        saved,
+                        kind: job.kind,
+                    },
+                );
+                ctx.spawn_blocking(move || {
+                    let output = crate::modules::exec::run_job(&job);
+                    Event::ExecDone { id, output }
+                });
+                return;
+            }
         };
         match outcome {
             RunOutcome::Dropped => {
@@ -241,6 +332,31 @@ impl Server {
             Stats::inc(&self.stats.drop_no_route);
         }
         self.flush(ctx);
+    }
+
+    /// An external program ended: the request's script goes on where it paused.
+    fn resume_parked(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        id: u64,
+        output: crate::modules::exec::ExecOutput,
+    ) {
+        let Some(p) = self.parked.remove(&id) else {
+            return;
+        };
+        let Ok(msg) = ser_parser::parse(&p.data) else {
+            return;
+        };
+        self.scratch.clear();
+        let resume = Resume {
+            k: p.k,
+            saved: p.saved,
+            kind: p.kind,
+            output,
+        };
+        self.run_request(ctx, &msg, p.at, p.script, Some(resume));
+        self.start_tm_dns(ctx);
+        self.arm(ctx);
     }
 
     /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
@@ -468,6 +584,10 @@ impl Handler for Server {
                     crate::notice!("cannot resolve next hop: {e}");
                 }
             },
+            Event::ExecDone { id, output } => {
+                self.follow_reload();
+                self.resume_parked(ctx, id, output);
+            }
             Event::Uac(req) => {
                 self.follow_reload();
                 self.scratch.clear();

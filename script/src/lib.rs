@@ -61,4 +61,4 @@ pub use compile::compile;
 pub use error::{LineIndex, ScriptError};
 pub use parse::{classify_word, parse, unescape, MAX_NESTING};
 pub use registry::{BindCtx, FnEntry, OperandEntry, Registry};
-pub use vm::{Exec, Op, Program, RunOutcome, MAX_DEPTH, MAX_STEPS};
+pub use vm::{Continuation, Exec, Op, Program, Run, RunOutcome, MAX_DEPTH, MAX_STEPS, SUSPEND};

@@ -24,6 +24,31 @@ pub const MAX_DEPTH: usize = 100;
 /// Most host interactions (action calls, condition tests, `route()` calls) in one run.
 pub const MAX_STEPS: u32 = 100_000;
 
+/// What [`Exec::call`] returns to pause the run: the host started work that must finish
+/// off the calling thread (an external program) and will hand the action's result to
+/// [`Program::resume`] with the [`Continuation`] the run returned.
+pub const SUSPEND: i32 = i32::MIN;
+
+/// Where a suspended run stands: enough to go on with [`Program::resume`] (a few words and
+/// the `route()` return addresses; owns nothing of the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// The instruction after the suspending action.
+    pc: u32,
+    /// Return addresses of the active `route()` calls.
+    stack: Vec<u32>,
+    steps: u32,
+    /// The suspending action was a condition (its result sets the flag).
+    test: bool,
+}
+
+/// A run that finished, or paused at an action that returned [`SUSPEND`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    Done(RunOutcome),
+    Suspended(Continuation),
+}
+
 /// The host side of a run: performs the bound actions and evaluates the bound conditions.
 pub trait Exec<A, C> {
     /// Performs an action: positive is success, negative failure, zero ends the script.
@@ -47,6 +72,9 @@ pub enum RunOutcome {
     BudgetExceeded,
     /// The script has no block of the requested kind and index.
     NoSuchRoute,
+    /// An action returned [`SUSPEND`] to a plain [`Program::run`], which cannot pause: the
+    /// run ended there (use [`Program::start`] to be able to resume).
+    Suspended,
 }
 
 /// One instruction. The machine has a program counter, one boolean flag (the value of the
@@ -124,35 +152,74 @@ impl<A, C> Program<A, C> {
         &self.conds
     }
 
-    /// Runs block `kind[index]` to its end.
+    /// Runs block `kind[index]` to its end (an action that suspends ends it:
+    /// [`RunOutcome::Suspended`]).
     pub fn run<X: Exec<A, C>>(&self, kind: RouteKind, index: u32, x: &mut X) -> RunOutcome {
+        match self.start(kind, index, x) {
+            Run::Done(o) => o,
+            Run::Suspended(_) => RunOutcome::Suspended,
+        }
+    }
+
+    /// Runs block `kind[index]` until it ends or an action returns [`SUSPEND`].
+    pub fn start<X: Exec<A, C>>(&self, kind: RouteKind, index: u32, x: &mut X) -> Run {
         let Some(start) = self.entry(kind, index) else {
-            return RunOutcome::NoSuchRoute;
+            return Run::Done(RunOutcome::NoSuchRoute);
         };
         let mut stack = [0u32; MAX_DEPTH];
-        let mut depth = 1usize; // active blocks; stack[..depth - 1] holds return addresses
-        let mut steps = 0u32;
-        let mut flag = false;
-        let mut pc = start as usize;
+        self.exec(start as usize, &mut stack, 1, 0, false, x)
+    }
+
+    /// Goes on with a suspended run; `result` is what the suspending action returned in the
+    /// end (positive success, negative failure, zero ends the script).
+    pub fn resume<X: Exec<A, C>>(&self, k: Continuation, result: i32, x: &mut X) -> Run {
+        if result == 0 {
+            return Run::Done(RunOutcome::Exited(0));
+        }
+        let mut stack = [0u32; MAX_DEPTH];
+        let depth = k.stack.len().min(MAX_DEPTH - 1);
+        stack[..depth].copy_from_slice(&k.stack[..depth]);
+        let flag = k.test && result > 0;
+        self.exec(k.pc as usize, &mut stack, depth + 1, k.steps, flag, x)
+    }
+
+    fn exec<X: Exec<A, C>>(
+        &self,
+        mut pc: usize,
+        stack: &mut [u32; MAX_DEPTH],
+        mut depth: usize, // active blocks; stack[..depth - 1] holds return addresses
+        mut steps: u32,
+        mut flag: bool,
+        x: &mut X,
+    ) -> Run {
+        use RunOutcome as O;
         loop {
             // `compile` guarantees every address is in range and every block ends in Return;
             // a malformed program ends the run instead of panicking.
             let Some(&op) = self.ops.get(pc) else {
-                return RunOutcome::Completed;
+                return Run::Done(O::Completed);
             };
             pc += 1;
             match op {
                 Op::Exec(a) | Op::ExecTest(a) => {
                     steps += 1;
                     if steps > MAX_STEPS {
-                        return RunOutcome::BudgetExceeded;
+                        return Run::Done(O::BudgetExceeded);
                     }
                     let Some(action) = self.actions.get(a as usize) else {
-                        return RunOutcome::Completed;
+                        return Run::Done(O::Completed);
                     };
                     let r = x.call(action);
+                    if r == SUSPEND {
+                        return Run::Suspended(Continuation {
+                            pc: pc as u32,
+                            stack: stack[..depth - 1].to_vec(),
+                            steps,
+                            test: matches!(op, Op::ExecTest(_)),
+                        });
+                    }
                     if r == 0 {
-                        return RunOutcome::Exited(0);
+                        return Run::Done(O::Exited(0));
                     }
                     if matches!(op, Op::ExecTest(_)) {
                         flag = r > 0;
@@ -161,10 +228,10 @@ impl<A, C> Program<A, C> {
                 Op::Test(c) => {
                     steps += 1;
                     if steps > MAX_STEPS {
-                        return RunOutcome::BudgetExceeded;
+                        return Run::Done(O::BudgetExceeded);
                     }
                     let Some(cond) = self.conds.get(c as usize) else {
-                        return RunOutcome::Completed;
+                        return Run::Done(O::Completed);
                     };
                     flag = x.test(cond);
                 }
@@ -183,10 +250,10 @@ impl<A, C> Program<A, C> {
                 Op::Call(t) => {
                     steps += 1;
                     if steps > MAX_STEPS {
-                        return RunOutcome::BudgetExceeded;
+                        return Run::Done(O::BudgetExceeded);
                     }
                     if depth >= MAX_DEPTH {
-                        return RunOutcome::DepthExceeded;
+                        return Run::Done(O::DepthExceeded);
                     }
                     stack[depth - 1] = pc as u32;
                     depth += 1;
@@ -194,12 +261,12 @@ impl<A, C> Program<A, C> {
                 }
                 Op::Return => {
                     if depth == 1 {
-                        return RunOutcome::Completed;
+                        return Run::Done(O::Completed);
                     }
                     depth -= 1;
                     pc = stack[depth - 1] as usize;
                 }
-                Op::Drop => return RunOutcome::Dropped,
+                Op::Drop => return Run::Done(O::Dropped),
             }
         }
     }

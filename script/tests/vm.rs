@@ -169,3 +169,46 @@ fn program_is_shareable() {
     assert_send_sync(&p);
     assert!(p.to_string().contains("route[0]:"));
 }
+
+#[test]
+fn suspended_run_resumes_where_it_stopped_even_inside_route_calls() {
+    use ser_script::{Run, SUSPEND};
+    let src = r#"
+route {
+    mark(1);
+    if (ret("-2147483648")) { mark(2); } else { mark(3); };
+    route(1);
+    mark(5);
+}
+route[1] { ret("-2147483648"); mark(4); }
+"#;
+    assert_eq!(SUSPEND, -2147483648);
+    let p = common::build(src).unwrap();
+    let mut h = common::Host::default();
+    let Run::Suspended(k) = p.start(RouteKind::Request, 0, &mut h) else {
+        panic!("expected a suspension at the condition");
+    };
+    assert_eq!(h.trace, ["1", "ret(-2147483648)"]);
+    // The condition's action succeeded in the end: the then-branch runs.
+    let Run::Suspended(k2) = p.resume(k.clone(), 1, &mut h) else {
+        panic!("expected a suspension inside route[1]");
+    };
+    assert_eq!(h.trace[2..], ["2", "ret(-2147483648)"]);
+    // A statement's result does not matter unless zero; route[1] returns to its caller.
+    assert_eq!(
+        p.resume(k2.clone(), -1, &mut h),
+        Run::Done(RunOutcome::Completed)
+    );
+    assert_eq!(h.trace[4..], ["4", "5"]);
+    // The failed condition takes the else-branch.
+    let mut h = common::Host::default();
+    assert!(matches!(p.resume(k.clone(), -1, &mut h), Run::Suspended(_)));
+    assert_eq!(h.trace, ["3", "ret(-2147483648)"]);
+    // Zero ends the script, as from any action.
+    let mut h = common::Host::default();
+    assert_eq!(p.resume(k2, 0, &mut h), Run::Done(RunOutcome::Exited(0)));
+    assert!(h.trace.is_empty());
+    // A plain run cannot pause: it says so.
+    let mut h = common::Host::default();
+    assert_eq!(p.run(RouteKind::Request, 0, &mut h), RunOutcome::Suspended);
+}

@@ -179,3 +179,22 @@ pub fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sends `signal` to every process of the process group `pgid` (exec's programs run in a
+/// group of their own, so a timeout kills what their shell started too).
+pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "process group out of range"))?;
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal process group 0 or 1",
+        ));
+    }
+    // SAFETY: kill takes plain integers; a negative pid names the process group.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -11,6 +11,7 @@ use crate::route::{Action, Cond};
 
 pub mod acc;
 pub mod core;
+pub mod exec;
 pub mod maxfwd;
 pub mod rr;
 pub mod sl;
@@ -105,7 +106,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("auth_db", None, "digest authentication"),
     ("group", None, "group membership"),
     ("acc", Some(acc::register), ""),
-    ("exec", None, "external programs"),
+    ("exec", Some(exec::register), ""),
     ("mysql", None, "database"),
     ("postgres", None, "database"),
     ("dbtext", None, "database"),

@@ -147,6 +147,11 @@ pub enum Action {
     },
     // acc
     AccRequest(String),
+    // exec
+    Exec {
+        kind: crate::modules::exec::ExecKind,
+        cmd: String,
+    },
 }
 
 /// Every comparison a script can make.
@@ -262,6 +267,25 @@ pub struct MsgCtx<'a, 'm> {
     pub tm: Option<&'a mut crate::tm::Tm>,
     /// This run's transaction state (t_newtran/t_relay, armed routes).
     pub t: crate::tm::TState,
+    /// The runner can pause the script (exec); when false, exec actions fail.
+    pub can_suspend: bool,
+    /// The program an exec action asked for; the runner takes it when the run suspends.
+    pub exec_job: Option<crate::modules::exec::ExecJob>,
+}
+
+/// What a suspended run keeps of its message's context (the message itself is kept as bytes
+/// and parsed again when the run resumes).
+#[derive(Debug)]
+pub struct SavedCtx {
+    uri_changed: bool,
+    uri: String,
+    branches: Vec<String>,
+    edits: Edits,
+    dst_uri: String,
+    flags: u32,
+    last_error: Option<SipError>,
+    maxfwd_result: Option<i32>,
+    t: crate::tm::TState,
 }
 
 /// Where a message came in.
@@ -298,7 +322,37 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             maxfwd_result: None,
             tm: None,
             t: crate::tm::TState::default(),
+            can_suspend: false,
+            exec_job: None,
         }
+    }
+
+    /// Takes what the run has built so far, to go on later with [`Self::restore`].
+    pub fn save(&mut self) -> SavedCtx {
+        SavedCtx {
+            uri_changed: self.uri_changed,
+            uri: std::mem::take(&mut self.s.uri),
+            branches: std::mem::take(&mut self.s.branches),
+            edits: std::mem::take(&mut self.s.edits),
+            dst_uri: std::mem::take(&mut self.s.dst_uri),
+            flags: self.flags,
+            last_error: self.last_error,
+            maxfwd_result: self.maxfwd_result,
+            t: self.t,
+        }
+    }
+
+    /// Puts back what [`Self::save`] took (over the same message bytes).
+    pub fn restore(&mut self, st: SavedCtx) {
+        self.uri_changed = st.uri_changed;
+        self.s.uri = st.uri;
+        self.s.branches = st.branches;
+        self.s.edits = st.edits;
+        self.s.dst_uri = st.dst_uri;
+        self.flags = st.flags;
+        self.last_error = st.last_error;
+        self.maxfwd_result = st.maxfwd_result;
+        self.t = st.t;
     }
 
     /// The Request-URI as the script sees it now.
@@ -421,6 +475,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             | Action::TOnReply(_)
             | Action::TReplicate { .. }
             | Action::AccRequest(_) => self.tm_call(action),
+            Action::Exec { kind, cmd } => self.exec(*kind, cmd),
         }
     }
 
