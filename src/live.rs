@@ -129,7 +129,8 @@ impl Live {
                 restart.join(", ")
             ));
         }
-        crate::notice!("{msg}");
+        // An operator's action: always logged, whatever the debug level.
+        crate::log::always(crate::log::L_NOTICE, format_args!("{msg}"));
         Ok(msg)
     }
 }

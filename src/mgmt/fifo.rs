@@ -143,6 +143,16 @@ impl Parser {
         style_of: &dyn Fn(&str) -> Option<Params>,
     ) -> Vec<Request> {
         self.last_data = now;
+        // Clients write each request in one write (atomic on a pipe up to PIPE_BUF), so a
+        // read that starts with ':' while a request is unfinished is a new client's request:
+        // whatever was half-written before it is dropped, not glued to it.
+        if bytes.first() == Some(&b':') && !self.is_idle() {
+            if let State::Params { cmd, .. } = &self.state {
+                crate::notice!("FIFO: incomplete request ':{cmd}:' dropped");
+            }
+            self.pending.clear();
+            self.state = State::Idle;
+        }
         self.pending.extend_from_slice(bytes);
         let mut done = Vec::new();
         while let Some(nl) = memchr::memchr(b'\n', &self.pending) {
@@ -487,6 +497,17 @@ foo: bar_special_header\r\nx: y\r\n\r\nHello world!!!!\r\n\r\nsecond\r\n.\r\n";
         let r = p.feed(later, b":uptime:b\n\n", &style);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].cmd, "uptime");
+    }
+
+    #[test]
+    fn a_new_request_after_a_half_written_one_is_not_glued_to_it() {
+        let t = Instant::now();
+        let mut p = Parser::new(t);
+        assert!(p.feed(t, b":print:a\nhalf line", &style).is_empty());
+        let r = p.feed(t, b":uptime:b\n\n", &style);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].cmd, "uptime");
+        assert!(p.is_idle());
     }
 
     #[test]

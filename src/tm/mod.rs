@@ -974,11 +974,21 @@ impl Tm {
     /// The first final went upstream: remember it, account for it.
     fn completed(&mut self, id: CellId, code: u16, reply: Option<&Message<'_>>) {
         let acc = self.cfg.acc.clone();
+        let stats = Arc::clone(&self.stats);
         let Some(cell) = self.cell_mut(id) else {
             return;
         };
+        let first = cell.final_sent.is_none();
         cell.final_sent = Some(code);
         let flags = cell.flags;
+        // t_stats' completion status: counted when the transaction's final goes upstream
+        // (once: further 2xx of a forked INVITE are relayed, not counted again).
+        if first {
+            let class = usize::from(code / 100).saturating_sub(2);
+            if let Some(n) = stats.tm_completed.get(class) {
+                Stats::inc(n);
+            }
+        }
         if acc.wants(flags, code) {
             let request = cell.uas.request().to_vec();
             let out_uri = cell.out_uri.clone();
@@ -1481,12 +1491,6 @@ impl Tm {
         }
         if cell.waiting {
             self.stats.tm_waiting.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(code) = cell.final_sent {
-            let class = usize::from(code / 100).saturating_sub(2);
-            if let Some(n) = self.stats.tm_completed.get(class) {
-                Stats::inc(n);
-            }
         }
         self.stats
             .tm_current

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod sipp;
 
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
@@ -94,6 +95,19 @@ impl Ser {
         backend: &str,
         extra: &[&str],
     ) -> Ser {
+        Self::start_file_env(tag, cfg, port, shards, backend, extra, &[])
+    }
+
+    /// [`Self::start_file_with`] with more environment variables for ser.
+    pub fn start_file_env(
+        tag: &str,
+        cfg: &std::path::Path,
+        port: u16,
+        shards: usize,
+        backend: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Ser {
         let dir = temp_dir(tag);
         let log = dir.join(format!("{tag}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -104,6 +118,7 @@ impl Ser {
             .args(["-n", &shards.to_string(), "-E", "-D"])
             .args(extra)
             .env("SER_IO_BACKEND", backend)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
