@@ -43,7 +43,8 @@ impl SignalSet {
     pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<i32> {
         let ts = libc::timespec {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+            // Below 10^9: fits a 32-bit c_long too.
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
         // SAFETY: self.0 is an initialised set; the info pointer may be NULL; ts is a valid
         // timespec that lives across the call.
