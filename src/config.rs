@@ -60,6 +60,9 @@ pub struct Config {
     pub pid_file: Option<String>,
     pub working_dir: Option<String>,
     pub chroot: Option<String>,
+    /// `shutdown_timeout = s`: how long SIGTERM waits for transactions still waiting for a
+    /// final reply; None = tm's longest final-response timer plus 5 s (see `main`).
+    pub shutdown_timeout: Option<u64>,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             pid_file: None,
             working_dir: None,
             chroot: None,
+            shutdown_timeout: None,
         }
     }
 }
@@ -283,6 +287,10 @@ impl Config {
                 "dns_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("milliseconds"))?;
                     self.dns_timeout_ms = n.clamp(10, 60_000) as u64;
+                }
+                "shutdown_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number of seconds"))?;
+                    self.shutdown_timeout = Some(n.clamp(0, 86_400) as u64);
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

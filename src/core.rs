@@ -33,6 +33,9 @@ pub struct Core {
     pub params: crate::modules::Params,
     /// RFC 3263 next-hop resolution (blocking: used from the blocking pool only).
     pub resolver: std::sync::Arc<crate::dns::Resolver>,
+    /// Set once by `main` on SIGTERM/SIGINT: shards refuse new transactions (503) while the
+    /// ones in flight finish. Shared (not copied) when a `Core` is rebuilt.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -95,7 +98,14 @@ impl Core {
                 (!cfg.dns_servers.is_empty()).then(|| cfg.dns_servers.clone()),
                 std::time::Duration::from_millis(cfg.dns_timeout_ms),
             )),
+            draining: Default::default(),
         }
+    }
+
+    /// Is the server stopping (see [`Core::draining`])? One relaxed load per request.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Is `ip` one of our listen addresses?

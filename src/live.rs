@@ -103,6 +103,8 @@ impl Live {
         let restart = needs_restart(&old.config, &loaded.config);
         let mut core = Core::new(&loaded.config, self.sockets.clone(), self.hostname.clone());
         core.params = loaded.params;
+        // One drain flag for the process: a SIGTERM after a reload must reach every shard.
+        core.draining = Arc::clone(&old.core.draining);
         // The resolver's cache survives a reload unless its servers changed.
         if loaded.config.dns_servers == old.config.dns_servers
             && loaded.config.dns_timeout_ms == old.config.dns_timeout_ms

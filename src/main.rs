@@ -11,6 +11,8 @@ use ser::core::{server_name, Core, Stats};
 use ser::server::Server;
 use ser::{error, notice};
 
+mod daemon;
+
 const USAGE: &str = "\
 Usage: ser [options]
 Options:
@@ -22,7 +24,8 @@ Options:
     -p port      Listen on the specified port (default 5060)
     -n processes Number of shards (threads, one per core by default)
     -d           Debugging mode (multiple -d increase the level)
-    -D           Do not fork into daemon mode
+    -D           Do not fork into daemon mode: stay in the foreground with -n shards
+                 (fork=no in the script also stays, with one shard)
     -E           Log to stderr
     -P file      Create a pid file
     -u uid       Change uid
@@ -32,6 +35,10 @@ Options:
     -t dir       Chroot to \"dir\"
     -r -R -v     Accepted for compatibility (dns, rev_dns, check_via)
     -m MB        Accepted for compatibility (no shared memory pool here)
+Daemon mode (fork=yes, the default): ser detaches and exits 0 once the daemon has bound its
+sockets (non-zero, with the error, if it could not start). SIGTERM/SIGINT stop cleanly: new
+requests get 503, transactions in flight get their final replies for up to shutdown_timeout
+seconds; a second signal stops at once.
 Environment: SER_IO_BACKEND=auto|io_uring|portable forces the I/O backend.
 ";
 
@@ -132,7 +139,10 @@ fn main() {
     match run() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "ser: {e:#}");
+            // A daemon's stderr is /dev/null: its error goes back to the process started.
+            if !daemon::report(Err(&format!("{e:#}"))) {
+                let _ = writeln!(std::io::stderr(), "ser: {e:#}");
+            }
             std::process::exit(255);
         }
     }
@@ -172,6 +182,9 @@ fn run() -> Result<i32> {
     if cli.cfg.log_stderror {
         cfg.log_stderror = true; // -E always wins: it is how one watches a daemon start
     }
+    // fork=no in the script (the seeds' way to stay on the console) serves with one shard,
+    // as SER's fork=no did; -D keeps the configured count (tests, systemd Type=simple).
+    let one_shard = !cfg.fork && !cli.foreground;
     if cli.foreground {
         cfg.fork = false;
     }
@@ -183,9 +196,8 @@ fn run() -> Result<i32> {
         ser::log::set_stderr(false, Some(ser_shards::os::syslog));
     }
     if cfg.fork {
-        notice!(
-            "fork=yes: daemon mode is not implemented in this version; staying in the foreground"
-        );
+        // Before any thread exists: the shard runtime starts them. Returns in the daemon only.
+        daemon::detach(&mut cfg)?;
     }
     if let Some(dir) = &cfg.working_dir {
         std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
@@ -203,6 +215,15 @@ fn run() -> Result<i32> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         cfg.children
+    };
+    let shards = if one_shard && shards > 1 {
+        ser::log::always(
+            ser::log::L_NOTICE,
+            format_args!("fork=no: serving with one shard, not {shards} (-D keeps the count)"),
+        );
+        1
+    } else {
+        shards
     };
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
     let backend = match std::env::var("SER_IO_BACKEND")
@@ -262,8 +283,7 @@ fn run() -> Result<i32> {
         Ok(r) => r,
         Err(e) => {
             error!("cannot start: {e}");
-            let _ = writeln!(std::io::stderr(), "ser: cannot start: {e}");
-            return Ok(255);
+            bail!("cannot start: {e}");
         }
     };
     ser::log::always(
@@ -306,13 +326,9 @@ fn run() -> Result<i32> {
             }
             Err(e) => {
                 error!("cannot start the FIFO server on {path}: {e}");
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "ser: cannot start the FIFO server on {path}: {e}"
-                );
                 runtime.shutdown();
                 let _ = runtime.join();
-                return Ok(255);
+                bail!("cannot start the FIFO server on {path}: {e}");
             }
         },
         None => None,
@@ -330,6 +346,7 @@ fn run() -> Result<i32> {
         let _ = runtime.join();
         return Err(e);
     }
+    daemon::report(Ok(()));
 
     // Wait for a signal that ends us.
     loop {
@@ -344,6 +361,7 @@ fn run() -> Result<i32> {
             }
         }
     }
+    daemon::drain(&signals, &core, &stats, &cfg, &loaded.params, shards);
     runtime.shutdown();
     let _ = runtime.join();
     if let Some(pid_file) = &cfg.pid_file {

@@ -1,6 +1,7 @@
-//! Process-level operating-system calls the daemon needs around the runtime: waiting for
-//! signals synchronously, changing identity and root after the sockets are bound, the host
-//! name, and syslog. Kept here so that `unsafe` stays in this crate's leaf modules.
+//! Process-level operating-system calls the daemon needs around the runtime: detaching from
+//! the terminal (double fork, with a start-up report back to the process that was started),
+//! waiting for signals synchronously, changing identity and root after the sockets are bound,
+//! the host name, and syslog. Kept here so that `unsafe` stays in this crate's leaf modules.
 //!
 //! Nothing here is used on a shard's hot path.
 
@@ -36,6 +37,19 @@ impl SignalSet {
                 return sig;
             }
         }
+    }
+
+    /// Waits at most `timeout` for one of the blocked signals; `None` when none came.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            // Below 10^9: fits a 32-bit c_long too.
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: self.0 is an initialised set; the info pointer may be NULL; ts is a valid
+        // timespec that lives across the call.
+        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
     }
 }
 
@@ -197,4 +211,96 @@ pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Which side of [`detach`] the caller is on.
+pub enum Detached {
+    /// The process that was started: read the daemon's start-up report from `report` (to its
+    /// end), then exit.
+    Parent { report: std::fs::File },
+    /// The daemon: a new session, no controlling terminal, not a process-group leader. Write
+    /// "ok" (or the error that stopped the start) to `report`, then drop it.
+    Daemon { report: std::fs::File },
+}
+
+/// The classic double fork of a daemon, with a pipe from the daemon back to the process that
+/// was started, so that it can wait for the start-up to succeed or fail before it exits:
+/// `fork`; the child calls `setsid` and forks again, and that intermediate child exits, so the
+/// daemon can never reacquire a terminal; the first parent reaps the intermediate child.
+///
+/// Must be called while the process has a single thread: after `fork` only the calling thread
+/// exists in the child, and locks held by others would stay locked forever.
+pub fn detach() -> io::Result<Detached> {
+    use std::os::fd::FromRawFd;
+    // Refuse rather than fork a process whose other threads would vanish in the child.
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        if tasks.count() > 1 {
+            return Err(io::Error::other(
+                "cannot fork into daemon mode: threads are running already",
+            ));
+        }
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both are fresh descriptors that nothing else owns.
+    let (rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: the caller guarantees a single-threaded process (see above).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(rd);
+            // SAFETY: plain system call in the child.
+            if unsafe { libc::setsid() } == -1 {
+                // SAFETY: ends the intermediate child at once; its parent sees the pipe close
+                // without a report.
+                unsafe { libc::_exit(1) };
+            }
+            // SAFETY: still single-threaded (we are the only thread of the child).
+            match unsafe { libc::fork() } {
+                // SAFETY: as above; _exit runs no destructors or atexit handlers, which
+                // belong to the daemon now.
+                -1 => unsafe { libc::_exit(1) },
+                0 => Ok(Detached::Daemon { report: wr }),
+                // SAFETY: as above.
+                _ => unsafe { libc::_exit(0) },
+            }
+        }
+        child => {
+            drop(wr);
+            let mut status = 0;
+            // SAFETY: child is our own child's pid; status is a valid out pointer. The
+            // intermediate child exits right after its fork, so this returns promptly.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            Ok(Detached::Parent { report: rd })
+        }
+    }
+}
+
+/// Points stdin and stdout (and stderr unless `keep_stderr`) at /dev/null, as a daemon's are.
+pub fn null_stdio(keep_stderr: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let mut targets = vec![libc::STDIN_FILENO, libc::STDOUT_FILENO];
+    if !keep_stderr {
+        targets.push(libc::STDERR_FILENO);
+    }
+    for fd in targets {
+        // SAFETY: null is an open descriptor for the duration of the call; dup2 onto a
+        // standard descriptor replaces it atomically.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -242,6 +242,12 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
     let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs: Vec<Vec<SocketAddr>> = (0..n).map(|_| Vec::new()).collect();
     for want in &cfg.listen {
+        if cfg.reuse_port && want.port() != 0 {
+            // SO_REUSEPORT would quietly share a port that another process of the same user
+            // (a second server started by mistake) holds: a plain bind first makes that the
+            // "address in use" it is.
+            drop(crate::sys::udp_socket(*want, false, None)?);
+        }
         let mut addr = *want;
         for i in 0..n {
             let sock = crate::sys::udp_socket(addr, cfg.reuse_port, cfg.recv_buffer)?;

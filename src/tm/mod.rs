@@ -450,6 +450,25 @@ impl Tm {
         self.remove(id);
     }
 
+    /// While the server drains (SIGTERM): answers a request that would start something new
+    /// with 503 and Retry-After and returns true. An ACK (there is no answering it, and the
+    /// ACK of a 2xx relayed during the drain must still reach its UAS) and a CANCEL of a
+    /// transaction we hold go on to the script; retransmissions never get here, tm absorbs
+    /// them first.
+    pub fn refuse_while_draining(&self, msg: &Message<'_>, at: &Arrival, out: &mut Outbox) -> bool {
+        match msg.method() {
+            Some(Method::Ack) => false,
+            Some(Method::Cancel) if self.find_invite_for_cancel(msg).is_some() => false,
+            // In-dialog requests (a To tag: a BYE ending a call) still pass: a draining
+            // server lets the calls it carries end cleanly.
+            _ if msg.to().is_ok_and(|t| t.tag.is_some()) => false,
+            _ => {
+                self.reply_unavailable(msg, at, out);
+                true
+            }
+        }
+    }
+
     /// Stateless 503 with Retry-After for a request that found the table full.
     pub fn reply_unavailable(&self, msg: &Message<'_>, at: &Arrival, out: &mut Outbox) {
         if matches!(msg.method(), Some(Method::Ack)) {
