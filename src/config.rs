@@ -60,6 +60,9 @@ pub struct Config {
     pub pid_file: Option<String>,
     pub working_dir: Option<String>,
     pub chroot: Option<String>,
+    /// `metrics_listen = "127.0.0.1:9090"`: the HTTP management listener (Prometheus
+    /// `/metrics` and the JSON `/api/<command>`); none unless set.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             pid_file: None,
             working_dir: None,
             chroot: None,
+            metrics_listen: None,
         }
     }
 }
@@ -283,6 +287,15 @@ impl Config {
                 "dns_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("milliseconds"))?;
                     self.dns_timeout_ms = n.clamp(10, 60_000) as u64;
+                }
+                "metrics_listen" => {
+                    let t = as_text(value);
+                    let addr = t
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .or_else(|| t.to_socket_addrs().ok().and_then(|mut a| a.next()))
+                        .ok_or_else(|| bad("an address and port, \"127.0.0.1:9090\""))?;
+                    self.metrics_listen = Some(addr);
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

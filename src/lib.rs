@@ -15,6 +15,8 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod loader;
+pub mod metrics;
+pub mod mgmt_http;
 pub mod modules;
 pub mod route;
 pub mod server;

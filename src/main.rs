@@ -250,6 +250,24 @@ fn run() -> Result<i32> {
             return Ok(255);
         }
     };
+    // The HTTP management listener (metrics and JSON commands), off the shards.
+    if let Some(addr) = cfg.metrics_listen {
+        let exporter = ser::metrics::Exporter::new(stats.clone());
+        let api = ser::mgmt_http::basic_commands(exporter.clone());
+        match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {
+            Ok(h) => ser::log::always(
+                ser::log::L_NOTICE,
+                format_args!("metrics on http://{}/metrics", h.local_addr()),
+            ),
+            Err(e) => {
+                error!("cannot listen on metrics_listen {addr}: {e}");
+                let _ = writeln!(std::io::stderr(), "ser: metrics_listen {addr}: {e}");
+                runtime.shutdown();
+                let _ = runtime.join();
+                return Ok(255);
+            }
+        }
+    }
     ser::log::always(
         ser::log::L_NOTICE,
         format_args!(
