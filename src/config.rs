@@ -63,6 +63,9 @@ pub struct Config {
     /// `shutdown_timeout = s`: how long SIGTERM waits for transactions still waiting for a
     /// final reply; None = tm's longest final-response timer plus 5 s (see `main`).
     pub shutdown_timeout: Option<u64>,
+    /// `metrics_listen = "127.0.0.1:9090"`: the HTTP management listener (Prometheus
+    /// `/metrics` and the JSON `/api/<command>`); none unless set.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             working_dir: None,
             chroot: None,
             shutdown_timeout: None,
+            metrics_listen: None,
         }
     }
 }
@@ -291,6 +295,15 @@ impl Config {
                 "shutdown_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("a number of seconds"))?;
                     self.shutdown_timeout = Some(n.clamp(0, 86_400) as u64);
+                }
+                "metrics_listen" => {
+                    let t = as_text(value);
+                    let addr = t
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .or_else(|| t.to_socket_addrs().ok().and_then(|mut a| a.next()))
+                        .ok_or_else(|| bad("an address and port, \"127.0.0.1:9090\""))?;
+                    self.metrics_listen = Some(addr);
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

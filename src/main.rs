@@ -286,6 +286,36 @@ fn run() -> Result<i32> {
             bail!("cannot start: {e}");
         }
     };
+    // Management: one command registry for the FIFO server and the HTTP listener.
+    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), sockets.clone());
+    {
+        let remote = runtime.remote();
+        mgmt.set_poster(Arc::new(move |shard, ev| {
+            if shard >= remote.shard_count() {
+                return false;
+            }
+            remote.post(shard, ev);
+            true
+        }));
+    }
+    let mgmt = Arc::new(mgmt);
+    // The HTTP management listener (metrics and JSON commands), off the shards.
+    if let Some(addr) = cfg.metrics_listen {
+        let exporter = ser::metrics::Exporter::new(stats.clone());
+        let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
+        match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {
+            Ok(h) => ser::log::always(
+                ser::log::L_NOTICE,
+                format_args!("metrics on http://{}/metrics", h.local_addr()),
+            ),
+            Err(e) => {
+                error!("cannot listen on metrics_listen {addr}: {e}");
+                runtime.shutdown();
+                let _ = runtime.join();
+                bail!("metrics_listen {addr}: {e}");
+            }
+        }
+    }
     ser::log::always(
         ser::log::L_NOTICE,
         format_args!(
@@ -305,19 +335,7 @@ fn run() -> Result<i32> {
         );
     }
 
-    // Management: the command registry, and SER's FIFO server when `fifo=` is set.
-    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), sockets.clone());
-    {
-        let remote = runtime.remote();
-        mgmt.set_poster(Arc::new(move |shard, ev| {
-            if shard >= remote.shard_count() {
-                return false;
-            }
-            remote.post(shard, ev);
-            true
-        }));
-    }
-    let mgmt = Arc::new(mgmt);
+    // SER's FIFO server when `fifo=` is set.
     let _fifo = match &cfg.fifo {
         Some(path) => match ser::mgmt::fifo::start(path, cfg.fifo_mode, Arc::clone(&mgmt)) {
             Ok(f) => {

@@ -217,7 +217,7 @@ impl Server {
         };
         let now = ctx.now();
         if !msg.is_request() {
-            Stats::inc(&self.stats.replies_in);
+            self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
             if self.tm.on_reply(now, &msg, &mut self.scratch.out)
                 || self.uac.on_reply(now, &msg, &mut self.scratch.out)
@@ -235,7 +235,7 @@ impl Server {
             self.flush(ctx);
             return;
         }
-        Stats::inc(&self.stats.requests_in);
+        self.stats.count_request_in(msg.method());
         self.scratch.clear();
         if self.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {
             self.flush(ctx);
@@ -418,8 +418,10 @@ impl Server {
             extra_headers: extra.as_bytes(),
         };
         self.stats.count_sl(code);
+        let stats = &self.stats;
         ctx.send_with(d.socket, dst, |buf| {
-            ser_parser::write_reply(&msg, &spec, buf)
+            ser_parser::write_reply(&msg, &spec, buf);
+            stats.count_sent(buf);
         });
     }
 
@@ -428,6 +430,7 @@ impl Server {
         let out = &mut self.scratch.out;
         for o in &out.sends {
             if let Some(data) = out.buf.get(o.range.clone()) {
+                self.stats.count_sent(data);
                 ctx.send(SocketId(o.socket as u32), o.dst, data);
             }
         }
@@ -586,6 +589,7 @@ impl Handler for Server {
                     // one, or not at all when the name resolved to the other address family.
                     match self.core.socket_for(&dst, socket_hint) {
                         Some(sock) if sock == socket_hint => {
+                            self.stats.count_sent(&data);
                             ctx.send(SocketId(sock as u32), dst, &data)
                         }
                         _ => crate::notice!(

@@ -13,7 +13,7 @@ fn seeds_dir() -> std::path::PathBuf {
 }
 
 /// Seed scripts that use only the modules this version has (core, sl, maxfwd, textops, tm,
-/// rr, acc).
+/// rr, acc, exec).
 const LOADS_NOW: &[&str] = &[
     "redirect.cfg",
     "route-blocks.cfg",
@@ -23,6 +23,7 @@ const LOADS_NOW: &[&str] = &[
     "reply-route.cfg",
     "uas.cfg",
     "myself-aliases.cfg",
+    "exec.cfg",
 ];
 
 #[test]

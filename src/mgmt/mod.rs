@@ -336,23 +336,18 @@ fn cmd_reload(m: &Mgmt, _: &[String]) -> Reply {
     }
 }
 
-/// The SER sl_stats rows: (label, codes counted there).
+/// SER's sl_stats: stateless replies by code, in its order (200 202 2xx 300 ... xxx).
 fn cmd_sl_stats(m: &Mgmt, _: &[String]) -> Reply {
-    let class = |c: usize| m.sum(|s| &s.sl_replies[c]);
-    let s200 = m.sum(|s| &s.sl_200);
-    let s404 = m.sum(|s| &s.sl_404);
-    let s483 = m.sum(|s| &s.sl_483);
-    Reply::ok(vec![
-        format!("200: {s200}"),
-        format!("2xx: {}", class(2).saturating_sub(s200)),
-        format!("3xx: {}", class(3)),
-        format!("404: {s404}"),
-        format!("483: {s483}"),
-        format!("4xx: {}", class(4).saturating_sub(s404 + s483)),
-        format!("5xx: {}", class(5)),
-        format!("6xx: {}", class(6)),
-        format!("xxx: {}", class(0) + class(1)),
-    ])
+    Reply::ok(
+        crate::core::SL_CODES
+            .iter()
+            .enumerate()
+            .map(|(i, code)| {
+                let n = m.sum(|s| s.sl_by_code.get(i).unwrap_or(&s.sl_200));
+                format!("{code}: {n}")
+            })
+            .collect(),
+    )
 }
 
 fn cmd_t_stats(m: &Mgmt, _: &[String]) -> Reply {
