@@ -284,36 +284,6 @@ fn fork_no_in_the_script_serves_in_the_foreground_with_one_shard() {
     ser.stop();
 }
 
-/// The lines of `request` a response copies, with a To-tag added.
-fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> String {
-    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-    for line in request.split("\r\n").skip(1) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route" => {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-            "to" | "t" => {
-                out.push_str(line);
-                if !line.contains("tag=") {
-                    out.push_str(";tag=");
-                    out.push_str(to_tag);
-                }
-                out.push_str("\r\n");
-            }
-            _ => {}
-        }
-    }
-    out.push_str("Contact: <sip:uas@127.0.0.1>\r\nContent-Length: 0\r\n\r\n");
-    out
-}
-
 /// The next message starting with `prefix` (others skipped), within `ms`.
 fn recv_starting(peer: &Peer, prefix: &str, ms: u64) -> Option<String> {
     let deadline = Instant::now() + Duration::from_millis(ms);

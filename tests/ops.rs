@@ -63,18 +63,7 @@ fn with_fifo(script: &str, fifo: &Path) -> String {
 /// Answers one request on `peer` with `code`, copying Via/From/To/Call-ID/CSeq; returns it.
 fn answer(peer: &Peer, code: u16, ms: u64) -> Option<String> {
     let req = peer.recv_timeout(ms)?;
-    let mut out = format!("SIP/2.0 {code} Answer\r\n");
-    for l in req.split("\r\n") {
-        let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
-        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-            out.push_str(l);
-            if name == "to" && !l.contains("tag=") {
-                out.push_str(";tag=peer");
-            }
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
+    let out = response_to(&req, code, "Answer", "peer");
     let via = req
         .split("\r\n")
         .find(|l| l.starts_with("Via:"))
@@ -547,28 +536,38 @@ route {
 
 #[test]
 fn a_program_past_its_time_delays_only_its_own_request() {
-    let script = r#"
+    require_sipp();
+    let dir = temp_dir("ops-exec-slow");
+    let uas_port = free_port();
+    let script = format!(
+        r#"
 loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "rr.so"
 loadmodule "exec.so"
-modparam("exec", "time_to_kill", 1)
-route {
-    if (uri=~"^sip:slow@") {
-        if (!exec_msg("sleep 30")) { sl_send_reply("500", "program killed"); break; };
+modparam("exec", "time_to_kill", 4)
+route {{
+    if (loose_route()) {{ t_relay(); break; }};
+    if (uri=~"^sip:slow@") {{
+        if (!exec_msg("sleep 30")) {{ sl_send_reply("500", "program killed"); break; }};
         sl_send_reply("200", "slow done");
         break;
-    };
-    if (uri=~"^sip:exec@") {
-        if (exec_user("echo sip:$(cat /dev/null)rewritten@127.0.0.1; true")) {
+    }};
+    if (uri=~"^sip:exec@") {{
+        if (exec_user("echo sip:rewritten@127.0.0.1; true")) {{
             sl_send_reply("200", "fast exec");
             break;
-        };
-    };
-    sl_send_reply("200", "fast");
-}
-"#;
+        }};
+    }};
+    if (uri=~"^sip:fast@") {{ sl_send_reply("200", "fast"); break; }};
+    if (method=="INVITE") record_route();
+    t_relay_to_udp("127.0.0.1", "{uas_port}");
+}}
+"#
+    );
     let port = free_port();
     // One shard: every request below goes through the same thread as the slow one.
-    let ser = Ser::start("ops-exec-slow", script, port, 1, "auto");
+    let ser = Ser::start("ops-exec-slow", &script, port, 1, "auto");
     let slow = Peer::new();
     let start = Instant::now();
     slow.send(
@@ -593,22 +592,37 @@ route {
         let r = fast
             .recv_timeout(900)
             .expect("a fast answer while the slow program runs");
-        assert!(
-            r.starts_with(if user == "fast" {
-                "SIP/2.0 200 fast"
-            } else {
-                "SIP/2.0 200 fast exec"
-            }),
-            "{r}"
-        );
+        let want = if user == "fast" {
+            "SIP/2.0 200 fast\r\n"
+        } else {
+            "SIP/2.0 200 fast exec\r\n"
+        };
+        assert!(r.starts_with(want), "{r}");
         assert!(sent.elapsed() < Duration::from_millis(900));
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let r = slow.recv_timeout(5000).expect("the slow request's answer");
+    // Whole calls complete meanwhile too.
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 10, &dir);
+    let (ok, out) = uac(
+        &scenario(&dir, "uac-rr.xml", &callee),
+        port,
+        10,
+        20,
+        Duration::from_secs(10),
+    );
+    assert!(ok, "calls failed while a program ran:\n{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "the calls took until the slow program's end: {:?}",
+        start.elapsed()
+    );
+    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
+    assert!(uas_ok, "{log}");
+    let r = slow.recv_timeout(6000).expect("the slow request's answer");
     assert!(r.starts_with("SIP/2.0 500 program killed"), "{r}");
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(3900) && took < Duration::from_secs(8),
         "{took:?}"
     );
 }

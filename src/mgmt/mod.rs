@@ -281,8 +281,18 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 format!("worker {n} (DNS, exec)")
             } else if comm == "ser-fifo" {
                 String::from("fifo server")
-            } else if comm.starts_with("ser-fifo") {
+            } else if comm == "ser-fifo-read" {
                 String::from("fifo reader")
+            } else if comm == "ser-fifo-cmd" {
+                String::from("fifo command (t_uac_from waiting for its reply)")
+            } else if comm == "mgmt-http" {
+                String::from("http listener (metrics, JSON commands)")
+            } else if comm == "mgmt-http-conn" {
+                String::from("http connection")
+            } else if comm.starts_with("ser-capture") {
+                String::from("capture writer (pcap)")
+            } else if comm.starts_with("ser-exec") {
+                String::from("exec pipe (program input/output)")
             } else {
                 comm.to_string()
             };

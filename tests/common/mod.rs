@@ -274,3 +274,33 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
     let _ = std::fs::remove_file(&out);
     (ok, text)
 }
+
+/// A raw SIP peer's view of a request: the lines a response copies.
+pub fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in request.split("\r\n").skip(1) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "to" | "t" => {
+                out.push_str(line);
+                if !line.contains("tag=") {
+                    out.push_str(";tag=");
+                    out.push_str(to_tag);
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
