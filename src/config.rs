@@ -60,6 +60,12 @@ pub struct Config {
     pub pid_file: Option<String>,
     pub working_dir: Option<String>,
     pub chroot: Option<String>,
+    /// `capture_file = "/path/sip.pcap"`: record every SIP datagram there (see `capture`).
+    pub capture_file: Option<String>,
+    /// `capture_max_size = 100M`: bytes of one capture file before rotation.
+    pub capture_max_size: u64,
+    /// `capture_files = 10`: capture files kept, the current one included.
+    pub capture_files: usize,
 }
 
 impl Default for Config {
@@ -93,6 +99,9 @@ impl Default for Config {
             pid_file: None,
             working_dir: None,
             chroot: None,
+            capture_file: None,
+            capture_max_size: 100 << 20,
+            capture_files: 10,
         }
     }
 }
@@ -283,6 +292,28 @@ impl Config {
                 "dns_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("milliseconds"))?;
                     self.dns_timeout_ms = n.clamp(10, 60_000) as u64;
+                }
+                "capture_file" => match value {
+                    Value::Str(s) if !s.is_empty() => self.capture_file = Some(s.clone()),
+                    _ => return Err(bad("a file name in quotes")),
+                },
+                "capture_max_size" => {
+                    let n = match value {
+                        Value::Int(i) => u64::try_from(*i).ok(),
+                        Value::Str(s) | Value::Ident(s) => crate::capture::parse_size(s),
+                        _ => None,
+                    };
+                    let min = crate::capture::MIN_FILE_SIZE;
+                    self.capture_max_size = n.filter(|n| *n >= min).ok_or_else(|| {
+                        bad("a size of at least 1024 bytes: bytes or \"10k\", \"100M\", \"1G\"")
+                    })?;
+                }
+                "capture_files" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number"))?;
+                    if !(1..=1000).contains(&n) {
+                        return Err(bad("a number of files 1..1000"));
+                    }
+                    self.capture_files = n as usize;
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

@@ -15,6 +15,7 @@ use ser_parser::{Method, Outcome, ReplySpec};
 use ser_script::RunOutcome;
 use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
+use crate::capture::Capture;
 use crate::core::{hash64, Core, Stats};
 use crate::modules::{core::forward_reply, sl};
 use crate::route::{Arrival, MsgCtx, PendingSend, Scratch, Script};
@@ -50,6 +51,8 @@ pub struct Server {
     timer: Option<(std::time::Instant, TimerId)>,
     /// Origin of the timer grid.
     epoch: Option<std::time::Instant>,
+    /// Message capture (`capture_file`): every datagram received and sent.
+    capture: Option<Capture>,
 }
 
 /// The token of the transaction timer.
@@ -87,7 +90,14 @@ impl Server {
             tm,
             timer: None,
             epoch: None,
+            capture: None,
         }
+    }
+
+    /// Records every datagram this shard receives and sends to `capture`.
+    pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
+        self.capture = capture;
+        self
     }
 
     /// Keeps one runtime timer armed at the transactions' earliest deadline, rounded up to a
@@ -244,8 +254,13 @@ impl Server {
             extra_headers: extra.as_bytes(),
         };
         self.stats.count_sl(code);
+        let from = sent_from(ctx, d.socket.0);
+        let capture = &self.capture;
         ctx.send_with(d.socket, dst, |buf| {
-            ser_parser::write_reply(&msg, &spec, buf)
+            ser_parser::write_reply(&msg, &spec, buf);
+            if let Some(c) = capture {
+                c.record(from, dst, buf);
+            }
         });
     }
 
@@ -254,6 +269,9 @@ impl Server {
         let out = &mut self.scratch.out;
         for o in &out.sends {
             if let Some(data) = out.buf.get(o.range.clone()) {
+                if let Some(c) = &self.capture {
+                    c.record(sent_from(ctx, o.socket as u32), o.dst, data);
+                }
                 ctx.send(SocketId(o.socket as u32), o.dst, data);
             }
         }
@@ -288,6 +306,13 @@ impl Server {
         out.buf.clear();
         out.sends.clear();
     }
+}
+
+/// The address a datagram sent on `socket` leaves from (for the capture).
+fn sent_from(ctx: &Ctx<'_, Event>, socket: u32) -> SocketAddr {
+    ctx.sockets()
+        .get(socket as usize)
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |s| s.local)
 }
 
 /// `at` rounded up to the grid of `step` that starts at `epoch` (an `at` before the epoch
@@ -383,6 +408,9 @@ impl Handler for Server {
         if d.data.iter().all(|b| b.is_ascii_whitespace()) {
             return;
         }
+        if let (Some(c), false) = (&self.capture, d.handed_off) {
+            c.record(d.peer, d.local, d.data);
+        }
         if !d.handed_off && ctx.shard_count() > 1 {
             if let Some(cid) = scan_call_id(d.data) {
                 let owner = owner_shard(cid, ctx.shard_count());
@@ -411,6 +439,9 @@ impl Handler for Server {
                     // one, or not at all when the name resolved to the other address family.
                     match self.core.socket_for(&dst, socket_hint) {
                         Some(sock) if sock == socket_hint => {
+                            if let Some(c) = &self.capture {
+                                c.record(sent_from(ctx, sock as u32), dst, &data);
+                            }
                             ctx.send(SocketId(sock as u32), dst, &data)
                         }
                         _ => crate::notice!(
