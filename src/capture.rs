@@ -227,7 +227,7 @@ impl Capture {
                 .is_ok()
         {
             crate::warn!(
-                "capture: writer behind or message too large; {n} message(s) not captured so far"
+                "capture: {n} message(s) not captured so far (writer behind, too large, or closed)"
             );
         }
     }
@@ -582,6 +582,87 @@ mod tests {
             0xddf2
         );
         assert_eq!(sum_words(0, &[0x12]), 0x1200);
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ser-capture-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    fn cfg(dir: &Path, max_size: u64, files: usize) -> CaptureConfig {
+        CaptureConfig {
+            path: dir.join("sip.pcap"),
+            max_size,
+            files,
+        }
+    }
+
+    const A: &str = "127.0.0.1:5060";
+    const B: &str = "127.0.0.1:5070";
+
+    #[test]
+    fn missing_directory_is_a_start_error() {
+        let dir = temp("nodir").join("missing");
+        let e = Capture::start(cfg(&dir, 1 << 20, 3)).expect_err("must fail");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn one_file_is_restarted_in_place() {
+        let dir = temp("one");
+        let c = Capture::start(cfg(&dir, MIN_FILE_SIZE, 1)).expect("start");
+        let (a, b) = (A.parse().expect("addr"), B.parse().expect("addr"));
+        for _ in 0..40 {
+            c.record(a, b, &[b'x'; 200]);
+        }
+        c.close();
+        assert_eq!(c.written(), 40);
+        assert!(!dir.join("sip.pcap.1").exists());
+        let len = std::fs::metadata(dir.join("sip.pcap")).expect("file").len();
+        assert!(len <= MIN_FILE_SIZE && len > FILE_HEADER_LEN, "{len}");
+        // After close, records are dropped, not queued for a writer that is gone.
+        c.record(a, b, b"late");
+        assert_eq!(c.dropped(), 1);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_limit_gets_a_file_of_its_own() {
+        let dir = temp("big");
+        let c = Capture::start(cfg(&dir, MIN_FILE_SIZE, 3)).expect("start");
+        let (a, b) = (A.parse().expect("addr"), B.parse().expect("addr"));
+        c.record(a, b, b"small");
+        c.record(a, b, &[b'y'; 3000]);
+        c.record(a, b, b"small again");
+        c.close();
+        let size = |n: &str| std::fs::metadata(dir.join(n)).map(|m| m.len()).unwrap_or(0);
+        let big = FILE_HEADER_LEN + record_overhead(false) + 3000;
+        assert_eq!(size("sip.pcap.1"), big);
+        assert_eq!(
+            size("sip.pcap.2"),
+            FILE_HEADER_LEN + record_overhead(false) + 5
+        );
+        assert_eq!(
+            size("sip.pcap"),
+            FILE_HEADER_LEN + record_overhead(false) + 11
+        );
+    }
+
+    #[test]
+    fn write_errors_are_counted_not_fatal() {
+        let dir = temp("gone");
+        let c = Capture::start(cfg(&dir, MIN_FILE_SIZE, 2)).expect("start");
+        let (a, b) = (A.parse().expect("addr"), B.parse().expect("addr"));
+        c.record(a, b, b"first");
+        // The directory disappears: the next rotation cannot create its file.
+        std::fs::remove_dir_all(&dir).expect("remove dir");
+        for _ in 0..20 {
+            c.record(a, b, &[b'z'; 300]);
+        }
+        c.close();
+        assert!(c.write_errors() > 0);
+        assert!(c.dropped() > 0);
     }
 
     #[test]
