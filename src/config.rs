@@ -66,6 +66,12 @@ pub struct Config {
     /// `metrics_listen = "127.0.0.1:9090"`: the HTTP management listener (Prometheus
     /// `/metrics` and the JSON `/api/<command>`); none unless set.
     pub metrics_listen: Option<SocketAddr>,
+    /// `capture_file = "/path/sip.pcap"`: record every SIP datagram there (see `capture`).
+    pub capture_file: Option<String>,
+    /// `capture_max_size = 100M`: bytes of one capture file before rotation.
+    pub capture_max_size: u64,
+    /// `capture_files = 10`: capture files kept, the current one included.
+    pub capture_files: usize,
 }
 
 impl Default for Config {
@@ -101,6 +107,9 @@ impl Default for Config {
             chroot: None,
             shutdown_timeout: None,
             metrics_listen: None,
+            capture_file: None,
+            capture_max_size: 100 << 20,
+            capture_files: 10,
         }
     }
 }
@@ -304,6 +313,28 @@ impl Config {
                         .or_else(|| t.to_socket_addrs().ok().and_then(|mut a| a.next()))
                         .ok_or_else(|| bad("an address and port, \"127.0.0.1:9090\""))?;
                     self.metrics_listen = Some(addr);
+                }
+                "capture_file" => match value {
+                    Value::Str(s) if !s.is_empty() => self.capture_file = Some(s.clone()),
+                    _ => return Err(bad("a file name in quotes")),
+                },
+                "capture_max_size" => {
+                    let n = match value {
+                        Value::Int(i) => u64::try_from(*i).ok(),
+                        Value::Str(s) | Value::Ident(s) => crate::capture::parse_size(s),
+                        _ => None,
+                    };
+                    let min = crate::capture::MIN_FILE_SIZE;
+                    self.capture_max_size = n.filter(|n| *n >= min).ok_or_else(|| {
+                        bad("a size of at least 1024 bytes: bytes or \"10k\", \"100M\", \"1G\"")
+                    })?;
+                }
+                "capture_files" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number"))?;
+                    if !(1..=1000).contains(&n) {
+                        return Err(bad("a number of files 1..1000"));
+                    }
+                    self.capture_files = n as usize;
                 }
                 _ => return Err(err(file, span, format!("unknown option '{name}'"))),
             }

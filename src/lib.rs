@@ -11,6 +11,7 @@
 
 pub mod log;
 
+pub mod capture;
 pub mod config;
 pub mod core;
 pub mod dns;

@@ -207,6 +207,12 @@ fn run() -> Result<i32> {
     let identity = ser_shards::os::resolve_identity(cfg.user.as_deref(), cfg.group.as_deref())
         .context("-u/-g (user/group)")?;
 
+    // Message capture starts before the sockets: a bad capture_file stops us here.
+    let capture = match ser::capture::CaptureConfig::from_config(&cfg) {
+        Some(c) => Some(ser::capture::Capture::start(c)?),
+        None => None,
+    };
+
     let sockets = cfg.bind_addrs();
     let mut core = Core::new(&cfg, sockets.clone(), ser_shards::os::hostname());
     core.params = loaded.params.clone();
@@ -273,10 +279,12 @@ fn run() -> Result<i32> {
         let script = Arc::clone(&loaded.script);
         let stats = stats.clone();
         let live = Arc::clone(&live);
+        let capture = capture.clone();
         move |i: usize| {
             let st = stats.get(i).cloned().unwrap_or_default();
             Server::new(Arc::clone(&core), Arc::clone(&script), st, i, shards)
                 .with_live(Arc::clone(&live))
+                .with_capture(capture.clone())
         }
     };
     let runtime = match ser_shards::Runtime::start(scfg, factory) {
@@ -382,6 +390,18 @@ fn run() -> Result<i32> {
     daemon::drain(&signals, &core, &stats, &cfg, &loaded.params, shards);
     runtime.shutdown();
     let _ = runtime.join();
+    if let Some(c) = &capture {
+        c.close();
+        ser::log::always(
+            ser::log::L_NOTICE,
+            format_args!(
+                "capture: {} message(s) written, {} not captured, {} write error(s)",
+                c.written(),
+                c.dropped(),
+                c.write_errors()
+            ),
+        );
+    }
     if let Some(pid_file) = &cfg.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

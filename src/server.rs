@@ -15,6 +15,7 @@ use ser_parser::{Method, Outcome, ReplySpec};
 use ser_script::RunOutcome;
 use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
+use crate::capture::Capture;
 use crate::core::{hash64, Core, Stats};
 use crate::modules::{core::forward_reply, sl};
 use crate::route::{Arrival, MsgCtx, PendingSend, Scratch, Script};
@@ -87,6 +88,8 @@ pub struct Server {
     /// Script runs waiting for an external program (exec), by id.
     parked: std::collections::HashMap<u64, Parked>,
     park_seq: u64,
+    /// Message capture (`capture_file`): every datagram received and sent.
+    capture: Option<Capture>,
 }
 
 /// The token of the transaction timer.
@@ -130,6 +133,7 @@ impl Server {
             uac: crate::tm::uac::LocalUac::default(),
             parked: std::collections::HashMap::new(),
             park_seq: 0,
+            capture: None,
         }
     }
 
@@ -159,6 +163,12 @@ impl Server {
             *running = g.number;
         }
         crate::info!("now running script generation {}", g.number);
+    }
+
+    /// Records every datagram this shard receives and sends to `capture`.
+    pub fn with_capture(mut self, capture: Option<Capture>) -> Self {
+        self.capture = capture;
+        self
     }
 
     /// Keeps one runtime timer armed at the transactions' earliest deadline, rounded up to a
@@ -419,9 +429,14 @@ impl Server {
         };
         self.stats.count_sl(code);
         let stats = &self.stats;
+        let from = sent_from(ctx, d.socket.0);
+        let capture = &self.capture;
         ctx.send_with(d.socket, dst, |buf| {
             ser_parser::write_reply(&msg, &spec, buf);
             stats.count_sent(buf);
+            if let Some(c) = capture {
+                c.record(from, dst, buf);
+            }
         });
     }
 
@@ -431,6 +446,9 @@ impl Server {
         for o in &out.sends {
             if let Some(data) = out.buf.get(o.range.clone()) {
                 self.stats.count_sent(data);
+                if let Some(c) = &self.capture {
+                    c.record(sent_from(ctx, o.socket as u32), o.dst, data);
+                }
                 ctx.send(SocketId(o.socket as u32), o.dst, data);
             }
         }
@@ -465,6 +483,13 @@ impl Server {
         out.buf.clear();
         out.sends.clear();
     }
+}
+
+/// The address a datagram sent on `socket` leaves from (for the capture).
+fn sent_from(ctx: &Ctx<'_, Event>, socket: u32) -> SocketAddr {
+    ctx.sockets()
+        .get(socket as usize)
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |s| s.local)
 }
 
 /// `at` rounded up to the grid of `step` that starts at `epoch` (an `at` before the epoch
@@ -560,6 +585,9 @@ impl Handler for Server {
         if d.data.iter().all(|b| b.is_ascii_whitespace()) {
             return;
         }
+        if let (Some(c), false) = (&self.capture, d.handed_off) {
+            c.record(d.peer, d.local, d.data);
+        }
         if !d.handed_off && ctx.shard_count() > 1 {
             if let Some(cid) = scan_call_id(d.data) {
                 let owner = owner_shard(cid, ctx.shard_count());
@@ -590,6 +618,9 @@ impl Handler for Server {
                     match self.core.socket_for(&dst, socket_hint) {
                         Some(sock) if sock == socket_hint => {
                             self.stats.count_sent(&data);
+                            if let Some(c) = &self.capture {
+                                c.record(sent_from(ctx, sock as u32), dst, &data);
+                            }
                             ctx.send(SocketId(sock as u32), dst, &data)
                         }
                         _ => crate::notice!(
