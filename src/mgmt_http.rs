@@ -148,9 +148,19 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
+/// 503 to a client past the connection limit. What it sent is read first (briefly: this
+/// runs on the accept thread), so the close does not turn into a reset that loses the 503.
 fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 2048];
+    if let Ok(n) = stream.read(&mut sink) {
+        if n == sink.len() {
+            let _ = stream.read(&mut sink);
+        }
+    }
     let _ = stream.write_all(&response(503, "text/plain", b"busy\n", false));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// A parsed request head: what we need of it.
