@@ -3,11 +3,13 @@
 //!
 //! This crate is the server: configuration (`config`), the shared read-only state (`core`),
 //! the script glue (`route`: typed actions and the per-message context the VM runs against),
-//! the built-in modules (`modules`: core actions, sl, maxfwd, textops), script loading
+//! the built-in modules (`modules`: core, sl, maxfwd, textops, tm, rr, acc, exec), script loading
 //! (`loader`) and the shard handler (`server`). The SIP wire format lives in `ser-parser`, the
 //! language in `ser-script`, the thread-per-core runtime in `ser-shards`; only `server` and
-//! `main` touch the runtime. `txn` holds the sans-IO RFC 3261 transactions (not wired to the
-//! script yet: that is the Transactions issue's `t_relay`).
+//! `main` touch the runtime. `txn` holds the sans-IO RFC 3261 transactions, `tm` the stateful
+//! proxy built on them, `dns` RFC 3263 resolution. Operations: `live` (script reload by
+//! generations), `mgmt` (the FIFO server and its command registry), `mgmt_http` and `metrics`
+//! (Prometheus and JSON over HTTP), `capture` (pcap files).
 
 pub mod log;
 
