@@ -60,6 +60,10 @@ pub struct Config {
     pub pid_file: Option<String>,
     pub working_dir: Option<String>,
     pub chroot: Option<String>,
+    /// `data_dir = "/var/lib/ser"`: where the embedded SQLite database lives when a module
+    /// needs a database and no `db_url` names one (`sqlite://<data_dir>/ser.db`). Relative
+    /// names are taken from the directory ser starts in.
+    pub data_dir: String,
     /// `shutdown_timeout = s`: how long SIGTERM waits for transactions still waiting for a
     /// final reply; None = tm's longest final-response timer plus 5 s (see `main`).
     pub shutdown_timeout: Option<u64>,
@@ -105,6 +109,7 @@ impl Default for Config {
             pid_file: None,
             working_dir: None,
             chroot: None,
+            data_dir: String::from("ser-data"),
             shutdown_timeout: None,
             metrics_listen: None,
             capture_file: None,
@@ -112,6 +117,17 @@ impl Default for Config {
             capture_files: 10,
         }
     }
+}
+
+/// `dir` made absolute against the current directory.
+pub fn absolute_dir(dir: &str) -> String {
+    let p = std::path::Path::new(dir);
+    if p.is_absolute() {
+        return dir.to_string();
+    }
+    std::env::current_dir()
+        .map(|c| c.join(p).display().to_string())
+        .unwrap_or_else(|_| dir.to_string())
 }
 
 fn err(file: &str, span: &Span, msg: impl Into<String>) -> ScriptError {
@@ -297,6 +313,10 @@ impl Config {
                         .map_err(|_| bad("an address, \"ip\" or \"ip:port\""))?;
                     self.dns_servers.push(addr);
                 }
+                "data_dir" => match value {
+                    Value::Str(s) if !s.is_empty() => self.data_dir = s.clone(),
+                    _ => return Err(bad("a directory name in quotes")),
+                },
                 "dns_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("milliseconds"))?;
                     self.dns_timeout_ms = n.clamp(10, 60_000) as u64;

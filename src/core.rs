@@ -36,6 +36,10 @@ pub struct Core {
     /// Set once by `main` on SIGTERM/SIGINT: shards refuse new transactions (503) while the
     /// ones in flight finish. Shared (not copied) when a `Core` is rebuilt.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Open databases by `db_url` (see [`crate::db::open_for`]); shared across reloads.
+    pub dbs: Vec<(String, std::sync::Arc<crate::db::Db>)>,
+    /// `sqlite://<data_dir>/ser.db`: the database of modules that set no `db_url`.
+    pub default_db_url: String,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -99,6 +103,8 @@ impl Core {
                 std::time::Duration::from_millis(cfg.dns_timeout_ms),
             )),
             draining: Default::default(),
+            dbs: Vec::new(),
+            default_db_url: crate::db::default_url(&cfg.data_dir),
         }
     }
 
@@ -106,6 +112,15 @@ impl Core {
     #[inline]
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The open database of `url` (a module's `db_url`, or the default when None).
+    pub fn db(&self, url: Option<&str>) -> Option<std::sync::Arc<crate::db::Db>> {
+        let url = url.unwrap_or(&self.default_db_url);
+        self.dbs
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, d)| std::sync::Arc::clone(d))
     }
 
     /// Is `ip` one of our listen addresses?

@@ -44,6 +44,8 @@ pub struct Live {
     hostname: Option<String>,
     /// One reload at a time.
     reloading: Mutex<()>,
+    /// Where ser started (relative data_dir names are taken from there).
+    start_dir: std::path::PathBuf,
 }
 
 impl Live {
@@ -62,7 +64,15 @@ impl Live {
             sockets,
             hostname,
             reloading: Mutex::new(()),
+            start_dir: std::env::current_dir().unwrap_or_default(),
         }
+    }
+
+    /// Where ser started, for relative `data_dir` names in reloaded scripts (the daemon's
+    /// current directory is `/` by then).
+    pub fn with_start_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.start_dir = dir;
+        self
     }
 
     /// The number of the generation shards should run (cheap: checked per message).
@@ -101,25 +111,39 @@ impl Live {
         let loaded = crate::loader::load(&name, &src, &self.base).map_err(|e| e.to_string())?;
         let old = self.current();
         let restart = needs_restart(&old.config, &loaded.config);
-        let mut core = Core::new(&loaded.config, self.sockets.clone(), self.hostname.clone());
+        let mut config = loaded.config;
+        // A relative data_dir means where ser started, as at start.
+        if !std::path::Path::new(&config.data_dir).is_absolute() {
+            config.data_dir = self.start_dir.join(&config.data_dir).display().to_string();
+        }
+        let mut core = Core::new(&config, self.sockets.clone(), self.hostname.clone());
+        // Databases: the open ones are kept, new URLs are opened now (a failure refuses the
+        // reload, the running script stays).
+        core.dbs = crate::db::open_for(
+            &loaded.params.db_urls(),
+            &core.default_db_url,
+            crate::modules::needs_default_db(&loaded.params, &loaded.modules),
+            &old.core.dbs,
+        )
+        .map_err(|e| e.to_string())?;
         core.params = loaded.params;
         // One drain flag for the process: a SIGTERM after a reload must reach every shard.
         core.draining = Arc::clone(&old.core.draining);
         // The resolver's cache survives a reload unless its servers changed.
-        if loaded.config.dns_servers == old.config.dns_servers
-            && loaded.config.dns_timeout_ms == old.config.dns_timeout_ms
+        if config.dns_servers == old.config.dns_servers
+            && config.dns_timeout_ms == old.config.dns_timeout_ms
         {
             core.resolver = Arc::clone(&old.core.resolver);
         }
-        if loaded.config.debug != old.config.debug {
-            crate::log::set_level(loaded.config.debug);
+        if config.debug != old.config.debug {
+            crate::log::set_level(config.debug);
         }
         let number = old.number + 1;
         let next = Generation {
             number,
             core: Arc::new(core),
             script: loaded.script,
-            config: loaded.config,
+            config,
             modules: loaded.modules,
         };
         self.current.store(Arc::new(next));

@@ -152,6 +152,7 @@ fn run() -> Result<i32> {
     let Some(cli) = parse_cli()? else {
         return Ok(0);
     };
+    let start_dir = std::env::current_dir().unwrap_or_default();
     // The script: -f, else ./ser.cfg, else the embedded default.
     let (file, src) = match &cli.file {
         Some(f) => (
@@ -179,6 +180,8 @@ fn run() -> Result<i32> {
         return Ok(0);
     }
     let mut cfg = loaded.config;
+    // Before any chdir (-w, daemon): a relative data_dir is where ser was started.
+    cfg.data_dir = config::absolute_dir(&cfg.data_dir);
     if cli.cfg.log_stderror {
         cfg.log_stderror = true; // -E always wins: it is how one watches a daemon start
     }
@@ -216,6 +219,15 @@ fn run() -> Result<i32> {
     let sockets = cfg.bind_addrs();
     let mut core = Core::new(&cfg, sockets.clone(), ser_shards::os::hostname());
     core.params = loaded.params.clone();
+    // Databases (after the fork: their workers are threads). One that does not answer at
+    // start stops us with its URL and why.
+    core.dbs = ser::db::open_for(
+        &loaded.params.db_urls(),
+        &core.default_db_url,
+        ser::modules::needs_default_db(&loaded.params, &loaded.modules),
+        &[],
+    )
+    .context("database")?;
     let core = Arc::new(core);
     let shards = if cfg.children == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -261,19 +273,22 @@ fn run() -> Result<i32> {
     let signals = ser_shards::os::SignalSet::block_standard();
 
     // Reloads (serctl reload, FIFO reload, SIGHUP) make new generations of the script.
-    let live = Arc::new(ser::live::Live::new(
-        ser::live::Generation {
-            number: 1,
-            core: Arc::clone(&core),
-            script: Arc::clone(&loaded.script),
-            config: cfg.clone(),
-            modules: loaded.modules.clone(),
-        },
-        Some(file.clone()).filter(|f| f != "<embedded default>"),
-        cli.cfg.clone(),
-        sockets.clone(),
-        ser_shards::os::hostname(),
-    ));
+    let live = Arc::new(
+        ser::live::Live::new(
+            ser::live::Generation {
+                number: 1,
+                core: Arc::clone(&core),
+                script: Arc::clone(&loaded.script),
+                config: cfg.clone(),
+                modules: loaded.modules.clone(),
+            },
+            Some(file.clone()).filter(|f| f != "<embedded default>"),
+            cli.cfg.clone(),
+            sockets.clone(),
+            ser_shards::os::hostname(),
+        )
+        .with_start_dir(start_dir),
+    );
     let factory = {
         let core = Arc::clone(&core);
         let script = Arc::clone(&loaded.script);

@@ -37,10 +37,10 @@ pub enum Event {
     },
     /// A request the management interface starts here (FIFO `t_uac_from`).
     Uac(crate::tm::uac::UacRequest),
-    /// An exec module program ended; `id` names the parked script run.
-    ExecDone {
+    /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
+    Resumed {
         id: u64,
-        output: crate::modules::exec::ExecOutput,
+        result: crate::route::Resumed,
     },
 }
 
@@ -52,15 +52,13 @@ struct Parked {
     script: Arc<Script>,
     k: ser_script::Continuation,
     saved: crate::route::SavedCtx,
-    kind: crate::modules::exec::ExecKind,
 }
 
 /// What a parked run resumes with.
 struct Resume {
     k: ser_script::Continuation,
     saved: crate::route::SavedCtx,
-    kind: crate::modules::exec::ExecKind,
-    output: crate::modules::exec::ExecOutput,
+    result: crate::route::Resumed,
 }
 
 /// Script runs one shard keeps paused for external programs; past it exec actions fail.
@@ -303,11 +301,11 @@ impl Server {
                 Some(r) => {
                     m.restore(r.saved);
                     m.t.now = Some(now);
-                    let result = m.exec_result(r.kind, &r.output);
+                    let result = m.apply_resumed(r.result);
                     script.resume(r.k, result, &mut m)
                 }
             };
-            let parked = match (&run, m.exec_job.take()) {
+            let parked = match (&run, m.suspend.take()) {
                 (ser_script::Run::Suspended(_), Some(job)) => Some((m.save(), job)),
                 _ => None,
             };
@@ -332,13 +330,32 @@ impl Server {
                         script,
                         k,
                         saved,
-                        kind: job.kind,
                     },
                 );
-                ctx.spawn_blocking(move || {
-                    let output = crate::modules::exec::run_job(&job);
-                    Event::ExecDone { id, output }
-                });
+                let crate::route::Suspend { pool, work } = job;
+                match pool {
+                    crate::route::Pool::Blocking => {
+                        ctx.spawn_blocking(move || Event::Resumed { id, result: work() })
+                    }
+                    crate::route::Pool::Db(db) => {
+                        let remote = ctx.remote();
+                        let shard = ctx.shard();
+                        let submitted = db.submit(Box::new(move |_| {
+                            remote.post(shard, Event::Resumed { id, result: work() });
+                        }));
+                        if let Err(e) = submitted {
+                            // Resume at once with the failure (after this run's sends).
+                            let why = format!("database {}: {e}", db.name());
+                            ctx.post(
+                                shard,
+                                Event::Resumed {
+                                    id,
+                                    result: crate::route::Resumed::Failed(why),
+                                },
+                            );
+                        }
+                    }
+                }
                 return;
             }
         };
@@ -360,12 +377,7 @@ impl Server {
     }
 
     /// An external program ended: the request's script goes on where it paused.
-    fn resume_parked(
-        &mut self,
-        ctx: &mut Ctx<'_, Event>,
-        id: u64,
-        output: crate::modules::exec::ExecOutput,
-    ) {
+    fn resume_parked(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, result: crate::route::Resumed) {
         let Some(p) = self.parked.remove(&id) else {
             return;
         };
@@ -376,8 +388,7 @@ impl Server {
         let resume = Resume {
             k: p.k,
             saved: p.saved,
-            kind: p.kind,
-            output,
+            result,
         };
         self.run_request(ctx, &msg, p.at, p.script, Some(resume));
         self.start_tm_dns(ctx);
@@ -634,9 +645,9 @@ impl Handler for Server {
                     crate::notice!("cannot resolve next hop: {e}");
                 }
             },
-            Event::ExecDone { id, output } => {
+            Event::Resumed { id, result } => {
                 self.follow_reload();
-                self.resume_parked(ctx, id, output);
+                self.resume_parked(ctx, id, result);
             }
             Event::Uac(req) => {
                 self.follow_reload();

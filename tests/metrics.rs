@@ -637,7 +637,8 @@ fn json_api_and_hostile_clients() {
         // Not `get`: a refused connection may be reset on a loaded machine; retry then too.
         let answered = TcpStream::connect(http).ok().and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
             let mut raw = Vec::new();
             s.read_to_end(&mut raw).ok()?;
             Some(raw.starts_with(b"HTTP/1.1 200"))

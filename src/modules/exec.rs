@@ -205,12 +205,16 @@ impl crate::route::MsgCtx<'_, '_> {
             .and_then(|n| u64::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_TIME_TO_KILL);
-        self.exec_job = Some(ExecJob {
+        let job = ExecJob {
             kind,
             command,
             stdin: (kind == ExecKind::Msg).then(|| self.msg.buf().to_vec()),
             env: self.exec_env(),
             timeout: Duration::from_secs(secs),
+        };
+        self.suspend = Some(crate::route::Suspend {
+            pool: crate::route::Pool::Blocking,
+            work: Box::new(move || crate::route::Resumed::Exec(job.kind, run_job(&job))),
         });
         ser_script::SUSPEND
     }

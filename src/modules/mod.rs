@@ -62,6 +62,23 @@ impl Params {
         }
     }
 
+    /// Every module's `db_url` value, and whether some database module setting needs the
+    /// default database: `(urls, needs_default)`. A module that uses a database reads its
+    /// `db_url`, falling back to the default (`Core::default_db_url`).
+    pub fn db_urls(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for (_, n, val) in &self.values {
+            if n == "db_url" {
+                if let Value::Str(s) | Value::Ident(s) = val {
+                    if !v.contains(s) {
+                        v.push(s.clone());
+                    }
+                }
+            }
+        }
+        v
+    }
+
     /// A string parameter.
     pub fn str(&self, module: &str, name: &str) -> Option<&str> {
         match self.get(module, name)? {
@@ -107,7 +124,8 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("group", None, "group membership"),
     ("acc", Some(acc::register), ""),
     ("exec", Some(exec::register), ""),
-    ("mysql", None, "database"),
+    // The database driver: nothing to export; `db_url` of the modules picks the backend.
+    ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
     ("dbtext", None, "database"),
 ];
@@ -159,6 +177,20 @@ fn unknown_hint(name: &str) -> Option<String> {
         Some(_) => format!("function '{name}' is exported by module '{module}': load it with loadmodule \"{module}.so\""),
         None => format!("function '{name}' belongs to module '{module}', which this version of ser does not have yet"),
     })
+}
+
+/// Whether a loaded module will use the default database (`sqlite://<data_dir>/ser.db`): it
+/// keeps data in a database and the script gave it no `db_url`.
+pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
+    let loaded = |m: &str| modules.iter().any(|x| x == m);
+    let no_url = |m: &str| params.str(m, "db_url").is_none();
+    (loaded("usrloc") && params.int("usrloc", "db_mode").unwrap_or(0) > 0 && no_url("usrloc"))
+        || (loaded("auth_db") && no_url("auth_db"))
+        || (loaded("group") && no_url("group"))
+        || (loaded("acc")
+            && (params.int("acc", "db_flag").is_some()
+                || params.int("acc", "db_missed_flag").is_some())
+            && no_url("acc"))
 }
 
 /// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".

@@ -269,8 +269,46 @@ pub struct MsgCtx<'a, 'm> {
     pub t: crate::tm::TState,
     /// The runner can pause the script (exec); when false, exec actions fail.
     pub can_suspend: bool,
-    /// The program an exec action asked for; the runner takes it when the run suspends.
-    pub exec_job: Option<crate::modules::exec::ExecJob>,
+    /// Off-shard work an action asked for (an exec program, a database query); the runner
+    /// takes it when the run suspends and resumes the run with its result.
+    pub suspend: Option<Suspend>,
+}
+
+/// Where suspended work runs.
+pub enum Pool {
+    /// The shard runtime's blocking pool (exec programs).
+    Blocking,
+    /// The database's own workers (a slow database must not hold the blocking pool).
+    Db(Arc<crate::db::Db>),
+}
+
+/// Work an action hands off the shard; its [`Resumed`] finishes the action on the shard.
+pub struct Suspend {
+    pub pool: Pool,
+    pub work: Box<dyn FnOnce() -> Resumed + Send + 'static>,
+}
+
+/// The result of suspended work, applied to the message's context when the run resumes; the
+/// action's return value comes out.
+pub enum Resumed {
+    Exec(
+        crate::modules::exec::ExecKind,
+        crate::modules::exec::ExecOutput,
+    ),
+    /// A module's own result: a closure that applies it.
+    Apply(Box<dyn for<'x, 'y> FnOnce(&mut MsgCtx<'x, 'y>) -> i32 + Send + 'static>),
+    /// The work could not even start (database queue full, ...): the action fails with 500.
+    Failed(String),
+}
+
+impl std::fmt::Debug for Resumed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resumed::Exec(k, _) => write!(f, "Exec({k:?})"),
+            Resumed::Apply(_) => f.write_str("Apply"),
+            Resumed::Failed(e) => write!(f, "Failed({e})"),
+        }
+    }
 }
 
 /// What a suspended run keeps of its message's context (the message itself is kept as bytes
@@ -323,7 +361,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             tm: None,
             t: crate::tm::TState::default(),
             can_suspend: false,
-            exec_job: None,
+            suspend: None,
         }
     }
 
@@ -339,6 +377,18 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             last_error: self.last_error,
             maxfwd_result: self.maxfwd_result,
             t: self.t,
+        }
+    }
+
+    /// Finishes the action that suspended, with its work's result.
+    pub fn apply_resumed(&mut self, r: Resumed) -> i32 {
+        match r {
+            Resumed::Exec(kind, out) => self.exec_result(kind, &out),
+            Resumed::Apply(f) => f(self),
+            Resumed::Failed(why) => {
+                crate::error!("{why}");
+                self.fail(500, "Server Internal Error")
+            }
         }
     }
 
