@@ -18,9 +18,10 @@
 pub mod schema;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A database address, parsed from `db_url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +279,20 @@ pub struct Db {
     shown: String,
     idle: Mutex<Vec<Box<dyn Conn>>>,
     queue: Mutex<Option<SyncSender<Job>>>,
+    /// Writes ([`Self::write`]) that failed, and those refused because the queue was full.
+    failed: AtomicU64,
+    refused: AtomicU64,
+    /// Set by a failed write, cleared (and logged) by the next one that succeeds.
+    down: AtomicBool,
+    /// When a failure was last logged, and how many were not logged since (see
+    /// [`Self::write`]): a database that is down must not flood the log.
+    last_logged: Mutex<Option<Instant>>,
+    unlogged: AtomicU64,
 }
+
+/// At most one failure line per database this often; the next one says how many were not
+/// logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Jobs waiting for a worker; more are refused ([`DbError::Busy`]).
 const QUEUE: usize = 4096;
@@ -301,6 +315,11 @@ impl Db {
             shown,
             idle: Mutex::new(vec![first]),
             queue: Mutex::new(None),
+            failed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            last_logged: Mutex::new(None),
+            unlogged: AtomicU64::new(0),
         });
         if workers > 0 {
             let (tx, rx) = sync_channel::<Job>(QUEUE);
@@ -333,13 +352,23 @@ impl Db {
     }
 
     /// Runs `f` with a connection, on the calling thread (which may block: never a shard).
-    /// A failed connection is dropped, and `f` is tried once more on a new one.
+    /// A failed connection is dropped, and `f` is tried once more on a new one. The other
+    /// idle connections go too: after a database restart they are all dead, and each would
+    /// cost a job its one retry.
     pub fn with_conn<T>(
         &self,
         mut f: impl FnMut(&mut dyn Conn) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         for attempt in 0..2 {
-            let mut conn = match self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            let pooled = if attempt == 0 {
+                self.idle.lock().ok().and_then(|mut v| v.pop())
+            } else {
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.clear();
+                }
+                None
+            };
+            let mut conn = match pooled {
                 Some(c) => c,
                 None => connect(&self.url, &self.shown)?,
             };
@@ -376,6 +405,80 @@ impl Db {
             }),
             None => Err(DbError::Closed),
         }
+    }
+
+    /// Fire-and-forget `sql` (an INSERT of acc, ...) on the database's workers: never blocks
+    /// the caller. A write refused (queue full) or failed (database down, slow, gone) is
+    /// counted ([`Self::failed_writes`], [`Self::refused_writes`]) and logged with `what`,
+    /// at most once per [`LOG_EVERY`]; the first write that succeeds afterwards logs that
+    /// the database is back.
+    pub fn write(self: &Arc<Self>, what: &'static str, sql: &'static str, params: Vec<Value>) {
+        let job: Job = Box::new(
+            move |db: &Db| match db.with_conn(|c| c.exec(sql, &params)) {
+                Ok(_) => {
+                    if db.down.swap(false, Ordering::Relaxed) {
+                        // Whatever the log level: it closes the outage's error lines.
+                        crate::log::always(
+                            crate::log::L_NOTICE,
+                            format_args!(
+                                "database {}: back: {what} written again ({} writes failed \
+                                 so far)",
+                                db.shown,
+                                db.failed.load(Ordering::Relaxed)
+                            ),
+                        );
+                    }
+                }
+                Err(e) => {
+                    db.failed.fetch_add(1, Ordering::Relaxed);
+                    db.down.store(true, Ordering::Relaxed);
+                    db.log_failure(what, &e);
+                }
+            },
+        );
+        if let Err(e) = self.submit(job) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.log_failure(what, &e);
+        }
+    }
+
+    /// Writes that failed so far.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Writes refused so far because the queue was full (or the workers gone).
+    pub fn refused_writes(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Logs a failed database job, throttled: one line per [`LOG_EVERY`] per database.
+    pub fn log_failure(&self, what: &str, e: &DbError) {
+        let now = Instant::now();
+        let Ok(mut last) = self.last_logged.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+        let more = if unlogged > 0 {
+            format!(
+                " ({unlogged} more failures in the last {}s)",
+                LOG_EVERY.as_secs()
+            )
+        } else {
+            String::new()
+        };
+        crate::error!(
+            "database {}: {what} not written: {e}{more}; {} failed, {} refused so far",
+            self.shown,
+            self.failed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed)
+        );
     }
 
     /// Creates the seeds' tables that do not exist yet (`serctl db init`, and at start for
