@@ -1,6 +1,7 @@
 //! Module acc: transaction accounting to the log (`log_flag`/`acc_flag`, `log_missed_flag`,
-//! `acc_request`, `log_level`). The reports are written by `crate::tm` when a transaction
-//! completes; the database backend comes with the Users issue.
+//! `acc_request`, `log_level`) and to the database (SER 0.8's `db_flag`, `db_missed_flag`,
+//! `db_url`: rows in `acc` and `missed_calls`). The reports are made by `crate::tm` when a
+//! transaction completes (`crate::tm::AccConfig`).
 
 use ser_script::KindSet;
 
@@ -28,6 +29,8 @@ pub fn register(ex: &mut Exports) {
         "acc_flag",
         "log_missed_flag",
         "report_ack",
+        "db_flag",
+        "db_missed_flag",
     ] {
         ex.param(
             "acc",
@@ -37,11 +40,13 @@ pub fn register(ex: &mut Exports) {
             },
         );
     }
-    ex.param(
-        "acc",
-        ParamDef {
-            name: "log_fmt",
-            kind: ParamKind::Str,
-        },
-    );
+    for name in ["log_fmt", "db_url"] {
+        ex.param(
+            "acc",
+            ParamDef {
+                name,
+                kind: ParamKind::Str,
+            },
+        );
+    }
 }

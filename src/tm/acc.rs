@@ -1,9 +1,18 @@
-//! Accounting reports (SER's acc module, log backend): one line per completed transaction
-//! whose flags ask for it, written when its first final response goes upstream — so
-//! retransmissions, which the transaction absorbs, never report twice.
+//! Accounting reports (SER's acc module): one report per completed transaction whose flags
+//! ask for it, made when its first final response goes upstream — so retransmissions, which
+//! the transaction absorbs, never report twice. Reports go to the log (`log_flag`,
+//! `log_missed_flag`) and, with SER 0.8's `db_flag`/`db_missed_flag`, as rows into the
+//! `acc` and `missed_calls` tables of acc's `db_url` (default: the server's database). Rows
+//! are written fire-and-forget on the database's workers ([`crate::db::Db::write`]): the
+//! shard never waits for the database, and a database that is down costs the rows, not the
+//! calls.
+
+use std::sync::Arc;
 
 use ser_parser::{HeaderName, Message};
 
+use crate::core::Core;
+use crate::db::{Db, Value};
 use crate::modules::Params;
 
 /// acc's parameters.
@@ -15,6 +24,14 @@ pub struct AccConfig {
     pub missed_flag: Option<u32>,
     /// `log_level`: the SER log level of the reports (default L_NOTICE).
     pub level: i32,
+    /// `db_flag`: a row in `acc` for every transaction with it set.
+    pub db_flag: Option<u32>,
+    /// `db_missed_flag`: a row in `missed_calls` for those with it set that end negative.
+    pub db_missed_flag: Option<u32>,
+    /// `db_url`: where the rows go (None: the server's default database).
+    pub db_url: Option<String>,
+    /// The open database of `db_url`, once attached to a server ([`Self::attach`]).
+    pub db: Option<Arc<Db>>,
 }
 
 impl AccConfig {
@@ -31,13 +48,45 @@ impl AccConfig {
                 .int("acc", "log_level")
                 .and_then(|n| i32::try_from(n).ok())
                 .unwrap_or(crate::log::L_NOTICE),
+            db_flag: flag("db_flag"),
+            db_missed_flag: flag("db_missed_flag"),
+            db_url: p.str("acc", "db_url").map(String::from),
+            db: None,
         }
     }
 
-    /// Whether a transaction with `flags` that completed with `code` is reported.
+    /// Takes the server's open database for `db_url` when rows are asked for (the server
+    /// opened it at start: see `crate::modules::needs_default_db`).
+    pub fn attach(&mut self, core: &Core) {
+        if self.db_flag.is_some() || self.db_missed_flag.is_some() {
+            self.db = core.db(self.db_url.as_deref());
+            if self.db.is_none() {
+                crate::warn!("acc: no open database for db_url; rows will not be written");
+            }
+        }
+    }
+
+    /// Whether a transaction with `flags` that completed with `code` is reported anywhere.
     pub fn wants(&self, flags: u32, code: u16) -> bool {
+        self.wants_log(flags, code) || self.wants_db(flags, code)
+    }
+
+    fn wants_log(&self, flags: u32, code: u16) -> bool {
         let set = |f: Option<u32>| f.is_some_and(|f| flags & (1 << f) != 0);
         set(self.log_flag) || (code >= 300 && set(self.missed_flag))
+    }
+
+    fn wants_db(&self, flags: u32, code: u16) -> bool {
+        let set = |f: Option<u32>| f.is_some_and(|f| flags & (1 << f) != 0);
+        set(self.db_flag) || (code >= 300 && set(self.db_missed_flag))
+    }
+
+    /// Whether any report is configured (tm parses its local replies only then).
+    pub fn any(&self) -> bool {
+        self.log_flag.is_some()
+            || self.missed_flag.is_some()
+            || self.db_flag.is_some()
+            || self.db_missed_flag.is_some()
     }
 }
 
@@ -72,8 +121,46 @@ fn unix_time() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The report of a completed transaction: `reply` is the final that went upstream when it
-/// was relayed (its To carries the callee's tag), None for a local one.
+const INSERT_ACC: &str = "INSERT INTO acc (sip_from, sip_to, sip_status, sip_method, i_uri, \
+     o_uri, sip_callid, username, fromtag, totag, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_MISSED: &str = "INSERT INTO missed_calls (sip_from, sip_to, sip_status, \
+     sip_method, i_uri, o_uri, sip_callid, username, fromtag, totag, time) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The columns of an `acc`/`missed_calls` row, in [`INSERT_ACC`]'s order. `reply` (the final
+/// that went upstream) gives To with the callee's tag; without it the request's To is used.
+fn row(req: &Message<'_>, out_uri: &str, status: &str, reply: Option<&Message<'_>>) -> Vec<Value> {
+    let from = req.from().ok();
+    let (to, totag) = match reply {
+        Some(r) => (header(r, HeaderName::To), r.to().ok().and_then(|t| t.tag)),
+        None => (
+            header(req, HeaderName::To),
+            req.to().ok().and_then(|t| t.tag),
+        ),
+    };
+    let username = from
+        .as_ref()
+        .and_then(|f| ser_parser::parse_uri(f.uri).ok())
+        .and_then(|u| u.user)
+        .unwrap_or("");
+    let i_uri = req.request_uri().unwrap_or("");
+    vec![
+        header(req, HeaderName::From).into(),
+        to.into(),
+        status.into(),
+        req.method().map_or("", |m| m.as_str()).into(),
+        i_uri.into(),
+        if out_uri.is_empty() { i_uri } else { out_uri }.into(),
+        header(req, HeaderName::CallId).into(),
+        username.into(),
+        from.as_ref().and_then(|f| f.tag).unwrap_or("").into(),
+        totag.unwrap_or("").into(),
+        crate::db::datetime(std::time::SystemTime::now()).into(),
+    ]
+}
+
+/// The report of a completed transaction: `reply` is the final that went upstream (relayed,
+/// or tm's own), None when tm could not keep it.
 pub fn report_transaction(
     cfg: &AccConfig,
     req: &Message<'_>,
@@ -83,6 +170,29 @@ pub fn report_transaction(
     flags: u32,
 ) {
     use std::fmt::Write;
+    let reason = reply
+        .and_then(|r| r.reason())
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    if cfg.wants_db(flags, code) {
+        if let Some(db) = &cfg.db {
+            let status = format!("{code} {}", reason.trim());
+            let set = |f: Option<u32>| f.is_some_and(|f| flags & (1 << f) != 0);
+            if set(cfg.db_flag) {
+                db.write("acc", INSERT_ACC, row(req, out_uri, status.trim(), reply));
+            }
+            if code >= 300 && set(cfg.db_missed_flag) {
+                db.write(
+                    "missed_calls",
+                    INSERT_MISSED,
+                    row(req, out_uri, status.trim(), reply),
+                );
+            }
+        }
+    }
+    if !cfg.wants_log(flags, code) {
+        return;
+    }
     let missed = code >= 300
         && cfg.missed_flag.is_some_and(|f| flags & (1 << f) != 0)
         && !cfg.log_flag.is_some_and(|f| flags & (1 << f) != 0);
@@ -93,10 +203,6 @@ pub fn report_transaction(
         "ACC: transaction answered: "
     });
     write_fields(&mut line, req, out_uri);
-    let reason = reply
-        .and_then(|r| r.reason())
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
     let _ = write!(
         line,
         ", status={} {}, time={}",
@@ -107,9 +213,13 @@ pub fn report_transaction(
     crate::log_at!(cfg.level, "{}", line);
 }
 
-/// `acc_request("404 Not Found")`: an explicit report of the current request.
+/// `acc_request("404 Not Found")`: an explicit report of the current request, to the log and,
+/// with `db_flag` set, as a row in `acc`.
 pub fn report_request(cfg: &AccConfig, req: &Message<'_>, out_uri: &str, status: &str) {
     use std::fmt::Write;
+    if let (Some(db), Some(_)) = (&cfg.db, cfg.db_flag) {
+        db.write("acc", INSERT_ACC, row(req, out_uri, status, None));
+    }
     let mut line = String::with_capacity(256);
     line.push_str("ACC: request accounted: ");
     write_fields(&mut line, req, out_uri);

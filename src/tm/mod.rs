@@ -278,8 +278,9 @@ impl Tm {
         script: Arc<Script>,
         stats: Arc<Stats>,
         shard: usize,
-        cfg: TmConfig,
+        mut cfg: TmConfig,
     ) -> Self {
+        cfg.acc.attach(&core);
         Self {
             cfg,
             core,
@@ -551,7 +552,8 @@ impl Tm {
 
     /// A reload: new transactions use `script`, `core` and `cfg`; those in flight keep the
     /// script they started under.
-    pub fn set_generation(&mut self, core: Arc<Core>, script: Arc<Script>, cfg: TmConfig) {
+    pub fn set_generation(&mut self, core: Arc<Core>, script: Arc<Script>, mut cfg: TmConfig) {
+        cfg.acc.attach(&core);
         self.core = core;
         self.script = script;
         self.cfg = cfg;
@@ -965,7 +967,16 @@ impl Tm {
         let first_final = code >= 200 && cell.final_sent.is_none();
         Stats::inc(&self.stats.tm_local_replies);
         if first_final {
-            self.completed(id, code, None);
+            // acc reports the reply as sent (its reason, our To-tag).
+            let bytes = std::mem::take(&mut self.tmp);
+            let reply = if self.cfg.acc.any() {
+                ser_parser::parse(&bytes).ok()
+            } else {
+                None
+            };
+            self.completed(id, code, reply.as_ref());
+            drop(reply);
+            self.tmp = bytes;
         }
         true
     }
