@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
 # sip-tester, sipsak, iproute2 for the loopback-only network namespace, dnsmasq as the DNS server
-# of the RFC 3263 tests), then every test of the
+# of the RFC 3263 tests, mariadb-server for the MariaDB tests), then every test of the
 # workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
 # on both I/O backends, and the integration tests that drive a real `ser` with sipp and sipsak.
 set -euo pipefail
@@ -13,6 +13,10 @@ command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# MariaDB for the database tests: each test binary starts its own private mariadbd on
+# loopback (tests/common/mariadb.rs); the packaged service is never started.
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
