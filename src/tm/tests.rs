@@ -99,4 +99,14 @@ fn accounting_flags() {
     let mut q = Params::default();
     q.set("acc", "acc_flag", Value::Int(2));
     assert!(AccConfig::from_params(&q).wants(1 << 2, 200));
+    // SER 0.8's database flags.
+    let mut d = Params::default();
+    d.set("acc", "db_flag", Value::Int(4));
+    d.set("acc", "db_missed_flag", Value::Int(5));
+    let a = AccConfig::from_params(&d);
+    assert!(a.any());
+    assert!(a.wants(1 << 4, 200));
+    assert!(!a.wants(1 << 5, 200), "db missed flag: only negative");
+    assert!(a.wants(1 << 5, 404));
+    assert!(!AccConfig::from_params(&Params::default()).any());
 }
