@@ -22,7 +22,10 @@ usage: serctl <command> [args]
   serctl reload ................................. compile the script again and swap it in
   serctl version | uptime | which ............... the FIFO commands of the same name
   serctl t_stats | sl_stats | t_hash ............ statistics
+  * database *
+  serctl db init [db_url] ....................... create the seeds' tables (SQLite or MariaDB)
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
+The database is db_url, else $SER_DB_URL, else sqlite://<$SER_DATA_DIR or ser-data>/ser.db.
 ";
 
 fn main() {
@@ -57,8 +60,28 @@ fn run(args: &[String]) -> Result<i32, String> {
             print_reply(&request(cmd, &[])?)
         }
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
+        "db" => db_command(args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
+}
+
+/// `serctl db init [db_url]`: the seeds' tables, created where missing (the data is kept).
+fn db_command(args: &[String]) -> Result<i32, String> {
+    let (Some("init"), url) = (args.first().map(String::as_str), args.get(1)) else {
+        return Err(String::from("usage: serctl db init [db_url]"));
+    };
+    let url = url
+        .cloned()
+        .or_else(|| std::env::var("SER_DB_URL").ok())
+        .unwrap_or_else(|| {
+            let dir = std::env::var("SER_DATA_DIR").unwrap_or_else(|_| String::from("ser-data"));
+            let _ = std::fs::create_dir_all(&dir);
+            ser::db::default_url(&dir)
+        });
+    let db = ser::db::Db::open(&url, 0).map_err(|e| e.to_string())?;
+    db.init_schema().map_err(|e| e.to_string())?;
+    println!("tables ready in {}", db.name());
+    Ok(0)
 }
 
 /// The status code, the status line and the body lines of a reply.
