@@ -817,6 +817,57 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_refuses_writes_at_once_and_counts_them() {
+        let dir = std::env::temp_dir().join(format!("ser-db-full-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let db = Db::open(&url, 1).expect("open");
+        db.init_schema().expect("schema");
+        // The one worker waits on `gate`; the queue fills behind it.
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        db.submit(Box::new(move |_| {
+            let _ = gate_rx.recv_timeout(Duration::from_secs(10));
+        }))
+        .expect("submit");
+        let sql = "INSERT INTO acc (sip_callid, time) VALUES (?, ?)";
+        let t0 = Instant::now();
+        for i in 0..QUEUE + 10 {
+            db.write(
+                "acc",
+                sql,
+                vec![format!("c{i}").into(), datetime(SystemTime::now()).into()],
+            );
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "writes never block");
+        // The blocked job may or may not have left the queue yet: 10 or 11 refused.
+        assert!(
+            (10..=11).contains(&db.refused_writes()),
+            "{}",
+            db.refused_writes()
+        );
+        let _ = gate_tx.send(());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let written = loop {
+            let n = db
+                .with_conn(|c| c.query("SELECT COUNT(*) FROM acc", &[]))
+                .ok()
+                .and_then(|r| r.first().and_then(|r| r.first()).and_then(Value::as_i64));
+            if n.is_some_and(|n| n as u64 + db.refused_writes() >= (QUEUE + 10) as u64)
+                || Instant::now() > deadline
+            {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            written.map(|n| n as u64 + db.refused_writes()),
+            Some((QUEUE + 10) as u64)
+        );
+        assert_eq!(db.failed_writes(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn missing_directory_is_a_clear_error() {
         match Db::open("sqlite:///nonexistent-dir-ser/x.db", 0) {
             Err(DbError::Connect(_, why)) => assert!(why.contains("does not exist"), "{why}"),
