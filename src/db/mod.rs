@@ -412,7 +412,7 @@ impl Db {
     /// counted ([`Self::failed_writes`], [`Self::refused_writes`]) and logged with `what`,
     /// at most once per [`LOG_EVERY`]; the first write that succeeds afterwards logs that
     /// the database is back.
-    pub fn write(self: &Arc<Self>, what: &'static str, sql: &'static str, params: Vec<Value>) {
+    pub fn write(&self, what: &'static str, sql: &'static str, params: Vec<Value>) {
         let job: Job = Box::new(
             move |db: &Db| match db.with_conn(|c| c.exec(sql, &params)) {
                 Ok(_) => {
