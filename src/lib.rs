@@ -16,6 +16,7 @@ pub mod log;
 pub mod capture;
 pub mod config;
 pub mod core;
+pub mod ctl_db;
 pub mod db;
 pub mod dns;
 pub mod live;

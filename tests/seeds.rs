@@ -13,7 +13,7 @@ fn seeds_dir() -> std::path::PathBuf {
 }
 
 /// Seed scripts that use only the modules this version has (core, sl, maxfwd, textops, tm,
-/// rr, acc, exec).
+/// rr, acc, exec, auth, auth_db, group, uri).
 const LOADS_NOW: &[&str] = &[
     "redirect.cfg",
     "route-blocks.cfg",
@@ -24,6 +24,9 @@ const LOADS_NOW: &[&str] = &[
     "uas.cfg",
     "myself-aliases.cfg",
     "exec.cfg",
+    "gateway-acl.cfg",
+    "gateway-acl-0.8.cfg",
+    "module-params.cfg",
 ];
 
 #[test]

@@ -31,7 +31,7 @@ mod validate;
 
 pub use edit::{write, EditMark, Edits};
 pub use error::{ErrorKind, Outcome, ParseError};
-pub use headers::auth::DigestCredentials;
+pub use headers::auth::{parse_credentials, DigestCredentials};
 pub use headers::name_addr::{Contact, NameAddr};
 pub use headers::simple::CSeq;
 pub use headers::via::Via;

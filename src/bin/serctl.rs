@@ -5,8 +5,11 @@
 //! parameter lines, an empty line) in a single write, and prints the reply: the body for a
 //! `2xx` reply, the status line otherwise (with exit status 1).
 //!
-//! The database commands of the seeds' serctl (`add`, `passwd`, `alias`, `acl`, `ul`, ...)
-//! come with the user location and authentication modules.
+//! The database commands of the seeds' serctl (`add`, `passwd`, `rm`, `alias`, `acl`,
+//! `showdb`, `db init`) work on `$DB_URL` (default `sqlite://ser-data/ser.db`, the server's
+//! default database when started in the same directory); see `ser::ctl_db`. Aliases live in
+//! a usrloc table that a running server keeps in memory: they go through its FIFO
+//! (`ul_add`/`ul_rm`/`ul_show_contact`) when one answers, and to the database otherwise.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,6 +18,20 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage: serctl <command> [args]
+  * subscribers * (SIP_DOMAIN must be set to your realm)
+  serctl add <username> <password> <email> .. add a new subscriber (*)
+  serctl passwd <username> <passwd> ......... change user's password (*)
+  serctl rm <username> ...................... delete a user (*)
+  serctl alias show [<alias>] ............... show aliases
+  serctl alias rm <alias> ................... remove an alias
+  serctl alias add <alias> <uri> ............ add an alias
+  * access control lists *
+  serctl acl show [<username>] .............. show user membership
+  serctl acl grant <username> <group> ....... grant user membership (*)
+  serctl acl revoke <username> [<group>] .... revoke user membership(s) (*)
+  * database *
+  serctl showdb [<username>] ................ show online users flushed in DB
+  serctl db init [<db_url>] ................. create the seeds' tables (*)
   * server health *
   serctl monitor|moni [-c cycles] [-i seconds] ... show internal status (refreshing)
   serctl ps ..................................... show running threads
@@ -22,10 +39,9 @@ usage: serctl <command> [args]
   serctl reload ................................. compile the script again and swap it in
   serctl version | uptime | which ............... the FIFO commands of the same name
   serctl t_stats | sl_stats | t_hash ............ statistics
-  * database *
-  serctl db init [db_url] ....................... create the seeds' tables (SQLite or MariaDB)
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
-The database is db_url, else $SER_DB_URL, else sqlite://<$SER_DATA_DIR or ser-data>/ser.db.
+$DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
+for the MySQL password when $DB_URL has none, unless the variable PW is set.
 ";
 
 fn main() {
@@ -60,28 +76,9 @@ fn run(args: &[String]) -> Result<i32, String> {
             print_reply(&request(cmd, &[])?)
         }
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
-        "db" => db_command(args.get(1..).unwrap_or_default()),
+        "add" | "passwd" | "rm" | "alias" | "acl" | "showdb" | "db" => db_command(args),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
-}
-
-/// `serctl db init [db_url]`: the seeds' tables, created where missing (the data is kept).
-fn db_command(args: &[String]) -> Result<i32, String> {
-    let (Some("init"), url) = (args.first().map(String::as_str), args.get(1)) else {
-        return Err(String::from("usage: serctl db init [db_url]"));
-    };
-    let url = url
-        .cloned()
-        .or_else(|| std::env::var("SER_DB_URL").ok())
-        .unwrap_or_else(|| {
-            let dir = std::env::var("SER_DATA_DIR").unwrap_or_else(|_| String::from("ser-data"));
-            let _ = std::fs::create_dir_all(&dir);
-            ser::db::default_url(&dir)
-        });
-    let db = ser::db::Db::open(&url, 0).map_err(|e| e.to_string())?;
-    db.init_schema().map_err(|e| e.to_string())?;
-    println!("tables ready in {}", db.name());
-    Ok(0)
 }
 
 /// The status code, the status line and the body lines of a reply.
@@ -272,5 +269,140 @@ fn monitor(args: &[String]) -> Result<i32, String> {
             return Ok(0);
         }
         std::thread::sleep(interval);
+    }
+}
+
+// ---- database commands ----
+
+/// The database of `$DB_URL`; `ask` (the commands marked (*)): a MySQL URL without a
+/// password takes `$PW`, or asks on the terminal without echo.
+fn open_db(ask: bool) -> Result<std::sync::Arc<ser::db::Db>, String> {
+    let mut url = std::env::var("DB_URL").unwrap_or_else(|_| ser::db::default_url("ser-data"));
+    if let Ok(ser::db::Url::Mysql {
+        user,
+        password,
+        host,
+        port,
+        db,
+    }) = ser::db::parse_url(&url)
+    {
+        if password.is_empty() && ask {
+            let pw = match std::env::var("PW") {
+                Ok(pw) => pw,
+                Err(_) => rpassword::prompt_password("MySql Password: ")
+                    .map_err(|e| format!("cannot read the password: {e}"))?,
+            };
+            url = format!("mysql://{user}:{pw}@{host}:{port}/{db}");
+        }
+    }
+    if let Ok(ser::db::Url::Sqlite(path)) = ser::db::parse_url(&url) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+    }
+    let db = ser::db::Db::open(&url, 0).map_err(|e| e.to_string())?;
+    if db.dialect() == ser::db::Dialect::Sqlite {
+        // An embedded database serctl just created has no tables yet.
+        db.init_schema().map_err(|e| e.to_string())?;
+    }
+    Ok(db)
+}
+
+/// A FIFO command for the running server: None when no server answers (or it lacks the
+/// command: then nothing holds the table in memory and the database is the truth).
+fn fifo_try(cmd: &str, params: &[String]) -> Option<FifoReply> {
+    match request(cmd, params) {
+        Ok(r) if r.status.contains("not available") => None,
+        Ok(r) => Some(r),
+        Err(_) => None,
+    }
+}
+
+fn db_command(args: &[String]) -> Result<i32, String> {
+    let a = |i: usize| args.get(i).map(String::as_str);
+    let sip_domain = std::env::var("SIP_DOMAIN").ok();
+    let out = match (a(0).unwrap_or(""), a(1), a(2), a(3)) {
+        ("add", Some(u), Some(pw), Some(email)) if args.len() == 4 => {
+            let (u, d) = ser::ctl_db::split_user(u, sip_domain.as_deref())?;
+            ser::ctl_db::add(&*open_db(true)?, &u, &d, pw, email)
+        }
+        ("passwd", Some(u), Some(pw), None) => {
+            let (u, d) = ser::ctl_db::split_user(u, sip_domain.as_deref())?;
+            ser::ctl_db::passwd(&*open_db(true)?, &u, &d, pw)
+        }
+        ("rm", Some(u), None, None) => {
+            let (u, d) = ser::ctl_db::split_user(u, sip_domain.as_deref())?;
+            let db = open_db(true)?;
+            let r = ser::ctl_db::rm(&db, &u, &d);
+            if r.is_ok() {
+                // And the user's contacts: in the server's memory, or in the database.
+                let p = [String::from("location"), u.clone()];
+                if fifo_try("ul_rm", &p).is_none() {
+                    ser::ctl_db::rm_contacts(&db, "location", &u)?;
+                }
+            }
+            r
+        }
+        ("db", Some("init"), url, None) => {
+            // `serctl db init [db_url]`: the URL given, else $DB_URL, else the default.
+            let db = match url {
+                Some(u) => ser::db::Db::open(u, 0).map_err(|e| e.to_string())?,
+                None => open_db(true)?,
+            };
+            db.init_schema().map_err(|e| e.to_string())?;
+            Ok(format!("tables created in {}\n", db.name()))
+        }
+        ("showdb", u, None, None) => ser::ctl_db::showdb(&*open_db(false)?, u),
+        ("acl", Some("show"), u, None) => ser::ctl_db::acl_show(&*open_db(false)?, u),
+        ("acl", Some("grant"), Some(u), Some(g)) if args.len() == 4 => {
+            let domain = sip_domain.unwrap_or_default();
+            ser::ctl_db::acl_grant(&*open_db(true)?, u, &domain, g)
+        }
+        ("acl", Some("revoke"), Some(u), g) if args.len() <= 4 => {
+            ser::ctl_db::acl_revoke(&*open_db(true)?, u, g)
+        }
+        ("alias", Some("add"), Some(alias), Some(uri)) if args.len() == 4 => {
+            let p = [
+                String::from("aliases"),
+                alias.to_string(),
+                uri.to_string(),
+                String::from("567993600"),
+                String::from("1"),
+            ];
+            match fifo_try("ul_add", &p) {
+                Some(r) => return print_reply(&r),
+                None => ser::ctl_db::alias_add(&*open_db(false)?, alias, uri),
+            }
+        }
+        ("alias", Some("rm"), Some(alias), None) => {
+            let p = [String::from("aliases"), alias.to_string()];
+            match fifo_try("ul_rm", &p) {
+                Some(r) => return print_reply(&r),
+                None => ser::ctl_db::alias_rm(&*open_db(false)?, alias),
+            }
+        }
+        ("alias", Some("show"), alias, None) => {
+            let fifo = alias.and_then(|al| {
+                fifo_try(
+                    "ul_show_contact",
+                    &[String::from("aliases"), al.to_string()],
+                )
+            });
+            match fifo {
+                Some(r) => return print_reply(&r),
+                None => ser::ctl_db::alias_show(&*open_db(false)?, alias),
+            }
+        }
+        _ => return Err(format!("bad arguments: serctl {}\n{USAGE}", args.join(" "))),
+    };
+    match out {
+        Ok(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Err(e) => {
+            println!("{e}");
+            Ok(1)
+        }
     }
 }

@@ -10,7 +10,9 @@ use ser_script::{Arg, BindCtx, CmpOp, FnEntry, OperandEntry, Registry, Span, Val
 use crate::route::{Action, Cond};
 
 pub mod acc;
+pub mod auth;
 pub mod core;
+pub mod digest;
 pub mod exec;
 pub mod maxfwd;
 pub mod rr;
@@ -119,9 +121,10 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("rr", Some(rr::register), ""),
     ("usrloc", None, "user location"),
     ("registrar", None, "registrar"),
-    ("auth", None, "digest authentication"),
-    ("auth_db", None, "digest authentication"),
-    ("group", None, "group membership"),
+    ("auth", Some(auth::register_auth), ""),
+    ("auth_db", Some(auth::register_auth_db), ""),
+    ("group", Some(auth::register_group), ""),
+    ("uri", Some(auth::register_uri), ""),
     ("acc", Some(acc::register), ""),
     ("exec", Some(exec::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
@@ -185,8 +188,7 @@ pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
     let loaded = |m: &str| modules.iter().any(|x| x == m);
     let no_url = |m: &str| params.str(m, "db_url").is_none();
     (loaded("usrloc") && params.int("usrloc", "db_mode").unwrap_or(0) > 0 && no_url("usrloc"))
-        || (loaded("auth_db") && no_url("auth_db"))
-        || (loaded("group") && no_url("group"))
+        || auth::needs_default_db(params, modules)
         || (loaded("acc")
             && (params.int("acc", "db_flag").is_some()
                 || params.int("acc", "db_missed_flag").is_some())

@@ -104,6 +104,12 @@ pub fn reply_destination(core: &Core, msg: &Message<'_>, src: SocketAddr) -> Soc
 
 impl MsgCtx<'_, '_> {
     pub(crate) fn sl_send_reply(&mut self, code: u16, reason: &[u8]) -> i32 {
+        self.sl_reply_with_headers(code, reason, "")
+    }
+
+    /// [`Self::sl_send_reply`] with more header fields (`headers`: whole lines, each ending
+    /// in CRLF), e.g. auth's `WWW-Authenticate`.
+    pub(crate) fn sl_reply_with_headers(&mut self, code: u16, reason: &[u8], headers: &str) -> i32 {
         if !self.msg.is_request() {
             return self.fail(500, "Not a request");
         }
@@ -111,7 +117,7 @@ impl MsgCtx<'_, '_> {
             // Never answer an ACK; false, as in SER.
             return -1;
         }
-        let mut extra = String::new();
+        let mut extra = String::from(headers);
         if (300..400).contains(&code) {
             // The destination set: the current URI and every branch.
             let _ = write!(extra, "Contact: <{}>", self.current_uri());

@@ -152,6 +152,8 @@ pub enum Action {
         kind: crate::modules::exec::ExecKind,
         cmd: String,
     },
+    // auth, auth_db, group, uri
+    Auth(crate::modules::auth::AuthAction),
 }
 
 /// Every comparison a script can make.
@@ -272,6 +274,8 @@ pub struct MsgCtx<'a, 'm> {
     /// Off-shard work an action asked for (an exec program, a database query); the runner
     /// takes it when the run suspends and resumes the run with its result.
     pub suspend: Option<Suspend>,
+    /// Who the request proved to be (a successful www_authorize/proxy_authorize).
+    pub auth: Option<crate::modules::auth::AuthUser>,
 }
 
 /// Where suspended work runs.
@@ -324,6 +328,7 @@ pub struct SavedCtx {
     last_error: Option<SipError>,
     maxfwd_result: Option<i32>,
     t: crate::tm::TState,
+    auth: Option<crate::modules::auth::AuthUser>,
 }
 
 /// Where a message came in.
@@ -362,6 +367,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             t: crate::tm::TState::default(),
             can_suspend: false,
             suspend: None,
+            auth: None,
         }
     }
 
@@ -377,6 +383,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             last_error: self.last_error,
             maxfwd_result: self.maxfwd_result,
             t: self.t,
+            auth: self.auth.take(),
         }
     }
 
@@ -403,6 +410,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         self.last_error = st.last_error;
         self.maxfwd_result = st.maxfwd_result;
         self.t = st.t;
+        self.auth = st.auth;
     }
 
     /// The Request-URI as the script sees it now.
@@ -526,6 +534,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             | Action::TReplicate { .. }
             | Action::AccRequest(_) => self.tm_call(action),
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
+            Action::Auth(a) => self.auth_call(a),
         }
     }
 

@@ -37,6 +37,12 @@ const NAMES: [&[u8]; 10] = [
     b"nc",
 ];
 
+/// Parses the value of one Authorization or Proxy-Authorization header (`hn`: which, for
+/// errors); a request may carry several, one per realm.
+pub fn parse_credentials(s: &[u8], hn: HeaderName) -> Result<DigestCredentials<'_>, ParseError> {
+    parse_digest(s, 0, hn)
+}
+
 pub(crate) fn parse_digest(
     s: &[u8],
     base: usize,
