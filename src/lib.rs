@@ -28,3 +28,4 @@ pub mod route;
 pub mod server;
 pub mod tm;
 pub mod txn;
+pub mod usrloc;

@@ -13,7 +13,7 @@ fn seeds_dir() -> std::path::PathBuf {
 }
 
 /// Seed scripts that use only the modules this version has (core, sl, maxfwd, textops, tm,
-/// rr, acc, exec).
+/// rr, acc, exec, usrloc, registrar).
 const LOADS_NOW: &[&str] = &[
     "redirect.cfg",
     "route-blocks.cfg",
@@ -24,6 +24,9 @@ const LOADS_NOW: &[&str] = &[
     "uas.cfg",
     "myself-aliases.cfg",
     "exec.cfg",
+    "default.cfg",
+    "default-0.8.cfg",
+    "usrloc-persistence.cfg",
 ];
 
 #[test]

@@ -13,10 +13,12 @@ pub mod acc;
 pub mod core;
 pub mod exec;
 pub mod maxfwd;
+pub mod registrar;
 pub mod rr;
 pub mod sl;
 pub mod textops;
 pub mod tm;
+pub mod usrloc;
 
 /// A module's parameter: its name and the kind of value it takes.
 #[derive(Debug, Clone, Copy)]
@@ -117,8 +119,8 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("textops", Some(textops::register), ""),
     ("tm", Some(tm::register), ""),
     ("rr", Some(rr::register), ""),
-    ("usrloc", None, "user location"),
-    ("registrar", None, "registrar"),
+    ("usrloc", Some(usrloc::register), ""),
+    ("registrar", Some(registrar::register), ""),
     ("auth", None, "digest authentication"),
     ("auth_db", None, "digest authentication"),
     ("group", None, "group membership"),

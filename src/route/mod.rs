@@ -152,6 +152,8 @@ pub enum Action {
         kind: crate::modules::exec::ExecKind,
         cmd: String,
     },
+    // registrar (save, lookup)
+    Registrar(crate::modules::registrar::Op),
 }
 
 /// Every comparison a script can make.
@@ -526,6 +528,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             | Action::TReplicate { .. }
             | Action::AccRequest(_) => self.tm_call(action),
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
+            Action::Registrar(op) => self.registrar(op),
         }
     }
 
