@@ -5,8 +5,9 @@
 //! parameter lines, an empty line) in a single write, and prints the reply: the body for a
 //! `2xx` reply, the status line otherwise (with exit status 1).
 //!
-//! The database commands of the seeds' serctl (`add`, `passwd`, `alias`, `acl`, `ul`, ...)
-//! come with the user location and authentication modules.
+//! `ul` and `alias` go through the FIFO (usrloc's `ul_*` commands), so the server's memory
+//! changes, as the seeds insist. The other database commands of the seeds' serctl (`add`,
+//! `passwd`, `acl`, ...) come with the authentication modules.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +23,11 @@ usage: serctl <command> [args]
   serctl reload ................................. compile the script again and swap it in
   serctl version | uptime | which ............... the FIFO commands of the same name
   serctl t_stats | sl_stats | t_hash ............ statistics
+  * usrloc (through the running server, so its memory changes) *
+  serctl ul show [<username>] ................... show in-RAM online users
+  serctl ul rm <username> ....................... delete user's UsrLoc entries
+  serctl ul add <username> <uri> ................ introduce a permanent UsrLoc entry
+  serctl alias show|rm <alias> | add <alias> <uri>  the same for the aliases table
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 ";
 
@@ -57,6 +63,7 @@ fn run(args: &[String]) -> Result<i32, String> {
             print_reply(&request(cmd, &[])?)
         }
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
+        "ul" | "alias" => user_location(cmd, args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -226,12 +233,18 @@ fn monitor(args: &[String]) -> Result<i32, String> {
             ("", "uptime"),
             ("Transaction Statistics", "t_stats"),
             ("Stateless Server Statistics", "sl_stats"),
+            ("UsrLoc Stats", "ul_stats"),
         ] {
+            let r = request(cmd, &[]);
+            // A server without usrloc has no ul_stats: no section then.
+            if matches!(&r, Ok(r) if r.status.contains("not available")) {
+                continue;
+            }
             if !title.is_empty() {
                 screen.push_str(title);
                 screen.push('\n');
             }
-            match request(cmd, &[]) {
+            match r {
                 Ok(r) if (200..300).contains(&r.code) => screen.push_str(&r.body),
                 Ok(r) => {
                     screen.push_str(&r.status);
@@ -250,4 +263,35 @@ fn monitor(args: &[String]) -> Result<i32, String> {
         }
         std::thread::sleep(interval);
     }
+}
+
+/// The seeds' `serctl ul ...` and `serctl alias ...`: usrloc's FIFO commands on the
+/// `location` (`aliases`) table of the running server.
+fn user_location(cmd: &str, args: &[String]) -> Result<i32, String> {
+    let table = if cmd == "alias" {
+        "aliases"
+    } else {
+        "location"
+    };
+    let usage = || format!("usage: serctl {cmd} show [<user>] | rm <user> | add <user> <uri>");
+    let sub = args.first().map(String::as_str).unwrap_or("show");
+    let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match (sub, args.get(1), args.get(2)) {
+        ("show", None, None) => print_reply(&request("ul_dump", &[])?),
+        ("show", Some(user), None) => print_reply(&request("ul_show_contact", &p(&[table, user]))?),
+        ("rm", Some(user), None) => print_status(&request("ul_rm", &p(&[table, user]))?),
+        ("add", Some(user), Some(uri)) => {
+            // A permanent contact (expires 0), q 1.00.
+            println!("{uri}");
+            print_status(&request("ul_add", &p(&[table, user, uri, "0", "1.00"]))?)
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// Prints the status line and the body (what SER's serctl showed for ul add/rm).
+fn print_status(r: &FifoReply) -> Result<i32, String> {
+    println!("{}", r.status);
+    print!("{}", r.body);
+    Ok(if (200..300).contains(&r.code) { 0 } else { 1 })
 }

@@ -106,6 +106,9 @@ pub fn now() -> u64 {
 
 type Shard = RwLock<HashMap<String, Vec<Binding>>>;
 
+/// A table's name and its AORs with their bindings (`ul_dump`).
+pub type TableDump = (String, Vec<(String, Vec<Binding>)>);
+
 /// One usrloc table.
 pub struct Table {
     pub name: String,
@@ -462,7 +465,10 @@ impl Usrloc {
     pub fn shutdown(&self) {
         match self.flush() {
             Ok(0) => {}
-            Ok(n) => crate::notice!("usrloc: {n} AOR(s) written to the database at shutdown"),
+            Ok(n) => crate::log::always(
+                crate::log::L_NOTICE,
+                format_args!("usrloc: {n} AOR(s) written to the database at shutdown"),
+            ),
             Err(e) => crate::error!("usrloc: cannot write the cache at shutdown: {e}"),
         }
     }
@@ -532,7 +538,7 @@ impl Usrloc {
     }
 
     /// Every table's AORs and bindings (db_mode 3: the database's).
-    pub fn dump_blocking(&self) -> Result<Vec<(String, Vec<(String, Vec<Binding>)>)>, DbError> {
+    pub fn dump_blocking(&self) -> Result<Vec<TableDump>, DbError> {
         if self.cfg.db_mode == DbMode::DbOnly {
             let db = self.db()?;
             let mut out = Vec::new();
@@ -650,8 +656,10 @@ mod tests {
     fn aor_with_and_without_domain() {
         let ul = Usrloc::default();
         assert_eq!(ul.aor("Alice", "Foo.Bar").key, "alice");
-        let mut cfg = Config::default();
-        cfg.use_domain = true;
+        let cfg = Config {
+            use_domain: true,
+            ..Config::default()
+        };
         let ul = Usrloc::new(cfg, None);
         let a = ul.aor("Alice", "Foo.Bar");
         assert_eq!(a.key, "alice@foo.bar");
