@@ -40,6 +40,8 @@ pub struct Core {
     pub dbs: Vec<(String, std::sync::Arc<crate::db::Db>)>,
     /// `sqlite://<data_dir>/ser.db`: the database of modules that set no `db_url`.
     pub default_db_url: String,
+    /// The user location (set by `main` when usrloc is loaded); shared across reloads.
+    pub usrloc: std::sync::Arc<crate::usrloc::Usrloc>,
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -105,6 +107,7 @@ impl Core {
             draining: Default::default(),
             dbs: Vec::new(),
             default_db_url: crate::db::default_url(&cfg.data_dir),
+            usrloc: Default::default(),
         }
     }
 

@@ -29,3 +29,4 @@ pub mod route;
 pub mod server;
 pub mod tm;
 pub mod txn;
+pub mod usrloc;

@@ -129,6 +129,8 @@ impl Live {
         core.params = loaded.params;
         // One drain flag for the process: a SIGTERM after a reload must reach every shard.
         core.draining = Arc::clone(&old.core.draining);
+        // The user location outlives the script (its db_mode stays until a restart).
+        core.usrloc = Arc::clone(&old.core.usrloc);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

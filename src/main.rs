@@ -228,6 +228,8 @@ fn run() -> Result<i32> {
         &[],
     )
     .context("database")?;
+    // The user location: its database's bindings, its timer (usrloc's db_mode).
+    core.usrloc = ser::usrloc::start(&core, &loaded.modules).map_err(anyhow::Error::msg)?;
     let core = Arc::new(core);
     let shards = if cfg.children == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -311,6 +313,9 @@ fn run() -> Result<i32> {
     };
     // Management: one command registry for the FIFO server and the HTTP listener.
     let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), sockets.clone());
+    if core.usrloc.enabled {
+        ser::usrloc::cmds::register(&mut mgmt);
+    }
     {
         let remote = runtime.remote();
         mgmt.set_poster(Arc::new(move |shard, ev| {
@@ -324,7 +329,10 @@ fn run() -> Result<i32> {
     let mgmt = Arc::new(mgmt);
     // The HTTP management listener (metrics and JSON commands), off the shards.
     if let Some(addr) = cfg.metrics_listen {
-        let exporter = ser::metrics::Exporter::new(stats.clone());
+        let mut exporter = ser::metrics::Exporter::new(stats.clone());
+        if core.usrloc.enabled {
+            exporter.add_collector(ser::usrloc::cmds::collector(Arc::clone(&core.usrloc)));
+        }
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {
             Ok(h) => ser::log::always(
@@ -405,6 +413,8 @@ fn run() -> Result<i32> {
     daemon::drain(&signals, &core, &stats, &cfg, &loaded.params, shards);
     runtime.shutdown();
     let _ = runtime.join();
+    // db_mode 2: the cache goes to the database before we exit.
+    core.usrloc.shutdown();
     if let Some(c) = &capture {
         c.close();
         ser::log::always(

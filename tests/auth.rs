@@ -170,7 +170,9 @@ route{
 #[test]
 fn serctl_account_commands() {
     let env = Env::new("serctl");
-    assert!(env.must(&["db", "init"]).starts_with("tables created in sqlite://"));
+    assert!(env
+        .must(&["db", "init"])
+        .starts_with("tables created in sqlite://"));
     let (ok, out) = env.serctl_env(&["add", "joe", "pw", "joe@x"], &[]);
     assert!(!ok && out.contains("SIP_DOMAIN"), "{out}");
     assert_eq!(env.must(&["add", "joe", "pw", "joe@x"]), "new user added\n");

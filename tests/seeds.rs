@@ -13,7 +13,7 @@ fn seeds_dir() -> std::path::PathBuf {
 }
 
 /// Seed scripts that use only the modules this version has (core, sl, maxfwd, textops, tm,
-/// rr, acc, exec, auth, auth_db, group, uri).
+/// rr, acc, exec, auth, auth_db, group, uri, usrloc, registrar).
 const LOADS_NOW: &[&str] = &[
     "redirect.cfg",
     "route-blocks.cfg",
@@ -27,6 +27,10 @@ const LOADS_NOW: &[&str] = &[
     "gateway-acl.cfg",
     "gateway-acl-0.8.cfg",
     "module-params.cfg",
+    "default.cfg",
+    "default-0.8.cfg",
+    "usrloc-persistence.cfg",
+    "replication.cfg",
 ];
 
 #[test]

@@ -10,6 +10,8 @@
 //! default database when started in the same directory); see `ser::ctl_db`. Aliases live in
 //! a usrloc table that a running server keeps in memory: they go through its FIFO
 //! (`ul_add`/`ul_rm`/`ul_show_contact`) when one answers, and to the database otherwise.
+//! `ul` goes through the FIFO (usrloc's `ul_*` commands), so the server's memory
+//! changes, as the seeds insist.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +41,11 @@ usage: serctl <command> [args]
   serctl reload ................................. compile the script again and swap it in
   serctl version | uptime | which ............... the FIFO commands of the same name
   serctl t_stats | sl_stats | t_hash ............ statistics
+  * usrloc (through the running server, so its memory changes) *
+  serctl ul show [<username>] ................... show in-RAM online users
+  serctl ul rm <username> ....................... delete user's UsrLoc entries
+  serctl ul add <username> <uri> ................ introduce a permanent UsrLoc entry
+  serctl alias show|rm <alias> | add <alias> <uri>  the same for the aliases table
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -77,6 +84,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         }
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
         "add" | "passwd" | "rm" | "alias" | "acl" | "showdb" | "db" => db_command(args),
+        "ul" => user_location(cmd, args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -246,12 +254,18 @@ fn monitor(args: &[String]) -> Result<i32, String> {
             ("", "uptime"),
             ("Transaction Statistics", "t_stats"),
             ("Stateless Server Statistics", "sl_stats"),
+            ("UsrLoc Stats", "ul_stats"),
         ] {
+            let r = request(cmd, &[]);
+            // A server without usrloc has no ul_stats: no section then.
+            if matches!(&r, Ok(r) if r.status.contains("not available")) {
+                continue;
+            }
             if !title.is_empty() {
                 screen.push_str(title);
                 screen.push('\n');
             }
-            match request(cmd, &[]) {
+            match r {
                 Ok(r) if (200..300).contains(&r.code) => screen.push_str(&r.body),
                 Ok(r) => {
                     screen.push_str(&r.status);
@@ -405,4 +419,34 @@ fn db_command(args: &[String]) -> Result<i32, String> {
             Ok(1)
         }
     }
+}
+/// The seeds' `serctl ul ...` and `serctl alias ...`: usrloc's FIFO commands on the
+/// `location` (`aliases`) table of the running server.
+fn user_location(cmd: &str, args: &[String]) -> Result<i32, String> {
+    let table = if cmd == "alias" {
+        "aliases"
+    } else {
+        "location"
+    };
+    let usage = || format!("usage: serctl {cmd} show [<user>] | rm <user> | add <user> <uri>");
+    let sub = args.first().map(String::as_str).unwrap_or("show");
+    let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match (sub, args.get(1), args.get(2)) {
+        ("show", None, None) => print_reply(&request("ul_dump", &[])?),
+        ("show", Some(user), None) => print_reply(&request("ul_show_contact", &p(&[table, user]))?),
+        ("rm", Some(user), None) => print_status(&request("ul_rm", &p(&[table, user]))?),
+        ("add", Some(user), Some(uri)) => {
+            // A permanent contact (expires 0), q 1.00.
+            println!("{uri}");
+            print_status(&request("ul_add", &p(&[table, user, uri, "0", "1.00"]))?)
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// Prints the status line and the body (what SER's serctl showed for ul add/rm).
+fn print_status(r: &FifoReply) -> Result<i32, String> {
+    println!("{}", r.status);
+    print!("{}", r.body);
+    Ok(if (200..300).contains(&r.code) { 0 } else { 1 })
 }

@@ -154,6 +154,8 @@ pub enum Action {
     },
     // auth, auth_db, group, uri
     Auth(crate::modules::auth::AuthAction),
+    // registrar (save, lookup)
+    Registrar(crate::modules::registrar::Op),
 }
 
 /// Every comparison a script can make.
@@ -535,6 +537,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             | Action::AccRequest(_) => self.tm_call(action),
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
             Action::Auth(a) => self.auth_call(a),
+            Action::Registrar(op) => self.registrar(op),
         }
     }
 

@@ -1,0 +1,375 @@
+//! Module registrar: `save(table)` and `lookup(table)` over the user location
+//! ([`crate::usrloc`]).
+//!
+//! - `save("location")` processes a REGISTER as RFC 3261 10.3 says (the logic is the sans-IO
+//!   [`crate::usrloc::rfc3261::process`]) and answers it statelessly: 200 OK listing every
+//!   current binding with its remaining time (`Contact: <uri>;q=1.00;expires=N`), 400 with a
+//!   reason for a malformed request (Contact, Expires, To, `*` misuse, an older CSeq), 500
+//!   when the database fails. With db_mode 1 the row is written before the 200 goes (the
+//!   script pauses while a database worker writes it); with db_mode 3 the bindings are read
+//!   and written there. True when the REGISTER was accepted.
+//! - `lookup("location")` rewrites the Request-URI to the best binding of its user (highest
+//!   q, then the newest) and puts the others in the destination set (`append_branches`,
+//!   default 1); false when nobody is registered. `lookup("aliases")` is the same over the
+//!   aliases table.
+//!
+//! Parameters: `default_expires` (3600), `min_expires` (0: none), `max_expires` (0: none),
+//! `default_q` (per mille, 1000), `append_branches` (1).
+
+use std::sync::Arc;
+
+use ser_parser::{Contact, HeaderName, ReplySpec};
+use ser_script::{Arg, KindSet};
+
+use super::core::f;
+use super::{arg_str, Exports, ParamDef, ParamKind};
+use crate::route::{Action, MsgCtx, Pool, Resumed, Suspend};
+use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
+use crate::usrloc::{persist, Aor, DbMode};
+
+/// A registrar action, with its table.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Save(String),
+    Lookup(String),
+}
+
+pub fn register(ex: &mut Exports) {
+    ex.function(f("save", 1, 1, KindSet::REQUEST, |a, _| {
+        Ok(Action::Registrar(Op::Save(table(a)?)))
+    }));
+    ex.function(f("lookup", 1, 1, KindSet::REQUEST, |a, _| {
+        Ok(Action::Registrar(Op::Lookup(table(a)?)))
+    }));
+    for name in [
+        "default_expires",
+        "min_expires",
+        "max_expires",
+        "default_q",
+        "append_branches",
+    ] {
+        ex.param(
+            "registrar",
+            ParamDef {
+                name,
+                kind: ParamKind::Int,
+            },
+        );
+    }
+}
+
+fn table(a: &[Arg]) -> Result<String, String> {
+    let t = a.first().map(arg_str).transpose()?.unwrap_or_default();
+    if !crate::db::schema::is_identifier(&t) {
+        return Err(format!(
+            "table name \"{t}\" must be letters, digits and '_' (a database table)"
+        ));
+    }
+    crate::usrloc::note_table(&t);
+    Ok(t)
+}
+
+/// What save's database work ends with.
+type SaveResult = Result<Result<Outcome, Refusal>, crate::db::DbError>;
+
+impl MsgCtx<'_, '_> {
+    pub(crate) fn registrar(&mut self, op: &Op) -> i32 {
+        match op {
+            Op::Save(t) => self.ul_save(t),
+            Op::Lookup(t) => self.ul_lookup(t),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        let p = &self.core.params;
+        let d = Policy::default();
+        let secs = |name: &str, def: u32| {
+            p.int("registrar", name)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(def)
+        };
+        Policy {
+            default_expires: secs("default_expires", d.default_expires),
+            min_expires: secs("min_expires", d.min_expires),
+            max_expires: secs("max_expires", d.max_expires),
+            default_q: p
+                .int("registrar", "default_q")
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n <= 1000)
+                .unwrap_or(d.default_q),
+        }
+    }
+
+    /// The REGISTER's address-of-record (the To URI) and what 10.3 needs of it.
+    fn save_request(&self) -> Result<(Aor, SaveRequest), &'static str> {
+        let to = self.msg.to().map_err(|_| "Bad Request (malformed To)")?;
+        let uri = ser_parser::parse_uri(to.uri).map_err(|_| "Bad Request (malformed To URI)")?;
+        let user = uri
+            .user
+            .filter(|u| !u.is_empty())
+            .ok_or("Bad Request (no user in To)")?;
+        let aor = self.core.usrloc.aor(user, uri.host_str);
+        let expires = match self.msg.expires() {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Err("Bad Request (malformed Expires)"),
+        };
+        let mut list = Vec::new();
+        let mut star = 0;
+        for c in self.msg.contacts() {
+            match c.map_err(|_| "Bad Request (malformed Contact)")? {
+                Contact::Star => star += 1,
+                Contact::Addr { addr, q, expires } => {
+                    if ser_parser::parse_uri(addr.uri).is_err() {
+                        return Err("Bad Request (malformed Contact URI)");
+                    }
+                    if q.is_some_and(|q| q > 1000) {
+                        return Err("Bad Request (q out of range)");
+                    }
+                    if list.len() > rfc3261::MAX_CONTACTS {
+                        return Err("Bad Request (too many Contacts)");
+                    }
+                    list.push(ContactParam {
+                        uri: addr.uri.to_string(),
+                        expires,
+                        q,
+                    });
+                }
+            }
+        }
+        let contacts = match (star, list.is_empty()) {
+            (0, true) => Contacts::None,
+            (0, false) => Contacts::List(list),
+            (1, true) => Contacts::Star,
+            _ => return Err("Bad Request (Contact * with other contacts)"),
+        };
+        let callid = self
+            .msg
+            .call_id()
+            .filter(|c| !c.is_empty())
+            .ok_or("Bad Request (no Call-ID)")?;
+        let cseq = self
+            .msg
+            .cseq()
+            .map_err(|_| "Bad Request (malformed CSeq)")?;
+        let user_agent = self
+            .msg
+            .header(HeaderName::UserAgent)
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+            .unwrap_or_default();
+        Ok((
+            aor,
+            SaveRequest {
+                contacts,
+                expires,
+                callid: String::from_utf8_lossy(callid).into_owned(),
+                cseq: cseq.number,
+                user_agent,
+            },
+        ))
+    }
+
+    fn ul_save(&mut self, table: &str) -> i32 {
+        let ul = Arc::clone(&self.core.usrloc);
+        let (aor, req) = match self.save_request() {
+            Ok(x) => x,
+            Err(why) => return self.registrar_reply(400, why, ""),
+        };
+        let pol = self.policy();
+        let now = crate::usrloc::now();
+        let mode = ul.cfg.db_mode;
+        if mode == DbMode::DbOnly {
+            let table = table.to_string();
+            return self.suspend_db(&ul, move |db| {
+                let r: SaveResult = db.with_conn(|c| {
+                    let cur = persist::get(c, &table, &aor)?;
+                    match rfc3261::process(&cur, &req, &pol, now) {
+                        Ok(o) => {
+                            persist::apply(c, &table, &aor, &o.upserts, &o.removed)?;
+                            Ok(Ok(o))
+                        }
+                        Err(r) => Ok(Err(r)),
+                    }
+                });
+                Resumed::Apply(Box::new(move |m| m.save_done(r)))
+            });
+        }
+        let t = ul.table(table);
+        let res = t.update(&aor.key, |v| {
+            let r = rfc3261::process(v, &req, &pol, now);
+            if let Ok(o) = &r {
+                v.clone_from(&o.bindings);
+            }
+            r
+        });
+        let o = match res {
+            Ok(o) => o,
+            Err(r) => return self.save_done(Ok(Err(r))),
+        };
+        if o.changed() {
+            t.saved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match mode {
+                DbMode::WriteBack => t.mark_dirty(&aor.key),
+                DbMode::WriteThrough => {
+                    let table = table.to_string();
+                    return self.suspend_db(&ul, move |db| {
+                        let r = db
+                            .with_conn(|c| persist::apply(c, &table, &aor, &o.upserts, &o.removed));
+                        let r: SaveResult = r.map(|()| Ok(o));
+                        Resumed::Apply(Box::new(move |m| m.save_done(r)))
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.save_done(Ok(Ok(o)))
+    }
+
+    /// Pauses the script while `work` runs on the database's workers.
+    fn suspend_db(
+        &mut self,
+        ul: &crate::usrloc::Usrloc,
+        work: impl FnOnce(&crate::db::Db) -> Resumed + Send + 'static,
+    ) -> i32 {
+        let Some(db) = ul.db.clone() else {
+            crate::error!(
+                "usrloc: no database for db_mode {}",
+                ul.cfg.db_mode.number()
+            );
+            return self.registrar_reply(500, "Server Internal Error", "");
+        };
+        if !self.can_suspend {
+            crate::error!("usrloc: the script cannot pause here (too many requests waiting)");
+            return self.registrar_reply(500, "Server Internal Error", "");
+        }
+        let db2 = Arc::clone(&db);
+        self.suspend = Some(Suspend {
+            pool: Pool::Db(db),
+            work: Box::new(move || work(&db2)),
+        });
+        ser_script::SUSPEND
+    }
+
+    /// Answers the REGISTER with save's result.
+    fn save_done(&mut self, r: SaveResult) -> i32 {
+        match r {
+            Ok(Ok(o)) => {
+                let contacts = o.contact_headers(crate::usrloc::now());
+                self.registrar_reply(200, "OK", &contacts)
+            }
+            Ok(Err(refusal)) => {
+                let (code, reason) = refusal.status();
+                self.registrar_reply(code, reason, "")
+            }
+            Err(e) => {
+                crate::error!("usrloc: save: database error: {e}");
+                self.registrar_reply(500, "Server Internal Error", "")
+            }
+        }
+    }
+
+    /// A stateless reply with `extra` header lines; true for a 2xx.
+    fn registrar_reply(&mut self, code: u16, reason: &str, extra: &str) -> i32 {
+        if !self.msg.is_request() || matches!(self.msg.method(), Some(ser_parser::Method::Ack)) {
+            return -1;
+        }
+        let mut extra = extra.to_string();
+        if self.core.server_signature {
+            extra.push_str(&self.core.server_header);
+        }
+        let mut tag = String::new();
+        super::sl::local_to_tag(self.core, self.msg, &mut tag);
+        let (received, rport) = self.received_params();
+        let dst = super::sl::reply_destination(self.core, self.msg, self.src);
+        let spec = ReplySpec {
+            code,
+            reason: reason.as_bytes(),
+            to_tag: Some(tag.as_bytes()),
+            received,
+            rport,
+            extra_headers: extra.as_bytes(),
+        };
+        let msg = self.msg;
+        self.s.out.push(self.socket, dst, |buf| {
+            ser_parser::write_reply(msg, &spec, buf)
+        });
+        self.stats.count_sl(code);
+        if (200..300).contains(&code) {
+            1
+        } else {
+            // What sl_reply_error would say (it was answered already).
+            let reason = match code {
+                400 => "Bad Request",
+                503 => "Service Unavailable",
+                _ => "Server Internal Error",
+            };
+            self.last_error = Some(crate::route::SipError { code, reason });
+            -1
+        }
+    }
+
+    fn ul_lookup(&mut self, table: &str) -> i32 {
+        let ul = Arc::clone(&self.core.usrloc);
+        let aor = {
+            let Ok(uri) = ser_parser::parse_uri(self.current_uri()) else {
+                return -1;
+            };
+            let Some(user) = uri.user.filter(|u| !u.is_empty()) else {
+                return -1;
+            };
+            ul.aor(user, uri.host_str)
+        };
+        let now = crate::usrloc::now();
+        if ul.cfg.db_mode == DbMode::DbOnly {
+            let table = table.to_string();
+            if ul.db.is_none() || !self.can_suspend {
+                crate::error!("usrloc: lookup cannot reach the database here");
+                return -1;
+            }
+            return self.suspend_db(&ul, move |db| {
+                let r = db.with_conn(|c| persist::get(c, &table, &aor));
+                Resumed::Apply(Box::new(move |m| match r {
+                    Ok(bindings) => {
+                        let contacts = rfc3261::lookup_order(&bindings, now)
+                            .into_iter()
+                            .map(|b| b.contact.clone())
+                            .collect();
+                        m.set_destinations(contacts)
+                    }
+                    Err(e) => {
+                        crate::error!("usrloc: lookup: database error: {e}");
+                        -1
+                    }
+                }))
+            });
+        }
+        let contacts = ul
+            .find(table)
+            .map(|t| t.lookup(&aor.key, now))
+            .unwrap_or_default();
+        self.set_destinations(contacts)
+    }
+
+    /// The Request-URI becomes the first contact, the destination set the others.
+    fn set_destinations(&mut self, contacts: Vec<String>) -> i32 {
+        let mut it = contacts.into_iter();
+        let Some(first) = it.next() else {
+            return -1;
+        };
+        self.s.uri = first;
+        self.uri_changed = true;
+        self.s.branches.clear();
+        let append = self
+            .core
+            .params
+            .int("registrar", "append_branches")
+            .unwrap_or(1)
+            != 0;
+        if append {
+            self.s
+                .branches
+                .extend(it.take(super::core::MAX_BRANCHES.saturating_sub(1)));
+        }
+        1
+    }
+}

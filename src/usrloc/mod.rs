@@ -1,0 +1,691 @@
+//! User location: the bindings REGISTERs leave (`save`) and calls look up (`lookup`), in
+//! tables by name (`location`, `aliases`, one per domain), shared by every shard.
+//!
+//! [`Usrloc`] is created once by `main` (an `Arc` carried by `Core` and handed to every new
+//! `Core` on a reload). Each [`Table`] is [`SHARDS`] `RwLock<HashMap<AOR, Vec<Binding>>>`
+//! picked by a hash of the address-of-record: a lookup takes one read lock for as long as
+//! it takes to copy the contact strings, a save one write lock for the RFC 3261 10.3
+//! computation ([`rfc3261::process`], sans-IO); no I/O ever happens under a lock.
+//!
+//! Persistence is usrloc's `db_mode` of the seeds:
+//! - 0: memory only;
+//! - 1: write-through: `save` changes memory, then the database on its workers, and the 200 OK
+//!   goes only once the row is written (a binding acknowledged survives `kill -9`);
+//! - 2: write-back: changed AORs are marked dirty and written every `timer_interval`, by
+//!   `ul_flush`, and on SIGTERM ([`Usrloc::shutdown`]);
+//! - 3: database only: `save` and `lookup` read and write the database (suspending the
+//!   script off the shard); several servers can share it.
+//!
+//! In modes 1 and 2 the tables load from the database at start. Expired bindings are removed
+//! by a timer thread every `timer_interval` seconds (lookups skip them in between).
+//!
+//! The AOR is the user name, lower-cased (SER 0.8), or `user@domain` with usrloc's
+//! `use_domain` set ([`Usrloc::aor`]). What this does not do: replication of contacts
+//! (`t_replicate` does that in the script), NAT flags, `Path`.
+
+pub mod cmds;
+pub mod persist;
+pub mod rfc3261;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use rfc3261::Binding;
+
+use crate::db::{Db, DbError};
+
+/// Lock shards per table.
+pub const SHARDS: usize = 64;
+
+/// usrloc's `db_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbMode {
+    Memory,
+    WriteThrough,
+    WriteBack,
+    DbOnly,
+}
+
+impl DbMode {
+    pub fn from_param(n: i64) -> Result<Self, String> {
+        Ok(match n {
+            0 => Self::Memory,
+            1 => Self::WriteThrough,
+            2 => Self::WriteBack,
+            3 => Self::DbOnly,
+            _ => return Err(format!("usrloc: db_mode {n} is not 0, 1, 2 or 3")),
+        })
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Memory => 0,
+            Self::WriteThrough => 1,
+            Self::WriteBack => 2,
+            Self::DbOnly => 3,
+        }
+    }
+}
+
+/// usrloc's parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db_mode: DbMode,
+    pub use_domain: bool,
+    /// Seconds between expiry runs (and write-back flushes).
+    pub timer_interval: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            db_mode: DbMode::Memory,
+            use_domain: false,
+            timer_interval: 60,
+        }
+    }
+}
+
+/// An address-of-record: the key, and the user and domain columns it is stored under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aor {
+    pub key: String,
+    pub user: String,
+    pub domain: String,
+}
+
+/// Unix seconds now (the registrar's `now`; the sans-IO core takes it as an argument).
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+type Shard = RwLock<HashMap<String, Vec<Binding>>>;
+
+/// A table's name and its AORs with their bindings (`ul_dump`).
+pub type TableDump = (String, Vec<(String, Vec<Binding>)>);
+
+/// One usrloc table.
+pub struct Table {
+    pub name: String,
+    shards: Box<[Shard]>,
+    /// AORs changed since the last write-back (db_mode 2).
+    dirty: Mutex<HashSet<String>>,
+    /// Bindings removed because they expired.
+    pub expired: AtomicU64,
+    /// REGISTERs that changed this table.
+    pub saved: AtomicU64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({})", self.name)
+    }
+}
+
+impl Table {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            dirty: Mutex::new(HashSet::new()),
+            expired: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, aor: &str) -> &Shard {
+        let h = crate::core::hash64(&[aor.as_bytes()]) as usize;
+        &self.shards[h % self.shards.len()]
+    }
+
+    /// The AOR's bindings (a copy; expired ones included until the timer runs).
+    pub fn get(&self, aor: &str) -> Vec<Binding> {
+        let s = self.shard(aor).read().unwrap_or_else(|p| p.into_inner());
+        s.get(aor).cloned().unwrap_or_default()
+    }
+
+    /// The contacts of the AOR's live bindings in lookup order (q, then newest first).
+    pub fn lookup(&self, aor: &str, now: u64) -> Vec<String> {
+        let s = self.shard(aor).read().unwrap_or_else(|p| p.into_inner());
+        match s.get(aor) {
+            Some(v) => rfc3261::lookup_order(v, now)
+                .into_iter()
+                .map(|b| b.contact.clone())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs `f` on the AOR's bindings under its write lock; an AOR left without bindings is
+    /// removed. `f` must be quick (no I/O).
+    pub fn update<R>(&self, aor: &str, f: impl FnOnce(&mut Vec<Binding>) -> R) -> R {
+        let mut s = self.shard(aor).write().unwrap_or_else(|p| p.into_inner());
+        let v = s.entry(aor.to_string()).or_default();
+        let r = f(v);
+        if v.is_empty() {
+            s.remove(aor);
+        }
+        r
+    }
+
+    /// Removes every binding of the AOR; false when it had none.
+    pub fn remove_aor(&self, aor: &str) -> bool {
+        let mut s = self.shard(aor).write().unwrap_or_else(|p| p.into_inner());
+        s.remove(aor).is_some()
+    }
+
+    /// Removes expired bindings; returns the AORs that lost some.
+    pub fn expire(&self, now: u64) -> Vec<String> {
+        let mut touched = Vec::new();
+        for shard in self.shards.iter() {
+            // Look first with a read lock: most passes find nothing to do.
+            let any = {
+                let s = shard.read().unwrap_or_else(|p| p.into_inner());
+                s.values().any(|v| v.iter().any(|b| !b.alive(now)))
+            };
+            if !any {
+                continue;
+            }
+            let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+            s.retain(|aor, v| {
+                let before = v.len();
+                v.retain(|b| b.alive(now));
+                if v.len() != before {
+                    self.expired
+                        .fetch_add((before - v.len()) as u64, Ordering::Relaxed);
+                    touched.push(aor.clone());
+                }
+                !v.is_empty()
+            });
+        }
+        touched
+    }
+
+    /// Every AOR with its bindings (a copy).
+    pub fn snapshot(&self) -> Vec<(String, Vec<Binding>)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let s = shard.read().unwrap_or_else(|p| p.into_inner());
+            out.extend(s.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// (AORs, bindings).
+    pub fn counts(&self) -> (u64, u64) {
+        let mut aors = 0;
+        let mut contacts = 0;
+        for shard in self.shards.iter() {
+            let s = shard.read().unwrap_or_else(|p| p.into_inner());
+            aors += s.len() as u64;
+            contacts += s.values().map(|v| v.len() as u64).sum::<u64>();
+        }
+        (aors, contacts)
+    }
+
+    pub fn mark_dirty(&self, aor: &str) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(aor.to_string());
+        }
+    }
+
+    fn take_dirty(&self) -> Vec<String> {
+        match self.dirty.lock() {
+            Ok(mut d) => d.drain().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Table names the loaded scripts use (`save("x")`, `lookup("x")`), noted by the binders so
+/// that they are created and loaded at start.
+static SCRIPT_TABLES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Notes a table name a script uses.
+pub fn note_table(name: &str) {
+    if let Ok(mut t) = SCRIPT_TABLES.lock() {
+        t.insert(name.to_string());
+    }
+}
+
+/// The user location of the server.
+pub struct Usrloc {
+    pub cfg: Config,
+    /// The database of db_mode 1-3.
+    pub db: Option<Arc<Db>>,
+    tables: RwLock<HashMap<String, Arc<Table>>>,
+    /// Whether the usrloc module is loaded (the FIFO commands answer only then).
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for Usrloc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Usrloc(db_mode {})", self.cfg.db_mode.number())
+    }
+}
+
+/// A user location for a server without usrloc: empty, and its FIFO commands are not there.
+impl Default for Usrloc {
+    fn default() -> Self {
+        let mut u = Self::new(Config::default(), None);
+        u.enabled = false;
+        u
+    }
+}
+
+impl Usrloc {
+    pub fn new(cfg: Config, db: Option<Arc<Db>>) -> Self {
+        Self {
+            cfg,
+            db,
+            tables: RwLock::new(HashMap::new()),
+            enabled: true,
+        }
+    }
+
+    /// The table `name`, created (empty) when it is new.
+    pub fn table(&self, name: &str) -> Arc<Table> {
+        if let Some(t) = self.find(name) {
+            return t;
+        }
+        let mut m = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            m.entry(name.to_string())
+                .or_insert_with(|| Arc::new(Table::new(name))),
+        )
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<Table>> {
+        let m = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        m.get(name).cloned()
+    }
+
+    /// Every table, by name.
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        let m = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Arc<Table>> = m.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Table names for the database: `location`, `aliases`, those the scripts use and those
+    /// in memory.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = ["location", "aliases"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(t) = SCRIPT_TABLES.lock() {
+            names.extend(t.iter().cloned());
+        }
+        names.extend(self.tables().iter().map(|t| t.name.clone()));
+        names.into_iter().collect()
+    }
+
+    /// The AOR of a user at a domain: `user` (SER 0.8), or `user@domain` with `use_domain`;
+    /// lower-cased.
+    pub fn aor(&self, user: &str, domain: &str) -> Aor {
+        let user = user.to_ascii_lowercase();
+        if self.cfg.use_domain && !domain.is_empty() {
+            let domain = domain.to_ascii_lowercase();
+            Aor {
+                key: format!("{user}@{domain}"),
+                user,
+                domain,
+            }
+        } else {
+            Aor {
+                key: user.clone(),
+                user,
+                domain: String::new(),
+            }
+        }
+    }
+
+    /// The AOR of a FIFO/serctl user name (`user` or `user@domain`).
+    pub fn aor_of_name(&self, name: &str) -> Aor {
+        match name.rsplit_once('@') {
+            Some((u, d)) if self.cfg.use_domain => self.aor(u, d),
+            _ => self.aor(name, ""),
+        }
+    }
+
+    /// The AOR of a stored key.
+    fn aor_of_key(&self, key: &str) -> Aor {
+        self.aor_of_name(key)
+    }
+
+    fn db(&self) -> Result<&Arc<Db>, DbError> {
+        self.db.as_ref().ok_or(DbError::Closed)
+    }
+
+    /// Writes the AORs changed since the last flush (db_mode 2; nothing to do otherwise).
+    /// Returns how many AORs were written. A failure marks them dirty again.
+    pub fn flush(&self) -> Result<usize, DbError> {
+        if self.cfg.db_mode != DbMode::WriteBack {
+            return Ok(0);
+        }
+        let db = self.db()?;
+        let mut n = 0;
+        for t in self.tables() {
+            let dirty = t.take_dirty();
+            if dirty.is_empty() {
+                continue;
+            }
+            let rows: Vec<(Aor, Vec<Binding>)> = dirty
+                .iter()
+                .map(|k| (self.aor_of_key(k), t.get(k)))
+                .collect();
+            let r = db.with_conn(|c| persist::write_aors(c, &t.name, &rows));
+            if let Err(e) = r {
+                for k in &dirty {
+                    t.mark_dirty(k);
+                }
+                return Err(e);
+            }
+            n += rows.len();
+        }
+        Ok(n)
+    }
+
+    /// Creates the tables in the database and, in db_mode 1 and 2, loads their bindings.
+    pub fn load(&self) -> Result<usize, DbError> {
+        let Some(db) = &self.db else {
+            return Ok(0);
+        };
+        let now = now();
+        let mut n = 0;
+        for name in self.table_names() {
+            if let Err(e) = db.with_conn(|c| c.exec(&crate::db::schema::usrloc_table(&name), &[])) {
+                crate::warn!("usrloc: cannot create table {name} in {}: {e}", db.name());
+            }
+            if self.cfg.db_mode == DbMode::DbOnly {
+                continue;
+            }
+            let rows = db.with_conn(|c| persist::load_table(c, &name))?;
+            let t = self.table(&name);
+            for (user, domain, b) in rows {
+                if !b.alive(now) {
+                    continue;
+                }
+                let aor = self.aor(&user, &domain);
+                t.update(&aor.key, |v| {
+                    v.retain(|x| !rfc3261::same_contact(&x.contact, &b.contact));
+                    v.push(b);
+                });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// One timer pass: expired bindings go (from memory and, in modes 1 and 3, from the
+    /// database); db_mode 2 writes what changed.
+    pub fn timer(&self, now: u64) {
+        match self.cfg.db_mode {
+            DbMode::DbOnly | DbMode::WriteThrough => {
+                if self.cfg.db_mode == DbMode::WriteThrough {
+                    for t in self.tables() {
+                        t.expire(now);
+                    }
+                }
+                if let Ok(db) = self.db() {
+                    for name in self.table_names() {
+                        if let Err(e) = db.with_conn(|c| persist::delete_expired(c, &name, now)) {
+                            crate::warn!("usrloc: expiring {name}: {e}");
+                        }
+                    }
+                }
+            }
+            DbMode::Memory => {
+                for t in self.tables() {
+                    t.expire(now);
+                }
+            }
+            DbMode::WriteBack => {
+                for t in self.tables() {
+                    for aor in t.expire(now) {
+                        t.mark_dirty(&aor);
+                    }
+                }
+                if let Err(e) = self.flush() {
+                    crate::warn!("usrloc: write-back: {e}");
+                }
+            }
+        }
+    }
+
+    /// At SIGTERM: db_mode 2 writes its cache.
+    pub fn shutdown(&self) {
+        match self.flush() {
+            Ok(0) => {}
+            Ok(n) => crate::log::always(
+                crate::log::L_NOTICE,
+                format_args!("usrloc: {n} AOR(s) written to the database at shutdown"),
+            ),
+            Err(e) => crate::error!("usrloc: cannot write the cache at shutdown: {e}"),
+        }
+    }
+
+    // ---- blocking operations for the FIFO commands (never on a shard) ----
+
+    /// The AOR's bindings (db_mode 3: from the database).
+    pub fn get_blocking(&self, table: &str, aor: &Aor) -> Result<Vec<Binding>, DbError> {
+        if self.cfg.db_mode == DbMode::DbOnly {
+            let db = self.db()?;
+            return db.with_conn(|c| persist::get(c, table, aor));
+        }
+        Ok(self
+            .find(table)
+            .map(|t| t.get(&aor.key))
+            .unwrap_or_default())
+    }
+
+    /// Adds or replaces one binding.
+    pub fn add_blocking(&self, table: &str, aor: &Aor, b: Binding) -> Result<(), DbError> {
+        if self.cfg.db_mode != DbMode::DbOnly {
+            let t = self.table(table);
+            t.update(&aor.key, |v| {
+                v.retain(|x| !rfc3261::same_contact(&x.contact, &b.contact));
+                v.push(b.clone());
+            });
+            if self.cfg.db_mode == DbMode::WriteBack {
+                t.mark_dirty(&aor.key);
+            }
+        }
+        if matches!(self.cfg.db_mode, DbMode::WriteThrough | DbMode::DbOnly) {
+            let db = self.db()?;
+            db.with_conn(|c| persist::upsert(c, table, aor, &b))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the AOR's bindings (`contact` None: all of them); false when none matched.
+    pub fn remove_blocking(
+        &self,
+        table: &str,
+        aor: &Aor,
+        contact: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let mut found = false;
+        if self.cfg.db_mode != DbMode::DbOnly {
+            if let Some(t) = self.find(table) {
+                found = match contact {
+                    None => t.remove_aor(&aor.key),
+                    Some(c) => t.update(&aor.key, |v| {
+                        let before = v.len();
+                        v.retain(|x| !rfc3261::same_contact(&x.contact, c));
+                        v.len() != before
+                    }),
+                };
+                if found && self.cfg.db_mode == DbMode::WriteBack {
+                    t.mark_dirty(&aor.key);
+                }
+            }
+        }
+        if matches!(self.cfg.db_mode, DbMode::WriteThrough | DbMode::DbOnly) {
+            let db = self.db()?;
+            let n = db.with_conn(|c| persist::delete(c, table, aor, contact))?;
+            found |= n > 0;
+        }
+        Ok(found)
+    }
+
+    /// Every table's AORs and bindings (db_mode 3: the database's).
+    pub fn dump_blocking(&self) -> Result<Vec<TableDump>, DbError> {
+        if self.cfg.db_mode == DbMode::DbOnly {
+            let db = self.db()?;
+            let mut out = Vec::new();
+            for name in self.table_names() {
+                let rows = db.with_conn(|c| persist::load_table(c, &name))?;
+                let mut by: Vec<(String, Vec<Binding>)> = Vec::new();
+                for (u, d, b) in rows {
+                    let key = self.aor(&u, &d).key;
+                    match by.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, v)) => v.push(b),
+                        None => by.push((key, vec![b])),
+                    }
+                }
+                out.push((name, by));
+            }
+            return Ok(out);
+        }
+        Ok(self
+            .tables()
+            .iter()
+            .map(|t| (t.name.clone(), t.snapshot()))
+            .collect())
+    }
+}
+
+/// Sets up usrloc for a server that loaded it: its parameters, its database, the bindings
+/// stored there (db_mode 1 and 2), and the timer thread. Called by `main` once the
+/// databases are open; the result goes into `Core::usrloc`.
+pub fn start(core: &crate::core::Core, modules: &[String]) -> Result<Arc<Usrloc>, String> {
+    if !modules.iter().any(|m| m == "usrloc" || m == "registrar") {
+        return Ok(Arc::new(Usrloc::default()));
+    }
+    let p = &core.params;
+    let cfg = Config {
+        db_mode: DbMode::from_param(p.int("usrloc", "db_mode").unwrap_or(0))?,
+        use_domain: p.int("usrloc", "use_domain").unwrap_or(0) != 0,
+        timer_interval: p
+            .int("usrloc", "timer_interval")
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(60),
+    };
+    let db = if cfg.db_mode == DbMode::Memory {
+        None
+    } else {
+        let url = p.str("usrloc", "db_url");
+        Some(core.db(url).ok_or_else(|| {
+            format!(
+                "usrloc: db_mode {} needs a database, and {} is not open",
+                cfg.db_mode.number(),
+                crate::db::redact(url.unwrap_or(&core.default_db_url))
+            )
+        })?)
+    };
+    let interval = cfg.timer_interval;
+    let ul = Arc::new(Usrloc::new(cfg, db));
+    let n = ul.load().map_err(|e| {
+        let name = ul
+            .db
+            .as_ref()
+            .map(|d| d.name().to_string())
+            .unwrap_or_default();
+        format!("usrloc: cannot load the bindings from {name}: {e}")
+    })?;
+    if n > 0 {
+        crate::notice!("usrloc: {n} binding(s) loaded from the database");
+    }
+    let weak = Arc::downgrade(&ul);
+    std::thread::Builder::new()
+        .name(String::from("ser-usrloc-timer"))
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(interval));
+            match weak.upgrade() {
+                Some(ul) => ul.timer(now()),
+                None => return,
+            }
+        })
+        .map_err(|e| format!("usrloc: cannot start the timer: {e}"))?;
+    Ok(ul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(contact: &str, expires: u64) -> Binding {
+        Binding {
+            contact: contact.into(),
+            expires,
+            q: 1000,
+            callid: "c".into(),
+            cseq: 1,
+            last_modified: 0,
+            user_agent: String::new(),
+        }
+    }
+
+    #[test]
+    fn tables_update_lookup_expire() {
+        let ul = Usrloc::new(Config::default(), None);
+        let t = ul.table("location");
+        t.update("alice", |v| v.push(b("sip:a@h", 100)));
+        t.update("alice", |v| v.push(b("sip:b@h", 50)));
+        assert_eq!(t.lookup("alice", 10), ["sip:a@h", "sip:b@h"]);
+        assert_eq!(t.lookup("alice", 60), ["sip:a@h"]);
+        assert_eq!(t.counts(), (1, 2));
+        assert_eq!(t.expire(60), ["alice"]);
+        assert_eq!(t.expired.load(Ordering::Relaxed), 1);
+        assert_eq!(t.expire(200), ["alice"]);
+        assert_eq!(t.counts(), (0, 0));
+        assert!(ul.find("aliases").is_none());
+    }
+
+    #[test]
+    fn aor_with_and_without_domain() {
+        let ul = Usrloc::default();
+        assert_eq!(ul.aor("Alice", "Foo.Bar").key, "alice");
+        let cfg = Config {
+            use_domain: true,
+            ..Config::default()
+        };
+        let ul = Usrloc::new(cfg, None);
+        let a = ul.aor("Alice", "Foo.Bar");
+        assert_eq!(a.key, "alice@foo.bar");
+        assert_eq!(ul.aor_of_name("alice@foo.bar"), a);
+    }
+
+    #[test]
+    fn write_back_and_load_through_sqlite() {
+        let dir = std::env::temp_dir().join(format!("ser-ul-unit-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let url = format!("sqlite://{}/ul.db", dir.display());
+        let db = Db::open(&url, 1).expect("open");
+        db.init_schema().expect("schema");
+        let cfg = Config {
+            db_mode: DbMode::WriteBack,
+            ..Config::default()
+        };
+        let ul = Usrloc::new(cfg.clone(), Some(Arc::clone(&db)));
+        let aor = ul.aor("bob", "");
+        let far = now() + 1000;
+        ul.add_blocking("location", &aor, b("sip:bob@h", far))
+            .expect("add");
+        assert_eq!(ul.flush().expect("flush"), 1);
+        let ul2 = Usrloc::new(cfg, Some(db));
+        assert_eq!(ul2.load().expect("load"), 1);
+        assert_eq!(ul2.table("location").lookup("bob", now()), ["sip:bob@h"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
