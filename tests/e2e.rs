@@ -587,3 +587,141 @@ fn stateless_branch_follows_the_upstream_transaction() {
         "a new upstream transaction gets a new branch"
     );
 }
+
+/// The embedded default running (no -f): the seeds' default script behaviour.
+struct DefaultSer {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl DefaultSer {
+    fn start(dir: &std::path::Path, port: u16) -> DefaultSer {
+        let log = dir.join(format!("default-{port}.log"));
+        let child = Command::new(SER)
+            .current_dir(dir)
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-n",
+                "2",
+                "-E",
+                "-D",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn ser");
+        let s = DefaultSer { child, log };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if s.log().contains("listening on udp:") {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ser did not start:\n{}", s.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DefaultSer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn embedded_default_registers_finds_and_persists_users() {
+    let dir = temp_dir("default-run");
+    let _ = std::fs::remove_dir_all(dir.join("ser-data"));
+    let port = free_port();
+    let ser_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let phone = Peer::new();
+    let register = request(
+        "REGISTER",
+        &format!("sip:127.0.0.1:{port}"),
+        phone.port(),
+        "default-reg-1",
+        &format!(
+            "Contact: <sip:alice@127.0.0.1:{}>\r\nExpires: 600\r\n",
+            phone.port()
+        ),
+    )
+    .replace(
+        &format!("To: <sip:127.0.0.1:{port}>"),
+        "To: <sip:alice@127.0.0.1>",
+    );
+    let mut ser = DefaultSer::start(&dir, port);
+    phone.send(ser_addr, register.as_bytes());
+    let ok = phone.recv_timeout(3000).expect("200 to REGISTER");
+    assert_eq!(status(&ok), Some(200), "{ok}\n{}", ser.log());
+    assert!(
+        ok.contains(&format!("<sip:alice@127.0.0.1:{}>;q=", phone.port())),
+        "{ok}"
+    );
+
+    let caller = Peer::new();
+    let invite = |n: u32| {
+        request(
+            "INVITE",
+            &format!("sip:alice@127.0.0.1:{port}"),
+            caller.port(),
+            &format!("default-call-{n}"),
+            "",
+        )
+    };
+    caller.send(ser_addr, invite(1).as_bytes());
+    let got = phone
+        .recv_timeout(3000)
+        .expect("the INVITE reaches alice's contact");
+    assert!(
+        got.starts_with(&format!(
+            "INVITE sip:alice@127.0.0.1:{} SIP/2.0",
+            phone.port()
+        )),
+        "{got}"
+    );
+    assert!(got.contains("Record-Route: <sip:127.0.0.1:"), "{got}");
+    assert!(got.contains("P-hint: usrloc applied"), "{got}");
+    // Nobody else is registered here.
+    caller.send(
+        ser_addr,
+        request(
+            "MESSAGE",
+            &format!("sip:bob@127.0.0.1:{port}"),
+            caller.port(),
+            "default-404",
+            "",
+        )
+        .as_bytes(),
+    );
+    let mut saw_404 = false;
+    for _ in 0..4 {
+        match caller.recv_timeout(2000) {
+            Some(r) if status(&r) == Some(404) => {
+                saw_404 = true;
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert!(saw_404, "{}", ser.log());
+
+    // The binding was in SQLite before its 200 went out: it survives kill -9.
+    let _ = ser.child.kill();
+    let _ = ser.child.wait();
+    assert!(dir.join("ser-data/ser.db").exists());
+    let ser = DefaultSer::start(&dir, port);
+    caller.send(ser_addr, invite(2).as_bytes());
+    let got = phone
+        .recv_timeout(3000)
+        .unwrap_or_else(|| panic!("alice found after the restart:\n{}", ser.log()));
+    assert!(got.starts_with("INVITE sip:alice@"), "{got}");
+}

@@ -246,7 +246,25 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
             // SO_REUSEPORT would quietly share a port that another process of the same user
             // (a second server started by mistake) holds: a plain bind first makes that the
             // "address in use" it is.
-            drop(crate::sys::udp_socket(*want, false, None)?);
+            // A server that just died (kill -9, a crash before a restart) may hold its port
+            // a moment longer: io_uring tears a ring down after the process is gone. So an
+            // "in use" is retried for up to 3 s before it is believed.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                match crate::sys::udp_socket(*want, false, None) {
+                    Ok(s) => {
+                        drop(s);
+                        break;
+                    }
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AddrInUse
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         let mut addr = *want;
         for i in 0..n {
