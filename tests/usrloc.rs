@@ -364,9 +364,12 @@ fn fifo_commands_serctl_ul_and_moni() {
 }
 
 fn db_script(fifo: Option<&Path>, mode: u8, db: &Path) -> String {
+    db_url_script(fifo, mode, &format!("sqlite://{}", db.display()))
+}
+
+fn db_url_script(fifo: Option<&Path>, mode: u8, url: &str) -> String {
     let mut head = format!(
-        "modparam(\"usrloc\", \"db_mode\", {mode})\nmodparam(\"usrloc\", \"db_url\", \"sqlite://{}\")\n",
-        db.display()
+        "modparam(\"usrloc\", \"db_mode\", {mode})\nmodparam(\"usrloc\", \"db_url\", \"{url}\")\n"
     );
     if let Some(f) = fifo {
         head.push_str(&format!("fifo=\"{}\"\n", f.display()));
@@ -453,11 +456,25 @@ fn db_only_servers_share_one_database() {
     let dir = temp_dir("ul-db3");
     let db = dir.join("shared.db");
     let _ = std::fs::remove_file(&db);
+    servers_share_one_database(&dir, &db_script(None, 3, &db), "sq");
+}
+
+/// The scale-out: two servers (two ports) in db_mode 3 on one real MariaDB; a phone
+/// registers through one, a call through the other finds it.
+#[test]
+fn db_only_servers_share_one_mariadb() {
+    let dir = temp_dir("ul-db3-maria");
+    let server = common::mariadb::shared();
+    let url = server.database("usrloc_scaleout");
+    servers_share_one_database(&dir, &db_url_script(None, 3, &url), "my");
+}
+
+fn servers_share_one_database(dir: &Path, script: &str, tag: &str) {
     let cfg = dir.join("db3.cfg");
-    std::fs::write(&cfg, db_script(None, 3, &db)).expect("cfg");
+    std::fs::write(&cfg, script).expect("cfg");
     let (pa, pb) = (free_port(), free_port());
-    let a = Ser::start_file("ul-db3a", &cfg, pa, 2, "auto");
-    let b = Ser::start_file("ul-db3b", &cfg, pb, 2, "auto");
+    let a = Ser::start_file(&format!("ul-db3a-{tag}"), &cfg, pa, 2, "auto");
+    let b = Ser::start_file(&format!("ul-db3b-{tag}"), &cfg, pb, 2, "auto");
     let ua = Peer::new();
     let uas = Peer::new();
     let contact = format!("sip:frank@127.0.0.1:{}", uas.port());
