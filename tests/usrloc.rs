@@ -464,7 +464,7 @@ fn db_only_servers_share_one_database() {
 #[test]
 fn db_only_servers_share_one_mariadb() {
     let dir = temp_dir("ul-db3-maria");
-    let server = common::mariadb::shared();
+    let server = mariadb::shared();
     let url = server.database("usrloc_scaleout");
     servers_share_one_database(&dir, &db_url_script(None, 3, &url), "my");
 }
