@@ -55,6 +55,13 @@ impl Env {
         run_bounded(&mut cmd, Duration::from_secs(20))
     }
 
+    /// The same on a database of the shared MariaDB server (tables from `serctl db init`).
+    fn mariadb(tag: &str) -> Env {
+        let dir = temp_dir(&format!("auth-{tag}"));
+        let url = mariadb::shared().database(&format!("auth_{tag}"));
+        Env { dir, url }
+    }
+
     fn must(&self, args: &[&str]) -> String {
         let (ok, out) = self.serctl(args);
         assert!(ok, "serctl {args:?} failed:\n{out}");
@@ -221,11 +228,25 @@ fn serctl_account_commands() {
 
 #[test]
 fn sipsak_registers_and_calls_with_digest() {
-    if !have("sipsak") {
-        eprintln!("sipsak not installed; skipped");
-        return;
-    }
-    let env = Env::new("sipsak");
+    digest_with_sipsak(&Env::new("sipsak"));
+}
+
+/// The same against a real MariaDB: `serctl db init` and `add` there, ser's auth_db reads it.
+#[test]
+fn sipsak_registers_and_calls_with_digest_on_mariadb() {
+    let env = Env::mariadb("sipsak");
+    env.must(&["db", "init"]);
+    digest_with_sipsak(&env);
+    let shown = env.must(&["acl", "grant", "alice", "int"]);
+    assert!(shown.contains("alice"), "{shown}");
+    assert!(env.must(&["acl", "show", "alice"]).contains("int"));
+}
+
+fn digest_with_sipsak(env: &Env) {
+    assert!(
+        have("sipsak"),
+        "sipsak is required; scripts/test.sh installs it"
+    );
     env.must(&["add", "alice", "wonderland", "alice@x"]);
     let ser = env.start("auth-sipsak", &WWW_SCRIPT.replace("DBURL", &env.url));
     let target = format!("sip:alice@127.0.0.1:{}", ser.port);
