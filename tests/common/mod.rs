@@ -24,7 +24,12 @@ pub fn free_port() -> u16 {
 /// A free UDP port below 10000 on 127.0.0.1: sipsak 0.9.8 truncates 5-digit ports in the
 /// Request-URI it builds, so servers that sipsak talks to get a 4-digit port.
 pub fn free_port_4digit() -> u16 {
-    let mut x = std::process::id().wrapping_mul(2_654_435_761) ^ 0x9e37;
+    // Each call starts elsewhere: tests of one binary run in parallel threads of one process,
+    // and the same sequence would hand two of them the same port.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x =
+        std::process::id().wrapping_mul(2_654_435_761) ^ 0x9e37 ^ n.wrapping_mul(0x9e37_79b9);
     for _ in 0..1000 {
         x ^= x << 13;
         x ^= x >> 17;
