@@ -66,29 +66,6 @@ fn settle(db: &Db, sql: &str, want: i64) -> i64 {
     count(db, sql)
 }
 
-fn drain(peer: &Peer, ms: u64) -> Vec<String> {
-    let mut v = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while Instant::now() < deadline {
-        if let Some(m) = peer.recv_timeout(50) {
-            v.push(m);
-        }
-    }
-    v
-}
-
-fn recv_request(peer: &Peer, method: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Some(m) = peer.recv_timeout(100) {
-            if m.starts_with(&format!("{method} ")) {
-                return m;
-            }
-        }
-    }
-    panic!("no {method} arrived");
-}
-
 /// A caller retransmits an INVITE (before and after the final) to a callee that answers 486.
 fn busy_call(ser: &Ser, user: &str, call_id: &str) {
     let busy = Peer::new();

@@ -12,8 +12,6 @@ use std::time::Duration;
 use common::*;
 use md5::{Digest, Md5};
 
-const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
-
 fn md5_hex(s: &str) -> String {
     Md5::digest(s.as_bytes())
         .iter()

@@ -7,45 +7,12 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::sipp::*;
 use common::*;
-
-const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
-
-fn fifo_path(tag: &str) -> PathBuf {
-    PathBuf::from(format!("/tmp/ser-test-fifo-{tag}-{}", std::process::id()))
-}
-
-/// Waits (bounded) until ser made its FIFO.
-fn wait_fifo(p: &Path, ser: &Ser) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if p.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no FIFO at {}:\n{}", p.display(), ser.log_text());
-}
-
-/// Runs serctl with SER_FIFO; (exit code, stdout, stderr).
-fn serctl(fifo: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(SERCTL)
-        .args(args)
-        .env("SER_FIFO", fifo)
-        .env("SERCTL_TIMEOUT", "10")
-        .output()
-        .expect("run serctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 const RELAY: &str = r#"
 loadmodule "sl.so"

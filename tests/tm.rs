@@ -47,31 +47,6 @@ fn call_with_record_routing_completes_through_t_relay() {
     assert!(uas_ok, "UAS failed:\n{uas_log}\n{}", ser.log_text());
 }
 
-/// Everything a peer receives within `ms`.
-fn drain(peer: &Peer, ms: u64) -> Vec<String> {
-    let mut v = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while Instant::now() < deadline {
-        if let Some(m) = peer.recv_timeout(50) {
-            v.push(m);
-        }
-    }
-    v
-}
-
-/// The next request of `method` a peer receives (others, e.g. hop-by-hop ACKs, skipped).
-fn recv_request(peer: &Peer, method: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Some(m) = peer.recv_timeout(100) {
-            if m.starts_with(&format!("{method} ")) {
-                return m;
-            }
-        }
-    }
-    panic!("no {method} arrived");
-}
-
 fn count_starting(msgs: &[String], prefix: &str) -> usize {
     msgs.iter().filter(|m| m.starts_with(prefix)).count()
 }

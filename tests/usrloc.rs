@@ -7,45 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
-
-fn fifo_path(tag: &str) -> PathBuf {
-    PathBuf::from(format!("/tmp/ser-ul-fifo-{tag}-{}", std::process::id()))
-}
-
-fn wait_fifo(p: &Path, ser: &Ser) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if p.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no FIFO at {}:\n{}", p.display(), ser.log_text());
-}
-
-fn serctl(fifo: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(SERCTL)
-        .args(args)
-        .env("SER_FIFO", fifo)
-        .env("SERCTL_TIMEOUT", "10")
-        .output()
-        .expect("run serctl");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// A registrar with lookup; `head` goes first (fifo, modparams).
 fn script(head: &str) -> String {
@@ -278,7 +244,7 @@ fn bindings_expire_and_sipsak_registers() {
         ),
     );
     assert_eq!(status(&r), Some(404), "expired binding still found: {r}");
-    let (_, stats) = serctl(&fifo, &["fifo", "ul_stats"]);
+    let (_, stats) = serctl_joined(&fifo, &["fifo", "ul_stats"]);
     assert!(stats.contains("'location' 0 1"), "{stats}");
 
     if have("sipsak") {
@@ -293,7 +259,7 @@ fn bindings_expire_and_sipsak_registers() {
             Duration::from_secs(20),
         );
         assert!(ok, "sipsak -U failed:\n{out}");
-        let (code, show) = serctl(&fifo, &["ul", "show", "carol"]);
+        let (code, show) = serctl_joined(&fifo, &["ul", "show", "carol"]);
         assert_eq!(code, 0, "{show}");
         assert!(
             show.contains("<sip:carol@127.0.0.1:15999>;q=1.00;expires="),
@@ -314,13 +280,13 @@ fn fifo_commands_serctl_ul_and_moni() {
         "auto",
     );
     wait_fifo(&fifo, &ser);
-    let (code, out) = serctl(&fifo, &["ul", "add", "newuser", "sip:666@gateway.foo.bar"]);
+    let (code, out) = serctl_joined(&fifo, &["ul", "add", "newuser", "sip:666@gateway.foo.bar"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("200 Added to table\n('newuser','sip:666@gateway.foo.bar') to 'location'"),
         "{out}"
     );
-    let (_, out) = serctl(&fifo, &["ul", "show", "newuser"]);
+    let (_, out) = serctl_joined(&fifo, &["ul", "show", "newuser"]);
     assert!(
         out.starts_with("<sip:666@gateway.foo.bar>;q=1.00;expires=10737418"),
         "{out}"
@@ -329,37 +295,37 @@ fn fifo_commands_serctl_ul_and_moni() {
     let ua = Peer::new();
     let uas = Peer::new();
     let gw = format!("sip:666@127.0.0.1:{}", uas.port());
-    let (code, out) = serctl(
+    let (code, out) = serctl_joined(
         &fifo,
         &["fifo", "ul_add", "location", "gwuser", &gw, "0", "0.7"],
     );
     assert_eq!(code, 0, "{out}");
     let line = call(&ser, &ua, &uas, "gwuser", "inv-gw").expect("relayed");
     assert!(line.starts_with(&format!("INVITE {gw} ")), "{line}");
-    let (_, out) = serctl(&fifo, &["fifo", "ul_dump"]);
+    let (_, out) = serctl_joined(&fifo, &["fifo", "ul_dump"]);
     assert!(
         out.contains("AOR: 'gwuser'") && out.contains("q=0.70"),
         "{out}"
     );
-    let (code, out) = serctl(&fifo, &["fifo", "ul_rm_contact", "location", "gwuser", &gw]);
+    let (code, out) = serctl_joined(&fifo, &["fifo", "ul_rm_contact", "location", "gwuser", &gw]);
     assert_eq!(code, 0, "{out}");
-    let (_, moni) = serctl(&fifo, &["moni", "-c", "1"]);
+    let (_, moni) = serctl_joined(&fifo, &["moni", "-c", "1"]);
     assert!(
         moni.contains("UsrLoc Stats\nDomain Registered Expired\n'location' 1 0"),
         "{moni}"
     );
-    let (_, out) = serctl(&fifo, &["ul", "rm", "newuser"]);
+    let (_, out) = serctl_joined(&fifo, &["ul", "rm", "newuser"]);
     assert!(
         out.contains("200 user (location, newuser) deleted"),
         "{out}"
     );
-    let (code, out) = serctl(&fifo, &["ul", "show", "newuser"]);
+    let (code, out) = serctl_joined(&fifo, &["ul", "show", "newuser"]);
     assert_eq!(code, 1);
     assert!(
         out.contains("404 Username newuser in table location not found"),
         "{out}"
     );
-    let (code, out) = serctl(&fifo, &["fifo", "ul_flush"]);
+    let (code, out) = serctl_joined(&fifo, &["fifo", "ul_flush"]);
     assert_eq!(code, 0, "{out}");
 }
 

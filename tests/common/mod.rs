@@ -9,7 +9,7 @@ pub mod sipp;
 
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,20 +82,14 @@ impl Ser {
         Self::start_file_with(tag, &cfg, port, shards, backend, extra)
     }
 
-    pub fn start_file(
-        tag: &str,
-        cfg: &std::path::Path,
-        port: u16,
-        shards: usize,
-        backend: &str,
-    ) -> Ser {
+    pub fn start_file(tag: &str, cfg: &Path, port: u16, shards: usize, backend: &str) -> Ser {
         Self::start_file_with(tag, cfg, port, shards, backend, &[])
     }
 
     /// [`Self::start_file`] with more command-line arguments (e.g. `-ddd`).
     pub fn start_file_with(
         tag: &str,
-        cfg: &std::path::Path,
+        cfg: &Path,
         port: u16,
         shards: usize,
         backend: &str,
@@ -107,7 +101,7 @@ impl Ser {
     /// [`Self::start_file_with`] with more environment variables for ser.
     pub fn start_file_env(
         tag: &str,
-        cfg: &std::path::Path,
+        cfg: &Path,
         port: u16,
         shards: usize,
         backend: &str,
@@ -309,4 +303,69 @@ pub fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> Stri
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     out
+}
+
+/// serctl, built with the tests.
+pub const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
+
+pub fn fifo_path(tag: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/ser-test-fifo-{tag}-{}", std::process::id()))
+}
+
+/// Waits (bounded) until ser made its FIFO.
+pub fn wait_fifo(p: &Path, ser: &Ser) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if p.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no FIFO at {}:\n{}", p.display(), ser.log_text());
+}
+
+/// Runs serctl with SER_FIFO; (exit code, stdout, stderr).
+pub fn serctl(fifo: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(SERCTL)
+        .args(args)
+        .env("SER_FIFO", fifo)
+        .env("SERCTL_TIMEOUT", "10")
+        .output()
+        .expect("run serctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Everything a peer receives within `ms`.
+pub fn drain(peer: &Peer, ms: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < deadline {
+        if let Some(m) = peer.recv_timeout(50) {
+            v.push(m);
+        }
+    }
+    v
+}
+
+/// The next request of `method` a peer receives (others, e.g. hop-by-hop ACKs, skipped).
+pub fn recv_request(peer: &Peer, method: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(m) = peer.recv_timeout(100) {
+            if m.starts_with(&format!("{method} ")) {
+                return m;
+            }
+        }
+    }
+    panic!("no {method} arrived");
+}
+
+/// [`serctl`] with stdout and stderr in one string.
+pub fn serctl_joined(fifo: &Path, args: &[&str]) -> (i32, String) {
+    let (code, out, err) = serctl(fifo, args);
+    (code, format!("{out}{err}"))
 }
