@@ -289,6 +289,10 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 String::from("http listener (metrics, JSON commands)")
             } else if comm == "mgmt-http-conn" {
                 String::from("http connection")
+            } else if let Some(n) = comm.strip_prefix("ser-db-") {
+                format!("database worker {n}")
+            } else if comm == "ser-usrloc-timer" {
+                String::from("usrloc timer (expiry, write-back)")
             } else if comm.starts_with("ser-capture") {
                 String::from("capture writer (pcap)")
             } else if comm.starts_with("ser-exec") {
