@@ -118,6 +118,9 @@ fn a_half_written_fifo_request_disturbs_no_other_client() {
         .expect("open fifo");
     half.write_all(b":print:never-answered\nfirst line")
         .expect("write");
+    // The stalled client stays silent (were both writes to reach the pipe before the server
+    // reads it, one read would hold both, glued: no FIFO server can tell them apart then).
+    std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     let (code, out, err) = serctl(&fifo, &["fifo", "print", "hello", "there"]);
     assert_eq!((code, out.as_str()), (0, "hello\nthere\n"), "{err}");
