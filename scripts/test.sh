@@ -27,4 +27,4 @@ fi
 
 # The integration tests start real processes; build the binaries once, then test.
 cargo build --workspace --bins --quiet
-cargo test --workspace --quiet -- --test-threads=2
+cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
