@@ -1,0 +1,197 @@
+//! Users (`user,password,domain` CSV or a `user%d` pattern with a counter) and SIPp injection
+//! files (`-inf`: an optional SEQUENTIAL/RANDOM/USER first line, then `;`-separated fields).
+
+use anyhow::{bail, Context, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub user: String,
+    pub password: String,
+    pub domain: String,
+}
+
+/// Where users come from; `get(n)` picks the n-th (wrapping around).
+#[derive(Clone, Debug)]
+pub enum Users {
+    List(Vec<User>),
+    Pattern {
+        pattern: String,
+        count: u64,
+        start: u64,
+        password: String,
+        domain: String,
+    },
+}
+
+/// `user%d` with `n` in place of `%d` (also `%u`); a pattern without one gets `n` appended.
+pub fn expand(pattern: &str, n: u64) -> String {
+    if let Some(i) = pattern.find("%d").or_else(|| pattern.find("%u")) {
+        format!("{}{n}{}", &pattern[..i], &pattern[i + 2..])
+    } else {
+        format!("{pattern}{n}")
+    }
+}
+
+impl Users {
+    pub fn len(&self) -> u64 {
+        match self {
+            Users::List(v) => v.len() as u64,
+            Users::Pattern { count, .. } => *count,
+        }
+    }
+
+    pub fn get(&self, n: u64) -> User {
+        match self {
+            Users::List(v) => v[(n % v.len().max(1) as u64) as usize].clone(),
+            Users::Pattern {
+                pattern,
+                count,
+                start,
+                password,
+                domain,
+            } => User {
+                user: expand(pattern, start + n % (*count).max(1)),
+                password: password.clone(),
+                domain: domain.clone(),
+            },
+        }
+    }
+
+    /// Parses `user,password,domain` lines; `#` comments and blank lines skipped; a missing
+    /// password or domain takes the defaults.
+    pub fn parse_csv(text: &str, default_password: &str, default_domain: &str) -> Result<Self> {
+        let mut v = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut f = line.split(',').map(str::trim);
+            let user = f.next().unwrap_or("").to_string();
+            if user.is_empty() {
+                bail!("line {}: empty user", i + 1);
+            }
+            let password = f
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default_password)
+                .to_string();
+            let domain = f
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default_domain)
+                .to_string();
+            v.push(User {
+                user,
+                password,
+                domain,
+            });
+        }
+        if v.is_empty() {
+            bail!("no users");
+        }
+        Ok(Users::List(v))
+    }
+
+    pub fn load_csv(path: &str, default_password: &str, default_domain: &str) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        Self::parse_csv(&text, default_password, default_domain).with_context(|| path.to_string())
+    }
+}
+
+/// A SIPp injection file: rows of fields for `[fieldN]`.
+#[derive(Clone, Debug, Default)]
+pub struct Inject {
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Inject {
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut rows = Vec::new();
+        let mut first = true;
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if first {
+                first = false;
+                let l = line.trim();
+                if ["SEQUENTIAL", "RANDOM", "USER"]
+                    .iter()
+                    .any(|m| l.starts_with(m))
+                {
+                    continue;
+                }
+            }
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            rows.push(line.split(';').map(str::to_string).collect());
+        }
+        if rows.is_empty() {
+            bail!("injection file has no rows");
+        }
+        Ok(Self { rows })
+    }
+
+    pub fn field(&self, call: u64, n: usize) -> &str {
+        if self.rows.is_empty() {
+            return "";
+        }
+        let row = &self.rows[(call % self.rows.len() as u64) as usize];
+        row.get(n).map(String::as_str).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_users() {
+        let u = Users::parse_csv(
+            "# users\nalice,secret,example.com\n\nbob,,\ncarol\n",
+            "pw",
+            "d",
+        )
+        .expect("csv");
+        assert_eq!(u.len(), 3);
+        assert_eq!(
+            u.get(0),
+            User {
+                user: "alice".into(),
+                password: "secret".into(),
+                domain: "example.com".into()
+            }
+        );
+        assert_eq!(u.get(1).password, "pw");
+        assert_eq!(u.get(1).domain, "d");
+        assert_eq!(u.get(5).user, "carol");
+        assert!(Users::parse_csv("# nothing\n", "", "").is_err());
+        assert!(Users::parse_csv(",x,y\n", "", "").is_err());
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(expand("user%d", 7), "user7");
+        assert_eq!(expand("u%d-x", 7), "u7-x");
+        assert_eq!(expand("bob", 7), "bob7");
+        let u = Users::Pattern {
+            pattern: "user%d".into(),
+            count: 10,
+            start: 1,
+            password: "p".into(),
+            domain: "d".into(),
+        };
+        assert_eq!(u.get(0).user, "user1");
+        assert_eq!(u.get(12).user, "user3");
+    }
+
+    #[test]
+    fn injection_file() {
+        let i = Inject::parse("SEQUENTIAL\n# c\nalice;a.com;[authentication]\nbob;b.com\n")
+            .expect("inf");
+        assert_eq!(i.field(0, 0), "alice");
+        assert_eq!(i.field(1, 1), "b.com");
+        assert_eq!(i.field(2, 0), "alice");
+        assert_eq!(i.field(1, 5), "");
+    }
+}
