@@ -293,6 +293,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
         duration,
         pid: std::process::id(),
         media_port: 6000,
+        local_ip_text: match local_ip {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        },
+        pid_text: std::process::id().to_string(),
+        target_ip_text: target_addr.ip().to_string(),
     };
     Ok(Opts {
         setup,

@@ -112,6 +112,8 @@ pub struct Scenario {
     /// Starts with a `recv` of a request: calls are created by what arrives (UAS).
     pub server: bool,
     pub uses_last: bool,
+    /// Some message has `[peer_tag_param]`: keep the other side's tag.
+    pub uses_peer_tag: bool,
 }
 
 fn err_at(file: &str, line: u32, what: impl std::fmt::Display) -> anyhow::Error {
@@ -572,11 +574,16 @@ pub fn parse_xml(text: &str, file: &str) -> Result<Scenario> {
     let uses_last = steps
         .iter()
         .any(|s| matches!(s, Step::Send { tpl, .. } if tpl.uses_last));
+    let uses_peer_tag = steps.iter().any(|s| {
+        matches!(s, Step::Send { tpl, .. }
+            if tpl.head.iter().flatten().any(|g| *g == Seg::Kw(Kw::PeerTagParam)))
+    });
     Ok(Scenario {
         name,
         steps,
         server,
         uses_last,
+        uses_peer_tag,
     })
 }
 
@@ -702,7 +709,10 @@ mod tests {
                 if p.ends_with("uas-ring.xml") {
                     // Keeps the INVITE's Vias in a variable (<ereg>): refused, with its line.
                     let e = r.map(|_| ()).expect_err("ereg is refused").to_string();
-                    assert!(e.ends_with("uas-ring.xml:7: <action> inside <recv> is not supported"), "{e}");
+                    assert!(
+                        e.ends_with("uas-ring.xml:7: <action> inside <recv> is not supported"),
+                        "{e}"
+                    );
                 } else {
                     r.expect("compiles");
                 }
