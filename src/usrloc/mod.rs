@@ -27,8 +27,9 @@ pub mod cmds;
 pub mod persist;
 pub mod rfc3261;
 
+use portable_atomic::AtomicU64;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
