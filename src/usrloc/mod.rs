@@ -667,6 +667,7 @@ mod tests {
         assert_eq!(ul.aor_of_name("alice@foo.bar"), a);
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn write_back_and_load_through_sqlite() {
         let dir = std::env::temp_dir().join(format!("ser-ul-unit-{}", std::process::id()));
