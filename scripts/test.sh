@@ -3,7 +3,8 @@
 # sip-tester, sipsak, iproute2 for the loopback-only network namespace, dnsmasq as the DNS server
 # of the RFC 3263 tests, mariadb-server for the MariaDB tests), then every test of the
 # workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
-# on both I/O backends, and the integration tests that drive a real `ser` with sipp and sipsak.
+# on both I/O backends, the integration tests that drive a real `ser` with sipp and sipsak, and
+# `ser` cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,10 @@ fi
 
 # The integration tests start real processes; build the binaries once, then test.
 cargo build --workspace --bins --quiet
+# tests/arm.rs runs the ARM builds under qemu-user; CI requires aarch64 and armv5te (the 64-bit
+# boards and the smallest, no 64-bit atomics). Each cross build takes about 1.5 minutes from cold
+# on 2 cores (README "Small ARM boards"); scripts/build-arm.sh installs the cross gcc, qemu-user
+# and the targets' std when missing.
+scripts/build-arm.sh aarch64 armv5te
+export SER_ARM_REQUIRE=aarch64,armv5te
 cargo test --workspace --quiet --no-fail-fast -- --test-threads=2

@@ -4,8 +4,9 @@
 //! Built once at start (and again on a reload, later); shards hold it through an `Arc`.
 //! Nothing here changes while messages are processed, so reading it needs no lock.
 
+use portable_atomic::AtomicU64;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use ser_parser::Host;
 

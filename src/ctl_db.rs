@@ -305,7 +305,7 @@ pub fn alias_rm(db: &Db, alias: &str) -> Result<String, String> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
 

@@ -12,8 +12,9 @@
 //! FIFO and the listeners. Those global options are compared with the running ones; a change
 //! is reported as needing a restart and otherwise ignored.
 
+use portable_atomic::AtomicU64;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;

@@ -4,7 +4,8 @@
 //! stores them into relaxed atomics that [`Runtime::stats`](crate::Runtime::stats) reads. So a
 //! snapshot may lag by one loop iteration, and no counter is ever shared between cores.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use portable_atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 macro_rules! shard_stats {
     ($( $(#[$doc:meta])* $field:ident ),* $(,)?) => {

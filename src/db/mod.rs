@@ -17,8 +17,9 @@
 
 pub mod schema;
 
+use portable_atomic::AtomicU64;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -199,9 +200,13 @@ pub fn redact(s: &str) -> String {
 
 fn connect(url: &Url, shown: &str) -> Result<Box<dyn Conn>, DbError> {
     match url {
+        #[cfg(feature = "sqlite")]
         Url::Sqlite(path) => sqlite::open(path)
             .map(|c| Box::new(c) as Box<dyn Conn>)
             .map_err(|e| DbError::Connect(shown.to_string(), e)),
+        #[cfg(not(feature = "sqlite"))]
+        Url::Sqlite(_) => Err(not_built(shown, "SQLite", "sqlite")),
+        #[cfg(feature = "mysql")]
         Url::Mysql {
             user,
             password,
@@ -211,7 +216,19 @@ fn connect(url: &Url, shown: &str) -> Result<Box<dyn Conn>, DbError> {
         } => mysql_backend::open(user, password, host, *port, db)
             .map(|c| Box::new(c) as Box<dyn Conn>)
             .map_err(|e| DbError::Connect(shown.to_string(), e)),
+        #[cfg(not(feature = "mysql"))]
+        Url::Mysql { .. } => Err(not_built(shown, "MySQL/MariaDB", "mysql")),
     }
+}
+
+/// The error for a `db_url` whose backend was left out of this build (the smallest builds for
+/// small boards drop the C and network database drivers: `--no-default-features`).
+#[cfg(not(all(feature = "sqlite", feature = "mysql")))]
+fn not_built(shown: &str, what: &str, feature: &str) -> DbError {
+    DbError::Connect(
+        shown.to_string(),
+        format!("this ser was built without {what} support (cargo feature `{feature}`)"),
+    )
 }
 
 /// `sqlite://<dir>/ser.db` with `dir` made absolute (from the current directory).
@@ -575,6 +592,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+#[cfg(feature = "sqlite")]
 mod sqlite {
     use super::{Conn, DbError, Dialect, Row, Value};
 
@@ -654,6 +672,7 @@ mod sqlite {
     }
 }
 
+#[cfg(feature = "mysql")]
 mod mysql_backend {
     use mysql::prelude::Queryable;
 
@@ -781,6 +800,7 @@ mod tests {
         assert_eq!(parse_datetime(&datetime(leap)), Some(leap));
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_schema_and_queries() {
         let dir = std::env::temp_dir().join(format!("ser-db-unit-{}", std::process::id()));
@@ -816,6 +836,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn a_full_queue_refuses_writes_at_once_and_counts_them() {
         let dir = std::env::temp_dir().join(format!("ser-db-full-{}", std::process::id()));
@@ -867,12 +888,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn missing_directory_is_a_clear_error() {
         match Db::open("sqlite:///nonexistent-dir-ser/x.db", 0) {
             Err(DbError::Connect(_, why)) => assert!(why.contains("does not exist"), "{why}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn a_backend_left_out_of_the_build_is_a_clear_error() {
+        match Db::open("sqlite:///tmp/ser-none.db", 0) {
+            Err(DbError::Connect(_, e)) => assert!(e.contains("without SQLite"), "{e}"),
+            other => panic!("expected a clear error, got {other:?}"),
         }
     }
 }

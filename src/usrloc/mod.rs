@@ -27,8 +27,9 @@ pub mod cmds;
 pub mod persist;
 pub mod rfc3261;
 
+use portable_atomic::AtomicU64;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -666,6 +667,7 @@ mod tests {
         assert_eq!(ul.aor_of_name("alice@foo.bar"), a);
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn write_back_and_load_through_sqlite() {
         let dir = std::env::temp_dir().join(format!("ser-ul-unit-{}", std::process::id()));
