@@ -735,6 +735,8 @@ mod mysql_backend {
                 .0
                 .exec(sql, params(p))
                 .map_err(|e| DbError::Query(e.to_string()))?;
+            // `Row::unwrap` is mysql's "into the values" (not Option's): it panics only for a
+            // value taken out of the row before, and no value is taken here.
             Ok(rows
                 .into_iter()
                 .map(|r| r.unwrap().into_iter().map(from_sql).collect())
