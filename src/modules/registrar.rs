@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use ser_parser::{Contact, HeaderName, ReplySpec};
+use ser_parser::{Contact, HeaderName};
 use ser_script::{Arg, KindSet};
 
 use super::core::f;
@@ -277,23 +277,7 @@ impl MsgCtx<'_, '_> {
         if self.core.server_signature {
             extra.push_str(&self.core.server_header);
         }
-        let mut tag = String::new();
-        super::sl::local_to_tag(self.core, self.msg, &mut tag);
-        let (received, rport) = self.received_params();
-        let dst = super::sl::reply_destination(self.core, self.msg, self.src);
-        let spec = ReplySpec {
-            code,
-            reason: reason.as_bytes(),
-            to_tag: Some(tag.as_bytes()),
-            received,
-            rport,
-            extra_headers: extra.as_bytes(),
-        };
-        let msg = self.msg;
-        self.s.out.push(self.socket, dst, |buf| {
-            ser_parser::write_reply(msg, &spec, buf)
-        });
-        self.stats.count_sl(code);
+        self.write_sl_reply(code, reason.as_bytes(), &extra);
         if (200..300).contains(&code) {
             1
         } else {

@@ -132,6 +132,13 @@ impl MsgCtx<'_, '_> {
         if self.core.sip_warning {
             self.push_warning(&mut extra);
         }
+        self.write_sl_reply(code, reason, &extra);
+        1
+    }
+
+    /// Writes a stateless reply to the request, with `extra` header lines as they are (our
+    /// To-tag, received/rport, back along the Via), and counts it.
+    pub(crate) fn write_sl_reply(&mut self, code: u16, reason: &[u8], extra: &str) {
         let mut tag = String::new();
         local_to_tag(self.core, self.msg, &mut tag);
         let (received, rport) = self.received_params();
@@ -149,7 +156,6 @@ impl MsgCtx<'_, '_> {
             ser_parser::write_reply(msg, &spec, buf)
         });
         self.stats.count_sl(code);
-        1
     }
 
     /// SER's "Noisy feedback" Warning (RFC 3261 20.43 code 392), which sipsak -T reads.
