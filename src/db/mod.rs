@@ -541,13 +541,11 @@ fn is_connection_error(e: &str) -> bool {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a time: how times are stored.
 pub fn datetime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = crate::mgmt::civil_from_days(days);
+    let crate::mgmt::Utc {
+        date: (y, m, d),
+        secs: rem,
+        ..
+    } = crate::mgmt::utc(t);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,

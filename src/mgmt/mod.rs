@@ -502,13 +502,11 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
 
 /// A time as C's `ctime` prints it, in UTC: `Fri Dec  6 17:56:10 2002`.
 pub fn ctime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, mo, d) = civil_from_days(days);
+    let Utc {
+        days,
+        date: (y, mo, d),
+        secs: rem,
+    } = utc(t);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -525,8 +523,32 @@ pub fn ctime(t: SystemTime) -> String {
     )
 }
 
+/// A time's UTC calendar fields.
+pub struct Utc {
+    /// Days since 1970-01-01.
+    pub days: i64,
+    /// (year, month 1-12, day 1-31).
+    pub date: (i64, u32, u32),
+    /// Seconds since midnight.
+    pub secs: u64,
+}
+
+/// `t` in UTC (times before 1970 count as 1970-01-01 00:00:00).
+pub fn utc(t: SystemTime) -> Utc {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    Utc {
+        days,
+        date: civil_from_days(days),
+        secs: secs % 86_400,
+    }
+}
+
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
