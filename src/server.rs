@@ -253,28 +253,21 @@ impl Server {
             Stats::inc(&self.stats.acks_absorbed);
             return;
         }
-        if self.core.is_draining() {
-            let at = Arrival {
-                src: d.peer,
-                local: d.local,
-                socket,
-                shard: ctx.shard(),
-            };
-            if self
-                .tm
-                .refuse_while_draining(&msg, &at, &mut self.scratch.out)
-            {
-                self.flush(ctx);
-                return;
-            }
-        }
-        let script = Arc::clone(&self.script);
         let at = Arrival {
             src: d.peer,
             local: d.local,
             socket,
             shard: ctx.shard(),
         };
+        if self.core.is_draining()
+            && self
+                .tm
+                .refuse_while_draining(&msg, &at, &mut self.scratch.out)
+        {
+            self.flush(ctx);
+            return;
+        }
+        let script = Arc::clone(&self.script);
         self.run_request(ctx, &msg, at, script, None);
     }
 
