@@ -268,6 +268,8 @@ fn run() -> Result<i32> {
         max_datagram: 65535,
         blocking_threads: 4,
         name: "ser".to_string(),
+        // A proxy answers at once: no coalesced wake-ups.
+        batch: None,
     };
 
     // Signals are taken synchronously by this thread; block them before the shards start so

@@ -23,13 +23,19 @@ use ser_parser::{HeaderName, Message};
 use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
 use crate::digest::{self, Challenge};
+use crate::light;
 use crate::rate::Schedule;
 use crate::scenario::{Kw, Scenario, Seg, Step, Template};
 use crate::stats::{Reason, Stats};
-use crate::users::{expand, Inject, User, Users};
+use crate::users::{expand_into, push_u64, Inject, User, Users};
+use crate::wheel::Wheel;
 
-const TICK: Duration = Duration::from_millis(5);
+/// Finished calls kept for reuse, at most.
+const POOL_MAX: usize = 4096;
+/// Counters go to the shared totals this often...
 const FLUSH: Duration = Duration::from_millis(250);
+/// ... and the histograms (a merge walks every bucket) every this many flushes.
+const MERGE_EVERY: u32 = 4;
 /// RFC 3261 T2: non-INVITE requests and 2xx responses retransmit at most this far apart.
 const T2_MS: u64 = 4000;
 
@@ -55,6 +61,8 @@ pub struct Setup {
     pub duration: Option<Duration>,
     pub pid: u32,
     pub media_port: u16,
+    /// Calls due within this long of a wake-up start together (the shards' batch interval).
+    pub grain: Duration,
     /// Texts written into every message, formatted once.
     pub local_ip_text: String,
     pub pid_text: String,
@@ -102,7 +110,8 @@ impl Shared {
 }
 
 struct Txn {
-    method: String,
+    /// The transaction type: an index into the shard's `Stats::txns`.
+    method: usize,
     start: Instant,
     challenged: bool,
     uas: bool,
@@ -148,7 +157,13 @@ pub struct Gen {
     pushed: (u64, u64, u64),
     calls: Vec<Option<Call>>,
     free: Vec<usize>,
-    by_id: HashMap<Box<[u8]>, usize>,
+    /// Live calls by a hash of their Call-ID (checked against the call's own on lookup)...
+    by_id: HashMap<u64, usize, ahash::RandomState>,
+    /// ... and by the Call-ID itself where two live ones hash alike.
+    by_id_more: HashMap<Box<[u8]>, usize>,
+    ids: ahash::RandomState,
+    /// Finished calls, kept for their allocations.
+    pool: Vec<Call>,
     epochs: Vec<u64>,
     next_epoch: u64,
     start: Instant,
@@ -161,6 +176,13 @@ pub struct Gen {
     shards: usize,
     buf: Vec<u8>,
     body: Vec<u8>,
+    /// The call timers; the shard wakes us through one runtime timer (token 0) at `wake_at`.
+    wheel: Wheel,
+    wake_at: Option<Instant>,
+    fired: Vec<u64>,
+    /// `next_start()` for `started` = .0.
+    next_start_cache: Option<(u64, Option<Instant>)>,
+    flushes: u32,
 }
 
 /// The shard that owns a Call-ID (see the module comment).
@@ -267,7 +289,10 @@ impl Gen {
             pushed: (0, 0, 0),
             calls: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::with_hasher(ahash::RandomState::new()),
+            by_id_more: HashMap::new(),
+            ids: ahash::RandomState::new(),
+            pool: Vec::new(),
             epochs: Vec::new(),
             next_epoch: 1,
             start: now,
@@ -280,10 +305,16 @@ impl Gen {
             shards,
             buf: Vec::with_capacity(2048),
             body: Vec::with_capacity(512),
+            wheel: Wheel::new(now),
+            wake_at: None,
+            fired: Vec::new(),
+            next_start_cache: None,
+            flushes: 0,
         }
     }
 
-    fn flush(&mut self) {
+    /// Publishes the counters; with `merge`, also the histograms (and the counts start over).
+    fn flush(&mut self, merge: bool) {
         let (a, s, f) = (
             self.local.calls.attempted,
             self.local.calls.succeeded,
@@ -298,12 +329,14 @@ impl Gen {
         self.shared
             .failed
             .fetch_add(f - self.pushed.2, Ordering::Relaxed);
+        self.pushed = (a, s, f);
+        if !merge {
+            return;
+        }
         if let Ok(mut st) = self.shared.stats.lock() {
             st.merge(&self.local);
             self.local.reset();
             self.pushed = (0, 0, 0);
-        } else {
-            self.pushed = (a, s, f);
         }
     }
 
@@ -312,19 +345,82 @@ impl Gen {
         self.next_epoch
     }
 
-    fn arm(&mut self, ctx: &mut Ctx<'_, ()>, slot: usize, kind: u64, at: Instant) -> u64 {
+    fn arm(&mut self, _ctx: &mut Ctx<'_, ()>, slot: usize, kind: u64, at: Instant) -> u64 {
         let e = self.epoch();
         // token: slot+1 in the high 30 bits, kind in 2 bits, epoch low 32 bits (checked).
-        ctx.set_timer(
+        self.wheel.set(
             at,
             ((slot as u64 + 1) << 34) | (kind << 32) | (e & 0xffff_ffff),
         );
         e & 0xffff_ffff
     }
 
+    /// When the next call is due to start (`None`: no more starts); computed once per start.
+    fn next_start(&mut self) -> Option<Instant> {
+        if self.setup.server || self.starting_done || self.started >= self.quota {
+            return None;
+        }
+        if let Some((n, at)) = self.next_start_cache {
+            if n == self.started {
+                return at;
+            }
+        }
+        let share = self.setup.schedule.share(self.shards);
+        let at = share
+            .time_of(self.started + 1)
+            .map(|t| self.start + Duration::from_secs_f64(t.min(1e9)));
+        self.next_start_cache = Some((self.started, at));
+        at
+    }
+
+    /// Arms the runtime timer for the next thing to do: a call timer, a start, a stats flush,
+    /// the end of a UAS's duration. Starts are grouped by the batch interval.
+    fn rearm(&mut self, ctx: &mut Ctx<'_, ()>) {
+        let now = ctx.now();
+        let mut next = self.last_flush + FLUSH;
+        if let Some(t) = self.wheel.next_hint() {
+            next = next.min(t);
+        }
+        if let Some(t) = self.next_start() {
+            next = next.min(t.max(now + self.setup.grain));
+        }
+        if self.setup.server && !self.starting_done {
+            if let Some(d) = self.setup.duration {
+                next = next.min(self.start + d);
+            }
+        }
+        if self.wake_at.map_or(true, |w| next < w) {
+            ctx.set_timer(next, 0);
+            self.wake_at = Some(next);
+        }
+    }
+
+    fn lookup(&self, cid: &[u8]) -> Option<usize> {
+        if let Some(&slot) = self.by_id.get(&self.ids.hash_one(cid)) {
+            let same = self.calls.get(slot).and_then(Option::as_ref);
+            if same.is_some_and(|c| c.call_id.as_bytes() == cid) {
+                return Some(slot);
+            }
+        }
+        self.by_id_more.get(cid).copied()
+    }
+
     fn insert(&mut self, call: Call) -> usize {
-        let key: Box<[u8]> = call.call_id.as_bytes().into();
-        let slot = match self.free.pop() {
+        let key = self.ids.hash_one(call.call_id.as_bytes());
+        if self.by_id.contains_key(&key) {
+            // Another live call hashes alike: keyed by its bytes instead.
+            let id: Box<[u8]> = call.call_id.as_bytes().into();
+            let slot = self.place(call);
+            self.by_id_more.insert(id, slot);
+            return slot;
+        }
+        let slot = self.place(call);
+        self.by_id.insert(key, slot);
+        slot
+    }
+
+    fn place(&mut self, call: Call) -> usize {
+        match self.free.pop() {
             Some(s) => {
                 self.calls[s] = Some(call);
                 s
@@ -334,16 +430,23 @@ impl Gen {
                 self.epochs.push(0);
                 self.calls.len() - 1
             }
-        };
-        self.by_id.insert(key, slot);
-        slot
+        }
+    }
+
+    fn live_calls(&self) -> usize {
+        self.by_id.len() + self.by_id_more.len()
     }
 
     fn finish(&mut self, slot: usize, result: Result<(), Reason>, now: Instant) {
-        let Some(call) = self.calls.get_mut(slot).and_then(Option::take) else {
+        let Some(mut call) = self.calls.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        self.by_id.remove(call.call_id.as_bytes());
+        let key = self.ids.hash_one(call.call_id.as_bytes());
+        if self.by_id.get(&key) == Some(&slot) {
+            self.by_id.remove(&key);
+        } else {
+            self.by_id_more.remove(call.call_id.as_bytes());
+        }
         self.free.push(slot);
         match result {
             Ok(()) => {
@@ -351,16 +454,19 @@ impl Gen {
                 self.local
                     .calls
                     .record_us(now.duration_since(call.started).as_micros() as u64);
-                if let Some(t) = call.txn {
-                    self.local.txn(&t.method).fail(Reason::Timeout);
+                if let Some(t) = call.txn.take() {
+                    self.local.txns[t.method].fail(Reason::Timeout);
                 }
             }
             Err(r) => {
                 self.local.calls.fail(r);
-                if let Some(t) = call.txn {
-                    self.local.txn(&t.method).fail(r);
+                if let Some(t) = call.txn.take() {
+                    self.local.txns[t.method].fail(r);
                 }
             }
+        }
+        if self.pool.len() < POOL_MAX {
+            self.pool.push(call);
         }
     }
 
@@ -373,70 +479,92 @@ impl Gen {
         let s = &socks[(self.started % socks.len() as u64) as usize];
         let (sock, local) = (s.id, s.local);
         self.started += 1;
+        let target = self.setup.target;
+        let mut call = self.new_call(0, number, sock, local, target, now);
         let setup = &self.setup;
-        let call_id = format!("{number}-{}@{}", setup.pid_text, setup.local_ip_text);
-        let callee = expand(
+        push_u64(&mut call.call_id, number);
+        call.call_id.push('-');
+        call.call_id.push_str(&setup.pid_text);
+        call.call_id.push('@');
+        call.call_id.push_str(&setup.local_ip_text);
+        expand_into(
+            &mut call.callee,
             &setup.callee_pattern,
             (number - 1) % setup.callee_count.max(1) + 1,
         );
-        let user = setup.users.get(number - 1);
-        let call = self.new_call(
-            0,
-            number,
-            call_id,
-            sock,
-            local,
-            setup.target,
-            user,
-            callee,
-            now,
-        );
+        setup.users.fill(number - 1, &mut call.user);
         self.local.calls.attempted += 1;
         let slot = self.insert(call);
         self.run(ctx, slot, now);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A call from the pool of finished ones (their buffers keep their allocations), reset;
+    /// the caller fills in the Call-ID, the callee and the user.
     fn new_call(
-        &self,
+        &mut self,
         scen: usize,
         number: u64,
-        call_id: String,
         sock: SocketId,
         local: SocketAddr,
         peer: SocketAddr,
-        user: User,
-        callee: String,
         now: Instant,
     ) -> Call {
-        Call {
-            scen,
-            step: 0,
-            number,
-            call_id,
-            sock,
-            local,
-            peer,
-            cseq: 0,
-            last: Vec::new(),
-            last_sent: Vec::new(),
-            routes: String::new(),
-            next_url: String::new(),
-            peer_tag: String::new(),
-            retrans_ms: 0,
-            retrans_base: 0,
-            retrans_cap: 0,
-            retrans_first: now,
-            retrans_epoch: 0,
-            step_epoch: 0,
-            txn_epoch: 0,
-            txn: None,
-            challenge: None,
-            invite_ruri: String::new(),
-            user,
-            callee,
-            started: now,
-        }
+        let Some(mut c) = self.pool.pop() else {
+            return Call {
+                scen,
+                step: 0,
+                number,
+                call_id: String::new(),
+                sock,
+                local,
+                peer,
+                cseq: 0,
+                last: Vec::new(),
+                last_sent: Vec::new(),
+                routes: String::new(),
+                next_url: String::new(),
+                peer_tag: String::new(),
+                retrans_ms: 0,
+                retrans_base: 0,
+                retrans_cap: 0,
+                retrans_first: now,
+                retrans_epoch: 0,
+                step_epoch: 0,
+                txn_epoch: 0,
+                txn: None,
+                challenge: None,
+                invite_ruri: String::new(),
+                user: User::default(),
+                callee: String::new(),
+                started: now,
+            };
+        };
+        c.scen = scen;
+        c.step = 0;
+        c.number = number;
+        c.call_id.clear();
+        c.sock = sock;
+        c.local = local;
+        c.peer = peer;
+        c.cseq = 0;
+        c.last.clear();
+        c.last_sent.clear();
+        c.routes.clear();
+        c.next_url.clear();
+        c.peer_tag.clear();
+        c.retrans_ms = 0;
+        c.retrans_base = 0;
+        c.retrans_cap = 0;
+        c.retrans_first = now;
+        c.retrans_epoch = 0;
+        c.step_epoch = 0;
+        c.txn_epoch = 0;
+        c.txn = None;
+        c.challenge = None;
+        c.invite_ruri.clear();
+        c.callee.clear();
+        c.started = now;
+        c
     }
 
     /// Runs steps from the call's current one until it waits (recv, pause) or ends.
@@ -597,19 +725,22 @@ impl Gen {
             }
             if method != "ACK" {
                 match &mut call.txn {
-                    Some(t) if t.challenged && t.method == method => t.challenged = false,
+                    Some(t) if t.challenged && self.local.txns[t.method].name == method => {
+                        t.challenged = false
+                    }
                     _ => {
                         if let Some(old) = call.txn.take() {
                             // A new request while the last one is open: that one got no final.
-                            self.local.txn(&old.method).fail(Reason::Timeout);
+                            self.local.txns[old.method].fail(Reason::Timeout);
                         }
+                        let ti = self.local.txn_index(method);
                         call.txn = Some(Txn {
-                            method: method.to_string(),
+                            method: ti,
                             start: now,
                             challenged: false,
                             uas: false,
                         });
-                        self.local.txn(method).attempted += 1;
+                        self.local.txns[ti].attempted += 1;
                     }
                 }
                 arm_txn = true;
@@ -617,7 +748,7 @@ impl Gen {
         } else if let Some(code) = tpl.code {
             if code >= 200 && call.txn.as_ref().is_some_and(|t| t.uas) {
                 if let Some(t) = call.txn.take() {
-                    let c = self.local.txn(&t.method);
+                    let c = &mut self.local.txns[t.method];
                     c.record_us(now.duration_since(t.start).as_micros() as u64);
                     if code < 300 {
                         c.succeeded += 1;
@@ -673,7 +804,16 @@ impl Gen {
         ctx.send(call.sock, call.peer, &out);
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, slot: usize, msg: &Message<'_>, now: Instant) {
+    /// `at` is when `msg` arrived (the kernel's stamp): response times end there; `now` is
+    /// when it is handled, for what is sent and armed in return.
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_, ()>,
+        slot: usize,
+        msg: &Message<'_>,
+        at: Instant,
+        now: Instant,
+    ) {
         let setup = Arc::clone(&self.setup);
         let Some(call) = self.calls.get(slot).and_then(Option::as_ref) else {
             return;
@@ -711,13 +851,13 @@ impl Gen {
                     if c >= 300 && invite {
                         self.ack_failure(ctx, slot, msg);
                     }
-                    self.finish(slot, Err(Reason::Code(c)), now);
+                    self.finish(slot, Err(Reason::Code(c)), at);
                 }
                 None => {
                     if msg.method().is_some_and(|m| m.as_str() == "ACK") {
                         return; // an ACK nobody waits for (for a 2xx retransmission, say)
                     }
-                    self.finish(slot, Err(Reason::Unexpected), now);
+                    self.finish(slot, Err(Reason::Unexpected), at);
                 }
             }
             return;
@@ -740,22 +880,24 @@ impl Gen {
             call.last.extend_from_slice(msg.buf());
         }
         let want_tag = setup.scenarios[call.scen].uses_peer_tag;
-        if want_tag && is_req {
-            if let Ok(f) = msg.from() {
+        if want_tag && (is_req || code.is_some_and(|c| c >= 200)) {
+            let name = if is_req {
+                HeaderName::From
+            } else {
+                HeaderName::To
+            };
+            if let Some(h) = msg.header(name) {
                 call.peer_tag.clear();
-                call.peer_tag.push_str(f.tag.unwrap_or(""));
-            }
-        } else if want_tag && code.is_some_and(|c| c >= 200) {
-            if let Ok(t) = msg.to() {
-                call.peer_tag.clear();
-                call.peer_tag.push_str(t.tag.unwrap_or(""));
+                let t = light::tag(h.value).unwrap_or(b"");
+                call.peer_tag.push_str(&String::from_utf8_lossy(t));
             }
         }
         if rrs {
-            let mut rr: Vec<&str> = msg
-                .record_routes()
-                .filter_map(|r| r.ok())
-                .map(|r| r.uri)
+            // The route set: Record-Route in order for a request we answer, reversed for a
+            // response to ours (RFC 3261 12.1).
+            let mut rr: smallvec::SmallVec<[&[u8]; 8]> = msg
+                .headers_named(HeaderName::RecordRoute)
+                .flat_map(|h| light::bracketed_uris(h.value))
                 .collect();
             if !is_req {
                 rr.reverse();
@@ -766,12 +908,15 @@ impl Gen {
                     call.routes.push_str(", ");
                 }
                 call.routes.push('<');
-                call.routes.push_str(u);
+                call.routes.push_str(&String::from_utf8_lossy(u));
                 call.routes.push('>');
             }
-            if let Some(Ok(ser_parser::Contact::Addr { addr, .. })) = msg.contacts().next() {
+            let contact = msg
+                .header(HeaderName::Contact)
+                .and_then(|h| light::first_uri(h.value));
+            if let Some(u) = contact {
                 call.next_url.clear();
-                call.next_url.push_str(addr.uri);
+                call.next_url.push_str(&String::from_utf8_lossy(u));
             }
         }
         if let Some(c) = code {
@@ -788,12 +933,12 @@ impl Gen {
             }
             if c >= 200 {
                 if let Some(t) = &mut call.txn {
-                    if !t.uas && cseq_method == Some(t.method.as_str()) {
+                    if !t.uas && cseq_method == Some(self.local.txns[t.method].name.as_str()) {
                         if auth && (c == 401 || c == 407) && call.challenge.is_some() {
                             t.challenged = true;
                         } else if let Some(t) = call.txn.take() {
-                            let s = self.local.txn(&t.method);
-                            s.record_us(now.duration_since(t.start).as_micros() as u64);
+                            let s = &mut self.local.txns[t.method];
+                            s.record_us(at.duration_since(t.start).as_micros() as u64);
                             if c < 300 {
                                 s.succeeded += 1;
                             } else {
@@ -805,11 +950,11 @@ impl Gen {
             }
         } else if let Some(m) = msg.method() {
             if m.as_str() != "ACK" {
-                let method = m.as_str().to_string();
-                self.local.txn(&method).attempted += 1;
+                let method = self.local.txn_index(m.as_str());
+                self.local.txns[method].attempted += 1;
                 call.txn = Some(Txn {
                     method,
-                    start: now,
+                    start: at,
                     challenged: false,
                     uas: true,
                 });
@@ -846,23 +991,13 @@ impl Gen {
         if self.started >= self.quota {
             self.starting_done = true;
         }
-        let setup = &self.setup;
-        let user = setup.users.get(number - 1);
-        let mut call = self.new_call(
-            scen,
-            number,
-            String::from_utf8_lossy(cid).into_owned(),
-            d.socket,
-            d.local,
-            d.peer,
-            user,
-            String::new(),
-            now,
-        );
+        let mut call = self.new_call(scen, number, d.socket, d.local, d.peer, now);
+        call.call_id.push_str(&String::from_utf8_lossy(cid));
+        self.setup.users.fill(number - 1, &mut call.user);
         call.step = first;
         self.local.calls.attempted += 1;
         let slot = self.insert(call);
-        self.on_message(ctx, slot, msg, now);
+        self.on_message(ctx, slot, msg, d.at, now);
     }
 
     fn on_tick(&mut self, ctx: &mut Ctx<'_, ()>, now: Instant) {
@@ -874,7 +1009,10 @@ impl Gen {
                 self.starting_done = true;
             } else {
                 let share = self.setup.schedule.share(self.shards);
-                let due = share.due(t.as_secs_f64()).min(self.quota);
+                // Calls due within the grain start now: one wake-up starts them together.
+                let due = share
+                    .due((t + self.setup.grain).as_secs_f64())
+                    .min(self.quota);
                 let mut budget = 20_000;
                 while self.started < due && budget > 0 {
                     self.start_call(ctx, now);
@@ -896,15 +1034,26 @@ impl Gen {
         {
             self.starting_done = true;
         }
-        if self.starting_done && !self.done && self.by_id.is_empty() {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.expire(now, &mut fired);
+        for &token in &fired {
+            self.on_call_timer(ctx, token, now);
+        }
+        fired.clear();
+        self.fired = fired;
+        self.check_done();
+        if now.duration_since(self.last_flush) >= FLUSH {
+            self.last_flush = now;
+            self.flushes += 1;
+            self.flush(self.flushes % MERGE_EVERY == 0);
+        }
+    }
+
+    fn check_done(&mut self) {
+        if self.starting_done && !self.done && self.live_calls() == 0 {
             self.done = true;
             self.shared.done.fetch_add(1, Ordering::Relaxed);
         }
-        if now.duration_since(self.last_flush) >= FLUSH {
-            self.last_flush = now;
-            self.flush();
-        }
-        ctx.set_timer(now + TICK, 0);
     }
 }
 
@@ -951,7 +1100,10 @@ fn write_seg(
         Kw::Len => put_u64(out, body_len as u64),
         Kw::Pid => put(out, &setup.pid_text),
         Kw::MediaPort => put_u64(out, u64::from(setup.media_port)),
-        Kw::LocalIpType | Kw::MediaIpType => write!(out, "{}", if ip.is_ipv6() { 6 } else { 4 }),
+        Kw::LocalIpType | Kw::MediaIpType => {
+            out.push(if ip.is_ipv6() { b'6' } else { b'4' });
+            Ok(())
+        }
         Kw::Last { name, colon } => {
             if let Some(m) = last {
                 let mut first = true;
@@ -973,25 +1125,25 @@ fn write_seg(
         }
         Kw::LastRequestUri => write!(out, "{}", last.and_then(|m| m.request_uri()).unwrap_or("")),
         Kw::Routes => {
-            if call.routes.is_empty() {
-                Ok(())
-            } else {
-                write!(out, "Route: {}", call.routes)
+            if !call.routes.is_empty() {
+                out.extend_from_slice(b"Route: ");
+                out.extend_from_slice(call.routes.as_bytes());
             }
+            Ok(())
         }
         Kw::NextUrl => {
             if call.next_url.is_empty() {
                 write!(out, "sip:{}@{}", setup.service, call.peer)
             } else {
-                write!(out, "{}", call.next_url)
+                put(out, &call.next_url)
             }
         }
         Kw::PeerTagParam => {
-            if call.peer_tag.is_empty() {
-                Ok(())
-            } else {
-                write!(out, ";tag={}", call.peer_tag)
+            if !call.peer_tag.is_empty() {
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(call.peer_tag.as_bytes());
             }
+            Ok(())
         }
         Kw::Field(n) => write!(
             out,
@@ -1063,6 +1215,7 @@ impl Handler for Gen {
             s.get_or_insert(now);
         }
         ctx.set_timer(now, 0);
+        self.wake_at = Some(now);
     }
 
     fn on_datagram(&mut self, ctx: &mut Ctx<'_, ()>, d: Datagram<'_>) {
@@ -1083,23 +1236,31 @@ impl Handler for Gen {
             }
         }
         let now = ctx.now();
-        match self.by_id.get(cid) {
-            Some(&slot) => self.on_message(ctx, slot, &msg, now),
+        match self.lookup(cid) {
+            Some(slot) => self.on_message(ctx, slot, &msg, d.at, now),
             None if self.setup.server && msg.is_request() => {
                 self.new_server_call(ctx, &d, &msg, cid, now)
             }
             None => {}
         }
+        self.check_done();
+        self.rearm(ctx);
     }
 
     fn on_event(&mut self, _ctx: &mut Ctx<'_, ()>, _e: ()) {}
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, ()>, _t: TimerId, token: u64) {
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, ()>, _t: TimerId, _token: u64) {
         let now = ctx.now();
-        if token == 0 {
-            self.on_tick(ctx, now);
-            return;
+        if self.wake_at.is_some_and(|w| w <= now) {
+            self.wake_at = None;
         }
+        self.on_tick(ctx, now);
+        self.rearm(ctx);
+    }
+}
+
+impl Gen {
+    fn on_call_timer(&mut self, ctx: &mut Ctx<'_, ()>, token: u64, now: Instant) {
         let slot = (token >> 34) as usize - 1;
         let kind = (token >> 32) & 3;
         let e = token & 0xffff_ffff;
@@ -1150,7 +1311,7 @@ impl Handler for Gen {
 
 impl Drop for Gen {
     fn drop(&mut self) {
-        self.flush();
+        self.flush(true);
     }
 }
 

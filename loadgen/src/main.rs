@@ -13,11 +13,13 @@
 mod builtin;
 mod digest;
 mod engine;
+mod light;
 mod opts;
 mod rate;
 mod scenario;
 mod stats;
 mod users;
+mod wheel;
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -76,6 +78,7 @@ fn real_main() -> Result<i32> {
         max_datagram: 65535,
         blocking_threads: 1,
         name: "loadgen".to_string(),
+        batch: o.batch,
     };
     let n = o.shards;
     let factory = {

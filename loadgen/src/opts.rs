@@ -29,7 +29,9 @@ pub const USAGE: &str = "usage: loadgen <options|register|call|uas|message|FILE.
   --fail-share F --noanswer-share F      uas: answered 486 / never answered
   --json FILE  --quiet   report as JSON, no progress/table
   -sf FILE.xml  -inf FILE.csv  -s SERVICE   SIPp-style
-  --backend auto|io_uring|portable";
+  --backend auto|io_uring|portable
+  --batch-us N           handle I/O at most every N us (default 1000; 0: on every datagram);
+                         response times use the kernel's receive stamps, so stay exact";
 
 /// `--max-fail`: a count or a percentage of attempted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,6 +74,8 @@ pub struct Opts {
     pub listen: Vec<SocketAddr>,
     pub reuse_port: bool,
     pub backend: Backend,
+    /// `Config::batch`: wake-ups coalesced over this long (`None`: every datagram).
+    pub batch: Option<Duration>,
     pub quiet: bool,
     pub json: Option<String>,
     pub max_fail: MaxFail,
@@ -133,6 +137,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
     let (mut hold, mut fail_share, mut noanswer_share) = (0u64, 0.0, 0.0);
     let (mut json, mut quiet, mut inf) = (None, false, None::<String>);
     let mut backend = Backend::Auto;
+    let mut batch_us = 1000u64;
     while let Some(arg) = p.next()? {
         match arg {
             Long("target") => target = Some(p.value()?.string()?),
@@ -161,6 +166,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
             Long("sf") | Long("sn") => scenario = Some(p.value()?.string()?),
             Long("inf") => inf = Some(p.value()?.string()?),
             Short('s') => service = p.value()?.string()?,
+            Long("batch-us") => batch_us = p.value()?.parse()?,
             Long("backend") => {
                 backend = p.value()?.string()?.parse().map_err(anyhow::Error::msg)?
             }
@@ -293,6 +299,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
         duration,
         pid: std::process::id(),
         media_port: 6000,
+        grain: Duration::from_micros(batch_us),
         local_ip_text: match local_ip {
             IpAddr::V6(a) => format!("[{a}]"),
             IpAddr::V4(a) => a.to_string(),
@@ -306,6 +313,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
         listen: listen_v,
         reuse_port,
         backend,
+        batch: (batch_us > 0).then(|| Duration::from_micros(batch_us)),
         quiet,
         json,
         max_fail,

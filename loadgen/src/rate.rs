@@ -54,6 +54,29 @@ impl Schedule {
         (v + 1e-9).floor() as u64
     }
 
+    /// The first time, in seconds, by which `n` scenarios are due (`None`: never).
+    pub fn time_of(&self, n: u64) -> Option<f64> {
+        let n = n as f64;
+        if self.ramp_secs <= 0.0 || self.from == self.to {
+            return (self.to > 0.0).then(|| n / self.to);
+        }
+        let ramp_total = (self.from + self.to) * self.ramp_secs / 2.0;
+        if n > ramp_total {
+            return (self.to > 0.0).then(|| self.ramp_secs + (n - ramp_total) / self.to);
+        }
+        // Within the ramp the integral grows monotonically: bisect it.
+        let (mut lo, mut hi) = (0.0f64, self.ramp_secs);
+        for _ in 0..64 {
+            let mid = (lo + hi) / 2.0;
+            if self.due(mid) as f64 >= n {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
+    }
+
     /// The offered rate averaged over `secs` seconds (for the report).
     pub fn mean_rate(&self, secs: f64) -> f64 {
         if secs <= 0.0 {
@@ -100,5 +123,22 @@ mod tests {
         assert_eq!(d.due(30.0), 500);
         let half = s.share(2);
         assert_eq!(half.due(10.0), 250);
+    }
+
+    #[test]
+    fn time_of_inverts_due() {
+        let c = Schedule::constant(1000.0);
+        assert_eq!(c.time_of(1500), Some(1.5));
+        assert_eq!(Schedule::constant(0.0).time_of(1), None);
+        let r = Schedule {
+            from: 0.0,
+            to: 100.0,
+            ramp_secs: 10.0,
+        };
+        for n in [1, 10, 125, 499, 500, 501, 700] {
+            let t = r.time_of(n).unwrap();
+            assert!(r.due(t) >= n, "due({t}) < {n}");
+            assert!(r.due(t - 1e-6) < n, "{n} due before {t}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Counters and HDR histograms per transaction type and for the whole scenario; each shard
-//! keeps its own and adds them to the shared totals every 100 ms (and when it stops), so the
-//! hot path takes no lock.
+//! keeps its own and adds them to the shared totals (counters every 250 ms, histograms every
+//! second, everything when it stops), so the hot path takes no lock.
 
 use std::collections::BTreeMap;
 
@@ -137,14 +137,20 @@ impl Stats {
     }
 
     pub fn txn(&mut self, name: &str) -> &mut Counts {
-        let i = match self.txns.iter().position(|t| t.name == name) {
+        let i = self.txn_index(name);
+        &mut self.txns[i]
+    }
+
+    /// The index of transaction type `name` in `txns` (added if new); stable, as
+    /// [`reset`](Self::reset) keeps the names.
+    pub fn txn_index(&mut self, name: &str) -> usize {
+        match self.txns.iter().position(|t| t.name == name) {
             Some(i) => i,
             None => {
                 self.txns.push(Counts::new(name));
                 self.txns.len() - 1
             }
-        };
-        &mut self.txns[i]
+        }
     }
 
     /// Adds `o` to these totals.

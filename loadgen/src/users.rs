@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct User {
     pub user: String,
     pub password: String,
@@ -24,11 +24,38 @@ pub enum Users {
 }
 
 /// `user%d` with `n` in place of `%d` (also `%u`); a pattern without one gets `n` appended.
+#[cfg(test)]
 pub fn expand(pattern: &str, n: u64) -> String {
-    if let Some(i) = pattern.find("%d").or_else(|| pattern.find("%u")) {
-        format!("{}{n}{}", &pattern[..i], &pattern[i + 2..])
-    } else {
-        format!("{pattern}{n}")
+    let mut s = String::new();
+    expand_into(&mut s, pattern, n);
+    s
+}
+
+/// [`expand`], appended to `out` (which keeps its allocation from call to call).
+pub fn expand_into(out: &mut String, pattern: &str, n: u64) {
+    let (head, tail) = match pattern.find("%d").or_else(|| pattern.find("%u")) {
+        Some(i) => (&pattern[..i], &pattern[i + 2..]),
+        None => (pattern, ""),
+    };
+    out.push_str(head);
+    push_u64(out, n);
+    out.push_str(tail);
+}
+
+/// Decimal digits without the formatting machinery (once per call and user).
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &tmp[i..] {
+        out.push(char::from(d));
     }
 }
 
@@ -40,21 +67,39 @@ impl Users {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, n: u64) -> User {
-        match self {
-            Users::List(v) => v[(n % v.len().max(1) as u64) as usize].clone(),
+        let mut u = User::default();
+        self.fill(n, &mut u);
+        u
+    }
+
+    /// Writes the n-th user into `u`, reusing its strings' allocations.
+    pub fn fill(&self, n: u64, u: &mut User) {
+        u.user.clear();
+        u.password.clear();
+        u.domain.clear();
+        let (password, domain) = match self {
+            Users::List(v) => {
+                let Some(x) = v.get((n % v.len().max(1) as u64) as usize) else {
+                    return;
+                };
+                u.user.push_str(&x.user);
+                (&x.password, &x.domain)
+            }
             Users::Pattern {
                 pattern,
                 count,
                 start,
                 password,
                 domain,
-            } => User {
-                user: expand(pattern, start + n % (*count).max(1)),
-                password: password.clone(),
-                domain: domain.clone(),
-            },
-        }
+            } => {
+                expand_into(&mut u.user, pattern, start + n % (*count).max(1));
+                (password, domain)
+            }
+        };
+        u.password.push_str(password);
+        u.domain.push_str(domain);
     }
 
     /// Parses `user,password,domain` lines; `#` comments and blank lines skipped; a missing

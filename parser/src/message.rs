@@ -67,10 +67,13 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
 /// Start line and header index only, no value checks: for answering a request that failed
 /// [`parse`] (the 400 must echo its Via, From, To, Call-ID and CSeq). None if the first line
 /// is not a SIP start line at all.
+#[inline]
 pub fn parse_lenient(buf: &[u8]) -> Option<Message<'_>> {
     index(buf, false).ok()
 }
 
+// Inlined into its two callers so that the message is built where they return it.
+#[inline(always)]
 fn index(buf: &[u8], strict: bool) -> Result<Message<'_>, ParseError> {
     // RFC 3261 7.5: CRLFs before the start line are ignored.
     let mut skip = 0;
@@ -80,17 +83,19 @@ fn index(buf: &[u8], strict: bool) -> Result<Message<'_>, ParseError> {
     let buf = sub(buf, skip..buf.len());
     let (start, hpos) = start_line(buf, strict)?;
     let request = matches!(start, StartLine::Request { .. });
-    let mut headers = SmallVec::new();
-    let (headers_end, body_start) =
-        index_headers(buf, hpos, strict, &mut headers).map_err(|e| e.in_request(request))?;
+    // Built in place: the inline header index is a few KB, and each move of it is a copy.
     let mut msg = Message {
         buf,
         start,
-        headers,
-        headers_end,
-        body_start,
+        headers: SmallVec::new(),
+        headers_end: 0,
+        body_start: 0,
         top: None,
     };
+    let (headers_end, body_start) =
+        index_headers(buf, hpos, strict, &mut msg.headers).map_err(|e| e.in_request(request))?;
+    msg.headers_end = headers_end;
+    msg.body_start = body_start;
     let end = frame_body(&msg, strict).map_err(|e| e.in_request(request))?;
     msg.buf = sub(buf, 0..end);
     Ok(msg)

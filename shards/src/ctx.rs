@@ -105,6 +105,7 @@ impl<E: Send + 'static> Core<E> {
         data: &[u8],
         peer: SocketAddr,
         socket: u32,
+        at: Option<Instant>,
     ) {
         let Some(info) = self.sockets.get(socket as usize) else {
             return;
@@ -115,6 +116,7 @@ impl<E: Send + 'static> Core<E> {
             local: info.local,
             socket: info.id,
             handed_off: false,
+            at: at.unwrap_or(self.now),
         };
         self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
     }
@@ -133,6 +135,7 @@ impl<E: Send + 'static> Core<E> {
                     local: d.local,
                     socket: d.socket,
                     handed_off: true,
+                    at: d.at,
                 };
                 self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
             }
@@ -271,6 +274,7 @@ impl<E: Send + 'static> Ctx<'_, E> {
             peer: dgram.peer,
             local: dgram.local,
             socket: dgram.socket,
+            at: dgram.at,
         };
         self.core.post_msg(shard, Msg::Handoff(d));
     }

@@ -103,6 +103,9 @@ pub struct Datagram<'a> {
     pub socket: SocketId,
     /// True when another shard received it and handed it to this one.
     pub handed_off: bool,
+    /// When it arrived: the kernel's receive time where the sockets stamp datagrams
+    /// ([`Config::batch`]), else the start of the loop iteration that received it.
+    pub at: std::time::Instant,
 }
 
 /// A socket index: the same index on every shard means the same listen address

@@ -30,6 +30,7 @@ pub(crate) struct OwnedDatagram {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
     pub(crate) socket: SocketId,
+    pub(crate) at: std::time::Instant,
 }
 
 pub(crate) struct Mailbox<E> {

@@ -40,6 +40,8 @@ pub(crate) struct Portable {
     rx_addr: Vec<libc::sockaddr_storage>,
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
+    /// Control buffers for receive timestamps (empty when the sockets do not stamp).
+    rx_ctrl: Vec<[u64; sys::CMSG_WORDS]>,
     tx_addr: Vec<libc::sockaddr_storage>,
     tx_iov: Vec<libc::iovec>,
     tx_hdr: Vec<libc::mmsghdr>,
@@ -49,7 +51,12 @@ pub(crate) struct Portable {
 }
 
 impl Portable {
-    pub(crate) fn new(sockets: Vec<Socket>, waker: RawFd, max_datagram: usize) -> io::Result<Self> {
+    pub(crate) fn new(
+        sockets: Vec<Socket>,
+        waker: RawFd,
+        max_datagram: usize,
+        timestamps: bool,
+    ) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -92,6 +99,11 @@ impl Portable {
             rx_addr: vec![zero_addr; BATCH],
             rx_iov: vec![zero_iov; BATCH],
             rx_hdr: vec![zero_hdr; BATCH],
+            rx_ctrl: if timestamps {
+                vec![[0; sys::CMSG_WORDS]; BATCH]
+            } else {
+                Vec::new()
+            },
             tx_addr: vec![zero_addr; BATCH],
             tx_iov: vec![zero_iov; BATCH],
             tx_hdr: vec![zero_hdr; BATCH],
@@ -179,7 +191,14 @@ impl Io for Portable {
         Ok(())
     }
 
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait(&mut self, timeout: Option<Duration>, min_wait: Option<Duration>) -> io::Result<()> {
+        // epoll has no minimum wait: sleep it (bounded by the timer), then wait as usual.
+        let mut timeout = timeout;
+        if let Some(m) = min_wait {
+            let m = timeout.map_or(m, |t| t.min(m));
+            std::thread::sleep(m);
+            timeout = timeout.map(|t| t.saturating_sub(m));
+        }
         // Blocked sends are retried soon; the kernel frees socket buffer space quickly.
         let timeout = match (timeout, self.blocked) {
             (t, true) => Some(t.map_or(Duration::from_millis(1), |t| {
@@ -243,8 +262,16 @@ impl Io for Portable {
                     h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     h.msg_iov = &mut self.rx_iov[i];
                     h.msg_iovlen = 1;
-                    h.msg_control = std::ptr::null_mut();
-                    h.msg_controllen = 0;
+                    match self.rx_ctrl.get_mut(i) {
+                        Some(c) => {
+                            h.msg_control = c.as_mut_ptr().cast();
+                            h.msg_controllen = size_of_val(c) as _;
+                        }
+                        None => {
+                            h.msg_control = std::ptr::null_mut();
+                            h.msg_controllen = 0;
+                        }
+                    }
                     h.msg_flags = 0;
                 }
                 self.counters.syscalls += 1;
@@ -271,6 +298,7 @@ impl Io for Portable {
                     }
                 }
                 let n = r as usize;
+                let clocks = (!self.rx_ctrl.is_empty()).then(sys::Clocks::now);
                 for i in 0..n {
                     let m = &self.rx_hdr[i];
                     if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -287,10 +315,21 @@ impl Io for Portable {
                     self.counters.datagrams_received += 1;
                     self.counters.bytes_received += len as u64;
                     let data = &self.rx_buf[i * self.slot..i * self.slot + len];
+                    let at = clocks.as_ref().and_then(|c| {
+                        let ctrl = self.rx_ctrl.get(i)?;
+                        // msg_controllen is size_t or socklen_t, by platform.
+                        #[allow(clippy::unnecessary_cast)]
+                        let used = (m.msg_hdr.msg_controllen as usize).min(size_of_val(ctrl));
+                        // SAFETY: a plain u64 array viewed as its bytes.
+                        let bytes: &[u8] =
+                            unsafe { std::slice::from_raw_parts(ctrl.as_ptr().cast(), used) };
+                        sys::rx_timestamp(bytes).map(|t| c.instant(t))
+                    });
                     deliver(Received {
                         data,
                         peer,
                         socket: idx as u32,
+                        at,
                     });
                 }
                 if n < BATCH {

@@ -86,6 +86,7 @@ impl<E: Send + 'static> Runtime<E> {
                 sockets: socks,
                 infos,
                 max_datagram: cfg.max_datagram,
+                batch: cfg.batch,
                 core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 shared: rt.shared.clone(),
                 ready: ready_tx.clone(),
@@ -268,7 +269,12 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
         }
         let mut addr = *want;
         for i in 0..n {
-            let sock = crate::sys::udp_socket(addr, cfg.reuse_port, cfg.recv_buffer)?;
+            let sock = crate::sys::udp_socket_with(
+                addr,
+                cfg.reuse_port,
+                cfg.recv_buffer,
+                cfg.batch.is_some(),
+            )?;
             let local = sock
                 .local_addr()?
                 .as_socket()
@@ -290,6 +296,7 @@ struct ShardStart<E> {
     sockets: Vec<Socket>,
     infos: Vec<SocketInfo>,
     max_datagram: usize,
+    batch: Option<std::time::Duration>,
     core: Option<core_affinity::CoreId>,
     shared: Arc<Shared<E>>,
     ready: mpsc::Sender<Ready>,
@@ -304,15 +311,17 @@ impl<E: Send + 'static> ShardStart<E> {
         #[cfg(target_os = "linux")]
         {
             let waker = self.shared.mailboxes[self.index].waker.raw();
-            let (kind, max) = (self.kind, self.max_datagram);
+            let (kind, max, stamp) = (self.kind, self.max_datagram, self.batch.is_some());
             let (sockets, rest) = self.split();
             match kind {
-                BackendKind::IoUring => {
-                    rest.serve(crate::uring::Uring::new(sockets, waker, max), factory)
-                }
-                BackendKind::Portable => {
-                    rest.serve(crate::portable::Portable::new(sockets, waker, max), factory)
-                }
+                BackendKind::IoUring => rest.serve(
+                    crate::uring::Uring::new(sockets, waker, max, stamp),
+                    factory,
+                ),
+                BackendKind::Portable => rest.serve(
+                    crate::portable::Portable::new(sockets, waker, max, stamp),
+                    factory,
+                ),
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -325,6 +334,7 @@ impl<E: Send + 'static> ShardStart<E> {
     fn split(self) -> (Vec<Socket>, ShardRest<E>) {
         let rest = ShardRest {
             index: self.index,
+            batch: self.batch,
             infos: self.infos,
             shared: self.shared,
             ready: self.ready,
@@ -336,6 +346,7 @@ impl<E: Send + 'static> ShardStart<E> {
 /// A shard thread's state once its sockets went to the backend.
 struct ShardRest<E> {
     index: usize,
+    batch: Option<std::time::Duration>,
     infos: Vec<SocketInfo>,
     shared: Arc<Shared<E>>,
     ready: mpsc::Sender<Ready>,
@@ -349,6 +360,7 @@ impl<E: Send + 'static> ShardRest<E> {
     ) -> io::Result<()> {
         let Self {
             index,
+            batch,
             infos,
             shared,
             ready,
@@ -368,7 +380,7 @@ impl<E: Send + 'static> ShardRest<E> {
         let _ = ready.send((index, Ok(io.detail())));
         drop(ready);
         let mut core = Core::new(index, infos, shared.clone());
-        let r = shard::run(&mut io, &mut core, &mut handler);
+        let r = shard::run(&mut io, &mut core, &mut handler, batch);
         if r.is_err() {
             // A shard whose backend failed cannot serve its Call-IDs: stop them all so that a
             // supervisor restarts the process.

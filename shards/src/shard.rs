@@ -17,6 +17,8 @@ pub(crate) struct Received<'a> {
     pub(crate) data: &'a [u8],
     pub(crate) peer: std::net::SocketAddr,
     pub(crate) socket: u32,
+    /// The kernel's receive time, where the socket stamps datagrams.
+    pub(crate) at: Option<Instant>,
 }
 
 /// A shard's I/O backend.
@@ -25,9 +27,11 @@ pub(crate) trait Io {
     /// The portable backend sends them here; io_uring only queues SQEs, submitted by `wait`.
     fn submit(&mut self, sends: &mut SendQueue) -> io::Result<()>;
 
-    /// Waits until something completes or `timeout` passes (`None`: no timer). `Err` only
-    /// for failures the shard cannot recover from.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Waits until something completes or `timeout` passes (`None`: no timer). With
+    /// `min_wait`, completions that come sooner do not end the wait before `min_wait` has
+    /// passed (unless `timeout` is shorter). `Err` only for failures the shard cannot
+    /// recover from.
+    fn wait(&mut self, timeout: Option<Duration>, min_wait: Option<Duration>) -> io::Result<()>;
 
     /// Hands every datagram received since the last call to `deliver`; receive buffers are
     /// reused once `deliver` returns. Oversize datagrams are dropped and counted here.
@@ -39,37 +43,48 @@ pub(crate) trait Io {
     fn detail(&self) -> &'static str;
 }
 
-/// Runs the shard until the runtime shuts down (or the backend fails).
+/// Runs the shard until the runtime shuts down (or the backend fails). With `batch`
+/// ([`Config::batch`](crate::Config::batch)), an iteration that had I/O is followed by a wait
+/// of at least `batch` from its start.
 pub(crate) fn run<B: Io, H: Handler>(
     io: &mut B,
     core: &mut Core<H::Event>,
     handler: &mut H,
+    batch: Option<Duration>,
 ) -> io::Result<()> {
     core.call(handler, |h, ctx| h.on_start(ctx));
     let mut inbox = Vec::new();
+    let mut received = 0;
     let result = loop {
         core.flush_outbox();
         if core.shared.stopping() {
             break Ok(());
         }
         let timeout = core.timeout();
+        // Busy: this iteration received or sends something; more is likely on its way.
+        let busy = io.counters().datagrams_received != received || !core.sends.pending.is_empty();
+        let min_wait = batch
+            .filter(|_| busy)
+            .map(|b| b.saturating_sub(core.now.elapsed()))
+            .filter(|w| !w.is_zero());
         if let Err(e) = io.submit(&mut core.sends) {
             break Err(e);
         }
         // Published before blocking, so a snapshot taken while the shard idles is complete.
         core.publish(io.counters());
-        if let Err(e) = io.wait(timeout) {
+        received = io.counters().datagrams_received;
+        if let Err(e) = io.wait(timeout, min_wait) {
             break Err(e);
         }
         core.stats.loops += 1;
         core.now = Instant::now();
-        io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket));
+        io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket, r.at));
         core.run_mailbox(handler, &mut inbox);
         core.fire_timers(handler);
     };
     // Best effort: hand what the last iteration queued to the kernel.
     if result.is_ok() && !core.sends.pending.is_empty() && io.submit(&mut core.sends).is_ok() {
-        let _ = io.wait(Some(Duration::ZERO));
+        let _ = io.wait(Some(Duration::ZERO), None);
     }
     core.publish(io.counters());
     result

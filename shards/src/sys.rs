@@ -146,6 +146,17 @@ pub(crate) fn udp_socket(
     reuse_port: bool,
     recv_buffer: Option<usize>,
 ) -> io::Result<Socket> {
+    udp_socket_with(addr, reuse_port, recv_buffer, false)
+}
+
+/// [`udp_socket`], and with `timestamps` `SO_TIMESTAMPNS`: every datagram then carries the
+/// kernel's receive time as a control message ([`rx_timestamp`]).
+pub(crate) fn udp_socket_with(
+    addr: SocketAddr,
+    reuse_port: bool,
+    recv_buffer: Option<usize>,
+    timestamps: bool,
+) -> io::Result<Socket> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::DGRAM.cloexec(),
@@ -160,10 +171,86 @@ pub(crate) fn udp_socket(
     if let Some(n) = recv_buffer {
         sock.set_recv_buffer_size(n)?;
     }
+    if timestamps {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor and a c_int option value of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
     Ok(sock)
+}
+
+/// Control-message room for a receive with [`udp_socket_with`]'s timestamps (one
+/// `SCM_TIMESTAMPNS`, with slack). In u64s so that the buffer is aligned for `cmsghdr`.
+pub(crate) const CMSG_WORDS: usize = 8;
+
+/// The `SCM_TIMESTAMPNS` receive time in `control` (the control bytes of one received
+/// message), as wall-clock time since the epoch.
+pub(crate) fn rx_timestamp(control: &[u8]) -> Option<std::time::Duration> {
+    let word = size_of::<usize>();
+    let hdr = size_of::<libc::cmsghdr>();
+    let data_at = (hdr + word - 1) & !(word - 1);
+    let mut off = 0;
+    while off + hdr <= control.len() {
+        // SAFETY: `off + hdr` is within `control`; read_unaligned copes with any alignment.
+        let c: libc::cmsghdr =
+            unsafe { std::ptr::read_unaligned(control.as_ptr().add(off).cast()) };
+        let len = c.cmsg_len as usize;
+        if len < hdr || off + len > control.len() {
+            return None;
+        }
+        if c.cmsg_level == libc::SOL_SOCKET
+            && c.cmsg_type == libc::SCM_TIMESTAMPNS
+            && len >= data_at + size_of::<libc::timespec>()
+        {
+            // SAFETY: the timespec lies within this message, within `control`.
+            let ts: libc::timespec =
+                unsafe { std::ptr::read_unaligned(control.as_ptr().add(off + data_at).cast()) };
+            return Some(std::time::Duration::new(
+                u64::try_from(ts.tv_sec).ok()?,
+                u32::try_from(ts.tv_nsec).ok()?,
+            ));
+        }
+        off += (len + word - 1) & !(word - 1);
+    }
+    None
+}
+
+/// Turns wall-clock receive times into `Instant`s: both clocks are read once, and a stamp
+/// becomes "that long before now".
+pub(crate) struct Clocks {
+    mono: std::time::Instant,
+    real: std::time::Duration,
+}
+
+impl Clocks {
+    pub(crate) fn now() -> Self {
+        Self {
+            mono: std::time::Instant::now(),
+            real: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The instant of wall-clock time `at` (a stamp from the future is taken as now).
+    pub(crate) fn instant(&self, at: std::time::Duration) -> std::time::Instant {
+        let age = self.real.saturating_sub(at);
+        self.mono.checked_sub(age).unwrap_or(self.mono)
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,7 @@ impl Drop for BufRing {
 struct RecvSlot {
     socket: u32,
     buf: Vec<u8>,
+    ctrl: [u64; sys::CMSG_WORDS],
     addr: libc::sockaddr_storage,
     iov: libc::iovec,
     hdr: libc::msghdr,
@@ -246,14 +247,23 @@ pub(crate) struct Uring {
     inflight: usize,
     counters: IoCounters,
     max_datagram: usize,
+    /// The sockets stamp datagrams: receives ask for the control message.
+    timestamps: bool,
+    /// The kernel has `min_wait_usec` (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.12).
+    min_timeout: bool,
 }
 
 impl Uring {
-    pub(crate) fn new(sockets: Vec<Socket>, waker: RawFd, max_datagram: usize) -> io::Result<Self> {
+    pub(crate) fn new(
+        sockets: Vec<Socket>,
+        waker: RawFd,
+        max_datagram: usize,
+        timestamps: bool,
+    ) -> io::Result<Self> {
         let ring = build_ring()?;
         let n = sockets.len();
         let max_datagram = max_datagram.max(1);
-        let recv = match multishot_mode(&ring, n, max_datagram) {
+        let recv = match multishot_mode(&ring, n, max_datagram, timestamps) {
             Some(m) => m,
             None => {
                 let mut slots = Vec::with_capacity(n * SINGLE_SLOTS);
@@ -262,6 +272,7 @@ impl Uring {
                         slots.push(Box::new(RecvSlot {
                             socket: s as u32,
                             buf: vec![0; max_datagram],
+                            ctrl: [0; sys::CMSG_WORDS],
                             // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
                             addr: unsafe { mem::zeroed() },
                             iov: libc::iovec {
@@ -277,9 +288,12 @@ impl Uring {
                 RecvMode::Single { slots, armed }
             }
         };
+        let min_timeout = ring.params().is_feature_min_timeout();
         Ok(Self {
             ring,
             sockets,
+            timestamps,
+            min_timeout,
             waker,
             wake_buf: Box::new(0),
             wake_armed: false,
@@ -355,8 +369,13 @@ impl Uring {
                     s.hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     s.hdr.msg_iov = &mut s.iov;
                     s.hdr.msg_iovlen = 1;
-                    s.hdr.msg_control = std::ptr::null_mut();
-                    s.hdr.msg_controllen = 0;
+                    if self.timestamps {
+                        s.hdr.msg_control = s.ctrl.as_mut_ptr().cast();
+                        s.hdr.msg_controllen = size_of_val(&s.ctrl) as _;
+                    } else {
+                        s.hdr.msg_control = std::ptr::null_mut();
+                        s.hdr.msg_controllen = 0;
+                    }
                     s.hdr.msg_flags = 0;
                     let fd = self.sockets[s.socket as usize].as_raw_fd();
                     entries.push(
@@ -460,12 +479,22 @@ fn build_ring() -> io::Result<IoUring> {
 }
 
 /// Registers the provided-buffer ring if the kernel supports multishot receive.
-fn multishot_mode(ring: &IoUring, sockets: usize, max_datagram: usize) -> Option<RecvMode> {
+fn multishot_mode(
+    ring: &IoUring,
+    sockets: usize,
+    max_datagram: usize,
+    timestamps: bool,
+) -> Option<RecvMode> {
     if !kernel_has_multishot() {
         return None;
     }
-    // Each buffer: io_uring_recvmsg_out, the peer address, the payload.
-    let buf_len = 16 + sys::SOCKADDR_MAX + max_datagram;
+    let control = if timestamps {
+        sys::CMSG_WORDS * size_of::<u64>()
+    } else {
+        0
+    };
+    // Each buffer: io_uring_recvmsg_out, the peer address, the control data, the payload.
+    let buf_len = 16 + sys::SOCKADDR_MAX + control + max_datagram;
     let mut count: usize = 1024;
     while count > 32 && count * buf_len > BUF_RING_BYTES {
         count /= 2;
@@ -480,7 +509,7 @@ fn multishot_mode(ring: &IoUring, sockets: usize, max_datagram: usize) -> Option
     // SAFETY: all-zero is a valid msghdr; only the two lengths matter for multishot recvmsg.
     let mut hdr: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
     hdr.msg_namelen = sys::SOCKADDR_MAX as libc::socklen_t;
-    hdr.msg_controllen = 0;
+    hdr.msg_controllen = control as _;
     Some(RecvMode::Multi {
         ring: br,
         hdr,
@@ -497,15 +526,35 @@ impl Io for Uring {
         self.push_sends(sends)
     }
 
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait(&mut self, timeout: Option<Duration>, min_wait: Option<Duration>) -> io::Result<()> {
         self.counters.syscalls += 1;
-        let r = match timeout {
-            None => self.ring.submitter().submit_and_wait(1),
-            Some(d) => {
+        // Waiting for a full completion queue never ends early: with DEFER_TASKRUN the kernel
+        // does not even wake us for a completion while fewer than that are pending.
+        let all = CQ_ENTRIES as usize;
+        let r = match (timeout, min_wait) {
+            (None, None) => self.ring.submitter().submit_and_wait(1),
+            (Some(d), None) => {
                 let ts = Timespec::from(d);
                 self.ring
                     .submitter()
                     .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+            (t, Some(m)) if self.min_timeout => {
+                // Wait `m` for a full queue, then return with whatever came (or wait on for
+                // one completion, bounded by the timer).
+                let ts = Timespec::from(t.unwrap_or(Duration::from_secs(3600)));
+                let usec = m.as_micros().clamp(1, u32::MAX as u128) as u32;
+                self.ring
+                    .submitter()
+                    .submit_with_args(all, &SubmitArgs::new().timespec(&ts).min_wait_usec(usec))
+            }
+            (t, Some(m)) => {
+                // Older kernels: wait out `m` (or the timer); the shard loop then finds what
+                // came, or waits again.
+                let ts = Timespec::from(t.map_or(m, |t| t.min(m)));
+                self.ring
+                    .submitter()
+                    .submit_with_args(all, &SubmitArgs::new().timespec(&ts))
             }
         };
         match r {
@@ -520,6 +569,7 @@ impl Io for Uring {
     fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
         self.collect();
         let mut returned = false;
+        let clocks = self.timestamps.then(sys::Clocks::now);
         for k in 0..self.cqes.len() {
             let (ud, res, flags) = self.cqes[k];
             let index = (ud & ((1 << KIND_SHIFT) - 1)) as usize;
@@ -550,10 +600,14 @@ impl Io for Uring {
                                     let data = out.payload_data();
                                     self.counters.datagrams_received += 1;
                                     self.counters.bytes_received += data.len() as u64;
+                                    let at = clocks.as_ref().and_then(|c| {
+                                        sys::rx_timestamp(out.control_data()).map(|t| c.instant(t))
+                                    });
                                     deliver(Received {
                                         data,
                                         peer,
                                         socket: index as u32,
+                                        at,
                                     });
                                 }
                                 None => self.counters.recv_errors += 1,
@@ -583,10 +637,20 @@ impl Io for Uring {
                         let data = &s.buf[..(res as usize).min(s.buf.len())];
                         self.counters.datagrams_received += 1;
                         self.counters.bytes_received += data.len() as u64;
+                        let at = clocks.as_ref().and_then(|c| {
+                            // msg_controllen is size_t or socklen_t, by platform.
+                            #[allow(clippy::unnecessary_cast)]
+                            let used = (s.hdr.msg_controllen as usize).min(size_of_val(&s.ctrl));
+                            // SAFETY: a plain u64 array viewed as its bytes.
+                            let bytes: &[u8] =
+                                unsafe { std::slice::from_raw_parts(s.ctrl.as_ptr().cast(), used) };
+                            sys::rx_timestamp(bytes).map(|t| c.instant(t))
+                        });
                         deliver(Received {
                             data,
                             peer,
                             socket: s.socket,
+                            at,
                         });
                     } else {
                         self.counters.recv_errors += 1;

@@ -19,7 +19,7 @@ macro_rules! backend_suite {
             timers_order_and_cancel, spawn_blocking_returns_to_shard, post_and_broadcast,
             batching_under_burst, ipv6_loopback, panicking_handler_keeps_serving,
             no_reuse_port_distinct_ports, oversize_dropped, shutdown_and_join, drop_without_join,
-            bind_error_is_error, pinned_shards);
+            bind_error_is_error, pinned_shards, coalesced_wakeups_keep_arrival_times);
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
         $(
@@ -156,6 +156,12 @@ impl Handler for TestHandler {
                 handed_off: d.handed_off,
             });
             ctx.send(d.socket, d.peer, data);
+        } else if data == b"lag" {
+            // How long the datagram waited between its arrival and this handler.
+            let lag = ctx.now().saturating_duration_since(d.at).as_micros();
+            ctx.send_with(d.socket, d.peer, |b| {
+                b.extend_from_slice(format!("lag={lag}").as_bytes())
+            });
         } else if data == b"who" {
             let shard = ctx.shard();
             ctx.send_with(d.socket, d.peer, |b| {
@@ -485,6 +491,54 @@ pub fn batching_under_burst(b: Backend) {
     eprintln!(
         "{b}: burst of {n}: {syscalls} syscalls, {} loops",
         after.loops - before.loops
+    );
+    join_after_shutdown(rt);
+}
+
+/// `Config::batch`: a shard that just had work holds the next datagram until the batch
+/// interval has passed, and `Datagram::at` still says when it arrived (the kernel's stamp).
+pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
+    let batch = Duration::from_millis(150);
+    let (rt, _notes) = start(
+        Config {
+            batch: Some(batch),
+            ..config(b, 1, "127.0.0.1:0")
+        },
+        false,
+    );
+    let to = rt.local_addrs()[0];
+    let c = client(to);
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    // Idle shard: the first datagram is handled at once, and it arrived just then.
+    c.send_to(b"lag", to).unwrap();
+    let mut buf = [0u8; 64];
+    let recv = |buf: &mut [u8]| loop {
+        match c.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.expect("an answer"),
+        }
+    };
+    let lag = |buf: &[u8]| -> u128 {
+        let t = std::str::from_utf8(buf).unwrap();
+        t.strip_prefix("lag=").unwrap().parse().unwrap()
+    };
+    let n = recv(&mut buf);
+    let first = lag(&buf[..n]);
+    assert!(first < 100_000, "an idle shard held a datagram {first} us");
+    // Busy shard (it just received and sent): the next one waits out the interval, and its
+    // arrival time is when it came, not when it was handled.
+    let sent = Instant::now();
+    c.send_to(b"lag", to).unwrap();
+    let n = recv(&mut buf);
+    let rtt = sent.elapsed();
+    let held = lag(&buf[..n]);
+    assert!(
+        rtt >= batch / 3,
+        "answered after {rtt:?}: the batch interval of {batch:?} was not kept"
+    );
+    assert!(
+        held >= (batch / 4).as_micros() && held <= rtt.as_micros() + 5_000,
+        "held {held} us by the stamp, answered after {rtt:?}"
     );
     join_after_shutdown(rt);
 }
