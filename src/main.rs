@@ -270,6 +270,7 @@ fn run() -> Result<i32> {
         name: "ser".to_string(),
         // A proxy answers at once: no coalesced wake-ups.
         batch: None,
+        stamp: false,
     };
 
     // Signals are taken synchronously by this thread; block them before the shards start so

@@ -183,6 +183,9 @@ pub struct Gen {
     /// `next_start()` for `started` = .0.
     next_start_cache: Option<(u64, Option<Instant>)>,
     flushes: u32,
+    /// Per socket, per scenario, per step: the send templates folded for that socket (see
+    /// `fold`).
+    folded: Arc<Vec<(SocketId, Vec<Vec<Option<Template>>>)>>,
 }
 
 /// The shard that owns a Call-ID (see the module comment).
@@ -310,6 +313,7 @@ impl Gen {
             fired: Vec::new(),
             next_start_cache: None,
             flushes: 0,
+            folded: Arc::new(Vec::new()),
         }
     }
 
@@ -584,20 +588,35 @@ impl Gen {
                 Step::Send {
                     tpl, retrans, next, ..
                 } => {
-                    self.send(ctx, slot, tpl, i, now);
+                    let txn = self.send(ctx, slot, tpl, i);
+                    // One timer per transaction: the retransmission timer, which turns into
+                    // the transaction's timeout once retransmissions stop (on_call_timer);
+                    // without retransmissions, the timeout itself.
                     if let Some(r) = retrans {
                         let cap = if tpl.method.as_deref() == Some("INVITE") {
                             u64::MAX
                         } else {
                             T2_MS
                         };
-                        let e = self.arm(ctx, slot, K_RETRANS, now + Duration::from_millis(*r));
+                        let mut at = now + Duration::from_millis(*r);
+                        if txn {
+                            at = at.min(now + setup.timeout);
+                        }
+                        let e = self.arm(ctx, slot, K_RETRANS, at);
                         if let Some(c) = self.calls[slot].as_mut() {
                             c.retrans_ms = *r;
                             c.retrans_base = *r;
                             c.retrans_cap = cap;
                             c.retrans_first = now;
                             c.retrans_epoch = e;
+                            if txn {
+                                c.txn_epoch = e;
+                            }
+                        }
+                    } else if txn {
+                        let e = self.arm(ctx, slot, K_TXN, now + setup.timeout);
+                        if let Some(c) = self.calls[slot].as_mut() {
+                            c.txn_epoch = e;
                         }
                     }
                     if let Some(c) = self.calls[slot].as_mut() {
@@ -656,18 +675,18 @@ impl Gen {
         self.finish(slot, Err(Reason::Unexpected), now);
     }
 
-    fn send(
-        &mut self,
-        ctx: &mut Ctx<'_, ()>,
-        slot: usize,
-        tpl: &Template,
-        step: usize,
-        now: Instant,
-    ) {
+    fn send(&mut self, ctx: &mut Ctx<'_, ()>, slot: usize, tpl: &Template, step: usize) -> bool {
         let setup = Arc::clone(&self.setup);
+        let folded = Arc::clone(&self.folded);
         let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
+        let tpl = folded
+            .iter()
+            .find(|(id, _)| *id == call.sock)
+            .filter(|_| setup.server || call.peer == setup.target)
+            .and_then(|(_, f)| f.get(call.scen)?.get(step)?.as_ref())
+            .unwrap_or(tpl);
         let is_request = tpl.method.is_some();
         let method = tpl.method.as_deref().unwrap_or("");
         if is_request && tpl.uses_cseq && method != "ACK" && method != "CANCEL" {
@@ -713,8 +732,10 @@ impl Gen {
         buf.extend_from_slice(b"\r\n");
         buf.extend_from_slice(&body);
         ctx.send(call.sock, call.peer, &buf);
-        call.last_sent.clear();
-        call.last_sent.extend_from_slice(&buf);
+        // Kept for retransmission; the call's old buffer becomes the next scratch one.
+        std::mem::swap(&mut call.last_sent, &mut buf);
+        let mut scratch = buf;
+        let buf = &call.last_sent;
         let mut arm_txn = false;
         if is_request {
             if method == "INVITE" {
@@ -734,9 +755,11 @@ impl Gen {
                             self.local.txns[old.method].fail(Reason::Timeout);
                         }
                         let ti = self.local.txn_index(method);
+                        // When it is queued, not when this wake-up began: a batch builds many
+                        // messages, and they leave together right after.
                         call.txn = Some(Txn {
                             method: ti,
-                            start: now,
+                            start: Instant::now(),
                             challenged: false,
                             uas: false,
                         });
@@ -749,7 +772,7 @@ impl Gen {
             if code >= 200 && call.txn.as_ref().is_some_and(|t| t.uas) {
                 if let Some(t) = call.txn.take() {
                     let c = &mut self.local.txns[t.method];
-                    c.record_us(now.duration_since(t.start).as_micros() as u64);
+                    c.record_us(t.start.elapsed().as_micros() as u64);
                     if code < 300 {
                         c.succeeded += 1;
                     } else {
@@ -758,14 +781,10 @@ impl Gen {
                 }
             }
         }
-        self.buf = buf;
+        scratch.clear();
+        self.buf = scratch;
         self.body = body;
-        if arm_txn {
-            let e = self.arm(ctx, slot, K_TXN, now + setup.timeout);
-            if let Some(c) = self.calls[slot].as_mut() {
-                c.txn_epoch = e;
-            }
-        }
+        arm_txn
     }
 
     fn resend_last(&mut self, ctx: &mut Ctx<'_, ()>, slot: usize) {
@@ -1183,6 +1202,75 @@ fn write_seg(
     };
 }
 
+/// The text of a keyword that is the same for every call sent from `local` to `remote` (when
+/// known), else `None`.
+fn fixed_value(
+    kw: &Kw,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    setup: &Setup,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let ip = setup.local_ip;
+    match kw {
+        Kw::Service => out.extend_from_slice(setup.service.as_bytes()),
+        Kw::RemoteIp => match remote?.ip() {
+            IpAddr::V6(a) => {
+                let _ = write!(out, "[{a}]");
+            }
+            IpAddr::V4(a) => out.extend_from_slice(setup.remote_ip_text(a).as_bytes()),
+        },
+        Kw::RemotePort => {
+            let _ = put_u64(&mut out, u64::from(remote?.port()));
+        }
+        Kw::LocalIp | Kw::MediaIp => out.extend_from_slice(setup.local_ip_text.as_bytes()),
+        Kw::LocalPort => {
+            let _ = put_u64(&mut out, u64::from(local.port()));
+        }
+        Kw::Transport => out.extend_from_slice(b"UDP"),
+        Kw::Pid => out.extend_from_slice(setup.pid_text.as_bytes()),
+        Kw::MediaPort => {
+            let _ = put_u64(&mut out, u64::from(setup.media_port));
+        }
+        Kw::LocalIpType | Kw::MediaIpType => out.push(if ip.is_ipv6() { b'6' } else { b'4' }),
+        Kw::Domain | Kw::Password => {
+            let (password, domain) = setup.users.fixed()?;
+            out.extend_from_slice(if *kw == Kw::Domain { domain } else { password }.as_bytes());
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// `tpl` with every keyword that is the same for all calls from `local` to `remote` written
+/// out, and the literals around it joined: fewer, longer copies per message.
+fn fold(tpl: &Template, local: SocketAddr, remote: Option<SocketAddr>, setup: &Setup) -> Template {
+    let lines = |ls: &[Vec<Seg>]| -> Vec<Vec<Seg>> {
+        ls.iter()
+            .map(|l| {
+                let mut out: Vec<Seg> = Vec::with_capacity(l.len());
+                for seg in l {
+                    let lit = match seg {
+                        Seg::Lit(b) => Some(b.clone()),
+                        Seg::Kw(k) => fixed_value(k, local, remote, setup),
+                    };
+                    match (lit, out.last_mut()) {
+                        (Some(b), Some(Seg::Lit(prev))) => prev.extend_from_slice(&b),
+                        (Some(b), _) => out.push(Seg::Lit(b)),
+                        (None, _) => out.push(seg.clone()),
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    Template {
+        head: lines(&tpl.head),
+        body: lines(&tpl.body),
+        ..tpl.clone()
+    }
+}
+
 fn put(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
     out.extend_from_slice(s.as_bytes());
     Ok(())
@@ -1208,6 +1296,30 @@ impl Handler for Gen {
     type Event = ();
 
     fn on_start(&mut self, ctx: &mut Ctx<'_, ()>) {
+        let setup = &self.setup;
+        // A UAC sends to the target only; a UAS answers whoever called.
+        let remote = (!setup.server).then_some(setup.target);
+        let folded = ctx
+            .sockets()
+            .iter()
+            .map(|si| {
+                let per_scenario = setup
+                    .scenarios
+                    .iter()
+                    .map(|sc| {
+                        sc.steps
+                            .iter()
+                            .map(|st| match st {
+                                Step::Send { tpl, .. } => Some(fold(tpl, si.local, remote, setup)),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                (si.id, per_scenario)
+            })
+            .collect();
+        self.folded = Arc::new(folded);
         let now = ctx.now();
         self.start = now;
         self.last_flush = now;
@@ -1270,21 +1382,48 @@ impl Gen {
         };
         match kind {
             K_RETRANS if call.retrans_epoch == e => {
+                // This timer also stands for the transaction's timeout (see run).
+                let deadline = (call.txn_epoch == e)
+                    .then(|| call.txn.as_ref().filter(|t| !t.uas))
+                    .flatten()
+                    .map(|t| t.start + setup.timeout);
                 let elapsed = now.duration_since(call.retrans_first);
-                if elapsed >= Duration::from_millis(64 * call.retrans_base) {
+                if elapsed >= Duration::from_millis(64 * call.retrans_base)
+                    || deadline.is_some_and(|d| now >= d)
+                {
                     self.finish(slot, Err(Reason::Timeout), now);
                     return;
                 }
                 call.retrans_ms = (call.retrans_ms * 2).min(call.retrans_cap);
-                let next = now + Duration::from_millis(call.retrans_ms);
+                let mut next = now + Duration::from_millis(call.retrans_ms);
+                if let Some(d) = deadline {
+                    next = next.min(d);
+                }
+                let txn_too = call.txn_epoch == e;
                 self.resend_last(ctx, slot);
                 let e = self.arm(ctx, slot, K_RETRANS, next);
                 if let Some(c) = self.calls[slot].as_mut() {
                     c.retrans_epoch = e;
+                    if txn_too {
+                        c.txn_epoch = e;
+                    }
                 }
             }
             K_TXN if call.txn_epoch == e && call.txn.as_ref().is_some_and(|t| !t.uas) => {
                 self.finish(slot, Err(Reason::Timeout), now);
+            }
+            K_RETRANS if call.txn_epoch == e && call.txn.as_ref().is_some_and(|t| !t.uas) => {
+                // Retransmissions stopped (a provisional came) with the transaction still
+                // open: wait for its final answer until its timeout.
+                let deadline = call
+                    .txn
+                    .as_ref()
+                    .map_or(now, |t| t.start + setup.timeout)
+                    .max(now);
+                let e = self.arm(ctx, slot, K_TXN, deadline);
+                if let Some(c) = self.calls[slot].as_mut() {
+                    c.txn_epoch = e;
+                }
             }
             K_STEP if call.step_epoch == e => {
                 call.step_epoch = 0;

@@ -79,6 +79,8 @@ fn real_main() -> Result<i32> {
         blocking_threads: 1,
         name: "loadgen".to_string(),
         batch: o.batch,
+        // Response times end at the kernel's receive time, whatever the batching.
+        stamp: true,
     };
     let n = o.shards;
     let factory = {

@@ -74,6 +74,16 @@ impl Users {
         u
     }
 
+    /// The password and domain when every user has the same (a pattern), else `None`.
+    pub fn fixed(&self) -> Option<(&str, &str)> {
+        match self {
+            Users::List(_) => None,
+            Users::Pattern {
+                password, domain, ..
+            } => Some((password, domain)),
+        }
+    }
+
     /// Writes the n-th user into `u`, reusing its strings' allocations.
     pub fn fill(&self, n: u64, u: &mut User) {
         u.user.clear();

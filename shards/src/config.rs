@@ -40,10 +40,13 @@ pub struct Config {
     /// Coalesced wake-ups (the load generator's mode): a shard that just had work waits at
     /// least this long, counted from its last wake-up, before it handles more, so that one
     /// wake-up handles many datagrams (fewer context switches, less CPU per message; timers
-    /// still fire on time). Its sockets then stamp each datagram with the kernel's receive time
-    /// ([`Datagram::at`](crate::Datagram::at)), so response times measured by the handler do not
-    /// grow by the wait. `None` (the default, a server's choice): wake on every completion.
+    /// still fire on time). `None` (the default, a server's choice): wake on every completion.
     pub batch: Option<std::time::Duration>,
+    /// Every socket stamps datagrams with the kernel's receive time (`SO_TIMESTAMPNS`), given
+    /// to the handler as [`Datagram::at`](crate::Datagram::at): what a generator measuring
+    /// response times wants, as the time it gets to a datagram (its own wake-up, a batch)
+    /// is not when the datagram came.
+    pub stamp: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             blocking_threads: 4,
             name: "ser".to_owned(),
             batch: None,
+            stamp: false,
         }
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Two I/O backends sit behind one small internal trait (`shard::Io`):
 //! - `uring` (Linux): the io-uring crate directly; multishot `RecvMsg` with a provided-buffer
-//!   ring (single-shot `RecvMsg` where the kernel lacks them), batched `SendMsg`, an eventfd read
+//!   ring (single-shot `RecvMsg` where the kernel lacks them), batched `Send`/`SendMsg`, an eventfd read
 //!   for mailbox wake-ups, and the timer deadline passed to `io_uring_enter`.
 //! - `portable`: `recvmmsg`/`sendmmsg` in batches of 32 and `epoll` (Linux only for now; other
 //!   unix systems would need a `poll`-based variant).
@@ -104,7 +104,7 @@ pub struct Datagram<'a> {
     /// True when another shard received it and handed it to this one.
     pub handed_off: bool,
     /// When it arrived: the kernel's receive time where the sockets stamp datagrams
-    /// ([`Config::batch`]), else the start of the loop iteration that received it.
+    /// ([`Config::stamp`]), else the start of the loop iteration that received it.
     pub at: std::time::Instant,
 }
 

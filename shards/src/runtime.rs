@@ -87,6 +87,7 @@ impl<E: Send + 'static> Runtime<E> {
                 infos,
                 max_datagram: cfg.max_datagram,
                 batch: cfg.batch,
+                stamp: cfg.stamp,
                 core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 shared: rt.shared.clone(),
                 ready: ready_tx.clone(),
@@ -269,12 +270,8 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
         }
         let mut addr = *want;
         for i in 0..n {
-            let sock = crate::sys::udp_socket_with(
-                addr,
-                cfg.reuse_port,
-                cfg.recv_buffer,
-                cfg.batch.is_some(),
-            )?;
+            let sock =
+                crate::sys::udp_socket_with(addr, cfg.reuse_port, cfg.recv_buffer, cfg.stamp)?;
             let local = sock
                 .local_addr()?
                 .as_socket()
@@ -297,6 +294,7 @@ struct ShardStart<E> {
     infos: Vec<SocketInfo>,
     max_datagram: usize,
     batch: Option<std::time::Duration>,
+    stamp: bool,
     core: Option<core_affinity::CoreId>,
     shared: Arc<Shared<E>>,
     ready: mpsc::Sender<Ready>,
@@ -311,7 +309,7 @@ impl<E: Send + 'static> ShardStart<E> {
         #[cfg(target_os = "linux")]
         {
             let waker = self.shared.mailboxes[self.index].waker.raw();
-            let (kind, max, stamp) = (self.kind, self.max_datagram, self.batch.is_some());
+            let (kind, max, stamp) = (self.kind, self.max_datagram, self.stamp);
             let (sockets, rest) = self.split();
             match kind {
                 BackendKind::IoUring => rest.serve(

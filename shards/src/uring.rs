@@ -6,9 +6,10 @@
 //!   submit. Where the kernel lacks multishot recvmsg or buffer rings (before 6.0 / 5.19), or
 //!   `SER_URING_SINGLESHOT=1` asks for it, each socket instead keeps [`SINGLE_SLOTS`]
 //!   single-shot `RecvMsg`s over owned buffers in flight.
-//! - Sends are `SendMsg` SQEs from pooled slots (payload, `msghdr`, `iovec`, address kept alive
-//!   until their CQE), pushed together and submitted with the wait: one `io_uring_enter` per
-//!   loop iteration, not per datagram.
+//! - Sends are `Send` SQEs with a destination address (Linux 6.0; `SendMsg` before) from
+//!   pooled slots (payload, address, `msghdr`, `iovec` kept alive until their CQE), pushed
+//!   together and submitted with the wait: one `io_uring_enter` per loop iteration, not per
+//!   datagram.
 //! - The mailbox eventfd has a `Read` armed in the ring, so a post wakes the wait.
 //! - The timer deadline is the `io_uring_enter` timeout (`EXT_ARG`, Linux 5.11).
 //!
@@ -106,6 +107,11 @@ fn kernel_has_multishot() -> bool {
     if std::env::var_os("SER_URING_SINGLESHOT").is_some_and(|v| v == "1") {
         return false;
     }
+    kernel_at_least(6, 0)
+}
+
+/// The running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
     // SAFETY: all-zero is a valid utsname, and uname fills it.
     let mut u: libc::utsname = unsafe { mem::zeroed() };
     // SAFETY: `u` is a live utsname.
@@ -121,8 +127,7 @@ fn kernel_has_multishot() -> bool {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 0)
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// A provided-buffer ring: page-aligned entries the kernel consumes, and the buffers.
@@ -251,6 +256,8 @@ pub(crate) struct Uring {
     timestamps: bool,
     /// The kernel has `min_wait_usec` (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.12).
     min_timeout: bool,
+    /// `Send` takes a destination address (Linux 6.0): cheaper than `SendMsg`.
+    send_to: bool,
 }
 
 impl Uring {
@@ -289,7 +296,9 @@ impl Uring {
             }
         };
         let min_timeout = ring.params().is_feature_min_timeout();
+        let send_to = kernel_at_least(6, 0);
         Ok(Self {
+            send_to,
             ring,
             sockets,
             timestamps,
@@ -434,13 +443,20 @@ impl Uring {
                 iov_base: s.buf.as_mut_ptr().cast(),
                 iov_len: s.buf.len(),
             };
-            s.hdr.msg_name = (&mut s.addr as *mut libc::sockaddr_storage).cast();
-            s.hdr.msg_namelen = alen;
-            s.hdr.msg_iov = &mut s.iov;
-            s.hdr.msg_iovlen = 1;
-            let e = opcode::SendMsg::new(Fd(fd), &s.hdr)
-                .build()
-                .user_data(user_data(K_SEND, idx));
+            let e = if self.send_to {
+                // sendto(2): no msghdr for the kernel to copy in.
+                opcode::Send::new(Fd(fd), s.buf.as_ptr(), s.buf.len() as u32)
+                    .dest_addr((&s.addr as *const libc::sockaddr_storage).cast())
+                    .dest_addr_len(alen)
+                    .build()
+            } else {
+                s.hdr.msg_name = (&mut s.addr as *mut libc::sockaddr_storage).cast();
+                s.hdr.msg_namelen = alen;
+                s.hdr.msg_iov = &mut s.iov;
+                s.hdr.msg_iovlen = 1;
+                opcode::SendMsg::new(Fd(fd), &s.hdr).build()
+            }
+            .user_data(user_data(K_SEND, idx));
             self.inflight += 1;
             // SAFETY: the slot is boxed and not reused before this SQE's CQE frees it.
             unsafe { self.push(e)? };

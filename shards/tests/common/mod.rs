@@ -502,6 +502,7 @@ pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
     let (rt, _notes) = start(
         Config {
             batch: Some(batch),
+            stamp: true,
             ..config(b, 1, "127.0.0.1:0")
         },
         false,
