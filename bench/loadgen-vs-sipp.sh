@@ -8,6 +8,7 @@
 #
 #   bench/loadgen-vs-sipp.sh ["1000 3000 6000"]       REPEAT=3 SECS=5 UAS=sipp|loadgen
 #   LOADGEN_ARGS="--batch-us 2000" bench/loadgen-vs-sipp.sh "3000"
+#   ONLY=loadgen bench/loadgen-vs-sipp.sh "60000 80000"      (SIPp's columns left empty)
 #
 # Needs sipp (Debian sip-tester) and a release build of loadgen (cargo build --release -p
 # loadgen). Binds 127.0.0.1:5100 (UAS), :5101 (SIPp UAC) and an ephemeral port (loadgen).
@@ -51,6 +52,10 @@ EOF
 
 run_sipp() {
     local r=$1 n=$2
+    if [ "${ONLY:-}" = loadgen ]; then
+        echo "0 0 0 0"
+        return
+    fi
     rm -f "$W"/s*.csv
     /usr/bin/time -o "$W/t" -f "%U %S %e" timeout $((SECS * 10 + 60)) sipp -sn uac 127.0.0.1:5100 \
         -r "$r" -m "$n" -i 127.0.0.1 -p 5101 -timeout $((SECS * 10 + 30))s -nostdin \

@@ -185,8 +185,11 @@ pub struct Gen {
     flushes: u32,
     /// Per socket, per scenario, per step: the send templates folded for that socket (see
     /// `fold`).
-    folded: Arc<Vec<(SocketId, Vec<Vec<Option<Template>>>)>>,
+    folded: Arc<Vec<(SocketId, Folded)>>,
 }
+
+/// Per scenario, per step: a send step's template folded for one socket (see `fold`).
+type Folded = Vec<Vec<Option<Template>>>;
 
 /// The shard that owns a Call-ID (see the module comment).
 pub fn owner(call_id: &[u8], shards: usize) -> usize {
@@ -1334,7 +1337,9 @@ impl Handler for Gen {
         // The index only (start line, header names and ranges): the generator reads a few
         // headers, each through the parser's checked accessors, and a full validation costs
         // more than everything else it does per message.
-        let Some(msg) = ser_parser::parse_lenient(d.data) else {
+        // Borrowed where it lies: the index is a few KB, and moving it out is a copy.
+        let parsed = ser_parser::parse_lenient(d.data);
+        let Some(msg) = parsed.as_ref() else {
             return;
         };
         let Some(cid) = msg.call_id() else {
@@ -1349,9 +1354,9 @@ impl Handler for Gen {
         }
         let now = ctx.now();
         match self.lookup(cid) {
-            Some(slot) => self.on_message(ctx, slot, &msg, d.at, now),
+            Some(slot) => self.on_message(ctx, slot, msg, d.at, now),
             None if self.setup.server && msg.is_request() => {
-                self.new_server_call(ctx, &d, &msg, cid, now)
+                self.new_server_call(ctx, &d, msg, cid, now)
             }
             None => {}
         }

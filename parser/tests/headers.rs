@@ -42,6 +42,65 @@ fn names_and_compact_forms() {
 }
 
 #[test]
+fn every_known_name_round_trips_in_any_case() {
+    use HeaderName::*;
+    let all = [
+        Via,
+        From,
+        To,
+        CallId,
+        CSeq,
+        MaxForwards,
+        ContentLength,
+        ContentType,
+        Contact,
+        Expires,
+        Route,
+        RecordRoute,
+        Authorization,
+        ProxyAuthorization,
+        WwwAuthenticate,
+        ProxyAuthenticate,
+        Require,
+        ProxyRequire,
+        Supported,
+        Unsupported,
+        Allow,
+        Server,
+        UserAgent,
+        Warning,
+        Date,
+        Subject,
+        Event,
+        Accept,
+        ContentEncoding,
+        AllowEvents,
+    ];
+    for n in all {
+        let s = n.as_str();
+        assert_eq!(HeaderName::from_bytes(s.as_bytes()), n, "{s}");
+        assert_eq!(
+            HeaderName::from_bytes(s.to_ascii_uppercase().as_bytes()),
+            n,
+            "{s}"
+        );
+        assert_eq!(
+            HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()),
+            n,
+            "{s}"
+        );
+        // One letter off, same length and first letter: not this header.
+        let mut wrong = s.as_bytes().to_vec();
+        let last = wrong.len() - 1;
+        wrong[last] = b'#';
+        assert_eq!(HeaderName::from_bytes(&wrong), Other, "{s}");
+    }
+    for raw in ["", "Cxll-ID", "Callid", "Contacts", "To:", "V1a"] {
+        assert_eq!(HeaderName::from_bytes(raw.as_bytes()), Other, "{raw}");
+    }
+}
+
+#[test]
 fn lists_across_lines_and_commas() {
     let buf = req(
         "Route: <sip:a.example.com;lr>,<sip:b.example.com;lr>\r\nRoute: <sip:c.example.com;lr>\r\n",

@@ -73,42 +73,54 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        // Few names share a length, so compare only against candidates of this length.
-        let candidates: &[HeaderName] = match name.len() {
-            2 => &[HeaderName::To],
-            3 => &[HeaderName::Via],
-            4 => &[HeaderName::From, HeaderName::CSeq, HeaderName::Date],
-            5 => &[HeaderName::Route, HeaderName::Allow, HeaderName::Event],
-            6 => &[HeaderName::Server, HeaderName::Accept],
-            7 => &[
-                HeaderName::CallId,
-                HeaderName::Contact,
-                HeaderName::Expires,
-                HeaderName::Require,
-                HeaderName::Subject,
-                HeaderName::Warning,
-            ],
-            9 => &[HeaderName::Supported],
-            10 => &[HeaderName::UserAgent],
-            11 => &[HeaderName::Unsupported],
-            12 => &[
-                HeaderName::MaxForwards,
-                HeaderName::RecordRoute,
-                HeaderName::ContentType,
-                HeaderName::AllowEvents,
-            ],
-            13 => &[HeaderName::Authorization, HeaderName::ProxyRequire],
-            14 => &[HeaderName::ContentLength],
-            16 => &[HeaderName::WwwAuthenticate, HeaderName::ContentEncoding],
-            18 => &[HeaderName::ProxyAuthenticate],
-            19 => &[HeaderName::ProxyAuthorization],
-            _ => &[],
+        // Length and first letter pick the one candidate (Call-ID and Contact also need the
+        // second); one comparison then settles it. On every header of every message.
+        let low = |k: usize| name.get(k).map_or(0, |b| b | 0x20);
+        let candidate = match (name.len(), low(0)) {
+            (2, b't') => HeaderName::To,
+            (3, b'v') => HeaderName::Via,
+            (4, b'f') => HeaderName::From,
+            (4, b'c') => HeaderName::CSeq,
+            (4, b'd') => HeaderName::Date,
+            (5, b'r') => HeaderName::Route,
+            (5, b'a') => HeaderName::Allow,
+            (5, b'e') => HeaderName::Event,
+            (6, b's') => HeaderName::Server,
+            (6, b'a') => HeaderName::Accept,
+            (7, b'c') if low(1) == b'a' => HeaderName::CallId,
+            (7, b'c') => HeaderName::Contact,
+            (7, b'e') => HeaderName::Expires,
+            (7, b'r') => HeaderName::Require,
+            (7, b's') => HeaderName::Subject,
+            (7, b'w') => HeaderName::Warning,
+            (9, b's') => HeaderName::Supported,
+            (10, b'u') => HeaderName::UserAgent,
+            (11, b'u') => HeaderName::Unsupported,
+            (12, b'm') => HeaderName::MaxForwards,
+            (12, b'r') => HeaderName::RecordRoute,
+            (12, b'c') => HeaderName::ContentType,
+            (12, b'a') => HeaderName::AllowEvents,
+            (13, b'a') => HeaderName::Authorization,
+            (13, b'p') => HeaderName::ProxyRequire,
+            (14, b'c') => HeaderName::ContentLength,
+            (16, b'w') => HeaderName::WwwAuthenticate,
+            (16, b'c') => HeaderName::ContentEncoding,
+            (18, b'p') => HeaderName::ProxyAuthenticate,
+            (19, b'p') => HeaderName::ProxyAuthorization,
+            _ => return HeaderName::Other,
         };
-        candidates
-            .iter()
-            .copied()
-            .find(|c| c.as_str().as_bytes().eq_ignore_ascii_case(name))
-            .unwrap_or(HeaderName::Other)
+        // Case folded by one bit: the canonical names are letters (either case matches) and
+        // dashes (only a dash matches).
+        let same = candidate
+            .as_str()
+            .bytes()
+            .zip(name)
+            .all(|(c, &n)| (c | 0x20) == (n | 0x20) && (c.is_ascii_alphabetic() || c == n));
+        if same {
+            candidate
+        } else {
+            HeaderName::Other
+        }
     }
 
     /// The canonical (long) name; "" for `Other`.
