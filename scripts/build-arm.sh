@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds `ser` for small ARM boards from an x86-64 Debian/Ubuntu machine (README "Small ARM
 # boards"):
-#   scripts/build-arm.sh [--profile small|release] [--no-db] [aarch64] [armv7] [armv5te]
+#   scripts/build-arm.sh [--profile small|release] [--no-db|--smallest] [aarch64] [armv7] [armv5te]
 # With no target named, all three. Installs what is missing: Debian's cross gcc and libc
 # packages (the linkers .cargo/config.toml names; gcc also compiles the bundled SQLite), qemu-user
 # (for tests/arm.rs), and each target's std with rustup. Binaries: target/<triple>/<profile>/ser.
 #
-# --no-db builds without the database drivers (`--no-default-features`: no SQLite, no MySQL):
-# the smallest server; a db_url is then refused at start with a clear error.
+# --no-db builds without the database drivers (no SQLite, no MySQL): a db_url is then refused
+# at start with a clear error. --smallest also leaves out the regex crate's fast engines
+# (`--no-default-features`: script regexes still match the same, on the PikeVM alone).
 #
 # armv5te: Rust stopped shipping its prebuilt std with 1.94 (rustup answers 404; the channel
 # manifest says `available = false`), so that target builds with the pinned toolchain
@@ -22,8 +23,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
-    --no-db) features=(--no-default-features); shift ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    --no-db) features=(--no-default-features --features fast-regex); shift ;;
+    --smallest) features=(--no-default-features); shift ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done

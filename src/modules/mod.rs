@@ -286,10 +286,12 @@ pub fn no_span() -> Span {
     }
 }
 
-/// A regex as SER compiled them: extended, case-insensitive.
-fn regex(s: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(s)
+/// A regex as SER compiled them: extended, case-insensitive, over bytes (POSIX regcomp in the
+/// C locale: `.` is any byte, classes are ASCII).
+fn regex(s: &str) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::RegexBuilder::new(s)
         .case_insensitive(true)
+        .unicode(false)
         .build()
         .map_err(|e| format!("bad regular expression \"{s}\": {e}"))
 }
@@ -395,4 +397,26 @@ fn bind_dst_ip(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
     let (m, neg) = addr_match(op, rhs)?;
     let c = Cond::DstIp(m);
     Ok(if neg { Cond::Not(Box::new(c)) } else { c })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regex;
+
+    /// Script regexes behave as SER's POSIX ones in the C locale: extended syntax, case
+    /// folded in ASCII, over bytes, classes ASCII.
+    #[test]
+    fn script_regexes_are_posix_like_over_bytes() {
+        let re = regex("^sip:[0-9]+@foo\\.bar").unwrap();
+        assert!(re.is_match(b"SIP:0049123@FOO.bar"));
+        assert!(!re.is_match(b"sip:bob@foo.bar"));
+        // `.` is any byte, even one that is not UTF-8; `\w` and `[[:alpha:]]` are ASCII.
+        assert!(regex("^a.b$").unwrap().is_match(b"a\xffb"));
+        assert!(regex("^\\w+$").unwrap().is_match(b"Bob_42"));
+        assert!(!regex("^\\w+$").unwrap().is_match("Jos\u{e9}".as_bytes()));
+        assert!(regex("^[[:alpha:]]+$").unwrap().is_match(b"Alice"));
+        // A literal non-ASCII character matches its UTF-8 bytes.
+        assert!(regex("^jos\u{e9}$").unwrap().is_match("JOS\u{e9}".as_bytes()));
+        assert!(regex("(unclosed").is_err());
+    }
 }

@@ -47,6 +47,7 @@ fn bind_search(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
     let s = a.first().map(arg_str).transpose()?.unwrap_or_default();
     regex::bytes::RegexBuilder::new(&s)
         .case_insensitive(true)
+        .unicode(false)
         .multi_line(true)
         .crlf(true)
         .build()

@@ -162,9 +162,9 @@ pub enum Action {
 #[derive(Debug)]
 pub enum Cond {
     MethodEq(String),
-    MethodRe(regex::Regex),
+    MethodRe(regex::bytes::Regex),
     UriEq(String),
-    UriRe(regex::Regex),
+    UriRe(regex::bytes::Regex),
     UriMyself,
     /// `msg:len OP n` (n = None: `max_len`).
     MsgLen(ser_script::CmpOp, Option<usize>),
@@ -547,9 +547,12 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                 .msg
                 .method()
                 .is_some_and(|x| x.as_str().eq_ignore_ascii_case(m)),
-            Cond::MethodRe(re) => self.msg.method().is_some_and(|x| re.is_match(x.as_str())),
+            Cond::MethodRe(re) => self
+                .msg
+                .method()
+                .is_some_and(|x| re.is_match(x.as_str().as_bytes())),
             Cond::UriEq(u) => self.current_uri().eq_ignore_ascii_case(u),
-            Cond::UriRe(re) => re.is_match(self.current_uri()),
+            Cond::UriRe(re) => re.is_match(self.current_uri().as_bytes()),
             Cond::UriMyself => match ser_parser::parse_uri(self.current_uri()) {
                 Ok(u) => self.core.is_myself(&u.host, u.host_str, u.port),
                 Err(_) => false,
