@@ -27,7 +27,7 @@ use crate::light;
 use crate::rate::Schedule;
 use crate::scenario::{Kw, Scenario, Seg, Step, Template};
 use crate::stats::{Reason, Stats};
-use crate::users::{expand_into, push_u64, Inject, User, Users};
+use crate::users::{digits, expand_into, push_u64, Inject, User, Users};
 use crate::wheel::Wheel;
 
 /// Finished calls kept for reuse, at most.
@@ -1279,19 +1279,8 @@ fn put(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Decimal digits without the formatting machinery (this is on every message's path).
-fn put_u64(out: &mut Vec<u8>, mut n: u64) -> std::io::Result<()> {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+fn put_u64(out: &mut Vec<u8>, n: u64) -> std::io::Result<()> {
+    out.extend_from_slice(digits(n, &mut [0u8; 20]));
     Ok(())
 }
 

@@ -42,19 +42,24 @@ pub fn expand_into(out: &mut String, pattern: &str, n: u64) {
     out.push_str(tail);
 }
 
-/// Decimal digits without the formatting machinery (once per call and user).
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
+/// The decimal digits of `n`, written at the end of `buf`: no formatting machinery, as this
+/// is on every message's path.
+pub fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[i..];
         }
     }
-    for &d in &tmp[i..] {
+}
+
+/// [`digits`] appended to a string.
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    for &d in digits(n, &mut buf) {
         out.push(char::from(d));
     }
 }

@@ -416,7 +416,9 @@ mod tests {
         assert!(!regex("^\\w+$").unwrap().is_match("Jos\u{e9}".as_bytes()));
         assert!(regex("^[[:alpha:]]+$").unwrap().is_match(b"Alice"));
         // A literal non-ASCII character matches its UTF-8 bytes.
-        assert!(regex("^jos\u{e9}$").unwrap().is_match("JOS\u{e9}".as_bytes()));
+        assert!(regex("^jos\u{e9}$")
+            .unwrap()
+            .is_match("JOS\u{e9}".as_bytes()));
         assert!(regex("(unclosed").is_err());
     }
 }
