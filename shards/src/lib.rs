@@ -10,8 +10,8 @@
 //!
 //! Two I/O backends sit behind one small internal trait (`shard::Io`):
 //! - `uring` (Linux): the io-uring crate directly; multishot `RecvMsg` with a provided-buffer
-//!   ring (single-shot `RecvMsg` where the kernel lacks them), batched `Send`/`SendMsg`, an eventfd read
-//!   for mailbox wake-ups, and the timer deadline passed to `io_uring_enter`.
+//!   ring (single-shot `RecvMsg` where the kernel lacks them), batched `Send`/`SendMsg`, an
+//!   eventfd read for mailbox wake-ups, and the timer deadline passed to `io_uring_enter`.
 //! - `portable`: `recvmmsg`/`sendmmsg` in batches of 32 and `epoll` (Linux only for now; other
 //!   unix systems would need a `poll`-based variant).
 //!
