@@ -41,7 +41,7 @@ pub(crate) struct Portable {
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
     /// Control buffers for receive timestamps (empty when the sockets do not stamp).
-    rx_ctrl: Vec<[u64; sys::CMSG_WORDS]>,
+    rx_ctrl: Vec<sys::Control>,
     tx_addr: Vec<libc::sockaddr_storage>,
     tx_iov: Vec<libc::iovec>,
     tx_hdr: Vec<libc::mmsghdr>,
@@ -262,16 +262,7 @@ impl Io for Portable {
                     h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     h.msg_iov = &mut self.rx_iov[i];
                     h.msg_iovlen = 1;
-                    match self.rx_ctrl.get_mut(i) {
-                        Some(c) => {
-                            h.msg_control = c.as_mut_ptr().cast();
-                            h.msg_controllen = size_of_val(c) as _;
-                        }
-                        None => {
-                            h.msg_control = std::ptr::null_mut();
-                            h.msg_controllen = 0;
-                        }
-                    }
+                    sys::set_control(h, self.rx_ctrl.get_mut(i));
                     h.msg_flags = 0;
                 }
                 self.counters.syscalls += 1;
@@ -316,14 +307,8 @@ impl Io for Portable {
                     self.counters.bytes_received += len as u64;
                     let data = &self.rx_buf[i * self.slot..i * self.slot + len];
                     let at = clocks.as_ref().and_then(|c| {
-                        let ctrl = self.rx_ctrl.get(i)?;
-                        // msg_controllen is size_t or socklen_t, by platform.
-                        #[allow(clippy::unnecessary_cast)]
-                        let used = (m.msg_hdr.msg_controllen as usize).min(size_of_val(ctrl));
-                        // SAFETY: a plain u64 array viewed as its bytes.
-                        let bytes: &[u8] =
-                            unsafe { std::slice::from_raw_parts(ctrl.as_ptr().cast(), used) };
-                        sys::rx_timestamp(bytes).map(|t| c.instant(t))
+                        let t = sys::control_timestamp(&m.msg_hdr, self.rx_ctrl.get(i)?)?;
+                        Some(c.instant(t))
                     });
                     deliver(Received {
                         data,

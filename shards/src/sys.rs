@@ -197,6 +197,33 @@ pub(crate) fn udp_socket_with(
 /// `SCM_TIMESTAMPNS`, with slack). In u64s so that the buffer is aligned for `cmsghdr`.
 pub(crate) const CMSG_WORDS: usize = 8;
 
+/// A receive's control buffer.
+pub(crate) type Control = [u64; CMSG_WORDS];
+
+/// Points a receive's `msghdr` at `ctrl` for its control messages, or at none.
+pub(crate) fn set_control(h: &mut libc::msghdr, ctrl: Option<&mut Control>) {
+    match ctrl {
+        Some(c) => {
+            h.msg_controllen = size_of_val(c) as _;
+            h.msg_control = c.as_mut_ptr().cast();
+        }
+        None => {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
+    }
+}
+
+/// The receive time in `ctrl` after a receive through `h` (pointed at it by [`set_control`]).
+pub(crate) fn control_timestamp(h: &libc::msghdr, ctrl: &Control) -> Option<std::time::Duration> {
+    // msg_controllen is size_t or socklen_t, by platform.
+    #[allow(clippy::unnecessary_cast)]
+    let used = (h.msg_controllen as usize).min(size_of_val(ctrl));
+    // SAFETY: a plain u64 array viewed as its first `used` bytes.
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(ctrl.as_ptr().cast(), used) };
+    rx_timestamp(bytes)
+}
+
 /// The `SCM_TIMESTAMPNS` receive time in `control` (the control bytes of one received
 /// message), as wall-clock time since the epoch.
 pub(crate) fn rx_timestamp(control: &[u8]) -> Option<std::time::Duration> {

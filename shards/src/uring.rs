@@ -206,7 +206,7 @@ impl Drop for BufRing {
 struct RecvSlot {
     socket: u32,
     buf: Vec<u8>,
-    ctrl: [u64; sys::CMSG_WORDS],
+    ctrl: sys::Control,
     addr: libc::sockaddr_storage,
     iov: libc::iovec,
     hdr: libc::msghdr,
@@ -378,13 +378,7 @@ impl Uring {
                     s.hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                     s.hdr.msg_iov = &mut s.iov;
                     s.hdr.msg_iovlen = 1;
-                    if self.timestamps {
-                        s.hdr.msg_control = s.ctrl.as_mut_ptr().cast();
-                        s.hdr.msg_controllen = size_of_val(&s.ctrl) as _;
-                    } else {
-                        s.hdr.msg_control = std::ptr::null_mut();
-                        s.hdr.msg_controllen = 0;
-                    }
+                    sys::set_control(&mut s.hdr, self.timestamps.then_some(&mut s.ctrl));
                     s.hdr.msg_flags = 0;
                     let fd = self.sockets[s.socket as usize].as_raw_fd();
                     entries.push(
@@ -654,13 +648,7 @@ impl Io for Uring {
                         self.counters.datagrams_received += 1;
                         self.counters.bytes_received += data.len() as u64;
                         let at = clocks.as_ref().and_then(|c| {
-                            // msg_controllen is size_t or socklen_t, by platform.
-                            #[allow(clippy::unnecessary_cast)]
-                            let used = (s.hdr.msg_controllen as usize).min(size_of_val(&s.ctrl));
-                            // SAFETY: a plain u64 array viewed as its bytes.
-                            let bytes: &[u8] =
-                                unsafe { std::slice::from_raw_parts(s.ctrl.as_ptr().cast(), used) };
-                            sys::rx_timestamp(bytes).map(|t| c.instant(t))
+                            sys::control_timestamp(&s.hdr, &s.ctrl).map(|t| c.instant(t))
                         });
                         deliver(Received {
                             data,
