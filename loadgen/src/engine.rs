@@ -146,6 +146,41 @@ struct Call {
     started: Instant,
 }
 
+/// A buffer a finished call leaves for the next one.
+trait Empty: Default {
+    fn empty(&mut self);
+}
+
+impl Empty for String {
+    fn empty(&mut self) {
+        self.clear();
+    }
+}
+
+impl Empty for Vec<u8> {
+    fn empty(&mut self) {
+        self.clear();
+    }
+}
+
+impl Empty for User {
+    fn empty(&mut self) {
+        self.user.clear();
+        self.password.clear();
+        self.domain.clear();
+    }
+}
+
+/// `field` of the finished call `old`, emptied (its allocation kept), or a new one.
+fn reuse<T: Empty>(old: &mut Option<Call>, field: impl FnOnce(&mut Call) -> &mut T) -> T {
+    let mut v = old
+        .as_mut()
+        .map(|c| std::mem::take(field(c)))
+        .unwrap_or_default();
+    v.empty();
+    v
+}
+
 const K_RETRANS: u64 = 1;
 const K_STEP: u64 = 2;
 const K_TXN: u64 = 3;
@@ -352,7 +387,7 @@ impl Gen {
         self.next_epoch
     }
 
-    fn arm(&mut self, _ctx: &mut Ctx<'_, ()>, slot: usize, kind: u64, at: Instant) -> u64 {
+    fn arm(&mut self, slot: usize, kind: u64, at: Instant) -> u64 {
         let e = self.epoch();
         // token: slot+1 in the high 30 bits, kind in 2 bits, epoch low 32 bits (checked).
         self.wheel.set(
@@ -505,8 +540,8 @@ impl Gen {
         self.run(ctx, slot, now);
     }
 
-    /// A call from the pool of finished ones (their buffers keep their allocations), reset;
-    /// the caller fills in the Call-ID, the callee and the user.
+    /// A new call; its buffers come from the pool of finished calls, emptied, so they keep
+    /// their allocations. The caller fills in the Call-ID, the callee and the user.
     fn new_call(
         &mut self,
         scen: usize,
@@ -516,62 +551,35 @@ impl Gen {
         peer: SocketAddr,
         now: Instant,
     ) -> Call {
-        let Some(mut c) = self.pool.pop() else {
-            return Call {
-                scen,
-                step: 0,
-                number,
-                call_id: String::new(),
-                sock,
-                local,
-                peer,
-                cseq: 0,
-                last: Vec::new(),
-                last_sent: Vec::new(),
-                routes: String::new(),
-                next_url: String::new(),
-                peer_tag: String::new(),
-                retrans_ms: 0,
-                retrans_base: 0,
-                retrans_cap: 0,
-                retrans_first: now,
-                retrans_epoch: 0,
-                step_epoch: 0,
-                txn_epoch: 0,
-                txn: None,
-                challenge: None,
-                invite_ruri: String::new(),
-                user: User::default(),
-                callee: String::new(),
-                started: now,
-            };
-        };
-        c.scen = scen;
-        c.step = 0;
-        c.number = number;
-        c.call_id.clear();
-        c.sock = sock;
-        c.local = local;
-        c.peer = peer;
-        c.cseq = 0;
-        c.last.clear();
-        c.last_sent.clear();
-        c.routes.clear();
-        c.next_url.clear();
-        c.peer_tag.clear();
-        c.retrans_ms = 0;
-        c.retrans_base = 0;
-        c.retrans_cap = 0;
-        c.retrans_first = now;
-        c.retrans_epoch = 0;
-        c.step_epoch = 0;
-        c.txn_epoch = 0;
-        c.txn = None;
-        c.challenge = None;
-        c.invite_ruri.clear();
-        c.callee.clear();
-        c.started = now;
-        c
+        let mut old = self.pool.pop();
+        Call {
+            scen,
+            step: 0,
+            number,
+            call_id: reuse(&mut old, |c| &mut c.call_id),
+            sock,
+            local,
+            peer,
+            cseq: 0,
+            last: reuse(&mut old, |c| &mut c.last),
+            last_sent: reuse(&mut old, |c| &mut c.last_sent),
+            routes: reuse(&mut old, |c| &mut c.routes),
+            next_url: reuse(&mut old, |c| &mut c.next_url),
+            peer_tag: reuse(&mut old, |c| &mut c.peer_tag),
+            retrans_ms: 0,
+            retrans_base: 0,
+            retrans_cap: 0,
+            retrans_first: now,
+            retrans_epoch: 0,
+            step_epoch: 0,
+            txn_epoch: 0,
+            txn: None,
+            challenge: None,
+            invite_ruri: reuse(&mut old, |c| &mut c.invite_ruri),
+            user: reuse(&mut old, |c| &mut c.user),
+            callee: reuse(&mut old, |c| &mut c.callee),
+            started: now,
+        }
     }
 
     /// Runs steps from the call's current one until it waits (recv, pause) or ends.
@@ -605,7 +613,7 @@ impl Gen {
                         if txn {
                             at = at.min(now + setup.timeout);
                         }
-                        let e = self.arm(ctx, slot, K_RETRANS, at);
+                        let e = self.arm(slot, K_RETRANS, at);
                         if let Some(c) = self.calls[slot].as_mut() {
                             c.retrans_ms = *r;
                             c.retrans_base = *r;
@@ -617,7 +625,7 @@ impl Gen {
                             }
                         }
                     } else if txn {
-                        let e = self.arm(ctx, slot, K_TXN, now + setup.timeout);
+                        let e = self.arm(slot, K_TXN, now + setup.timeout);
                         if let Some(c) = self.calls[slot].as_mut() {
                             c.txn_epoch = e;
                         }
@@ -633,7 +641,7 @@ impl Gen {
                         None => Some(setup.recv_timeout),
                     };
                     if let Some(w) = wait {
-                        let e = self.arm(ctx, slot, K_STEP, now + w);
+                        let e = self.arm(slot, K_STEP, now + w);
                         if let Some(c) = self.calls[slot].as_mut() {
                             c.step_epoch = e;
                         }
@@ -648,14 +656,14 @@ impl Gen {
                         }
                         continue;
                     }
-                    let e = self.arm(ctx, slot, K_STEP, now + Duration::from_millis(ms));
+                    let e = self.arm(slot, K_STEP, now + Duration::from_millis(ms));
                     if let Some(c) = self.calls[slot].as_mut() {
                         c.step_epoch = e;
                     }
                     return;
                 }
                 Step::Timewait(ms) => {
-                    let e = self.arm(ctx, slot, K_STEP, now + Duration::from_millis(*ms));
+                    let e = self.arm(slot, K_STEP, now + Duration::from_millis(*ms));
                     if let Some(c) = self.calls[slot].as_mut() {
                         c.step_epoch = e;
                     }
@@ -1097,17 +1105,7 @@ fn write_seg(
         }
         Seg::Kw(k) => k,
     };
-    let ip = setup.local_ip;
     let _ = match kw {
-        Kw::Service => put(out, &setup.service),
-        Kw::RemoteIp => match call.peer.ip() {
-            IpAddr::V6(a) => write!(out, "[{a}]"),
-            IpAddr::V4(a) => put(out, &setup.remote_ip_text(a)),
-        },
-        Kw::RemotePort => put_u64(out, u64::from(call.peer.port())),
-        Kw::LocalIp | Kw::MediaIp => put(out, &setup.local_ip_text),
-        Kw::LocalPort => put_u64(out, u64::from(call.local.port())),
-        Kw::Transport => put(out, "UDP"),
         Kw::Branch(off) => {
             out.extend_from_slice(b"z9hG4bK-");
             let _ = put(out, &setup.pid_text);
@@ -1120,10 +1118,19 @@ fn write_seg(
         Kw::CallNumber => put_u64(out, call.number),
         Kw::Cseq => put_u64(out, u64::from(call.cseq)),
         Kw::Len => put_u64(out, body_len as u64),
-        Kw::Pid => put(out, &setup.pid_text),
-        Kw::MediaPort => put_u64(out, u64::from(setup.media_port)),
-        Kw::LocalIpType | Kw::MediaIpType => {
-            out.push(if ip.is_ipv6() { b'6' } else { b'4' });
+        // The same for every call from this socket to this peer (see fold).
+        Kw::Service
+        | Kw::RemoteIp
+        | Kw::RemotePort
+        | Kw::LocalIp
+        | Kw::MediaIp
+        | Kw::LocalPort
+        | Kw::Transport
+        | Kw::Pid
+        | Kw::MediaPort
+        | Kw::LocalIpType
+        | Kw::MediaIpType => {
+            write_fixed(out, kw, call.local, Some(call.peer), setup);
             Ok(())
         }
         Kw::Last { name, colon } => {
@@ -1205,8 +1212,39 @@ fn write_seg(
     };
 }
 
+/// Writes a keyword whose text depends only on the local socket, the peer (when known) and
+/// the setup; false (nothing written) for any other.
+fn write_fixed(
+    out: &mut Vec<u8>,
+    kw: &Kw,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    setup: &Setup,
+) -> bool {
+    let _ = match (kw, remote) {
+        (Kw::Service, _) => put(out, &setup.service),
+        (Kw::RemoteIp, Some(r)) => match r.ip() {
+            IpAddr::V6(a) => write!(out, "[{a}]"),
+            IpAddr::V4(a) => put(out, &setup.remote_ip_text(a)),
+        },
+        (Kw::RemotePort, Some(r)) => put_u64(out, u64::from(r.port())),
+        (Kw::LocalIp | Kw::MediaIp, _) => put(out, &setup.local_ip_text),
+        (Kw::LocalPort, _) => put_u64(out, u64::from(local.port())),
+        (Kw::Transport, _) => put(out, "UDP"),
+        (Kw::Pid, _) => put(out, &setup.pid_text),
+        (Kw::MediaPort, _) => put_u64(out, u64::from(setup.media_port)),
+        (Kw::LocalIpType | Kw::MediaIpType, _) => {
+            out.push(if setup.local_ip.is_ipv6() { b'6' } else { b'4' });
+            Ok(())
+        }
+        _ => return false,
+    };
+    true
+}
+
 /// The text of a keyword that is the same for every call sent from `local` to `remote` (when
-/// known), else `None`.
+/// known), else `None`: [`write_fixed`]'s, and the domain and password when every user has
+/// the same.
 fn fixed_value(
     kw: &Kw,
     local: SocketAddr,
@@ -1214,35 +1252,15 @@ fn fixed_value(
     setup: &Setup,
 ) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let ip = setup.local_ip;
-    match kw {
-        Kw::Service => out.extend_from_slice(setup.service.as_bytes()),
-        Kw::RemoteIp => match remote?.ip() {
-            IpAddr::V6(a) => {
-                let _ = write!(out, "[{a}]");
-            }
-            IpAddr::V4(a) => out.extend_from_slice(setup.remote_ip_text(a).as_bytes()),
-        },
-        Kw::RemotePort => {
-            let _ = put_u64(&mut out, u64::from(remote?.port()));
-        }
-        Kw::LocalIp | Kw::MediaIp => out.extend_from_slice(setup.local_ip_text.as_bytes()),
-        Kw::LocalPort => {
-            let _ = put_u64(&mut out, u64::from(local.port()));
-        }
-        Kw::Transport => out.extend_from_slice(b"UDP"),
-        Kw::Pid => out.extend_from_slice(setup.pid_text.as_bytes()),
-        Kw::MediaPort => {
-            let _ = put_u64(&mut out, u64::from(setup.media_port));
-        }
-        Kw::LocalIpType | Kw::MediaIpType => out.push(if ip.is_ipv6() { b'6' } else { b'4' }),
-        Kw::Domain | Kw::Password => {
-            let (password, domain) = setup.users.fixed()?;
-            out.extend_from_slice(if *kw == Kw::Domain { domain } else { password }.as_bytes());
-        }
-        _ => return None,
+    if write_fixed(&mut out, kw, local, remote, setup) {
+        return Some(out);
     }
-    Some(out)
+    let (password, domain) = setup.users.fixed()?;
+    match kw {
+        Kw::Domain => Some(domain.as_bytes().to_vec()),
+        Kw::Password => Some(password.as_bytes().to_vec()),
+        _ => None,
+    }
 }
 
 /// `tpl` with every keyword that is the same for all calls from `local` to `remote` written
@@ -1395,7 +1413,7 @@ impl Gen {
                 }
                 let txn_too = call.txn_epoch == e;
                 self.resend_last(ctx, slot);
-                let e = self.arm(ctx, slot, K_RETRANS, next);
+                let e = self.arm(slot, K_RETRANS, next);
                 if let Some(c) = self.calls[slot].as_mut() {
                     c.retrans_epoch = e;
                     if txn_too {
@@ -1414,7 +1432,7 @@ impl Gen {
                     .as_ref()
                     .map_or(now, |t| t.start + setup.timeout)
                     .max(now);
-                let e = self.arm(ctx, slot, K_TXN, deadline);
+                let e = self.arm(slot, K_TXN, deadline);
                 if let Some(c) = self.calls[slot].as_mut() {
                     c.txn_epoch = e;
                 }
