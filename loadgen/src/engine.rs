@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ser_parser::{HeaderName, Message};
+use ser_parser::{CSeq, HeaderName, Message};
 use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
 use crate::digest::{self, Challenge};
@@ -283,7 +283,17 @@ fn header_is(raw: &[u8], want: &str) -> bool {
     canonical(raw).eq_ignore_ascii_case(canonical(want.as_bytes()))
 }
 
-fn recv_matches(step: &Step, msg: &Message<'_>) -> bool {
+/// Appends bytes taken from a message: as they are when they are UTF-8 (almost always, and
+/// checked faster than a lossy conversion walks them), else with U+FFFD for what is not.
+fn push_text(to: &mut String, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(t) => to.push_str(t),
+        Err(_) => to.push_str(&String::from_utf8_lossy(b)),
+    }
+}
+
+/// Whether `msg` is what the receive step waits for; `cseq` is the message's, parsed once.
+fn recv_matches(step: &Step, msg: &Message<'_>, cseq: Option<&CSeq<'_>>) -> bool {
     let Step::Recv {
         request,
         response,
@@ -304,9 +314,9 @@ fn recv_matches(step: &Step, msg: &Message<'_>) -> bool {
     if *want != code {
         return false;
     }
-    match (txn_method, msg.cseq()) {
-        (Some(m), Ok(c)) => c.method.as_str().eq_ignore_ascii_case(m),
-        (Some(_), Err(_)) => false,
+    match (txn_method, cseq) {
+        (Some(m), Some(c)) => c.method.as_str().eq_ignore_ascii_case(m),
+        (Some(_), None) => false,
         (None, _) => true,
     }
 }
@@ -719,7 +729,7 @@ impl Gen {
                 }
                 body.extend_from_slice(b"\r\n");
             }
-            for l in &tpl.head {
+            for (i, l) in tpl.head.iter().enumerate() {
                 let start = buf.len();
                 for s in l {
                     write_seg(
@@ -733,7 +743,8 @@ impl Gen {
                         tpl,
                     );
                 }
-                if buf[start..].iter().all(|b| b.is_ascii_whitespace()) {
+                let solid = tpl.solid.get(i).copied().unwrap_or(false);
+                if !solid && buf[start..].iter().all(|b| b.is_ascii_whitespace()) {
                     buf.truncate(start);
                 } else {
                     buf.extend_from_slice(b"\r\n");
@@ -752,7 +763,7 @@ impl Gen {
             if method == "INVITE" {
                 call.invite_ruri.clear();
                 if let Some(u) = buf.split(|b| *b == b' ').nth(1) {
-                    call.invite_ruri.push_str(&String::from_utf8_lossy(u));
+                    push_text(&mut call.invite_ruri, u);
                 }
             }
             if method != "ACK" {
@@ -849,10 +860,11 @@ impl Gen {
             return;
         };
         let steps = &setup.scenarios[call.scen].steps;
+        let cseq = msg.cseq().ok();
         let mut found = None;
         for (i, s) in steps.iter().enumerate().skip(call.step) {
             match s {
-                _ if recv_matches(s, msg) => {
+                _ if recv_matches(s, msg, cseq.as_ref()) => {
                     found = Some(i);
                     break;
                 }
@@ -865,7 +877,7 @@ impl Gen {
         let Some(i) = found else {
             if steps[..call.step.min(steps.len())]
                 .iter()
-                .any(|s| recv_matches(s, msg))
+                .any(|s| recv_matches(s, msg, cseq.as_ref()))
             {
                 // A retransmission of something already taken: answer it again.
                 let is_ack = msg.method().is_some_and(|m| m.as_str() == "ACK");
@@ -877,7 +889,7 @@ impl Gen {
             match code {
                 Some(c) if c < 200 => return, // stray provisional
                 Some(c) => {
-                    let invite = msg.cseq().is_ok_and(|q| q.method.as_str() == "INVITE");
+                    let invite = cseq.as_ref().is_some_and(|q| q.method.as_str() == "INVITE");
                     if c >= 300 && invite {
                         self.ack_failure(ctx, slot, msg);
                     }
@@ -919,7 +931,7 @@ impl Gen {
             if let Some(h) = msg.header(name) {
                 call.peer_tag.clear();
                 let t = light::tag(h.value).unwrap_or(b"");
-                call.peer_tag.push_str(&String::from_utf8_lossy(t));
+                push_text(&mut call.peer_tag, t);
             }
         }
         if rrs {
@@ -938,7 +950,7 @@ impl Gen {
                     call.routes.push_str(", ");
                 }
                 call.routes.push('<');
-                call.routes.push_str(&String::from_utf8_lossy(u));
+                push_text(&mut call.routes, u);
                 call.routes.push('>');
             }
             let contact = msg
@@ -946,11 +958,11 @@ impl Gen {
                 .and_then(|h| light::first_uri(h.value));
             if let Some(u) = contact {
                 call.next_url.clear();
-                call.next_url.push_str(&String::from_utf8_lossy(u));
+                push_text(&mut call.next_url, u);
             }
         }
         if let Some(c) = code {
-            let cseq_method = msg.cseq().ok().map(|q| q.method.as_str());
+            let cseq_method = cseq.as_ref().map(|q| q.method.as_str());
             if auth && (c == 401 || c == 407) {
                 let name = if c == 401 {
                     HeaderName::WwwAuthenticate
@@ -1012,9 +1024,10 @@ impl Gen {
             .steps
             .iter()
             .position(|s| matches!(s, Step::Recv { .. }));
-        let Some(first) =
-            first.filter(|&f| recv_matches(&self.setup.scenarios[scen].steps[f], msg))
-        else {
+        let Some(first) = first.filter(|&f| {
+            let cseq = msg.cseq().ok();
+            recv_matches(&self.setup.scenarios[scen].steps[f], msg, cseq.as_ref())
+        }) else {
             return;
         };
         self.started += 1;
@@ -1022,7 +1035,7 @@ impl Gen {
             self.starting_done = true;
         }
         let mut call = self.new_call(scen, number, d.socket, d.local, d.peer, now);
-        call.call_id.push_str(&String::from_utf8_lossy(cid));
+        push_text(&mut call.call_id, cid);
         self.setup.users.fill(number - 1, &mut call.user);
         call.step = first;
         self.local.calls.attempted += 1;
@@ -1264,31 +1277,69 @@ fn fixed_value(
 }
 
 /// `tpl` with every keyword that is the same for all calls from `local` to `remote` written
-/// out, and the literals around it joined: fewer, longer copies per message.
+/// out, and the literals around it joined: fewer, longer copies per message. Header lines that
+/// cannot expand to blank are joined too (their CRLFs become literal text), as are all body
+/// lines, and `solid` marks them so that sending skips the blank-line check.
 fn fold(tpl: &Template, local: SocketAddr, remote: Option<SocketAddr>, setup: &Setup) -> Template {
-    let lines = |ls: &[Vec<Seg>]| -> Vec<Vec<Seg>> {
-        ls.iter()
-            .map(|l| {
-                let mut out: Vec<Seg> = Vec::with_capacity(l.len());
-                for seg in l {
-                    let lit = match seg {
-                        Seg::Lit(b) => Some(b.clone()),
-                        Seg::Kw(k) => fixed_value(k, local, remote, setup),
-                    };
-                    match (lit, out.last_mut()) {
-                        (Some(b), Some(Seg::Lit(prev))) => prev.extend_from_slice(&b),
-                        (Some(b), _) => out.push(Seg::Lit(b)),
-                        (None, _) => out.push(seg.clone()),
-                    }
-                }
-                out
-            })
-            .collect()
+    let line = |l: &[Seg], out: &mut Vec<Seg>| {
+        for seg in l {
+            let lit = match seg {
+                Seg::Lit(b) => Some(b.clone()),
+                Seg::Kw(k) => fixed_value(k, local, remote, setup),
+            };
+            push_seg(out, lit.map_or_else(|| seg.clone(), Seg::Lit));
+        }
     };
+    let mut head: Vec<Vec<Seg>> = Vec::new();
+    let mut solid: Vec<bool> = Vec::new();
+    for l in &tpl.head {
+        let mut segs = Vec::with_capacity(l.len());
+        line(l, &mut segs);
+        // Blank only if no literal part holds anything but white space.
+        let keeps = segs.iter().any(|s| match s {
+            Seg::Lit(b) => !b.iter().all(u8::is_ascii_whitespace),
+            Seg::Kw(_) => false,
+        });
+        match (keeps, solid.last(), head.last_mut()) {
+            (true, Some(true), Some(prev)) => {
+                push_seg(prev, Seg::Lit(b"\r\n".to_vec()));
+                for s in segs {
+                    push_seg(prev, s);
+                }
+            }
+            _ => {
+                head.push(segs);
+                solid.push(keeps);
+            }
+        }
+    }
+    let mut body: Vec<Vec<Seg>> = Vec::new();
+    for (i, l) in tpl.body.iter().enumerate() {
+        match body.last_mut() {
+            Some(prev) if i > 0 => {
+                push_seg(prev, Seg::Lit(b"\r\n".to_vec()));
+                line(l, prev);
+            }
+            _ => {
+                let mut segs = Vec::with_capacity(l.len());
+                line(l, &mut segs);
+                body.push(segs);
+            }
+        }
+    }
     Template {
-        head: lines(&tpl.head),
-        body: lines(&tpl.body),
+        head,
+        body,
+        solid,
         ..tpl.clone()
+    }
+}
+
+/// Appends a segment, joining it to a literal before it.
+fn push_seg(out: &mut Vec<Seg>, s: Seg) {
+    match (s, out.last_mut()) {
+        (Seg::Lit(b), Some(Seg::Lit(prev))) => prev.extend_from_slice(&b),
+        (s, _) => out.push(s),
     }
 }
 
@@ -1344,9 +1395,9 @@ impl Handler for Gen {
         // The index only (start line, header names and ranges): the generator reads a few
         // headers, each through the parser's checked accessors, and a full validation costs
         // more than everything else it does per message.
-        // Borrowed where it lies: the index is a few KB, and moving it out is a copy.
-        let parsed = ser_parser::parse_lenient(d.data);
-        let Some(msg) = parsed.as_ref() else {
+        // Built where it stays: the index is a few KB, and moving it out is a copy.
+        let mut slot = None;
+        let Some(msg) = ser_parser::parse_lenient_in(d.data, &mut slot) else {
             return;
         };
         let Some(cid) = msg.call_id() else {

@@ -31,7 +31,22 @@ pub const USAGE: &str = "usage: loadgen <options|register|call|uas|message|FILE.
   -sf FILE.xml  -inf FILE.csv  -s SERVICE   SIPp-style
   --backend auto|io_uring|portable
   --batch-us N           handle I/O at most every N us: fewer wake-ups, less CPU per call,
-                         calls started in groups (default 1000; uas 0: on every datagram)";
+                         calls started in groups (default: rounds of 16 calls, 1000 to 4000;
+                         uas 0: on every datagram)";
+
+/// A UAC's default round length, from its shard's share of the peak rate: long enough that a
+/// round starts [`GRAIN_CALLS`] calls (every wake-up costs as much CPU as a few calls), never
+/// under 1 ms nor over 4 ms. SIPp (3.6, default options) starts its calls in bursts about 4 ms
+/// apart at 1000 to 10 000 calls/s, so this paces at least as finely as SIPp at every rate.
+pub fn default_grain_us(rate_per_shard: f64) -> u64 {
+    if !(rate_per_shard > 0.0) {
+        return 1000;
+    }
+    ((GRAIN_CALLS * 1e6 / rate_per_shard) as u64).clamp(1000, 4000)
+}
+
+/// Calls a default round of a UAC starts, when the rate allows a round of at most 4 ms.
+pub const GRAIN_CALLS: f64 = 16.0;
 
 /// `--max-fail`: a count or a percentage of attempted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -228,19 +243,23 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
         }
     };
     let server = scenarios[0].server;
-    // A UAC handles its I/O once a millisecond (SIPp's pacing grain: calls start in groups of
-    // rate/1000); a UAS answers at once, as it stands in the path being measured.
-    let batch_us = batch_us.unwrap_or(if server { 0 } else { 1000 });
     // One shard keeps up with tens of thousands of calls per second, and every shard more
     // wakes up on its own: a UAC takes one per 20 000/s of peak rate (up to the cores); a UAS,
     // two.
+    let peak = ramp_to.unwrap_or(rate).max(rate);
     let shards = shards.unwrap_or_else(|| {
         if server {
             return 2;
         }
-        let peak = ramp_to.unwrap_or(rate).max(rate);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ((peak / 20_000.0).ceil() as usize).clamp(1, cores.max(1))
+    });
+    // A UAS answers at once, as it stands in the path being measured; a UAC handles its I/O in
+    // rounds (see default_grain_us).
+    let batch_us = batch_us.unwrap_or(if server {
+        0
+    } else {
+        default_grain_us(peak / shards as f64)
     });
     let target_addr = match &target {
         Some(t) => addr(t)?,
@@ -393,5 +412,34 @@ mod tests {
             "uas --listen 127.0.0.1:5070 --fail-share 0.7 --noanswer-share 0.5"
         ))
         .is_err());
+    }
+
+    #[test]
+    fn rounds_follow_each_shards_rate() {
+        let grain = |a: &str| parse(args(a)).expect("parses").batch;
+        let us = |n: u64| Some(Duration::from_micros(n));
+        // Rounds of 16 calls, between 1 and 4 ms; a UAS answers on every datagram.
+        assert_eq!(grain("call --target 127.0.0.1:1 --rate 1000"), us(4000));
+        assert_eq!(grain("call --target 127.0.0.1:1 --rate 8000"), us(2000));
+        assert_eq!(grain("call --target 127.0.0.1:1 --rate 20000"), us(1000));
+        assert_eq!(
+            grain("call --target 127.0.0.1:1 --rate 10 --ramp-to 16000 --ramp-secs 5"),
+            us(1000)
+        );
+        // Two shards at 10 000/s each.
+        assert_eq!(
+            grain("call --target 127.0.0.1:1 --rate 20000 --shards 2"),
+            us(1600)
+        );
+        assert_eq!(
+            grain("call --target 127.0.0.1:1 --rate 12000 --shards 2"),
+            us(2666)
+        );
+        assert_eq!(
+            grain("call --target 127.0.0.1:1 --rate 1000 --batch-us 500"),
+            us(500)
+        );
+        assert_eq!(grain("uas --listen 127.0.0.1:1"), None);
+        assert_eq!(default_grain_us(0.0), 1000);
     }
 }

@@ -71,6 +71,9 @@ pub struct Template {
     pub code: Option<u16>,
     pub uses_last: bool,
     pub uses_cseq: bool,
+    /// Per line of `head`, whether it can never expand to blank (and so need not be checked);
+    /// empty when not worked out: every line is checked.
+    pub solid: Vec<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -305,6 +308,7 @@ pub fn compile_template(text: &str, file: &str, base_line: u32) -> Result<Templa
         code,
         uses_last,
         uses_cseq,
+        solid: Vec::new(),
     })
 }
 

@@ -33,7 +33,10 @@ pub fn expand(pattern: &str, n: u64) -> String {
 
 /// [`expand`], appended to `out` (which keeps its allocation from call to call).
 pub fn expand_into(out: &mut String, pattern: &str, n: u64) {
-    let (head, tail) = match pattern.find("%d").or_else(|| pattern.find("%u")) {
+    // A byte scan: patterns are short, and this runs for every call.
+    let b = pattern.as_bytes();
+    let find = |m: &[u8; 2]| b.windows(2).position(|w| w == m);
+    let (head, tail) = match find(b"%d").or_else(|| find(b"%u")) {
         Some(i) => (&pattern[..i], &pattern[i + 2..]),
         None => (pattern, ""),
     };
@@ -59,8 +62,9 @@ pub fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// [`digits`] appended to a string.
 pub fn push_u64(out: &mut String, n: u64) {
     let mut buf = [0u8; 20];
-    for &d in digits(n, &mut buf) {
-        out.push(char::from(d));
+    // Digits are ASCII: this never fails.
+    if let Ok(d) = std::str::from_utf8(digits(n, &mut buf)) {
+        out.push_str(d);
     }
 }
 

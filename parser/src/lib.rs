@@ -36,7 +36,7 @@ pub use headers::name_addr::{Contact, NameAddr};
 pub use headers::simple::CSeq;
 pub use headers::via::Via;
 pub use headers::{Header, HeaderName, Values};
-pub use message::{parse, parse_lenient, Message, MAX_HEADERS};
+pub use message::{parse, parse_lenient, parse_lenient_in, Message, MAX_HEADERS};
 pub use method::Method;
 pub use reply::{write_reply, ReplySpec};
 pub use uri::{parse_uri, uri_eq, Host, Scheme, Uri};
