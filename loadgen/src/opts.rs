@@ -39,7 +39,7 @@ pub const USAGE: &str = "usage: loadgen <options|register|call|uas|message|FILE.
 /// under 1 ms nor over 4 ms. SIPp (3.6, default options) starts its calls in bursts about 4 ms
 /// apart at 1000 to 10 000 calls/s, so this paces at least as finely as SIPp at every rate.
 pub fn default_grain_us(rate_per_shard: f64) -> u64 {
-    if !(rate_per_shard > 0.0) {
+    if rate_per_shard.is_nan() || rate_per_shard <= 0.0 {
         return 1000;
     }
     ((GRAIN_CALLS * 1e6 / rate_per_shard) as u64).clamp(1000, 4000)
