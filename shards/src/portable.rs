@@ -47,6 +47,8 @@ pub(crate) struct Portable {
     tx_hdr: Vec<libc::mmsghdr>,
     /// The last flush stopped on `EAGAIN`.
     blocked: bool,
+    /// The last reap left a socket unread after RECV_ROUNDS full batches: see [`Io::backlog`].
+    backlog: bool,
     counters: IoCounters,
 }
 
@@ -108,6 +110,7 @@ impl Portable {
             tx_iov: vec![zero_iov; BATCH],
             tx_hdr: vec![zero_hdr; BATCH],
             blocked: false,
+            backlog: false,
             counters: IoCounters::default(),
         })
     }
@@ -243,11 +246,13 @@ impl Io for Portable {
     }
 
     fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
+        self.backlog = false;
         for k in 0..self.readable.len() {
             let idx = self.readable[k];
             let Some(fd) = self.sockets.get(idx).map(|s| s.as_raw_fd()) else {
                 continue;
             };
+            let mut drained = false;
             for _ in 0..RECV_ROUNDS {
                 let base = self.rx_buf.as_mut_ptr();
                 for i in 0..BATCH {
@@ -279,7 +284,10 @@ impl Io for Portable {
                 };
                 if r < 0 {
                     match io::Error::last_os_error().kind() {
-                        io::ErrorKind::WouldBlock => break,
+                        io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
                         io::ErrorKind::Interrupted => continue,
                         // e.g. ECONNREFUSED from an ICMP error: the socket is still usable.
                         _ => {
@@ -318,11 +326,17 @@ impl Io for Portable {
                     });
                 }
                 if n < BATCH {
+                    drained = true;
                     break;
                 }
             }
+            self.backlog |= !drained;
         }
         self.readable.clear();
+    }
+
+    fn backlog(&self) -> bool {
+        self.backlog || self.sockets.iter().any(|s| sys::unread(s.as_raw_fd()))
     }
 
     fn counters(&self) -> &IoCounters {

@@ -39,6 +39,11 @@ pub(crate) trait Io {
 
     fn counters(&self) -> &IoCounters;
 
+    /// Whether datagrams wait unread: the last [`reap`](Io::reap) stopped short (receive
+    /// buffers or its read budget ran out) or a socket's queue is not empty. Asked before a
+    /// batched wait only (it may cost a system call per socket).
+    fn backlog(&self) -> bool;
+
     /// The backend in words, for logs.
     fn detail(&self) -> &'static str;
 }
@@ -60,13 +65,20 @@ pub(crate) fn run<B: Io, H: Handler>(
         if core.shared.stopping() {
             break Ok(());
         }
-        let timeout = core.timeout();
+        let mut timeout = core.timeout();
         // Busy: this iteration received or sends something; more is likely on its way.
         let busy = io.counters().datagrams_received != received || !core.sends.pending.is_empty();
-        let min_wait = batch
+        let mut min_wait = batch
             .filter(|_| busy)
             .map(|b| b.saturating_sub(core.now.elapsed()))
             .filter(|w| !w.is_zero());
+        // A batched wait sleeps whatever is queued: not while a socket still holds datagrams
+        // (a burst larger than one reap takes), or the shard falls behind and its sockets
+        // overflow.
+        if min_wait.is_some() && io.backlog() {
+            min_wait = None;
+            timeout = Some(Duration::ZERO);
+        }
         if let Err(e) = io.submit(&mut core.sends) {
             break Err(e);
         }

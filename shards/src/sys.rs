@@ -59,6 +59,15 @@ pub(crate) fn drain_eventfd(fd: RawFd) {
 }
 
 /// Writes `addr` as a C socket address into `storage`; returns its length.
+/// Whether a socket's receive queue holds a datagram (`FIONREAD`: for UDP, the size of the
+/// first one). A failed call counts as empty.
+pub(crate) fn unread(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the valid pointer.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    r == 0 && n > 0
+}
+
 pub(crate) fn write_sockaddr(
     addr: &SocketAddr,
     storage: &mut libc::sockaddr_storage,

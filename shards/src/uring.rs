@@ -258,6 +258,9 @@ pub(crate) struct Uring {
     min_timeout: bool,
     /// `Send` takes a destination address (Linux 6.0): cheaper than `SendMsg`.
     send_to: bool,
+    /// The last reap ran out of receive buffers: see [`Io::backlog`] (single-shot slots that
+    /// ran short show as a socket with unread datagrams).
+    backlog: bool,
 }
 
 impl Uring {
@@ -299,6 +302,7 @@ impl Uring {
         let send_to = kernel_at_least(6, 0);
         Ok(Self {
             send_to,
+            backlog: false,
             ring,
             sockets,
             timestamps,
@@ -578,6 +582,7 @@ impl Io for Uring {
 
     fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
         self.collect();
+        self.backlog = false;
         let mut returned = false;
         let clocks = self.timestamps.then(sys::Clocks::now);
         for k in 0..self.cqes.len() {
@@ -593,7 +598,10 @@ impl Io for Uring {
                         self.inflight -= 1;
                     }
                     if res < 0 {
-                        if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        if res == -libc::ENOBUFS {
+                            // Every buffer was taken: the socket may hold more.
+                            self.backlog = true;
+                        } else if res != -libc::ECANCELED {
                             self.counters.recv_errors += 1;
                         }
                         continue;
@@ -690,6 +698,10 @@ impl Io for Uring {
 
     fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    fn backlog(&self) -> bool {
+        self.backlog || self.sockets.iter().any(|s| sys::unread(s.as_raw_fd()))
     }
 
     fn detail(&self) -> &'static str {

@@ -19,7 +19,8 @@ macro_rules! backend_suite {
             timers_order_and_cancel, spawn_blocking_returns_to_shard, post_and_broadcast,
             batching_under_burst, ipv6_loopback, panicking_handler_keeps_serving,
             no_reuse_port_distinct_ports, oversize_dropped, shutdown_and_join, drop_without_join,
-            bind_error_is_error, pinned_shards, coalesced_wakeups_keep_arrival_times);
+            bind_error_is_error, pinned_shards, coalesced_wakeups_keep_arrival_times,
+            batched_shard_reads_a_whole_burst);
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
         $(
@@ -540,6 +541,54 @@ pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
     assert!(
         held >= (batch / 4).as_micros() && held <= rtt.as_micros() + 5_000,
         "held {held} us by the stamp, answered after {rtt:?}"
+    );
+    join_after_shutdown(rt);
+}
+
+/// A batched shard that sleeps out its interval reads everything queued when it wakes, not
+/// only what its receive buffers (io_uring: 128) or its read budget (portable: 256 per socket)
+/// take at once: the rest would wait a whole interval more, and under a steady rate the
+/// socket would overflow.
+pub fn batched_shard_reads_a_whole_burst(b: Backend) {
+    let batch = Duration::from_millis(1000);
+    let (rt, _notes) = start(
+        Config {
+            batch: Some(batch),
+            recv_buffer: Some(4 << 20),
+            ..config(b, 1, "127.0.0.1:0")
+        },
+        false,
+    );
+    let to = rt.local_addrs()[0];
+    let c = client(to);
+    // Room for every echo at once (capped by net.core.rmem_max; 300 small datagrams fit the
+    // default cap too).
+    let _ = socket2::SockRef::from(&c).set_recv_buffer_size(4 << 20);
+    // The first datagram makes the shard busy: it then sleeps out the interval, and the
+    // burst below arrives meanwhile.
+    c.send_to(b"wake", to).unwrap();
+    assert_eq!(recv_n(&c, 1), vec![b"wake".to_vec()]);
+    const N: usize = 300;
+    for i in 0..N {
+        c.send_to(format!("burst {i}").as_bytes(), to).unwrap();
+    }
+    let mut got = 0;
+    let (mut first, mut last) = (None, Instant::now());
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    while got < N && Instant::now() < deadline {
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            assert!(buf[..n].starts_with(b"burst "));
+            got += 1;
+            last = Instant::now();
+            first.get_or_insert(last);
+        }
+    }
+    assert_eq!(got, N, "every datagram of the burst echoed");
+    let spread = last - first.unwrap_or(last);
+    assert!(
+        spread < batch / 2,
+        "the burst was read over {spread:?}: more than one wake-up of {batch:?}"
     );
     join_after_shutdown(rt);
 }
