@@ -46,6 +46,9 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
 /// Memory budget of one shard's provided-buffer ring.
 const BUF_RING_BYTES: usize = 16 << 20;
+/// A reap of at least this many datagrams makes [`Io::backlog`] look at the sockets' queues
+/// (the single-shot fallback keeps [`SINGLE_SLOTS`] receives per socket).
+const BACKLOG_CHECK: usize = SINGLE_SLOTS;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -261,6 +264,8 @@ pub(crate) struct Uring {
     /// The last reap ran out of receive buffers: see [`Io::backlog`] (single-shot slots that
     /// ran short show as a socket with unread datagrams).
     backlog: bool,
+    /// Datagrams the last reap delivered.
+    reaped: usize,
 }
 
 impl Uring {
@@ -303,6 +308,7 @@ impl Uring {
         Ok(Self {
             send_to,
             backlog: false,
+            reaped: 0,
             ring,
             sockets,
             timestamps,
@@ -583,6 +589,7 @@ impl Io for Uring {
     fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
         self.collect();
         self.backlog = false;
+        let before = self.counters.datagrams_received;
         let mut returned = false;
         let clocks = self.timestamps.then(sys::Clocks::now);
         for k in 0..self.cqes.len() {
@@ -689,6 +696,7 @@ impl Io for Uring {
                 _ => {}
             }
         }
+        self.reaped = (self.counters.datagrams_received - before) as usize;
         if returned {
             if let RecvMode::Multi { ring, .. } = &self.recv {
                 ring.publish();
@@ -701,7 +709,12 @@ impl Io for Uring {
     }
 
     fn backlog(&self) -> bool {
-        self.backlog || self.sockets.iter().any(|s| sys::unread(s.as_raw_fd()))
+        // A reap that took only a few datagrams found the sockets drained (a multishot receive
+        // reads until the socket is empty, or 32 in a row, or the buffers run out), so only a
+        // larger one asks the kernel.
+        self.backlog
+            || (self.reaped >= BACKLOG_CHECK
+                && self.sockets.iter().any(|s| sys::unread(s.as_raw_fd())))
     }
 
     fn detail(&self) -> &'static str {
