@@ -46,9 +46,10 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
 /// Memory budget of one shard's provided-buffer ring.
 const BUF_RING_BYTES: usize = 16 << 20;
-/// A reap of at least this many datagrams makes [`Io::backlog`] look at the sockets' queues
-/// (the single-shot fallback keeps [`SINGLE_SLOTS`] receives per socket).
-const BACKLOG_CHECK: usize = SINGLE_SLOTS;
+/// A reap of at least this many datagrams makes [`Io::backlog`] look at the sockets' queues:
+/// a multishot receive reads a socket until it is empty or 32 in a row (the kernel's
+/// MULTISHOT_MAX_RETRY); the single-shot fallback keeps [`SINGLE_SLOTS`] per socket.
+const BACKLOG_CHECK_MULTI: usize = 32;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -709,12 +710,15 @@ impl Io for Uring {
     }
 
     fn backlog(&self) -> bool {
-        // A reap that took only a few datagrams found the sockets drained (a multishot receive
-        // reads until the socket is empty, or 32 in a row, or the buffers run out), so only a
-        // larger one asks the kernel.
+        // A reap that took only a few datagrams found the sockets drained (see
+        // BACKLOG_CHECK_MULTI; running out of buffers sets `backlog`), so only a larger one
+        // asks the kernel.
+        let check = match self.recv {
+            RecvMode::Multi { .. } => BACKLOG_CHECK_MULTI,
+            RecvMode::Single { .. } => SINGLE_SLOTS,
+        };
         self.backlog
-            || (self.reaped >= BACKLOG_CHECK
-                && self.sockets.iter().any(|s| sys::unread(s.as_raw_fd())))
+            || (self.reaped >= check && self.sockets.iter().any(|s| sys::unread(s.as_raw_fd())))
     }
 
     fn detail(&self) -> &'static str {
