@@ -4,7 +4,8 @@
 # hold) at each rate, in turn (loadgen first in odd rounds, SIPp first in even ones), REPEAT
 # times. Per run: the generator's CPU (user+sys of the process, from /usr/bin/time), calls
 # done and failed, and whether it kept the rate (wall time within 20 % of the nominal).
-# Prints one Markdown table: medians, and loadgen's CPU per call as a share of SIPp's.
+# Prints one Markdown table: medians, and loadgen's CPU per call as a share of SIPp's (the
+# median of the run-by-run ratios).
 #
 #   bench/loadgen-vs-sipp.sh ["1000 3000 6000"]       REPEAT=3 SECS=5 UAS=sipp|loadgen
 #   LOADGEN_ARGS="--batch-us 2000" bench/loadgen-vs-sipp.sh "3000"
@@ -102,6 +103,10 @@ for r in $RATES; do
     }
     read -r lus lfail lkept < <(row "$W/lg.txt")
     read -r sus sfail skept < <(row "$W/sp.txt")
-    ratio=$(awk -v a="$lus" -v b="$sus" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
+    # The ratio run by run (each loadgen run against the SIPp run beside it), then the median:
+    # the machine's speed drifts less within a pair than across the whole series.
+    ratio=$(paste -d' ' "$W/lg.txt" "$W/sp.txt" |
+        awk '{printf "%.4f\n", ($5 > 0) ? $1 / $5 : 0}' | median)
+    ratio=$(awk -v x="$ratio" 'BEGIN {printf "%.2f", x}')
     echo "| $r | $lus us | $lfail / $((n * REPEAT)) | $lkept | $sus us | $sfail / $((n * REPEAT)) | $skept | $ratio |"
 done
