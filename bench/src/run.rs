@@ -779,8 +779,8 @@ fn run_loadgen(
         .args(["--target", &target, "--rate", &rate.to_string()])
         .args(["--duration", &secs.to_string(), "--timeout", "5"])
         // Calls offered in 1 ms rounds whatever the rate: the server sees the same smooth
-        // load at every step (loadgen's default grows its rounds to 4 ms at low rates, which
-        // saves the generator CPU but offers bursts of up to 16 calls).
+        // load at every step (loadgen's default grows its rounds up to 4 ms, which
+        // saves the generator CPU but offers bursts of up to 40 calls).
         .args(["--batch-us", "1000"])
         .arg("--json")
         .arg(&json_path)
