@@ -61,10 +61,13 @@ route {
 }
 "#;
 
+/// The cross build under `target/` (or `$SER_ARM_TARGET_DIR`, relative to the repository:
+/// `target/tiny` for `scripts/build-arm.sh --tiny`).
 fn binary(triple: &str) -> Option<PathBuf> {
+    let dir = std::env::var("SER_ARM_TARGET_DIR").unwrap_or_else(|_| "target".into());
     ["small", "release"]
         .iter()
-        .map(|p| repo_root().join("target").join(triple).join(p).join("ser"))
+        .map(|p| repo_root().join(&dir).join(triple).join(p).join("ser"))
         .find(|p| p.is_file())
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::rfc3261::parse_q;
 use super::{Aor, Binding};
 use crate::db::{datetime, parse_datetime, Conn, DbError, Value};
 
@@ -98,7 +99,13 @@ fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
     if contact.is_empty() {
         return None;
     }
-    let q = r.get(4).and_then(Value::as_f64).unwrap_or(1.0);
+    // A REAL column, or text (a DECIMAL through the MySQL driver) read as a qvalue.
+    let q = match r.get(4) {
+        Some(Value::Real(f)) => *f,
+        Some(Value::Int(i)) => *i as f64,
+        Some(Value::Text(t)) => parse_q(t).map_or(1.0, |m| f64::from(m) / 1000.0),
+        _ => 1.0,
+    };
     Some((
         text(0),
         text(1),

@@ -59,13 +59,33 @@ pub fn q_str(q: u16) -> String {
     format!("{}.{:02}", q / 1000, (q % 1000) / 10)
 }
 
-/// `0.5`, `1`, `1.00` → per mille; None when out of 0..=1 or not a number.
+/// `0.5`, `1`, `1.00` → per mille (rounded, half up); None when out of 0..=1 or not a decimal
+/// number (`digits[.digits]`, RFC 3261's qvalue and what SER took). Read in fixed point: no
+/// float parsing code in the binary for this.
 pub fn parse_q(s: &str) -> Option<u16> {
-    let v: f64 = s.trim().parse().ok()?;
-    if !(0.0..=1.0).contains(&v) {
+    let s = s.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
         return None;
     }
-    Some((v * 1000.0).round() as u16)
+    // Above 1 whatever the fraction: any non-zero digit before the point but a single 1.
+    let int = int.trim_start_matches('0');
+    let whole: u32 = match int {
+        "" => 0,
+        "1" => 1,
+        _ => return None,
+    };
+    // In 1/10000, then rounded to per mille; 1 with any non-zero fraction is above 1.
+    let f = frac.as_bytes();
+    let tenth_mille = (0..4).fold(0u32, |a, k| {
+        a * 10 + f.get(k).map_or(0, |d| u32::from(d - b'0'))
+    });
+    if whole == 1 && f.iter().any(|&d| d != b'0') {
+        return None;
+    }
+    let per_mille = whole * 1000 + (tenth_mille + 5) / 10;
+    u16::try_from(per_mille).ok()
 }
 
 /// The registrar's parameters.
@@ -515,6 +535,19 @@ mod tests {
         assert_eq!(parse_q("1"), Some(1000));
         assert_eq!(parse_q("1.00"), Some(1000));
         assert_eq!(parse_q("1.5"), None);
+        assert_eq!(parse_q(" .25 "), Some(250));
+        assert_eq!(parse_q("0.0005"), Some(1));
+        assert_eq!(parse_q("0.9996"), Some(1000));
+        assert_eq!(parse_q("0.333333"), Some(333));
+        assert_eq!(parse_q("00.5"), Some(500));
+        assert_eq!(parse_q("0"), Some(0));
+        assert_eq!(parse_q("1.0001"), None);
+        assert_eq!(parse_q("2"), None);
+        for bad in [
+            "", ".", "x", "-0.5", "+0.5", "5e-1", "0.5.1", "inf", "NaN", "0,5",
+        ] {
+            assert_eq!(parse_q(bad), None, "{bad}");
+        }
         assert_eq!(q_str(1000), "1.00");
         assert_eq!(q_str(330), "0.33");
     }
