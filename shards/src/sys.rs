@@ -58,7 +58,6 @@ pub(crate) fn drain_eventfd(fd: RawFd) {
     let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }
 
-/// Writes `addr` as a C socket address into `storage`; returns its length.
 /// Whether a socket's receive queue holds a datagram (`FIONREAD`: for UDP, the size of the
 /// first one). A failed call counts as empty.
 pub(crate) fn unread(fd: RawFd) -> bool {
@@ -68,6 +67,7 @@ pub(crate) fn unread(fd: RawFd) -> bool {
     r == 0 && n > 0
 }
 
+/// Writes `addr` as a C socket address into `storage`; returns its length.
 pub(crate) fn write_sockaddr(
     addr: &SocketAddr,
     storage: &mut libc::sockaddr_storage,

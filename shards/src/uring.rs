@@ -724,9 +724,9 @@ impl Io for Uring {
     fn detail(&self) -> &'static str {
         match self.recv {
             RecvMode::Multi { .. } => {
-                "io_uring (multishot recvmsg + provided-buffer ring, batched sendmsg)"
+                "io_uring (multishot recvmsg + provided-buffer ring, batched sends)"
             }
-            RecvMode::Single { .. } => "io_uring (single-shot recvmsg fallback, batched sendmsg)",
+            RecvMode::Single { .. } => "io_uring (single-shot recvmsg fallback, batched sends)",
         }
     }
 }
