@@ -1313,20 +1313,19 @@ fn fold(tpl: &Template, local: SocketAddr, remote: Option<SocketAddr>, setup: &S
             }
         }
     }
-    let mut body: Vec<Vec<Seg>> = Vec::new();
+    // The body lines as one (sending ends each line with CRLF, so the last keeps its own).
+    let mut joined: Vec<Seg> = Vec::new();
     for (i, l) in tpl.body.iter().enumerate() {
-        match body.last_mut() {
-            Some(prev) if i > 0 => {
-                push_seg(prev, Seg::Lit(b"\r\n".to_vec()));
-                line(l, prev);
-            }
-            _ => {
-                let mut segs = Vec::with_capacity(l.len());
-                line(l, &mut segs);
-                body.push(segs);
-            }
+        if i > 0 {
+            push_seg(&mut joined, Seg::Lit(b"\r\n".to_vec()));
         }
+        line(l, &mut joined);
     }
+    let body = if tpl.body.is_empty() {
+        Vec::new()
+    } else {
+        vec![joined]
+    };
     Template {
         head,
         body,
@@ -1446,7 +1445,8 @@ impl Gen {
         match kind {
             K_RETRANS if call.retrans_epoch == e => {
                 // This timer also stands for the transaction's timeout (see run).
-                let deadline = (call.txn_epoch == e)
+                let txn_too = call.txn_epoch == e;
+                let deadline = txn_too
                     .then(|| call.txn.as_ref().filter(|t| !t.uas))
                     .flatten()
                     .map(|t| t.start + setup.timeout);
@@ -1462,7 +1462,6 @@ impl Gen {
                 if let Some(d) = deadline {
                     next = next.min(d);
                 }
-                let txn_too = call.txn_epoch == e;
                 self.resend_last(ctx, slot);
                 let e = self.arm(slot, K_RETRANS, next);
                 if let Some(c) = self.calls[slot].as_mut() {
