@@ -99,12 +99,14 @@ fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
     if contact.is_empty() {
         return None;
     }
-    // A REAL column, or text (a DECIMAL through the MySQL driver) read as a qvalue.
+    // q per mille: a REAL column clamped to 0..1, or text (a DECIMAL through the MySQL
+    // driver) read as a qvalue; 1 when missing or unreadable.
+    let per_mille = |f: f64| (f.clamp(0.0, 1.0) * 1000.0).round() as u16;
     let q = match r.get(4) {
-        Some(Value::Real(f)) => *f,
-        Some(Value::Int(i)) => *i as f64,
-        Some(Value::Text(t)) => parse_q(t).map_or(1.0, |m| f64::from(m) / 1000.0),
-        _ => 1.0,
+        Some(Value::Real(f)) => per_mille(*f),
+        Some(Value::Int(i)) => per_mille(*i as f64),
+        Some(Value::Text(t)) => parse_q(t).unwrap_or(1000),
+        _ => 1000,
     };
     Some((
         text(0),
@@ -112,7 +114,7 @@ fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
         Binding {
             contact,
             expires: r.get(3).map(secs).unwrap_or(0),
-            q: (q.clamp(0.0, 1.0) * 1000.0).round() as u16,
+            q,
             callid: text(5),
             cseq: r
                 .get(6)
