@@ -244,53 +244,18 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
     let mut sockets: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs: Vec<Vec<SocketAddr>> = (0..n).map(|_| Vec::new()).collect();
     for want in &cfg.listen {
-        if cfg.reuse_port && want.port() != 0 {
-            // SO_REUSEPORT would quietly share a port that another process of the same user
-            // (a second server started by mistake) holds: a plain bind first makes that the
-            // "address in use" it is.
-            // A server that just died (kill -9, a crash before a restart) may hold its port
-            // a moment longer: io_uring tears a ring down after the process is gone. So an
-            // "in use" is retried for up to 3 s before it is believed.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            loop {
-                match crate::sys::udp_socket(*want, false, None) {
-                    Ok(s) => {
-                        drop(s);
-                        break;
-                    }
-                    Err(e)
-                        if e.kind() == io::ErrorKind::AddrInUse
-                            && std::time::Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
         let mut attempt = 0;
-        let (socks, locals) = loop {
-            // Linux gives a port-0 SO_REUSEPORT bind a port that other SO_REUSEPORT sockets of
-            // the same user may already hold (it counts sharing as no conflict): the shards would
-            // then quietly split another server's (or another test's) traffic. A plain bind
-            // picks a port that nobody holds; the shards then bind it. Someone taking it in
-            // between makes the first shard's bind "in use", and a fresh port is picked.
-            let addr = if cfg.reuse_port && want.port() == 0 {
-                crate::sys::udp_socket(*want, false, None)?
-                    .local_addr()?
-                    .as_socket()
-                    .ok_or_else(|| io::Error::other("bound socket has no IP address"))?
-            } else {
-                *want
-            };
+        let bound = loop {
             attempt += 1;
+            let addr = if cfg.reuse_port { claim(*want)? } else { *want };
             match bind_shards(cfg, n, addr) {
+                // The claimed port-0 pick was taken before the shards bound it: pick again.
                 Err(e)
                     if e.kind() == io::ErrorKind::AddrInUse && want.port() == 0 && attempt < 8 => {}
                 r => break r?,
             }
         };
-        for (i, (sock, local)) in socks.into_iter().zip(locals).enumerate() {
+        for (i, (sock, local)) in bound.into_iter().enumerate() {
             sockets[i].push(sock);
             addrs[i].push(local);
         }
@@ -298,28 +263,57 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
     Ok((sockets, addrs))
 }
 
-/// One socket per shard on `addr`; with `reuse_port` the first bind fixes the port (when
-/// `addr`'s is 0) that the others share.
+/// A plain bind (no `SO_REUSEPORT`) of `want`, released at once; returns the address it got,
+/// for the shards' `SO_REUSEPORT` binds.
+/// - A given port: `SO_REUSEPORT` would quietly share a port that another process of the same
+///   user (a second server started by mistake) holds; the plain bind makes that the "address
+///   in use" it is. A server that just died (kill -9, a crash before a restart) may hold its
+///   port a moment longer: io_uring tears a ring down after the process is gone. So an "in use"
+///   is retried for up to 3 s before it is believed.
+/// - Port 0: Linux gives a port-0 `SO_REUSEPORT` bind a port that other `SO_REUSEPORT` sockets
+///   of the same user may already hold (it counts sharing as no conflict): the shards would
+///   then split another server's (or another test's) traffic. A plain bind picks a port that
+///   nobody holds.
+fn claim(want: SocketAddr) -> io::Result<SocketAddr> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match crate::sys::udp_socket(want, false, None) {
+            Ok(s) => return bound_addr(&s),
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && want.port() != 0
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One socket per shard on `addr`, each with its bound address; with `reuse_port` the first
+/// bind fixes the port (when `addr`'s is 0) that the others share.
 fn bind_shards(
     cfg: &Config,
     n: usize,
     mut addr: SocketAddr,
-) -> io::Result<(Vec<Socket>, Vec<SocketAddr>)> {
-    let mut socks = Vec::with_capacity(n);
-    let mut locals = Vec::with_capacity(n);
+) -> io::Result<Vec<(Socket, SocketAddr)>> {
+    let mut bound = Vec::with_capacity(n);
     for _ in 0..n {
         let sock = crate::sys::udp_socket_with(addr, cfg.reuse_port, cfg.recv_buffer, cfg.stamp)?;
-        let local = sock
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
+        let local = bound_addr(&sock)?;
         if cfg.reuse_port {
             addr = local;
         }
-        socks.push(sock);
-        locals.push(local);
+        bound.push((sock, local));
     }
-    Ok((socks, locals))
+    Ok(bound)
+}
+
+fn bound_addr(sock: &Socket) -> io::Result<SocketAddr> {
+    sock.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound socket has no IP address"))
 }
 
 /// Everything one shard thread needs.
@@ -429,7 +423,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    /// Raises the open-file soft limit to the hard one (the test holds ~800 sockets).
+    /// Raises the open-file soft limit to the hard one (the test holds ~1200 sockets).
     fn more_files() {
         let mut l = libc::rlimit {
             rlim_cur: 0,
@@ -445,7 +439,7 @@ mod tests {
     }
 
     /// A runtime on port 0 never lands on a port that other SO_REUSEPORT sockets hold. Linux
-    /// would give a plain port-0 SO_REUSEPORT bind such a port about once in 60 binds here
+    /// would give a plain port-0 SO_REUSEPORT bind such a port about once in 70 binds at first
     /// (400 held ports out of ~28 000), so 400 binds found several before the fix.
     #[test]
     fn port_zero_never_joins_another_reuse_port_group() {
