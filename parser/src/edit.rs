@@ -14,10 +14,10 @@
 use std::ops::Range;
 
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::headers::name_addr::parse_name_addr;
 use crate::headers::via::parse_via;
 use crate::headers::via::Via;
-use crate::headers::HeaderName;
 use crate::message::Message;
 use crate::scan::sub;
 

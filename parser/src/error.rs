@@ -8,7 +8,7 @@
 //!
 //! This module does not build the reply itself; see [`crate::write_reply`].
 
-use crate::headers::HeaderName;
+use crate::header_name::HeaderName;
 
 /// What went wrong while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

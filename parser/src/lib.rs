@@ -21,6 +21,7 @@
 
 mod edit;
 mod error;
+mod header_name;
 mod headers;
 mod message;
 mod method;
@@ -31,11 +32,12 @@ mod validate;
 
 pub use edit::{write, EditMark, Edits};
 pub use error::{ErrorKind, Outcome, ParseError};
+pub use header_name::HeaderName;
 pub use headers::auth::{parse_credentials, DigestCredentials};
 pub use headers::name_addr::{Contact, NameAddr};
 pub use headers::simple::CSeq;
 pub use headers::via::Via;
-pub use headers::{Header, HeaderName, Values};
+pub use headers::{Header, Values};
 pub use message::{parse, parse_lenient, parse_lenient_in, Message, MAX_HEADERS};
 pub use method::Method;
 pub use reply::{write_reply, ReplySpec};

@@ -3,9 +3,10 @@
 //! [`parse`] reads one datagram: leading CRLFs are skipped (RFC 3261 7.5 keep-alives), the
 //! start line and every header line are indexed into a [`Message`] (a `SmallVec` of
 //! [`Header`] entries that stays inline for up to 32 lines, so a typical INVITE allocates
-//! nothing), the body is framed by Content-Length, and then `validate` checks every header the
-//! RFCs make mandatory or that RFC 4475 breaks. [`parse_lenient`] stops after the index; it is
-//! how the server finds the Via/From/To/Call-ID/CSeq lines it must echo in a 400.
+//! nothing), the body is framed by Content-Length, and then `validate` (a layer below, which
+//! sees only the header index) checks every header the RFCs make mandatory or that RFC 4475
+//! breaks. [`parse_lenient`] stops after the index; it is how the server finds the
+//! Via/From/To/Call-ID/CSeq lines it must echo in a 400.
 //!
 //! All offsets (`Header::line`, ranges in views, `ParseError::offset`) are relative to
 //! [`Message::buf`], i.e. to the start line, leading CRLFs excluded.
@@ -15,16 +16,18 @@ use std::ops::Range;
 use smallvec::SmallVec;
 
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::headers::auth::{parse_digest, DigestCredentials};
 use crate::headers::name_addr::{
     parse_contact, parse_record_route, parse_route, parse_single, Contact, NameAddr,
 };
 use crate::headers::simple::{parse_cseq, parse_number, CSeq};
 use crate::headers::via::{parse_via, Via};
-use crate::headers::{Header, HeaderName, Values};
+use crate::headers::{Header, Values};
 use crate::method::Method;
 use crate::scan::{at, is_token, run, skip_lws, skip_ws, sub, sub_str, trim_lws};
 use crate::uri::check_uri;
+use crate::validate::validate;
 
 /// The most header lines a message may have; more is `ErrorKind::TooManyHeaders`.
 pub const MAX_HEADERS: usize = 256;
@@ -61,7 +64,8 @@ pub struct Message<'b> {
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
     let mut slot = None;
     let msg = index_in(buf, true, &mut slot)?;
-    msg.top = crate::validate::validate(msg)?;
+    msg.top = validate(&msg.headers, msg.method(), msg.headers_end)
+        .map_err(|e| e.in_request(msg.is_request()))?;
     slot.ok_or_else(|| ParseError::new(ErrorKind::Truncated, 0))
 }
 

@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use crate::edit::fmt_u16;
-use crate::headers::HeaderName;
+use crate::header_name::HeaderName;
 use crate::message::Message;
 use crate::scan::sub;
 

@@ -1,6 +1,10 @@
 //! The eager checks of [`crate::parse`]: every value whose breakage RFC 4475 (section 3.1.2)
 //! says must be answered with an error, checked whether or not anyone reads it later.
 //!
+//! It works on the header index (the [`Header`] lines, the request method, where the headers
+//! end), not on a `Message`: it sits below `message`, which builds the index and then calls
+//! [`validate`], so the two never import each other.
+//!
 //! Checked: every Via value (badinv01); From and To as one name-addr each (quotbal, badaspec,
 //! baddn); Contact, Route and Record-Route lists (regbadct); Call-ID syntax; CSeq number and
 //! method (scalar02, mismatch01/02); Max-Forwards and Expires ranges; the mandatory headers
@@ -9,26 +13,28 @@
 //! Not checked: headers a proxy never interprets (Date: baddate, Content-Type, Accept, ...).
 
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::headers::name_addr::{parse_contact, parse_name_addr, parse_single, Contact};
 use crate::headers::simple::{check_call_id, parse_cseq, parse_number};
 use crate::headers::via::{parse_via, Via};
-use crate::headers::HeaderName;
-use crate::message::Message;
+use crate::headers::Header;
+use crate::method::Method;
 
-/// Checks `msg`; on success returns its top Via (parsed on the way).
-pub(crate) fn validate<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
-    let request = msg.is_request();
-    check(msg).map_err(|e| e.in_request(request))
-}
-
-fn check<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
+/// Checks the header lines of one message: `method` is its request method (None for a
+/// response), `headers_end` the offset of the empty line after them. On success returns the
+/// top Via (parsed on the way). The error is not yet marked request or response
+/// ([`ParseError::in_request`]); the caller knows which.
+pub(crate) fn validate<'b>(
+    headers: &[Header<'b>],
+    method: Option<Method<'b>>,
+    headers_end: usize,
+) -> Result<Option<Via<'b>>, ParseError> {
     let mut top: Option<Via<'b>> = None;
-    let method = msg.method();
     // Counts of Via, From, To, Call-ID, CSeq, Max-Forwards lines.
     let mut count = [0u32; 6];
     let mut contacts = 0u32;
     let mut star = false;
-    for h in msg.headers() {
+    for h in headers {
         let (v, base) = (h.value, h.value_range.start);
         let bad = |hn| ParseError::new(ErrorKind::BadHeader(hn), base);
         let slot = match h.name {
@@ -110,8 +116,9 @@ fn check<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
         }
     }
     if star && contacts > 1 {
-        let at = msg
-            .header(HeaderName::Contact)
+        let at = headers
+            .iter()
+            .find(|h| h.name == HeaderName::Contact)
             .map_or(0, |h| h.value_range.start);
         return Err(ParseError::new(
             ErrorKind::BadHeader(HeaderName::Contact),
@@ -127,10 +134,7 @@ fn check<'b>(msg: &Message<'b>) -> Result<Option<Via<'b>>, ParseError> {
     ];
     for (k, name) in required.into_iter().enumerate() {
         if count.get(k).copied().unwrap_or(0) == 0 {
-            return Err(ParseError::new(
-                ErrorKind::MissingHeader(name),
-                msg.headers_end(),
-            ));
+            return Err(ParseError::new(ErrorKind::MissingHeader(name), headers_end));
         }
     }
     Ok(top)

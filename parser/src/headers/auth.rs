@@ -5,8 +5,8 @@
 //! computation needs as sent). Other schemes (RFC 4475 regaut01) give `ErrorKind::NotDigest`;
 //! they are not an error for `parse`, only for whoever wants Digest from them.
 
-use super::HeaderName;
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::scan::{at, is_token, quoted_end, run, skip_lws, sub, sub_str};
 
 /// The parameters of a Digest Authorization header; absent ones are None.

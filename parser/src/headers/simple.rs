@@ -4,8 +4,8 @@
 //! Numbers are checked with overflow-safe arithmetic and explicit ranges, which is what RFC 4475
 //! scalar02/scalarlg exercise.
 
-use super::HeaderName;
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::method::Method;
 use crate::scan::{digits, is_token, is_word, run, skip_lws, sub, trim_lws};
 

@@ -7,8 +7,9 @@
 
 use std::ops::Range;
 
-use super::{next_value, param_at, HeaderName};
+use super::{next_value, param_at};
 use crate::error::{ErrorKind, ParseError};
+use crate::header_name::HeaderName;
 use crate::scan::{at, digits, is_token, run, skip_lws, sub, sub_str};
 use crate::uri::{parse_host_at, Host};
 
