@@ -47,8 +47,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const BUSY_POLL: Duration = Duration::from_millis(5);
 /// The writer's poll of a queue that was empty (also the delay of `close`).
 const IDLE_POLL: Duration = Duration::from_millis(50);
-/// The smallest `capture_max_size` accepted.
-pub const MIN_FILE_SIZE: u64 = 1024;
+pub use crate::config::{parse_size, MIN_CAPTURE_FILE_SIZE as MIN_FILE_SIZE};
 
 /// Bytes of the pcap file header.
 pub const FILE_HEADER_LEN: u64 = 24;
@@ -86,18 +85,6 @@ impl CaptureConfig {
             files: cfg.capture_files,
         })
     }
-}
-
-/// Parses `capture_max_size`: bytes, or a number with a `k`, `M` or `G` suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (s.get(..i)?, 1u64 << 10),
-        (i, 'm' | 'M') => (s.get(..i)?, 1 << 20),
-        (i, 'g' | 'G') => (s.get(..i)?, 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// One datagram on its way to the writer.

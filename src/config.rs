@@ -341,10 +341,10 @@ impl Config {
                 "capture_max_size" => {
                     let n = match value {
                         Value::Int(i) => u64::try_from(*i).ok(),
-                        Value::Str(s) | Value::Ident(s) => crate::capture::parse_size(s),
+                        Value::Str(s) | Value::Ident(s) => parse_size(s),
                         _ => None,
                     };
-                    let min = crate::capture::MIN_FILE_SIZE;
+                    let min = MIN_CAPTURE_FILE_SIZE;
                     self.capture_max_size = n.filter(|n| *n >= min).ok_or_else(|| {
                         bad("a size of at least 1024 bytes: bytes or \"10k\", \"100M\", \"1G\"")
                     })?;
@@ -394,6 +394,78 @@ impl Config {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// The smallest `capture_max_size` accepted.
+pub const MIN_CAPTURE_FILE_SIZE: u64 = 1024;
+
+/// Parses `capture_max_size`: bytes, or a number with a `k`, `M` or `G` suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (s.get(..i)?, 1u64 << 10),
+        (i, 'm' | 'M') => (s.get(..i)?, 1 << 20),
+        (i, 'g' | 'G') => (s.get(..i)?, 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The `modparam` values of a loaded script, checked against the modules' parameter tables;
+/// each module reads its own when the server starts (unset ones keep the module's default).
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    values: Vec<(String, String, Value)>,
+}
+
+impl Params {
+    pub fn set(&mut self, module: &str, name: &str, value: Value) {
+        self.values.retain(|(m, n, _)| !(m == module && n == name));
+        self.values
+            .push((module.to_string(), name.to_string(), value));
+    }
+
+    fn get(&self, module: &str, name: &str) -> Option<&Value> {
+        self.values
+            .iter()
+            .find(|(m, n, _)| m == module && n == name)
+            .map(|(_, _, v)| v)
+    }
+
+    /// An integer parameter (`yes`/`no` count as 1/0).
+    pub fn int(&self, module: &str, name: &str) -> Option<i64> {
+        match self.get(module, name)? {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Every module's `db_url` value, and whether some database module setting needs the
+    /// default database: `(urls, needs_default)`. A module that uses a database reads its
+    /// `db_url`, falling back to the default (`Core::default_db_url`).
+    pub fn db_urls(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for (_, n, val) in &self.values {
+            if n == "db_url" {
+                if let Value::Str(s) | Value::Ident(s) = val {
+                    if !v.contains(s) {
+                        v.push(s.clone());
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// A string parameter.
+    pub fn str(&self, module: &str, name: &str) -> Option<&str> {
+        match self.get(module, name)? {
+            Value::Str(s) | Value::Ident(s) => Some(s),
+            _ => None,
+        }
     }
 }
 

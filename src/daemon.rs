@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ser::config::Config;
-use ser::core::{Core, Stats};
+use ser::core::Core;
+use ser::stats::Stats;
 
 /// The daemon's end of the start-up pipe, until it has reported.
 static REPORT: Mutex<Option<std::fs::File>> = Mutex::new(None);

@@ -250,6 +250,8 @@ pub struct Resolver {
     servers: Vec<SocketAddr>,
     timeout: Duration,
     cache: Mutex<Cache>,
+    /// Read (at each use, on the blocking pool) for names DNS does not know.
+    hosts_file: std::path::PathBuf,
 }
 
 impl fmt::Debug for Resolver {
@@ -292,6 +294,15 @@ impl Resolver {
             servers,
             timeout,
             cache: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)),
+            hosts_file: std::path::PathBuf::from("/etc/hosts"),
+        }
+    }
+
+    /// The same resolver reading another hosts file (tests).
+    pub fn with_hosts_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        Resolver {
+            hosts_file: path.into(),
+            ..self
         }
     }
 
@@ -360,6 +371,42 @@ impl Resolver {
         match port {
             Some(port) => self.host_targets(&name, port, transport, None),
             None => self.service_targets(&name, transport),
+        }
+    }
+
+    /// The addresses of a next hop, best first: [`Self::resolve`], and for a name DNS does
+    /// not know (or a server that refuses it), the hosts file, as operators expect of
+    /// `localhost` and of names they pin there. The one resolution path of the server:
+    /// stateless forwarding, tm's branches and the management UAC all come here.
+    pub fn next_hop(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        secure: bool,
+    ) -> Result<Vec<SocketAddr>, String> {
+        match self.resolve(host, port, secure) {
+            Ok(targets) if !targets.is_empty() => {
+                for t in &targets {
+                    crate::debug!("{host}: target {t}");
+                }
+                Ok(targets.into_iter().map(|t| t.addr).collect())
+            }
+            Ok(_) => Err(format!("{host}: no address")),
+            Err(e @ DnsError::Timeout(_)) => Err(e.to_string()),
+            Err(e) => {
+                let default = if secure { 5061 } else { 5060 };
+                let p = port.unwrap_or(default);
+                let text = std::fs::read_to_string(&self.hosts_file).unwrap_or_default();
+                let found: Vec<SocketAddr> = hosts_lookup(&text, host)
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, p))
+                    .collect();
+                if found.is_empty() {
+                    Err(e.to_string())
+                } else {
+                    Ok(found)
+                }
+            }
         }
     }
 
@@ -982,6 +1029,27 @@ fn display_name(name: &Name) -> String {
     s
 }
 
+/// The addresses the hosts file (`/etc/hosts` format) gives `name` (case-insensitive, a
+/// trailing dot ignored), in file order; comments and malformed lines are skipped.
+pub fn hosts_lookup(text: &str, name: &str) -> Vec<IpAddr> {
+    let name = name.trim_end_matches('.');
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(ip) = words
+            .next()
+            .and_then(|w| w.split('%').next()?.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        if words.any(|w| w.trim_end_matches('.').eq_ignore_ascii_case(name)) && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 /// The `nameserver` lines of a resolv.conf, port 53; a zone index (`fe80::1%eth0`) is dropped.
 pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
@@ -1004,6 +1072,20 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn hosts_file_lines() {
+        let text = "127.0.0.1 localhost\n::1 localhost ip6-localhost # v6\n# 10.0.0.1 gone\n\
+                    192.0.2.5  Pbx.Example.org pbx\nbad line\n";
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(hosts_lookup(text, "localhost"), vec![v4, v6]);
+        assert_eq!(
+            hosts_lookup(text, "pbx.example.org."),
+            vec!["192.0.2.5".parse::<IpAddr>().unwrap()]
+        );
+        assert!(hosts_lookup(text, "gone").is_empty());
+    }
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()

@@ -27,6 +27,8 @@ pub mod mgmt_http;
 pub mod modules;
 pub mod route;
 pub mod server;
+pub mod sip;
+pub mod stats;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;

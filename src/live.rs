@@ -13,7 +13,6 @@
 //! is reported as needing a restart and otherwise ignored.
 
 use portable_atomic::AtomicU64;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +40,7 @@ pub struct Live {
     file: Option<String>,
     /// The command line's configuration, under the script's options.
     base: Config,
-    sockets: Vec<SocketAddr>,
+    sockets: Vec<crate::sip::Listen>,
     hostname: Option<String>,
     /// One reload at a time.
     reloading: Mutex<()>,
@@ -54,7 +53,7 @@ impl Live {
         first: Generation,
         file: Option<String>,
         base: Config,
-        sockets: Vec<SocketAddr>,
+        sockets: Vec<crate::sip::Listen>,
         hostname: Option<String>,
     ) -> Self {
         Self {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ser::config::{self, Config, Listen};
-use ser::core::{server_name, Core, Stats};
+use ser::core::{server_name, Core};
 use ser::server::Server;
+use ser::stats::Stats;
 use ser::{error, notice};
 
 mod daemon;
@@ -217,7 +218,14 @@ fn run() -> Result<i32> {
     };
 
     let sockets = cfg.bind_addrs();
-    let mut core = Core::new(&cfg, sockets.clone(), ser_shards::os::hostname());
+    let listens: Vec<ser::sip::Listen> = sockets
+        .iter()
+        .map(|&addr| ser::sip::Listen {
+            transport: ser::sip::Transport::Udp,
+            addr,
+        })
+        .collect();
+    let mut core = Core::new(&cfg, listens.clone(), ser_shards::os::hostname());
     core.params = loaded.params.clone();
     // Databases (after the fork: their workers are threads). One that does not answer at
     // start stops us with its URL and why.
@@ -289,7 +297,7 @@ fn run() -> Result<i32> {
             },
             Some(file.clone()).filter(|f| f != "<embedded default>"),
             cli.cfg.clone(),
-            sockets.clone(),
+            listens.clone(),
             ser_shards::os::hostname(),
         )
         .with_start_dir(start_dir),
@@ -315,7 +323,7 @@ fn run() -> Result<i32> {
         }
     };
     // Management: one command registry for the FIFO server and the HTTP listener.
-    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), sockets.clone());
+    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), listens.clone());
     if core.usrloc.enabled {
         ser::usrloc::cmds::register(&mut mgmt);
     }
@@ -362,10 +370,14 @@ fn run() -> Result<i32> {
             loaded.modules.join(" ")
         ),
     );
-    for s in &sockets {
+    for s in &listens {
         ser::log::always(
             ser::log::L_NOTICE,
-            format_args!("listening on udp:{}", ser::modules::core::hostport(s)),
+            format_args!(
+                "listening on {}:{}",
+                s.transport,
+                ser::sip::hostport(&s.addr)
+            ),
         );
     }
 

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::core::{StatsSnapshot, REPLY_CLASSES, SL_CODES, VERSION};
+use crate::core::VERSION;
 use crate::metrics::{Exporter, CONTENT_TYPE};
+use crate::stats::{StatsSnapshot, REPLY_CLASSES, SL_CODES};
 
 /// Largest request head (request line and headers) we read.
 pub const MAX_HEAD: usize = 8192;

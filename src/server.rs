@@ -8,26 +8,30 @@
 //! a 400 (requests) or a counted drop, never a panic. Host names that need DNS are resolved in the
 //! blocking pool and come back as events.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ser_parser::{Method, Outcome, ReplySpec};
+use ser_parser::{Method, Outcome};
 use ser_script::RunOutcome;
 use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
 
 use crate::capture::Capture;
-use crate::core::{hash64, Core, Stats};
-use crate::modules::{core::forward_reply, sl};
-use crate::route::{Arrival, MsgCtx, PendingSend, Scratch, Script};
+use crate::core::Core;
+use crate::modules::core::forward_reply;
+use crate::route::{MsgCtx, Scratch, Script};
+use crate::sip::{owner_shard, scan_call_id, Arrival, Dest, LocalReply, PendingSend, Transport};
+use crate::stats::Stats;
 use crate::tm::{CellId, RequestMatch, Tm, TmConfig};
 
 /// Results of off-shard work.
 #[derive(Debug)]
 pub enum Event {
+    /// A stateless message's next hop resolved (or not): it goes to the first target.
     Resolved {
         data: Vec<u8>,
         socket_hint: usize,
-        result: Result<SocketAddr, String>,
+        transport: Transport,
+        result: Result<Vec<SocketAddr>, String>,
     },
     /// The targets of a stateful branch's next hop (RFC 3263), best first.
     TmResolved {
@@ -204,7 +208,7 @@ impl Server {
             } = job;
             let resolver = Arc::clone(&self.core.resolver);
             ctx.spawn_blocking(move || {
-                let result = resolve_next_hop(&resolver, &host, port, secure);
+                let result = resolver.next_hop(&host, port, secure);
                 Event::TmResolved {
                     cell,
                     branch,
@@ -249,16 +253,11 @@ impl Server {
             self.flush(ctx);
             return;
         }
-        if sl::is_ack_to_local_reply(&self.core, &msg) {
+        if self.core.reply.is_ack_to_local_reply(&msg) {
             Stats::inc(&self.stats.acks_absorbed);
             return;
         }
-        let at = Arrival {
-            src: d.peer,
-            local: d.local,
-            socket,
-            shard: ctx.shard(),
-        };
+        let at = Arrival::udp(d.peer, d.local, socket, ctx.shard());
         if self.core.is_draining()
             && self
                 .tm
@@ -408,53 +407,43 @@ impl Server {
         if !msg.is_request() || matches!(msg.method(), Some(Method::Ack)) {
             return;
         }
-        let mut tag = String::new();
-        sl::local_to_tag(&self.core, &msg, &mut tag);
-        // Back along the Via when it parses, else to where the request came from.
-        let dst = match msg.top_via() {
-            Ok(_) => sl::reply_destination(&self.core, &msg, d.peer),
-            Err(_) => d.peer,
-        };
-        let mut extra = String::new();
-        if self.core.server_signature {
-            extra.push_str(&self.core.server_header);
-        }
-        let rport = match msg.top_via() {
-            Ok(v) if v.rport.is_some() => Some(d.peer.port()),
-            _ => None,
-        };
-        let spec = ReplySpec {
+        let at = Arrival::udp(d.peer, d.local, d.socket.0 as usize, ctx.shard());
+        let r = LocalReply {
             code,
             reason: reason.as_bytes(),
-            to_tag: Some(tag.as_bytes()),
-            received: Some(d.peer.ip()),
-            rport,
-            extra_headers: extra.as_bytes(),
+            headers: "",
         };
+        self.scratch.clear();
+        self.core
+            .reply
+            .reply(&self.core.local, &msg, &at, &r, &mut self.scratch.out);
         self.stats.count_sl(code);
-        let stats = &self.stats;
-        let from = sent_from(ctx, d.socket.0);
-        let capture = &self.capture;
-        ctx.send_with(d.socket, dst, |buf| {
-            ser_parser::write_reply(&msg, &spec, buf);
-            stats.count_sent(buf);
-            if let Some(c) = capture {
-                c.record(from, dst, buf);
-            }
-        });
+        self.flush(ctx);
     }
 
     /// Hands what the script produced to the runtime.
     fn flush(&mut self, ctx: &mut Ctx<'_, Event>) {
         let out = &mut self.scratch.out;
         for o in &out.sends {
-            if let Some(data) = out.buf.get(o.range.clone()) {
-                self.stats.count_sent(data);
-                if let Some(c) = &self.capture {
-                    c.record(sent_from(ctx, o.socket as u32), o.dst, data);
-                }
-                ctx.send(SocketId(o.socket as u32), o.dst, data);
+            let Some(data) = out.buf.get(o.range.clone()) else {
+                continue;
+            };
+            if o.dst.transport != Transport::Udp {
+                // Stream transports come with the shards' connections; until then nothing
+                // can name one (no listen line takes them).
+                Stats::inc(&self.stats.drop_no_route);
+                crate::notice!(
+                    "no {} connection to {}; message dropped",
+                    o.dst.transport,
+                    o.dst.addr
+                );
+                continue;
             }
+            self.stats.count_sent(data);
+            if let Some(c) = &self.capture {
+                c.record(sent_from(ctx, o.dst.socket as u32), o.dst.addr, data);
+            }
+            ctx.send(SocketId(o.dst.socket as u32), o.dst.addr, data);
         }
         for p in out.pending.drain(..) {
             if self.dns_inflight >= MAX_DNS_INFLIGHT {
@@ -469,19 +458,17 @@ impl Server {
             let PendingSend {
                 host,
                 port,
+                secure,
+                transport,
                 socket_hint,
                 data,
             } = p;
-            ctx.spawn_blocking(move || {
-                let result = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map_err(|e| format!("{host}: {e}"))
-                    .and_then(|mut it| it.next().ok_or_else(|| format!("{host}: no address")));
-                Event::Resolved {
-                    data,
-                    socket_hint,
-                    result,
-                }
+            let resolver = Arc::clone(&self.core.resolver);
+            ctx.spawn_blocking(move || Event::Resolved {
+                result: resolver.next_hop(&host, port, secure),
+                data,
+                socket_hint,
+                transport,
             });
         }
         out.buf.clear();
@@ -510,70 +497,6 @@ fn on_grid(
     let steps = since.as_nanos().div_ceil(grid);
     let nanos = u64::try_from(steps * grid).unwrap_or(u64::MAX);
     epoch + std::time::Duration::from_nanos(nanos)
-}
-
-/// RFC 3263 for a branch's next hop (NAPTR, SRV, A/AAAA, in failover order); a name DNS does
-/// not know is tried in the hosts file (getaddrinfo), as operators expect of `localhost`.
-pub fn resolve_next_hop(
-    resolver: &crate::dns::Resolver,
-    host: &str,
-    port: Option<u16>,
-    secure: bool,
-) -> Result<Vec<SocketAddr>, String> {
-    match resolver.resolve(host, port, secure) {
-        Ok(targets) if !targets.is_empty() => {
-            for t in &targets {
-                crate::debug!("{host}: target {t}");
-            }
-            Ok(targets.into_iter().map(|t| t.addr).collect())
-        }
-        Ok(_) => Err(format!("{host}: no address")),
-        Err(e @ crate::dns::DnsError::Timeout(_)) => Err(e.to_string()),
-        Err(e) => {
-            let p = port.unwrap_or(if secure { 5061 } else { 5060 });
-            match (host, p).to_socket_addrs() {
-                Ok(it) => {
-                    let v: Vec<SocketAddr> = it.collect();
-                    if v.is_empty() {
-                        Err(e.to_string())
-                    } else {
-                        Ok(v)
-                    }
-                }
-                Err(_) => Err(e.to_string()),
-            }
-        }
-    }
-}
-
-/// The Call-ID of a datagram without parsing it: a scan of the header lines for `Call-ID:`
-/// or its compact form `i:`. Only used to pick the owning shard; the full parse comes later.
-pub fn scan_call_id(buf: &[u8]) -> Option<&[u8]> {
-    let mut pos = memchr::memchr(b'\n', buf)? + 1;
-    while pos < buf.len() {
-        let rest = buf.get(pos..)?;
-        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = rest.get(..end)?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None;
-        }
-        let colon = memchr::memchr(b':', line)?;
-        let name = line.get(..colon)?.trim_ascii_end();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            return Some(line.get(colon + 1..)?.trim_ascii());
-        }
-        pos += end + 1;
-    }
-    None
-}
-
-/// The shard that owns a Call-ID.
-pub fn owner_shard(call_id: &[u8], shards: usize) -> usize {
-    if shards <= 1 {
-        return 0;
-    }
-    (hash64(&[call_id]) % shards as u64) as usize
 }
 
 impl Handler for Server {
@@ -613,22 +536,32 @@ impl Handler for Server {
             Event::Resolved {
                 data,
                 socket_hint,
+                transport,
                 result,
             } => match result {
-                Ok(dst) => {
+                Ok(targets) => {
                     self.dns_inflight = self.dns_inflight.saturating_sub(1);
-                    // The datagram's Via names the socket it was written for: send from that
-                    // one, or not at all when the name resolved to the other address family.
-                    match self.core.socket_for(&dst, socket_hint) {
-                        Some(sock) if sock == socket_hint => {
-                            self.stats.count_sent(&data);
-                            if let Some(c) = &self.capture {
-                                c.record(sent_from(ctx, sock as u32), dst, &data);
-                            }
-                            ctx.send(SocketId(sock as u32), dst, &data)
+                    // The message's Via names the socket it was written for: send from that
+                    // one, to the best target of its address family, or not at all.
+                    let local = &self.core.local;
+                    let hit = targets.iter().find(|dst| {
+                        local.socket_for(transport, dst, socket_hint) == Some(socket_hint)
+                    });
+                    match hit {
+                        Some(&addr) => {
+                            let dst = Dest {
+                                transport,
+                                socket: socket_hint,
+                                addr,
+                                conn: None,
+                            };
+                            self.scratch.clear();
+                            self.scratch.out.push(dst, |b| b.extend_from_slice(&data));
+                            self.flush(ctx);
                         }
-                        _ => crate::notice!(
-                            "{dst}: no socket of that address family for this message"
+                        None => crate::notice!(
+                            "{}: no target of the address family this message was written for",
+                            targets.first().map_or(String::new(), |a| a.to_string())
                         ),
                     }
                 }
@@ -699,15 +632,5 @@ mod tests {
         // the epoch, minutes later).
         let early = e - Duration::from_millis(3);
         assert_eq!(on_grid(e, early, g), early);
-    }
-
-    #[test]
-    fn call_id_scan() {
-        let m = b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\ni: abc@host \r\n\r\nbody Call-ID: no";
-        assert_eq!(scan_call_id(m), Some(&b"abc@host"[..]));
-        let m = b"SIP/2.0 200 OK\r\nCALL-ID :  q1\r\n\r\n";
-        assert_eq!(scan_call_id(m), Some(&b"q1"[..]));
-        assert_eq!(scan_call_id(b"garbage"), None);
-        assert_eq!(scan_call_id(b"A\r\n\r\nCall-ID: x\r\n"), None);
     }
 }

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use ser::config::Config;
-use ser::core::{Core, Stats};
+use ser::core::Core;
 use ser::modules::digest;
-use ser::route::{run_request, Arrival, MsgCtx, Scratch};
+use ser::route::{run_request, MsgCtx, Scratch};
+use ser::sip::{Arrival, Listen};
+use ser::stats::Stats;
 use ser::tm::{Tm, TmConfig};
 use ser::txn::{Key, ServerTransaction, TimerConfig, Transaction, TxnTable};
 use ser::usrloc::rfc3261::{process, ContactParam, Contacts, Policy, SaveRequest};
@@ -43,7 +45,7 @@ fn default_script() -> (Arc<Core>, Arc<ser::route::Script>, TmConfig) {
     let loaded = ser::loader::load("default.cfg", DEFAULT_CFG, &Config::default())
         .expect("the seeds' default.cfg loads");
     let me: SocketAddr = ME.parse().expect("addr");
-    let mut core = Core::new(&loaded.config, vec![me], None);
+    let mut core = Core::new(&loaded.config, vec![Listen::udp(me)], None);
     core.params = loaded.params.clone();
     // db_mode 0 (the script's): bindings in memory only, no database.
     core.usrloc = Arc::new(Usrloc::new(ser::usrloc::Config::default(), None));
@@ -66,12 +68,12 @@ fn default_script() -> (Arc<Core>, Arc<ser::route::Script>, TmConfig) {
 fn bench_vm(c: &mut Criterion) {
     let (core, script, tm_cfg) = default_script();
     let stats = Arc::new(Stats::default());
-    let at = Arrival {
-        src: "192.0.2.9:5060".parse().expect("addr"),
-        local: ME.parse().expect("addr"),
-        socket: 0,
-        shard: 0,
-    };
+    let at = Arrival::udp(
+        "192.0.2.9:5060".parse().expect("addr"),
+        ME.parse().expect("addr"),
+        0,
+        0,
+    );
     let mut g = c.benchmark_group("vm_default_cfg");
     // Outbound (R-URI not ours): maxfwd, msg:len, record_route, loose_route, uri==myself,
     // append_hf, t_relay. Local user: the same plus lookup("aliases") and lookup("location").

@@ -13,14 +13,14 @@ pub mod fifo;
 
 use portable_atomic::AtomicU64;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::core::{server_name, Stats};
+use crate::core::server_name;
 use crate::live::Live;
 use crate::server::Event;
+use crate::stats::Stats;
 
 /// What a command answers: SER's status line and the lines after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub struct Mgmt {
     /// Per shard, in shard order.
     pub stats: Vec<Arc<Stats>>,
     /// Listen sockets (every shard has one of each).
-    pub sockets: Vec<SocketAddr>,
+    pub sockets: Vec<crate::sip::Listen>,
     post: Option<Poster>,
     commands: BTreeMap<&'static str, Command>,
     /// Transactions started by `t_uac_from` (t_stats' "local").
@@ -109,7 +109,7 @@ pub struct Mgmt {
 
 impl Mgmt {
     /// A registry with the core and tm commands.
-    pub fn new(live: Arc<Live>, stats: Vec<Arc<Stats>>, sockets: Vec<SocketAddr>) -> Self {
+    pub fn new(live: Arc<Live>, stats: Vec<Arc<Stats>>, sockets: Vec<crate::sip::Listen>) -> Self {
         let mut m = Self {
             started: SystemTime::now(),
             live,
@@ -262,7 +262,13 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
         .sockets
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("sock={i} @ udp:{}", crate::modules::core::hostport(s)))
+        .map(|(i, s)| {
+            format!(
+                "sock={i} @ {}:{}",
+                s.transport,
+                crate::sip::hostport(&s.addr)
+            )
+        })
         .collect();
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for e in dir.flatten() {
@@ -354,7 +360,7 @@ fn cmd_reload(m: &Mgmt, _: &[String]) -> Reply {
 /// SER's sl_stats: stateless replies by code, in its order (200 202 2xx 300 ... xxx).
 fn cmd_sl_stats(m: &Mgmt, _: &[String]) -> Reply {
     Reply::ok(
-        crate::core::SL_CODES
+        crate::stats::SL_CODES
             .iter()
             .enumerate()
             .map(|(i, code)| {
@@ -438,32 +444,32 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
     let g = m.live.current();
     let host = uri.host_str.trim_start_matches('[').trim_end_matches(']');
     let secure = matches!(uri.scheme, ser_parser::Scheme::Sips);
-    let targets = match crate::server::resolve_next_hop(&g.core.resolver, host, uri.port, secure) {
+    let targets = match g.core.resolver.next_hop(host, uri.port, secure) {
         Ok(t) => t,
         Err(e) => return Reply::error(478, format!("Unresolvable destination ({e})")),
     };
-    let Some((dst, socket)) = targets
-        .iter()
-        .find_map(|d| g.core.socket_for(d, 0).map(|s| (*d, s)))
-    else {
+    let Some((dst, socket)) = targets.iter().find_map(|d| {
+        g.core
+            .local
+            .socket_for(crate::sip::Transport::Udp, d, 0)
+            .map(|s| (*d, s))
+    }) else {
         return Reply::error(478, "Unresolvable destination (no socket of that family)");
     };
-    let Some(via) = g.core.via_prefix.get(socket) else {
+    let Some(local) = g.core.local.addr(socket) else {
         return Reply::error(500, "no socket");
     };
     let n: u64 = rand::random();
     let branch = format!("z9hG4bKfifo{n:016x}");
-    let call_id = format!(
-        "{n:016x}-fifo@{}",
-        crate::modules::core::hostport(&g.core.sockets[socket])
-    );
+    let call_id = format!("{n:016x}-fifo@{}", crate::sip::hostport(&local));
     let mut body_text = String::new();
     for l in &body {
         body_text.push_str(l);
         body_text.push_str("\r\n");
     }
+    let via = g.core.local.via(socket, &branch, local);
     let mut req = format!(
-        "{method} {to} SIP/2.0\r\nVia: {via}{branch}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{to}>\r\n\
+        "{method} {to} SIP/2.0\r\nVia: {via}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{to}>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n",
         n as u32 ^ 0x5e5e_5e5e
     );
@@ -476,10 +482,9 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
         body_text.len()
     ));
     let (tx, rx) = mpsc::sync_channel(1);
-    let shard = crate::server::owner_shard(call_id.as_bytes(), m.stats.len().max(1));
+    let shard = crate::sip::owner_shard(call_id.as_bytes(), m.stats.len().max(1));
     let uac = crate::tm::uac::UacRequest {
-        socket,
-        dst,
+        dst: crate::sip::Dest::udp(socket, dst),
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),

@@ -486,7 +486,7 @@ impl MsgCtx<'_, '_> {
 
     /// 400 for credentials we cannot even read; ends the script (0), as SER.
     fn bad_credentials(&mut self, why: &str) -> i32 {
-        crate::info!("auth: malformed credentials from {}: {why}", self.src);
+        crate::info!("auth: malformed credentials from {}: {why}", self.at.src);
         self.sl_reply_with_headers(400, b"Bad Request", "");
         0
     }
@@ -521,11 +521,11 @@ impl MsgCtx<'_, '_> {
         match digest::check_nonce(nonce, secret(&self.core.params), unix_now()) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => {
-                crate::debug!("auth: stale nonce from {}", self.src);
+                crate::debug!("auth: stale nonce from {}", self.at.src);
                 return -1;
             }
             NonceCheck::Invalid => {
-                crate::info!("auth: a nonce that is not ours from {}", self.src);
+                crate::info!("auth: a nonce that is not ours from {}", self.at.src);
                 return -1;
             }
         }
@@ -592,7 +592,7 @@ impl MsgCtx<'_, '_> {
                         "auth: wrong credentials for '{}' in realm '{}' from {}",
                         user.user,
                         user.realm,
-                        m.src
+                        m.at.src
                     );
                     -1
                 }

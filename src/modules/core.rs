@@ -5,15 +5,20 @@
 //!
 //! `route(n)`, `break` and `drop` are statements of the language, handled by the VM.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use ser_parser::{Host, Message};
+use ser_parser::Message;
 use ser_script::{Arg, BindCtx, FnEntry, KindSet, Value};
 
 use super::{arg_int, arg_str, Exports};
-use crate::core::{hash64, Core, Stats};
+use crate::core::Core;
 use crate::route::uri::Rewrite;
-use crate::route::{Action, HostArg, MsgCtx, Outbox, PendingSend, PortArg};
+use crate::route::{Action, HostArg, MsgCtx, PortArg};
+use crate::sip::{
+    fmt_ip, hash64, upstream, uri_error, Dest, HostTarget, NextHop, Outbox, PendingSend, Target,
+    Transport,
+};
+use crate::stats::Stats;
 
 /// Most URIs a destination set holds (SER's MAX_BRANCHES).
 pub const MAX_BRANCHES: usize = 12;
@@ -279,15 +284,7 @@ pub fn stateless_branch(msg: &Message<'_>, ruri: &str, top_id: &[u8], out: &mut 
 
 /// Is `via` one of ours (sent-by one of our sockets or names)?
 fn via_is_ours(core: &Core, via: &ser_parser::Via<'_>) -> bool {
-    core.is_myself(&via.host, via.host_str, via.port)
-}
-
-/// Formats `host:port` for a Via or Warning (IPv6 in brackets).
-pub fn hostport(addr: &SocketAddr) -> String {
-    match addr.ip() {
-        IpAddr::V4(ip) => format!("{}:{}", ip, addr.port()),
-        IpAddr::V6(ip) => format!("[{}]:{}", ip, addr.port()),
-    }
+    core.local.is_myself(&via.host, via.host_str, via.port)
 }
 
 impl MsgCtx<'_, '_> {
@@ -300,43 +297,13 @@ impl MsgCtx<'_, '_> {
         // `loose_route` chose when there is one, else the Request-URI.
         let uri_text = self.current_uri().to_string();
         let hop_text = self.next_hop_uri().to_string();
-        let uri = match (host, port) {
-            (HostArg::UriHost, _) | (_, PortArg::UriPort) => match ser_parser::parse_uri(&hop_text)
-            {
-                Ok(u) => Some(u),
-                Err(_) => {
-                    let (code, reason) = uri_error(&hop_text);
-                    return self.fail(code, reason);
-                }
-            },
-            _ => None,
+        let mut hop = match self.next_hop(Some(host), port, &hop_text) {
+            Ok(h) => h,
+            Err(r) => return r,
         };
-        let port = match port {
-            PortArg::Port(p) => p,
-            PortArg::UriPort | PortArg::Default => {
-                uri.as_ref().and_then(|u| u.port).unwrap_or(5060)
-            }
-        };
-        let target: Result<IpAddr, String> = match host {
-            HostArg::Addrs(list) => match list.first() {
-                Some(ip) => Ok(*ip),
-                None => return self.fail(500, "No address"),
-            },
-            HostArg::Name(n) => Err(n.clone()),
-            // Only UDP is served: a sips: URI must not go out in the clear (RFC 3261 26.2.2).
-            HostArg::UriHost
-                if uri
-                    .as_ref()
-                    .is_some_and(|u| u.scheme == ser_parser::Scheme::Sips) =>
-            {
-                return self.fail(416, "Unsupported URI Scheme (sips needs TLS)");
-            }
-            HostArg::UriHost => match uri.as_ref().map(|u| &u.host) {
-                Some(Host::V4(ip)) => Ok(IpAddr::V4(*ip)),
-                Some(Host::V6(ip)) => Ok(IpAddr::V6(*ip)),
-                Some(Host::Name(n)) => Err(n.to_string()),
-                _ => return self.fail(416, "Unsupported URI Scheme"),
-            },
+        let sock = match self.hop_socket(&mut hop) {
+            Ok(s) => s,
+            Err(r) => return r,
         };
         // Our Via, and the loop check it allows.
         let scan = ViaScan::new(self.core, self.msg);
@@ -352,69 +319,118 @@ impl MsgCtx<'_, '_> {
             }
             via = branch;
         }
-        match target {
-            Ok(ip) => {
-                let dst = SocketAddr::new(ip, port);
-                let Some(sock) = self.core.socket_for(&dst, self.socket) else {
-                    crate::warn!("no socket to send to {dst}");
-                    return self.fail(500, "No socket for destination");
+        let via_line = add_via.then(|| self.via_value(sock, &via));
+        match hop.target {
+            Target::Addr(addr) => {
+                let dst = Dest {
+                    transport: hop.transport,
+                    socket: sock,
+                    addr,
+                    conn: None,
                 };
-                let via_line = add_via.then(|| self.via_value(sock, &via));
                 let mut out = std::mem::take(&mut self.s.out);
                 self.write_request(
                     &mut out,
-                    sock,
                     dst,
                     via_line.as_deref(),
                     &uri_text,
                     scan.top.as_ref(),
                 );
                 self.s.out = out;
-                Stats::inc(&self.stats.requests_fwd);
-                1
             }
-            Err(name) => {
-                // Resolved off the shard; the datagram is written now, with the Via of the
-                // socket of the same family as the one it arrived on (fixed up if needed).
-                let sock = self.socket;
-                let via_line = add_via.then(|| self.via_value(sock, &via));
+            Target::Name { host, port } => {
+                // Resolved off the shard; the message is written now, with the Via of the
+                // socket chosen for the arrival's address family (checked when it resolves).
                 let mut tmp = Outbox::default();
-                let dst = self
-                    .core
-                    .sockets
-                    .get(sock)
-                    .copied()
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+                let dst = Dest {
+                    transport: hop.transport,
+                    socket: sock,
+                    addr: self.at.local,
+                    conn: None,
+                };
                 self.write_request(
                     &mut tmp,
-                    sock,
                     dst,
                     via_line.as_deref(),
                     &uri_text,
                     scan.top.as_ref(),
                 );
                 self.s.out.pending.push(PendingSend {
-                    host: name,
+                    host,
                     port,
+                    secure: hop.secure,
+                    transport: hop.transport,
                     socket_hint: sock,
                     data: tmp.buf,
                 });
-                Stats::inc(&self.stats.requests_fwd);
-                1
             }
         }
+        Stats::inc(&self.stats.requests_fwd);
+        1
+    }
+
+    /// The one next-hop choice of `forward`, `send`, `t_relay` and `t_relay_to`: the host the
+    /// script named (`host`, with `port`, `uri:port` or 5060), else the next hop of the URI
+    /// `hop` (RFC 3263: its transport, port or SRV). A URI that gives none fails the action
+    /// with the status the request deserves (400, 416).
+    pub(crate) fn next_hop(
+        &mut self,
+        host: Option<&HostArg>,
+        port: PortArg,
+        hop: &str,
+    ) -> Result<NextHop, i32> {
+        let given = match port {
+            PortArg::Port(p) => Some(p),
+            PortArg::Default => None,
+            PortArg::UriPort => match ser_parser::parse_uri(hop) {
+                Ok(u) => u.port,
+                Err(_) => {
+                    let e = uri_error(hop);
+                    return Err(self.fail(e.code, e.reason));
+                }
+            },
+        };
+        let target = match host {
+            None | Some(HostArg::UriHost) => {
+                return NextHop::of_uri_text(hop, given).map_err(|e| self.fail(e.code, e.reason))
+            }
+            Some(HostArg::Addrs(list)) => match list.first() {
+                Some(ip) => HostTarget::Addr(*ip),
+                None => return Err(self.fail(500, "No address")),
+            },
+            Some(HostArg::Name(n)) => HostTarget::Name(n),
+        };
+        Ok(NextHop::of_host(target, given))
+    }
+
+    /// The listen socket a next hop leaves from: one of its transport and address family,
+    /// the arrival's when it fits. Without a socket of a plain transport the hop goes over
+    /// UDP (as before stream transports were served); a secure one fails with 416.
+    pub(crate) fn hop_socket(&mut self, hop: &mut NextHop) -> Result<usize, i32> {
+        let probe = match &hop.target {
+            Target::Addr(a) => *a,
+            Target::Name { .. } => self.at.local,
+        };
+        let local = &self.core.local;
+        if let Some(s) = local.socket_for(hop.transport, &probe, self.at.socket) {
+            return Ok(s);
+        }
+        if hop.secure || hop.transport.is_secure() {
+            return Err(self.fail(416, "Unsupported URI Scheme (sips needs TLS)"));
+        }
+        if hop.transport != Transport::Udp {
+            if let Some(s) = local.socket_for(Transport::Udp, &probe, self.at.socket) {
+                crate::debug!("no {} socket: {probe} over udp", hop.transport);
+                hop.transport = Transport::Udp;
+                return Ok(s);
+            }
+        }
+        crate::warn!("no socket to send to {probe}");
+        Err(self.fail(500, "No socket for destination"))
     }
 
     pub(crate) fn via_value(&self, sock: usize, branch: &str) -> String {
-        match self.core.via_prefix.get(sock) {
-            Some(prefix) => {
-                let mut v = String::with_capacity(prefix.len() + branch.len());
-                v.push_str(prefix);
-                v.push_str(branch);
-                v
-            }
-            None => format!("SIP/2.0/UDP {};branch={}", hostport(&self.local), branch),
-        }
+        self.core.local.via(sock, branch, self.at.local)
     }
 
     /// Writes one branch of a stateful relay into `buf`: the script's edits, Request-URI
@@ -444,8 +460,7 @@ impl MsgCtx<'_, '_> {
     fn write_request(
         &mut self,
         out: &mut Outbox,
-        sock: usize,
-        dst: SocketAddr,
+        dst: Dest,
         via: Option<&str>,
         uri: &str,
         top: Option<&ser_parser::Via<'_>>,
@@ -468,59 +483,14 @@ impl MsgCtx<'_, '_> {
         }
         let msg = self.msg;
         let edits = &self.s.edits;
-        out.push(sock, dst, |buf| ser_parser::write(msg, edits, buf));
+        out.push(dst, |buf| ser_parser::write(msg, edits, buf));
         self.s.edits.rollback(mark);
     }
 
-    /// RFC 3261 18.2.1 and RFC 3581: `received` when the sent-by differs from the source
-    /// address (or `rport` asks for it), `rport` filled in when present.
-    pub(crate) fn received_params(&self) -> (Option<IpAddr>, Option<u16>) {
-        match self.msg.top_via() {
-            Ok(via) => self.received_for(&via),
-            Err(_) => (None, None),
-        }
-    }
-
-    /// [`Self::received_params`] for an already parsed top Via.
+    /// RFC 3261 §18.2.1 and RFC 3581 for the request's top Via (`via`).
     pub(crate) fn received_for(&self, via: &ser_parser::Via<'_>) -> (Option<IpAddr>, Option<u16>) {
-        received_for(via, self.src)
+        crate::sip::received_for(via, self.at.src)
     }
-}
-
-/// RFC 3261 18.2.1 and RFC 3581 for a request from `src` whose top Via is `via`.
-pub fn received_for(via: &ser_parser::Via<'_>, src: SocketAddr) -> (Option<IpAddr>, Option<u16>) {
-    let ip = src.ip();
-    let rport = via.rport.map(|_| src.port());
-    let same = match via.host {
-        Host::V4(v) => IpAddr::V4(v) == ip,
-        Host::V6(v) => IpAddr::V6(v) == ip,
-        _ => false,
-    };
-    let received = (!same || rport.is_some()).then_some(ip);
-    (received, rport)
-}
-
-/// What a destination URI that does not parse deserves: 416 when its scheme is one we do not
-/// route (RFC 4475 novelsc, unkscm), 400 when it claims to be SIP.
-pub fn uri_error(uri: &str) -> (u16, &'static str) {
-    let scheme = uri.split(':').next().unwrap_or("");
-    let ours = ["sip", "sips", "tel"]
-        .iter()
-        .any(|s| scheme.eq_ignore_ascii_case(s));
-    if ours || scheme.is_empty() || scheme.len() == uri.len() {
-        (400, "Bad Request-URI")
-    } else {
-        (416, "Unsupported URI Scheme")
-    }
-}
-
-/// Formats an address into a stack buffer (no allocation).
-pub fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
-    use std::io::Write;
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{ip}");
-    let n = usize::try_from(cur.position()).unwrap_or(0);
-    buf.get(..n).unwrap_or_default()
 }
 
 /// Routes a reply back statelessly: our Via off the top, sent to the next Via's address
@@ -537,35 +507,38 @@ pub fn forward_reply(
         return Err("top Via is not ours");
     }
     let next = vias.next().ok_or("no second Via")?.map_err(|_| "bad Via")?;
-    let port = match next.rport {
-        Some(Some(p)) => p,
-        _ => next.port.unwrap_or(5060),
-    };
-    let ip: Result<IpAddr, String> = match next.received.and_then(|r| r.parse().ok()) {
-        Some(ip) => Ok(ip),
-        None => match next.host {
-            Host::V4(ip) => Ok(IpAddr::V4(ip)),
-            Host::V6(ip) => Ok(IpAddr::V6(ip)),
-            Host::Name(n) => Err(n.to_string()),
-            Host::None => return Err("bad Via host"),
-        },
-    };
+    let (transport, target) = upstream(&next)?;
     s.edits.clear();
     s.edits.remove_top_via(msg).map_err(|_| "bad Via")?;
-    match ip {
-        Ok(ip) => {
-            let dst = SocketAddr::new(ip, port);
-            let sock = core.socket_for(&dst, arrived_on).ok_or("no socket")?;
+    match target {
+        Target::Addr(addr) => {
+            // No connection of that transport (stream transports are not served yet): UDP.
+            let (transport, sock) = match core.local.socket_for(transport, &addr, arrived_on) {
+                Some(sock) => (transport, sock),
+                None => (
+                    Transport::Udp,
+                    core.local
+                        .socket_for(Transport::Udp, &addr, arrived_on)
+                        .ok_or("no socket")?,
+                ),
+            };
+            let dst = Dest {
+                transport,
+                socket: sock,
+                addr,
+                conn: None,
+            };
             let edits = &s.edits;
-            s.out
-                .push(sock, dst, |buf| ser_parser::write(msg, edits, buf));
+            s.out.push(dst, |buf| ser_parser::write(msg, edits, buf));
         }
-        Err(name) => {
+        Target::Name { host, port } => {
             let mut data = Vec::with_capacity(msg.buf().len());
             ser_parser::write(msg, &s.edits, &mut data);
             s.out.pending.push(PendingSend {
-                host: name,
+                host,
                 port,
+                secure: false,
+                transport,
                 socket_hint: arrived_on,
                 data,
             });

@@ -221,7 +221,7 @@ impl crate::route::MsgCtx<'_, '_> {
 
     /// SER's variables for the program.
     fn exec_env(&self) -> Vec<(String, String)> {
-        let src = self.src.ip().to_string();
+        let src = self.at.src.ip().to_string();
         let ruri = self.current_uri().to_string();
         let oruri = self.msg.request_uri().unwrap_or_default().to_string();
         let user_of = |u: &str| {

@@ -22,6 +22,8 @@ pub mod textops;
 pub mod tm;
 pub mod usrloc;
 
+pub use crate::config::Params;
+
 /// A module's parameter: its name and the kind of value it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct ParamDef {
@@ -33,63 +35,6 @@ pub struct ParamDef {
 pub enum ParamKind {
     Int,
     Str,
-}
-
-/// The `modparam` values of a loaded script, checked against the modules' parameter tables;
-/// each module reads its own when the server starts (unset ones keep the module's default).
-#[derive(Debug, Clone, Default)]
-pub struct Params {
-    values: Vec<(String, String, Value)>,
-}
-
-impl Params {
-    pub fn set(&mut self, module: &str, name: &str, value: Value) {
-        self.values.retain(|(m, n, _)| !(m == module && n == name));
-        self.values
-            .push((module.to_string(), name.to_string(), value));
-    }
-
-    fn get(&self, module: &str, name: &str) -> Option<&Value> {
-        self.values
-            .iter()
-            .find(|(m, n, _)| m == module && n == name)
-            .map(|(_, _, v)| v)
-    }
-
-    /// An integer parameter (`yes`/`no` count as 1/0).
-    pub fn int(&self, module: &str, name: &str) -> Option<i64> {
-        match self.get(module, name)? {
-            Value::Int(i) => Some(*i),
-            Value::Bool(b) => Some(i64::from(*b)),
-            Value::Str(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    /// Every module's `db_url` value, and whether some database module setting needs the
-    /// default database: `(urls, needs_default)`. A module that uses a database reads its
-    /// `db_url`, falling back to the default (`Core::default_db_url`).
-    pub fn db_urls(&self) -> Vec<String> {
-        let mut v: Vec<String> = Vec::new();
-        for (_, n, val) in &self.values {
-            if n == "db_url" {
-                if let Value::Str(s) | Value::Ident(s) = val {
-                    if !v.contains(s) {
-                        v.push(s.clone());
-                    }
-                }
-            }
-        }
-        v
-    }
-
-    /// A string parameter.
-    pub fn str(&self, module: &str, name: &str) -> Option<&str> {
-        match self.get(module, name)? {
-            Value::Str(s) | Value::Ident(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// What modules export into: the script registry and the parameter table.

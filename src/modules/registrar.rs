@@ -273,11 +273,7 @@ impl MsgCtx<'_, '_> {
         if !self.msg.is_request() || matches!(self.msg.method(), Some(ser_parser::Method::Ack)) {
             return -1;
         }
-        let mut extra = extra.to_string();
-        if self.core.server_signature {
-            extra.push_str(&self.core.server_header);
-        }
-        self.write_sl_reply(code, reason.as_bytes(), &extra);
+        self.write_sl_reply(code, reason.as_bytes(), extra);
         if (200..300).contains(&code) {
             1
         } else {

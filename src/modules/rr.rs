@@ -20,9 +20,10 @@ use ser_parser::{parse_uri, Edits, Header, HeaderName, Message, NameAddr};
 use ser_script::KindSet;
 use smallvec::SmallVec;
 
-use super::core::{f, hostport};
+use super::core::f;
 use super::{Exports, ParamDef, ParamKind};
 use crate::route::{Action, MsgCtx};
+use crate::sip::hostport;
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, _| {
@@ -122,13 +123,17 @@ fn remove_marked(headers: &[Header<'_>], vals: &[RouteVal<'_>], edits: &mut Edit
 impl<'m> MsgCtx<'_, 'm> {
     /// Our Record-Route line: the address of the socket the request arrived on.
     fn rr_line(&self) -> String {
-        let sock = self.core.sockets.get(self.socket).unwrap_or(&self.local);
+        let sock = self
+            .core
+            .local
+            .addr(self.at.socket)
+            .unwrap_or(self.at.local);
         let lr = if self.core.params.int("rr", "enable_full_lr").unwrap_or(0) != 0 {
             ";lr=on"
         } else {
             ";lr"
         };
-        format!("Record-Route: <sip:{}{}>\r\n", hostport(sock), lr)
+        format!("Record-Route: <sip:{}{}>\r\n", hostport(&sock), lr)
     }
 
     pub(crate) fn record_route(&mut self) -> i32 {
@@ -168,7 +173,7 @@ impl<'m> MsgCtx<'_, 'm> {
 
     fn is_my_uri(&self, uri: &str) -> Option<bool> {
         let u = parse_uri(uri).ok()?;
-        Some(self.core.is_myself(&u.host, u.host_str, u.port))
+        Some(self.core.local.is_myself(&u.host, u.host_str, u.port))
     }
 
     fn set_uri(&mut self, uri: &str) {
@@ -271,14 +276,16 @@ mod tests {
     use ser_script::Value;
 
     use crate::config::Config;
-    use crate::core::{Core, Stats};
-    use crate::route::{Arrival, MsgCtx, Scratch};
+    use crate::core::Core;
+    use crate::route::{MsgCtx, Scratch};
+    use crate::sip::{Arrival, Listen};
+    use crate::stats::Stats;
 
     const ME: &str = "10.0.0.1:5060";
 
     fn core() -> Core {
         let sock: SocketAddr = ME.parse().expect("addr");
-        Core::new(&Config::default(), vec![sock], None)
+        Core::new(&Config::default(), vec![Listen::udp(sock)], None)
     }
 
     struct Outcome {
@@ -299,12 +306,12 @@ mod tests {
         let msg = ser_parser::parse(text.as_bytes()).expect("test request parses");
         let stats = Stats::default();
         let mut scratch = Scratch::default();
-        let at = Arrival {
-            src: "192.0.2.9:5060".parse().expect("addr"),
-            local: ME.parse().expect("addr"),
-            socket: 0,
-            shard: 0,
-        };
+        let at = Arrival::udp(
+            "192.0.2.9:5060".parse().expect("addr"),
+            ME.parse().expect("addr"),
+            0,
+            0,
+        );
         let mut ctx = MsgCtx::new(core, &stats, &msg, at, &mut scratch);
         let ret = f(&mut ctx);
         let next_hop = ctx.next_hop_uri().to_string();
@@ -414,7 +421,7 @@ mod tests {
     #[test]
     fn record_route_ipv6_socket() {
         let sock: SocketAddr = "[2001:db8::1]:5070".parse().expect("addr");
-        let core = Core::new(&Config::default(), vec![sock], None);
+        let core = Core::new(&Config::default(), vec![Listen::udp(sock)], None);
         let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route());
         assert_eq!(
             lines(&o.wire, "Record-Route"),
@@ -596,7 +603,7 @@ mod tests {
         // Our entry as an alias name, written in another case and with a display name.
         let mut cfg = Config::default();
         cfg.aliases.push(("proxy.example.com".into(), None));
-        let core = Core::new(&cfg, vec![ME.parse().expect("addr")], None);
+        let core = Core::new(&cfg, vec![Listen::udp(ME.parse().expect("addr"))], None);
         let r = req(
             BYE,
             &["Route: \"me\" <sip:Proxy.Example.COM;lr=on>, <sip:p2.example.net;lr>"],
@@ -638,12 +645,12 @@ mod tests {
             };
             let stats = Stats::default();
             let mut scratch = Scratch::default();
-            let at = Arrival {
-                src: "192.0.2.9:5060".parse().expect("addr"),
-                local: ME.parse().expect("addr"),
-                socket: 0,
-                shard: 0,
-            };
+            let at = Arrival::udp(
+                "192.0.2.9:5060".parse().expect("addr"),
+                ME.parse().expect("addr"),
+                0,
+                0,
+            );
             let mut ctx = MsgCtx::new(&core, &stats, &msg, at, &mut scratch);
             assert_eq!(ctx.loose_route(), -1, "{route}");
             assert_eq!(ctx.last_error.map(|e| e.code), Some(400));

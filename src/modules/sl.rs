@@ -6,18 +6,17 @@
 //! is on (sipsak's traceroute reads our address from it), and for a 3xx the destination set as
 //! Contacts (the redirect server). `sl_reply_error()` answers with the error the last failing
 //! action left behind (500 when none). ACKs to our own replies are absorbed before the script
-//! runs (`is_ack_to_local_reply`). sl never replies to an ACK.
+//! runs (`ReplyIdentity::is_ack_to_local_reply`). sl never replies to an ACK.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
 
-use ser_parser::{Message, Method, ReplySpec};
+use ser_parser::Method;
 use ser_script::{Arg, BindCtx, KindSet};
 
-use super::core::{f, fmt_ip, hostport};
+use super::core::f;
 use super::{arg_int, arg_str, Exports};
-use crate::core::{hash64, Core};
 use crate::route::{Action, MsgCtx};
+use crate::sip::{fmt_ip, hostport, LocalReply};
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("sl_send_reply", 2, 2, KindSet::REQUEST, bind_send_reply));
@@ -45,63 +44,6 @@ pub(crate) fn reply_args(a: &[Arg]) -> Result<(u16, String), String> {
     Ok((code, reason))
 }
 
-/// The To-tag of our stateless replies: a fixed prefix per server and a hash of the request's
-/// identity, so retransmissions get the same tag.
-pub fn local_to_tag(core: &Core, msg: &Message<'_>, out: &mut String) {
-    let call_id = msg.call_id().unwrap_or_default();
-    let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
-    let branch = msg
-        .top_via()
-        .ok()
-        .and_then(|v| v.branch)
-        .unwrap_or_default();
-    let cseq = msg.cseq().map(|c| c.number).unwrap_or(0);
-    let h = hash64(&[
-        call_id,
-        from_tag.as_bytes(),
-        branch.as_bytes(),
-        &cseq.to_be_bytes(),
-    ]);
-    out.clear();
-    let _ = write!(out, "{}-{:08x}", core.tag_prefix, h as u32);
-}
-
-/// An ACK whose To-tag is one of ours acknowledges a negative reply we sent statelessly:
-/// it ends there.
-pub fn is_ack_to_local_reply(core: &Core, msg: &Message<'_>) -> bool {
-    if !matches!(msg.method(), Some(Method::Ack)) {
-        return false;
-    }
-    msg.to()
-        .ok()
-        .and_then(|t| t.tag)
-        .is_some_and(|tag| tag.len() > core.tag_prefix.len() && tag.starts_with(&core.tag_prefix))
-}
-
-/// Where a reply to this request goes (RFC 3261 18.2.2, RFC 3581): the source address and
-/// the Via's port, or the source port when `rport` was asked for; with `reply_to_via` the
-/// Via's own address.
-pub fn reply_destination(core: &Core, msg: &Message<'_>, src: SocketAddr) -> SocketAddr {
-    let Ok(via) = msg.top_via() else {
-        return src;
-    };
-    if via.rport.is_some() {
-        return src;
-    }
-    let port = via.port.unwrap_or(5060);
-    if core.reply_to_via {
-        let ip = match via.host {
-            ser_parser::Host::V4(ip) => Some(IpAddr::V4(ip)),
-            ser_parser::Host::V6(ip) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = ip {
-            return SocketAddr::new(ip, port);
-        }
-    }
-    SocketAddr::new(src.ip(), port)
-}
-
 impl MsgCtx<'_, '_> {
     pub(crate) fn sl_send_reply(&mut self, code: u16, reason: &[u8]) -> i32 {
         self.sl_reply_with_headers(code, reason, "")
@@ -126,9 +68,6 @@ impl MsgCtx<'_, '_> {
             }
             extra.push_str("\r\n");
         }
-        if self.core.server_signature {
-            extra.push_str(&self.core.server_header);
-        }
         if self.core.sip_warning {
             self.push_warning(&mut extra);
         }
@@ -139,22 +78,14 @@ impl MsgCtx<'_, '_> {
     /// Writes a stateless reply to the request, with `extra` header lines as they are (our
     /// To-tag, received/rport, back along the Via), and counts it.
     pub(crate) fn write_sl_reply(&mut self, code: u16, reason: &[u8], extra: &str) {
-        let mut tag = String::new();
-        local_to_tag(self.core, self.msg, &mut tag);
-        let (received, rport) = self.received_params();
-        let dst = reply_destination(self.core, self.msg, self.src);
-        let spec = ReplySpec {
+        let r = LocalReply {
             code,
             reason,
-            to_tag: Some(tag.as_bytes()),
-            received,
-            rport,
-            extra_headers: extra.as_bytes(),
+            headers: extra,
         };
-        let msg = self.msg;
-        self.s.out.push(self.socket, dst, |buf| {
-            ser_parser::write_reply(msg, &spec, buf)
-        });
+        let core = self.core;
+        core.reply
+            .reply(&core.local, self.msg, &self.at, &r, &mut self.s.out);
         self.stats.count_sl(code);
     }
 
@@ -162,20 +93,19 @@ impl MsgCtx<'_, '_> {
     fn push_warning(&self, out: &mut String) {
         let local = self
             .core
-            .sockets
-            .get(self.socket)
-            .copied()
-            .unwrap_or(self.local);
+            .local
+            .addr(self.at.socket)
+            .unwrap_or(self.at.local);
         let via_cnt = self.msg.vias().count();
         let mut ipbuf = [0u8; 64];
-        let src_ip = String::from_utf8_lossy(fmt_ip(self.src.ip(), &mut ipbuf)).into_owned();
+        let src_ip = String::from_utf8_lossy(fmt_ip(self.at.src.ip(), &mut ipbuf)).into_owned();
         let _ = write!(
             out,
             "Warning: 392 {} \"Noisy feedback tells: pid={} req_src_ip={} req_src_port={} in_uri={} out_uri={} via_cnt=={}\"\r\n",
             hostport(&local),
             self.core.pid,
             src_ip,
-            self.src.port(),
+            self.at.src.port(),
             self.msg.request_uri().unwrap_or(""),
             self.current_uri(),
             via_cnt

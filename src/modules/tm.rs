@@ -3,15 +3,15 @@
 //! module's timer parameters. The transaction user itself (cells, forking, best response,
 //! CANCEL, failure routes) is `crate::tm`.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use ser_parser::{Host, Method};
+use ser_parser::Method;
 use ser_script::{Arg, BindCtx, KindSet, RouteKind};
 
 use super::core::{f, host_arg, port_arg};
 use super::{arg_int, Exports, ParamDef, ParamKind};
-use crate::route::{Action, Arrival, HostArg, MsgCtx, PortArg};
+use crate::route::{Action, HostArg, MsgCtx, PortArg};
+use crate::sip::{Arrival, Dest, Target};
 use crate::tm::{BranchDst, CellId, CreateError, RouteKindDefault};
 
 /// Where a new transaction may be created or replied to: the request route, and the failure
@@ -115,12 +115,7 @@ impl MsgCtx<'_, '_> {
     }
 
     fn arrival(&self) -> Arrival {
-        Arrival {
-            src: self.src,
-            local: self.local,
-            socket: self.socket,
-            shard: self.shard,
-        }
+        self.at
     }
 
     pub(crate) fn tm_call(&mut self, action: &Action) -> i32 {
@@ -186,7 +181,7 @@ impl MsgCtx<'_, '_> {
                 Ok(())
             }
             Err(CreateError::Full) => {
-                crate::notice!("transaction table full; 503 to {}", self.src);
+                crate::notice!("transaction table full; 503 to {}", self.at.src);
                 tm.reply_unavailable(self.msg, &at, &mut self.s.out);
                 Err(0)
             }
@@ -386,54 +381,13 @@ impl MsgCtx<'_, '_> {
         hop: &str,
         branch_id: &mut String,
     ) -> bool {
-        let dst = match host {
-            Some(HostArg::Addrs(list)) => {
-                let Some(ip) = list.first() else {
-                    self.fail(500, "No address");
-                    return false;
-                };
-                let p = match port {
-                    PortArg::Port(p) => p,
-                    _ => 5060,
-                };
-                Target::Addr(SocketAddr::new(*ip, p))
-            }
-            Some(HostArg::Name(n)) => Target::Name(
-                n.clone(),
-                Some(match port {
-                    PortArg::Port(p) => p,
-                    _ => 5060,
-                }),
-                false,
-            ),
-            Some(HostArg::UriHost) | None => {
-                let Ok(u) = ser_parser::parse_uri(hop) else {
-                    let (code, reason) = super::core::uri_error(hop);
-                    self.fail(code, reason);
-                    return false;
-                };
-                if u.scheme == ser_parser::Scheme::Sips {
-                    self.fail(416, "Unsupported URI Scheme (sips needs TLS)");
-                    return false;
-                }
-                let p = match port {
-                    PortArg::Port(p) => Some(p),
-                    _ => u.port,
-                };
-                match u.host {
-                    Host::V4(ip) => {
-                        Target::Addr(SocketAddr::new(IpAddr::V4(ip), p.unwrap_or(5060)))
-                    }
-                    Host::V6(ip) => {
-                        Target::Addr(SocketAddr::new(IpAddr::V6(ip), p.unwrap_or(5060)))
-                    }
-                    Host::Name(n) => Target::Name(n.to_string(), p, false),
-                    Host::None => {
-                        self.fail(416, "Unsupported URI Scheme");
-                        return false;
-                    }
-                }
-            }
+        let mut next = match self.next_hop(host, port, hop) {
+            Ok(h) => h,
+            Err(_) => return false,
+        };
+        let sock = match self.hop_socket(&mut next) {
+            Ok(s) => s,
+            Err(_) => return false,
         };
         let Some(tm) = self.tm.as_deref() else {
             return false;
@@ -442,24 +396,20 @@ impl MsgCtx<'_, '_> {
         if !tm.branch_id(id, index, branch_id) {
             return false;
         }
-        let (sock, bdst) = match dst {
-            Target::Addr(a) => {
-                let Some(sock) = self.core.socket_for(&a, self.socket) else {
-                    crate::warn!("no socket to send to {a}");
-                    self.fail(500, "No socket for destination");
-                    return false;
-                };
-                (sock, BranchDst::Addr(sock, a))
-            }
-            Target::Name(h, p, secure) => (
-                self.socket,
-                BranchDst::Name {
-                    sock: self.socket,
-                    host: h,
-                    port: p,
-                    secure,
-                },
-            ),
+        let bdst = match next.target {
+            Target::Addr(addr) => BranchDst::Addr(Dest {
+                transport: next.transport,
+                socket: sock,
+                addr,
+                conn: None,
+            }),
+            Target::Name { host, port } => BranchDst::Name {
+                sock,
+                transport: next.transport,
+                host,
+                port,
+                secure: next.secure,
+            },
         };
         let via = self.via_value(sock, branch_id);
         let mut buf = Vec::with_capacity(self.msg.buf().len() + 160);
@@ -483,11 +433,6 @@ impl MsgCtx<'_, '_> {
             false
         }
     }
-}
-
-enum Target {
-    Addr(SocketAddr),
-    Name(String, Option<u16>, bool),
 }
 
 /// The port for a stateless forward of what t_relay got: its own when given a host.

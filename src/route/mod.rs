@@ -7,14 +7,15 @@
 //! server hands to the shard runtime after the script has run. Host-name destinations that need
 //! DNS at run time are queued as `PendingSend`s for the blocking pool.
 
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ser_parser::{Edits, Message};
 use ser_script::{Exec, Program};
 
-use crate::core::{Core, Stats};
+use crate::core::Core;
+use crate::sip::{Arrival, Outbox};
+use crate::stats::Stats;
 
 pub mod uri;
 
@@ -54,7 +55,7 @@ impl AddrMatch {
         match self {
             Self::Net(net, len) => in_net(ip, *net, *len),
             Self::Any(list) => list.contains(&unmap(ip)),
-            Self::Myself => core.is_my_ip(ip),
+            Self::Myself => core.local.is_my_ip(ip),
         }
     }
 }
@@ -173,51 +174,6 @@ pub enum Cond {
     Not(Box<Cond>),
 }
 
-/// An outgoing datagram written into the outbox buffer.
-#[derive(Debug, Clone)]
-pub struct Out {
-    pub socket: usize,
-    pub dst: SocketAddr,
-    pub range: Range<usize>,
-}
-
-/// A datagram that waits for a host name to resolve (off the shard).
-#[derive(Debug)]
-pub struct PendingSend {
-    pub host: String,
-    pub port: u16,
-    pub socket_hint: usize,
-    pub data: Vec<u8>,
-}
-
-/// What the script produced for one message; drained by the server.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pub buf: Vec<u8>,
-    pub sends: Vec<Out>,
-    pub pending: Vec<PendingSend>,
-}
-
-impl Outbox {
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.sends.clear();
-        self.pending.clear();
-    }
-
-    /// Writes one datagram with `f` and queues it.
-    pub fn push(&mut self, socket: usize, dst: SocketAddr, f: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        f(&mut self.buf);
-        let end = self.buf.len();
-        self.sends.push(Out {
-            socket,
-            dst,
-            range: start..end,
-        });
-    }
-}
-
 /// Per-shard buffers reused for every message: no allocation per message once warm.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -254,11 +210,8 @@ pub struct MsgCtx<'a, 'm> {
     pub core: &'a Core,
     pub stats: &'a Stats,
     pub msg: &'a Message<'m>,
-    pub src: SocketAddr,
-    pub local: SocketAddr,
-    /// Index of the socket it arrived on.
-    pub socket: usize,
-    pub shard: usize,
+    /// Where it came in (transport, peer, our socket, connection, shard).
+    pub at: Arrival,
     pub s: &'a mut Scratch,
     /// True once the script rewrote the Request-URI (`s.uri` holds the new one).
     pub uri_changed: bool,
@@ -333,16 +286,6 @@ pub struct SavedCtx {
     auth: Option<crate::modules::auth::AuthUser>,
 }
 
-/// Where a message came in.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival {
-    pub src: SocketAddr,
-    pub local: SocketAddr,
-    /// Index of the socket it arrived on.
-    pub socket: usize,
-    pub shard: usize,
-}
-
 impl<'a, 'm> MsgCtx<'a, 'm> {
     pub fn new(
         core: &'a Core,
@@ -356,10 +299,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             core,
             stats,
             msg,
-            src: at.src,
-            local: at.local,
-            socket: at.socket,
-            shard: at.shard,
+            at,
             s,
             uri_changed: false,
             flags: 0,
@@ -554,7 +494,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Cond::UriEq(u) => self.current_uri().eq_ignore_ascii_case(u),
             Cond::UriRe(re) => re.is_match(self.current_uri().as_bytes()),
             Cond::UriMyself => match ser_parser::parse_uri(self.current_uri()) {
-                Ok(u) => self.core.is_myself(&u.host, u.host_str, u.port),
+                Ok(u) => self.core.local.is_myself(&u.host, u.host_str, u.port),
                 Err(_) => false,
             },
             Cond::MsgLen(op, n) => {
@@ -571,8 +511,8 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                     CmpOp::Match => false,
                 }
             }
-            Cond::SrcIp(m) => m.matches(self.src.ip(), self.core),
-            Cond::DstIp(m) => m.matches(self.local.ip(), self.core),
+            Cond::SrcIp(m) => m.matches(self.at.src.ip(), self.core),
+            Cond::DstIp(m) => m.matches(self.at.local.ip(), self.core),
             Cond::Not(c) => !self.test(c),
         }
     }

@@ -28,12 +28,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ser_parser::{Message, Method, ReplySpec};
+use ser_parser::{Message, Method};
 use ser_script::RouteKind;
 
-use crate::core::{Core, Stats};
-use crate::modules::Params;
-use crate::route::{Arrival, MsgCtx, Outbox, Scratch, Script};
+use crate::config::Params;
+use crate::core::Core;
+use crate::route::{MsgCtx, Scratch, Script};
+use crate::sip::{response_dest, Arrival, Dest, LocalReply, Outbox, Transport};
+use crate::stats::Stats;
 use crate::txn::{
     ClientTransaction, Disposition, Key, ServerTransaction, TimerConfig, TimerName, TxnEvent,
 };
@@ -150,10 +152,11 @@ pub struct DnsJob {
 /// Where a new branch goes.
 #[derive(Debug, Clone)]
 pub enum BranchDst {
-    Addr(usize, SocketAddr),
-    /// Resolved off the shard; the request was written for this socket.
+    Addr(Dest),
+    /// Resolved off the shard; the request was written for this socket and transport.
     Name {
         sock: usize,
+        transport: Transport,
         host: String,
         port: Option<u16>,
         secure: bool,
@@ -163,8 +166,11 @@ pub enum BranchDst {
 #[derive(Debug)]
 struct Branch {
     uri: String,
+    /// The socket and transport the request's Via was written for.
     sock: usize,
-    dst: Option<SocketAddr>,
+    transport: Transport,
+    /// Where the client transaction sends (None while resolving).
+    dst: Option<Dest>,
     /// Further targets of the same name (RFC 3263 failover), best first.
     targets: Vec<SocketAddr>,
     /// The request until it is handed to a client transaction (while resolving).
@@ -187,7 +193,7 @@ struct Cell {
     uas: ServerTransaction,
     uas_key: Option<Key>,
     /// The response address of the server transaction (18.2.2) and the socket.
-    reply_to: (usize, SocketAddr),
+    reply_to: Dest,
     arrival: Arrival,
     branches: Vec<Branch>,
     routes: Routes,
@@ -378,7 +384,7 @@ impl Tm {
             Stats::inc(&self.stats.tm_refused);
             return Err(CreateError::Full);
         }
-        let uas = ServerTransaction::new(now, &self.cfg.timers, msg, false)
+        let uas = ServerTransaction::new(now, &self.cfg.timers, msg, at.transport.is_reliable())
             .map_err(|_| CreateError::Bad)?;
         let key = uas.key().clone();
         if self.by_server.contains_key(&key) {
@@ -387,12 +393,9 @@ impl Tm {
         self.seq = self.seq.wrapping_add(1);
         let branch_base = format!(
             "z9hG4bK{}{:x}{:x}",
-            self.core.tag_prefix, self.shard, self.seq
+            self.core.reply.tag_prefix, self.shard, self.seq
         );
-        let reply_to = (
-            at.socket,
-            crate::modules::sl::reply_destination(&self.core, msg, at.src),
-        );
+        let reply_to = response_dest(&self.core.local, msg, &at);
         let cell = Box::new(Cell {
             uas,
             uas_key: Some(key.clone()),
@@ -475,23 +478,13 @@ impl Tm {
         if matches!(msg.method(), Some(Method::Ack)) {
             return;
         }
-        let mut tag = String::new();
-        crate::modules::sl::local_to_tag(&self.core, msg, &mut tag);
-        let extra = format!("Retry-After: {}\r\n", self.cfg.retry_after);
-        let (received, rport) = match msg.top_via() {
-            Ok(v) => crate::modules::core::received_for(&v, at.src),
-            Err(_) => (None, None),
-        };
-        let spec = ReplySpec {
+        let headers = format!("Retry-After: {}\r\n", self.cfg.retry_after);
+        let r = LocalReply {
             code: 503,
             reason: b"Service Unavailable",
-            to_tag: Some(tag.as_bytes()),
-            received,
-            rport,
-            extra_headers: extra.as_bytes(),
+            headers: &headers,
         };
-        let dst = crate::modules::sl::reply_destination(&self.core, msg, at.src);
-        out.push(at.socket, dst, |b| ser_parser::write_reply(msg, &spec, b));
+        self.core.reply.reply(&self.core.local, msg, at, &r, out);
         self.stats.count_sl(503);
     }
 
@@ -583,18 +576,20 @@ impl Tm {
             return false;
         };
         let index = cell.branches.len();
-        let (sock, addr, job) = match dst {
-            BranchDst::Addr(s, a) => (s, Some(a), None),
+        let (sock, transport, addr, job) = match dst {
+            BranchDst::Addr(d) => (d.socket, d.transport, Some(d), None),
             BranchDst::Name {
                 sock,
+                transport,
                 host,
                 port,
                 secure,
-            } => (sock, None, Some((host, port, secure))),
+            } => (sock, transport, None, Some((host, port, secure))),
         };
         let mut b = Branch {
             uri: uri.to_string(),
             sock,
+            transport,
             dst: addr,
             targets: Vec::new(),
             request: Vec::new(),
@@ -612,14 +607,19 @@ impl Tm {
             Some(a) => {
                 let (branch, method) = known;
                 let key = Key::client_from(branch, method.as_str());
-                let Ok(mut uac) =
-                    ClientTransaction::start_known(now, &timers, request, key, method, false)
-                else {
+                let Ok(mut uac) = ClientTransaction::start_known(
+                    now,
+                    &timers,
+                    request,
+                    key,
+                    method,
+                    a.transport.is_reliable(),
+                ) else {
                     return false;
                 };
                 let key = uac.key().clone();
                 while let Some(t) = uac.poll_transmit() {
-                    out.push(sock, a, |buf| buf.extend_from_slice(t.bytes));
+                    out.push(a, |buf| buf.extend_from_slice(t.bytes));
                 }
                 b.key = Some(key.clone());
                 b.uac = Some(uac);
@@ -672,7 +672,7 @@ impl Tm {
             Ok(addrs) => {
                 // The request's Via was written for socket `b.sock`: only targets of its
                 // family can be reached with it.
-                let family = core.sockets.get(b.sock).map(|s| s.is_ipv4());
+                let family = core.local.addr(b.sock).map(|s| s.is_ipv4());
                 b.targets = addrs
                     .into_iter()
                     .filter(|a| Some(a.is_ipv4()) == family)
@@ -720,14 +720,21 @@ impl Tm {
             Some(old) => old.request().to_vec(),
             None => std::mem::take(&mut b.request),
         };
-        let Ok(mut uac) = ClientTransaction::start(now, &timers, &request, false) else {
+        let dst = Dest {
+            transport: b.transport,
+            socket: b.sock,
+            addr,
+            conn: None,
+        };
+        let reliable = dst.transport.is_reliable();
+        let Ok(mut uac) = ClientTransaction::start(now, &timers, &request, reliable) else {
             return false;
         };
         while let Some(t) = uac.poll_transmit() {
-            out.push(b.sock, addr, |buf| buf.extend_from_slice(t.bytes));
+            out.push(dst, |buf| buf.extend_from_slice(t.bytes));
         }
         let key = uac.key().clone();
-        b.dst = Some(addr);
+        b.dst = Some(dst);
         b.last_code = 0;
         b.uac = Some(uac);
         let fresh = b.key.is_none();
@@ -762,7 +769,6 @@ impl Tm {
         let Some(dst) = b.dst else {
             return true;
         };
-        let sock = b.sock;
         let txn = if is_cancel {
             b.cancel.as_mut()
         } else {
@@ -773,7 +779,7 @@ impl Tm {
         };
         let disposition = txn.handle_response(now, msg);
         while let Some(t) = txn.poll_transmit() {
-            out.push(sock, dst, |buf| buf.extend_from_slice(t.bytes));
+            out.push(dst, |buf| buf.extend_from_slice(t.bytes));
         }
         while txn.poll_event().is_some() {}
         if disposition == Disposition::PassUp && !is_cancel {
@@ -885,8 +891,7 @@ impl Tm {
                 drain_uas(cell, out);
             } else {
                 // A second 2xx after the server transaction ended: straight upstream.
-                let (sock, dst) = cell.reply_to;
-                out.push(sock, dst, |buf| buf.extend_from_slice(&bytes));
+                out.push(cell.reply_to, |buf| buf.extend_from_slice(&bytes));
             }
         }
         Stats::inc(&self.stats.replies_fwd);
@@ -929,29 +934,15 @@ impl Tm {
         let Some(cell) = self.cell_mut(id) else {
             return false;
         };
-        let mut tag = String::new();
-        if code > 100 {
-            crate::modules::sl::local_to_tag(&core, req, &mut tag);
-        }
-        let (received, rport) = match req.top_via() {
-            Ok(v) => crate::modules::core::received_for(&v, cell.arrival.src),
-            Err(_) => (None, None),
-        };
-        let mut headers = String::from(extra);
-        if core.server_signature {
-            headers.push_str(&core.server_header);
-        }
-        let spec = ReplySpec {
+        let src = cell.arrival.src;
+        let r = LocalReply {
             code,
             reason: reason.as_bytes(),
-            to_tag: (code > 100).then_some(tag.as_bytes()),
-            received,
-            rport,
-            extra_headers: headers.as_bytes(),
+            headers: extra,
         };
         let mut bytes = std::mem::take(&mut self.tmp);
         bytes.clear();
-        ser_parser::write_reply(req, &spec, &mut bytes);
+        core.reply.write(req, src, &r, &mut bytes);
         let Some(cell) = self.cell_mut(id) else {
             return false;
         };
@@ -1078,11 +1069,13 @@ impl Tm {
         let Some(cancel) = build_cancel(uac.request()) else {
             return;
         };
-        let Ok(mut c) = ClientTransaction::start(now, &timers, &cancel, false) else {
+        let Ok(mut c) =
+            ClientTransaction::start(now, &timers, &cancel, dst.transport.is_reliable())
+        else {
             return;
         };
         while let Some(t) = c.poll_transmit() {
-            out.push(b.sock, dst, |buf| buf.extend_from_slice(t.bytes));
+            out.push(dst, |buf| buf.extend_from_slice(t.bytes));
         }
         let key = c.key().clone();
         b.cancel = Some(c);
@@ -1268,7 +1261,7 @@ impl Tm {
                 cell.routes = routes;
             }
         }
-        move_out(&mut sc.out, out);
+        out.append(&mut sc.out);
         sc.clear();
         self.fscratch = sc;
         let Some(cell) = self.cell(id) else {
@@ -1357,7 +1350,7 @@ impl Tm {
                 if uac.next_deadline().is_some_and(|d| d <= now) {
                     uac.handle_timeout(now);
                     while let Some(t) = uac.poll_transmit() {
-                        out.push(b.sock, dst, |buf| buf.extend_from_slice(t.bytes));
+                        out.push(dst, |buf| buf.extend_from_slice(t.bytes));
                     }
                     while let Some(e) = uac.poll_event() {
                         match e {
@@ -1372,7 +1365,7 @@ impl Tm {
                 if c.next_deadline().is_some_and(|d| d <= now) {
                     c.handle_timeout(now);
                     while let Some(t) = c.poll_transmit() {
-                        out.push(b.sock, dst, |buf| buf.extend_from_slice(t.bytes));
+                        out.push(dst, |buf| buf.extend_from_slice(t.bytes));
                     }
                     while c.poll_event().is_some() {}
                 }
@@ -1529,22 +1522,11 @@ impl Tm {
 }
 
 fn drain_uas(cell: &mut Cell, out: &mut Outbox) {
-    let (sock, dst) = cell.reply_to;
+    let dst = cell.reply_to;
     while let Some(t) = cell.uas.poll_transmit() {
-        out.push(sock, dst, |buf| buf.extend_from_slice(t.bytes));
+        out.push(dst, |buf| buf.extend_from_slice(t.bytes));
     }
     while cell.uas.poll_event().is_some() {}
-}
-
-/// Moves what a nested script run wrote into the shard's outbox.
-fn move_out(from: &mut Outbox, to: &mut Outbox) {
-    for o in &from.sends {
-        if let Some(data) = from.buf.get(o.range.clone()) {
-            to.push(o.socket, o.dst, |b| b.extend_from_slice(data));
-        }
-    }
-    to.pending.append(&mut from.pending);
-    from.clear();
 }
 
 /// The CANCEL for an INVITE we sent (RFC 3261 9.1): same Request-URI, our Via only (same

@@ -10,13 +10,12 @@
 //! What it does not do: INVITE (a dialog needs a UAC core that ACKs 2xx; `t_uac_from` refuses
 //! INVITE, ACK and CANCEL), authentication challenges, and more than one destination.
 
-use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use ser_parser::{Message, Method};
 
-use crate::route::Outbox;
+use crate::sip::{Dest, Outbox};
 use crate::txn::{ClientTransaction, Disposition, Key, TimerConfig, TxnEvent};
 
 /// Most locally started transactions one shard keeps at once; more get 503 at once.
@@ -25,8 +24,7 @@ pub const MAX_LOCAL: usize = 1024;
 /// A request to send, written completely (our Via with `branch`) by the management side.
 #[derive(Debug)]
 pub struct UacRequest {
-    pub socket: usize,
-    pub dst: SocketAddr,
+    pub dst: Dest,
     pub bytes: Vec<u8>,
     pub branch: String,
     pub method: String,
@@ -42,8 +40,7 @@ pub struct UacResult {
 
 struct Entry {
     txn: ClientTransaction,
-    socket: usize,
-    dst: SocketAddr,
+    dst: Dest,
     /// Taken when the final reply is reported.
     done: Option<SyncSender<UacResult>>,
 }
@@ -84,7 +81,14 @@ impl LocalUac {
             return;
         }
         let key = Key::client_from(&req.branch, method.as_str());
-        let txn = match ClientTransaction::start_known(now, cfg, req.bytes, key, method, false) {
+        let txn = match ClientTransaction::start_known(
+            now,
+            cfg,
+            req.bytes,
+            key,
+            method,
+            req.dst.transport.is_reliable(),
+        ) {
             Ok(t) => t,
             Err(e) => {
                 report(400, &e.to_string());
@@ -93,7 +97,6 @@ impl LocalUac {
         };
         let mut e = Entry {
             txn,
-            socket: req.socket,
             dst: req.dst,
             done: Some(req.done),
         };
@@ -153,7 +156,7 @@ fn finish(e: &mut Entry, code: u16, reason: String) {
 
 fn drain(e: &mut Entry, out: &mut Outbox) {
     while let Some(t) = e.txn.poll_transmit() {
-        out.push(e.socket, e.dst, |b| b.extend_from_slice(t.bytes));
+        out.push(e.dst, |b| b.extend_from_slice(t.bytes));
     }
     while let Some(ev) = e.txn.poll_event() {
         match ev {

@@ -140,7 +140,7 @@ impl Table {
     }
 
     fn shard(&self, aor: &str) -> &Shard {
-        let h = crate::core::hash64(&[aor.as_bytes()]) as usize;
+        let h = crate::sip::hash64(&[aor.as_bytes()]) as usize;
         &self.shards[h % self.shards.len()]
     }
 
