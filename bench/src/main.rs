@@ -9,7 +9,7 @@
 //! `bench/reports/<date>-<host>.md` with SVG plots and the raw JSON beside it.
 //!
 //! It builds nothing: it uses target/release/{ser,loadgen,serctl} and says how to build them.
-//! Key pieces: [`run::Scenario`] (what is measured), [`run::Step`] (one measurement),
+//! Key pieces: [`run::SCENARIOS`] (what is measured), [`run::Step`] (one measurement),
 //! [`report`] (markdown and plots), [`svg`] (the charts, written by hand).
 
 mod report;
