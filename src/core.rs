@@ -28,23 +28,9 @@ pub struct Core {
     /// ones in flight finish. Shared (not copied) when a `Core` is rebuilt.
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Open databases by `db_url` (see [`crate::db::open_for`]); shared across reloads.
-    pub dbs: Vec<(String, std::sync::Arc<crate::db::Db>)>,
-    /// `sqlite://<data_dir>/ser.db`: the database of modules that set no `db_url`.
-    pub default_db_url: String,
+    pub dbs: crate::db::OpenDbs,
     /// The user location (set by `main` when usrloc is loaded); shared across reloads.
     pub usrloc: std::sync::Arc<crate::usrloc::Usrloc>,
-}
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The server's name and version as SER printed it (`Server:` header, `-V`).
-pub fn server_name() -> String {
-    format!(
-        "ser ({} ({}/{}))",
-        VERSION,
-        std::env::consts::ARCH,
-        std::env::consts::OS
-    )
 }
 
 impl Core {
@@ -70,7 +56,7 @@ impl Core {
         }
         let pid = std::process::id();
         let server_header = if cfg.server_signature {
-            format!("Server: {}\r\n", server_name())
+            format!("Server: {}\r\n", crate::server_name())
         } else {
             String::new()
         };
@@ -86,8 +72,10 @@ impl Core {
                 std::time::Duration::from_millis(cfg.dns_timeout_ms),
             )),
             draining: Default::default(),
-            dbs: Vec::new(),
-            default_db_url: crate::db::default_url(&cfg.data_dir),
+            dbs: crate::db::OpenDbs {
+                default_url: crate::db::default_url(&cfg.data_dir),
+                list: Vec::new(),
+            },
             usrloc: Default::default(),
         }
     }
@@ -100,10 +88,6 @@ impl Core {
 
     /// The open database of `url` (a module's `db_url`, or the default when None).
     pub fn db(&self, url: Option<&str>) -> Option<std::sync::Arc<crate::db::Db>> {
-        let url = url.unwrap_or(&self.default_db_url);
-        self.dbs
-            .iter()
-            .find(|(u, _)| u == url)
-            .map(|(_, d)| std::sync::Arc::clone(d))
+        self.dbs.get(url)
     }
 }

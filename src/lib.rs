@@ -32,3 +32,17 @@ pub mod stats;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;
+pub mod utc;
+
+/// This build's version (Cargo's package version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The server's name and version as SER printed it (`Server:` header, `-V`).
+pub fn server_name() -> String {
+    format!(
+        "ser ({} ({}/{}))",
+        VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}

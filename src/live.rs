@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::route::Script;
+use crate::modules::Script;
 
 /// One loaded script with the state built from it.
 pub struct Generation {
@@ -119,11 +119,11 @@ impl Live {
         let mut core = Core::new(&config, self.sockets.clone(), self.hostname.clone());
         // Databases: the open ones are kept, new URLs are opened now (a failure refuses the
         // reload, the running script stays).
-        core.dbs = crate::db::open_for(
+        core.dbs.list = crate::db::open_for(
             &loaded.params.db_urls(),
-            &core.default_db_url,
+            &core.dbs.default_url,
             crate::modules::needs_default_db(&loaded.params, &loaded.modules),
-            &old.core.dbs,
+            &old.core.dbs.list,
         )
         .map_err(|e| e.to_string())?;
         core.params = loaded.params;

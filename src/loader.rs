@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ser_script::{Item, ScriptError, Span, Value};
 
 use crate::config::Config;
+use crate::modules::Script;
 use crate::modules::{self, ParamKind};
-use crate::route::Script;
 
 /// A script ready to run, and the configuration it produced.
 pub struct Loaded {

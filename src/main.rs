@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ser::config::{self, Config, Listen};
-use ser::core::{server_name, Core};
+use ser::core::Core;
 use ser::server::Server;
+use ser::server_name;
 use ser::stats::Stats;
 use ser::{error, notice};
 
@@ -229,15 +230,16 @@ fn run() -> Result<i32> {
     core.params = loaded.params.clone();
     // Databases (after the fork: their workers are threads). One that does not answer at
     // start stops us with its URL and why.
-    core.dbs = ser::db::open_for(
+    core.dbs.list = ser::db::open_for(
         &loaded.params.db_urls(),
-        &core.default_db_url,
+        &core.dbs.default_url,
         ser::modules::needs_default_db(&loaded.params, &loaded.modules),
         &[],
     )
     .context("database")?;
     // The user location: its database's bindings, its timer (usrloc's db_mode).
-    core.usrloc = ser::usrloc::start(&core, &loaded.modules).map_err(anyhow::Error::msg)?;
+    core.usrloc =
+        ser::usrloc::start(&core.params, &loaded.modules, &core.dbs).map_err(anyhow::Error::msg)?;
     let core = Arc::new(core);
     let shards = if cfg.children == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -325,7 +327,7 @@ fn run() -> Result<i32> {
     // Management: one command registry for the FIFO server and the HTTP listener.
     let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), listens.clone());
     if core.usrloc.enabled {
-        ser::usrloc::cmds::register(&mut mgmt);
+        ser::mgmt::usrloc::register(&mut mgmt);
     }
     {
         let remote = runtime.remote();
@@ -342,7 +344,7 @@ fn run() -> Result<i32> {
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.clone());
         if core.usrloc.enabled {
-            exporter.add_collector(ser::usrloc::cmds::collector(Arc::clone(&core.usrloc)));
+            exporter.add_collector(ser::mgmt::usrloc::collector(Arc::clone(&core.usrloc)));
         }
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::core::VERSION;
 use crate::stats::{Stats, StatsSnapshot, METHODS, N_METHODS, REPLY_CLASSES, SL_CODES};
+use crate::VERSION;
 
 /// The Content-Type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::core::VERSION;
 use crate::metrics::{Exporter, CONTENT_TYPE};
 use crate::stats::{StatsSnapshot, REPLY_CLASSES, SL_CODES};
+use crate::VERSION;
 
 /// Largest request head (request line and headers) we read.
 pub const MAX_HEAD: usize = 8192;
@@ -353,7 +353,7 @@ pub fn basic_commands(exporter: Exporter) -> ApiHandler {
     Arc::new(move |cmd: &str, _args: &[String]| match cmd {
         "version" => ApiReply::ok(json!({
             "version": VERSION,
-            "server": crate::core::server_name(),
+            "server": crate::server_name(),
         })),
         "uptime" => {
             let now = std::time::SystemTime::now()

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use ser::config::Config;
 use ser::core::Core;
+use ser::modules::action::run_request;
 use ser::modules::digest;
-use ser::route::{run_request, MsgCtx, Scratch};
+use ser::route::{MsgCtx, Scratch};
 use ser::sip::{Arrival, Listen};
 use ser::stats::Stats;
 use ser::tm::{Tm, TmConfig};
@@ -41,7 +42,7 @@ Content-Length: 0\r\n\r\n"
 }
 
 /// The seeds' default script, loaded as `ser` loads it, with `bob` registered.
-fn default_script() -> (Arc<Core>, Arc<ser::route::Script>, TmConfig) {
+fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>, TmConfig) {
     let loaded = ser::loader::load("default.cfg", DEFAULT_CFG, &Config::default())
         .expect("the seeds' default.cfg loads");
     let me: SocketAddr = ME.parse().expect("addr");

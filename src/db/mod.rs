@@ -287,6 +287,26 @@ pub fn open_for(
     Ok(out)
 }
 
+/// The open databases, by `db_url`, and the URL of the default one (modules that set no
+/// `db_url` use it). Built at start, rebuilt by a reload (keeping open connections).
+#[derive(Debug, Clone, Default)]
+pub struct OpenDbs {
+    /// `sqlite://<data_dir>/ser.db`: the database of modules that set no `db_url`.
+    pub default_url: String,
+    pub list: Vec<(String, Arc<Db>)>,
+}
+
+impl OpenDbs {
+    /// The open database of `url` (a module's `db_url`, or the default when None).
+    pub fn get(&self, url: Option<&str>) -> Option<Arc<Db>> {
+        let url = url.unwrap_or(&self.default_url);
+        self.list
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, d)| Arc::clone(d))
+    }
+}
+
 /// A job for the database workers.
 pub type Job = Box<dyn FnOnce(&Db) + Send + 'static>;
 
@@ -541,11 +561,11 @@ fn is_connection_error(e: &str) -> bool {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a time: how times are stored.
 pub fn datetime(t: SystemTime) -> String {
-    let crate::mgmt::Utc {
+    let crate::utc::Utc {
         date: (y, m, d),
         secs: rem,
         ..
-    } = crate::mgmt::utc(t);
+    } = crate::utc::utc(t);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,

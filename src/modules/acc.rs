@@ -6,8 +6,8 @@
 use ser_script::KindSet;
 
 use super::core::f;
+use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind};
-use crate::route::Action;
 
 pub fn register(ex: &mut Exports) {
     ex.function(f(

@@ -36,10 +36,12 @@ use ser_script::{Arg, BindCtx, FnEntry, KindSet};
 
 use super::core::f;
 use super::digest::{self, NonceCheck};
+use super::Action;
 use super::{arg_int, arg_str, Exports, ParamDef, ParamKind, Params};
 use crate::db::schema::is_identifier;
 use crate::db::{Db, DbError, Row, Value};
-use crate::route::{Action, MsgCtx, Pool, Resumed, Suspend};
+pub use crate::route::AuthUser;
+use crate::route::{MsgCtx, Pool, Resumed, Suspend};
 
 /// `nonce_expire` when unset: seconds a nonce is good for.
 pub const DEFAULT_NONCE_EXPIRE: i64 = 300;
@@ -82,16 +84,6 @@ pub enum AuthAction {
         group: String,
     },
     DoesUriExist,
-}
-
-/// Who the request proved to be: set by a successful authorize, read by `is_user`,
-/// `check_to`, `check_from`, `is_in_group` and `is_user_in("Credentials", ..)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthUser {
-    /// The user part of the digest username (before any `@`).
-    pub user: String,
-    /// The realm the credentials were checked for.
-    pub realm: String,
 }
 
 const AUTH_DB_PARAMS: &[(&str, ParamKind)] = &[
@@ -617,7 +609,7 @@ impl MsgCtx<'_, '_> {
         let Some(db) = self.core.db(url) else {
             crate::error!(
                 "{what}: database {} is not open",
-                crate::db::redact(url.unwrap_or(&self.core.default_db_url))
+                crate::db::redact(url.unwrap_or(&self.core.dbs.default_url))
             );
             return self.fail(500, "Server Internal Error");
         };

@@ -11,9 +11,10 @@ use ser_parser::Message;
 use ser_script::{Arg, BindCtx, FnEntry, KindSet, Value};
 
 use super::{arg_int, arg_str, Exports};
+use super::{Action, HostArg, PortArg};
 use crate::core::Core;
 use crate::route::uri::Rewrite;
-use crate::route::{Action, HostArg, MsgCtx, PortArg};
+use crate::route::MsgCtx;
 use crate::sip::{
     fmt_ip, hash64, upstream, uri_error, Dest, HostTarget, NextHop, Outbox, PendingSend, Target,
     Transport,

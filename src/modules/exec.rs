@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use ser_script::KindSet;
 
 use super::core::f;
+use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind};
-use crate::route::Action;
 
 /// Most bytes of a program's output that are read.
 const MAX_OUTPUT: usize = 64 * 1024;
@@ -214,7 +214,11 @@ impl crate::route::MsgCtx<'_, '_> {
         };
         self.suspend = Some(crate::route::Suspend {
             pool: crate::route::Pool::Blocking,
-            work: Box::new(move || crate::route::Resumed::Exec(job.kind, run_job(&job))),
+            work: Box::new(move || {
+                let kind = job.kind;
+                let out = run_job(&job);
+                crate::route::Resumed::Apply(Box::new(move |m| m.exec_result(kind, &out)))
+            }),
         });
         ser_script::SUSPEND
     }

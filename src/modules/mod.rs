@@ -7,9 +7,10 @@
 
 use ser_script::{Arg, BindCtx, CmpOp, FnEntry, OperandEntry, Registry, Span, Value};
 
-use crate::route::{Action, Cond};
+pub use action::{Action, AddrMatch, Cond, HostArg, PortArg, Script};
 
 pub mod acc;
+pub mod action;
 pub mod auth;
 pub mod core;
 pub mod digest;
@@ -282,8 +283,7 @@ fn bind_msg_len(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
     Ok(Cond::MsgLen(op, n))
 }
 
-fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(crate::route::AddrMatch, bool), String> {
-    use crate::route::AddrMatch;
+fn addr_match(op: CmpOp, rhs: &Arg) -> Result<(AddrMatch, bool), String> {
     let negate = match op {
         CmpOp::Eq => false,
         CmpOp::Ne => true,

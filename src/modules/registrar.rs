@@ -22,8 +22,9 @@ use ser_parser::{Contact, HeaderName};
 use ser_script::{Arg, KindSet};
 
 use super::core::f;
+use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind};
-use crate::route::{Action, MsgCtx, Pool, Resumed, Suspend};
+use crate::route::{MsgCtx, Pool, Resumed, Suspend};
 use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
 use crate::usrloc::{persist, Aor, DbMode};
 

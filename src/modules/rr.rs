@@ -21,8 +21,9 @@ use ser_script::KindSet;
 use smallvec::SmallVec;
 
 use super::core::f;
+use super::Action;
 use super::{Exports, ParamDef, ParamKind};
-use crate::route::{Action, MsgCtx};
+use crate::route::MsgCtx;
 use crate::sip::hostport;
 
 pub fn register(ex: &mut Exports) {

@@ -10,8 +10,8 @@ use ser_parser::{HeaderName, Message};
 use ser_script::{Arg, BindCtx, KindSet};
 
 use super::core::f;
+use super::Action;
 use super::{arg_str, Exports};
-use crate::route::Action;
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("search", 1, 1, KindSet::ALL, bind_search));

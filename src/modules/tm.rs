@@ -10,7 +10,8 @@ use ser_script::{Arg, BindCtx, KindSet, RouteKind};
 
 use super::core::{f, host_arg, port_arg};
 use super::{arg_int, Exports, ParamDef, ParamKind};
-use crate::route::{Action, HostArg, MsgCtx, PortArg};
+use super::{Action, HostArg, PortArg};
+use crate::route::MsgCtx;
 use crate::sip::{Arrival, Dest, Target};
 use crate::tm::{BranchDst, CellId, CreateError, RouteKindDefault};
 

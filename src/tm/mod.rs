@@ -33,7 +33,8 @@ use ser_script::RouteKind;
 
 use crate::config::Params;
 use crate::core::Core;
-use crate::route::{MsgCtx, Scratch, Script};
+use crate::modules::Script;
+use crate::route::{MsgCtx, Scratch};
 use crate::sip::{response_dest, Arrival, Dest, LocalReply, Outbox, Transport};
 use crate::stats::Stats;
 use crate::txn::{

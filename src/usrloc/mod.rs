@@ -23,7 +23,6 @@
 //! `use_domain` set ([`Usrloc::aor`]). What this does not do: replication of contacts
 //! (`t_replicate` does that in the script), NAT flags, `Path`.
 
-pub mod cmds;
 pub mod persist;
 pub mod rfc3261;
 
@@ -565,14 +564,17 @@ impl Usrloc {
     }
 }
 
-/// Sets up usrloc for a server that loaded it: its parameters, its database, the bindings
-/// stored there (db_mode 1 and 2), and the timer thread. Called by `main` once the
-/// databases are open; the result goes into `Core::usrloc`.
-pub fn start(core: &crate::core::Core, modules: &[String]) -> Result<Arc<Usrloc>, String> {
+/// Sets up usrloc for a server that loaded it: its parameters, its database (from the open
+/// ones, `dbs`), the bindings stored there (db_mode 1 and 2), and the timer thread. Called by
+/// `main` once the databases are open; the result goes into `Core::usrloc`.
+pub fn start(
+    p: &crate::config::Params,
+    modules: &[String],
+    dbs: &crate::db::OpenDbs,
+) -> Result<Arc<Usrloc>, String> {
     if !modules.iter().any(|m| m == "usrloc" || m == "registrar") {
         return Ok(Arc::new(Usrloc::default()));
     }
-    let p = &core.params;
     let cfg = Config {
         db_mode: DbMode::from_param(p.int("usrloc", "db_mode").unwrap_or(0))?,
         use_domain: p.int("usrloc", "use_domain").unwrap_or(0) != 0,
@@ -586,11 +588,11 @@ pub fn start(core: &crate::core::Core, modules: &[String]) -> Result<Arc<Usrloc>
         None
     } else {
         let url = p.str("usrloc", "db_url");
-        Some(core.db(url).ok_or_else(|| {
+        Some(dbs.get(url).ok_or_else(|| {
             format!(
                 "usrloc: db_mode {} needs a database, and {} is not open",
                 cfg.db_mode.number(),
-                crate::db::redact(url.unwrap_or(&core.default_db_url))
+                crate::db::redact(url.unwrap_or(&dbs.default_url))
             )
         })?)
     };

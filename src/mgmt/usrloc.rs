@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::rfc3261::{parse_q, Binding, PERMANENT};
-use super::{now, Usrloc};
-use crate::mgmt::{Command, Mgmt, Params, Reply};
+use super::{Command, Mgmt, Params, Reply};
+use crate::usrloc::rfc3261::{parse_q, Binding, PERMANENT};
+use crate::usrloc::{now, Usrloc};
 
 const COMMANDS: &[Command] = &[
     Command {
@@ -233,7 +233,7 @@ fn ul_show_contact(m: &Mgmt, p: &[String]) -> Reply {
         let aor = ul.aor_of_name(&user);
         let now = now();
         let bindings = ul.get_blocking(table, &aor).map_err(db_err)?;
-        let lines: Vec<String> = super::rfc3261::lookup_order(&bindings, now)
+        let lines: Vec<String> = crate::usrloc::rfc3261::lookup_order(&bindings, now)
             .iter()
             .map(|b| b.show(now))
             .collect();
