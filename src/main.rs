@@ -6,10 +6,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ser::config::{self, Config, Listen};
+use ser::config::{self, Config};
 use ser::core::Core;
 use ser::server::Server;
 use ser::server_name;
+use ser::sip::Listen;
 use ser::stats::Stats;
 use ser::{error, notice};
 
@@ -88,7 +89,7 @@ fn parse_cli() -> Result<Option<Cli>> {
                     .then(|| host.clone());
                 last_l = Some(cli.cfg.listen.len());
                 for ip in ips {
-                    cli.cfg.listen.push(Listen {
+                    cli.cfg.listen.push(config::Listen {
                         addr: ip,
                         // A -p given earlier applies to every later -l without its own port.
                         port: port.or(last_p),
@@ -155,133 +156,37 @@ fn run() -> Result<i32> {
         return Ok(0);
     };
     let start_dir = std::env::current_dir().unwrap_or_default();
-    // The script: -f, else ./ser.cfg, else the embedded default.
-    let (file, src) = match &cli.file {
-        Some(f) => (
-            f.clone(),
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?,
-        ),
-        None => match std::fs::read_to_string("ser.cfg") {
-            Ok(s) => ("ser.cfg".to_string(), s),
-            Err(_) => (
-                "<embedded default>".to_string(),
-                config::DEFAULT_CFG.to_string(),
-            ),
-        },
-    };
-    let loaded = match ser::loader::load(&file, &src, &cli.cfg) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "{e}");
-            let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
-            return Ok(255);
-        }
+    let Some((file, loaded)) = load_script(&cli)? else {
+        return Ok(255);
     };
     if cli.check {
         println!("{file}: configuration OK");
         return Ok(0);
     }
-    let mut cfg = loaded.config;
-    // Before any chdir (-w, daemon): a relative data_dir is where ser was started.
-    cfg.data_dir = config::absolute_dir(&cfg.data_dir);
-    if cli.cfg.log_stderror {
-        cfg.log_stderror = true; // -E always wins: it is how one watches a daemon start
-    }
-    // fork=no in the script (the seeds' way to stay on the console) serves with one shard,
-    // as SER's fork=no did; -D keeps the configured count (tests, systemd Type=simple).
-    let one_shard = !cfg.fork && !cli.foreground;
-    if cli.foreground {
-        cfg.fork = false;
-    }
-    ser::log::set_level(cfg.debug);
-    if cfg.log_stderror {
-        ser::log::set_stderr(true, None);
-    } else {
-        ser_shards::os::syslog_open();
-        ser::log::set_stderr(false, Some(ser_shards::os::syslog));
-    }
-    if cfg.fork {
-        // Before any thread exists: the shard runtime starts them. Returns in the daemon only.
-        daemon::detach(&mut cfg)?;
-    }
-    if let Some(dir) = &cfg.working_dir {
-        std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
-    }
+    let (cfg, one_shard) = settle_config(&cli, loaded.config.clone())?;
 
     // Names are looked up now, before any chroot, so a bad -u/-g stops us before we bind.
     let identity = ser_shards::os::resolve_identity(cfg.user.as_deref(), cfg.group.as_deref())
         .context("-u/-g (user/group)")?;
-
     // Message capture starts before the sockets: a bad capture_file stops us here.
     let capture = match ser::capture::CaptureConfig::from_config(&cfg) {
         Some(c) => Some(ser::capture::Capture::start(c)?),
         None => None,
     };
 
-    let sockets = cfg.bind_addrs();
-    let listens: Vec<ser::sip::Listen> = sockets
-        .iter()
-        .map(|&addr| ser::sip::Listen {
-            transport: ser::sip::Transport::Udp,
-            addr,
-        })
-        .collect();
-    let mut core = Core::new(&cfg, listens.clone(), ser_shards::os::hostname());
-    core.params = loaded.params.clone();
-    // Databases (after the fork: their workers are threads). One that does not answer at
-    // start stops us with its URL and why.
-    core.dbs.list = ser::db::open_for(
-        &loaded.params.db_urls(),
-        &core.dbs.default_url,
-        ser::modules::needs_default_db(&loaded.params, &loaded.modules),
-        &[],
-    )
-    .context("database")?;
-    // The user location: its database's bindings, its timer (usrloc's db_mode).
-    core.usrloc =
-        ser::usrloc::start(&core.params, &loaded.modules, &core.dbs).map_err(anyhow::Error::msg)?;
-    let core = Arc::new(core);
-    let shards = if cfg.children == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        cfg.children
+    let shards = shard_count(&cfg, one_shard);
+    // The sockets first: a listen on port 0 gets its port here, and our Vias, names and the
+    // log must carry the port we got.
+    let bound = match ser_shards::Runtime::bind(shard_config(&cfg, shards)) {
+        Ok(b) => b,
+        Err(e) => {
+            error!("cannot start: {e}");
+            bail!("cannot start: {e}");
+        }
     };
-    let shards = if one_shard && shards > 1 {
-        ser::log::always(
-            ser::log::L_NOTICE,
-            format_args!("fork=no: serving with one shard, not {shards} (-D keeps the count)"),
-        );
-        1
-    } else {
-        shards
-    };
+    let listens: Vec<Listen> = bound.local_addrs().into_iter().map(Listen::udp).collect();
+    let core = Arc::new(start_services(&cfg, &loaded, listens.clone())?);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
-    let backend = match std::env::var("SER_IO_BACKEND")
-        .ok()
-        .unwrap_or_else(|| cfg.io_backend.clone())
-        .as_str()
-    {
-        "io_uring" => ser_shards::Backend::IoUring,
-        "portable" => ser_shards::Backend::Portable,
-        _ => ser_shards::Backend::Auto,
-    };
-    let scfg = ser_shards::Config {
-        shards,
-        listen: sockets.clone(),
-        reuse_port: true,
-        backend,
-        pin: true,
-        // Bursts (a trunk after an outage, a registration storm) must not overflow the
-        // kernel default of ~200 KB: 4 MiB unless maxbuffer says otherwise (the kernel caps it
-        // at net.core.rmem_max).
-        recv_buffer: Some(cfg.maxbuffer.unwrap_or(4 << 20)),
-        max_datagram: 65535,
-        blocking_threads: 4,
-        name: "ser".to_string(),
-        // A proxy answers at once: no coalesced wake-ups.
-        batch: None,
-        stamp: false,
-    };
 
     // Signals are taken synchronously by this thread; block them before the shards start so
     // every thread inherits the mask.
@@ -317,32 +222,194 @@ fn run() -> Result<i32> {
                 .with_capture(capture.clone())
         }
     };
-    let runtime = match ser_shards::Runtime::start(scfg, factory) {
+    let runtime = match bound.start(factory) {
         Ok(r) => r,
         Err(e) => {
             error!("cannot start: {e}");
             bail!("cannot start: {e}");
         }
     };
-    // Management: one command registry for the FIFO server and the HTTP listener.
-    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(&live), stats.clone(), listens.clone());
+    let started =
+        start_management(&cfg, &core, &live, &stats, &listens, &runtime).and_then(|mgmt| {
+            log_started(&runtime, shards, &file, &loaded.modules, &listens);
+            let fifo = start_fifo(&cfg, &mgmt)?;
+            write_pid_file(&cfg)?;
+            drop_privileges(&cfg, &identity)?;
+            Ok(fifo)
+        });
+    let _fifo = match started {
+        Ok(f) => f,
+        Err(e) => {
+            remove_pid_file(&cfg);
+            runtime.shutdown();
+            let _ = runtime.join();
+            return Err(e);
+        }
+    };
+    daemon::report(Ok(()));
+
+    wait_for_stop(&signals, &live);
+    daemon::drain(&signals, &core, &stats, &cfg, &loaded.params, shards);
+    runtime.shutdown();
+    let _ = runtime.join();
+    stop_services(&core, capture.as_ref());
+    remove_pid_file(&cfg);
+    Ok(0)
+}
+
+/// The script: -f, else ./ser.cfg, else the embedded default; loaded and checked. None (after
+/// printing `file:line:col: what is wrong`) when it does not load.
+fn load_script(cli: &Cli) -> Result<Option<(String, ser::loader::Loaded)>> {
+    let (file, src) = match &cli.file {
+        Some(f) => (
+            f.clone(),
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?,
+        ),
+        None => match std::fs::read_to_string("ser.cfg") {
+            Ok(s) => ("ser.cfg".to_string(), s),
+            Err(_) => (
+                "<embedded default>".to_string(),
+                config::DEFAULT_CFG.to_string(),
+            ),
+        },
+    };
+    match ser::loader::load(&file, &src, &cli.cfg) {
+        Ok(l) => Ok(Some((file, l))),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+            Ok(None)
+        }
+    }
+}
+
+/// The configuration as the process runs it: the command line's overrides, logging set up,
+/// detached when a daemon, in its working directory. Also whether `fork=no` asked for one shard.
+fn settle_config(cli: &Cli, mut cfg: Config) -> Result<(Config, bool)> {
+    // Before any chdir (-w, daemon): a relative data_dir is where ser was started.
+    cfg.data_dir = config::absolute_dir(&cfg.data_dir);
+    if cli.cfg.log_stderror {
+        cfg.log_stderror = true; // -E always wins: it is how one watches a daemon start
+    }
+    // fork=no in the script (the seeds' way to stay on the console) serves with one shard,
+    // as SER's fork=no did; -D keeps the configured count (tests, systemd Type=simple).
+    let one_shard = !cfg.fork && !cli.foreground;
+    if cli.foreground {
+        cfg.fork = false;
+    }
+    ser::log::set_level(cfg.debug);
+    if cfg.log_stderror {
+        ser::log::set_stderr(true, None);
+    } else {
+        ser_shards::os::syslog_open();
+        ser::log::set_stderr(false, Some(ser_shards::os::syslog));
+    }
+    if cfg.fork {
+        // Before any thread exists: the shard runtime starts them. Returns in the daemon only.
+        daemon::detach(&mut cfg)?;
+    }
+    if let Some(dir) = &cfg.working_dir {
+        std::env::set_current_dir(dir).with_context(|| format!("cannot chdir to {dir}"))?;
+    }
+    Ok((cfg, one_shard))
+}
+
+/// Shards: `children`, else one per core; one with `fork=no` (see [`settle_config`]).
+fn shard_count(cfg: &Config, one_shard: bool) -> usize {
+    let shards = if cfg.children == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.children
+    };
+    if one_shard && shards > 1 {
+        ser::log::always(
+            ser::log::L_NOTICE,
+            format_args!("fork=no: serving with one shard, not {shards} (-D keeps the count)"),
+        );
+        1
+    } else {
+        shards
+    }
+}
+
+/// The shard runtime's configuration: the listen addresses, the I/O backend
+/// (`SER_IO_BACKEND` or `io_backend`), the receive buffer (`maxbuffer`).
+fn shard_config(cfg: &Config, shards: usize) -> ser_shards::Config {
+    let backend = match std::env::var("SER_IO_BACKEND")
+        .ok()
+        .unwrap_or_else(|| cfg.io_backend.clone())
+        .as_str()
+    {
+        "io_uring" => ser_shards::Backend::IoUring,
+        "portable" => ser_shards::Backend::Portable,
+        _ => ser_shards::Backend::Auto,
+    };
+    ser_shards::Config {
+        shards,
+        listen: cfg.bind_addrs(),
+        reuse_port: true,
+        backend,
+        pin: true,
+        // Bursts (a trunk after an outage, a registration storm) must not overflow the
+        // kernel default of ~200 KB: 4 MiB unless maxbuffer says otherwise (the kernel caps it
+        // at net.core.rmem_max).
+        recv_buffer: Some(cfg.maxbuffer.unwrap_or(4 << 20)),
+        max_datagram: 65535,
+        blocking_threads: 4,
+        name: "ser".to_string(),
+        // A proxy answers at once: no coalesced wake-ups.
+        batch: None,
+        stamp: false,
+    }
+}
+
+/// What every shard shares: our sockets and names, the module parameters, the databases
+/// (after the fork: their workers are threads; one that does not answer at start stops us
+/// with its URL and why) and the user location (its stored bindings, its timer).
+fn start_services(
+    cfg: &Config,
+    loaded: &ser::loader::Loaded,
+    listens: Vec<Listen>,
+) -> Result<Core> {
+    let mut core = Core::new(cfg, listens, ser_shards::os::hostname());
+    core.params = loaded.params.clone();
+    core.dbs.list = ser::db::open_for(
+        &loaded.params.db_urls(),
+        &core.dbs.default_url,
+        ser::modules::needs_default_db(&loaded.params, &loaded.modules),
+        &[],
+    )
+    .context("database")?;
+    core.usrloc =
+        ser::usrloc::start(&core.params, &loaded.modules, &core.dbs).map_err(anyhow::Error::msg)?;
+    Ok(core)
+}
+
+/// The management command registry (FIFO and HTTP share it), and the HTTP listener for
+/// metrics and JSON commands when `metrics_listen` is set.
+fn start_management(
+    cfg: &Config,
+    core: &Arc<Core>,
+    live: &Arc<ser::live::Live>,
+    stats: &[Arc<Stats>],
+    listens: &[Listen],
+    runtime: &ser_shards::Runtime<ser::server::Event>,
+) -> Result<Arc<ser::mgmt::Mgmt>> {
+    let mut mgmt = ser::mgmt::Mgmt::new(Arc::clone(live), stats.to_vec(), listens.to_vec());
     if core.usrloc.enabled {
         ser::mgmt::usrloc::register(&mut mgmt);
     }
-    {
-        let remote = runtime.remote();
-        mgmt.set_poster(Arc::new(move |shard, ev| {
-            if shard >= remote.shard_count() {
-                return false;
-            }
-            remote.post(shard, ev);
-            true
-        }));
-    }
+    let remote = runtime.remote();
+    mgmt.set_poster(Arc::new(move |shard, ev| {
+        if shard >= remote.shard_count() {
+            return false;
+        }
+        remote.post(shard, ev);
+        true
+    }));
     let mgmt = Arc::new(mgmt);
-    // The HTTP management listener (metrics and JSON commands), off the shards.
     if let Some(addr) = cfg.metrics_listen {
-        let mut exporter = ser::metrics::Exporter::new(stats.clone());
+        let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
             exporter.add_collector(ser::mgmt::usrloc::collector(Arc::clone(&core.usrloc)));
         }
@@ -354,12 +421,42 @@ fn run() -> Result<i32> {
             ),
             Err(e) => {
                 error!("cannot listen on metrics_listen {addr}: {e}");
-                runtime.shutdown();
-                let _ = runtime.join();
                 bail!("metrics_listen {addr}: {e}");
             }
         }
     }
+    Ok(mgmt)
+}
+
+/// SER's FIFO server when `fifo=` is set.
+fn start_fifo(
+    cfg: &Config,
+    mgmt: &Arc<ser::mgmt::Mgmt>,
+) -> Result<Option<ser::mgmt::fifo::FifoServer>> {
+    let Some(path) = &cfg.fifo else {
+        return Ok(None);
+    };
+    match ser::mgmt::fifo::start(path, cfg.fifo_mode, Arc::clone(mgmt)) {
+        Ok(f) => {
+            notice!("FIFO server on {path}");
+            Ok(Some(f))
+        }
+        Err(e) => {
+            error!("cannot start the FIFO server on {path}: {e}");
+            bail!("cannot start the FIFO server on {path}: {e}");
+        }
+    }
+}
+
+/// The start-up lines: what runs, and one `listening on <transport>:<address>` per socket
+/// with the port it got (tests and operators read them).
+fn log_started(
+    runtime: &ser_shards::Runtime<ser::server::Event>,
+    shards: usize,
+    file: &str,
+    modules: &[String],
+    listens: &[Listen],
+) {
     ser::log::always(
         ser::log::L_NOTICE,
         format_args!(
@@ -369,10 +466,10 @@ fn run() -> Result<i32> {
             runtime.backend(),
             runtime.backend_detail(),
             file,
-            loaded.modules.join(" ")
+            modules.join(" ")
         ),
     );
-    for s in &listens {
+    for s in listens {
         ser::log::always(
             ser::log::L_NOTICE,
             format_args!(
@@ -382,39 +479,24 @@ fn run() -> Result<i32> {
             ),
         );
     }
+}
 
-    // SER's FIFO server when `fifo=` is set.
-    let _fifo = match &cfg.fifo {
-        Some(path) => match ser::mgmt::fifo::start(path, cfg.fifo_mode, Arc::clone(&mgmt)) {
-            Ok(f) => {
-                notice!("FIFO server on {path}");
-                Some(f)
-            }
-            Err(e) => {
-                error!("cannot start the FIFO server on {path}: {e}");
-                runtime.shutdown();
-                let _ = runtime.join();
-                bail!("cannot start the FIFO server on {path}: {e}");
-            }
-        },
-        None => None,
-    };
-
+fn write_pid_file(cfg: &Config) -> Result<()> {
     if let Some(pid_file) = &cfg.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {pid_file}"))?;
     }
-    if let Err(e) = drop_privileges(&cfg, &identity) {
-        if let Some(pid_file) = &cfg.pid_file {
-            let _ = std::fs::remove_file(pid_file);
-        }
-        runtime.shutdown();
-        let _ = runtime.join();
-        return Err(e);
-    }
-    daemon::report(Ok(()));
+    Ok(())
+}
 
-    // Wait for a signal that ends us.
+fn remove_pid_file(cfg: &Config) {
+    if let Some(pid_file) = &cfg.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads the script.
+fn wait_for_stop(signals: &ser_shards::os::SignalSet, live: &ser::live::Live) {
     loop {
         match signals.wait() {
             ser_shards::os::SIGHUP => match live.reload() {
@@ -423,16 +505,17 @@ fn run() -> Result<i32> {
             },
             sig => {
                 notice!("signal {sig}: shutting down");
-                break;
+                return;
             }
         }
     }
-    daemon::drain(&signals, &core, &stats, &cfg, &loaded.params, shards);
-    runtime.shutdown();
-    let _ = runtime.join();
-    // db_mode 2: the cache goes to the database before we exit.
+}
+
+/// After the shards stopped: the user location's cache to its database (db_mode 2), the
+/// capture's last records.
+fn stop_services(core: &Core, capture: Option<&ser::capture::Capture>) {
     core.usrloc.shutdown();
-    if let Some(c) = &capture {
+    if let Some(c) = capture {
         c.close();
         ser::log::always(
             ser::log::L_NOTICE,
@@ -444,10 +527,6 @@ fn run() -> Result<i32> {
             ),
         );
     }
-    if let Some(pid_file) = &cfg.pid_file {
-        let _ = std::fs::remove_file(pid_file);
-    }
-    Ok(0)
 }
 
 /// `-t`, `-u`/`-g` (`user=`/`group=`): change root and identity once the sockets are bound.

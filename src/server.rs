@@ -13,14 +13,16 @@ use std::sync::Arc;
 
 use ser_parser::{Method, Outcome};
 use ser_script::RunOutcome;
-use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
+use ser_shards::{Ctx, Handler, Inbound, SocketId, TimerId};
 
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
 use crate::modules::Script;
 use crate::route::{MsgCtx, Scratch};
-use crate::sip::{owner_shard, scan_call_id, Arrival, Dest, LocalReply, PendingSend, Transport};
+use crate::sip::{
+    owner_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend, Transport,
+};
 use crate::stats::Stats;
 use crate::tm::{CellId, RequestMatch, Tm, TmConfig};
 
@@ -219,7 +221,27 @@ impl Server {
         }
     }
 
-    fn process(&mut self, ctx: &mut Ctx<'_, Event>, d: &Datagram<'_>) {
+    /// Where a received message came in, in the SIP layer's terms: the transport of the
+    /// listen socket it arrived on, and its connection on a stream.
+    fn arrival(&self, ctx: &Ctx<'_, Event>, d: &Inbound<'_>) -> Arrival {
+        let socket = d.socket.0 as usize;
+        let transport = self
+            .core
+            .local
+            .sockets
+            .get(socket)
+            .map_or(Transport::Udp, |l| l.transport);
+        Arrival {
+            transport,
+            src: d.peer,
+            local: d.local,
+            socket,
+            shard: ctx.shard(),
+            conn: d.conn.map(|c| ConnId::from_raw(c.0)),
+        }
+    }
+
+    fn process(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>) {
         let socket = d.socket.0 as usize;
         let msg = match ser_parser::parse(d.data) {
             Ok(m) => m,
@@ -258,7 +280,7 @@ impl Server {
             Stats::inc(&self.stats.acks_absorbed);
             return;
         }
-        let at = Arrival::udp(d.peer, d.local, socket, ctx.shard());
+        let at = self.arrival(ctx, d);
         if self.core.is_draining()
             && self
                 .tm
@@ -390,7 +412,7 @@ impl Server {
 
     /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
     /// still answer, a counted drop otherwise.
-    fn reject(&mut self, ctx: &mut Ctx<'_, Event>, d: &Datagram<'_>, e: ser_parser::ParseError) {
+    fn reject(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>, e: ser_parser::ParseError) {
         let Outcome::Reply { code, reason } = e.outcome() else {
             if e.is_request() {
                 Stats::inc(&self.stats.drop_bad_request);
@@ -408,7 +430,7 @@ impl Server {
         if !msg.is_request() || matches!(msg.method(), Some(Method::Ack)) {
             return;
         }
-        let at = Arrival::udp(d.peer, d.local, d.socket.0 as usize, ctx.shard());
+        let at = self.arrival(ctx, d);
         let r = LocalReply {
             code,
             reason: reason.as_bytes(),
@@ -508,9 +530,18 @@ impl Handler for Server {
         self.epoch = Some(ctx.now());
     }
 
-    fn on_datagram(&mut self, ctx: &mut Ctx<'_, Event>, d: Datagram<'_>) {
-        // CRLF keep-alives (RFC 5626) and empty datagrams: nothing to do.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Event>, d: Inbound<'_>) {
+        // Keep-alives (RFC 5626 §4.4.1) and empty datagrams: a CRLF on a datagram is the
+        // peer's NAT refresh, nothing to answer; a double CRLF ping on a stream gets its pong.
         if d.data.iter().all(|b| b.is_ascii_whitespace()) {
+            if d.conn.is_some() && d.data.windows(4).any(|w| w == b"\r\n\r\n") {
+                let at = self.arrival(ctx, &d);
+                self.scratch.clear();
+                self.scratch
+                    .out
+                    .push(at.back_to(at.src), |b| b.extend_from_slice(b"\r\n"));
+                self.flush(ctx);
+            }
             return;
         }
         if let (Some(c), false) = (&self.capture, d.handed_off) {

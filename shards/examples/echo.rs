@@ -13,14 +13,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ser_shards::{Backend, Config, Ctx, Datagram, Handler, Runtime, ShardStats, TimerId};
+use ser_shards::{Backend, Config, Ctx, Handler, Inbound, Runtime, ShardStats, TimerId};
 
 struct Echo;
 
 impl Handler for Echo {
     type Event = ();
 
-    fn on_datagram(&mut self, ctx: &mut Ctx<'_, ()>, d: Datagram<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, d: Inbound<'_>) {
         ctx.send(d.socket, d.peer, d.data);
     }
 

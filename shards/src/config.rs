@@ -43,7 +43,7 @@ pub struct Config {
     /// still fire on time). `None` (the default, a server's choice): wake on every completion.
     pub batch: Option<std::time::Duration>,
     /// Every socket stamps datagrams with the kernel's receive time (`SO_TIMESTAMPNS`), given
-    /// to the handler as [`Datagram::at`](crate::Datagram::at): what a generator measuring
+    /// to the handler as [`Inbound::at`](crate::Inbound::at): what a generator measuring
     /// response times wants, as the time it gets to a datagram (its own wake-up, a batch)
     /// is not when the datagram came.
     pub stamp: bool,

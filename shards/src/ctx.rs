@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::mailbox::{Msg, OwnedDatagram, Remote, Shared};
 use crate::stats::ShardStats;
 use crate::timer::{TimerId, Timers};
-use crate::{Datagram, Handler, SocketId, SocketInfo};
+use crate::{Handler, Inbound, SocketId, SocketInfo};
 
 /// One datagram waiting to be sent.
 pub(crate) struct Outgoing {
@@ -110,15 +110,16 @@ impl<E: Send + 'static> Core<E> {
         let Some(info) = self.sockets.get(socket as usize) else {
             return;
         };
-        let dgram = Datagram {
+        let dgram = Inbound {
             data,
+            conn: None,
             peer,
             local: info.local,
             socket: info.id,
             handed_off: false,
             at: at.unwrap_or(self.now),
         };
-        self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
+        self.call(handler, |h, ctx| h.on_message(ctx, dgram));
     }
 
     fn deliver<H: Handler<Event = E>>(&mut self, handler: &mut H, msg: Msg<E>) {
@@ -129,15 +130,16 @@ impl<E: Send + 'static> Core<E> {
             }
             Msg::Handoff(d) => {
                 self.stats.handoffs_in += 1;
-                let dgram = Datagram {
+                let dgram = Inbound {
                     data: &d.data,
+                    conn: d.conn,
                     peer: d.peer,
                     local: d.local,
                     socket: d.socket,
                     handed_off: true,
                     at: d.at,
                 };
-                self.call(handler, |h, ctx| h.on_datagram(ctx, dgram));
+                self.call(handler, |h, ctx| h.on_message(ctx, dgram));
             }
             Msg::JobPanicked => self.stats.panics += 1,
         }
@@ -267,10 +269,11 @@ impl<E: Send + 'static> Ctx<'_, E> {
 
     /// Copies `dgram` to shard `shard`, whose handler gets it with `handed_off = true`. The
     /// handler decides ownership (e.g. by a hash of the Call-ID); the runtime only moves bytes.
-    pub fn handoff(&mut self, shard: usize, dgram: &Datagram<'_>) {
+    pub fn handoff(&mut self, shard: usize, dgram: &Inbound<'_>) {
         self.core.stats.handoffs_out += 1;
         let d = OwnedDatagram {
             data: dgram.data.to_vec(),
+            conn: dgram.conn,
             peer: dgram.peer,
             local: dgram.local,
             socket: dgram.socket,

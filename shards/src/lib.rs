@@ -5,7 +5,7 @@
 //! own `SO_REUSEPORT` UDP socket on every listen address, its own I/O backend, timer heap and
 //! mailbox, and one [`Handler`] value built on the shard thread by the caller's factory. A shard's
 //! loop is: submit the batch of sends and wait (the only place it blocks), hand each received
-//! datagram to the handler, drain the mailbox (events, handed-off datagrams, blocking-job
+//! message (a datagram; framed stream messages come through the same door) to the handler, drain the mailbox (events, handed-off datagrams, blocking-job
 //! results), fire due timers, flush posts to other shards.
 //!
 //! Two I/O backends sit behind one small internal trait (`shard::Io`):
@@ -43,7 +43,7 @@ mod uring;
 pub use config::{Backend, BackendKind, Config, ConfigError, BACKEND_ENV};
 pub use ctx::Ctx;
 pub use mailbox::Remote;
-pub use runtime::Runtime;
+pub use runtime::{Bound, Runtime};
 pub use stats::ShardStats;
 pub use timer::TimerId;
 
@@ -78,9 +78,10 @@ pub trait Handler: 'static {
     /// Called once on the shard thread before the first datagram.
     fn on_start(&mut self, _ctx: &mut Ctx<'_, Self::Event>) {}
 
-    /// A datagram arrived on one of this shard's sockets, or was handed off by another shard
-    /// (`dgram.handed_off`).
-    fn on_datagram(&mut self, ctx: &mut Ctx<'_, Self::Event>, dgram: Datagram<'_>);
+    /// A message arrived from a transport: a datagram on one of this shard's sockets, or a
+    /// message framed from one of its stream connections (`msg.conn`); or it was handed off by
+    /// another shard (`msg.handed_off`). Both kinds come through this one door.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Event>, msg: Inbound<'_>);
 
     /// An event posted to this shard, or the result of a job from [`Ctx::spawn_blocking`].
     fn on_event(&mut self, ctx: &mut Ctx<'_, Self::Event>, event: Self::Event);
@@ -89,12 +90,14 @@ pub trait Handler: 'static {
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self::Event>, timer: TimerId, token: u64);
 }
 
-/// One received datagram, borrowed from the backend's receive buffer for the duration of
-/// [`Handler::on_datagram`].
+/// One received message, borrowed from the backend's receive buffer for the duration of
+/// [`Handler::on_message`]: a whole datagram, or one message a stream's framing cut out.
 #[derive(Debug, Clone, Copy)]
-pub struct Datagram<'a> {
+pub struct Inbound<'a> {
     /// The payload (never truncated: oversize datagrams are dropped and counted).
     pub data: &'a [u8],
+    /// The stream connection it was framed from; None for a datagram.
+    pub conn: Option<ConnId>,
     /// The sender.
     pub peer: SocketAddr,
     /// The address the receiving socket is bound to (the wildcard address for wildcard binds).
@@ -106,6 +109,19 @@ pub struct Datagram<'a> {
     /// When it arrived: the kernel's receive time where the sockets stamp datagrams
     /// ([`Config::stamp`]), else the start of the loop iteration that received it.
     pub at: std::time::Instant,
+}
+
+/// A stream connection: the shard that owns it (low 16 bits; the only one that may write to
+/// it) and its sequence number there. Messages for another shard's connection go through that
+/// shard's mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// The shard that owns the connection.
+    pub fn shard(self) -> usize {
+        (self.0 & 0xffff) as usize
+    }
 }
 
 /// A socket index: the same index on every shard means the same listen address

@@ -27,6 +27,7 @@ pub(crate) enum Msg<E> {
 /// A datagram copied out of the receiving shard's buffer for [`Ctx::handoff`](crate::Ctx::handoff).
 pub(crate) struct OwnedDatagram {
     pub(crate) data: Vec<u8>,
+    pub(crate) conn: Option<crate::ConnId>,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
     pub(crate) socket: SocketId,

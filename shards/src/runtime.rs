@@ -35,6 +35,60 @@ pub struct Runtime<E> {
 
 type Ready = (usize, io::Result<&'static str>);
 
+/// Sockets bound and a backend chosen, no shard started yet: what [`Runtime::bind`] returns,
+/// so the caller can read the addresses it got (a port 0 resolved) before it builds the
+/// handlers that need them.
+pub struct Bound {
+    cfg: Config,
+    kind: BackendKind,
+    sockets: Vec<Vec<Socket>>,
+    addrs: Vec<Vec<SocketAddr>>,
+}
+
+impl Bound {
+    /// The distinct bound addresses of all shards, shard 0's first (see
+    /// [`Runtime::local_addrs`]).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        distinct(&self.addrs)
+    }
+
+    /// Starts the shards on these sockets (see [`Runtime::start`]).
+    pub fn start<E, H, F>(self, factory: F) -> io::Result<Runtime<E>>
+    where
+        E: Send + 'static,
+        H: Handler<Event = E>,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        Runtime::start_bound(self, factory)
+    }
+}
+
+/// The distinct addresses of `addrs`, in order.
+fn distinct(addrs: &[Vec<SocketAddr>]) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addrs.iter().flatten() {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    out
+}
+
+impl Runtime<()> {
+    /// Chooses the backend and binds every socket on the calling thread; nothing runs yet.
+    pub fn bind(cfg: Config) -> io::Result<Bound> {
+        let n = cfg.shard_count();
+        let kind = choose_backend(cfg.backend, cfg.max_datagram)?;
+        let (sockets, addrs) = bind_all(&cfg, n)?;
+        Ok(Bound {
+            cfg,
+            kind,
+            sockets,
+            addrs,
+        })
+    }
+}
+
 impl<E: Send + 'static> Runtime<E> {
     /// Binds every socket, starts the blocking pool and one thread per shard; `factory(i)`
     /// builds shard `i`'s handler on that shard's thread.
@@ -43,9 +97,21 @@ impl<E: Send + 'static> Runtime<E> {
         H: Handler<Event = E>,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
+        Runtime::bind(cfg)?.start(factory)
+    }
+
+    fn start_bound<H, F>(bound: Bound, factory: F) -> io::Result<Self>
+    where
+        H: Handler<Event = E>,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let Bound {
+            cfg,
+            kind,
+            sockets,
+            addrs,
+        } = bound;
         let n = cfg.shard_count();
-        let kind = choose_backend(cfg.backend, cfg.max_datagram)?;
-        let (sockets, addrs) = bind_all(&cfg, n)?;
 
         let mailboxes = (0..n)
             .map(|_| Mailbox::new())
@@ -138,13 +204,7 @@ impl<E: Send + 'static> Runtime<E> {
     /// The distinct bound addresses of all shards, shard 0's first. With `reuse_port` these
     /// are the listen addresses (ports resolved); without it, every shard's own.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
-        for a in self.addrs.iter().flatten() {
-            if !out.contains(a) {
-                out.push(*a);
-            }
-        }
-        out
+        distinct(&self.addrs)
     }
 
     /// Shard `shard`'s bound addresses, indexed by `SocketId`.

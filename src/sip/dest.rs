@@ -28,9 +28,15 @@ impl ConnId {
         (self.0 & ((1 << Self::SHARD_BITS) - 1)) as usize
     }
 
-    /// The raw value (for logs and management listings).
+    /// The raw value (for logs and management listings, and the shard runtime's own id of
+    /// the connection, which uses the same encoding).
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    /// The connection whose raw value is `raw` (see [`Self::get`]).
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
     }
 }
 

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ser_parser::Message;
-use ser_shards::{Ctx, Datagram, Handler, SocketId, TimerId};
+use ser_shards::{Ctx, Handler, Inbound, SocketId, TimerId};
 
 use crate::scenario::Step;
 use crate::stats::Stats;
@@ -233,7 +233,7 @@ impl Gen {
     fn new_server_call(
         &mut self,
         ctx: &mut Ctx<'_, ()>,
-        d: &Datagram<'_>,
+        d: &Inbound<'_>,
         msg: &Message<'_>,
         cid: &[u8],
         now: Instant,
@@ -362,7 +362,7 @@ impl Handler for Gen {
         self.wake_at = Some(now);
     }
 
-    fn on_datagram(&mut self, ctx: &mut Ctx<'_, ()>, d: Datagram<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, ()>, d: Inbound<'_>) {
         // The index only (start line, header names and ranges): the generator reads a few
         // headers, each through the parser's checked accessors, and a full validation costs
         // more than everything else it does per message.

@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ser_shards::{Backend, Config, Ctx, Datagram, Handler, Runtime, ShardStats, SocketId, TimerId};
+use ser_shards::{Backend, Config, Ctx, Handler, Inbound, Runtime, ShardStats, SocketId, TimerId};
 
 #[allow(unused_macros)]
 macro_rules! backend_suite {
@@ -126,7 +126,7 @@ impl Handler for TestHandler {
         }
     }
 
-    fn on_datagram(&mut self, ctx: &mut Ctx<'_, Ev>, d: Datagram<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Ev>, d: Inbound<'_>) {
         let data = d.data;
         if data == b"boom" {
             panic!("test handler asked to panic");
@@ -497,7 +497,7 @@ pub fn batching_under_burst(b: Backend) {
 }
 
 /// `Config::batch`: a shard that just had work holds the next datagram until the batch
-/// interval has passed, and `Datagram::at` still says when it arrived (the kernel's stamp).
+/// interval has passed, and `Inbound::at` still says when it arrived (the kernel's stamp).
 pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
     let batch = Duration::from_millis(150);
     let (rt, _notes) = start(
