@@ -91,10 +91,13 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
             params.set(module, param, value.clone());
         }
     }
+    // Binders resolve the module parameters they need into their actions now.
+    let host: Arc<modules::Params> = Arc::new(params.clone());
     // A script that calls a module's function without loading the module (the seeds'
     // fragments do) gets the module loaded for it, with a warning, as long as this version
     // has it; modparam still needs an explicit loadmodule.
     let mut exports = exports;
+    exports.registry.set_host(host.clone());
     let program = loop {
         match ser_script::compile(&parsed, &exports.registry) {
             Ok(p) => break p,
@@ -119,6 +122,7 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
                     col: e.col,
                     msg: m,
                 })?;
+                exports.registry.set_host(host.clone());
             }
         }
     };
@@ -137,4 +141,60 @@ fn implicit_module(msg: &str) -> Option<&'static str> {
     let name = rest.split('\'').next()?;
     modules::find_module(name).ok()?;
     modules::static_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::registrar::Op;
+    use crate::modules::Action;
+
+    #[test]
+    fn module_parameters_are_resolved_into_the_actions_at_load() {
+        let src = r#"
+loadmodule "modules/rr/rr.so"
+loadmodule "modules/usrloc/usrloc.so"
+loadmodule "modules/registrar/registrar.so"
+modparam("rr", "enable_full_lr", 1)
+modparam("registrar", "max_expires", 60)
+modparam("registrar", "append_branches", 0)
+route {
+    record_route();
+    if (method == "REGISTER") { save("location"); break; };
+    lookup("location");
+}
+"#;
+        let loaded = load("t.cfg", src, &Config::default()).expect("loads");
+        let actions = loaded.script.actions();
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::RecordRoute { full_lr: true })));
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Registrar(Op::Save { policy, .. }) if policy.max_expires == 60
+                && policy.default_expires == 3600
+        )));
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Registrar(Op::Lookup {
+                append_branches: false,
+                ..
+            })
+        )));
+        // Without the parameters: the modules' defaults.
+        let plain = src.replace("modparam", "# modparam");
+        let loaded = load("t.cfg", &plain, &Config::default()).expect("loads");
+        assert!(loaded.script.actions().iter().any(|a| matches!(
+            a,
+            Action::Registrar(Op::Lookup {
+                append_branches: true,
+                ..
+            })
+        )));
+        assert!(loaded
+            .script
+            .actions()
+            .iter()
+            .any(|a| matches!(a, Action::RecordRoute { full_lr: false })));
+    }
 }

@@ -190,6 +190,7 @@ impl<A, C> Gen<'_, A, C> {
                     routes: &lookup,
                     kinds: self.kinds,
                     blame: Cell::new(None),
+                    host: self.reg.host(),
                 };
                 let c = (entry.bind)(*op, rhs, &ctx).map_err(|m| {
                     let at = if ctx.blame.get().is_some() {
@@ -241,6 +242,7 @@ impl<A, C> Gen<'_, A, C> {
             routes: &lookup,
             kinds: self.kinds,
             blame: Cell::new(None),
+            host: self.reg.host(),
         };
         let a = (f.bind)(&c.args, &ctx).map_err(|m| {
             match ctx.blame.get().and_then(|i| c.args.get(i)) {

@@ -6,8 +6,10 @@
 //! addresses parsed, route numbers checked through [`BindCtx`]. The VM then only hands those
 //! values back to the host's [`crate::Exec`]. The registry itself knows no SIP and no modules.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::ast::{Arg, CmpOp, KindSet, RouteKind};
 
@@ -36,6 +38,7 @@ pub struct BindCtx<'a> {
     pub(crate) routes: &'a dyn Fn(RouteKind, u32) -> bool,
     pub(crate) kinds: KindSet,
     pub(crate) blame: Cell<Option<usize>>,
+    pub(crate) host: Option<&'a (dyn Any + Send + Sync)>,
 }
 
 impl BindCtx<'_> {
@@ -56,6 +59,12 @@ impl BindCtx<'_> {
         msg.into()
     }
 
+    /// The host's settings given to [`Registry::set_host`], when they are a `T` (e.g. the
+    /// module parameters a binder resolves into its action at load time).
+    pub fn host<T: 'static>(&self) -> Option<&T> {
+        self.host.and_then(|h| h.downcast_ref::<T>())
+    }
+
     /// A context for calling a binder outside `compile` (the reference interpreter, tests).
     pub fn detached<R>(
         routes: &dyn Fn(RouteKind, u32) -> bool,
@@ -66,6 +75,7 @@ impl BindCtx<'_> {
             routes,
             kinds,
             blame: Cell::new(None),
+            host: None,
         };
         f(&ctx)
     }
@@ -78,6 +88,7 @@ pub struct Registry<A, C> {
     operands: Vec<OperandEntry<C>>,
     operand_names: HashMap<&'static str, usize>,
     hint: Option<fn(&str) -> Option<String>>,
+    host: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<A, C> Default for Registry<A, C> {
@@ -88,6 +99,7 @@ impl<A, C> Default for Registry<A, C> {
             operands: Vec::new(),
             operand_names: HashMap::new(),
             hint: None,
+            host: None,
         }
     }
 }
@@ -95,6 +107,17 @@ impl<A, C> Default for Registry<A, C> {
 impl<A, C> Registry<A, C> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Settings of the host every binder may read through [`BindCtx::host`] (opaque to the
+    /// language: the host decides what they are).
+    pub fn set_host(&mut self, host: Arc<dyn Any + Send + Sync>) -> &mut Self {
+        self.host = Some(host);
+        self
+    }
+
+    pub(crate) fn host(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.host.as_deref()
     }
 
     /// Registers a function.

@@ -117,7 +117,10 @@ pub enum Action {
     AppendUriHf(String, String),
     IsPresentHf(String),
     // rr
-    RecordRoute,
+    /// `record_route()`, `;lr=on` when rr's `enable_full_lr` is set.
+    RecordRoute {
+        full_lr: bool,
+    },
     LooseRoute,
     RewriteFromRoute,
     // tm
@@ -250,7 +253,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                     -1
                 }
             }
-            Action::RecordRoute => self.record_route(),
+            Action::RecordRoute { full_lr } => self.record_route(*full_lr),
             Action::LooseRoute => self.loose_route(),
             Action::RewriteFromRoute => self.rewrite_from_route(),
             Action::TRelay { .. }

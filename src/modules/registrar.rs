@@ -23,24 +23,43 @@ use ser_script::{Arg, KindSet};
 
 use super::core::f;
 use super::Action;
-use super::{arg_str, Exports, ParamDef, ParamKind};
+use super::{arg_str, Exports, ParamDef, ParamKind, Params};
 use crate::route::{MsgCtx, Pool, Resumed, Suspend};
 use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
 use crate::usrloc::{persist, Aor, DbMode};
 
-/// A registrar action, with its table.
+/// A registrar action, with its table and the module parameters it needs, resolved when the
+/// script loads.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Save(String),
-    Lookup(String),
+    Save {
+        table: String,
+        policy: Policy,
+    },
+    Lookup {
+        table: String,
+        append_branches: bool,
+    },
 }
 
 pub fn register(ex: &mut Exports) {
-    ex.function(f("save", 1, 1, KindSet::REQUEST, |a, _| {
-        Ok(Action::Registrar(Op::Save(table(a)?)))
+    ex.function(f("save", 1, 1, KindSet::REQUEST, |a, ctx| {
+        let policy = policy(ctx.host::<Params>().unwrap_or(&Params::default()));
+        Ok(Action::Registrar(Op::Save {
+            table: table(a)?,
+            policy,
+        }))
     }));
-    ex.function(f("lookup", 1, 1, KindSet::REQUEST, |a, _| {
-        Ok(Action::Registrar(Op::Lookup(table(a)?)))
+    ex.function(f("lookup", 1, 1, KindSet::REQUEST, |a, ctx| {
+        let append_branches = ctx
+            .host::<Params>()
+            .and_then(|p| p.int("registrar", "append_branches"))
+            .unwrap_or(1)
+            != 0;
+        Ok(Action::Registrar(Op::Lookup {
+            table: table(a)?,
+            append_branches,
+        }))
     }));
     for name in [
         "default_expires",
@@ -70,34 +89,37 @@ fn table(a: &[Arg]) -> Result<String, String> {
     Ok(t)
 }
 
+/// The expiry and q rules of `save`, from the registrar's parameters.
+fn policy(p: &Params) -> Policy {
+    let d = Policy::default();
+    let secs = |name: &str, def: u32| {
+        p.int("registrar", name)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(def)
+    };
+    Policy {
+        default_expires: secs("default_expires", d.default_expires),
+        min_expires: secs("min_expires", d.min_expires),
+        max_expires: secs("max_expires", d.max_expires),
+        default_q: p
+            .int("registrar", "default_q")
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n <= 1000)
+            .unwrap_or(d.default_q),
+    }
+}
+
 /// What save's database work ends with.
 type SaveResult = Result<Result<Outcome, Refusal>, crate::db::DbError>;
 
 impl MsgCtx<'_, '_> {
     pub(crate) fn registrar(&mut self, op: &Op) -> i32 {
         match op {
-            Op::Save(t) => self.ul_save(t),
-            Op::Lookup(t) => self.ul_lookup(t),
-        }
-    }
-
-    fn policy(&self) -> Policy {
-        let p = &self.core.params;
-        let d = Policy::default();
-        let secs = |name: &str, def: u32| {
-            p.int("registrar", name)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(def)
-        };
-        Policy {
-            default_expires: secs("default_expires", d.default_expires),
-            min_expires: secs("min_expires", d.min_expires),
-            max_expires: secs("max_expires", d.max_expires),
-            default_q: p
-                .int("registrar", "default_q")
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n <= 1000)
-                .unwrap_or(d.default_q),
+            Op::Save { table, policy } => self.ul_save(table, *policy),
+            Op::Lookup {
+                table,
+                append_branches,
+            } => self.ul_lookup(table, *append_branches),
         }
     }
 
@@ -170,13 +192,12 @@ impl MsgCtx<'_, '_> {
         ))
     }
 
-    fn ul_save(&mut self, table: &str) -> i32 {
+    fn ul_save(&mut self, table: &str, pol: Policy) -> i32 {
         let ul = Arc::clone(&self.core.usrloc);
         let (aor, req) = match self.save_request() {
             Ok(x) => x,
             Err(why) => return self.registrar_reply(400, why, ""),
         };
-        let pol = self.policy();
         let now = crate::usrloc::now();
         let mode = ul.cfg.db_mode;
         if mode == DbMode::DbOnly {
@@ -289,7 +310,7 @@ impl MsgCtx<'_, '_> {
         }
     }
 
-    fn ul_lookup(&mut self, table: &str) -> i32 {
+    fn ul_lookup(&mut self, table: &str, append: bool) -> i32 {
         let ul = Arc::clone(&self.core.usrloc);
         let aor = {
             let Ok(uri) = ser_parser::parse_uri(self.current_uri()) else {
@@ -315,7 +336,7 @@ impl MsgCtx<'_, '_> {
                             .into_iter()
                             .map(|b| b.contact.clone())
                             .collect();
-                        m.set_destinations(contacts)
+                        m.set_destinations(contacts, append)
                     }
                     Err(e) => {
                         crate::error!("usrloc: lookup: database error: {e}");
@@ -328,11 +349,12 @@ impl MsgCtx<'_, '_> {
             .find(table)
             .map(|t| t.lookup(&aor.key, now))
             .unwrap_or_default();
-        self.set_destinations(contacts)
+        self.set_destinations(contacts, append)
     }
 
-    /// The Request-URI becomes the first contact, the destination set the others.
-    fn set_destinations(&mut self, contacts: Vec<String>) -> i32 {
+    /// The Request-URI becomes the first contact, the destination set the others (with
+    /// registrar's `append_branches`).
+    fn set_destinations(&mut self, contacts: Vec<String>, append: bool) -> i32 {
         let mut it = contacts.into_iter();
         let Some(first) = it.next() else {
             return -1;
@@ -340,12 +362,6 @@ impl MsgCtx<'_, '_> {
         self.s.uri = first;
         self.uri_changed = true;
         self.s.branches.clear();
-        let append = self
-            .core
-            .params
-            .int("registrar", "append_branches")
-            .unwrap_or(1)
-            != 0;
         if append {
             self.s
                 .branches

@@ -27,8 +27,13 @@ use crate::route::MsgCtx;
 use crate::sip::hostport;
 
 pub fn register(ex: &mut Exports) {
-    ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, _| {
-        Ok(Action::RecordRoute)
+    ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, ctx| {
+        let full_lr = ctx
+            .host::<super::Params>()
+            .and_then(|p| p.int("rr", "enable_full_lr"))
+            .unwrap_or(0)
+            != 0;
+        Ok(Action::RecordRoute { full_lr })
     }));
     ex.alias("addRecordRoute", "record_route");
     ex.function(f("loose_route", 0, 0, KindSet::REQUEST, |_, _| {
@@ -123,26 +128,23 @@ fn remove_marked(headers: &[Header<'_>], vals: &[RouteVal<'_>], edits: &mut Edit
 
 impl<'m> MsgCtx<'_, 'm> {
     /// Our Record-Route line: the address of the socket the request arrived on.
-    fn rr_line(&self) -> String {
+    fn rr_line(&self, full_lr: bool) -> String {
         let sock = self
             .core
             .local
             .addr(self.at.socket)
             .unwrap_or(self.at.local);
-        let lr = if self.core.params.int("rr", "enable_full_lr").unwrap_or(0) != 0 {
-            ";lr=on"
-        } else {
-            ";lr"
-        };
+        let lr = if full_lr { ";lr=on" } else { ";lr" };
         format!("Record-Route: <sip:{}{}>\r\n", hostport(&sock), lr)
     }
 
-    pub(crate) fn record_route(&mut self) -> i32 {
+    /// `record_route()`: our Record-Route (`;lr=on` with rr's `enable_full_lr`).
+    pub(crate) fn record_route(&mut self, full_lr: bool) -> i32 {
         let msg = self.msg;
         if !msg.is_request() {
             return self.fail(500, "Not a request");
         }
-        let line = self.rr_line();
+        let line = self.rr_line(full_lr);
         // Ours first (16.6 step 4), above the Record-Routes of earlier hops; after the last
         // header when there are none.
         let at = msg
@@ -274,8 +276,6 @@ impl<'m> MsgCtx<'_, 'm> {
 mod tests {
     use std::net::SocketAddr;
 
-    use ser_script::Value;
-
     use crate::config::Config;
     use crate::core::Core;
     use crate::route::{MsgCtx, Scratch};
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn record_route_without_existing() {
-        let o = run(&req(INVITE, &[]), |c| c.record_route());
+        let o = run(&req(INVITE, &[]), |c| c.record_route(false));
         assert_eq!(o.ret, 1);
         assert_eq!(
             lines(&o.wire, "Record-Route"),
@@ -396,7 +396,7 @@ mod tests {
                 "Record-Route: <sip:p2.example.net;lr>",
             ],
         );
-        let o = run(&r, |c| c.record_route());
+        let o = run(&r, |c| c.record_route(false));
         assert_eq!(o.ret, 1);
         assert_eq!(
             lines(&o.wire, "Record-Route"),
@@ -410,9 +410,7 @@ mod tests {
 
     #[test]
     fn record_route_full_lr() {
-        let mut core = core();
-        core.params.set("rr", "enable_full_lr", Value::Int(1));
-        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route());
+        let o = run(&req(INVITE, &[]), |c| c.record_route(true));
         assert_eq!(
             lines(&o.wire, "Record-Route"),
             ["Record-Route: <sip:10.0.0.1:5060;lr=on>"]
@@ -423,7 +421,7 @@ mod tests {
     fn record_route_ipv6_socket() {
         let sock: SocketAddr = "[2001:db8::1]:5070".parse().expect("addr");
         let core = Core::new(&Config::default(), vec![Listen::udp(sock)], None);
-        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route());
+        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route(false));
         assert_eq!(
             lines(&o.wire, "Record-Route"),
             ["Record-Route: <sip:[2001:db8::1]:5070;lr>"]
@@ -434,8 +432,8 @@ mod tests {
     fn record_route_twice_adds_one() {
         for extra in [&[][..], &["Record-Route: <sip:p1.example.net;lr>"][..]] {
             let o = run(&req(INVITE, extra), |c| {
-                assert_eq!(c.record_route(), 1);
-                c.record_route()
+                assert_eq!(c.record_route(false), 1);
+                c.record_route(false)
             });
             assert_eq!(o.ret, 1);
             let rr = lines(&o.wire, "Record-Route");
