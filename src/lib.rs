@@ -1,15 +1,21 @@
 //! `ser`, the SIP Express Router: a SIP (RFC 3261) proxy, registrar and redirect server whose
 //! behaviour the operator writes in a routing script (`ser.cfg`).
 //!
-//! This crate is the server: configuration (`config`), the shared read-only state (`core`),
-//! the script glue (`route`: typed actions and the per-message context the VM runs against),
-//! the built-in modules (`modules`: core, sl, maxfwd, textops, tm, rr, acc, exec), script loading
-//! (`loader`) and the shard handler (`server`). The SIP wire format lives in `ser-parser`, the
-//! language in `ser-script`, the thread-per-core runtime in `ser-shards`; only `server` and
-//! `main` touch the runtime. `txn` holds the sans-IO RFC 3261 transactions, `tm` the stateful
-//! proxy built on them, `dns` RFC 3263 resolution. Operations: `live` (script reload by
-//! generations), `mgmt` (the FIFO server and its command registry), `mgmt_http` and `metrics`
-//! (Prometheus and JSON over HTTP), `capture` (pcap files).
+//! The crate is built in layers that import only downward (`docs/architecture.md` has the
+//! picture and the path of a request through them):
+//! 1. `sip`: addressing without I/O (transports, where a message goes, our Via, the response
+//!    address of RFC 3261 18.2.2, the RFC 3263 next hop, the replies we make, owner shard);
+//!    `stats`, `config`, `utc`, `log` beside it;
+//! 2. `txn`: the RFC 3261 17 transactions, sans-IO;
+//! 3. `tm`: the stateful proxy core on them, sans-IO;
+//! 4. services: `dns` (RFC 3263 resolution), `db` (SQLite, MySQL), `usrloc` (user location);
+//! 5. the script on SIP: `core` (what every shard reads), `route` (the per-message context),
+//!    `modules` (the actions, with one export table per module), `loader`;
+//! 6. the application: `server` (the shard handler), `live` (reload), `mgmt` and `mgmt_http`
+//!    (FIFO, JSON), `metrics`, `capture`, `ctl_db`, and `main`.
+//!
+//! The SIP wire format lives in `ser-parser`, the language in `ser-script`, the thread-per-core
+//! runtime in `ser-shards`; only the application layer touches the runtime.
 
 pub mod log;
 
