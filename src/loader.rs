@@ -197,4 +197,26 @@ route {
             .iter()
             .any(|a| matches!(a, Action::RecordRoute { full_lr: false })));
     }
+
+    #[test]
+    fn auth_parameters_are_checked_when_the_script_loads() {
+        let src = r#"loadmodule "modules/auth/auth.so"
+loadmodule "modules/auth_db/auth_db.so"
+modparam("auth_db", "user_column", "user; DROP TABLE subscriber")
+route {
+    if (!www_authorize("example.org", "subscriber")) { www_challenge("example.org", "0"); break; };
+}
+"#;
+        let e = load("t.cfg", src, &Config::default())
+            .err()
+            .expect("refused");
+        assert_eq!((e.line, e.col), (5, 10), "{e}");
+        assert!(e.msg.contains("is not a column or table name"), "{e}");
+        let ok = src.replace("user; DROP TABLE subscriber", "uname");
+        let loaded = load("t.cfg", &ok, &Config::default()).expect("loads");
+        assert!(loaded.script.actions().iter().any(|a| matches!(
+            a,
+            Action::Auth(_, st) if st.user_column == "uname" && st.nonce_expire == 300
+        )));
+    }
 }

@@ -150,7 +150,7 @@ pub enum Action {
         cmd: String,
     },
     // auth, auth_db, group, uri
-    Auth(super::auth::AuthAction),
+    Auth(super::auth::AuthAction, Arc<super::auth::AuthSettings>),
     // registrar (save, lookup)
     Registrar(super::registrar::Op),
 }
@@ -266,7 +266,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             | Action::TReplicate { .. }
             | Action::AccRequest(_) => self.tm_call(action),
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
-            Action::Auth(a) => self.auth_call(a),
+            Action::Auth(a, st) => self.auth_call(a, st),
             Action::Registrar(op) => self.registrar(op),
         }
     }

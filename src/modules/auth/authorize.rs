@@ -6,10 +6,10 @@
 //! It does not challenge (that is [`super::challenge`]); `auth-int` and `MD5-sess` are
 //! answered -1, so the script challenges again.
 
-use super::challenge::{secret, unix_now};
+use super::challenge::unix_now;
 use super::credentials::{find_credentials, Found};
-use super::params::{db_url_for, ident, p_int, p_str};
 use super::AuthKind;
+use super::AuthSettings;
 use crate::db::{Row, Value};
 use crate::modules::digest::{self, NonceCheck};
 use crate::route::{AuthUser, MsgCtx};
@@ -64,7 +64,13 @@ impl MsgCtx<'_, '_> {
         self.sl_reply_with_headers(400, b"Bad Request", "");
         0
     }
-    pub(super) fn authorize(&mut self, kind: AuthKind, realm: &str, table: &str) -> i32 {
+    pub(super) fn authorize(
+        &mut self,
+        st: &AuthSettings,
+        kind: AuthKind,
+        realm: &str,
+        table: &str,
+    ) -> i32 {
         let realm = self.auth_realm(realm);
         let creds = match find_credentials(self.msg, kind, &realm) {
             Found::None => return -1,
@@ -91,7 +97,7 @@ impl MsgCtx<'_, '_> {
             // auth-int and others: not supported, challenge again.
             Some(_) => return -1,
         };
-        match digest::check_nonce(nonce, secret(&self.core.params), unix_now()) {
+        match digest::check_nonce(nonce, &st.secret, unix_now()) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => {
                 crate::debug!("auth: stale nonce from {}", self.at.src);
@@ -106,30 +112,13 @@ impl MsgCtx<'_, '_> {
         if user.is_empty() {
             return -1;
         }
-        let chain = ["auth_db", "auth"];
-        let p = &self.core.params;
-        let calculate_ha1 = p_int(p, &chain, "calculate_ha1").unwrap_or(0) != 0;
-        let cols = (|| {
-            let pw = if calculate_ha1 {
-                ident(p_str(p, &chain, "password_column"), "password")?
-            } else if username.contains('@') {
-                ident(p_str(p, &chain, "password_column_2"), "ha1b")?
-            } else {
-                ident(p_str(p, &chain, "password_column"), "ha1")?
-            };
-            Ok::<_, String>((
-                pw,
-                ident(p_str(p, &chain, "user_column"), "username")?,
-                ident(p_str(p, &chain, "domain_column"), "domain")?,
-            ))
-        })();
-        let (pw_col, user_col, domain_col) = match cols {
-            Ok(c) => c,
-            Err(e) => {
-                crate::error!("auth: {e}");
-                return self.fail(500, "Server Internal Error");
-            }
+        let calculate_ha1 = st.calculate_ha1;
+        let pw_col = if !calculate_ha1 && username.contains('@') {
+            &st.password_column_2
+        } else {
+            &st.password_column
         };
+        let (user_col, domain_col) = (&st.user_column, &st.domain_column);
         let check = Check {
             sql: format!("SELECT {pw_col} FROM {table} WHERE {user_col} = ? AND {domain_col} = ?"),
             args: vec![Value::from(user.as_str()), Value::from(realm.as_str())],
@@ -147,8 +136,7 @@ impl MsgCtx<'_, '_> {
             qop,
             response: response.to_string(),
         };
-        let url = db_url_for(&self.core.params, "auth_db").map(str::to_string);
-        self.db_suspend(url.as_deref(), "authorize", move |db| {
+        self.db_suspend(st.auth_db_url.as_deref(), "authorize", move |db| {
             let rows = db.with_conn(|c| c.query(&check.sql, &check.args));
             let ok = rows.map(|r| check.verify(&r));
             let user = AuthUser {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::credentials::{find_credentials, Found};
-use super::AuthKind;
+use super::{AuthKind, AuthSettings};
 use crate::modules::digest::{self, NonceCheck};
 use crate::modules::Params;
 use crate::route::MsgCtx;
@@ -33,7 +33,7 @@ pub fn secret(params: &Params) -> &str {
     })
 }
 
-fn nonce_expire(params: &Params) -> u64 {
+pub(super) fn nonce_expire(params: &Params) -> u64 {
     params
         .int("auth", "nonce_expire")
         .filter(|n| *n > 0)
@@ -49,21 +49,23 @@ pub(super) fn unix_now() -> u64 {
 }
 
 impl MsgCtx<'_, '_> {
-    pub(super) fn challenge(&mut self, kind: AuthKind, realm: &str, qop: bool) -> i32 {
+    pub(super) fn challenge(
+        &mut self,
+        st: &AuthSettings,
+        kind: AuthKind,
+        realm: &str,
+        qop: bool,
+    ) -> i32 {
         let realm = self.auth_realm(realm);
         let now = unix_now();
-        let secret = secret(&self.core.params);
+        let secret = st.secret.as_str();
         let stale = match find_credentials(self.msg, kind, &realm) {
             Found::Creds(c) => c
                 .nonce
                 .is_some_and(|n| digest::check_nonce(n, secret, now) == NonceCheck::Stale),
             _ => false,
         };
-        let nonce = digest::make_nonce(
-            now + nonce_expire(&self.core.params),
-            rand::random::<u32>(),
-            secret,
-        );
+        let nonce = digest::make_nonce(now + st.nonce_expire, rand::random::<u32>(), secret);
         let value = digest::challenge_value(&realm, &nonce, qop, stale);
         let (code, reason, hdr): (u16, &[u8], &str) = match kind {
             AuthKind::Www => (401, b"Unauthorized", "WWW-Authenticate"),

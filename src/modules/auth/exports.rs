@@ -7,10 +7,12 @@
 
 use ser_script::{Arg, BindCtx, FnEntry, KindSet};
 
-use super::{AuthAction, AuthKind, UserSource};
+use std::sync::Arc;
+
+use super::{AuthAction, AuthKind, AuthSettings, UserSource};
 use crate::db::schema::is_identifier;
 use crate::modules::core::f;
-use crate::modules::{arg_int, arg_str, Action, Exports, ParamDef, ParamKind};
+use crate::modules::{arg_int, arg_str, Action, Exports, ParamDef, ParamKind, Params};
 
 const AUTH_DB_PARAMS: &[(&str, ParamKind)] = &[
     ("db_url", ParamKind::Str),
@@ -34,6 +36,15 @@ fn params(ex: &mut Exports, module: &'static str, list: &[(&'static str, ParamKi
     for (name, kind) in list {
         ex.param(module, ParamDef { name, kind: *kind });
     }
+}
+
+/// An auth action with the family's parameters, resolved now (see [`AuthSettings`]).
+fn auth(c: &BindCtx<'_>, a: AuthAction) -> Result<Action, String> {
+    let settings = match c.host::<Params>() {
+        Some(p) => AuthSettings::from_params(p)?,
+        None => AuthSettings::from_params(&Params::default())?,
+    };
+    Ok(Action::Auth(a, Arc::new(settings)))
 }
 
 /// Registers `e` unless a module loaded earlier already exported that name.
@@ -60,12 +71,15 @@ fn authorize_fns(ex: &mut Exports) {
     check_fns(ex);
     once(
         ex,
-        f("is_in_group", 1, 1, KindSet::REQUEST, |a, _| {
+        f("is_in_group", 1, 1, KindSet::REQUEST, |a, c| {
             let group = a.first().map(arg_str).transpose()?.unwrap_or_default();
-            Ok(Action::Auth(AuthAction::IsUserIn {
-                source: UserSource::Credentials,
-                group,
-            }))
+            auth(
+                c,
+                AuthAction::IsUserIn {
+                    source: UserSource::Credentials,
+                    group,
+                },
+            )
         }),
     );
 }
@@ -73,14 +87,14 @@ fn authorize_fns(ex: &mut Exports) {
 fn check_fns(ex: &mut Exports) {
     once(
         ex,
-        f("check_to", 0, 0, KindSet::REQUEST, |_, _| {
-            Ok(Action::Auth(AuthAction::CheckTo))
+        f("check_to", 0, 0, KindSet::REQUEST, |_, c| {
+            auth(c, AuthAction::CheckTo)
         }),
     );
     once(
         ex,
-        f("check_from", 0, 0, KindSet::REQUEST, |_, _| {
-            Ok(Action::Auth(AuthAction::CheckFrom))
+        f("check_from", 0, 0, KindSet::REQUEST, |_, c| {
+            auth(c, AuthAction::CheckFrom)
         }),
     );
 }
@@ -135,12 +149,15 @@ pub fn register_group(ex: &mut Exports) {
     // SER 0.8's group module had is_in_group too (the credentials' user).
     once(
         ex,
-        f("is_in_group", 1, 1, KindSet::REQUEST, |a, _| {
+        f("is_in_group", 1, 1, KindSet::REQUEST, |a, c| {
             let group = a.first().map(arg_str).transpose()?.unwrap_or_default();
-            Ok(Action::Auth(AuthAction::IsUserIn {
-                source: UserSource::Credentials,
-                group,
-            }))
+            auth(
+                c,
+                AuthAction::IsUserIn {
+                    source: UserSource::Credentials,
+                    group,
+                },
+            )
         }),
     );
 }
@@ -156,8 +173,8 @@ pub fn register_uri(ex: &mut Exports) {
     check_fns(ex);
     once(
         ex,
-        f("does_uri_exist", 0, 0, KindSet::REQUEST, |_, _| {
-            Ok(Action::Auth(AuthAction::DoesUriExist))
+        f("does_uri_exist", 0, 0, KindSet::REQUEST, |_, c| {
+            auth(c, AuthAction::DoesUriExist)
         }),
     );
 }
@@ -171,7 +188,7 @@ fn bind_authorize(a: &[Arg], c: &BindCtx<'_>, kind: AuthKind) -> Result<Action, 
     if realm.contains(['"', '\\', '\r', '\n']) {
         return Err(c.fail_at(0, "a realm cannot contain quotes, backslashes or line ends"));
     }
-    Ok(Action::Auth(AuthAction::Authorize { kind, realm, table }))
+    auth(c, AuthAction::Authorize { kind, realm, table })
 }
 
 fn bind_challenge(a: &[Arg], c: &BindCtx<'_>, kind: AuthKind) -> Result<Action, String> {
@@ -183,12 +200,12 @@ fn bind_challenge(a: &[Arg], c: &BindCtx<'_>, kind: AuthKind) -> Result<Action, 
         Some(q) => arg_int(q).map_err(|e| c.fail_at(1, format!("qop: {e} (\"0\" or \"1\")")))? != 0,
         None => false,
     };
-    Ok(Action::Auth(AuthAction::Challenge { kind, realm, qop }))
+    auth(c, AuthAction::Challenge { kind, realm, qop })
 }
 
-fn bind_is_user(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+fn bind_is_user(a: &[Arg], c: &BindCtx<'_>) -> Result<Action, String> {
     let name = a.first().map(arg_str).transpose()?.unwrap_or_default();
-    Ok(Action::Auth(AuthAction::IsUser(name)))
+    auth(c, AuthAction::IsUser(name))
 }
 
 fn bind_is_user_in(a: &[Arg], c: &BindCtx<'_>) -> Result<Action, String> {
@@ -206,5 +223,5 @@ fn bind_is_user_in(a: &[Arg], c: &BindCtx<'_>) -> Result<Action, String> {
         }
     };
     let group = a.get(1).map(arg_str).transpose()?.unwrap_or_default();
-    Ok(Action::Auth(AuthAction::IsUserIn { source, group }))
+    auth(c, AuthAction::IsUserIn { source, group })
 }

@@ -5,13 +5,18 @@
 //! The query runs on a database worker; nothing is cached.
 
 use super::credentials::user_host;
-use super::params::{db_url_for, ident, p_int};
+use super::params::GroupSettings;
 use super::UserSource;
 use crate::db::Value;
 use crate::route::MsgCtx;
 
 impl MsgCtx<'_, '_> {
-    pub(super) fn is_user_in(&mut self, source: UserSource, group: &str) -> i32 {
+    pub(super) fn is_user_in(
+        &mut self,
+        st: &GroupSettings,
+        source: UserSource,
+        group: &str,
+    ) -> i32 {
         let (user, domain) = match source {
             UserSource::Credentials => match &self.auth {
                 Some(a) => (a.user.clone(), a.realm.clone()),
@@ -36,32 +41,19 @@ impl MsgCtx<'_, '_> {
         if user.is_empty() {
             return -1;
         }
-        let chain = ["group", "auth"];
-        let p = &self.core.params;
-        let use_domain = p_int(p, &chain, "use_domain").unwrap_or(0) != 0;
-        let names = (|| {
-            Ok::<_, String>((
-                ident(p.str("group", "table"), "grp")?,
-                ident(p.str("group", "user_column"), "username")?,
-                ident(p.str("group", "domain_column"), "domain")?,
-                ident(p.str("group", "group_column"), "grp")?,
-            ))
-        })();
-        let (table, ucol, dcol, gcol) = match names {
-            Ok(n) => n,
-            Err(e) => {
-                crate::error!("group: {e}");
-                return self.fail(500, "Server Internal Error");
-            }
-        };
+        let (table, ucol, dcol, gcol) = (
+            &st.table,
+            &st.user_column,
+            &st.domain_column,
+            &st.group_column,
+        );
         let mut sql = format!("SELECT {ucol} FROM {table} WHERE {ucol} = ? AND {gcol} = ?");
         let mut args = vec![Value::from(user), Value::from(group)];
-        if use_domain {
+        if st.use_domain {
             sql.push_str(&format!(" AND {dcol} = ?"));
             args.push(Value::from(domain));
         }
-        let url = db_url_for(&self.core.params, "group").map(str::to_string);
-        self.db_suspend(url.as_deref(), "is_user_in", move |db| {
+        self.db_suspend(st.db_url.as_deref(), "is_user_in", move |db| {
             let r = db.with_conn(|c| c.query(&sql, &args));
             Box::new(move |m: &mut MsgCtx<'_, '_>| match r {
                 Ok(rows) if !rows.is_empty() => 1,

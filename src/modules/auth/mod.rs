@@ -44,7 +44,7 @@ mod uri;
 
 pub use challenge::{secret, DEFAULT_NONCE_EXPIRE};
 pub use exports::{register_auth, register_auth_db, register_group, register_uri};
-pub use params::{db_url_for, needs_default_db};
+pub use params::{db_url_for, needs_default_db, AuthSettings, GroupSettings};
 
 use std::sync::Arc;
 
@@ -93,18 +93,18 @@ pub enum AuthAction {
 }
 
 impl MsgCtx<'_, '_> {
-    pub(crate) fn auth_call(&mut self, a: &AuthAction) -> i32 {
+    pub(crate) fn auth_call(&mut self, a: &AuthAction, st: &AuthSettings) -> i32 {
         match a {
-            AuthAction::Authorize { kind, realm, table } => self.authorize(*kind, realm, table),
-            AuthAction::Challenge { kind, realm, qop } => self.challenge(*kind, realm, *qop),
+            AuthAction::Authorize { kind, realm, table } => self.authorize(st, *kind, realm, table),
+            AuthAction::Challenge { kind, realm, qop } => self.challenge(st, *kind, realm, *qop),
             AuthAction::IsUser(name) => match &self.auth {
                 Some(u) if u.user.eq_ignore_ascii_case(name) => 1,
                 _ => -1,
             },
             AuthAction::CheckTo => self.check_user(self.msg.to().ok().map(|n| n.uri)),
             AuthAction::CheckFrom => self.check_user(self.msg.from().ok().map(|n| n.uri)),
-            AuthAction::IsUserIn { source, group } => self.is_user_in(*source, group),
-            AuthAction::DoesUriExist => self.does_uri_exist(),
+            AuthAction::IsUserIn { source, group } => self.is_user_in(&st.group, *source, group),
+            AuthAction::DoesUriExist => self.does_uri_exist(st),
         }
     }
 

@@ -5,7 +5,7 @@
 //! authorize first ([`super::authorize`]).
 
 use super::credentials::user_host;
-use super::params::db_url_for;
+use super::AuthSettings;
 use crate::db::Value;
 use crate::route::MsgCtx;
 
@@ -22,22 +22,21 @@ impl MsgCtx<'_, '_> {
         }
     }
 
-    pub(super) fn does_uri_exist(&mut self) -> i32 {
+    pub(super) fn does_uri_exist(&mut self, st: &AuthSettings) -> i32 {
         let Some((user, host)) = user_host(self.current_uri()) else {
             return -1;
         };
         if user.is_empty() {
             return -1;
         }
-        let use_domain = self.core.params.int("uri", "use_domain").unwrap_or(0) != 0;
+        let use_domain = st.uri_use_domain;
         let mut sql = String::from("SELECT username FROM subscriber WHERE username = ?");
         let mut args = vec![Value::from(user)];
         if use_domain {
             sql.push_str(" AND domain = ?");
             args.push(Value::from(host));
         }
-        let url = db_url_for(&self.core.params, "uri").map(str::to_string);
-        self.db_suspend(url.as_deref(), "does_uri_exist", move |db| {
+        self.db_suspend(st.uri_db_url.as_deref(), "does_uri_exist", move |db| {
             let r = db.with_conn(|c| c.query(&sql, &args));
             Box::new(move |m: &mut MsgCtx<'_, '_>| match r {
                 Ok(rows) if !rows.is_empty() => 1,
