@@ -512,9 +512,11 @@ fn wait_for_stop(signals: &ser_shards::os::SignalSet, live: &ser::live::Live) {
 }
 
 /// After the shards stopped: the user location's cache to its database (db_mode 2), the
-/// capture's last records.
+/// databases closed (queued writes done, SQLite's WAL checkpointed), the capture's last
+/// records.
 fn stop_services(core: &Core, capture: Option<&ser::capture::Capture>) {
     core.usrloc.shutdown();
+    core.dbs.close_all();
     if let Some(c) = capture {
         c.close();
         ser::log::always(

@@ -60,6 +60,13 @@ pub struct OpenDbs {
 }
 
 impl OpenDbs {
+    /// Closes every open database (see [`Db::close`]): at shutdown, after the shards.
+    pub fn close_all(&self) {
+        for (_, db) in &self.list {
+            db.close();
+        }
+    }
+
     /// The open database of `url` (a module's `db_url`, or the default when None).
     pub fn get(&self, url: Option<&str>) -> Option<Arc<Db>> {
         let url = url.unwrap_or(&self.default_url);

@@ -24,6 +24,9 @@ pub struct Db {
     shown: String,
     idle: Mutex<Vec<Box<dyn Conn>>>,
     queue: Mutex<Option<SyncSender<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set by [`Self::close`]: no connection is made any more.
+    closed: AtomicBool,
     /// Writes ([`Self::write`]) that failed, and those refused because the queue was full.
     failed: AtomicU64,
     refused: AtomicU64,
@@ -60,6 +63,8 @@ impl Db {
             shown,
             idle: Mutex::new(vec![first]),
             queue: Mutex::new(None),
+            workers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
             failed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             down: AtomicBool::new(false),
@@ -72,16 +77,39 @@ impl Db {
             for i in 0..workers {
                 let db2 = Arc::clone(&db);
                 let rx = Arc::clone(&rx);
-                std::thread::Builder::new()
+                let handle = std::thread::Builder::new()
                     .name(format!("ser-db-{i}"))
                     .spawn(move || worker(&db2, &rx))
                     .map_err(|e| DbError::Connect(db.shown.clone(), e.to_string()))?;
+                if let Ok(mut w) = db.workers.lock() {
+                    w.push(handle);
+                }
             }
             if let Ok(mut q) = db.queue.lock() {
                 *q = Some(tx);
             }
         }
         Ok(db)
+    }
+
+    /// Closes the database at shutdown: the jobs already queued (acc rows, usrloc writes)
+    /// run to the end, the workers stop, every connection is closed (SQLite then checkpoints
+    /// its write-ahead log and removes `-wal` and `-shm`). Later uses fail with `Closed`.
+    pub fn close(&self) {
+        let queue = self.queue.lock().ok().and_then(|mut q| q.take());
+        drop(queue);
+        let workers = self
+            .workers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for w in workers {
+            let _ = w.join();
+        }
+        self.closed.store(true, Ordering::Relaxed);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// The URL without its password.
@@ -105,6 +133,9 @@ impl Db {
         mut f: impl FnMut(&mut dyn Conn) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         for attempt in 0..2 {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(DbError::Closed);
+            }
             let pooled = if attempt == 0 {
                 self.idle.lock().ok().and_then(|mut v| v.pop())
             } else {
@@ -272,6 +303,41 @@ mod tests {
     use super::*;
     use crate::db::datetime;
     use std::time::SystemTime;
+
+    #[test]
+    fn close_runs_queued_writes_and_leaves_no_wal_behind() {
+        let dir = std::env::temp_dir().join(format!("ser-db-close-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("t.db");
+        let url = format!("sqlite://{}", file.display());
+        let db = Db::open(&url, 2).expect("open");
+        db.init_schema().expect("schema");
+        for i in 0..50 {
+            db.write(
+                "test",
+                "INSERT INTO grp (username, domain, grp, last_modified) VALUES (?, '', 'g', '')",
+                vec![format!("u{i}").into()],
+            );
+        }
+        let wal = dir.join("t.db-wal");
+        assert!(wal.exists(), "WAL mode while open");
+        db.close();
+        assert!(
+            !wal.exists(),
+            "the WAL is checkpointed and removed on close"
+        );
+        assert!(!dir.join("t.db-shm").exists());
+        assert!(matches!(db.with_conn(|_| Ok(())), Err(DbError::Closed)));
+        // Every queued write was done before the workers stopped.
+        let again = Db::open(&url, 0).expect("reopen");
+        let rows = again
+            .with_conn(|c| c.query("SELECT COUNT(*) FROM grp", &[]))
+            .expect("count");
+        assert_eq!(rows, vec![vec![Value::Int(50)]]);
+        again.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn sqlite_schema_and_queries() {
