@@ -475,14 +475,20 @@ fn rfc2543_exchange_without_magic_cookie() {
 }
 
 #[test]
-fn table_capacity_stats_and_lazy_timer_index() {
+fn table_capacity_keys_and_lazy_timer_index() {
     let t0 = Instant::now();
     let cfg = TimerConfig::default();
-    let mut table: TxnTable<u32> = TxnTable::new(2);
-    for (i, b) in ["z9hG4bK1", "z9hG4bK2"].into_iter().enumerate() {
+    let mut table: Table<Transaction> = Table::new(2);
+    let key_of =
+        |b: &str| Key::client(&parse(&msgs::request("OPTIONS", b, 1, None)).unwrap()).unwrap();
+    let mut ids = Vec::new();
+    for b in ["z9hG4bK1", "z9hG4bK2"] {
         let c = ClientTransaction::start(t0, &cfg, &msgs::request("OPTIONS", b, 1, None), false)
             .unwrap();
-        table.insert(Transaction::Client(c), i as u32).unwrap();
+        let key = c.key().clone();
+        let id = table.insert(Transaction::Client(c)).unwrap();
+        table.index(key, id, 7).unwrap();
+        ids.push(id);
     }
     let c = ClientTransaction::start(
         t0,
@@ -492,54 +498,63 @@ fn table_capacity_stats_and_lazy_timer_index() {
     )
     .unwrap();
     assert_eq!(
-        table.insert(Transaction::Client(c), 3),
-        Err(TableError::Full)
+        table.insert(Transaction::Client(c)).err(),
+        Some(TableError::Full)
     );
-    let again = ClientTransaction::start(
-        t0,
-        &cfg,
-        &msgs::request("OPTIONS", "z9hG4bK1", 1, None),
-        false,
-    )
-    .unwrap();
     assert_eq!(
-        table.insert(Transaction::Client(again), 9),
+        table.index(key_of("z9hG4bK1"), ids[1], 0),
         Err(TableError::Exists)
     );
-    assert_eq!(table.stats().current, 2);
-    assert_eq!(table.stats().refused, 1);
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.lookup(&key_of("z9hG4bK1")), Some((ids[0], 7)));
     assert_eq!(table.next_deadline(), Some(t0 + ms(500)));
     // Answer the first: its E deadline becomes stale and is skipped; K takes over.
-    let k1 = Key::client(&parse(&msgs::request("OPTIONS", "z9hG4bK1", 1, None)).unwrap()).unwrap();
     let ok = msgs::response(
         &msgs::request("OPTIONS", "z9hG4bK1", 1, None),
         200,
         Some("x"),
     );
-    let d = table.update(&k1, |e| match &mut e.txn {
-        Transaction::Client(c) => c.handle_response(t0 + ms(100), &parse(&ok).unwrap()),
-        Transaction::Server(_) => Disposition::NotMatched,
-    });
-    assert_eq!(d, Some(Disposition::PassUp));
-    assert_eq!(table.stats().waiting, 1);
+    let d = match table.get_mut(ids[0]) {
+        Some(Transaction::Client(c)) => c.handle_response(t0 + ms(100), &parse(&ok).unwrap()),
+        _ => Disposition::NotMatched,
+    };
+    table.rearm(ids[0]);
+    assert_eq!(d, Disposition::PassUp);
+    assert!(table.get(ids[0]).is_some_and(Transaction::is_completed));
+    let mut now = t0;
     let mut fired = 0;
-    table.expire(t0 + secs(6), |e| {
-        fired += 1;
-        while e.txn.poll_transmit().is_some() {}
-        while e.txn.poll_event().is_some() {}
-    });
-    // The second retransmitted at 0.5 s only (expire drives once per due item), the first hit K.
-    assert!(fired >= 2);
-    assert_eq!(table.len(), 1);
-    assert_eq!(table.stats().waiting, 0);
-    let mut now = t0 + secs(6);
     while let Some(dl) = table.next_deadline() {
         now = dl;
-        table.expire(now, |e| while e.txn.poll_transmit().is_some() {});
+        while let Some(id) = table.pop_due(now) {
+            fired += 1;
+            let done = table.get_mut(id).is_some_and(|t| {
+                t.handle_timeout(now);
+                while t.poll_transmit().is_some() {}
+                while t.poll_event().is_some() {}
+                t.is_terminated()
+            });
+            if done {
+                table.remove(id);
+            } else {
+                table.rearm(id);
+            }
+        }
     }
+    assert!(fired >= 2);
     assert_eq!(now, t0 + secs(32), "F ends the second");
     assert!(table.is_empty());
-    assert_eq!(table.stats().total, 2);
-    table.note_local_reply();
-    assert_eq!(table.stats().local_replies, 1);
+    // Removing an entry forgets its keys; its old id answers nothing.
+    assert_eq!(table.lookup(&key_of("z9hG4bK1")), None);
+    assert!(table.no_keys());
+    assert!(table.get(ids[0]).is_none());
+    let c = ClientTransaction::start(
+        t0,
+        &cfg,
+        &msgs::request("OPTIONS", "z9hG4bK9", 1, None),
+        false,
+    )
+    .unwrap();
+    let reused = table.insert(Transaction::Client(c)).unwrap();
+    assert_ne!(reused, ids[0], "a reused slot has a new generation");
+    assert_ne!(reused, ids[1]);
 }
