@@ -113,6 +113,8 @@ pub struct ClientTransaction {
     last_code: Option<u16>,
     /// Stay `wt_timer` after giving up instead of terminating (see [`Self::lingering`]).
     linger: bool,
+    /// Sent over TCP/TLS/SCTP: no A/E, and D and K are zero.
+    reliable: bool,
 }
 
 impl ClientTransaction {
@@ -170,6 +172,7 @@ impl ClientTransaction {
             final_code: None,
             last_code: None,
             linger: false,
+            reliable,
         })
     }
 
@@ -463,14 +466,9 @@ impl ClientTransaction {
     }
 
     fn reliable(&self) -> bool {
-        match self.state {
-            ClientState::Invite(InviteClientState::Calling { a, .. }) => a.is_none(),
-            ClientState::NonInvite(
-                NonInviteClientState::Trying { e, .. } | NonInviteClientState::Proceeding { e, .. },
-            ) => e.is_none(),
-            // Only asked while a final is being processed, i.e. from the states above.
-            _ => false,
-        }
+        // Kept as a flag: Proceeding has no timer A/E left to tell it by, and a reliable
+        // INVITE that got a provisional must still get D = 0 (17.1.1.2).
+        self.reliable
     }
 
     /// A timeout: Terminated (RFC 3261), or `TimedOut` for `wt_timer` when lingering.
