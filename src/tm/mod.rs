@@ -164,4 +164,6 @@ pub fn uri_host(ip: IpAddr) -> String {
 }
 
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;
