@@ -693,3 +693,92 @@ fn request_retransmissions_are_answered_from_the_transaction() {
     );
     assert_eq!(p.times_at(0, "INVITE"), [0], "not relayed again");
 }
+
+#[test]
+fn a_timed_out_target_fails_over_to_the_next_one() {
+    // RFC 3263: a name resolved to two targets; the first never answers.
+    let mut p = Proxy::new();
+    let id = p.relay("INVITE", 19, Routes::default(), 0, &[]);
+    let mut branch = String::new();
+    assert!(p.tm.branch_id(id, 0, &mut branch));
+    let req = format!(
+        "INVITE sip:bob@svc.test SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{}",
+        String::from_utf8(caller_request("INVITE", 19))
+            .expect("utf8")
+            .split_once("\r\n")
+            .map_or("", |x| x.1)
+    );
+    let dst = BranchDst::Name {
+        sock: 0,
+        transport: crate::sip::Transport::Udp,
+        host: "svc.test".into(),
+        port: None,
+        secure: false,
+    };
+    let now = p.now;
+    assert!(p.tm.add_branch(
+        now,
+        id,
+        "sip:bob@svc.test",
+        dst,
+        req.into_bytes(),
+        (&branch, Method::Invite),
+        &mut p.out
+    ));
+    let jobs: Vec<_> = p.tm.dns_jobs.drain(..).collect();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].host, "svc.test");
+    p.advance(30);
+    p.tm.on_resolved(
+        p.now,
+        id,
+        jobs[0].branch,
+        Ok(vec![uas(0), uas(1)]),
+        &mut p.out,
+    );
+    p.serve();
+    p.advance(2030);
+    assert_eq!(p.times_at(0, "INVITE"), [30, 530, 1530]);
+    assert_eq!(
+        p.times_at(1, "INVITE"),
+        [2030],
+        "fr_timer on the first: the second target"
+    );
+    assert!(
+        p.finals_upstream().is_empty(),
+        "no 408 while a target is left"
+    );
+    p.advance(2100);
+    p.uas_replies_to(1, "INVITE", 200);
+    assert_eq!(p.finals_upstream(), [line(2100, "SIP/2.0 200 Test")]);
+}
+
+#[test]
+fn a_503_from_the_last_target_is_500_and_without_targets_it_is_503_becoming_500() {
+    let mut p = Proxy::new();
+    let id = p.relay("INVITE", 20, Routes::default(), 0, &[]);
+    let dst = BranchDst::Name {
+        sock: 0,
+        transport: crate::sip::Transport::Udp,
+        host: "nowhere.test".into(),
+        port: None,
+        secure: false,
+    };
+    let now = p.now;
+    assert!(p.tm.add_branch(
+        now,
+        id,
+        "sip:bob@nowhere.test",
+        dst,
+        caller_request("INVITE", 20),
+        ("z9hG4bKx", Method::Invite),
+        &mut p.out
+    ));
+    let job = p.tm.dns_jobs.pop().expect("a DNS job");
+    p.tm.on_resolved(p.now, id, job.branch, Err("NXDOMAIN".into()), &mut p.out);
+    p.serve();
+    assert_eq!(
+        p.finals_upstream(),
+        [line(0, "SIP/2.0 500 Service Unavailable Downstream")]
+    );
+}
