@@ -18,13 +18,14 @@ use ser_shards::{Ctx, Handler, Inbound, SocketId, TimerId};
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
+use crate::modules::tm::TmShard;
 use crate::modules::Script;
 use crate::route::{MsgCtx, Scratch};
 use crate::sip::{
     owner_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend, Transport,
 };
 use crate::stats::Stats;
-use crate::tm::{CellId, RequestMatch, Tm, TmConfig};
+use crate::tm::{CellId, RequestMatch};
 
 /// Results of off-shard work.
 #[derive(Debug)]
@@ -79,8 +80,8 @@ pub struct Server {
     scratch: Scratch,
     /// Name lookups handed to the blocking pool and not back yet.
     dns_inflight: usize,
-    /// This shard's transactions.
-    tm: Tm,
+    /// This shard's transactions, and what they ask the script to run.
+    tm: TmShard,
     shards: usize,
     /// The runtime timer armed for the transactions' earliest deadline.
     timer: Option<(std::time::Instant, TimerId)>,
@@ -115,14 +116,13 @@ impl Server {
         shard: usize,
         shards: usize,
     ) -> Self {
-        let cfg = TmConfig::from_params(&core.params, shards);
         let shards_n = shards;
-        let tm = Tm::new(
+        let tm = TmShard::new(
             Arc::clone(&core),
             Arc::clone(&script),
             Arc::clone(&stats),
             shard,
-            cfg,
+            shards,
         );
         Self {
             core,
@@ -159,11 +159,10 @@ impl Server {
             return;
         }
         let g = live.current();
-        let cfg = TmConfig::from_params(&g.core.params, self.shards);
         self.core = Arc::clone(&g.core);
         self.script = Arc::clone(&g.script);
         self.tm
-            .set_generation(Arc::clone(&g.core), Arc::clone(&g.script), cfg);
+            .set_generation(Arc::clone(&g.core), Arc::clone(&g.script), self.shards);
         if let Some((_, running)) = &mut self.live {
             *running = g.number;
         }
@@ -181,7 +180,7 @@ impl Server {
     /// otherwise wake the shard thousands of extra times a second (on a VM every wake-up from
     /// idle is expensive); SER's own timer ticked in 100 ms steps.
     fn arm(&mut self, ctx: &mut Ctx<'_, Event>) {
-        let next = match (self.tm.next_deadline(), self.uac.next_deadline()) {
+        let next = match (self.tm.tm.next_deadline(), self.uac.next_deadline()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => return,
@@ -201,7 +200,7 @@ impl Server {
 
     /// Starts the name lookups tm asked for.
     fn start_tm_dns(&mut self, ctx: &mut Ctx<'_, Event>) {
-        for job in self.tm.dns_jobs.drain(..) {
+        for job in self.tm.tm.dns_jobs.drain(..) {
             let crate::tm::DnsJob {
                 cell,
                 branch,
@@ -272,7 +271,7 @@ impl Server {
         }
         self.stats.count_request_in(msg.method());
         self.scratch.clear();
-        if self.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {
+        if self.tm.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {
             self.flush(ctx);
             return;
         }
@@ -283,6 +282,7 @@ impl Server {
         let at = self.arrival(ctx, d);
         if self.core.is_draining()
             && self
+                .tm
                 .tm
                 .refuse_while_draining(&msg, &at, &mut self.scratch.out)
         {
@@ -326,6 +326,8 @@ impl Server {
             };
             (run, parked)
         };
+        // What the run asked of tm (accounting of a t_reply) is served now.
+        self.tm.run_events(now, &mut self.scratch.out);
         let outcome = match run {
             ser_script::Run::Done(o) => o,
             ser_script::Run::Suspended(k) => {
@@ -610,8 +612,12 @@ impl Handler for Server {
             Event::Uac(req) => {
                 self.follow_reload();
                 self.scratch.clear();
-                self.uac
-                    .start(ctx.now(), &self.tm.cfg.timers, req, &mut self.scratch.out);
+                self.uac.start(
+                    ctx.now(),
+                    &self.tm.tm.cfg.timers,
+                    req,
+                    &mut self.scratch.out,
+                );
                 self.flush(ctx);
                 self.arm(ctx);
             }

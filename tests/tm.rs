@@ -117,12 +117,6 @@ fn request_retransmissions_are_absorbed_and_answered_with_the_last_reply() {
 }
 
 /// Binds UDP ports that never answer (a dead next hop).
-fn black_holes(n: usize) -> Vec<std::net::UdpSocket> {
-    (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-        .collect()
-}
-
 fn port_of(s: &std::net::UdpSocket) -> u16 {
     s.local_addr().map(|a| a.port()).unwrap_or(0)
 }
@@ -138,50 +132,56 @@ fn seed_with(name: &str, map: &[(&str, String)]) -> String {
     s
 }
 
-fn seed_fails_over_after_fr_timer(name: &str, tag: &str, marker: &str) {
+/// The seed forks to two destinations; both are busy, so its failure route (or SER 0.8's
+/// negative reply route) adds the third, which answers. The failure route after fr_timer
+/// (a destination that never answers) is the same path on a timer: tm's virtual-clock tests
+/// (`tm::sim_tests::serial_forking_through_the_failure_route_after_fr_timer`) drive it
+/// without waiting the seed's 10 s.
+fn seed_forks_on_after_both_destinations_fail(name: &str, tag: &str, marker: &str) {
     let dir = temp_dir(tag);
-    let holes = black_holes(3);
+    // Raw busy destinations: 486 to every INVITE; the seed also routes the caller's ACK
+    // (and BYE) to the first, which they ignore (a sipp UAS would abort on them).
+    let (busy1, h1) = busy_destination();
+    let (busy2, h2) = busy_destination();
     let uas_port = free_port();
     let script = seed_with(
         name,
         &[
             (
                 "sip:nobody@iptel.org",
-                format!("sip:nobody@127.0.0.1:{}", port_of(&holes[0])),
+                format!("sip:nobody@127.0.0.1:{busy1}"),
             ),
             (
                 "sip:parallel@iptel.org:9",
-                format!("sip:parallel@127.0.0.1:{}", port_of(&holes[1])),
+                format!("sip:parallel@127.0.0.1:{busy2}"),
             ),
             (
                 "sip:nonsense@iptel.org",
                 format!("sip:nonsense@127.0.0.1:{uas_port}"),
             ),
-            (
-                "sip:foo@iptel.org",
-                format!("sip:foo@127.0.0.1:{}", port_of(&holes[2])),
-            ),
+            ("sip:foo@iptel.org", "sip:foo@127.0.0.1:9".to_string()),
         ],
     );
     let port = free_port();
     // -dd: debug=2, so the route's log(1, ...) lines show (the seed sets no debug level).
     let ser = Ser::start_with(tag, &script, port, 2, "auto", &["-dd"]);
     let uas = Uas::start(&scenario(&dir, "uas-answer.xml", "x"), uas_port, 1, &dir);
-    let started = Instant::now();
     let (ok, out) = uac(
         &scenario(&dir, "uac-invite.xml", &format!("127.0.0.1:{uas_port}")),
         port,
         1,
         1,
-        Duration::from_secs(25),
+        Duration::from_secs(15),
     );
     assert!(ok, "{name}: call failed:\n{out}\n{}", ser.log_text());
-    // Both first destinations were tried and never answered; fr_timer (10 s) passed first.
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_secs(9),
-        "{name}: completed after {took:?}"
-    );
+    for (i, h) in [h1, h2].into_iter().enumerate() {
+        let (invites, acks) = h.join().expect("busy destination");
+        assert!(invites >= 1, "{name}: destination {i} was never tried");
+        assert!(
+            acks >= 1,
+            "{name}: the 486 of destination {i} was never ACKed"
+        );
+    }
     let (uas_ok, log) = uas.finish(Duration::from_secs(10));
     assert!(uas_ok, "{name}: UAS:\n{log}");
     let text = ser.log_text();
@@ -189,24 +189,59 @@ fn seed_fails_over_after_fr_timer(name: &str, tag: &str, marker: &str) {
         text.contains(marker),
         "{name}: no '{marker}' in the log:\n{text}"
     );
-    let mut buf = [0u8; 4096];
-    for (i, h) in holes.iter().take(2).enumerate() {
-        h.set_read_timeout(Some(Duration::from_millis(100))).ok();
-        let got = h.recv(&mut buf).unwrap_or(0);
-        assert!(got > 0, "{name}: destination {i} was never tried");
-    }
+}
+
+/// A UDP destination that answers every INVITE 486 and counts INVITEs and ACKs until it has
+/// been quiet for a second.
+fn busy_destination() -> (u16, std::thread::JoinHandle<(usize, usize)>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = port_of(&sock);
+    let h = std::thread::spawn(move || {
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let (mut invites, mut acks) = (0, 0);
+        let mut buf = vec![0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    quiet_since = Instant::now();
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if text.starts_with("INVITE ") {
+                        invites += 1;
+                        let resp = response_to(&text, 486, "Busy Here", "busy");
+                        let _ = sock.send_to(resp.as_bytes(), from);
+                    } else if text.starts_with("ACK ") {
+                        acks += 1;
+                    }
+                }
+                Err(_) if invites > 0 && quiet_since.elapsed() > Duration::from_secs(1) => break,
+                Err(_) => {}
+            }
+        }
+        (invites, acks)
+    });
+    (port, h)
 }
 
 #[test]
-fn seed_failure_route_tries_the_next_destination_after_fr_timer() {
+fn seed_failure_route_tries_the_next_destination() {
     require_sipp();
-    seed_fails_over_after_fr_timer("failure-route.cfg", "tm-seed-failure", "first redirection");
+    seed_forks_on_after_both_destinations_fail(
+        "failure-route.cfg",
+        "tm-seed-failure",
+        "first redirection",
+    );
 }
 
 #[test]
-fn seed_reply_route_tries_the_next_destination_after_fr_timer() {
+fn seed_reply_route_tries_the_next_destination() {
     require_sipp();
-    seed_fails_over_after_fr_timer("reply-route.cfg", "tm-seed-reply", "first redirection");
+    seed_forks_on_after_both_destinations_fail(
+        "reply-route.cfg",
+        "tm-seed-reply",
+        "first redirection",
+    );
 }
 
 #[test]
@@ -280,7 +315,6 @@ fn a_downstream_that_never_answers_costs_a_timer_not_a_thread() {
 loadmodule "modules/sl/sl.so"
 loadmodule "modules/tm/tm.so"
 loadmodule "modules/rr/rr.so"
-modparam("tm", "fr_timer", 3)
 route {{
     if (loose_route()) {{ t_relay(); break; }};
     if (method=="INVITE") record_route();
@@ -299,7 +333,7 @@ route {{
         let mut got = Vec::new();
         let mut buf = vec![0u8; 65536];
         let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
-        let deadline = Instant::now() + Duration::from_secs(25);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut quiet_since = Instant::now();
         while Instant::now() < deadline {
             match sock.recv(&mut buf) {
@@ -307,7 +341,7 @@ route {{
                     got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     quiet_since = Instant::now();
                 }
-                Err(_) if quiet_since.elapsed() > Duration::from_secs(5) => break,
+                Err(_) if quiet_since.elapsed() > Duration::from_secs(1) => break,
                 Err(_) => {}
             }
         }
@@ -340,23 +374,19 @@ route {{
     );
     let (uas_ok, log) = uas.finish(Duration::from_secs(10));
     assert!(uas_ok, "{log}");
-    // Each dead one ends with 408 after fr_timer (retransmitted by timer G: count calls).
+    // Each dead one is a transaction of its own, answered 100 at once and left to its
+    // fr_timer (30 s here, never waited for: the 408 it ends with is the virtual-clock test
+    // tm::sim_tests::fr_timer_ends_an_unanswered_invite_with_408_and_timer_a_retransmits_until_then).
     let got = collector.join().expect("collector");
-    let mut timed_out: Vec<&str> = got
+    let mut trying: Vec<&str> = got
         .iter()
-        .filter(|m| m.starts_with("SIP/2.0 408"))
+        .filter(|m| m.starts_with("SIP/2.0 100"))
         .filter_map(|m| m.lines().find(|l| l.starts_with("Call-ID:")))
         .collect();
-    timed_out.sort_unstable();
-    timed_out.dedup();
-    let trying = count_starting(&got, "SIP/2.0 100");
-    assert_eq!(
-        timed_out.len(),
-        n,
-        "{} replies, {trying} 100s\n{}",
-        got.len(),
-        ser.log_text()
-    );
+    trying.sort_unstable();
+    trying.dedup();
+    assert_eq!(trying.len(), n, "{} replies\n{}", got.len(), ser.log_text());
+    assert_eq!(count_starting(&got, "SIP/2.0 408"), 0, "{got:?}");
 }
 
 #[test]
@@ -604,38 +634,8 @@ route {{
     )
 }
 
-#[test]
-fn srv_failover_first_target_never_answers_call_completes_on_the_second() {
-    require_sipp();
-    let dir = temp_dir("tm-srv");
-    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let uas_port = free_port();
-    let dns = srv_dns(port_of(&dead), uas_port);
-    let port = free_port();
-    let ser = Ser::start_with("tm-srv", &srv_proxy(&dns), port, 2, "auto", &["-ddd"]);
-    let uas = Uas::start(&scenario(&dir, "uas-answer.xml", "x"), uas_port, 1, &dir);
-    let started = Instant::now();
-    let (ok, out) = uac(
-        &scenario(&dir, "uac-invite.xml", "svc.test"),
-        port,
-        1,
-        1,
-        Duration::from_secs(15),
-    );
-    assert!(ok, "call failed:\n{out}\n{}", ser.log_text());
-    // The dead target was tried first and given up after fr_timer (2 s).
-    let mut buf = [0u8; 4096];
-    dead.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    let n = dead.recv(&mut buf).unwrap_or(0);
-    assert!(n > 0, "the first SRV target was never tried");
-    assert!(
-        started.elapsed() >= Duration::from_millis(1900),
-        "{:?}",
-        started.elapsed()
-    );
-    let (uas_ok, log) = uas.finish(Duration::from_secs(10));
-    assert!(uas_ok, "{log}");
-}
+// A first SRV target that never answers is given up after fr_timer and the next one tried:
+// tm::sim_tests::a_timed_out_target_fails_over_to_the_next_one drives it on a virtual clock.
 
 #[test]
 fn srv_failover_on_503_moves_to_the_next_target_at_once() {

@@ -14,11 +14,11 @@ use ser::config::Config;
 use ser::core::Core;
 use ser::modules::action::run_request;
 use ser::modules::digest;
+use ser::modules::tm::TmShard;
 use ser::route::{MsgCtx, Scratch};
 use ser::sip::{Arrival, Listen};
 use ser::stats::Stats;
-use ser::tm::{Tm, TmConfig};
-use ser::txn::{Key, ServerTransaction, TimerConfig, Transaction, TxnTable};
+use ser::txn::{Key, ServerTransaction, Table, TimerConfig, Transaction};
 use ser::usrloc::rfc3261::{process, ContactParam, Contacts, Policy, SaveRequest};
 use ser::usrloc::{Binding, Usrloc};
 
@@ -42,7 +42,7 @@ Content-Length: 0\r\n\r\n"
 }
 
 /// The seeds' default script, loaded as `ser` loads it, with `bob` registered.
-fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>, TmConfig) {
+fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>) {
     let loaded = ser::loader::load("default.cfg", DEFAULT_CFG, &Config::default())
         .expect("the seeds' default.cfg loads");
     let me: SocketAddr = ME.parse().expect("addr");
@@ -62,12 +62,11 @@ fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>, TmConfig) {
             user_agent: String::new(),
         })
     });
-    let tm_cfg = TmConfig::from_params(&core.params, 1);
-    (Arc::new(core), loaded.script, tm_cfg)
+    (Arc::new(core), loaded.script)
 }
 
 fn bench_vm(c: &mut Criterion) {
-    let (core, script, tm_cfg) = default_script();
+    let (core, script) = default_script();
     let stats = Arc::new(Stats::default());
     let at = Arrival::udp(
         "192.0.2.9:5060".parse().expect("addr"),
@@ -90,12 +89,12 @@ fn bench_vm(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     n += 1;
-                    let tm = Tm::new(
+                    let tm = TmShard::new(
                         Arc::clone(&core),
                         Arc::clone(&script),
                         Arc::clone(&stats),
                         0,
-                        tm_cfg.clone(),
+                        1,
                     );
                     (tm, invite(ruri, n))
                 },
@@ -130,18 +129,21 @@ fn bench_txn(c: &mut Criterion) {
     let mut g = c.benchmark_group("txn_table");
     // The table in steady state: 10 000 transactions; each iteration inserts one more,
     // matches it by a key built from the request (as a retransmission would be), removes it.
-    let mut table: TxnTable<()> = TxnTable::new(100_000);
+    let mut table: Table<Transaction> = Table::new(100_000);
     for m in &msgs[1..] {
         let t = ServerTransaction::new(t0, &cfg, m, false).expect("txn");
-        table.insert(Transaction::Server(t), ()).expect("insert");
+        let key = t.key().clone();
+        let id = table.insert(Transaction::Server(t)).expect("insert");
+        table.index(key, id, 0).expect("index");
     }
     g.bench_function("insert_match_remove_in_10k", |b| {
         b.iter(|| {
             let t = ServerTransaction::new(t0, &cfg, &msgs[0], false).expect("txn");
-            table.insert(Transaction::Server(t), ()).expect("insert");
+            let id = table.insert(Transaction::Server(t)).expect("insert");
+            table.index(keys[0].clone(), id, 0).expect("index");
             let key = Key::server(black_box(&msgs[0])).expect("key");
-            let hit = table.contains(&key);
-            table.remove(&keys[0]).map(|_| hit)
+            let hit = table.lookup(&key).map(|(id, _)| id);
+            hit.and_then(|id| table.remove(id)).is_some()
         })
     });
     g.bench_function("match_only_in_10k", |b| {

@@ -1,19 +1,195 @@
 //! Module tm's script face: `t_relay`, `t_relay_to_udp`, `t_newtran`, `t_reply`,
 //! `t_on_negative`, `t_on_failure`, `t_on_branch`, `t_on_reply`, `t_replicate`, and the
-//! module's timer parameters. The transaction user itself (cells, forking, best response,
-//! CANCEL, failure routes) is `crate::tm`.
+//! module's timer parameters; and [`TmShard`], which runs what the transaction layer asks
+//! for: the onreply_route over a reply, the failure route (or SER 0.8's negative reply
+//! route) of a cell whose branches all failed, and accounting when a transaction completes.
+//! The transaction user itself (cells, forking, best response, CANCEL, timers) is
+//! `crate::tm`, which never calls the script.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use ser_parser::Method;
-use ser_script::{Arg, BindCtx, KindSet, RouteKind};
+use ser_parser::{Message, Method};
+use ser_script::{Arg, BindCtx, KindSet, RouteKind, RunOutcome};
 
+use super::acc::{self, AccConfig};
 use super::core::{f, host_arg, port_arg};
 use super::{arg_int, Exports, ParamDef, ParamKind};
-use super::{Action, HostArg, PortArg};
-use crate::route::MsgCtx;
-use crate::sip::{Arrival, Dest, Target};
-use crate::tm::{BranchDst, CellId, CreateError, RouteKindDefault};
+use crate::core::Core;
+use super::{Action, HostArg, PortArg, Script};
+use crate::route::{MsgCtx, Scratch};
+use crate::sip::{Arrival, Dest, Outbox, Target};
+use crate::stats::Stats;
+use crate::tm::{
+    BranchDst, CellId, CreateError, FailureOutcome, FailureRun, Identity, OnReplyRun, ReplyMatch,
+    RouteKindDefault, Routes, TState, Tm, TmConfig, TmEvent,
+};
+
+/// One shard's transaction layer as the script sees it: tm's state machine (each cell keeps
+/// the script it started under), accounting for its completions, and the buffers of the
+/// routes it asks to run from replies and timers. The shard calls the `on_*` methods here
+/// rather than tm's, so what tm asks for is served before the call returns.
+pub struct TmShard {
+    pub tm: Tm<Arc<Script>>,
+    pub acc: AccConfig,
+    core: Arc<Core>,
+    stats: Arc<Stats>,
+    /// Buffers for the routes run from replies and timers.
+    scratch: Scratch,
+}
+
+/// What tm needs of the server: our sockets, names and reply identity.
+pub fn identity(core: &Core) -> Arc<Identity> {
+    Arc::new(Identity {
+        local: core.local.clone(),
+        reply: core.reply.clone(),
+    })
+}
+
+/// tm's and acc's configuration from the module parameters of `core`.
+fn configs(core: &Core, shards: usize) -> (TmConfig, AccConfig) {
+    let mut acc = AccConfig::from_params(&core.params);
+    acc.attach(core);
+    let mut cfg = TmConfig::from_params(&core.params, shards);
+    cfg.report_flags = acc.report_flags();
+    (cfg, acc)
+}
+
+impl TmShard {
+    pub fn new(
+        core: Arc<Core>,
+        script: Arc<Script>,
+        stats: Arc<Stats>,
+        shard: usize,
+        shards: usize,
+    ) -> Self {
+        let (cfg, acc) = configs(&core, shards);
+        let tm = Tm::new(identity(&core), script, Arc::clone(&stats), shard, cfg);
+        Self {
+            tm,
+            acc,
+            core,
+            stats,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// A reload: new transactions use the new generation; those in flight keep their script.
+    pub fn set_generation(&mut self, core: Arc<Core>, script: Arc<Script>, shards: usize) {
+        let (cfg, acc) = configs(&core, shards);
+        self.tm.set_generation(identity(&core), script, cfg);
+        self.acc = acc;
+        self.core = core;
+    }
+
+    /// A reply from downstream: true when it was one of ours (handled, its onreply_route
+    /// run), false to route it statelessly.
+    pub fn on_reply(&mut self, now: Instant, msg: &Message<'_>, out: &mut Outbox) -> bool {
+        match self.tm.on_reply(now, msg, out) {
+            ReplyMatch::NotOurs => return false,
+            ReplyMatch::Done => {}
+            ReplyMatch::OnReply(run) => {
+                let dropped = self.run_onreply(now, &run, msg);
+                self.tm.onreply_done(now, &run, msg, dropped, out);
+            }
+        }
+        self.run_events(now, out);
+        true
+    }
+
+    /// The transactions' timers.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Outbox) {
+        self.tm.on_timer(now, out);
+        self.run_events(now, out);
+    }
+
+    /// A branch's next hop resolved (or not).
+    pub fn on_resolved(
+        &mut self,
+        now: Instant,
+        cell: CellId,
+        branch: usize,
+        result: Result<Vec<SocketAddr>, String>,
+        out: &mut Outbox,
+    ) {
+        self.tm.on_resolved(now, cell, branch, result, out);
+        self.run_events(now, out);
+    }
+
+    /// Serves what tm asked for: failure routes, accounting. Called after every tm call
+    /// (the request route's too: its `t_reply` completes transactions).
+    pub fn run_events(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(e) = self.tm.poll_event() {
+            match e {
+                TmEvent::Completed(c) => acc::report_completion(&self.acc, &c),
+                TmEvent::Failure(run) => self.run_failure(now, run, out),
+            }
+        }
+    }
+
+    /// `onreply_route[n]` over a reply (its output is not sent); true when it dropped it.
+    fn run_onreply(
+        &mut self,
+        now: Instant,
+        run: &OnReplyRun<Arc<Script>>,
+        msg: &Message<'_>,
+    ) -> bool {
+        let core = Arc::clone(&self.core);
+        let stats = Arc::clone(&self.stats);
+        let mut sc = std::mem::take(&mut self.scratch);
+        let outcome = {
+            let mut m = MsgCtx::new(&core, &stats, msg, run.arrival, &mut sc);
+            m.flags = run.flags;
+            m.t = TState {
+                now: Some(now),
+                cell: Some(run.cell),
+                routes: Routes::default(),
+                kind: RouteKindDefault(RouteKind::OnReply),
+            };
+            run.script.run(RouteKind::OnReply, run.route, &mut m)
+        };
+        sc.clear();
+        self.scratch = sc;
+        matches!(outcome, RunOutcome::Dropped)
+    }
+
+    /// The failure route (or SER 0.8's negative reply route) of a cell whose branches all
+    /// failed, over its request; its branches, relays and replies go through tm as it runs.
+    fn run_failure(&mut self, now: Instant, run: FailureRun<Arc<Script>>, out: &mut Outbox) {
+        let mut outcome = FailureOutcome {
+            flags: run.flags,
+            routes: run.routes,
+        };
+        if let Ok(msg) = ser_parser::parse(&run.request) {
+            let core = Arc::clone(&self.core);
+            let stats = Arc::clone(&self.stats);
+            let mut sc = std::mem::take(&mut self.scratch);
+            {
+                let mut m = MsgCtx::new(&core, &stats, &msg, run.arrival, &mut sc);
+                m.flags = run.flags;
+                m.t = TState {
+                    now: Some(now),
+                    cell: Some(run.cell),
+                    routes: run.routes,
+                    kind: RouteKindDefault(run.kind),
+                };
+                m.tm = Some(self);
+                run.script.run(run.kind, run.route, &mut m);
+                if run.kind == RouteKind::Reply && !m.s.branches.is_empty() {
+                    // SER 0.8: branches a reply route appends are relayed when it ends.
+                    m.t_relay_in_failure();
+                }
+                outcome.flags = m.flags;
+                outcome.routes = m.t.routes;
+            }
+            out.append(&mut sc.out);
+            sc.clear();
+            self.scratch = sc;
+        }
+        self.tm.failure_done(now, run.cell, outcome, out);
+    }
+}
 
 /// Where a new transaction may be created or replied to: the request route, and the failure
 /// route (which continues the same transaction). A reply route (SER 0.8's negative-reply
@@ -146,7 +322,7 @@ impl MsgCtx<'_, '_> {
                     return -1;
                 };
                 let uri = self.current_uri().to_string();
-                crate::tm::acc_request(&tm.cfg.acc, self.msg, &uri, status);
+                acc::report_request(&tm.acc, self.msg, &uri, status);
                 1
             }
             _ => -1,
@@ -176,14 +352,14 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return Err(self.fail(500, "No Transaction Layer"));
         };
-        match tm.create(now, self.msg, at, flags) {
+        match tm.tm.create(now, self.msg, at, flags) {
             Ok(id) => {
                 self.t.cell = Some(id);
                 Ok(())
             }
             Err(CreateError::Full) => {
                 crate::notice!("transaction table full; 503 to {}", self.at.src);
-                tm.reply_unavailable(self.msg, &at, &mut self.s.out);
+                tm.tm.reply_unavailable(self.msg, &at, &mut self.s.out);
                 Err(0)
             }
             Err(CreateError::Exists) => {
@@ -203,7 +379,7 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return -1;
         };
-        if tm.t_reply(now, id, code, reason, &mut self.s.out) {
+        if tm.tm.t_reply(now, id, code, reason, &mut self.s.out) {
             1
         } else {
             -1
@@ -236,7 +412,7 @@ impl MsgCtx<'_, '_> {
                 let invite = self
                     .tm
                     .as_deref()
-                    .and_then(|tm| tm.find_invite_for_cancel(self.msg));
+                    .and_then(|tm| tm.tm.find_invite_for_cancel(self.msg));
                 let Some(invite) = invite else {
                     // No such INVITE here: statelessly on (RFC 3261 16.10).
                     return self.forward(
@@ -256,7 +432,7 @@ impl MsgCtx<'_, '_> {
                 let Some(tm) = self.tm.as_deref_mut() else {
                     return -1;
                 };
-                tm.begin_relay(
+                tm.tm.begin_relay(
                     now,
                     id,
                     self.msg,
@@ -266,9 +442,10 @@ impl MsgCtx<'_, '_> {
                     true,
                     &mut self.s.out,
                 );
-                tm.local_reply_to(now, id, self.msg, 200, "Canceling", "", &mut self.s.out);
-                tm.touch(id);
-                tm.cancel_invite(now, invite, &mut self.s.out);
+                tm.tm
+                    .local_reply_to(now, id, self.msg, 200, "Canceling", "", &mut self.s.out);
+                tm.tm.touch(id);
+                tm.tm.cancel_invite(now, invite, &mut self.s.out);
                 return 1;
             }
             _ => {}
@@ -278,7 +455,7 @@ impl MsgCtx<'_, '_> {
         } else {
             match self.t.cell {
                 Some(id) => {
-                    if self.tm.as_deref().is_some_and(|tm| tm.is_relayed(id)) {
+                    if self.tm.as_deref().is_some_and(|tm| tm.tm.is_relayed(id)) {
                         crate::error!("t_relay: transaction already in process");
                         return -1;
                     }
@@ -310,7 +487,7 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return -1;
         };
-        tm.begin_relay(
+        tm.tm.begin_relay(
             now,
             id,
             self.msg,
@@ -320,7 +497,7 @@ impl MsgCtx<'_, '_> {
             replicate,
             &mut self.s.out,
         );
-        let script = tm.script_of(id);
+        let script = tm.tm.script_of(id);
         let mut sent = 0;
         let mut branch_id = String::new();
         for (i, uri) in uris.iter().enumerate() {
@@ -335,7 +512,7 @@ impl MsgCtx<'_, '_> {
                 self.t.kind = RouteKindDefault(RouteKind::Branch);
                 let outcome = script.run(RouteKind::Branch, n, self);
                 self.t.kind = RouteKindDefault(kind);
-                keep = !matches!(outcome, ser_script::RunOutcome::Dropped);
+                keep = !matches!(outcome, RunOutcome::Dropped);
             }
             let branch_uri = self.current_uri().to_string();
             // The first branch honours the Route loose_route chose.
@@ -358,7 +535,7 @@ impl MsgCtx<'_, '_> {
         if sent == 0 {
             if created_here {
                 if let Some(tm) = self.tm.as_deref_mut() {
-                    tm.abandon(id);
+                    tm.tm.abandon(id);
                 }
                 self.t.cell = None;
             }
@@ -393,8 +570,8 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref() else {
             return false;
         };
-        let index = tm.branch_count(id);
-        if !tm.branch_id(id, index, branch_id) {
+        let index = tm.tm.branch_count(id);
+        if !tm.tm.branch_id(id, index, branch_id) {
             return false;
         }
         let bdst = match next.target {
@@ -419,7 +596,7 @@ impl MsgCtx<'_, '_> {
             return false;
         };
         let method = self.msg.method().unwrap_or(Method::Options);
-        if tm.add_branch(
+        if tm.tm.add_branch(
             now,
             id,
             uri,

@@ -74,7 +74,7 @@ pub struct MsgCtx<'a, 'm> {
     /// route block) must neither decrement again nor add a second header.
     pub maxfwd_result: Option<i32>,
     /// The shard's transaction layer, when the script may use it.
-    pub tm: Option<&'a mut crate::tm::Tm>,
+    pub tm: Option<&'a mut crate::modules::tm::TmShard>,
     /// This run's transaction state (t_newtran/t_relay, armed routes).
     pub t: crate::tm::TState,
     /// The runner can pause the script (exec); when false, exec actions fail.

@@ -1,8 +1,15 @@
-//! Unit tests of the transaction user's pure parts: the CANCEL it builds, its parameters,
-//! accounting decisions. Message flows through a live shard are in tests/tm.rs.
+//! Unit tests of the transaction user's pure parts: the CANCEL it builds, its parameters.
+//! Message flows on a virtual clock are in `sim_tests`; through a live shard in tests/tm.rs.
 
-use super::*;
+use std::time::Duration;
+
+use ser_parser::Method;
 use ser_script::Value;
+
+use super::cancel::first_value_end;
+use super::*;
+use crate::config::Params;
+use crate::txn::Key;
 
 const INVITE: &[u8] = b"INVITE sip:bob@127.0.0.1:5070 SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKabc.0, SIP/2.0/UDP 10.0.0.1:5090;branch=z9hG4bKup\r\n\
@@ -82,31 +89,4 @@ fn parameters_in_ser_units() {
     let d = TmConfig::from_params(&Params::default(), 1);
     assert_eq!(d.timers.fr_timer, Duration::from_secs(30));
     assert_eq!(d.timers.fr_inv_timer, Duration::from_secs(120));
-}
-
-#[test]
-fn accounting_flags() {
-    let mut p = Params::default();
-    p.set("acc", "log_flag", Value::Int(1));
-    p.set("acc", "log_missed_flag", Value::Int(3));
-    let a = AccConfig::from_params(&p);
-    assert!(a.wants(1 << 1, 200));
-    assert!(a.wants(1 << 1, 486));
-    assert!(!a.wants(1 << 3, 200), "missed flag: only negative");
-    assert!(a.wants(1 << 3, 486));
-    assert!(!a.wants(0, 486));
-    // The older name of log_flag.
-    let mut q = Params::default();
-    q.set("acc", "acc_flag", Value::Int(2));
-    assert!(AccConfig::from_params(&q).wants(1 << 2, 200));
-    // SER 0.8's database flags.
-    let mut d = Params::default();
-    d.set("acc", "db_flag", Value::Int(4));
-    d.set("acc", "db_missed_flag", Value::Int(5));
-    let a = AccConfig::from_params(&d);
-    assert!(a.any());
-    assert!(a.wants(1 << 4, 200));
-    assert!(!a.wants(1 << 5, 200), "db missed flag: only negative");
-    assert!(a.wants(1 << 5, 404));
-    assert!(!AccConfig::from_params(&Params::default()).any());
 }

@@ -51,6 +51,12 @@ pub enum InviteClientState {
         d: Instant,
         code: u16,
     },
+    /// A lingering transaction gave up (timer B, or fr_inv_timer and the wait for the final
+    /// the CANCEL provokes) and stays until `until` (the TU's wait timer): a late 300-699 is
+    /// ACKed and absorbed, a late 2xx passed up, anything else absorbed.
+    TimedOut {
+        until: Instant,
+    },
     Terminated,
 }
 
@@ -75,6 +81,10 @@ pub enum NonInviteClientState {
     Completed {
         k: Instant,
         code: u16,
+    },
+    /// A lingering transaction gave up (timer F) and absorbs late responses until `until`.
+    TimedOut {
+        until: Instant,
     },
     Terminated,
 }
@@ -101,6 +111,10 @@ pub struct ClientTransaction {
     final_code: Option<u16>,
     /// The last status passed up, for the TU and statistics.
     last_code: Option<u16>,
+    /// Stay `wt_timer` after giving up instead of terminating (see [`Self::lingering`]).
+    linger: bool,
+    /// Sent over TCP/TLS/SCTP: no A/E, and D and K are zero.
+    reliable: bool,
 }
 
 impl ClientTransaction {
@@ -157,7 +171,21 @@ impl ClientTransaction {
             events: VecDeque::new(),
             final_code: None,
             last_code: None,
+            linger: false,
+            reliable,
         })
+    }
+
+    /// After a timeout (B, F, or fr_inv_timer and the wait after it) the transaction stays
+    /// for `wt_timer` in `TimedOut` rather than terminating, as a stateful proxy keeps a
+    /// branch until its wait timer (SER, Kamailio): a late final then meets its transaction
+    /// (an INVITE's negative one is ACKed and absorbed, a 2xx passed up) instead of being
+    /// taken for a stray reply and forwarded statelessly as a second final. RFC 3261 itself
+    /// terminates at once (the default).
+    #[must_use]
+    pub fn lingering(mut self) -> Self {
+        self.linger = true;
+        self
     }
 
     pub fn key(&self) -> &Key {
@@ -269,6 +297,21 @@ impl ClientTransaction {
                 }
                 Disposition::Absorbed
             }
+            S::TimedOut { .. } if (200..300).contains(&code) => {
+                // A late 2xx still goes up (RFC 3261 16.7 step 5): the caller's dialog needs it.
+                self.final_code.get_or_insert(code);
+                self.terminate();
+                Disposition::PassUp
+            }
+            S::TimedOut { .. } => {
+                if code >= 300 {
+                    // A late negative final: ACKed (else its UAS retransmits it for 32 s)
+                    // and absorbed, its retransmissions too.
+                    self.build_ack(msg);
+                    self.transmits.push_back(TransmitKind::Ack);
+                }
+                Disposition::Absorbed
+            }
             // A proxy forwards 2xx retransmissions statelessly (RFC 3261 16.7 step 10).
             S::Terminated if (200..300).contains(&code) => Disposition::PassUp,
             S::Terminated => Disposition::Absorbed,
@@ -301,7 +344,7 @@ impl ClientTransaction {
                 }
                 Disposition::PassUp
             }
-            S::Completed { .. } | S::Terminated => Disposition::Absorbed,
+            S::Completed { .. } | S::TimedOut { .. } | S::Terminated => Disposition::Absorbed,
         }
     }
 
@@ -318,7 +361,7 @@ impl ClientTransaction {
         match s {
             S::Calling { b, .. } if b <= now => {
                 self.events.push_back(TxnEvent::Timeout(TimerName::B));
-                self.terminate();
+                self.give_up(now);
             }
             S::Calling { a: Some(a), b } if a.at <= now => {
                 self.transmits
@@ -333,7 +376,7 @@ impl ClientTransaction {
             S::Proceeding { fr_inv, timed_out } if fr_inv <= now => {
                 if timed_out {
                     // The final the TU's CANCEL should have provoked never came.
-                    self.terminate();
+                    self.give_up(now);
                 } else {
                     self.events.push_back(TxnEvent::Timeout(TimerName::FrInv));
                     self.state = ClientState::Invite(S::Proceeding {
@@ -343,6 +386,7 @@ impl ClientTransaction {
                 }
             }
             S::Completed { d, .. } if d <= now => self.terminate(),
+            S::TimedOut { until } if until <= now => self.terminate(),
             _ => {}
         }
     }
@@ -352,7 +396,7 @@ impl ClientTransaction {
         match s {
             S::Trying { f, .. } | S::Proceeding { f, .. } if f <= now => {
                 self.events.push_back(TxnEvent::Timeout(TimerName::F));
-                self.terminate();
+                self.give_up(now);
             }
             S::Trying { e: Some(e), f } if e.at <= now => {
                 self.transmits
@@ -376,6 +420,7 @@ impl ClientTransaction {
                 self.state = ClientState::NonInvite(S::Proceeding { e, f });
             }
             S::Completed { k, .. } if k <= now => self.terminate(),
+            S::TimedOut { until } if until <= now => self.terminate(),
             _ => {}
         }
     }
@@ -400,6 +445,8 @@ impl ClientTransaction {
                 Some(e.map_or(f, |e| e.at.min(f)))
             }
             ClientState::NonInvite(N::Completed { k, .. }) => Some(k),
+            ClientState::Invite(I::TimedOut { until })
+            | ClientState::NonInvite(N::TimedOut { until }) => Some(until),
             ClientState::Invite(I::Terminated) | ClientState::NonInvite(N::Terminated) => None,
         }
     }
@@ -419,14 +466,24 @@ impl ClientTransaction {
     }
 
     fn reliable(&self) -> bool {
-        match self.state {
-            ClientState::Invite(InviteClientState::Calling { a, .. }) => a.is_none(),
-            ClientState::NonInvite(
-                NonInviteClientState::Trying { e, .. } | NonInviteClientState::Proceeding { e, .. },
-            ) => e.is_none(),
-            // Only asked while a final is being processed, i.e. from the states above.
-            _ => false,
+        // Kept as a flag: Proceeding has no timer A/E left to tell it by, and a reliable
+        // INVITE that got a provisional must still get D = 0 (17.1.1.2).
+        self.reliable
+    }
+
+    /// A timeout: Terminated (RFC 3261), or `TimedOut` for `wt_timer` when lingering.
+    fn give_up(&mut self, now: Instant) {
+        if !self.linger || self.cfg.wt_timer.is_zero() {
+            self.terminate();
+            return;
         }
+        let until = now + self.cfg.wt_timer;
+        self.state = match self.state {
+            ClientState::Invite(_) => ClientState::Invite(InviteClientState::TimedOut { until }),
+            ClientState::NonInvite(_) => {
+                ClientState::NonInvite(NonInviteClientState::TimedOut { until })
+            }
+        };
     }
 
     fn terminate(&mut self) {

@@ -15,8 +15,12 @@
 //! the caller already holds the parsed datagram and forwarding it must not cost a copy.
 //!
 //! Where a message goes is not the transaction's business: the caller remembers the next hop of
-//! a client transaction and the response address (18.2.2) of a server transaction (the table
-//! keeps a caller-chosen context per entry for that).
+//! a client transaction and the response address (18.2.2) of a server transaction (in the
+//! entry it keeps in the [`Table`]).
+//!
+//! Reliable transports (TCP, TLS, SCTP; the `reliable` flag of `start`/`new`) follow 17.1.1.2,
+//! 17.1.2.2, 17.2.1 and 17.2.2: no retransmissions by timers A, E, G, and timers D, I, J, K
+//! are zero (the transaction terminates on the spot).
 //!
 //! What this module does not do (yet): the TU (t_relay, forking, CANCEL generation, 408/487
 //! synthesis), RFC 6026's Accepted state (a 2xx terminates the INVITE transactions as in RFC
@@ -24,7 +28,8 @@
 //! (RFC 3263), and stream framing.
 //!
 //! Key types: [`TimerConfig`], [`Key`], [`ClientTransaction`], [`ServerTransaction`],
-//! [`TxnTable`], [`Transmit`], [`TxnEvent`], [`Disposition`].
+//! [`Table`] (the one table type: of plain [`Transaction`]s, or of tm's cells), [`Transmit`],
+//! [`TxnEvent`], [`Disposition`].
 
 mod client;
 mod key;
@@ -44,7 +49,7 @@ pub use client::{
 };
 pub use key::{Key, KeyError, MAGIC_COOKIE};
 pub use server::{InviteServerState, NonInviteServerState, ServerState, ServerTransaction};
-pub use table::{Entry, TableError, Transaction, TxnStats, TxnTable};
+pub use table::{EntryId, Table, TableError, Timed, Transaction};
 pub use timers::{TimerConfig, TimerName};
 
 /// One datagram to send, borrowed from the transaction that keeps it for retransmission.

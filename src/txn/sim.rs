@@ -1,5 +1,5 @@
 //! A deterministic in-memory network for transaction tests: a UAC (client transactions in a
-//! [`TxnTable`]) and a UAS (server transactions in another, plus a scripted TU), joined by a
+//! [`Table`]) and a UAS (server transactions in another, plus a scripted TU), joined by a
 //! network whose loss, duplication and reordering come from a seeded xorshift generator.
 //!
 //! Time is virtual: [`Sim::step`] handles everything due now, then jumps the clock to the
@@ -12,9 +12,96 @@ use std::time::{Duration, Instant};
 use ser_parser::Method;
 
 use super::{
-    ClientTransaction, Disposition, Key, ServerTransaction, TimerConfig, Transaction, TransmitKind,
-    TxnEvent, TxnTable,
+    ClientTransaction, Disposition, Key, ServerTransaction, Table, TableError, TimerConfig,
+    Transaction, TransmitKind, TxnEvent,
 };
+
+/// One side's transactions: the [`Table`] with one key per transaction, driven the way a
+/// shard drives it (change, then rearm or remove), and the count of completed server
+/// transactions by class (index 0 = 2xx).
+#[derive(Debug)]
+pub(crate) struct SimTable {
+    table: Table<Transaction>,
+    completed: [u64; 5],
+}
+
+/// What the tests read of a side's counters.
+#[derive(Debug)]
+pub(crate) struct SimStats {
+    pub completed: [u64; 5],
+}
+
+impl SimTable {
+    fn new(capacity: usize) -> Self {
+        Self {
+            table: Table::new(capacity),
+            completed: [0; 5],
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        SimStats {
+            completed: self.completed,
+        }
+    }
+
+    fn insert(&mut self, txn: Transaction) -> Result<(), TableError> {
+        let key = txn.key().clone();
+        if self.table.contains(&key) {
+            return Err(TableError::Exists);
+        }
+        let id = self.table.insert(txn)?;
+        self.table.index(key, id, 0)
+    }
+
+    fn update<R>(&mut self, key: &Key, f: impl FnOnce(&mut Transaction) -> R) -> Option<R> {
+        let (id, _) = self.table.lookup(key)?;
+        let r = f(self.table.get_mut(id)?);
+        self.settle(id);
+        Some(r)
+    }
+
+    fn expire(&mut self, now: Instant, mut f: impl FnMut(&mut Transaction)) {
+        while let Some(id) = self.table.pop_due(now) {
+            if let Some(t) = self.table.get_mut(id) {
+                t.handle_timeout(now);
+                f(t);
+            }
+            self.settle(id);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &Key) {
+        if let Some((id, _)) = self.table.lookup(key) {
+            self.table.remove(id);
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.table.next_deadline()
+    }
+
+    fn settle(&mut self, id: super::EntryId) {
+        let Some(t) = self.table.get(id) else {
+            return;
+        };
+        if !t.is_terminated() {
+            self.table.rearm(id);
+            return;
+        }
+        if let (Transaction::Server(_), Some(code)) = (t, t.final_code()) {
+            let class = usize::from(code / 100).saturating_sub(2);
+            if let Some(n) = self.completed.get_mut(class) {
+                *n += 1;
+            }
+        }
+        self.table.remove(id);
+    }
+}
 
 /// Messages the tests send (one dialog: alice at uac.example.com calls bob at uas.example.com).
 pub(crate) mod msgs {
@@ -173,8 +260,8 @@ pub(crate) struct Sim {
     rng: Rng,
     seq: u64,
     flight: Vec<InFlight>,
-    pub uac: TxnTable<()>,
-    pub uas: TxnTable<()>,
+    pub uac: SimTable,
+    pub uas: SimTable,
     pub uac_log: Log,
     pub uas_log: Log,
     script: UasScript,
@@ -195,8 +282,8 @@ impl Sim {
             rng: Rng::new(seed),
             seq: 0,
             flight: Vec::new(),
-            uac: TxnTable::new(1024),
-            uas: TxnTable::new(1024),
+            uac: SimTable::new(1024),
+            uas: SimTable::new(1024),
             uac_log: Log::default(),
             uas_log: Log::default(),
             script,
@@ -216,7 +303,7 @@ impl Sim {
             Err(e) => panic!("test request rejected: {e}"),
         };
         let key = txn.key().clone();
-        assert_eq!(self.uac.insert(Transaction::Client(txn), ()), Ok(()));
+        assert_eq!(self.uac.insert(Transaction::Client(txn)), Ok(()));
         self.update(Node::Uac, &key, |_, _| Disposition::Absorbed);
         key
     }
@@ -235,9 +322,9 @@ impl Sim {
             Node::Uac => &mut self.uac,
             Node::Uas => &mut self.uas,
         };
-        let d = table.update(key, |e| {
-            let d = f(&mut e.txn, now);
-            drain(&mut e.txn, &mut out, &mut events);
+        let d = table.update(key, |txn| {
+            let d = f(txn, now);
+            drain(txn, &mut out, &mut events);
             d
         });
         self.emit(node, out, events);
@@ -321,7 +408,7 @@ impl Sim {
                 Node::Uac => &mut self.uac,
                 Node::Uas => &mut self.uas,
             };
-            table.expire(now, |e| drain(&mut e.txn, &mut out, &mut events));
+            table.expire(now, |txn| drain(txn, &mut out, &mut events));
             self.emit(node, out, events);
         }
         let next = [
@@ -400,7 +487,7 @@ impl Sim {
             Ok(s) => s,
             Err(_) => return,
         };
-        if self.uas.insert(Transaction::Server(txn), ()).is_err() {
+        if self.uas.insert(Transaction::Server(txn)).is_err() {
             return;
         }
         self.uas_log.up.push((t, method));

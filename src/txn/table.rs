@@ -1,19 +1,25 @@
-//! The transaction table of one shard: transactions by [`Key`], a timer index, and t_stats.
+//! The one table type of the transaction layer: entries in a generational slab, found by
+//! [`Key`], with a lazy timer index. A plain transaction ([`Transaction`]) is an entry; so is
+//! tm's cell, which holds a server transaction and the client transactions of its branches
+//! and is found by any of their keys.
 //!
-//! Entries live in a slab (a `Vec` of slots reused through a free list) with a hash map from
-//! key to slot. The timer index is a binary heap of `(deadline, slot, generation)` with lazy
-//! deletion: an entry whose deadline changes pushes a new heap item and bumps nothing else; a
-//! popped item counts only when its generation is the slot's and its deadline is still the
-//! entry's armed one. So the shard asks [`TxnTable::next_deadline`] once per loop, arms one
-//! runtime timer, and calls [`TxnTable::expire`] when it fires.
+//! Entries live in a slab (a `Vec` of slots reused through a free list); an [`EntryId`] is a
+//! slot and its generation, so an id kept after its entry went never reaches the slot's next
+//! tenant. Any number of keys may lead to one entry, each with a caller-chosen tag (tm tags a
+//! client key with its branch). The timer index is a binary heap of `(deadline, slot,
+//! generation)` with lazy deletion: an entry whose deadline changes pushes a new heap item and
+//! touches nothing else; a popped item counts only when its generation is the slot's and its
+//! deadline is still the entry's armed one. So the shard asks [`Table::next_deadline`] once
+//! per loop, arms one runtime timer, and takes the due entries with [`Table::pop_due`].
 //!
-//! Every access that may change a transaction goes through a closure ([`TxnTable::update`],
-//! [`TxnTable::expire`]) in which the caller drains `poll_transmit` / `poll_event`; afterwards
-//! the table re-indexes the deadline and removes the entry if it terminated, counting it.
+//! The caller changes an entry through [`Table::get_mut`] and then calls [`Table::rearm`],
+//! which re-reads the entry's [`Timed::next_deadline`]; it removes finished entries itself
+//! ([`Table::remove`], which forgets their keys too).
 //!
-//! What the table does not do: look at packets (the caller builds keys), send anything, or
-//! limit per-source rates. Its capacity is a hard limit: past it, [`TxnTable::insert`] fails
-//! and the caller answers 503 (principle 6).
+//! What the table does not do: look at packets (the caller builds keys), send anything, count
+//! t_stats (the caller's business: it knows what completion means), or limit per-source
+//! rates. Its capacity is a hard limit: past it, [`Table::insert`] fails and the caller
+//! answers 503 (principle 6).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,7 +27,13 @@ use std::time::Instant;
 
 use super::{ClientTransaction, Key, ServerTransaction, Transmit, TxnEvent};
 
-/// Either kind of transaction, as stored in the table.
+/// What the table needs of an entry: when it next wants `now`.
+pub trait Timed {
+    /// The earliest time the entry has work to do; None while it waits for nothing.
+    fn next_deadline(&self) -> Option<Instant>;
+}
+
+/// Either kind of transaction, as one entry.
 #[derive(Debug)]
 pub enum Transaction {
     Client(ClientTransaction),
@@ -29,13 +41,6 @@ pub enum Transaction {
 }
 
 impl Transaction {
-    pub fn next_deadline(&self) -> Option<Instant> {
-        match self {
-            Self::Client(t) => t.next_deadline(),
-            Self::Server(t) => t.next_deadline(),
-        }
-    }
-
     pub fn handle_timeout(&mut self, now: Instant) {
         match self {
             Self::Client(t) => t.handle_timeout(now),
@@ -87,158 +92,211 @@ impl Transaction {
     }
 }
 
-/// A stored transaction and the caller's context for it (next hop, response address, ...).
-#[derive(Debug)]
-pub struct Entry<C> {
-    pub txn: Transaction,
-    pub ctx: C,
+impl Timed for Transaction {
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Client(t) => t.next_deadline(),
+            Self::Server(t) => t.next_deadline(),
+        }
+    }
 }
 
-/// Why [`TxnTable::insert`] refused.
+/// An entry's handle: slab slot and generation (a reused slot never answers to an old id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    slot: u32,
+    generation: u32,
+}
+
+/// Why the table refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
-    /// The table holds `capacity` transactions: answer 503.
+    /// The table holds `capacity` entries: answer 503.
     #[error("transaction table full")]
     Full,
     #[error("a transaction with this key exists")]
     Exists,
-}
-
-/// Counters for SER's t_stats (per table; the management layer sums the shards).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TxnStats {
-    /// Transactions in the table.
-    pub current: u64,
-    /// Of those, completed ones only waiting for their timers (SER's "waiting").
-    pub waiting: u64,
-    /// Transactions ever inserted.
-    pub total: u64,
-    /// Server transactions that ended with a final of class 2xx..6xx (index 0 = 2xx).
-    pub completed: [u64; 5],
-    /// Responses the TU generated itself rather than relayed ([`TxnTable::note_local_reply`]).
-    pub local_replies: u64,
-    /// Inserts refused because the table was full.
-    pub refused: u64,
+    #[error("no such entry")]
+    Gone,
 }
 
 #[derive(Debug)]
-struct Slot<C> {
+struct Slot<T> {
     generation: u32,
-    entry: Option<Stored<C>>,
-}
-
-#[derive(Debug)]
-struct Stored<C> {
-    key: Key,
-    entry: Entry<C>,
+    entry: Option<Box<T>>,
+    /// The keys that lead here, so removing the entry forgets them.
+    keys: Vec<Key>,
     /// The deadline currently in the heap for this entry.
     armed: Option<Instant>,
-    waiting: bool,
 }
 
-/// One shard's transactions (see the module documentation). `C` is the caller's per-entry
-/// context.
+/// One shard's entries (see the module documentation).
 #[derive(Debug)]
-pub struct TxnTable<C> {
-    index: HashMap<Key, usize, ahash::RandomState>,
-    slots: Vec<Slot<C>>,
-    free: Vec<usize>,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+pub struct Table<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    live: usize,
     capacity: usize,
-    stats: TxnStats,
+    index: HashMap<Key, (EntryId, u32), ahash::RandomState>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
 }
 
-impl<C> TxnTable<C> {
-    /// A table holding at most `capacity` transactions.
+impl<T: Timed> Table<T> {
+    /// A table holding at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            index: HashMap::with_hasher(ahash::RandomState::new()),
             slots: Vec::new(),
             free: Vec::new(),
-            timers: BinaryHeap::new(),
+            live: 0,
             capacity,
-            stats: TxnStats::default(),
+            index: HashMap::with_hasher(ahash::RandomState::new()),
+            timers: BinaryHeap::new(),
         }
     }
 
+    /// Live entries.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A new limit (a reload); entries over it stay until they end.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
+    /// Whether no key leads anywhere (the fast path of a lookup).
+    pub fn no_keys(&self) -> bool {
         self.index.is_empty()
     }
 
-    pub fn stats(&self) -> &TxnStats {
-        &self.stats
+    /// Stores a new entry and arms its deadline; `Full` past capacity.
+    pub fn insert(&mut self, entry: T) -> Result<EntryId, TableError> {
+        if self.live >= self.capacity {
+            return Err(TableError::Full);
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let Ok(n) = u32::try_from(self.slots.len()) else {
+                    return Err(TableError::Full);
+                };
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                    keys: Vec::new(),
+                    armed: None,
+                });
+                n
+            }
+        };
+        let s = self.slots.get_mut(slot as usize).ok_or(TableError::Full)?;
+        s.entry = Some(Box::new(entry));
+        s.armed = None;
+        let id = EntryId {
+            slot,
+            generation: s.generation,
+        };
+        self.live += 1;
+        self.rearm(id);
+        Ok(id)
     }
 
-    /// Counts a reply the TU generated locally (t_reply, sl on a stateful request).
-    pub fn note_local_reply(&mut self) {
-        self.stats.local_replies += 1;
+    fn slot(&self, id: EntryId) -> Option<&Slot<T>> {
+        self.slots
+            .get(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    fn slot_mut(&mut self, id: EntryId) -> Option<&mut Slot<T>> {
+        self.slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+    }
+
+    pub fn get(&self, id: EntryId) -> Option<&T> {
+        self.slot(id)?.entry.as_deref()
+    }
+
+    /// The entry, to change; call [`Self::rearm`] afterwards if its deadline may have moved.
+    pub fn get_mut(&mut self, id: EntryId) -> Option<&mut T> {
+        self.slot_mut(id)?.entry.as_deref_mut()
+    }
+
+    /// Makes `key` lead to `id` with `tag`; `Exists` if it leads somewhere already.
+    pub fn index(&mut self, key: Key, id: EntryId, tag: u32) -> Result<(), TableError> {
+        if self.index.contains_key(&key) {
+            return Err(TableError::Exists);
+        }
+        let s = self.slot_mut(id).ok_or(TableError::Gone)?;
+        if s.entry.is_none() {
+            return Err(TableError::Gone);
+        }
+        s.keys.push(key.clone());
+        self.index.insert(key, (id, tag));
+        Ok(())
+    }
+
+    /// Where `key` leads, with its tag.
+    pub fn lookup(&self, key: &Key) -> Option<(EntryId, u32)> {
+        let &(id, tag) = self.index.get(key)?;
+        self.get(id).map(|_| (id, tag))
     }
 
     pub fn contains(&self, key: &Key) -> bool {
         self.index.contains_key(key)
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Entry<C>> {
-        let &slot = self.index.get(key)?;
-        self.slots.get(slot)?.entry.as_ref().map(|s| &s.entry)
-    }
-
-    /// Stores a new transaction under its own key. The caller drains its first transmit
-    /// (through [`Self::update`]) or before inserting.
-    pub fn insert(&mut self, txn: Transaction, ctx: C) -> Result<(), TableError> {
-        if self.index.contains_key(txn.key()) {
-            return Err(TableError::Exists);
-        }
-        if self.index.len() >= self.capacity {
-            self.stats.refused += 1;
-            return Err(TableError::Full);
-        }
-        let key = txn.key().clone();
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    entry: None,
-                });
-                self.slots.len() - 1
-            }
+    /// Forgets `key` (its transaction ended; the entry stays).
+    pub fn unindex(&mut self, key: &Key) {
+        let Some((id, _)) = self.index.remove(key) else {
+            return;
         };
-        self.index.insert(key.clone(), slot);
-        if let Some(s) = self.slots.get_mut(slot) {
-            s.entry = Some(Stored {
-                key,
-                entry: Entry { txn, ctx },
-                armed: None,
-                waiting: false,
-            });
+        if let Some(s) = self.slot_mut(id) {
+            s.keys.retain(|k| k != key);
         }
-        self.stats.current += 1;
-        self.stats.total += 1;
-        self.refresh(slot);
-        Ok(())
     }
 
-    /// Runs `f` on the transaction under `key` (None if there is none). Drain its transmits
-    /// and events inside `f`: afterwards the table re-indexes it and drops it if terminated.
-    pub fn update<R>(&mut self, key: &Key, f: impl FnOnce(&mut Entry<C>) -> R) -> Option<R> {
-        let &slot = self.index.get(key)?;
-        let r = f(&mut self.slots.get_mut(slot)?.entry.as_mut()?.entry);
-        self.refresh(slot);
-        Some(r)
+    /// After a change to entry `id`: index its deadline anew if it moved.
+    pub fn rearm(&mut self, id: EntryId) {
+        let Some(s) = self.slot_mut(id) else {
+            return;
+        };
+        let deadline = s.entry.as_deref().and_then(Timed::next_deadline);
+        if deadline == s.armed {
+            return;
+        }
+        s.armed = deadline;
+        if let Some(at) = deadline {
+            self.timers.push(Reverse((at, id.slot, id.generation)));
+        }
+        self.compact();
     }
 
-    /// Removes the transaction under `key` (the TU gave up on it).
-    pub fn remove(&mut self, key: &Key) -> Option<Entry<C>> {
-        let &slot = self.index.get(key)?;
-        self.take(slot)
+    /// Removes entry `id` and every key that leads to it.
+    pub fn remove(&mut self, id: EntryId) -> Option<T> {
+        let s = self.slot_mut(id)?;
+        let entry = s.entry.take()?;
+        // Stale heap items and ids of this slot die with the old generation.
+        s.generation = s.generation.wrapping_add(1);
+        s.armed = None;
+        let keys = std::mem::take(&mut s.keys);
+        self.free.push(id.slot);
+        self.live = self.live.saturating_sub(1);
+        for k in &keys {
+            self.index.remove(k);
+        }
+        Some(*entry)
     }
 
-    /// The earliest deadline of any transaction.
+    /// The earliest deadline of any entry.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
             if self.is_live(at, slot, generation) {
@@ -249,70 +307,36 @@ impl<C> TxnTable<C> {
         None
     }
 
-    /// Drives every transaction whose deadline is at or before `now`, calling `f` on each so
-    /// the caller drains its transmits and events; terminated ones are then removed.
-    pub fn expire(&mut self, now: Instant, mut f: impl FnMut(&mut Entry<C>)) {
+    /// The next entry whose deadline is at or before `now`, its heap item consumed (nothing
+    /// is armed for it until the caller's [`Self::rearm`]).
+    pub fn pop_due(&mut self, now: Instant) -> Option<EntryId> {
         while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
             if at > now {
-                break;
+                return None;
             }
             self.timers.pop();
             if !self.is_live(at, slot, generation) {
                 continue;
             }
-            if let Some(stored) = self.slots.get_mut(slot).and_then(|s| s.entry.as_mut()) {
-                // The heap item is consumed: nothing is armed until refresh says otherwise.
-                stored.armed = None;
-                stored.entry.txn.handle_timeout(now);
-                f(&mut stored.entry);
+            let id = EntryId { slot, generation };
+            if let Some(s) = self.slot_mut(id) {
+                s.armed = None;
             }
-            self.refresh(slot);
+            return Some(id);
         }
+        None
     }
 
-    fn is_live(&self, at: Instant, slot: usize, generation: u32) -> bool {
-        self.slots.get(slot).is_some_and(|s| {
-            s.generation == generation && s.entry.as_ref().is_some_and(|e| e.armed == Some(at))
-        })
-    }
-
-    /// After any change to the entry in `slot`: keep the timer index and counters right, and
-    /// drop it if it terminated.
-    fn refresh(&mut self, slot: usize) {
-        let Some(s) = self.slots.get_mut(slot) else {
-            return;
-        };
-        let generation = s.generation;
-        let Some(stored) = s.entry.as_mut() else {
-            return;
-        };
-        if stored.entry.txn.is_terminated() {
-            self.take(slot);
-            return;
-        }
-        let waiting = stored.entry.txn.is_completed();
-        if waiting != stored.waiting {
-            stored.waiting = waiting;
-            if waiting {
-                self.stats.waiting += 1;
-            } else {
-                self.stats.waiting = self.stats.waiting.saturating_sub(1);
-            }
-        }
-        let deadline = stored.entry.txn.next_deadline();
-        if deadline != stored.armed {
-            stored.armed = deadline;
-            if let Some(at) = deadline {
-                self.timers.push(Reverse((at, slot, generation)));
-            }
-        }
-        self.compact();
+    fn is_live(&self, at: Instant, slot: u32, generation: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.generation == generation && s.entry.is_some() && s.armed == Some(at))
     }
 
     /// Stale heap items normally drain as their time comes; a table whose deadlines keep
     /// moving later could pile them up, so rebuild when they outnumber the live ones.
     fn compact(&mut self) {
-        if self.timers.len() <= 2 * self.index.len() + 64 {
+        if self.timers.len() <= 2 * self.live + 64 {
             return;
         }
         let items = std::mem::take(&mut self.timers).into_vec();
@@ -321,26 +345,5 @@ impl<C> TxnTable<C> {
             .filter(|&Reverse((at, slot, generation))| self.is_live(at, slot, generation))
             .collect();
         self.timers = BinaryHeap::from(live);
-    }
-
-    fn take(&mut self, slot: usize) -> Option<Entry<C>> {
-        let s = self.slots.get_mut(slot)?;
-        let stored = s.entry.take()?;
-        // Stale heap items for this slot die with the old generation.
-        s.generation = s.generation.wrapping_add(1);
-        self.free.push(slot);
-        self.index.remove(&stored.key);
-        self.stats.current = self.stats.current.saturating_sub(1);
-        if stored.waiting {
-            self.stats.waiting = self.stats.waiting.saturating_sub(1);
-        }
-        let is_server = matches!(stored.entry.txn, Transaction::Server(_));
-        if let (true, Some(code)) = (is_server, stored.entry.txn.final_code()) {
-            let class = usize::from(code / 100).saturating_sub(2);
-            if let Some(n) = self.stats.completed.get_mut(class) {
-                *n += 1;
-            }
-        }
-        Some(stored.entry)
     }
 }

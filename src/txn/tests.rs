@@ -475,14 +475,20 @@ fn rfc2543_exchange_without_magic_cookie() {
 }
 
 #[test]
-fn table_capacity_stats_and_lazy_timer_index() {
+fn table_capacity_keys_and_lazy_timer_index() {
     let t0 = Instant::now();
     let cfg = TimerConfig::default();
-    let mut table: TxnTable<u32> = TxnTable::new(2);
-    for (i, b) in ["z9hG4bK1", "z9hG4bK2"].into_iter().enumerate() {
+    let mut table: Table<Transaction> = Table::new(2);
+    let key_of =
+        |b: &str| Key::client(&parse(&msgs::request("OPTIONS", b, 1, None)).unwrap()).unwrap();
+    let mut ids = Vec::new();
+    for b in ["z9hG4bK1", "z9hG4bK2"] {
         let c = ClientTransaction::start(t0, &cfg, &msgs::request("OPTIONS", b, 1, None), false)
             .unwrap();
-        table.insert(Transaction::Client(c), i as u32).unwrap();
+        let key = c.key().clone();
+        let id = table.insert(Transaction::Client(c)).unwrap();
+        table.index(key, id, 7).unwrap();
+        ids.push(id);
     }
     let c = ClientTransaction::start(
         t0,
@@ -492,54 +498,296 @@ fn table_capacity_stats_and_lazy_timer_index() {
     )
     .unwrap();
     assert_eq!(
-        table.insert(Transaction::Client(c), 3),
-        Err(TableError::Full)
+        table.insert(Transaction::Client(c)).err(),
+        Some(TableError::Full)
     );
-    let again = ClientTransaction::start(
-        t0,
-        &cfg,
-        &msgs::request("OPTIONS", "z9hG4bK1", 1, None),
-        false,
-    )
-    .unwrap();
     assert_eq!(
-        table.insert(Transaction::Client(again), 9),
+        table.index(key_of("z9hG4bK1"), ids[1], 0),
         Err(TableError::Exists)
     );
-    assert_eq!(table.stats().current, 2);
-    assert_eq!(table.stats().refused, 1);
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.lookup(&key_of("z9hG4bK1")), Some((ids[0], 7)));
     assert_eq!(table.next_deadline(), Some(t0 + ms(500)));
     // Answer the first: its E deadline becomes stale and is skipped; K takes over.
-    let k1 = Key::client(&parse(&msgs::request("OPTIONS", "z9hG4bK1", 1, None)).unwrap()).unwrap();
     let ok = msgs::response(
         &msgs::request("OPTIONS", "z9hG4bK1", 1, None),
         200,
         Some("x"),
     );
-    let d = table.update(&k1, |e| match &mut e.txn {
-        Transaction::Client(c) => c.handle_response(t0 + ms(100), &parse(&ok).unwrap()),
-        Transaction::Server(_) => Disposition::NotMatched,
-    });
-    assert_eq!(d, Some(Disposition::PassUp));
-    assert_eq!(table.stats().waiting, 1);
+    let d = match table.get_mut(ids[0]) {
+        Some(Transaction::Client(c)) => c.handle_response(t0 + ms(100), &parse(&ok).unwrap()),
+        _ => Disposition::NotMatched,
+    };
+    table.rearm(ids[0]);
+    assert_eq!(d, Disposition::PassUp);
+    assert!(table.get(ids[0]).is_some_and(Transaction::is_completed));
+    let mut now = t0;
     let mut fired = 0;
-    table.expire(t0 + secs(6), |e| {
-        fired += 1;
-        while e.txn.poll_transmit().is_some() {}
-        while e.txn.poll_event().is_some() {}
-    });
-    // The second retransmitted at 0.5 s only (expire drives once per due item), the first hit K.
-    assert!(fired >= 2);
-    assert_eq!(table.len(), 1);
-    assert_eq!(table.stats().waiting, 0);
-    let mut now = t0 + secs(6);
     while let Some(dl) = table.next_deadline() {
         now = dl;
-        table.expire(now, |e| while e.txn.poll_transmit().is_some() {});
+        while let Some(id) = table.pop_due(now) {
+            fired += 1;
+            let done = table.get_mut(id).is_some_and(|t| {
+                t.handle_timeout(now);
+                while t.poll_transmit().is_some() {}
+                while t.poll_event().is_some() {}
+                t.is_terminated()
+            });
+            if done {
+                table.remove(id);
+            } else {
+                table.rearm(id);
+            }
+        }
     }
+    assert!(fired >= 2);
     assert_eq!(now, t0 + secs(32), "F ends the second");
     assert!(table.is_empty());
-    assert_eq!(table.stats().total, 2);
-    table.note_local_reply();
-    assert_eq!(table.stats().local_replies, 1);
+    // Removing an entry forgets its keys; its old id answers nothing.
+    assert_eq!(table.lookup(&key_of("z9hG4bK1")), None);
+    assert!(table.no_keys());
+    assert!(table.get(ids[0]).is_none());
+    let c = ClientTransaction::start(
+        t0,
+        &cfg,
+        &msgs::request("OPTIONS", "z9hG4bK9", 1, None),
+        false,
+    )
+    .unwrap();
+    let reused = table.insert(Transaction::Client(c)).unwrap();
+    assert_ne!(reused, ids[0], "a reused slot has a new generation");
+    assert_ne!(reused, ids[1]);
+}
+
+/// Every RFC 3261 rule for reliable transports at once, on each of the four machines:
+/// no A/E/G retransmissions (17.1.1.2, 17.1.2.2, 17.2.1), and D, I, J, K zero (the
+/// transaction terminates the moment its final / ACK is handled).
+#[test]
+fn reliable_transport_rules_hold_on_all_four_machines() {
+    let t0 = Instant::now();
+    let cfg = TimerConfig::default();
+    let drain = |c: &mut ClientTransaction| {
+        sent_client(c)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    };
+
+    // INVITE client: only B is armed; no A; a 486 is ACKed and D is zero.
+    let inv = msgs::invite("z9hG4bKri", 1, None);
+    let mut c = ClientTransaction::start(t0, &cfg, &inv, true).unwrap();
+    assert_eq!(drain(&mut c), [TransmitKind::Request]);
+    assert_eq!(c.next_deadline(), Some(t0 + secs(32)), "B only, no A");
+    c.handle_response(
+        t0 + ms(10),
+        &parse(&msgs::response(&inv, 180, Some("t"))).unwrap(),
+    );
+    assert!(drain(&mut c).is_empty());
+    c.handle_response(
+        t0 + ms(20),
+        &parse(&msgs::response(&inv, 486, Some("t"))).unwrap(),
+    );
+    assert_eq!(drain(&mut c), [TransmitKind::Ack]);
+    assert!(c.is_terminated(), "D = 0");
+    // ... and with no answer at all, B fires once with nothing sent before it.
+    let mut c = ClientTransaction::start(t0, &cfg, &inv, true).unwrap();
+    drain(&mut c);
+    c.handle_timeout(t0 + secs(31));
+    assert!(drain(&mut c).is_empty(), "no timer A");
+    c.handle_timeout(t0 + secs(32));
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(
+        events_client(&mut c),
+        [TxnEvent::Timeout(TimerName::B), TxnEvent::Terminated]
+    );
+
+    // Non-INVITE client: no E in Trying or Proceeding; K is zero.
+    let opt = msgs::request("OPTIONS", "z9hG4bKrn", 1, None);
+    let mut c = ClientTransaction::start(t0, &cfg, &opt, true).unwrap();
+    drain(&mut c);
+    assert_eq!(c.next_deadline(), Some(t0 + secs(32)), "F only, no E");
+    c.handle_response(
+        t0 + ms(5),
+        &parse(&msgs::response(&opt, 100, None)).unwrap(),
+    );
+    assert_eq!(
+        c.next_deadline(),
+        Some(t0 + secs(32)),
+        "no E in Proceeding either"
+    );
+    c.handle_response(
+        t0 + ms(9),
+        &parse(&msgs::response(&opt, 200, Some("t"))).unwrap(),
+    );
+    assert!(c.is_terminated(), "K = 0");
+
+    // INVITE server: no G; H waits for the ACK; I is zero.
+    let mut s = ServerTransaction::new(t0, &cfg, &parse(&inv).unwrap(), true).unwrap();
+    s.send_response(t0, &msgs::response(&inv, 486, Some("u")))
+        .unwrap();
+    assert_eq!(sent_server(&mut s).len(), 1);
+    assert_eq!(s.next_deadline(), Some(t0 + secs(32)), "H only, no G");
+    let ack = msgs::ack_for("z9hG4bKri", 1, Some("u"));
+    assert_eq!(
+        s.handle_request(t0 + ms(30), &parse(&ack).unwrap()),
+        Disposition::Absorbed
+    );
+    assert!(s.is_terminated(), "I = 0");
+    assert!(sent_server(&mut s).is_empty());
+
+    // Non-INVITE server: J is zero.
+    let mut s = ServerTransaction::new(t0, &cfg, &parse(&opt).unwrap(), true).unwrap();
+    s.send_response(t0, &msgs::response(&opt, 200, Some("u")))
+        .unwrap();
+    assert!(s.is_terminated(), "J = 0");
+
+    // The same exchanges on UDP keep their timers (the contrast the rules are about).
+    let mut c = ClientTransaction::start(t0, &cfg, &opt, false).unwrap();
+    assert_eq!(c.next_deadline(), Some(t0 + ms(500)), "E on UDP");
+    c.handle_response(
+        t0 + ms(9),
+        &parse(&msgs::response(&opt, 200, Some("t"))).unwrap(),
+    );
+    assert_eq!(
+        c.next_deadline(),
+        Some(t0 + ms(9) + secs(5)),
+        "K = T4 on UDP"
+    );
+    let mut s = ServerTransaction::new(t0, &cfg, &parse(&opt).unwrap(), false).unwrap();
+    s.send_response(t0, &msgs::response(&opt, 200, Some("u")))
+        .unwrap();
+    assert_eq!(s.next_deadline(), Some(t0 + secs(32)), "J = 64*T1 on UDP");
+}
+
+/// The whole reliable exchange in the simulator: nothing is ever retransmitted.
+#[test]
+fn reliable_sim_sends_no_retransmissions() {
+    for (script, answered) in [
+        (answering(Some(180), 486, ms(300)), true),
+        (answering(None, 200, ms(50)), true),
+        (silent(), false),
+    ] {
+        let mut sim = Sim::new(3, NetConfig::default(), TimerConfig::default(), script);
+        sim.reliable = true;
+        sim.start(&msgs::invite("z9hG4bKrs", 1, None));
+        sim.start(&msgs::request("MESSAGE", "z9hG4bKrm", 2, None));
+        // Past fr_inv_timer (180 s) and the wait after it: a silent UAS's 100 started it.
+        sim.run(secs(400));
+        for kind in [
+            TransmitKind::RequestRetransmission,
+            TransmitKind::ResponseRetransmission,
+        ] {
+            assert!(kinds(&sim.uac_log.sent, kind).is_empty(), "{kind:?}");
+            assert!(kinds(&sim.uas_log.sent, kind).is_empty(), "{kind:?}");
+        }
+        // A server transaction whose TU never answers waits for it (no timer of its own).
+        assert!(sim.uac.is_empty() && (sim.uas.is_empty() || !answered));
+    }
+}
+
+/// A lingering INVITE client (a proxy's branch) after timer B: a late 486 is ACKed and
+/// absorbed (its retransmission too), a late 2xx passes up; wt_timer ends it.
+#[test]
+fn lingering_invite_client_absorbs_late_negative_and_passes_late_2xx() {
+    let t0 = Instant::now();
+    let mut cfg = TimerConfig::ser();
+    cfg.fr_timer = secs(2);
+    let inv = msgs::invite("z9hG4bKlate", 1, None);
+    let mut c = ClientTransaction::start(t0, &cfg, &inv, false)
+        .unwrap()
+        .lingering();
+    sent_client(&mut c);
+    let mut now = t0;
+    while let Some(d) = c.next_deadline().filter(|d| *d <= t0 + secs(2)) {
+        now = d;
+        c.handle_timeout(now);
+    }
+    assert_eq!(now, t0 + secs(2));
+    assert_eq!(
+        events_client(&mut c),
+        [TxnEvent::Timeout(TimerName::B)],
+        "not terminated"
+    );
+    assert!(matches!(
+        c.state(),
+        ClientState::Invite(InviteClientState::TimedOut { until }) if until == t0 + secs(7)
+    ));
+    sent_client(&mut c);
+    let busy_bytes = msgs::response(&inv, 486, Some("late"));
+    let busy = parse(&busy_bytes).unwrap();
+    assert_eq!(
+        c.handle_response(t0 + ms(3500), &busy),
+        Disposition::Absorbed
+    );
+    let acks = sent_client(&mut c);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].0, TransmitKind::Ack);
+    assert!(acks[0]
+        .1
+        .starts_with(b"ACK sip:bob@uas.example.com SIP/2.0\r\n"));
+    assert!(String::from_utf8_lossy(&acks[0].1).contains("tag=late"));
+    assert_eq!(
+        c.handle_response(t0 + ms(4000), &busy),
+        Disposition::Absorbed
+    );
+    assert_eq!(
+        sent_client(&mut c).len(),
+        1,
+        "a retransmitted 486 is ACKed again"
+    );
+    let provisional_bytes = msgs::response(&inv, 180, Some("late"));
+    let provisional = parse(&provisional_bytes).unwrap();
+    assert_eq!(
+        c.handle_response(t0 + ms(4100), &provisional),
+        Disposition::Absorbed
+    );
+    c.handle_timeout(t0 + secs(7));
+    assert!(c.is_terminated(), "wt_timer after the timeout ends it");
+
+    let mut c = ClientTransaction::start(t0, &cfg, &inv, false)
+        .unwrap()
+        .lingering();
+    c.handle_timeout(t0 + secs(2));
+    let ok_bytes = msgs::response(&inv, 200, Some("late"));
+    let ok = parse(&ok_bytes).unwrap();
+    assert_eq!(c.handle_response(t0 + secs(3), &ok), Disposition::PassUp);
+    assert!(c.is_terminated());
+    assert!(
+        sent_client(&mut c)
+            .iter()
+            .all(|(k, _)| *k != TransmitKind::Ack),
+        "no ACK for a 2xx"
+    );
+}
+
+/// A lingering non-INVITE client after timer F absorbs every late response; without
+/// lingering (RFC 3261) F terminates at once.
+#[test]
+fn lingering_non_invite_client_absorbs_late_finals() {
+    let t0 = Instant::now();
+    let mut cfg = TimerConfig::ser();
+    cfg.fr_timer = secs(2);
+    let req = msgs::request("MESSAGE", "z9hG4bKlm", 1, None);
+    let mut c = ClientTransaction::start(t0, &cfg, &req, false)
+        .unwrap()
+        .lingering();
+    while let Some(d) = c.next_deadline().filter(|d| *d <= t0 + secs(2)) {
+        c.handle_timeout(d);
+    }
+    assert_eq!(events_client(&mut c), [TxnEvent::Timeout(TimerName::F)]);
+    sent_client(&mut c);
+    let late_bytes = msgs::response(&req, 404, Some("x"));
+    let late = parse(&late_bytes).unwrap();
+    assert_eq!(
+        c.handle_response(t0 + ms(3500), &late),
+        Disposition::Absorbed
+    );
+    assert!(sent_client(&mut c).is_empty(), "absorbed: nothing sent");
+    assert_eq!(c.next_deadline(), Some(t0 + secs(7)));
+    c.handle_timeout(t0 + secs(7));
+    assert!(c.is_terminated());
+
+    let mut plain = ClientTransaction::start(t0, &cfg, &req, false).unwrap();
+    plain.handle_timeout(t0 + secs(2));
+    assert!(plain.is_terminated());
 }
