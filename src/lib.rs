@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod mgmt;
 pub mod mgmt_http;
 pub mod modules;
-pub mod route;
 pub mod server;
 pub mod sip;
 pub mod stats;

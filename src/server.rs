@@ -18,9 +18,9 @@ use ser_shards::{Ctx, Handler, Inbound, SocketId, TimerId};
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
+use crate::modules::ctx::{MsgCtx, Scratch};
 use crate::modules::tm::TmShard;
 use crate::modules::Script;
-use crate::route::{MsgCtx, Scratch};
 use crate::sip::{
     owner_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend, Transport,
 };
@@ -48,7 +48,7 @@ pub enum Event {
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
     Resumed {
         id: u64,
-        result: crate::route::Resumed,
+        result: crate::modules::ctx::Resumed,
     },
 }
 
@@ -59,14 +59,14 @@ struct Parked {
     /// The script it started under (its continuation points into it).
     script: Arc<Script>,
     k: ser_script::Continuation,
-    saved: crate::route::SavedCtx,
+    saved: crate::modules::ctx::SavedCtx,
 }
 
 /// What a parked run resumes with.
 struct Resume {
     k: ser_script::Continuation,
-    saved: crate::route::SavedCtx,
-    result: crate::route::Resumed,
+    saved: crate::modules::ctx::SavedCtx,
+    result: crate::modules::ctx::Resumed,
 }
 
 /// Script runs one shard keeps paused for external programs; past it exec actions fail.
@@ -349,12 +349,12 @@ impl Server {
                         saved,
                     },
                 );
-                let crate::route::Suspend { pool, work } = job;
+                let crate::modules::ctx::Suspend { pool, work } = job;
                 match pool {
-                    crate::route::Pool::Blocking => {
+                    crate::modules::ctx::Pool::Blocking => {
                         ctx.spawn_blocking(move || Event::Resumed { id, result: work() })
                     }
-                    crate::route::Pool::Db(db) => {
+                    crate::modules::ctx::Pool::Db(db) => {
                         let remote = ctx.remote();
                         let shard = ctx.shard();
                         let submitted = db.submit(Box::new(move |_| {
@@ -367,7 +367,7 @@ impl Server {
                                 shard,
                                 Event::Resumed {
                                     id,
-                                    result: crate::route::Resumed::Failed(why),
+                                    result: crate::modules::ctx::Resumed::Failed(why),
                                 },
                             );
                         }
@@ -394,7 +394,12 @@ impl Server {
     }
 
     /// An external program ended: the request's script goes on where it paused.
-    fn resume_parked(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, result: crate::route::Resumed) {
+    fn resume_parked(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        id: u64,
+        result: crate::modules::ctx::Resumed,
+    ) {
         let Some(p) = self.parked.remove(&id) else {
             return;
         };

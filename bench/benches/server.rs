@@ -13,9 +13,9 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use ser::config::Config;
 use ser::core::Core;
 use ser::modules::action::run_request;
+use ser::modules::ctx::{MsgCtx, Scratch};
 use ser::modules::digest;
 use ser::modules::tm::TmShard;
-use ser::route::{MsgCtx, Scratch};
 use ser::sip::{Arrival, Listen};
 use ser::stats::Stats;
 use ser::txn::{Key, ServerTransaction, Table, TimerConfig, Transaction};

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use ser_script::{Exec, Program};
 
+use super::ctx::{MsgCtx, SipError};
+use super::rewrite::Rewrite;
 use crate::core::Core;
-use crate::route::{uri, MsgCtx, SipError};
 
 /// A compiled script: shared, read-only, by every shard.
 pub type Script = Program<Action, Cond>;
@@ -100,7 +101,7 @@ pub enum Action {
     SetFlag(u32),
     ResetFlag(u32),
     IsFlagSet(u32),
-    Rewrite(uri::Rewrite),
+    Rewrite(Rewrite),
     RevertUri,
     AppendBranch(Option<String>),
     // sl

@@ -10,11 +10,11 @@ use std::net::IpAddr;
 use ser_parser::Message;
 use ser_script::{Arg, BindCtx, FnEntry, KindSet, Value};
 
+use super::ctx::MsgCtx;
+use super::rewrite::Rewrite;
 use super::{arg_int, arg_str, Exports};
 use super::{Action, HostArg, PortArg};
 use crate::core::Core;
-use crate::route::uri::Rewrite;
-use crate::route::MsgCtx;
 use crate::sip::{
     fmt_ip, hash64, upstream, uri_error, Dest, HostTarget, NextHop, Outbox, PendingSend, Target,
     Transport,
@@ -500,7 +500,7 @@ pub fn forward_reply(
     core: &Core,
     msg: &Message<'_>,
     arrived_on: usize,
-    s: &mut crate::route::Scratch,
+    s: &mut crate::modules::ctx::Scratch,
 ) -> Result<(), &'static str> {
     let mut vias = msg.vias();
     let top = vias.next().ok_or("no Via")?.map_err(|_| "bad Via")?;

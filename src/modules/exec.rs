@@ -179,7 +179,7 @@ pub fn run_job(job: &ExecJob) -> ExecOutput {
     result
 }
 
-impl crate::route::MsgCtx<'_, '_> {
+impl crate::modules::ctx::MsgCtx<'_, '_> {
     /// The exec actions: build the job and suspend the script (the runner takes the job).
     pub(crate) fn exec(&mut self, kind: ExecKind, cmd: &str) -> i32 {
         if !self.can_suspend {
@@ -212,12 +212,12 @@ impl crate::route::MsgCtx<'_, '_> {
             env: self.exec_env(),
             timeout: Duration::from_secs(secs),
         };
-        self.suspend = Some(crate::route::Suspend {
-            pool: crate::route::Pool::Blocking,
+        self.suspend = Some(crate::modules::ctx::Suspend {
+            pool: crate::modules::ctx::Pool::Blocking,
             work: Box::new(move || {
                 let kind = job.kind;
                 let out = run_job(&job);
-                crate::route::Resumed::Apply(Box::new(move |m| m.exec_result(kind, &out)))
+                crate::modules::ctx::Resumed::Apply(Box::new(move |m| m.exec_result(kind, &out)))
             }),
         });
         ser_script::SUSPEND

@@ -7,9 +7,9 @@
 use ser_script::{Arg, BindCtx, KindSet};
 
 use super::core::f;
+use super::ctx::MsgCtx;
 use super::Action;
 use super::{arg_int, Exports};
-use crate::route::MsgCtx;
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("mf_process_maxfwd_header", 1, 1, KindSet::REQUEST, bind));

@@ -22,9 +22,9 @@ use ser_parser::{Contact, HeaderName};
 use ser_script::{Arg, KindSet};
 
 use super::core::f;
+use super::ctx::{MsgCtx, Pool, Resumed, Suspend};
 use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind, Params};
-use crate::route::{MsgCtx, Pool, Resumed, Suspend};
 use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
 use crate::usrloc::{persist, Aor, DbMode};
 
@@ -305,7 +305,7 @@ impl MsgCtx<'_, '_> {
                 503 => "Service Unavailable",
                 _ => "Server Internal Error",
             };
-            self.last_error = Some(crate::route::SipError { code, reason });
+            self.last_error = Some(crate::modules::ctx::SipError { code, reason });
             -1
         }
     }

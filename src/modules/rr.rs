@@ -21,9 +21,9 @@ use ser_script::KindSet;
 use smallvec::SmallVec;
 
 use super::core::f;
+use super::ctx::MsgCtx;
 use super::Action;
 use super::{Exports, ParamDef, ParamKind};
-use crate::route::MsgCtx;
 use crate::sip::hostport;
 
 pub fn register(ex: &mut Exports) {
@@ -278,7 +278,7 @@ mod tests {
 
     use crate::config::Config;
     use crate::core::Core;
-    use crate::route::{MsgCtx, Scratch};
+    use crate::modules::ctx::{MsgCtx, Scratch};
     use crate::sip::{Arrival, Listen};
     use crate::stats::Stats;
 

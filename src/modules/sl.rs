@@ -14,9 +14,9 @@ use ser_parser::Method;
 use ser_script::{Arg, BindCtx, KindSet};
 
 use super::core::f;
+use super::ctx::MsgCtx;
 use super::Action;
 use super::{arg_int, arg_str, Exports};
-use crate::route::MsgCtx;
 use crate::sip::{fmt_ip, hostport, LocalReply};
 
 pub fn register(ex: &mut Exports) {

@@ -15,10 +15,10 @@ use ser_script::{Arg, BindCtx, KindSet, RouteKind, RunOutcome};
 
 use super::acc::{self, AccConfig};
 use super::core::{f, host_arg, port_arg};
+use super::ctx::{MsgCtx, Scratch};
 use super::{arg_int, Exports, ParamDef, ParamKind};
-use crate::core::Core;
 use super::{Action, HostArg, PortArg, Script};
-use crate::route::{MsgCtx, Scratch};
+use crate::core::Core;
 use crate::sip::{Arrival, Dest, Outbox, Target};
 use crate::stats::Stats;
 use crate::tm::{

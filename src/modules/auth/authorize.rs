@@ -11,8 +11,8 @@ use super::credentials::{find_credentials, Found};
 use super::AuthKind;
 use super::AuthSettings;
 use crate::db::{Row, Value};
+use crate::modules::ctx::{AuthUser, MsgCtx};
 use crate::modules::digest::{self, NonceCheck};
-use crate::route::{AuthUser, MsgCtx};
 
 /// Everything the worker needs to check one set of credentials.
 struct Check {

@@ -9,9 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::credentials::{find_credentials, Found};
 use super::{AuthKind, AuthSettings};
+use crate::modules::ctx::MsgCtx;
 use crate::modules::digest::{self, NonceCheck};
 use crate::modules::Params;
-use crate::route::MsgCtx;
 
 /// `nonce_expire` when unset: seconds a nonce is good for.
 pub const DEFAULT_NONCE_EXPIRE: i64 = 300;

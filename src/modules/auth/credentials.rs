@@ -7,7 +7,7 @@
 use ser_parser::{DigestCredentials, HeaderName, Method};
 
 use super::AuthKind;
-use crate::route::MsgCtx;
+use crate::modules::ctx::MsgCtx;
 
 /// The credentials for a realm among a request's Authorization (or Proxy-Authorization)
 /// headers.

@@ -8,7 +8,7 @@ use super::credentials::user_host;
 use super::params::GroupSettings;
 use super::UserSource;
 use crate::db::Value;
-use crate::route::MsgCtx;
+use crate::modules::ctx::MsgCtx;
 
 impl MsgCtx<'_, '_> {
     pub(super) fn is_user_in(

@@ -18,7 +18,7 @@
 //!
 //! The digest and nonce arithmetic is sans-IO in [`super::digest`]. Database lookups never
 //! run on a shard: the action suspends the script and the query runs on the database's
-//! workers ([`crate::route::Pool::Db`]); the script resumes with the answer.
+//! workers ([`crate::modules::ctx::Pool::Db`]); the script resumes with the answer.
 //!
 //! Return values as SER's: authorize is positive when the credentials are right, negative
 //! when they are missing, wrong, for an unknown user, or carry a stale or foreign nonce (the
@@ -49,8 +49,8 @@ pub use params::{db_url_for, needs_default_db, AuthSettings, GroupSettings};
 use std::sync::Arc;
 
 use crate::db::{Db, DbError};
-pub use crate::route::AuthUser;
-use crate::route::{MsgCtx, Pool, Resumed, Suspend};
+pub use crate::modules::ctx::AuthUser;
+use crate::modules::ctx::{MsgCtx, Pool, Resumed, Suspend};
 
 /// Which header pair: `WWW-Authenticate`/`Authorization` (401) or
 /// `Proxy-Authenticate`/`Proxy-Authorization` (407).

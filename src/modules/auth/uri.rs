@@ -7,7 +7,7 @@
 use super::credentials::user_host;
 use super::AuthSettings;
 use crate::db::Value;
-use crate::route::MsgCtx;
+use crate::modules::ctx::MsgCtx;
 
 impl MsgCtx<'_, '_> {
     /// check_to/check_from: the header's user is the authenticated one.

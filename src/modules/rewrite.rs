@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use ser_parser::parse_uri;
 
-use super::MsgCtx;
+use super::ctx::MsgCtx;
 
 #[derive(Debug, Clone)]
 pub enum Rewrite {

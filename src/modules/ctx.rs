@@ -3,7 +3,7 @@
 //! proved to be), the per-shard [`Scratch`] buffers, and what a run that pauses for off-shard
 //! work (exec, a database) keeps ([`SavedCtx`], [`Suspend`], [`Resumed`]).
 //!
-//! The actions themselves are the modules' (`crate::modules`): this layer knows no module.
+//! The actions are the other files of `modules`, each an `impl MsgCtx` block of its module.
 //! Nothing in here touches a socket: outgoing messages are written into the shard's `Outbox`,
 //! which the server hands to the shard runtime after the script has run.
 
@@ -14,8 +14,6 @@ use ser_parser::{Edits, Message};
 use crate::core::Core;
 use crate::sip::{Arrival, Outbox};
 use crate::stats::Stats;
-
-pub mod uri;
 
 /// Per-shard buffers reused for every message: no allocation per message once warm.
 #[derive(Debug, Default)]
