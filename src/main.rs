@@ -216,7 +216,8 @@ fn run() -> Result<i32> {
         None => None,
     };
 
-    let sockets = cfg.bind_addrs();
+    // A port-0 listen gets its port now: our Via, `myself` and the log must name the real one.
+    let (sockets, picked) = pick_ports(cfg.bind_addrs())?;
     let mut core = Core::new(&cfg, sockets.clone(), ser_shards::os::hostname());
     core.params = loaded.params.clone();
     // Databases (after the fork: their workers are threads). One that does not answer at
@@ -307,6 +308,7 @@ fn run() -> Result<i32> {
                 .with_capture(capture.clone())
         }
     };
+    drop(picked); // the shards bind those ports now
     let runtime = match ser_shards::Runtime::start(scfg, factory) {
         Ok(r) => r,
         Err(e) => {
@@ -435,6 +437,25 @@ fn run() -> Result<i32> {
     }
     Ok(0)
 }
+
+/// Each port-0 address with the port a plain bind gets for it; those sockets are held (so no
+/// one else takes the port) until dropped just before the shards bind the same addresses.
+fn pick_ports(addrs: Vec<std::net::SocketAddr>) -> Result<PickedPorts> {
+    let mut held = Vec::new();
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        if a.port() == 0 {
+            let s = std::net::UdpSocket::bind(a).with_context(|| format!("cannot bind {a}"))?;
+            out.push(s.local_addr().with_context(|| format!("bound {a}"))?);
+            held.push(s);
+        } else {
+            out.push(a);
+        }
+    }
+    Ok((out, held))
+}
+
+type PickedPorts = (Vec<std::net::SocketAddr>, Vec<std::net::UdpSocket>);
 
 /// `-t`, `-u`/`-g` (`user=`/`group=`): change root and identity once the sockets are bound.
 fn drop_privileges(cfg: &Config, identity: &ser_shards::os::Identity) -> Result<()> {
