@@ -443,7 +443,10 @@ fn counters_match_sipps_own_numbers_under_a_call_load() {
             );
         }
     }
-    assert!(mid2.sum("ser_tm_transactions_total", &[]) > 0, "no transaction created");
+    assert!(
+        mid2.sum("ser_tm_transactions_total", &[]) > 0,
+        "no transaction created"
+    );
 
     let (ok, out) = uac.join().expect("uac thread");
     assert!(ok, "UAC failed:\n{out}\n{}", ser.log_text());

@@ -549,8 +549,34 @@ pub fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> Stri
 /// serctl, built with the tests.
 pub const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
 
-pub fn fifo_path(tag: &str) -> PathBuf {
-    PathBuf::from(format!("/tmp/ser-test-fifo-{tag}-{}", std::process::id()))
+/// A path for ser's FIFO (`fifo=`), removed when dropped (a ser stopped by SIGKILL leaves
+/// its FIFO behind). Derefs to the path.
+pub struct FifoPath(PathBuf);
+
+impl std::ops::Deref for FifoPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for FifoPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for FifoPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn fifo_path(tag: &str) -> FifoPath {
+    FifoPath(PathBuf::from(format!(
+        "/tmp/ser-test-fifo-{tag}-{}",
+        std::process::id()
+    )))
 }
 
 /// Waits (bounded) until ser made its FIFO.
