@@ -9,6 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What it is doing, as it goes: the first build alone is minutes of silence otherwise.
+t0=$(date +%s)
+step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
+
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
@@ -20,14 +24,17 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
+  step "installing Debian packages: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+else
+  step "Debian packages for the tests: all present"
 fi
 
 # The integration tests start real processes; build the binaries once, then test.
+step "building the workspace's binaries (ser, serctl, loadgen, bench; a few minutes from cold)"
 cargo build --workspace --bins --quiet
 # tests/arm.rs runs the ARM builds under qemu-user; CI requires aarch64 and armv5te (the 64-bit
 # boards and the smallest, no 64-bit atomics). Each cross build takes about 1.5 minutes from cold
@@ -37,6 +44,7 @@ cargo build --workspace --bins --quiet
 # reported loudly and left out, rather than stopping every other test.
 required=()
 for t in aarch64 armv5te; do
+  step "cross-building ser for $t (installs the cross gcc and qemu-user when missing; armv5te fetches Rust 1.93.0)"
   if scripts/build-arm.sh "$t"; then
     required+=("$t")
   else
@@ -45,6 +53,7 @@ for t in aarch64 armv5te; do
 done
 SER_ARM_REQUIRE="$(IFS=,; echo "${required[*]}")"
 export SER_ARM_REQUIRE
+step "building and running every test of the workspace (about 10 minutes on 2 cores)"
 cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
 # The tiny ARM builds (README "Small ARM boards": --smallest with std rebuilt for size on a
 # pinned nightly, under the 1.5 MB goal) must pass the same qemu test. A toolchain that cannot
@@ -52,6 +61,7 @@ cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
 # reported, not failed (it is a goal).
 tiny=()
 for t in aarch64 armv5te; do
+  step "tiny build for $t (std rebuilt for size on a pinned nightly, fetched on first use)"
   if scripts/build-arm.sh --tiny "$t"; then
     tiny+=("$t")
   else
@@ -64,6 +74,8 @@ if [ ${#tiny[@]} -gt 0 ]; then
     echo "tiny build: $f $size bytes"
     [ "$size" -le 1500000 ] || echo "WARNING: $f is over the 1.5 MB goal" >&2
   done
+  step "running tests/arm.rs on the tiny builds under qemu-user"
   SER_ARM_TARGET_DIR=target/tiny SER_ARM_REQUIRE="$(IFS=,; echo "${tiny[*]}")" \
     cargo test --quiet --test arm
 fi
+step "done"

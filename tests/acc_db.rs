@@ -19,16 +19,17 @@ enum Backend {
 }
 
 /// The script lines that pick the database (a global option, a modparam after acc is
-/// loaded), and the URL the test reads the rows from.
-fn database(backend: Backend, tag: &str) -> (String, String, String) {
+/// loaded), the URL the test reads the rows from, and the SQLite data folder's guard.
+fn database(backend: Backend, tag: &str) -> (String, String, String, Option<TempDir>) {
     match backend {
         Backend::Sqlite => {
-            let dir = temp_dir(tag).join("data");
-            let _ = std::fs::remove_dir_all(&dir);
+            let guard = temp_dir(tag);
+            let dir = guard.join("data");
             (
                 format!("data_dir=\"{}\"\n", dir.display()),
                 String::new(),
                 format!("sqlite://{}", dir.join("ser.db").display()),
+                Some(guard),
             )
         }
         Backend::Mariadb => {
@@ -37,6 +38,7 @@ fn database(backend: Backend, tag: &str) -> (String, String, String) {
                 String::new(),
                 format!("\nmodparam(\"acc\", \"db_url\", \"{url}\")\n"),
                 url,
+                None,
             )
         }
     }
@@ -98,7 +100,7 @@ fn seed_writes_one_row_per_transaction(backend: Backend) {
     require_sipp();
     let tag = format!("acc_seed_{backend:?}").to_lowercase();
     let dir = temp_dir(&tag);
-    let (global, modparam, url) = database(backend, &tag);
+    let (global, modparam, url, _data) = database(backend, &tag);
     let seed = std::fs::read_to_string(repo_root().join("tests/data/seeds/accounting.cfg"))
         .expect("read the seed");
     let from = "modparam(\"acc\", \"log_flag\", 1 )";
@@ -111,8 +113,8 @@ fn seed_writes_one_row_per_transaction(backend: Backend) {
         )
     );
     let uas_port = free_port();
-    let port = free_port();
-    let ser = Ser::start_with(&tag, &script, port, 2, "auto", &[]);
+    let ser = Ser::start_with(&tag, &script, 0, 2, "auto", &[]);
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 10, &dir);
     let (ok, out) = uac(
@@ -181,7 +183,7 @@ fn accounting_seed_with_db_flag_writes_one_row_per_transaction_mariadb() {
 /// The 0.8 admin guide's script (numerical destinations only), with `db_flag`.
 fn numerical_destinations_only(backend: Backend) {
     let tag = format!("acc_08_{backend:?}").to_lowercase();
-    let (global, modparam, url) = database(backend, &tag);
+    let (global, modparam, url, _data) = database(backend, &tag);
     let seed = std::fs::read_to_string(repo_root().join("tests/data/seeds/accounting-0.8.cfg"))
         .expect("read the seed");
     let from = "modparam(\"acc\", \"acc_flag\", 1 )";
@@ -193,7 +195,7 @@ fn numerical_destinations_only(backend: Backend) {
             &format!("modparam(\"acc\", \"db_flag\", 1 ){modparam}")
         )
     );
-    let ser = Ser::start_with(&tag, &script, free_port(), 2, "auto", &[]);
+    let ser = Ser::start_with(&tag, &script, 0, 2, "auto", &[]);
     busy_call(&ser, "+4930123", "acc-numeric");
     busy_call(&ser, "bob", "acc-name");
     let db = Db::open(&url, 0).expect("open the database ser wrote");
@@ -224,7 +226,7 @@ fn accounting_seed_08_accounts_numerical_destinations_mariadb() {
 
 fn missed_calls_once(backend: Backend) {
     let tag = format!("acc_missed_{backend:?}").to_lowercase();
-    let (global, modparam, url) = database(backend, &tag);
+    let (global, modparam, url, _data) = database(backend, &tag);
     let busy = Peer::new();
     // db_flag 2 is never set: it only makes acc_request write its row.
     let script = format!(
@@ -252,7 +254,7 @@ route {{
 "#,
         busy.port()
     );
-    let ser = Ser::start_with(&tag, &script, free_port(), 2, "auto", &[]);
+    let ser = Ser::start_with(&tag, &script, 0, 2, "auto", &[]);
     let caller = Peer::new();
     let off = request(
         "INVITE",

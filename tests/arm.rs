@@ -13,8 +13,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -79,43 +79,23 @@ fn required(triple: &str, short: &str) -> bool {
         .any(|t| t == triple || t == short)
 }
 
-/// Starts the cross-built `ser` under qemu-user; waits (bounded) until it listens.
-fn start(triple: &str, qemu: &str, sysroot: &str, bin: &Path, port: u16) -> Ser {
+/// Starts the cross-built `ser` under qemu-user on a port it picks (`-p 0`); waits (bounded)
+/// until it listens.
+fn start(triple: &str, qemu: &str, sysroot: &str, bin: &Path) -> Ser {
     let tag = format!("arm-{triple}");
     let dir = temp_dir(&tag);
     let cfg = dir.join("arm.cfg");
     std::fs::write(&cfg, SCRIPT).expect("write cfg");
-    let log = dir.join("arm.log");
-    let logf = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(qemu)
-        .args(["-L", sysroot])
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-L", sysroot])
         .arg(bin)
         .arg("-f")
         .arg(&cfg)
-        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-l", "127.0.0.1", "-p", "0"])
         .args(["-n", "2", "-E", "-D"])
-        .env("SER_IO_BACKEND", "auto")
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .spawn()
-        .expect("spawn qemu");
-    let ser = Ser {
-        child,
-        port,
-        cfg,
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if ser.log_text().contains("listening on udp:") {
-            return ser;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "{triple}: ser did not start under {qemu}:\n{}",
-        ser.log_text()
-    );
+        .env("SER_IO_BACKEND", "auto");
+    Ser::spawn(dir, &tag, cfg, &mut cmd, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{triple}: ser did not start under {qemu}: {e}"))
 }
 
 /// The next datagram that is not a 100 Trying (emulated code is slower: generous timeout).
@@ -150,8 +130,8 @@ fn call(ser: &Ser, uac: &Peer, uas: &Peer, ruri: &str, call_id: &str, extra: &st
 }
 
 fn check_target(triple: &str, qemu: &str, sysroot: &str, bin: &Path) {
-    let port = free_port();
-    let ser = start(triple, qemu, sysroot, bin, port);
+    let ser = start(triple, qemu, sysroot, bin);
+    let port = ser.port;
     let log = ser.log_text();
     assert!(
         log.contains("I/O backend Portable"),

@@ -21,7 +21,7 @@ fn md5_hex(s: &str) -> String {
 
 /// A scratch directory with its own database.
 struct Env {
-    dir: std::path::PathBuf,
+    dir: TempDir,
     url: String,
 }
 
@@ -67,8 +67,7 @@ impl Env {
     }
 
     fn start(&self, tag: &str, script: &str) -> Ser {
-        let port = free_port_4digit();
-        Ser::start(tag, script, port, 1, "auto")
+        Ser::start_4digit(tag, script, 1, "auto")
     }
 }
 

@@ -38,8 +38,8 @@ route {
 #[test]
 fn options_answered_with_warning_and_server() {
     for backend in BACKENDS {
-        let port = free_port();
-        let ser = Ser::start(&format!("opt-{backend}"), STATELESS, port, 2, backend);
+        let ser = Ser::start(&format!("opt-{backend}"), STATELESS, 0, 2, backend);
+        let port = ser.port;
         let peer = Peer::new();
         for i in 0..20 {
             let ruri = format!("sip:ser@127.0.0.1:{port}");
@@ -79,8 +79,8 @@ fn options_answered_with_warning_and_server() {
 #[test]
 fn max_forwards_zero_gets_483_and_too_big_gets_513() {
     for backend in BACKENDS {
-        let port = free_port();
-        let ser = Ser::start(&format!("mf-{backend}"), STATELESS, port, 2, backend);
+        let ser = Ser::start(&format!("mf-{backend}"), STATELESS, 0, 2, backend);
+        let port = ser.port;
         let peer = Peer::new();
         let ruri = format!("sip:ser@127.0.0.1:{port}");
         let r = request("OPTIONS", &ruri, peer.port(), "mf0", "")
@@ -106,8 +106,8 @@ fn sipsak_traceroute_shows_our_address() {
     if !have("sipsak") {
         panic!("sipsak is not installed (scripts/test.sh installs it)");
     }
-    let port = free_port_4digit();
-    let ser = Ser::start("sipsak-t", STATELESS, port, 2, "auto");
+    let ser = Ser::start_4digit("sipsak-t", STATELESS, 2, "auto");
+    let port = ser.port;
     let lport = free_port();
     let (_ok, out) = run_bounded(
         Command::new("sipsak")
@@ -127,8 +127,8 @@ fn sipsak_traceroute_shows_our_address() {
 
 #[test]
 fn sipsak_options_ping() {
-    let port = free_port_4digit();
-    let ser = Ser::start("sipsak-o", STATELESS, port, 1, "auto");
+    let ser = Ser::start_4digit("sipsak-o", STATELESS, 1, "auto");
+    let port = ser.port;
     let lport = free_port();
     let (ok, out) = run_bounded(
         Command::new("sipsak")
@@ -144,11 +144,11 @@ fn sipsak_options_ping() {
 fn sipp_call_through_stateless_forward() {
     for backend in BACKENDS {
         let uas_port = free_port();
-        let port = free_port();
         let script = format!(
             "loadmodule \"modules/sl/sl.so\"\nroute {{\n    forward(\"127.0.0.1\", {uas_port});\n    break;\n}}\n"
         );
-        let ser = Ser::start(&format!("sipp-{backend}"), &script, port, 2, backend);
+        let ser = Ser::start(&format!("sipp-{backend}"), &script, 0, 2, backend);
+        let port = ser.port;
         let mut uas = Command::new("sipp")
             .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
             .args(["-nostdin", "-timeout", "60", "-timeout_error"])
@@ -157,11 +157,11 @@ fn sipp_call_through_stateless_forward() {
             .spawn()
             .expect("sipp uas");
         std::thread::sleep(Duration::from_millis(300));
-        let uac_port = free_port();
+        // No -p: sipp binds a free port of its own.
         let (ok, out) = run_bounded(
             Command::new("sipp")
                 .args(["-sn", "uac", &format!("127.0.0.1:{port}")])
-                .args(["-i", "127.0.0.1", "-p", &uac_port.to_string()])
+                .args(["-i", "127.0.0.1"])
                 .args([
                     "-m",
                     "50",
@@ -175,8 +175,7 @@ fn sipp_call_through_stateless_forward() {
                 .args(["-trace_err", "-error_file", "/dev/null"]),
             Duration::from_secs(30),
         );
-        let _ = uas.kill();
-        let _ = uas.wait();
+        stop_child(&mut uas, Duration::ZERO);
         assert!(
             ok,
             "sipp call through ser ({backend}) failed:\n{out}\n{}",
@@ -188,8 +187,8 @@ fn sipp_call_through_stateless_forward() {
 #[test]
 fn garbage_between_valid_requests_never_stops_a_shard() {
     for backend in BACKENDS {
-        let port = free_port();
-        let ser = Ser::start(&format!("garbage-{backend}"), STATELESS, port, 2, backend);
+        let ser = Ser::start(&format!("garbage-{backend}"), STATELESS, 0, 2, backend);
+        let port = ser.port;
         let peer = Peer::new();
         let ruri = format!("sip:ser@127.0.0.1:{port}");
         let valid = request("OPTIONS", &ruri, peer.port(), "g-0", "");
@@ -247,8 +246,8 @@ fn garbage_between_valid_requests_never_stops_a_shard() {
 
 #[test]
 fn bad_request_gets_400() {
-    let port = free_port();
-    let ser = Ser::start("bad400", STATELESS, port, 1, "auto");
+    let ser = Ser::start("bad400", STATELESS, 0, 1, "auto");
+    let port = ser.port;
     let peer = Peer::new();
     let ruri = format!("sip:ser@127.0.0.1:{port}");
     let r = request("OPTIONS", &ruri, peer.port(), "cl", "")
@@ -362,8 +361,8 @@ fn loadgen_options_against_ser() {
     // scripts/test.sh builds every binary first; loadgen sits next to ser.
     let loadgen = std::path::Path::new(SER).with_file_name("loadgen");
     assert!(loadgen.exists(), "build loadgen first (cargo build --bins)");
-    let port = free_port();
-    let ser = Ser::start("loadgen", STATELESS, port, 2, "auto");
+    let ser = Ser::start("loadgen", STATELESS, 0, 2, "auto");
+    let port = ser.port;
     let (ok, out) = run_bounded(
         Command::new(&loadgen)
             .args(["options", &format!("127.0.0.1:{port}")])
@@ -377,9 +376,9 @@ fn loadgen_options_against_ser() {
 #[test]
 fn stateless_forwarding_details_and_reply_routing() {
     let peer = Peer::new();
-    let port = free_port();
-    let script = format!(
-        r#"
+    let script = |port: u16| {
+        format!(
+            r#"
 loadmodule "modules/sl/sl.so"
 loadmodule "modules/maxfwd/maxfwd.so"
 loadmodule "modules/textops/textops.so"
@@ -394,10 +393,13 @@ route {{
     forward(uri:host, uri:port);
 }}
 "#,
-        peer = peer.port()
-    );
+            peer = peer.port()
+        )
+    };
     for backend in BACKENDS {
-        let ser = Ser::start(&format!("fwd-{backend}"), &script, port, 2, backend);
+        // The loop test forwards to ser's own port: the script names it.
+        let ser = Ser::start_picking(&format!("fwd-{backend}"), free_port, script, 2, backend);
+        let port = ser.port;
         let call_id = format!("fwd-{backend}");
         let inv = request(
             "INVITE",
@@ -488,19 +490,18 @@ fn ipv6_listen_answers_and_names_itself_in_brackets() {
         eprintln!("no IPv6 loopback on this machine: skipped");
         return;
     };
-    let port = probe.local_addr().map(|a| a.port()).unwrap_or(0);
     drop(probe);
     let dir = temp_dir("v6");
     let cfg = dir.join("v6.cfg");
     std::fs::write(&cfg, STATELESS).expect("cfg");
-    let log = dir.join("v6.log");
-    let mut child = Command::new(SER)
-        .arg("-f")
+    let mut cmd = Command::new(SER);
+    cmd.arg("-f")
         .arg(&cfg)
-        .args(["-l", "::1", "-p", &port.to_string(), "-n", "2", "-E", "-D"])
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
+        .args(["-l", "::1", "-p", "0", "-n", "2", "-E", "-D"]);
+    let ser = Ser::spawn(dir, "v6", cfg, &mut cmd, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = ser.listen("udp").port();
+    assert_eq!(ser.addr(), ([0, 0, 0, 0, 0, 0, 0, 1], port).into());
     let sock = std::net::UdpSocket::bind("[::1]:0").expect("bind v6 peer");
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
@@ -519,14 +520,7 @@ fn ipv6_listen_answers_and_names_itself_in_brackets() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let reply = reply.unwrap_or_else(|| {
-        panic!(
-            "no reply over IPv6\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    });
+    let reply = reply.unwrap_or_else(|| panic!("no reply over IPv6\n{}", ser.log_text()));
     assert_eq!(status(&reply), Some(200), "{reply}");
     assert!(
         reply.contains(&format!("Warning: 392 [::1]:{port} ")),
@@ -540,12 +534,11 @@ fn ipv6_listen_answers_and_names_itself_in_brackets() {
 #[test]
 fn stateless_branch_follows_the_upstream_transaction() {
     let peer = Peer::new();
-    let port = free_port();
     let script = format!(
         "route {{\n    rewritehostport(\"127.0.0.1:{}\");\n    forward(uri:host, uri:port);\n}}\n",
         peer.port()
     );
-    let ser = Ser::start("branch", &script, port, 2, "auto");
+    let ser = Ser::start("branch", &script, 0, 2, "auto");
     let p = peer.port();
     let msg = |method: &str, branch: &str, with_uac: bool, to_tag: &str| {
         let uac = if with_uac {
@@ -588,60 +581,27 @@ fn stateless_branch_follows_the_upstream_transaction() {
     );
 }
 
-/// The embedded default running (no -f): the seeds' default script behaviour.
-struct DefaultSer {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl DefaultSer {
-    fn start(dir: &std::path::Path, port: u16) -> DefaultSer {
-        let log = dir.join(format!("default-{port}.log"));
-        let child = Command::new(SER)
-            .current_dir(dir)
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-n",
-                "2",
-                "-E",
-                "-D",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn ser");
-        let s = DefaultSer { child, log };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if s.log().contains("listening on udp:") {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("ser did not start:\n{}", s.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for DefaultSer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The embedded default running (no -f) in `dir` (its `./ser-data`) on a port it picks.
+fn default_ser(dir: &std::path::Path, n: u32) -> Ser {
+    let log_dir = temp_dir("default-log");
+    let mut cmd = Command::new(SER);
+    cmd.current_dir(dir)
+        .args(["-l", "127.0.0.1", "-p", "0", "-n", "2", "-E", "-D"]);
+    Ser::spawn(
+        log_dir,
+        &format!("default-{n}"),
+        std::path::PathBuf::from("<embedded default>"),
+        &mut cmd,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn embedded_default_registers_finds_and_persists_users() {
     let dir = temp_dir("default-run");
-    let _ = std::fs::remove_dir_all(dir.join("ser-data"));
-    let port = free_port();
-    let ser_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut ser = default_ser(&dir, 1);
+    let (port, ser_addr) = (ser.port, ser.addr());
     let phone = Peer::new();
     let register = request(
         "REGISTER",
@@ -657,17 +617,16 @@ fn embedded_default_registers_finds_and_persists_users() {
         &format!("To: <sip:127.0.0.1:{port}>"),
         "To: <sip:alice@127.0.0.1>",
     );
-    let mut ser = DefaultSer::start(&dir, port);
     phone.send(ser_addr, register.as_bytes());
     let ok = phone.recv_timeout(3000).expect("200 to REGISTER");
-    assert_eq!(status(&ok), Some(200), "{ok}\n{}", ser.log());
+    assert_eq!(status(&ok), Some(200), "{ok}\n{}", ser.log_text());
     assert!(
         ok.contains(&format!("<sip:alice@127.0.0.1:{}>;q=", phone.port())),
         "{ok}"
     );
 
     let caller = Peer::new();
-    let invite = |n: u32| {
+    let invite = |n: u32, port: u16| {
         request(
             "INVITE",
             &format!("sip:alice@127.0.0.1:{port}"),
@@ -676,7 +635,7 @@ fn embedded_default_registers_finds_and_persists_users() {
             "",
         )
     };
-    caller.send(ser_addr, invite(1).as_bytes());
+    caller.send(ser_addr, invite(1, port).as_bytes());
     let got = phone
         .recv_timeout(3000)
         .expect("the INVITE reaches alice's contact");
@@ -712,16 +671,17 @@ fn embedded_default_registers_finds_and_persists_users() {
             None => break,
         }
     }
-    assert!(saw_404, "{}", ser.log());
+    assert!(saw_404, "{}", ser.log_text());
 
-    // The binding was in SQLite before its 200 went out: it survives kill -9.
+    // The binding was in SQLite before its 200 went out: it survives kill -9. The new server
+    // gets a port of its own.
     let _ = ser.child.kill();
     let _ = ser.child.wait();
     assert!(dir.join("ser-data/ser.db").exists());
-    let ser = DefaultSer::start(&dir, port);
-    caller.send(ser_addr, invite(2).as_bytes());
+    let ser = default_ser(&dir, 2);
+    caller.send(ser.addr(), invite(2, ser.port).as_bytes());
     let got = phone
         .recv_timeout(3000)
-        .unwrap_or_else(|| panic!("alice found after the restart:\n{}", ser.log()));
+        .unwrap_or_else(|| panic!("alice found after the restart:\n{}", ser.log_text()));
     assert!(got.starts_with("INVITE sip:alice@"), "{got}");
 }

@@ -90,8 +90,9 @@ fn call_args(ser_port: u16, uas_port: u16, count: u32, out: &std::path::Path) ->
 #[test]
 fn call_through_t_relay_to_a_loadgen_uas() {
     let dir = temp_dir("lg-call-lg");
-    let (port, uas_port) = (free_port(), free_port());
-    let ser = Ser::start("lg-call-lg", RR_PROXY, port, 2, "auto");
+    let uas_port = free_port();
+    let ser = Ser::start("lg-call-lg", RR_PROXY, 0, 2, "auto");
+    let port = ser.port;
     let uas_json = dir.join("uas.json");
     let _uas = Answerer::start(&[
         "uas",
@@ -127,8 +128,9 @@ fn call_through_t_relay_to_a_loadgen_uas() {
 fn call_through_t_relay_to_a_sipp_uas() {
     require_sipp();
     let dir = temp_dir("lg-call-sipp");
-    let (port, uas_port) = (free_port(), free_port());
-    let ser = Ser::start("lg-call-sipp", RR_PROXY, port, 2, "auto");
+    let uas_port = free_port();
+    let ser = Ser::start("lg-call-sipp", RR_PROXY, 0, 2, "auto");
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 50, &dir);
     let out = dir.join("call.json");
@@ -150,8 +152,9 @@ fn call_through_t_relay_to_a_sipp_uas() {
 #[test]
 fn xml_uac_rr_against_xml_uas_rr_through_ser() {
     let dir = temp_dir("lg-xml");
-    let (port, uas_port) = (free_port(), free_port());
-    let ser = Ser::start("lg-xml", RR_PROXY, port, 2, "auto");
+    let uas_port = free_port();
+    let ser = Ser::start("lg-xml", RR_PROXY, 0, 2, "auto");
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas_scen = scenario(&dir, "uas-rr.xml", &callee);
     let uac_scen = scenario(&dir, "uac-rr.xml", &callee);
@@ -246,8 +249,8 @@ fn register_answers_digest_challenges() {
     std::fs::write(&users, csv).expect("users.csv");
     for qop in ["1", "0"] {
         let script = WWW_SCRIPT.replace("DBURL", &url).replace("QOP", qop);
-        let port = free_port_4digit();
-        let ser = Ser::start(&format!("lg-reg-{qop}"), &script, port, 1, "auto");
+        let ser = Ser::start_4digit(&format!("lg-reg-{qop}"), &script, 1, "auto");
+        let port = ser.port;
         let out = dir.join(format!("reg-{qop}.json"));
         let args: Vec<String> = [
             "register",
@@ -281,8 +284,8 @@ fn register_answers_digest_challenges() {
     // A wrong password is refused: every REGISTER ends in a failure counted by code.
     std::fs::write(&users, "lg1,wrong,127.0.0.1\n").expect("users.csv");
     let script = WWW_SCRIPT.replace("DBURL", &url).replace("QOP", "1");
-    let port = free_port_4digit();
-    let ser = Ser::start("lg-reg-bad", &script, port, 1, "auto");
+    let ser = Ser::start_4digit("lg-reg-bad", &script, 1, "auto");
+    let port = ser.port;
     let out = dir.join("reg-bad.json");
     let (ok, text) = run_loadgen(
         &[

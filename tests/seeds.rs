@@ -71,11 +71,10 @@ fn every_seed_script_loads_or_names_the_missing_module() {
 
 #[test]
 fn seed_redirect_server_answers_300_with_both_contacts() {
-    let port = free_port();
     let ser = Ser::start_file(
         "seed-redirect",
         &seeds_dir().join("redirect.cfg"),
-        port,
+        0,
         2,
         "auto",
     );

@@ -30,8 +30,8 @@ fn call_with_record_routing_completes_through_t_relay() {
     require_sipp();
     let dir = temp_dir("tm-rr-call");
     let uas_port = free_port();
-    let port = free_port();
-    let ser = Ser::start("tm-rr-call", RR_PROXY, port, 2, "auto");
+    let ser = Ser::start("tm-rr-call", RR_PROXY, 0, 2, "auto");
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 20, &dir);
     let (ok, out) = uac(
@@ -53,8 +53,7 @@ fn count_starting(msgs: &[String], prefix: &str) -> usize {
 
 #[test]
 fn request_retransmissions_are_absorbed_and_answered_with_the_last_reply() {
-    let port = free_port();
-    let ser = Ser::start("tm-retrans", RR_PROXY, port, 2, "auto");
+    let ser = Ser::start("tm-retrans", RR_PROXY, 0, 2, "auto");
     let caller = Peer::new();
     let callee = Peer::new();
     let ruri = format!("sip:bob@127.0.0.1:{}", callee.port());
@@ -162,9 +161,9 @@ fn seed_forks_on_after_both_destinations_fail(name: &str, tag: &str, marker: &st
             ("sip:foo@iptel.org", "sip:foo@127.0.0.1:9".to_string()),
         ],
     );
-    let port = free_port();
     // -dd: debug=2, so the route's log(1, ...) lines show (the seed sets no debug level).
-    let ser = Ser::start_with(tag, &script, port, 2, "auto", &["-dd"]);
+    let ser = Ser::start_with(tag, &script, 0, 2, "auto", &["-dd"]);
+    let port = ser.port;
     let uas = Uas::start(&scenario(&dir, "uas-answer.xml", "x"), uas_port, 1, &dir);
     let (ok, out) = uac(
         &scenario(&dir, "uac-invite.xml", &format!("127.0.0.1:{uas_port}")),
@@ -250,7 +249,6 @@ fn parallel_forking_busy_and_answer_gives_the_caller_the_200() {
     let dir = temp_dir("tm-fork");
     let busy_port = free_port();
     let ok_port = free_port();
-    let port = free_port();
     let script = format!(
         r#"
 loadmodule "modules/sl/sl.so"
@@ -265,7 +263,8 @@ route {{
 }}
 "#
     );
-    let ser = Ser::start("tm-fork", &script, port, 2, "auto");
+    let ser = Ser::start("tm-fork", &script, 0, 2, "auto");
+    let port = ser.port;
     let busy = Uas::start(&scenario(&dir, "uas-busy.xml", "x"), busy_port, 5, &dir);
     let answer = Uas::start(&scenario(&dir, "uas-rr.xml", "x"), ok_port, 5, &dir);
     let (ok, out) = uac(
@@ -287,8 +286,8 @@ fn cancel_of_a_ringing_call_ends_both_sides_with_487() {
     require_sipp();
     let dir = temp_dir("tm-cancel");
     let uas_port = free_port();
-    let port = free_port();
-    let ser = Ser::start("tm-cancel", RR_PROXY, port, 2, "auto");
+    let ser = Ser::start("tm-cancel", RR_PROXY, 0, 2, "auto");
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-ring.xml", &callee), uas_port, 5, &dir);
     let (ok, out) = uac(
@@ -309,7 +308,6 @@ fn a_downstream_that_never_answers_costs_a_timer_not_a_thread() {
     let dir = temp_dir("tm-black");
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let uas_port = free_port();
-    let port = free_port();
     let script = format!(
         r#"
 loadmodule "modules/sl/sl.so"
@@ -325,7 +323,8 @@ route {{
         port_of(&hole)
     );
     // One shard: every pending transaction and every call share one thread.
-    let ser = Ser::start("tm-black", &script, port, 1, "auto");
+    let ser = Ser::start("tm-black", &script, 0, 1, "auto");
+    let port = ser.port;
     let caller = Peer::new();
     // Collect the caller's replies while the calls run (they would overflow its buffer).
     let sock = caller.sock.try_clone().expect("clone");
@@ -394,10 +393,10 @@ fn accounting_seed_reports_each_transaction_once() {
     require_sipp();
     let dir = temp_dir("tm-acc");
     let uas_port = free_port();
-    let port = free_port();
     let seed = repo_root().join("tests/data/seeds/accounting.cfg");
     // The seed reports at log_level 1; -dd lets level 1 through (it sets no debug level).
-    let ser = Ser::start_file_with("tm-acc", &seed, port, 2, "auto", &["-dd"]);
+    let ser = Ser::start_file_with("tm-acc", &seed, 0, 2, "auto", &["-dd"]);
+    let port = ser.port;
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 10, &dir);
     let (ok, out) = uac(
@@ -456,7 +455,6 @@ fn accounting_seed_reports_each_transaction_once() {
 
 #[test]
 fn missed_calls_are_reported_once_when_negative() {
-    let port = free_port();
     let busy = Peer::new();
     let script = format!(
         r#"
@@ -481,7 +479,7 @@ route {{
 "#,
         busy.port()
     );
-    let ser = Ser::start_with("tm-missed", &script, port, 2, "auto", &["-dd"]);
+    let ser = Ser::start_with("tm-missed", &script, 0, 2, "auto", &["-dd"]);
     let caller = Peer::new();
     // Offline: t_newtran + t_reply + acc_request; the retransmission is absorbed.
     let off = request(
@@ -536,7 +534,6 @@ route {{
 
 #[test]
 fn past_max_transactions_a_new_request_gets_503_with_retry_after() {
-    let port = free_port();
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let script = format!(
         r#"
@@ -550,7 +547,7 @@ route {{
 "#,
         port_of(&hole)
     );
-    let ser = Ser::start("tm-full", &script, port, 1, "auto");
+    let ser = Ser::start("tm-full", &script, 0, 1, "auto");
     let caller = Peer::new();
     for i in 0..8 {
         let inv = request(
@@ -578,7 +575,6 @@ route {{
 
 #[test]
 fn second_transaction_for_one_request_is_refused() {
-    let port = free_port();
     let callee = Peer::new();
     let script = format!(
         r#"
@@ -593,7 +589,8 @@ route {{
 "#,
         callee.port()
     );
-    let ser = Ser::start_with("tm-second", &script, port, 1, "auto", &["-dd"]);
+    let ser = Ser::start_with("tm-second", &script, 0, 1, "auto", &["-dd"]);
+    let port = ser.port;
     let caller = Peer::new();
     let inv = request("OPTIONS", "sip:x@127.0.0.1", caller.port(), "second-1", "");
     caller.send(ser.addr(), inv.as_bytes());
@@ -642,8 +639,7 @@ fn srv_failover_on_503_moves_to_the_next_target_at_once() {
     let busy = Peer::new();
     let live = Peer::new();
     let dns = srv_dns(busy.port(), live.port());
-    let port = free_port();
-    let ser = Ser::start("tm-srv503", &srv_proxy(&dns), port, 1, "auto");
+    let ser = Ser::start("tm-srv503", &srv_proxy(&dns), 0, 1, "auto");
     let caller = Peer::new();
     let inv = request("INVITE", "sip:bob@svc.test", caller.port(), "srv-503", "");
     caller.send(ser.addr(), inv.as_bytes());
@@ -667,7 +663,6 @@ fn srv_failover_on_503_moves_to_the_next_target_at_once() {
 fn an_unresolvable_next_hop_costs_that_request_only() {
     let dns = srv_dns(1, 2);
     let callee = Peer::new();
-    let port = free_port();
     let script = format!(
         r#"
 dns_server = "{}"
@@ -682,7 +677,7 @@ route {{
         dns.addr,
         callee.port()
     );
-    let ser = Ser::start("tm-nxdomain", &script, port, 1, "auto");
+    let ser = Ser::start("tm-nxdomain", &script, 0, 1, "auto");
     let caller = Peer::new();
     let bad = request("OPTIONS", "sip:x@nowhere", caller.port(), "nx-1", "");
     caller.send(ser.addr(), bad.as_bytes());
@@ -713,7 +708,6 @@ fn branch_route_runs_per_branch_and_may_drop_one() {
     let a = Peer::new();
     let b = Peer::new();
     let c = Peer::new();
-    let port = free_port();
     let script = format!(
         r#"
 loadmodule "modules/sl/sl.so"
@@ -736,7 +730,7 @@ branch_route[1] {{
         b.port(),
         c.port()
     );
-    let ser = Ser::start("tm-branch", &script, port, 1, "auto");
+    let ser = Ser::start("tm-branch", &script, 0, 1, "auto");
     let caller = Peer::new();
     let inv = request("INVITE", "sip:x@127.0.0.1", caller.port(), "branch-1", "");
     caller.send(ser.addr(), inv.as_bytes());
@@ -755,7 +749,6 @@ branch_route[1] {{
 #[test]
 fn t_replicate_sends_a_copy_whose_replies_stay_here() {
     let backup = Peer::new();
-    let port = free_port();
     let script = format!(
         r#"
 loadmodule "modules/sl/sl.so"
@@ -770,7 +763,7 @@ route {{
 "#,
         backup.port()
     );
-    let ser = Ser::start("tm-replicate", &script, port, 1, "auto");
+    let ser = Ser::start("tm-replicate", &script, 0, 1, "auto");
     let ua = Peer::new();
     let reg = request("REGISTER", "sip:127.0.0.1", ua.port(), "repl-1", "");
     ua.send(ser.addr(), reg.as_bytes());

@@ -80,8 +80,8 @@ fn call(ser: &Ser, caller: &Peer, uas: &Peer, user: &str, call_id: &str) -> Opti
 
 #[test]
 fn register_10_3_cases_and_lookup_on_every_shard() {
-    let port = free_port();
-    let ser = Ser::start("ul-basic", &script(""), port, 2, "auto");
+    let ser = Ser::start("ul-basic", &script(""), 0, 2, "auto");
+    let port = ser.port;
     let ua = Peer::new();
     let uas = Peer::new();
     let to = ser.addr();
@@ -209,13 +209,13 @@ fn register_10_3_cases_and_lookup_on_every_shard() {
 
 #[test]
 fn bindings_expire_and_sipsak_registers() {
-    let port = free_port();
     let fifo = fifo_path("exp");
     let head = format!(
         "fifo=\"{}\"\nmodparam(\"usrloc\", \"timer_interval\", 1)",
         fifo.display()
     );
-    let ser = Ser::start("ul-exp", &script(&head), port, 2, "auto");
+    let ser = Ser::start("ul-exp", &script(&head), 0, 2, "auto");
+    let port = ser.port;
     wait_fifo(&fifo, &ser);
     let ua = Peer::new();
     let r = ask(
@@ -270,12 +270,11 @@ fn bindings_expire_and_sipsak_registers() {
 
 #[test]
 fn fifo_commands_serctl_ul_and_moni() {
-    let port = free_port();
     let fifo = fifo_path("cmds");
     let ser = Ser::start(
         "ul-cmds",
         &script(&format!("fifo=\"{}\"", fifo.display())),
-        port,
+        0,
         2,
         "auto",
     );
@@ -350,12 +349,12 @@ fn write_through_survives_kill_9() {
     let _ = std::fs::remove_file(&db);
     let cfg = dir.join("wt.cfg");
     std::fs::write(&cfg, db_script(None, 1, &db)).expect("cfg");
-    let port = free_port();
     let ua = Peer::new();
     let uas = Peer::new();
     let contact = format!("sip:dave@127.0.0.1:{}", uas.port());
     {
-        let mut ser = Ser::start_file("ul-wt", &cfg, port, 2, "auto");
+        let mut ser = Ser::start_file("ul-wt", &cfg, 0, 2, "auto");
+        let port = ser.port;
         let r = ask(
             &ua,
             ser.addr(),
@@ -373,7 +372,7 @@ fn write_through_survives_kill_9() {
         let _ = ser.child.kill();
         let _ = ser.child.wait();
     }
-    let ser = Ser::start_file("ul-wt2", &cfg, port, 2, "auto");
+    let ser = Ser::start_file("ul-wt2", &cfg, 0, 2, "auto");
     let line = call(&ser, &ua, &uas, "dave", "inv-wt").expect("relayed after restart");
     assert!(line.starts_with(&format!("INVITE {contact} ")), "{line}");
 }
@@ -385,12 +384,12 @@ fn write_back_is_flushed_on_sigterm() {
     let _ = std::fs::remove_file(&db);
     let cfg = dir.join("wb.cfg");
     std::fs::write(&cfg, db_script(None, 2, &db)).expect("cfg");
-    let port = free_port();
     let ua = Peer::new();
     let uas = Peer::new();
     let contact = format!("sip:erin@127.0.0.1:{}", uas.port());
     {
-        let mut ser = Ser::start_file("ul-wb", &cfg, port, 1, "auto");
+        let mut ser = Ser::start_file("ul-wb", &cfg, 0, 1, "auto");
+        let port = ser.port;
         let r = ask(
             &ua,
             ser.addr(),
@@ -412,7 +411,7 @@ fn write_back_is_flushed_on_sigterm() {
             ser.log_text()
         );
     }
-    let ser = Ser::start_file("ul-wb2", &cfg, port, 1, "auto");
+    let ser = Ser::start_file("ul-wb2", &cfg, 0, 1, "auto");
     let line = call(&ser, &ua, &uas, "erin", "inv-wb").expect("relayed after restart");
     assert!(line.starts_with(&format!("INVITE {contact} ")), "{line}");
 }
@@ -438,9 +437,9 @@ fn db_only_servers_share_one_mariadb() {
 fn servers_share_one_database(dir: &Path, script: &str, tag: &str) {
     let cfg = dir.join("db3.cfg");
     std::fs::write(&cfg, script).expect("cfg");
-    let (pa, pb) = (free_port(), free_port());
-    let a = Ser::start_file(&format!("ul-db3a-{tag}"), &cfg, pa, 2, "auto");
-    let b = Ser::start_file(&format!("ul-db3b-{tag}"), &cfg, pb, 2, "auto");
+    let a = Ser::start_file(&format!("ul-db3a-{tag}"), &cfg, 0, 2, "auto");
+    let b = Ser::start_file(&format!("ul-db3b-{tag}"), &cfg, 0, 2, "auto");
+    let (pa, pb) = (a.port, b.port);
     let ua = Peer::new();
     let uas = Peer::new();
     let contact = format!("sip:frank@127.0.0.1:{}", uas.port());
@@ -500,8 +499,8 @@ fn seed_default_script_registers_and_answers_404() {
             "fifo=\"/tmp/ser_fifo\"",
             &format!("fifo=\"{}\"", fifo.display()),
         );
-    let port = free_port();
-    let ser = Ser::start("ul-seed", &src, port, 2, "auto");
+    let ser = Ser::start("ul-seed", &src, 0, 2, "auto");
+    let port = ser.port;
     let ua = Peer::new();
     let uas = Peer::new();
     let contact = format!("sip:gina@127.0.0.1:{}", uas.port());
@@ -539,12 +538,11 @@ fn seed_default_script_registers_and_answers_404() {
 #[test]
 fn seed_persistence_script_fails_clearly_without_its_database() {
     let cfg = repo_root().join("tests/data/seeds/usrloc-persistence.cfg");
-    let port = free_port().to_string();
     let (ok, out) = run_bounded(
         Command::new(SER)
             .arg("-f")
             .arg(&cfg)
-            .args(["-l", "127.0.0.1", "-p", &port, "-E", "-D"]),
+            .args(["-l", "127.0.0.1", "-p", "0", "-E", "-D"]),
         Duration::from_secs(60),
     );
     assert!(!ok, "{out}");

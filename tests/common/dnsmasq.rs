@@ -3,7 +3,7 @@
 //! `dnsmasq-base`; without it the tests that need it fail and say so.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,18 +23,6 @@ pub fn dnsmasq_bin() -> PathBuf {
                  apt-get install -y dnsmasq-base)"
             )
         })
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (bound, then released).
-pub fn free_port_udp_tcp() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on 127.0.0.1");
 }
 
 /// Whether a DNS server answers a query for `probe.test` A at `addr` within 200 ms.
@@ -75,7 +63,9 @@ impl Dnsmasq {
         let bin = dnsmasq_bin();
         let mut last_log = String::new();
         for _attempt in 0..5 {
-            let port = free_port_udp_tcp();
+            // dnsmasq cannot report a port it picked: a reserved one (super::free_port_udp_tcp),
+            // and another one when dnsmasq finds it taken after all.
+            let port = super::free_port_udp_tcp();
             let mut cmd = Command::new(&bin);
             cmd.args([
                 "--conf-file=/dev/null",
@@ -123,8 +113,7 @@ impl Dnsmasq {
                     };
                 }
                 if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    super::stop_child(&mut child, Duration::ZERO);
                     panic!("dnsmasq did not listen on {addr} within 5 s");
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -136,8 +125,7 @@ impl Dnsmasq {
     /// Kills it (SIGKILL) and reaps it: afterwards its port answers ICMP port unreachable.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            super::stop_child(&mut child, Duration::ZERO);
         }
     }
 }

@@ -7,7 +7,6 @@
 //! stdin is a pipe from this process, kills the server (by the PID in its pid file) and
 //! removes its data directory when this process exits, however it exits.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -35,10 +34,10 @@ fn find(name: &str) -> PathBuf {
         })
 }
 
-/// A TCP port free on 127.0.0.1 (bound, then released).
+/// A TCP port for a server (mariadbd cannot report a port it picked): see
+/// [`super::free_port_udp_tcp`]; [`MariaDb::start`] takes another when mariadbd finds it taken.
 pub fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
-    l.local_addr().expect("local addr").port()
+    super::free_port_udp_tcp()
 }
 
 /// A running private `mariadbd`.
@@ -100,7 +99,15 @@ impl MariaDb {
             dir,
             watchdog: Some((wd, wd_in)),
         };
-        db.launch();
+        for attempt in 1.. {
+            match db.try_launch() {
+                Ok(()) => break,
+                Err(e) if attempt < 4 && e.contains("Address already in use") => {
+                    db.port = free_tcp_port();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         db.root_sql(&format!(
             "CREATE DATABASE IF NOT EXISTS ser; \
              CREATE USER IF NOT EXISTS 'ser'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; \
@@ -129,6 +136,13 @@ impl MariaDb {
 
     /// Starts `mariadbd` on the data directory and port, and waits until it answers.
     fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Self::launch`]; Err with the server's log when it exits or does not answer in time.
+    fn try_launch(&mut self) -> Result<(), String> {
         let child = Command::new(find("mariadbd"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.dir.join("data").display()))
@@ -157,16 +171,17 @@ impl MariaDb {
         let deadline = Instant::now() + START_LIMIT;
         loop {
             if self.answers() {
-                return;
+                return Ok(());
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("mariadbd exited ({st}):\n{}", self.log_text());
+                self.child = None;
+                return Err(format!("mariadbd exited ({st}):\n{}", self.log_text()));
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "mariadbd did not accept connections within {START_LIMIT:?}:\n{}",
                     self.log_text()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -285,8 +300,7 @@ impl Drop for MariaDb {
     fn drop(&mut self) {
         self.signal("-CONT");
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            super::stop_child(&mut c, Duration::ZERO);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         // Its work is done: stop the watchdog (our child, by PID).

@@ -7,62 +7,212 @@ pub mod dnsmasq;
 pub mod mariadb;
 pub mod sipp;
 
+use std::collections::HashSet;
 use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const SER: &str = env!("CARGO_BIN_EXE_ser");
 
-/// A free UDP port on 127.0.0.1 (bound, then released: good enough on loopback).
-pub fn free_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    s.local_addr().expect("local addr").port()
-}
+/// Ports [`free_port`] and [`free_port_4digit`] handed out in this process: never twice.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-/// A free UDP port below 10000 on 127.0.0.1: sipsak 0.9.8 truncates 5-digit ports in the
-/// Request-URI it builds, so servers that sipsak talks to get a 4-digit port.
-pub fn free_port_4digit() -> u16 {
-    // Each call starts elsewhere: tests of one binary run in parallel threads of one process,
-    // and the same sequence would hand two of them the same port.
+/// A port free for UDP (and TCP with `tcp`) on 127.0.0.1 in `lo..hi`, for a peer that must be
+/// told its port in advance (sipp, sipsak, dnsmasq, mariadbd cannot report one they picked).
+///
+/// The port is released before the peer binds it, so it cannot be held until use; what
+/// keeps it ours meanwhile: the ranges lie below the kernel's ephemeral range (32768-60999 by
+/// default), so no port-0 bind (a `ser` started on port 0, a [`Peer`], a sipp UAC) can be
+/// given it; it is never handed out twice in one test binary; and it is drawn at random, so
+/// another test binary running beside this one would have to draw the same one within
+/// moments. Peers whose start fails on a taken port are retried on another
+/// ([`Ser::start_4digit`], [`dnsmasq::Dnsmasq::start`]).
+fn reserve_port(lo: u16, hi: u16, tcp: bool) -> u16 {
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut x =
-        std::process::id().wrapping_mul(2_654_435_761) ^ 0x9e37 ^ n.wrapping_mul(0x9e37_79b9);
-    for _ in 0..1000 {
+    let mut x = std::process::id().wrapping_mul(2_654_435_761)
+        ^ 0x9e37
+        ^ n.wrapping_mul(0x9e37_79b9)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut taken = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    for _ in 0..2000 {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        let port = 5100 + (x % 4800) as u16;
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let port = lo + (x % u32::from(hi - lo)) as u16;
+        if taken.contains(&port) {
+            continue;
+        }
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && (!tcp || TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            taken.insert(port);
             return port;
         }
     }
-    panic!("no free 4-digit UDP port");
+    panic!("no free port in {lo}..{hi} on 127.0.0.1");
+}
+
+/// A UDP port for a peer that must be told its port (see [`reserve_port`]); `ser` itself
+/// starts on port 0 and reports the port it got ([`Ser::start`]).
+pub fn free_port() -> u16 {
+    reserve_port(10000, 32000, false)
+}
+
+/// A port free for both UDP and TCP (dnsmasq, mariadbd), as [`free_port`].
+pub fn free_port_udp_tcp() -> u16 {
+    reserve_port(10000, 32000, true)
+}
+
+/// A UDP port below 10000 on 127.0.0.1: sipsak 0.9.8 truncates 5-digit ports in the
+/// Request-URI it builds, so servers that sipsak talks to get a 4-digit port (see
+/// [`reserve_port`]; a `ser` on one is started with [`Ser::start_4digit`], which retries).
+pub fn free_port_4digit() -> u16 {
+    reserve_port(5100, 9900, false)
 }
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ser-test-{}-{}", tag, std::process::id()));
-    let _ = std::fs::create_dir_all(&d);
-    d
+/// A temporary folder of its own (`ser-test-<tag>-<pid>-<n>`), removed with its contents
+/// when dropped; `SER_TEST_KEEP=1` keeps it for a look after a failure. Derefs to its path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
-/// A running `ser`, killed (by PID) when dropped.
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("SER_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("ser-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a temp dir");
+    TempDir(d)
+}
+
+/// The sockets a `ser` log names, in order: one `listening on <proto>:<addr>` line per socket
+/// at start (`udp` today; `tcp`, `tls`, `ws`, `wss` will come). Only complete lines count.
+pub fn listening(log: &str) -> Vec<(String, SocketAddr)> {
+    let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+    complete
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("listening on ")?;
+            let (proto, addr) = rest.split_once(':')?;
+            if proto.is_empty() || !proto.bytes().all(|b| b.is_ascii_lowercase()) {
+                return None;
+            }
+            Some((proto.to_string(), addr.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits (up to `limit`) until the log at `log` names ser's sockets; Err with the log when
+/// `child` exits first or nothing comes in time. The lines of all sockets are written
+/// together, so a moment after the first appears the rest are there too.
+pub fn wait_listening(
+    log: &Path,
+    child: &mut Child,
+    limit: Duration,
+) -> Result<Vec<(String, SocketAddr)>, String> {
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + limit;
+    loop {
+        if !listening(&read()).is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            return Ok(listening(&read()));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("ser exited ({st}) at start:\n{}", read()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("ser did not start within {limit:?}:\n{}", read()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to `child` (by its PID; none when `grace` is zero), waits up to `grace` for
+/// it to exit, then kills (SIGKILL) and reaps it. Quiet: nothing printed for one already gone.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if !grace.is_zero() {
+        signal(child.id(), "TERM");
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends signal `sig` (a name: `TERM`, `HUP`, `STOP`, ...) to process `pid`; false when it is
+/// gone. Quiet: `kill`'s complaint about a process already gone is not printed.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A running `ser`, stopped (by PID: SIGTERM, then SIGKILL) when dropped; its temp folder
+/// (log, and the script [`Ser::start`] wrote) is removed then.
 pub struct Ser {
     pub child: Child,
+    /// The port of its first UDP socket (as the start-up log says).
     pub port: u16,
+    /// Every socket the start-up log names, as (proto, address).
+    pub sockets: Vec<(String, SocketAddr)>,
     pub cfg: PathBuf,
     pub log: PathBuf,
+    dir: TempDir,
 }
 
 impl Ser {
-    /// Starts ser with `script` on 127.0.0.1:port (`-l 127.0.0.1 -p port` unless the script
-    /// has its own listen/port), `shards` shards, and waits until it answers.
+    /// Starts ser with `script` on 127.0.0.1 (`-l 127.0.0.1 -p port` unless the script has its
+    /// own listen/port), `shards` shards, and waits until it listens. `port` 0 (what tests
+    /// use): ser picks a free port and the log tells it ([`Ser::port`], [`Ser::addr`]).
     pub fn start(tag: &str, script: &str, port: u16, shards: usize, backend: &str) -> Ser {
         Self::start_with(tag, script, port, shards, backend, &[])
     }
@@ -76,10 +226,42 @@ impl Ser {
         backend: &str,
         extra: &[&str],
     ) -> Ser {
-        let dir = temp_dir(tag);
-        let cfg = dir.join(format!("{tag}.cfg"));
-        std::fs::write(&cfg, script).expect("write cfg");
-        Self::start_file_with(tag, &cfg, port, shards, backend, extra)
+        Self::launch(tag, Some(script), None, port, shards, backend, extra, &[])
+            .unwrap_or_else(|log| panic!("ser did not start: {log}"))
+    }
+
+    /// [`Self::start`] on a 4-digit port (sipsak's limit, [`free_port_4digit`]).
+    pub fn start_4digit(tag: &str, script: &str, shards: usize, backend: &str) -> Ser {
+        Self::start_picking(
+            tag,
+            free_port_4digit,
+            |_| script.to_string(),
+            shards,
+            backend,
+        )
+    }
+
+    /// [`Self::start`] on a port from `pick` with the script `script(port)` (one that must name
+    /// ser's own port, e.g. a forward to itself): ser cannot be on port 0 there, so the port
+    /// is picked first, and another one is picked when it is taken before ser binds it.
+    pub fn start_picking(
+        tag: &str,
+        pick: fn() -> u16,
+        script: impl Fn(u16) -> String,
+        shards: usize,
+        backend: &str,
+    ) -> Ser {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = pick();
+            let text = script(port);
+            match Self::launch(tag, Some(&text), None, port, shards, backend, &[], &[]) {
+                Ok(ser) => return ser,
+                Err(log) if log.contains("in use") => last = log,
+                Err(log) => panic!("ser did not start: {log}"),
+            }
+        }
+        panic!("ser found no free port: {last}");
     }
 
     pub fn start_file(tag: &str, cfg: &Path, port: u16, shards: usize, backend: &str) -> Ser {
@@ -108,68 +290,128 @@ impl Ser {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Ser {
+        Self::launch(tag, None, Some(cfg), port, shards, backend, extra, env)
+            .unwrap_or_else(|log| panic!("ser did not start: {log}"))
+    }
+
+    /// Starts ser on `script` (written to its temp folder) or `cfg`; Err with the log when it
+    /// does not come up.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        tag: &str,
+        script: Option<&str>,
+        cfg: Option<&Path>,
+        port: u16,
+        shards: usize,
+        backend: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<Ser, String> {
         let dir = temp_dir(tag);
-        let log = dir.join(format!("{tag}.log"));
-        let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(SER)
-            .args(["-f"])
-            .arg(cfg)
+        let cfg = match (script, cfg) {
+            (Some(text), _) => {
+                let cfg = dir.join(format!("{tag}.cfg"));
+                std::fs::write(&cfg, text).expect("write cfg");
+                cfg
+            }
+            (None, Some(cfg)) => cfg.to_path_buf(),
+            (None, None) => unreachable!("a script or a file"),
+        };
+        let mut cmd = Command::new(SER);
+        cmd.args(["-f"])
+            .arg(&cfg)
             .args(["-l", "127.0.0.1", "-p", &port.to_string()])
             .args(["-n", &shards.to_string(), "-E", "-D"])
             .args(extra)
             .env("SER_IO_BACKEND", backend)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::spawn(dir, tag, cfg, &mut cmd, Duration::from_secs(10))
+    }
+
+    /// Runs `cmd` (a `ser` command line, perhaps under qemu) with stderr to a log in `dir`,
+    /// and waits up to `limit` until the log names its sockets; Err with the log if not.
+    pub fn spawn(
+        dir: TempDir,
+        tag: &str,
+        cfg: PathBuf,
+        cmd: &mut Command,
+        limit: Duration,
+    ) -> Result<Ser, String> {
+        let log = dir.join(format!("{tag}.log"));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
             .expect("spawn ser");
-        let ser = Ser {
+        let sockets = match wait_listening(&log, &mut child, limit) {
+            Ok(s) => s,
+            Err(e) => {
+                stop_child(&mut child, Duration::from_secs(2));
+                return Err(e);
+            }
+        };
+        let Some(port) = sockets
+            .iter()
+            .find(|(p, _)| p == "udp")
+            .map(|(_, a)| a.port())
+        else {
+            stop_child(&mut child, Duration::from_secs(2));
+            return Err(format!("no UDP socket in the log:\n{}", read_log(&log)));
+        };
+        Ok(Ser {
             child,
             port,
-            cfg: cfg.to_path_buf(),
+            sockets,
+            cfg,
             log,
-        };
-        ser.wait_ready();
-        ser
+            dir,
+        })
     }
 
+    /// Its first UDP socket's address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.listen("udp")
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log_text().contains("listening on udp:") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("ser did not start:\n{}", self.log_text());
+    /// Its first socket of `proto` (`udp`, later `tcp`, `tls`, `ws`, `wss`) as the log says.
+    pub fn listen(&self, proto: &str) -> SocketAddr {
+        self.listens(proto)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("ser has no {proto} socket:\n{}", self.log_text()))
+    }
+
+    /// All its sockets of `proto`, in the log's order.
+    pub fn listens(&self, proto: &str) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .filter(|(p, _)| p == proto)
+            .map(|(_, a)| *a)
+            .collect()
+    }
+
+    /// Its temp folder (log, written script): gone when the `Ser` is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        read_log(&self.log)
     }
 
+    /// SIGTERM (by PID), then SIGKILL after 5 s.
     pub fn stop(&mut self) {
-        // SAFETY-free: kill by PID through the std API (SIGKILL) after a polite SIGTERM.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Duration::from_secs(5));
     }
+}
+
+fn read_log(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
 }
 
 impl Drop for Ser {
@@ -249,7 +491,7 @@ pub fn have(cmd: &str) -> bool {
 /// Runs a command with a wall-clock limit; returns (exit ok, stdout+stderr).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
     let dir = temp_dir("run");
-    let out = dir.join(format!("out-{}", free_port()));
+    let out = dir.join("out");
     let f = std::fs::File::create(&out).expect("out file");
     let f2 = f.try_clone().expect("clone");
     let mut child = cmd
@@ -271,7 +513,6 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
     (ok, text)
 }
 
@@ -308,8 +549,34 @@ pub fn response_to(request: &str, code: u16, reason: &str, to_tag: &str) -> Stri
 /// serctl, built with the tests.
 pub const SERCTL: &str = env!("CARGO_BIN_EXE_serctl");
 
-pub fn fifo_path(tag: &str) -> PathBuf {
-    PathBuf::from(format!("/tmp/ser-test-fifo-{tag}-{}", std::process::id()))
+/// A path for ser's FIFO (`fifo=`), removed when dropped (a ser stopped by SIGKILL leaves
+/// its FIFO behind). Derefs to the path.
+pub struct FifoPath(PathBuf);
+
+impl std::ops::Deref for FifoPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for FifoPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for FifoPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn fifo_path(tag: &str) -> FifoPath {
+    FifoPath(PathBuf::from(format!(
+        "/tmp/ser-test-fifo-{tag}-{}",
+        std::process::id()
+    )))
 }
 
 /// Waits (bounded) until ser made its FIFO.

@@ -19,7 +19,9 @@ pub fn scenario(dir: &Path, name: &str, callee: &str) -> PathBuf {
     path
 }
 
-/// A sipp UAS on 127.0.0.1:port running `scen` for `calls` calls; stopped by PID.
+/// A sipp UAS on 127.0.0.1:port running `scen` for `calls` calls; stopped by PID. `port`
+/// comes from [`free_port`] (sipp cannot report a port it picked, and the proxy's script must
+/// name it); a UAS that cannot bind it exits at once, and that fails here with its error.
 pub struct Uas {
     child: Child,
     log: PathBuf,
@@ -42,7 +44,12 @@ impl Uas {
             .spawn()
             .expect("sipp uas");
         std::thread::sleep(Duration::from_millis(300));
-        Uas { child, log }
+        let mut uas = Uas { child, log };
+        if let Ok(Some(st)) = uas.child.try_wait() {
+            let log = std::fs::read_to_string(&uas.log).unwrap_or_default();
+            panic!("sipp UAS on port {port} exited at start ({st}):\n{log}");
+        }
+        uas
     }
 
     /// Waits (bounded) for the UAS to finish its calls; true when all succeeded.
@@ -66,20 +73,20 @@ impl Uas {
 
 impl Drop for Uas {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Duration::ZERO);
     }
 }
 
-/// Runs a sipp UAC scenario against ser; true when every call succeeded.
+/// Runs a sipp UAC scenario against ser; true when every call succeeded. No `-p`: sipp binds
+/// a free port of its own (the first free from 5060 up) and holds it, and nothing needs to
+/// know which.
 pub fn uac(scen: &Path, ser_port: u16, calls: u32, rate: u32, limit: Duration) -> (bool, String) {
-    let uac_port = free_port();
     run_bounded(
         Command::new("sipp")
             .arg("-sf")
             .arg(scen)
             .arg(format!("127.0.0.1:{ser_port}"))
-            .args(["-i", "127.0.0.1", "-p", &uac_port.to_string()])
+            .args(["-i", "127.0.0.1"])
             .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
             .args(["-timeout", &limit.as_secs().to_string(), "-timeout_error"])
             .args(["-nostdin", "-trace_err", "-error_file", "/dev/null"]),
