@@ -588,11 +588,27 @@ mod tests {
         assert_eq!(sum_words(0, &[0x12]), 0x1200);
     }
 
-    fn temp(tag: &str) -> PathBuf {
+    /// A fresh folder, removed when the test ends.
+    struct Temp(PathBuf);
+
+    impl std::ops::Deref for Temp {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(tag: &str) -> Temp {
         let d = std::env::temp_dir().join(format!("ser-capture-unit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("temp dir");
-        d
+        Temp(d)
     }
 
     fn cfg(dir: &Path, max_size: u64, files: usize) -> CaptureConfig {
@@ -660,7 +676,7 @@ mod tests {
         let (a, b) = (A.parse().expect("addr"), B.parse().expect("addr"));
         c.record(a, b, b"first");
         // The directory disappears: the next rotation cannot create its file.
-        std::fs::remove_dir_all(&dir).expect("remove dir");
+        std::fs::remove_dir_all(&*dir).expect("remove dir");
         for _ in 0..20 {
             c.record(a, b, &[b'z'; 300]);
         }

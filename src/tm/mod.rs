@@ -39,7 +39,6 @@
 //! 401s, and stream transports.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::sip::{Local, ReplyIdentity};
@@ -152,14 +151,6 @@ impl<S: Clone> Tm<S> {
         self.ident = ident;
         self.script = script;
         self.cfg = cfg;
-    }
-}
-
-/// Formats an address for a URI host.
-pub fn uri_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v) => v.to_string(),
-        IpAddr::V6(v) => format!("[{v}]"),
     }
 }
 
