@@ -380,8 +380,7 @@ fn start_services(
         &[],
     )
     .context("database")?;
-    core.usrloc =
-        ser::usrloc::start(&core.params, &loaded.modules, &core.dbs).map_err(anyhow::Error::msg)?;
+    core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     Ok(core)
 }
 

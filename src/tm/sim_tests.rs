@@ -15,7 +15,7 @@ use ser_parser::Method;
 
 use super::*;
 use crate::config::Params;
-use crate::sip::{Arrival, Dest, Listen, Local, Outbox, ReplyIdentity};
+use crate::sip::{Arrival, Dest, Listen, Local, Outbox, ReplyIdentity, Transport};
 use crate::stats::Stats;
 use crate::txn::sim::msgs;
 
@@ -75,6 +75,9 @@ struct Proxy {
     failures: usize,
     /// Whether the onreply_route drops what it sees.
     onreply_drops: bool,
+    /// The transport of the caller's requests and of the branches (UDP unless a test says).
+    caller_transport: Transport,
+    branch_transport: Transport,
     onreply_runs: Vec<u16>,
     /// The request the caller sent for each cell, and its method.
     requests: Vec<(CellId, u32, String)>,
@@ -104,6 +107,8 @@ impl Proxy {
             failure_plan: VecDeque::new(),
             failures: 0,
             onreply_drops: false,
+            caller_transport: Transport::Udp,
+            branch_transport: Transport::Udp,
             onreply_runs: Vec::new(),
             requests: Vec::new(),
         }
@@ -184,7 +189,8 @@ impl Proxy {
     ) -> CellId {
         let req = caller_request(method, n);
         let msg = ser_parser::parse(&req).expect("request");
-        let at = Arrival::udp(addr(CALLER), addr(ME), 0, 0);
+        let mut at = Arrival::udp(addr(CALLER), addr(ME), 0, 0);
+        at.transport = self.caller_transport;
         assert_eq!(
             self.tm.on_request(self.now, &msg, &mut self.out),
             RequestMatch::Pass
@@ -222,7 +228,10 @@ impl Proxy {
             format!("{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{rest}");
         let m = Method::from_bytes(method.as_bytes()).expect("method");
         let now = self.now;
-        let dst = BranchDst::Addr(Dest::udp(0, uas(d)));
+        let dst = BranchDst::Addr(Dest {
+            transport: self.branch_transport,
+            ..Dest::udp(0, uas(d))
+        });
         assert!(self.tm.add_branch(
             now,
             id,
@@ -338,6 +347,37 @@ fn fr_timer_ends_an_unanswered_invite_with_408_and_timer_a_retransmits_until_the
     let before = p.upstream().len();
     p.advance(60_000);
     assert_eq!(p.upstream().len(), before);
+    assert!(p.tm.is_empty(), "every transaction ended");
+}
+
+#[test]
+fn over_reliable_transports_nothing_is_retransmitted_and_fr_timer_still_ends_it() {
+    // RFC 3261 17.1.1.2 / 17.1.2.2: no timer A or E over a reliable transport; 17.2.1: no
+    // timer G for the caller's final over one. fr_timer (timer B/F's stand-in) still runs.
+    let mut p = Proxy::new();
+    p.caller_transport = Transport::Tcp;
+    p.branch_transport = Transport::Tcp;
+    p.relay("INVITE", 1, Routes::default(), 0, &[0]);
+    p.advance(1999);
+    assert_eq!(p.times_at(0, "INVITE"), [0], "no timer A");
+    p.advance(10_000);
+    assert_eq!(
+        p.upstream(),
+        [
+            line(0, "SIP/2.0 100 Trying"),
+            line(2000, "SIP/2.0 408 Request Timeout")
+        ],
+        "408 once, no timer G resends"
+    );
+    p.relay("MESSAGE", 2, Routes::default(), 0, &[1]);
+    p.advance(12_000);
+    assert_eq!(p.times_at(1, "MESSAGE"), [10_000], "no timer E");
+    assert_eq!(
+        p.to(addr(CALLER)).last(),
+        Some(&line(12_000, "SIP/2.0 408 Request Timeout"))
+    );
+    p.caller_sends("ACK", 1);
+    p.advance(60_000);
     assert!(p.tm.is_empty(), "every transaction ended");
 }
 
@@ -710,7 +750,7 @@ fn a_timed_out_target_fails_over_to_the_next_one() {
     );
     let dst = BranchDst::Name {
         sock: 0,
-        transport: crate::sip::Transport::Udp,
+        transport: Transport::Udp,
         host: "svc.test".into(),
         port: None,
         secure: false,
@@ -759,7 +799,7 @@ fn a_503_from_the_last_target_is_500_and_without_targets_it_is_503_becoming_500(
     let id = p.relay("INVITE", 20, Routes::default(), 0, &[]);
     let dst = BranchDst::Name {
         sock: 0,
-        transport: crate::sip::Transport::Udp,
+        transport: Transport::Udp,
         host: "nowhere.test".into(),
         port: None,
         secure: false,

@@ -49,13 +49,13 @@ pub enum DbMode {
 }
 
 impl DbMode {
-    pub fn from_param(n: i64) -> Result<Self, String> {
+    pub fn from_param(n: i64) -> Result<Self, StartError> {
         Ok(match n {
             0 => Self::Memory,
             1 => Self::WriteThrough,
             2 => Self::WriteBack,
             3 => Self::DbOnly,
-            _ => return Err(format!("usrloc: db_mode {n} is not 0, 1, 2 or 3")),
+            _ => return Err(StartError::DbMode(n)),
         })
     }
 
@@ -564,6 +564,19 @@ impl Usrloc {
     }
 }
 
+/// Why usrloc could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("usrloc: db_mode {0} is not 0, 1, 2 or 3")]
+    DbMode(i64),
+    #[error("usrloc: db_mode {mode} needs a database, and {url} is not open")]
+    NoDatabase { mode: u8, url: String },
+    #[error("usrloc: cannot load the bindings from {name}: {err}")]
+    Load { name: String, err: DbError },
+    #[error("usrloc: cannot start the timer: {0}")]
+    Timer(std::io::Error),
+}
+
 /// Sets up usrloc for a server that loaded it: its parameters, its database (from the open
 /// ones, `dbs`), the bindings stored there (db_mode 1 and 2), and the timer thread. Called by
 /// `main` once the databases are open; the result goes into `Core::usrloc`.
@@ -571,7 +584,7 @@ pub fn start(
     p: &crate::config::Params,
     modules: &[String],
     dbs: &crate::db::OpenDbs,
-) -> Result<Arc<Usrloc>, String> {
+) -> Result<Arc<Usrloc>, StartError> {
     if !modules.iter().any(|m| m == "usrloc" || m == "registrar") {
         return Ok(Arc::new(Usrloc::default()));
     }
@@ -588,23 +601,20 @@ pub fn start(
         None
     } else {
         let url = p.str("usrloc", "db_url");
-        Some(dbs.get(url).ok_or_else(|| {
-            format!(
-                "usrloc: db_mode {} needs a database, and {} is not open",
-                cfg.db_mode.number(),
-                crate::db::redact(url.unwrap_or(&dbs.default_url))
-            )
+        Some(dbs.get(url).ok_or_else(|| StartError::NoDatabase {
+            mode: cfg.db_mode.number(),
+            url: crate::db::redact(url.unwrap_or(&dbs.default_url)),
         })?)
     };
     let interval = cfg.timer_interval;
     let ul = Arc::new(Usrloc::new(cfg, db));
-    let n = ul.load().map_err(|e| {
-        let name = ul
+    let n = ul.load().map_err(|err| StartError::Load {
+        name: ul
             .db
             .as_ref()
             .map(|d| d.name().to_string())
-            .unwrap_or_default();
-        format!("usrloc: cannot load the bindings from {name}: {e}")
+            .unwrap_or_default(),
+        err,
     })?;
     if n > 0 {
         crate::notice!("usrloc: {n} binding(s) loaded from the database");
@@ -619,7 +629,7 @@ pub fn start(
                 None => return,
             }
         })
-        .map_err(|e| format!("usrloc: cannot start the timer: {e}"))?;
+        .map_err(StartError::Timer)?;
     Ok(ul)
 }
 
