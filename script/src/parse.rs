@@ -45,11 +45,18 @@ pub fn parse(file: &str, src: &str) -> Result<Script, ScriptError> {
         Ok(p) => p,
         Err(_) => {
             // Parse again with pest's token-level tracking ("expected ';'"), which is too slow
-            // to leave on. The switch is process-wide; a parse racing with this one only gets
-            // more (or less) detail in its own error message.
+            // to leave on. The switch is process-wide: these second parses take turns, so one
+            // cannot switch it off while another runs (its message then lost detail: the
+            // errors test saw "expected a statement" for "expected a statement or '}'" about
+            // once in fifty runs). A first parse racing with one only tracks more than it needs.
+            static DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let turn = DETAIL
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             pest::set_error_detail(true);
             let e = SerParser::parse(Rule::script, src).err();
             pest::set_error_detail(false);
+            drop(turn);
             let e =
                 e.ok_or_else(|| ScriptError::at(file, Span::default(), "inconsistent parse"))?;
             return Err(syntax_error(file, src, &idx, &e));
