@@ -53,7 +53,7 @@ for t in aarch64 armv5te; do
 done
 SER_ARM_REQUIRE="$(IFS=,; echo "${required[*]}")"
 export SER_ARM_REQUIRE
-step "building and running every test of the workspace (about 10 minutes on 2 cores)"
+step "building and running every test of the workspace (about 4 minutes on 2 cores once built)"
 cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
 # The tiny ARM builds (README "Small ARM boards": --smallest with std rebuilt for size on a
 # pinned nightly, under the 1.5 MB goal) must pass the same qemu test. A toolchain that cannot
