@@ -287,12 +287,16 @@ impl<T: Timed> Table<T> {
         // Stale heap items and ids of this slot die with the old generation.
         s.generation = s.generation.wrapping_add(1);
         s.armed = None;
-        let keys = std::mem::take(&mut s.keys);
+        let mut keys = std::mem::take(&mut s.keys);
+        for k in keys.drain(..) {
+            self.index.remove(&k);
+        }
+        // The slot keeps its key list's buffer for the next entry (no allocation per entry).
+        if let Some(s) = self.slots.get_mut(id.slot as usize) {
+            s.keys = keys;
+        }
         self.free.push(id.slot);
         self.live = self.live.saturating_sub(1);
-        for k in &keys {
-            self.index.remove(k);
-        }
         Some(*entry)
     }
 
