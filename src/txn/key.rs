@@ -16,7 +16,7 @@
 //!   transaction receives (and for the request that starts it).
 //!
 //! [`Key::cancelled_invite`] gives, for a CANCEL, the key of the INVITE it cancels (same rule,
-//! method INVITE). What this module does not do: look anything up (see [`super::TxnTable`]) or
+//! method INVITE). What this module does not do: look anything up (see [`super::Table`]) or
 //! decide what an unmatched message means (a stray ACK for a 2xx is forwarded by the proxy).
 
 use ser_parser::{Message, Method, ParseError};
