@@ -85,9 +85,4 @@ impl Core {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
-
-    /// The open database of `url` (a module's `db_url`, or the default when None).
-    pub fn db(&self, url: Option<&str>) -> Option<std::sync::Arc<crate::db::Db>> {
-        self.dbs.get(url)
-    }
 }

@@ -30,7 +30,8 @@ use crate::tm::{CellId, RequestMatch};
 /// Results of off-shard work.
 #[derive(Debug)]
 pub enum Event {
-    /// A stateless message's next hop resolved (or not): it goes to the first target.
+    /// A stateless message's next hop resolved (or not): it goes to the best target of the
+    /// address family its Via was written for.
     Resolved {
         data: Vec<u8>,
         socket_hint: usize,

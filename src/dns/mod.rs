@@ -94,6 +94,15 @@ impl Transport {
         }
     }
 
+    /// The transport RFC 3263 looks up for a URI: TLS for `sips`, UDP otherwise.
+    pub fn for_scheme(secure: bool) -> Self {
+        if secure {
+            Transport::Tls
+        } else {
+            Transport::Udp
+        }
+    }
+
     /// The port used when neither the URI nor an SRV record gives one.
     pub fn default_port(self) -> u16 {
         match self {
@@ -292,11 +301,7 @@ impl Resolver {
         port: Option<u16>,
         secure: bool,
     ) -> Result<Vec<Target>, DnsError> {
-        let transport = if secure {
-            Transport::Tls
-        } else {
-            Transport::Udp
-        };
+        let transport = Transport::for_scheme(secure);
         if let Some(ip) = ip_literal(host) {
             return Ok(vec![Target {
                 addr: SocketAddr::new(ip, port.unwrap_or(transport.default_port())),
@@ -332,8 +337,7 @@ impl Resolver {
             Ok(_) => Err(format!("{host}: no address")),
             Err(e @ DnsError::Timeout(_)) => Err(e.to_string()),
             Err(e) => {
-                let default = if secure { 5061 } else { 5060 };
-                let p = port.unwrap_or(default);
+                let p = port.unwrap_or(Transport::for_scheme(secure).default_port());
                 let text = std::fs::read_to_string(&self.hosts_file).unwrap_or_default();
                 let found: Vec<SocketAddr> = hosts_lookup(&text, host)
                     .into_iter()

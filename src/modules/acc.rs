@@ -105,7 +105,7 @@ impl AccConfig {
     /// opened it at start: see `crate::modules::needs_default_db`).
     pub fn attach(&mut self, core: &Core) {
         if self.db_flag.is_some() || self.db_missed_flag.is_some() {
-            self.db = core.db(self.db_url.as_deref());
+            self.db = core.dbs.get(self.db_url.as_deref());
             if self.db.is_none() {
                 crate::warn!("acc: no open database for db_url; rows will not be written");
             }

@@ -44,13 +44,7 @@ impl Local {
     pub fn new(sockets: Vec<Listen>, names: Vec<(String, u16)>, reply_to_via: bool) -> Self {
         let via_prefix = sockets
             .iter()
-            .map(|s| {
-                format!(
-                    "SIP/2.0/{} {};branch=",
-                    s.transport.via_token(),
-                    hostport(&s.addr)
-                )
-            })
+            .map(|s| via_prefix(s.transport, &s.addr))
             .collect();
         Self {
             sockets,
@@ -75,12 +69,7 @@ impl Local {
                 v.push_str(branch);
                 v
             }
-            None => format!(
-                "SIP/2.0/{} {};branch={}",
-                Transport::Udp.via_token(),
-                hostport(&fallback),
-                branch
-            ),
+            None => via_prefix(Transport::Udp, &fallback) + branch,
         }
     }
 
@@ -133,6 +122,15 @@ impl Local {
         }
         self.sockets.iter().position(fits)
     }
+}
+
+/// "SIP/2.0/<T> host:port;branch=": our Via for `transport` at `addr`, ready for its branch.
+fn via_prefix(transport: Transport, addr: &SocketAddr) -> String {
+    format!(
+        "SIP/2.0/{} {};branch=",
+        transport.via_token(),
+        hostport(addr)
+    )
 }
 
 #[cfg(test)]

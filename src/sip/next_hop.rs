@@ -112,11 +112,6 @@ impl NextHop {
             target,
         }
     }
-
-    /// The port a name is resolved with when the URI gave none (A/AAAA fallback).
-    pub fn default_port(&self) -> u16 {
-        self.transport.default_port()
-    }
 }
 
 /// A host the script named.

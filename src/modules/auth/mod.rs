@@ -121,7 +121,7 @@ impl MsgCtx<'_, '_> {
             crate::error!("{what}: the script cannot wait for the database here");
             return self.fail(500, "Server Internal Error");
         }
-        let Some(db) = self.core.db(url) else {
+        let Some(db) = self.core.dbs.get(url) else {
             crate::error!(
                 "{what}: database {} is not open",
                 crate::db::redact(url.unwrap_or(&self.core.dbs.default_url))
