@@ -21,6 +21,12 @@ pub struct Config {
     /// Addresses to listen on; every shard gets one socket per address. IPv6 sockets are
     /// `IPV6_V6ONLY`, so list `0.0.0.0:p` and `[::]:p` to serve both.
     pub listen: Vec<SocketAddr>,
+    /// Stream (TCP) listen addresses; every shard gets its own `SO_REUSEPORT` listener on
+    /// each, with socket ids after the datagram sockets' (`listen.len() + i`).
+    pub stream_listen: Vec<SocketAddr>,
+    /// Most stream connections open at once, all shards together; past it accepted
+    /// connections are closed at once and outgoing ones refused (both counted).
+    pub max_connections: usize,
     /// True: all shards share each address through `SO_REUSEPORT` (the kernel spreads peers by
     /// a hash of the 4-tuple). False: each shard binds its own socket per address (with port 0,
     /// a distinct ephemeral port per shard: the load generator's mode).
@@ -54,6 +60,8 @@ impl Default for Config {
         Self {
             shards: 0,
             listen: Vec::new(),
+            stream_listen: Vec::new(),
+            max_connections: 2048,
             reuse_port: true,
             backend: Backend::Auto,
             pin: true,

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::mailbox::{Msg, OwnedDatagram, Remote, Shared};
 use crate::stats::ShardStats;
+use crate::streams::{self, ConnInfo, Event as StreamIo, StreamEvent, Streams, WriteError};
 use crate::timer::{TimerId, Timers};
-use crate::{Handler, Inbound, SocketId, SocketInfo};
+use crate::{ConnId, Handler, Inbound, SocketId, SocketInfo};
 
 /// One datagram waiting to be sent.
 pub(crate) struct Outgoing {
@@ -66,12 +67,23 @@ pub(crate) struct Core<E> {
     own_syscalls: u64,
     own_send_errors: u64,
     pub(crate) shared: Arc<Shared<E>>,
+    /// This shard's stream listeners and connections.
+    pub(crate) streams: Streams,
+    /// The buffer stream reads land in (outside `streams`, so a handler reading it may write).
+    rbuf: Vec<u8>,
 }
 
 impl<E: Send + 'static> Core<E> {
-    pub(crate) fn new(shard: usize, sockets: Vec<SocketInfo>, shared: Arc<Shared<E>>) -> Self {
+    pub(crate) fn new(
+        shard: usize,
+        sockets: Vec<SocketInfo>,
+        shared: Arc<Shared<E>>,
+        streams: Streams,
+    ) -> Self {
         let n = shared.mailboxes.len();
         Self {
+            streams,
+            rbuf: vec![0; streams::READ_BUF],
             shard,
             now: Instant::now(),
             sockets,
@@ -167,6 +179,52 @@ impl<E: Send + 'static> Core<E> {
         }
     }
 
+    /// Hands what the shard's stream connections have ready (accepts, connects, bytes,
+    /// closes) to the handler.
+    pub(crate) fn poll_streams<H: Handler<Event = E>>(&mut self, handler: &mut H) {
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        self.streams.begin_poll();
+        while let Some(ev) = self.streams.next(self.now, &mut rbuf) {
+            let ev = match ev {
+                StreamIo::Opened {
+                    conn,
+                    peer,
+                    local,
+                    socket,
+                    outgoing,
+                } => StreamEvent::Opened {
+                    conn,
+                    peer,
+                    local,
+                    socket,
+                    outgoing,
+                },
+                StreamIo::Data { conn, len } => StreamEvent::Data {
+                    conn,
+                    data: &rbuf[..len.min(rbuf.len())],
+                },
+                StreamIo::Closed { conn, reason } => StreamEvent::Closed { conn, reason },
+            };
+            self.call(handler, |h, ctx| h.on_stream(ctx, ev));
+        }
+        self.rbuf = rbuf;
+    }
+
+    /// Writes what handlers queued on connections; connections that fail doing so are
+    /// reported to the handler.
+    pub(crate) fn flush_streams<H: Handler<Event = E>>(&mut self, handler: &mut H) {
+        if !self.streams.has_dirty() {
+            return;
+        }
+        let mut closed = Vec::new();
+        self.streams.flush(&mut closed);
+        for (conn, reason) in closed {
+            self.call(handler, |h, ctx| {
+                h.on_stream(ctx, StreamEvent::Closed { conn, reason })
+            });
+        }
+    }
+
     /// Fires due timers, earliest first; at most a bounded number per iteration so that a
     /// handler re-arming at `now` cannot starve I/O.
     pub(crate) fn fire_timers<H: Handler<Event = E>>(&mut self, handler: &mut H) {
@@ -191,7 +249,11 @@ impl<E: Send + 'static> Core<E> {
     /// How long the next wait may last: zero when work is already queued, else until the next
     /// timer (or forever).
     pub(crate) fn timeout(&mut self) -> Option<Duration> {
-        if !self.local.is_empty() || self.shared.mailboxes[self.shard].pending() {
+        if !self.local.is_empty()
+            || self.shared.mailboxes[self.shard].pending()
+            || self.streams.more()
+            || self.streams.has_dirty()
+        {
             return Some(Duration::ZERO);
         }
         let at = self.timers.next_deadline()?;
@@ -201,6 +263,7 @@ impl<E: Send + 'static> Core<E> {
     pub(crate) fn publish(&mut self, io: &crate::stats::IoCounters) {
         self.stats
             .set_io(io, self.own_syscalls, self.own_send_errors);
+        self.stats.set_streams(&self.streams.counters);
         self.shared.stats[self.shard].store(&self.stats);
     }
 
@@ -265,6 +328,45 @@ impl<E: Send + 'static> Ctx<'_, E> {
             dst,
             buf,
         });
+    }
+
+    /// Opens a stream connection to `dst` without waiting, from the address family (and
+    /// address, unless a wildcard) of stream listener `socket`. [`Handler::on_stream`] later
+    /// gets `Opened` (then writes queued meanwhile go out) or `Closed` with
+    /// `ConnectFailed`. Refused past the runtime's connection limit.
+    pub fn connect(&mut self, socket: SocketId, dst: SocketAddr) -> std::io::Result<ConnId> {
+        let now = self.core.now;
+        self.core.streams.connect(socket, dst, now)
+    }
+
+    /// Queues a copy of `data` on this shard's connection `conn`; written with the batch
+    /// submitted when the handler returns to the loop. A connection of another shard is a
+    /// `NoConnection` error: post to its shard (`conn.shard()`) instead.
+    pub fn write(&mut self, conn: ConnId, data: &[u8]) -> Result<(), WriteError> {
+        let mut buf = self.core.sends.buffer();
+        buf.extend_from_slice(data);
+        self.core.streams.write(conn, buf)
+    }
+
+    /// Like [`write`](Self::write), taking the buffer.
+    pub fn write_owned(&mut self, conn: ConnId, data: Vec<u8>) -> Result<(), WriteError> {
+        self.core.streams.write(conn, data)
+    }
+
+    /// Closes connection `conn` of this shard: at once, or (`after_writes`) once what is
+    /// queued on it is written. No `Closed` event follows a close asked for here.
+    pub fn close(&mut self, conn: ConnId, after_writes: bool) {
+        self.core.streams.close(conn, after_writes);
+    }
+
+    /// Facts about this shard's connection `conn`.
+    pub fn conn_info(&self, conn: ConnId) -> Option<ConnInfo> {
+        self.core.streams.info(conn)
+    }
+
+    /// Every connection this shard holds.
+    pub fn conns(&self) -> Vec<ConnInfo> {
+        self.core.streams.list().collect()
     }
 
     /// Copies `dgram` to shard `shard`, whose handler gets it with `handed_off = true`. The

@@ -1,5 +1,5 @@
-//! `ser-shards`: a thread-per-core UDP runtime. It moves datagrams, events and timers; it knows
-//! nothing of SIP.
+//! `ser-shards`: a thread-per-core runtime. It moves datagrams, stream bytes, events and timers;
+//! it knows nothing of SIP (nor of TLS: a stream's bytes are the handler's to decrypt and frame).
 //!
 //! A [`Runtime`] starts one *shard* per core (a thread, optionally pinned). Every shard owns its
 //! own `SO_REUSEPORT` UDP socket on every listen address, its own I/O backend, timer heap and
@@ -18,8 +18,15 @@
 //! [`Backend::Auto`] probes io_uring and falls back to the portable backend where io_uring is
 //! missing or refused (qemu-user, seccomp, `kernel.io_uring_disabled`, old kernels).
 //!
+//! Stream (TCP) connections live in `streams`: each shard owns `SO_REUSEPORT` listeners on the
+//! stream addresses and every connection it accepted or opened ([`Ctx::connect`]); a
+//! [`ConnId`] names its owner, and only the owner writes to it ([`Ctx::write`]). Both backends
+//! drive them through one epoll set per shard whose descriptor they watch (epoll: in their own
+//! set; io_uring: a poll request), so accept, connect, read and `writev` are written once.
+//!
 //! What this crate deliberately does not do: parse anything, decide which shard owns a datagram
-//! (the handler decides and calls [`Ctx::handoff`]), TCP/TLS, or async/await. Handlers are plain
+//! (the handler decides and calls [`Ctx::handoff`]), message framing on streams, TLS, or
+//! async/await. Handlers are plain
 //! callbacks that must not block; blocking work goes to [`Ctx::spawn_blocking`].
 //!
 //! `unsafe` lives only in the leaf modules `sys`, `portable`, `uring` and `os` (process-level
@@ -35,6 +42,7 @@ mod portable;
 mod runtime;
 mod shard;
 mod stats;
+mod streams;
 mod sys;
 mod timer;
 #[cfg(target_os = "linux")]
@@ -45,6 +53,7 @@ pub use ctx::Ctx;
 pub use mailbox::Remote;
 pub use runtime::{Bound, Runtime};
 pub use stats::ShardStats;
+pub use streams::{CloseReason, ConnInfo, StreamEvent, WriteError, MAX_QUEUED};
 pub use timer::TimerId;
 
 use std::net::SocketAddr;
@@ -82,6 +91,12 @@ pub trait Handler: 'static {
     /// message framed from one of its stream connections (`msg.conn`); or it was handed off by
     /// another shard (`msg.handed_off`). Both kinds come through this one door.
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self::Event>, msg: Inbound<'_>);
+
+    /// Something happened on one of this shard's stream connections: opened (accepted or
+    /// connected), bytes read, or closed by the peer or an error. Framing the bytes into
+    /// messages is the handler's (then it may pass them to [`on_message`](Self::on_message)
+    /// itself, with `conn` set).
+    fn on_stream(&mut self, _ctx: &mut Ctx<'_, Self::Event>, _event: StreamEvent<'_>) {}
 
     /// An event posted to this shard, or the result of a job from [`Ctx::spawn_blocking`].
     fn on_event(&mut self, ctx: &mut Ctx<'_, Self::Event>, event: Self::Event);
@@ -134,4 +149,6 @@ pub struct SocketId(pub u32);
 pub struct SocketInfo {
     pub id: SocketId,
     pub local: SocketAddr,
+    /// A stream listener (its id comes after every datagram socket's).
+    pub stream: bool,
 }

@@ -27,6 +27,8 @@ pub(crate) const BATCH: usize = 32;
 const RECV_ROUNDS: usize = 8;
 /// epoll user data of the mailbox eventfd (sockets use their index).
 const WAKER: u64 = u64::MAX;
+/// epoll user data of the streams' readiness descriptor.
+const STREAMS: u64 = u64::MAX - 1;
 
 pub(crate) struct Portable {
     sockets: Vec<Socket>,
@@ -47,6 +49,8 @@ pub(crate) struct Portable {
     tx_hdr: Vec<libc::mmsghdr>,
     /// The last flush stopped on `EAGAIN`.
     blocked: bool,
+    /// The streams' descriptor was reported readable.
+    streams: bool,
     /// The last reap left a socket unread after RECV_ROUNDS full batches: see [`Io::backlog`].
     backlog: bool,
     counters: IoCounters,
@@ -56,6 +60,7 @@ impl Portable {
     pub(crate) fn new(
         sockets: Vec<Socket>,
         waker: RawFd,
+        streams: RawFd,
         max_datagram: usize,
         timestamps: bool,
     ) -> io::Result<Self> {
@@ -71,7 +76,7 @@ impl Portable {
             .map(|s| s.as_raw_fd())
             .enumerate()
             .map(|(i, fd)| (fd, i as u64));
-        for (fd, data) in fds.chain([(waker, WAKER)]) {
+        for (fd, data) in fds.chain([(waker, WAKER), (streams, STREAMS)]) {
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: data,
@@ -91,7 +96,7 @@ impl Portable {
             iov_len: 0,
         };
         Ok(Self {
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; sockets.len() + 1],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; sockets.len() + 2],
             readable: Vec::with_capacity(sockets.len()),
             sockets,
             epoll,
@@ -110,6 +115,7 @@ impl Portable {
             tx_iov: vec![zero_iov; BATCH],
             tx_hdr: vec![zero_hdr; BATCH],
             blocked: false,
+            streams: false,
             backlog: false,
             counters: IoCounters::default(),
         })
@@ -238,6 +244,8 @@ impl Io for Portable {
             if data == WAKER {
                 self.counters.syscalls += 1;
                 sys::drain_eventfd(self.waker);
+            } else if data == STREAMS {
+                self.streams = true;
             } else {
                 self.readable.push(data as usize);
             }
@@ -342,6 +350,10 @@ impl Io for Portable {
 
     fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    fn streams_ready(&mut self) -> bool {
+        mem::take(&mut self.streams)
     }
 
     fn detail(&self) -> &'static str {

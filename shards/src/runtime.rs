@@ -42,10 +42,23 @@ pub struct Bound {
     cfg: Config,
     kind: BackendKind,
     sockets: Vec<Vec<Socket>>,
+    /// Per shard, its stream listeners (ids after the datagram sockets').
+    listeners: Vec<Vec<Socket>>,
     addrs: Vec<Vec<SocketAddr>>,
 }
 
 impl Bound {
+    /// Shard 0's sockets in [`SocketId`] order: each bound address, and whether it is a
+    /// stream listener (the others are datagram sockets). With `reuse_port` every shard has
+    /// the same list.
+    pub fn sockets(&self) -> Vec<(SocketAddr, bool)> {
+        let udp = self.cfg.listen.len();
+        self.addrs
+            .first()
+            .map(|a| a.iter().enumerate().map(|(i, a)| (*a, i >= udp)).collect())
+            .unwrap_or_default()
+    }
+
     /// The distinct bound addresses of all shards, shard 0's first (see
     /// [`Runtime::local_addrs`]).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -79,11 +92,13 @@ impl Runtime<()> {
     pub fn bind(cfg: Config) -> io::Result<Bound> {
         let n = cfg.shard_count();
         let kind = choose_backend(cfg.backend, cfg.max_datagram)?;
-        let (sockets, addrs) = bind_all(&cfg, n)?;
+        let (sockets, mut addrs) = bind_all(&cfg, n)?;
+        let listeners = bind_streams(&cfg, n, &mut addrs)?;
         Ok(Bound {
             cfg,
             kind,
             sockets,
+            listeners,
             addrs,
         })
     }
@@ -109,6 +124,7 @@ impl<E: Send + 'static> Runtime<E> {
             cfg,
             kind,
             sockets,
+            listeners,
             addrs,
         } = bound;
         let n = cfg.shard_count();
@@ -122,6 +138,7 @@ impl<E: Send + 'static> Runtime<E> {
             stop: AtomicBool::new(false),
             pool: Pool::start(cfg.blocking_threads, &cfg.name)?,
         });
+        let limit = Arc::new(crate::streams::ConnLimit::new(cfg.max_connections));
         let mut rt = Self {
             shared,
             threads: Vec::with_capacity(n),
@@ -137,19 +154,28 @@ impl<E: Send + 'static> Runtime<E> {
             Vec::new()
         };
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        for (i, socks) in sockets.into_iter().enumerate() {
-            let infos = rt.addrs[i]
+        let udp = cfg.listen.len();
+        for (i, (socks, lsocks)) in sockets.into_iter().zip(listeners).enumerate() {
+            let infos: Vec<SocketInfo> = rt.addrs[i]
                 .iter()
                 .enumerate()
                 .map(|(j, a)| SocketInfo {
                     id: SocketId(j as u32),
                     local: *a,
+                    stream: j >= udp,
                 })
+                .collect();
+            let listeners = lsocks
+                .into_iter()
+                .zip(infos[udp..].iter())
+                .map(|(s, info)| (info.id, s, info.local))
                 .collect();
             let shard = ShardStart {
                 index: i,
                 kind,
                 sockets: socks,
+                listeners,
+                limit: limit.clone(),
                 infos,
                 max_datagram: cfg.max_datagram,
                 batch: cfg.batch,
@@ -323,6 +349,29 @@ fn bind_all(cfg: &Config, n: usize) -> io::Result<(Vec<Vec<Socket>>, PerShardAdd
     Ok((sockets, addrs))
 }
 
+/// Every shard's stream listeners, their addresses appended to each shard's list. A port-0
+/// address is given a port by the first shard's bind and shared by the others.
+fn bind_streams(
+    cfg: &Config,
+    n: usize,
+    addrs: &mut [Vec<SocketAddr>],
+) -> io::Result<Vec<Vec<Socket>>> {
+    let mut out: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
+    for want in &cfg.stream_listen {
+        let mut addr = *want;
+        for (i, shard) in out.iter_mut().enumerate() {
+            let sock = crate::streams::tcp_listener(addr, cfg.reuse_port)?;
+            let local = bound_addr(&sock)?;
+            if cfg.reuse_port {
+                addr = local;
+            }
+            shard.push(sock);
+            addrs[i].push(local);
+        }
+    }
+    Ok(out)
+}
+
 /// A plain bind (no `SO_REUSEPORT`) of `want`, released at once; returns the address it got,
 /// for the shards' `SO_REUSEPORT` binds.
 /// - A given port: `SO_REUSEPORT` would quietly share a port that another process of the same
@@ -381,6 +430,8 @@ struct ShardStart<E> {
     index: usize,
     kind: BackendKind,
     sockets: Vec<Socket>,
+    listeners: Vec<(SocketId, Socket, SocketAddr)>,
+    limit: Arc<crate::streams::ConnLimit>,
     infos: Vec<SocketInfo>,
     max_datagram: usize,
     batch: Option<std::time::Duration>,
@@ -400,14 +451,24 @@ impl<E: Send + 'static> ShardStart<E> {
         {
             let waker = self.shared.mailboxes[self.index].waker.raw();
             let (kind, max, stamp) = (self.kind, self.max_datagram, self.stamp);
-            let (sockets, rest) = self.split();
+            let (sockets, listeners, limit, rest) = self.split();
+            let streams = match crate::streams::Streams::new(rest.index, listeners, limit) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = rest.ready.send((rest.index, Err(e)));
+                    return Ok(());
+                }
+            };
+            let sfd = streams.fd();
             match kind {
                 BackendKind::IoUring => rest.serve(
-                    crate::uring::Uring::new(sockets, waker, max, stamp),
+                    crate::uring::Uring::new(sockets, waker, sfd, max, stamp),
+                    streams,
                     factory,
                 ),
                 BackendKind::Portable => rest.serve(
-                    crate::portable::Portable::new(sockets, waker, max, stamp),
+                    crate::portable::Portable::new(sockets, waker, sfd, max, stamp),
+                    streams,
                     factory,
                 ),
             }
@@ -419,7 +480,15 @@ impl<E: Send + 'static> ShardStart<E> {
         }
     }
 
-    fn split(self) -> (Vec<Socket>, ShardRest<E>) {
+    #[allow(clippy::type_complexity)]
+    fn split(
+        self,
+    ) -> (
+        Vec<Socket>,
+        Vec<(SocketId, Socket, SocketAddr)>,
+        Arc<crate::streams::ConnLimit>,
+        ShardRest<E>,
+    ) {
         let rest = ShardRest {
             index: self.index,
             batch: self.batch,
@@ -427,7 +496,7 @@ impl<E: Send + 'static> ShardStart<E> {
             shared: self.shared,
             ready: self.ready,
         };
-        (self.sockets, rest)
+        (self.sockets, self.listeners, self.limit, rest)
     }
 }
 
@@ -444,6 +513,7 @@ impl<E: Send + 'static> ShardRest<E> {
     fn serve<B: Io, H: Handler<Event = E>>(
         self,
         io: io::Result<B>,
+        streams: crate::streams::Streams,
         factory: &dyn Fn(usize) -> H,
     ) -> io::Result<()> {
         let Self {
@@ -467,7 +537,7 @@ impl<E: Send + 'static> ShardRest<E> {
         };
         let _ = ready.send((index, Ok(io.detail())));
         drop(ready);
-        let mut core = Core::new(index, infos, shared.clone());
+        let mut core = Core::new(index, infos, shared.clone(), streams);
         let r = shard::run(&mut io, &mut core, &mut handler, batch);
         if r.is_err() {
             // A shard whose backend failed cannot serve its Call-IDs: stop them all so that a

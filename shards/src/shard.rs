@@ -44,6 +44,10 @@ pub(crate) trait Io {
     /// batched wait only (it may cost a system call per socket).
     fn backlog(&self) -> bool;
 
+    /// Whether the streams' readiness descriptor (given at construction) became readable
+    /// since the last call; clears the flag (and re-arms the watch where needed).
+    fn streams_ready(&mut self) -> bool;
+
     /// The backend in words, for logs.
     fn detail(&self) -> &'static str;
 }
@@ -79,6 +83,7 @@ pub(crate) fn run<B: Io, H: Handler>(
             min_wait = None;
             timeout = Some(Duration::ZERO);
         }
+        core.flush_streams(handler);
         if let Err(e) = io.submit(&mut core.sends) {
             break Err(e);
         }
@@ -91,6 +96,9 @@ pub(crate) fn run<B: Io, H: Handler>(
         core.stats.loops += 1;
         core.now = Instant::now();
         io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket, r.at));
+        if io.streams_ready() || core.streams.more() {
+            core.poll_streams(handler);
+        }
         core.run_mailbox(handler, &mut inbox);
         core.fire_timers(handler);
     };

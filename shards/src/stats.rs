@@ -71,6 +71,28 @@ shard_stats! {
     syscalls,
     /// Loop iterations (wake-ups).
     loops,
+    /// Stream connections open now (a gauge).
+    conns_open,
+    /// Connections accepted on stream listeners.
+    conns_accepted,
+    /// Connections refused: past the connection limit, or accept failed.
+    conns_refused,
+    /// Outgoing connections established.
+    conns_connected,
+    /// Outgoing connections that could not be established.
+    conns_connect_failed,
+    /// Connections the peer closed.
+    conns_closed_eof,
+    /// Connections ended by a read or write error.
+    conns_closed_error,
+    /// Connections closed because the peer did not read what we wrote.
+    conns_closed_overflow,
+    /// Connections the handler closed.
+    conns_closed_local,
+    /// Bytes read from stream connections.
+    stream_bytes_in,
+    /// Bytes written to stream connections.
+    stream_bytes_out,
 }
 
 impl ShardStats {
@@ -98,6 +120,22 @@ pub(crate) struct IoCounters {
 }
 
 impl ShardStats {
+    /// Copies the stream counters in.
+    pub(crate) fn set_streams(&mut self, c: &crate::streams::StreamCounters) {
+        self.conns_open = c.open;
+        self.conns_accepted = c.accepted;
+        self.conns_refused = c.refused;
+        self.conns_connected = c.connected;
+        self.conns_connect_failed = c.connect_failed;
+        self.conns_closed_eof = c.closed_eof;
+        self.conns_closed_error = c.closed_error;
+        self.conns_closed_overflow = c.closed_overflow;
+        self.conns_closed_local = c.closed_local;
+        self.stream_bytes_in = c.bytes_in;
+        self.stream_bytes_out = c.bytes_out;
+        self.syscalls += c.syscalls;
+    }
+
     /// Copies the backend's counters in; `own_syscalls` are the shard's own (mailbox wake-ups).
     pub(crate) fn set_io(&mut self, io: &IoCounters, own_syscalls: u64, own_send_errors: u64) {
         self.datagrams_received = io.datagrams_received;

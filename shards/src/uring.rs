@@ -60,6 +60,7 @@ const K_RECV_ONE: u64 = 2;
 const K_SEND: u64 = 3;
 const K_WAKE: u64 = 4;
 const K_CANCEL: u64 = 5;
+const K_STREAMS: u64 = 6;
 
 fn user_data(kind: u64, index: usize) -> u64 {
     (kind << KIND_SHIFT) | index as u64
@@ -245,6 +246,11 @@ pub(crate) struct Uring {
     waker: RawFd,
     wake_buf: Box<u64>,
     wake_armed: bool,
+    /// The streams' readiness descriptor, watched by a one-shot poll re-armed each time it
+    /// fires (level-triggered: an epoll set still ready completes the new poll at once).
+    streams: RawFd,
+    streams_armed: bool,
+    streams_ready: bool,
     recv: RecvMode,
     #[allow(clippy::vec_box)] // see RecvMode
     sends: Vec<Box<SendSlot>>,
@@ -273,6 +279,7 @@ impl Uring {
     pub(crate) fn new(
         sockets: Vec<Socket>,
         waker: RawFd,
+        streams: RawFd,
         max_datagram: usize,
         timestamps: bool,
     ) -> io::Result<Self> {
@@ -317,6 +324,9 @@ impl Uring {
             waker,
             wake_buf: Box::new(0),
             wake_armed: false,
+            streams,
+            streams_armed: false,
+            streams_ready: false,
             recv,
             sends: Vec::new(),
             free_sends: Vec::new(),
@@ -363,6 +373,15 @@ impl Uring {
             // SAFETY: `wake_buf` is boxed and lives until the ring is drained in Drop.
             unsafe { self.push(e)? };
             self.wake_armed = true;
+            self.inflight += 1;
+        }
+        if !self.streams_armed && !self.streams_ready {
+            let e = opcode::PollAdd::new(Fd(self.streams), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data(K_STREAMS, 0));
+            // SAFETY: a poll references no memory.
+            unsafe { self.push(e)? };
+            self.streams_armed = true;
             self.inflight += 1;
         }
         let mut entries: Vec<squeue::Entry> = Vec::new();
@@ -694,6 +713,11 @@ impl Io for Uring {
                     self.inflight -= 1;
                     self.wake_armed = false;
                 }
+                K_STREAMS => {
+                    self.inflight -= 1;
+                    self.streams_armed = false;
+                    self.streams_ready = true;
+                }
                 _ => {}
             }
         }
@@ -707,6 +731,11 @@ impl Io for Uring {
 
     fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    fn streams_ready(&mut self) -> bool {
+        // Re-armed by the next wait's `arm`.
+        mem::take(&mut self.streams_ready)
     }
 
     fn backlog(&self) -> bool {
@@ -738,6 +767,9 @@ impl Drop for Uring {
         let mut cancels = Vec::new();
         if self.wake_armed {
             cancels.push(user_data(K_WAKE, 0));
+        }
+        if self.streams_armed {
+            cancels.push(user_data(K_STREAMS, 0));
         }
         match &self.recv {
             RecvMode::Multi { armed, .. } | RecvMode::Single { armed, .. } => {

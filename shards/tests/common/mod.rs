@@ -20,7 +20,7 @@ macro_rules! backend_suite {
             batching_under_burst, ipv6_loopback, panicking_handler_keeps_serving,
             no_reuse_port_distinct_ports, oversize_dropped, shutdown_and_join, drop_without_join,
             bind_error_is_error, pinned_shards, coalesced_wakeups_keep_arrival_times,
-            batched_shard_reads_a_whole_burst);
+            batched_shard_reads_a_whole_burst, stream_echo, stream_connect_out, stream_limit);
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {
         $(
@@ -34,6 +34,10 @@ macro_rules! backend_suite {
         )*
     };
 }
+
+mod streams;
+#[allow(unused_imports)]
+pub use streams::{stream_connect_out, stream_echo, stream_limit};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -758,4 +762,20 @@ pub fn pinned_shards(b: Backend) {
     assert_eq!(recv_n(&c, 1), vec![b"pinned".to_vec()]);
     let _ = Arc::new(());
     join_after_shutdown(rt);
+}
+
+/// Waits (bounded) until the summed counters of any runtime satisfy `ok`.
+pub fn wait_stats_t<E: Send + 'static>(
+    rt: &Runtime<E>,
+    ok: impl Fn(&ShardStats) -> bool,
+) -> ShardStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = ShardStats::sum(&rt.stats());
+        if ok(&s) || Instant::now() > deadline {
+            assert!(ok(&s), "counters never got there: {s:?}");
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

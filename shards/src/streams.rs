@@ -1,0 +1,859 @@
+//! Stream connections of one shard: its `SO_REUSEPORT` listening sockets, the connections it
+//! accepted or opened, their write queues, and the readiness set that drives them.
+//!
+//! Bytes only: what a connection carries (SIP framing, TLS records) is the handler's business,
+//! reached through [`StreamEvent`]s and [`Ctx::write`](crate::Ctx::write). Every descriptor is
+//! non-blocking; readiness comes from one `epoll` set per shard, level-triggered. The shard's
+//! I/O backend only watches that set's own descriptor (the portable backend in its epoll set,
+//! io_uring with a poll request), so both backends share this one implementation of accept,
+//! connect, read, write and close.
+//!
+//! A connection's [`ConnId`] names its shard (low 16 bits), its slot here (24 bits) and a
+//! generation (24 bits), so an id outlives its connection harmlessly: a stale id finds nothing.
+//! Memory stays bounded: the whole runtime holds at most `max_connections` (past it an accepted
+//! connection is closed at once and counted), and a connection whose unsent bytes pass
+//! [`MAX_QUEUED`] is closed as a reader too slow to serve.
+//!
+//! Closes the handler asks for ([`Ctx::close`](crate::Ctx::close)) are not reported back;
+//! every other end of a connection is one [`StreamEvent::Closed`].
+//!
+//! A leaf module: `unsafe` is allowed here (epoll and `writev`), every block says why.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::{ConnId, SocketId};
+
+/// Unsent bytes one connection may hold; past it the connection is closed (a peer that does
+/// not read must not hold the shard's memory).
+pub const MAX_QUEUED: usize = 4 << 20;
+/// epoll events taken per poll.
+const EVENTS: usize = 256;
+/// Connections one listener accepts per readiness event (the rest come with the next one).
+const ACCEPTS: usize = 64;
+/// Read buffer: one read per readable connection per poll.
+pub(crate) const READ_BUF: usize = 64 * 1024;
+/// Buffers one `writev` takes.
+const IOVECS: usize = 64;
+/// epoll data of listeners: this bit plus the listener's index.
+const LISTENER: u64 = 1 << 63;
+
+/// What happened on one of the shard's connections.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    /// A connection is open: accepted on listener `socket`, or (`outgoing`) one that
+    /// [`Ctx::connect`](crate::Ctx::connect) opened has connected.
+    Opened {
+        conn: ConnId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: SocketId,
+        outgoing: bool,
+    },
+    /// Bytes read from the connection (a chunk; message boundaries are the handler's).
+    Data { conn: ConnId, data: &'a [u8] },
+    /// The connection ended; its id names nothing from now on.
+    Closed { conn: ConnId, reason: CloseReason },
+}
+
+/// A [`StreamEvent`] before its data is borrowed: `Data`'s bytes lie in the poll's buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Opened {
+        conn: ConnId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: SocketId,
+        outgoing: bool,
+    },
+    Data {
+        conn: ConnId,
+        len: usize,
+    },
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+}
+
+/// Why a connection ended (the handler's own closes are not reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed it.
+    Eof,
+    /// A read or write failed (reset, timeout in the kernel).
+    Error(io::ErrorKind),
+    /// An outgoing connection could not be established.
+    ConnectFailed(io::ErrorKind),
+    /// More than [`MAX_QUEUED`] bytes waited to be written.
+    Overflow,
+}
+
+/// Stream counters of one shard (folded into [`ShardStats`](crate::ShardStats)).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamCounters {
+    pub(crate) accepted: u64,
+    pub(crate) refused: u64,
+    pub(crate) connected: u64,
+    pub(crate) connect_failed: u64,
+    pub(crate) closed_eof: u64,
+    pub(crate) closed_error: u64,
+    pub(crate) closed_overflow: u64,
+    pub(crate) closed_local: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) open: u64,
+    pub(crate) syscalls: u64,
+}
+
+/// Facts about one connection, for an operator's listing.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub conn: ConnId,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub socket: SocketId,
+    pub outgoing: bool,
+    pub opened: Instant,
+    pub last_read: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Bytes queued and not yet written.
+    pub queued: usize,
+}
+
+struct Listener {
+    id: SocketId,
+    sock: Socket,
+    local: SocketAddr,
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Connecting,
+    Open,
+    /// Close once the queue is written.
+    Closing,
+}
+
+struct Conn {
+    id: ConnId,
+    sock: Socket,
+    state: State,
+    peer: SocketAddr,
+    local: SocketAddr,
+    socket: SocketId,
+    outgoing: bool,
+    opened: Instant,
+    last_read: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Unsent buffers; the first one is written from `offset`.
+    queue: VecDeque<Vec<u8>>,
+    offset: usize,
+    queued: usize,
+    /// EPOLLOUT is in the interest set.
+    want_out: bool,
+    /// In `Streams::dirty`.
+    dirty: bool,
+}
+
+/// Limits shared by every shard's streams.
+#[derive(Debug)]
+pub(crate) struct ConnLimit {
+    pub(crate) max: usize,
+    pub(crate) open: AtomicUsize,
+}
+
+impl ConnLimit {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let mut cur = self.open.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.max {
+                return false;
+            }
+            match self.open.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn give(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One shard's listeners and connections.
+pub(crate) struct Streams {
+    shard: usize,
+    epoll: OwnedFd,
+    listeners: Vec<Listener>,
+    slots: Vec<Option<Conn>>,
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    dirty: Vec<usize>,
+    limit: Arc<ConnLimit>,
+    events: Vec<libc::epoll_event>,
+    /// Events of the current poll: `events[cursor..ready]` not handled yet.
+    ready: usize,
+    cursor: usize,
+    /// Events made and not yet taken by `next`.
+    pending: VecDeque<Event>,
+    /// The last poll filled its event list: more may be ready.
+    more: bool,
+    pub(crate) counters: StreamCounters,
+}
+
+fn epoll_ctl(ep: &OwnedFd, op: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ep` and `fd` are open descriptors and `ev` a live epoll_event (ignored by DEL).
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A non-blocking `SO_REUSEPORT` TCP listener on `addr` (`IPV6_V6ONLY` on IPv6).
+pub(crate) fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind tcp {addr}: {e}")))?;
+    sock.listen(1024)?;
+    Ok(sock)
+}
+
+impl Streams {
+    pub(crate) fn new(
+        shard: usize,
+        listeners: Vec<(SocketId, Socket, SocketAddr)>,
+        limit: Arc<ConnLimit>,
+    ) -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ep` is a fresh descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+        let listeners: Vec<Listener> = listeners
+            .into_iter()
+            .map(|(id, sock, local)| Listener { id, sock, local })
+            .collect();
+        for (i, l) in listeners.iter().enumerate() {
+            epoll_ctl(
+                &epoll,
+                libc::EPOLL_CTL_ADD,
+                l.sock.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                LISTENER | i as u64,
+            )?;
+        }
+        Ok(Self {
+            shard,
+            epoll,
+            listeners,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            limit,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            ready: 0,
+            cursor: 0,
+            pending: VecDeque::new(),
+            more: false,
+            counters: StreamCounters::default(),
+        })
+    }
+
+    /// The descriptor the backend watches: readable when a listener or connection is ready.
+    pub(crate) fn fd(&self) -> i32 {
+        self.epoll.as_raw_fd()
+    }
+
+    /// The last poll may have left ready descriptors behind (its event list was full).
+    pub(crate) fn more(&self) -> bool {
+        self.more
+    }
+
+    /// Queued writes wait for [`flush`](Self::flush).
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        if conn.shard() != self.shard {
+            return None;
+        }
+        let slot = ((conn.0 >> 16) & 0xff_ffff) as usize;
+        match self.slots.get(slot) {
+            Some(Some(c)) if c.id == conn => Some(slot),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, make: impl FnOnce(ConnId) -> Conn) -> io::Result<(ConnId, usize)> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                if self.slots.len() >= 0xff_ffff {
+                    return Err(io::Error::other("connection table full"));
+                }
+                self.slots.push(None);
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
+        };
+        let gen = (self.generations[slot].wrapping_add(1)) & 0xff_ffff;
+        self.generations[slot] = gen;
+        let id = ConnId((u64::from(gen) << 40) | ((slot as u64) << 16) | self.shard as u64);
+        let conn = make(id);
+        let fd = conn.sock.as_raw_fd();
+        let events = if conn.state == State::Connecting {
+            libc::EPOLLOUT as u32
+        } else {
+            libc::EPOLLIN as u32
+        };
+        if let Err(e) = epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, events, slot as u64) {
+            self.free.push(slot);
+            return Err(e);
+        }
+        let want_out = conn.state == State::Connecting;
+        self.slots[slot] = Some(Conn { want_out, ..conn });
+        self.counters.open += 1;
+        Ok((id, slot))
+    }
+
+    /// Drops slot `slot`'s connection (its descriptor closes with it).
+    fn remove(&mut self, slot: usize) -> Option<Conn> {
+        let c = self.slots.get_mut(slot)?.take()?;
+        let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        self.free.push(slot);
+        self.counters.open = self.counters.open.saturating_sub(1);
+        self.limit.give();
+        Some(c)
+    }
+
+    /// Opens a connection to `dst` from listener `socket`'s address family (and address, when
+    /// it is not a wildcard), without waiting: [`StreamEvent::Opened`] or `Closed` follows.
+    pub(crate) fn connect(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        now: Instant,
+    ) -> io::Result<ConnId> {
+        let local = self
+            .listeners
+            .iter()
+            .find(|l| l.id == socket)
+            .map(|l| l.local);
+        if !self.limit.take() {
+            self.counters.refused += 1;
+            return Err(io::Error::other("too many connections"));
+        }
+        let made = (|| {
+            let sock = Socket::new(
+                Domain::for_address(dst),
+                Type::STREAM.cloexec(),
+                Some(Protocol::TCP),
+            )?;
+            sock.set_nonblocking(true)?;
+            sock.set_tcp_nodelay(true)?;
+            if let Some(l) =
+                local.filter(|l| !l.ip().is_unspecified() && l.is_ipv4() == dst.is_ipv4())
+            {
+                sock.bind(&SocketAddr::new(l.ip(), 0).into())?;
+            }
+            self.counters.syscalls += 1;
+            match sock.connect(&dst.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(sock)
+        })();
+        let sock = match made {
+            Ok(s) => s,
+            Err(e) => {
+                self.limit.give();
+                self.counters.connect_failed += 1;
+                return Err(e);
+            }
+        };
+        let local = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(dst);
+        let made = self.insert(|id| Conn {
+            id,
+            sock,
+            state: State::Connecting,
+            peer: dst,
+            local,
+            socket,
+            outgoing: true,
+            opened: now,
+            last_read: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            queue: VecDeque::new(),
+            offset: 0,
+            queued: 0,
+            want_out: true,
+            dirty: false,
+        });
+        match made {
+            Ok((id, _)) => Ok(id),
+            Err(e) => {
+                self.limit.give();
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues `buf` on `conn` (written by the next [`flush`](Self::flush)); `Err` when this
+    /// shard has no such connection, or when the queue would pass [`MAX_QUEUED`] (the
+    /// connection is then closed and reported).
+    pub(crate) fn write(&mut self, conn: ConnId, buf: Vec<u8>) -> Result<(), WriteError> {
+        let slot = self.slot_of(conn).ok_or(WriteError::NoConnection)?;
+        let Some(c) = self.slots[slot].as_mut() else {
+            return Err(WriteError::NoConnection);
+        };
+        if c.state == State::Closing {
+            return Err(WriteError::NoConnection);
+        }
+        if c.queued + buf.len() > MAX_QUEUED {
+            self.counters.closed_overflow += 1;
+            self.remove(slot);
+            return Err(WriteError::Overflow);
+        }
+        c.queued += buf.len();
+        c.queue.push_back(buf);
+        if !c.dirty && c.state != State::Connecting {
+            c.dirty = true;
+            self.dirty.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Closes `conn`: at once (`graceful` false), or once what is queued is written.
+    pub(crate) fn close(&mut self, conn: ConnId, graceful: bool) {
+        let Some(slot) = self.slot_of(conn) else {
+            return;
+        };
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if graceful && c.queued > 0 && c.state == State::Open {
+            c.state = State::Closing;
+            return;
+        }
+        self.counters.closed_local += 1;
+        if let Some(c) = self.remove(slot) {
+            let _ = c.sock.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn info(&self, conn: ConnId) -> Option<ConnInfo> {
+        let slot = self.slot_of(conn)?;
+        self.slots[slot].as_ref().map(info)
+    }
+
+    /// Every open connection of this shard.
+    pub(crate) fn list(&self) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.slots.iter().flatten().map(info)
+    }
+
+    /// Writes what is queued, as far as the kernel takes it.
+    pub(crate) fn flush(&mut self, closed: &mut Vec<(ConnId, CloseReason)>) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                c.dirty = false;
+            }
+            self.write_out(slot, closed);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Writes slot `slot`'s queue until empty or the kernel would block (then EPOLLOUT is
+    /// watched). A failed write ends the connection.
+    fn write_out(&mut self, slot: usize, closed: &mut Vec<(ConnId, CloseReason)>) {
+        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.state == State::Connecting {
+            return;
+        }
+        let mut failed = None;
+        while !c.queue.is_empty() {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; IOVECS];
+            let mut n = 0;
+            for (i, b) in c.queue.iter().take(IOVECS).enumerate() {
+                let s = if i == 0 {
+                    &b[c.offset.min(b.len())..]
+                } else {
+                    &b[..]
+                };
+                iov[n] = libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                };
+                n += 1;
+            }
+            self.counters.syscalls += 1;
+            // SAFETY: the first `n` iovecs point into buffers of `c.queue`, which are neither
+            // moved nor dropped during the call; the descriptor is open.
+            let r = unsafe { libc::writev(c.sock.as_raw_fd(), iov.as_ptr(), n as i32) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => break,
+                    k => {
+                        failed = Some(k);
+                        break;
+                    }
+                }
+            }
+            let mut left = r as usize;
+            c.bytes_out += left as u64;
+            self.counters.bytes_out += left as u64;
+            c.queued = c.queued.saturating_sub(left);
+            while left > 0 {
+                let Some(front) = c.queue.front() else {
+                    break;
+                };
+                let rest = front.len() - c.offset;
+                if left >= rest {
+                    left -= rest;
+                    c.offset = 0;
+                    c.queue.pop_front();
+                } else {
+                    c.offset += left;
+                    left = 0;
+                }
+            }
+        }
+        if let Some(k) = failed {
+            let id = c.id;
+            self.counters.closed_error += 1;
+            self.remove(slot);
+            closed.push((id, CloseReason::Error(k)));
+            return;
+        }
+        let want_out = !c.queue.is_empty();
+        if c.queue.is_empty() && c.state == State::Closing {
+            self.counters.closed_local += 1;
+            if let Some(c) = self.remove(slot) {
+                let _ = c.sock.shutdown(std::net::Shutdown::Both);
+            }
+            return;
+        }
+        if want_out != c.want_out {
+            c.want_out = want_out;
+            let events = if want_out {
+                (libc::EPOLLIN | libc::EPOLLOUT) as u32
+            } else {
+                libc::EPOLLIN as u32
+            };
+            let fd = c.sock.as_raw_fd();
+            let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, fd, events, slot as u64);
+        }
+    }
+
+    /// Takes the ready list (without waiting); [`next`](Self::next) then works through it.
+    pub(crate) fn begin_poll(&mut self) {
+        self.ready = 0;
+        self.cursor = 0;
+        self.counters.syscalls += 1;
+        // SAFETY: `events` is a live buffer of EVENTS entries; timeout 0 never blocks.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as i32,
+                0,
+            )
+        };
+        if n <= 0 {
+            self.more = false;
+            return;
+        }
+        self.ready = n as usize;
+        self.more = self.ready == EVENTS;
+    }
+
+    /// The next event of this poll: `Data` bytes are `rbuf[..len]` (a buffer the caller owns,
+    /// so that the handler may use this shard's streams while it reads them).
+    pub(crate) fn next(&mut self, now: Instant, rbuf: &mut [u8]) -> Option<Event> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.cursor >= self.ready {
+                return None;
+            }
+            let ev = self.events[self.cursor];
+            self.cursor += 1;
+            if let Some(e) = self.handle(ev, now, rbuf) {
+                return Some(e);
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: libc::epoll_event, now: Instant, rbuf: &mut [u8]) -> Option<Event> {
+        let (data, flags) = (ev.u64, ev.events);
+        {
+            if data & LISTENER != 0 {
+                self.accept((data & !LISTENER) as usize, now);
+                return None;
+            }
+            let slot = data as usize;
+            let c = self.slots.get_mut(slot).and_then(Option::as_mut)?;
+            let id = c.id;
+            if c.state == State::Connecting {
+                if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+                    return None;
+                }
+                match c.sock.take_error() {
+                    Ok(None) if flags & libc::EPOLLERR as u32 == 0 => {
+                        c.state = State::Open;
+                        c.last_read = now;
+                        self.counters.connected += 1;
+                        let (peer, local, socket) = (c.peer, c.local, c.socket);
+                        self.pending.push_back(Event::Opened {
+                            conn: id,
+                            peer,
+                            local,
+                            socket,
+                            outgoing: true,
+                        });
+                        // What was queued while connecting goes now.
+                        let mut closed = Vec::new();
+                        self.write_out(slot, &mut closed);
+                        self.closed(closed);
+                    }
+                    r => {
+                        let kind = match r {
+                            Ok(Some(e)) | Err(e) => e.kind(),
+                            Ok(None) => io::ErrorKind::ConnectionRefused,
+                        };
+                        self.counters.connect_failed += 1;
+                        self.remove(slot);
+                        self.pending.push_back(Event::Closed {
+                            conn: id,
+                            reason: CloseReason::ConnectFailed(kind),
+                        });
+                    }
+                }
+                return None;
+            }
+            if flags & libc::EPOLLOUT as u32 != 0 {
+                let mut closed = Vec::new();
+                self.write_out(slot, &mut closed);
+                self.closed(closed);
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                if let Some(e) = self.read(slot, now, rbuf) {
+                    self.pending.push_back(e);
+                }
+            }
+            None
+        }
+    }
+
+    fn closed(&mut self, closed: Vec<(ConnId, CloseReason)>) {
+        for (conn, reason) in closed {
+            self.pending.push_back(Event::Closed { conn, reason });
+        }
+    }
+
+    fn read(&mut self, slot: usize, now: Instant, rbuf: &mut [u8]) -> Option<Event> {
+        let c = self.slots.get_mut(slot).and_then(Option::as_mut)?;
+        let id = c.id;
+        self.counters.syscalls += 1;
+        match c.sock.read(rbuf) {
+            Ok(0) => {
+                self.counters.closed_eof += 1;
+                self.remove(slot);
+                Some(Event::Closed {
+                    conn: id,
+                    reason: CloseReason::Eof,
+                })
+            }
+            Ok(n) => {
+                c.last_read = now;
+                c.bytes_in += n as u64;
+                self.counters.bytes_in += n as u64;
+                if c.state == State::Closing {
+                    return None; // bytes after we decided to close: not read into anything
+                }
+                Some(Event::Data { conn: id, len: n })
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(e) => {
+                self.counters.closed_error += 1;
+                self.remove(slot);
+                Some(Event::Closed {
+                    conn: id,
+                    reason: CloseReason::Error(e.kind()),
+                })
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        for _ in 0..ACCEPTS {
+            let Some(l) = self.listeners.get(index) else {
+                return;
+            };
+            let (id, local_listen) = (l.id, l.local);
+            self.counters.syscalls += 1;
+            let (sock, peer) = match l.sock.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ECONNABORTED, EMFILE...: try again with the next readiness event.
+                Err(_) => {
+                    self.counters.refused += 1;
+                    return;
+                }
+            };
+            let Some(peer) = peer.as_socket() else {
+                continue;
+            };
+            if !self.limit.take() {
+                // Past the limit: closed at once (the peer sees a reset or an EOF).
+                self.counters.refused += 1;
+                drop(sock);
+                continue;
+            }
+            if sock.set_nonblocking(true).is_err() {
+                self.limit.give();
+                continue;
+            }
+            let _ = sock.set_tcp_nodelay(true);
+            let local = sock
+                .local_addr()
+                .ok()
+                .and_then(|a: SockAddr| a.as_socket())
+                .unwrap_or(local_listen);
+            let made = self.insert(|cid| Conn {
+                id: cid,
+                sock,
+                state: State::Open,
+                peer,
+                local,
+                socket: id,
+                outgoing: false,
+                opened: now,
+                last_read: now,
+                bytes_in: 0,
+                bytes_out: 0,
+                queue: VecDeque::new(),
+                offset: 0,
+                queued: 0,
+                want_out: false,
+                dirty: false,
+            });
+            match made {
+                Ok((conn, _)) => {
+                    self.counters.accepted += 1;
+                    self.pending.push_back(Event::Opened {
+                        conn,
+                        peer,
+                        local,
+                        socket: id,
+                        outgoing: false,
+                    });
+                }
+                Err(_) => {
+                    self.limit.give();
+                    self.counters.refused += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                self.remove(slot);
+            }
+        }
+    }
+}
+
+/// Why [`Ctx::write`](crate::Ctx::write) did not queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// No such connection on this shard (closed, or another shard's).
+    NoConnection,
+    /// The queue passed [`MAX_QUEUED`]: the connection was closed.
+    Overflow,
+}
+
+fn info(c: &Conn) -> ConnInfo {
+    ConnInfo {
+        conn: c.id,
+        peer: c.peer,
+        local: c.local,
+        socket: c.socket,
+        outgoing: c.outgoing,
+        opened: c.opened,
+        last_read: c.last_read,
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        queued: c.queued,
+    }
+}
