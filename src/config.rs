@@ -6,6 +6,7 @@
 //! This module does not bind sockets or resolve names at run time; `listen=` names are resolved
 //! here, once, at start.
 
+use crate::sip::Transport;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use ser_script::{Item, ScriptError, Span, Value};
@@ -18,6 +19,9 @@ pub const DEFAULT_CFG: &str = include_str!("default.cfg");
 /// Where a listen address came from, for the myself check.
 #[derive(Debug, Clone)]
 pub struct Listen {
+    /// `listen=tcp:...`: one transport; None (no prefix): UDP, with TCP beside it unless
+    /// `disable_tcp`.
+    pub transport: Option<Transport>,
     pub addr: IpAddr,
     /// Port given with this address (`-l ip -p port` or `listen=ip:port`), else `Config::port`.
     pub port: Option<u16>,
@@ -76,6 +80,70 @@ pub struct Config {
     pub capture_max_size: u64,
     /// `capture_files = 10`: capture files kept, the current one included.
     pub capture_files: usize,
+    /// Stream transports: TCP and TLS options (SER's later spelling).
+    pub streams: StreamOptions,
+}
+
+/// `disable_tcp`, `enable_tls`, `tcp_*` and `tls_*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `disable_tcp = yes`: no TCP beside UDP on listen lines without a transport (and on the
+    /// default interfaces). Default no.
+    pub disable_tcp: bool,
+    /// `enable_tls = yes`: TLS on port+1 (5061) beside them. Default no; a `tls_certificate`
+    /// turns it on too.
+    pub enable_tls: bool,
+    /// `tcp_connection_lifetime = s`: an idle connection is closed after this long (traffic
+    /// either way refreshes it). Default 120.
+    pub connection_lifetime_s: u64,
+    /// `tcp_max_connections = n`: connections open at once; past it new ones are refused and
+    /// counted. Default 2048.
+    pub max_connections: usize,
+    /// `tcp_connect_timeout = s`: an outgoing connection (with its TLS handshake) not up by
+    /// then fails, and so does the branch it was for. Default 10.
+    pub connect_timeout_s: u64,
+    /// `tls_certificate = "path"` (PEM chain); none: a self-signed one under data_dir.
+    pub tls_certificate: Option<String>,
+    /// `tls_private_key = "path"` (PEM).
+    pub tls_private_key: Option<String>,
+    /// `tls_ca_list = "path"` (PEM): whom we trust, as servers and as clients.
+    pub tls_ca_list: Option<String>,
+    /// `tls_verify = yes`: verify the certificates of servers we connect to. Default yes.
+    pub tls_verify: bool,
+    /// `tls_require_certificate = yes`: demand client certificates (checked against
+    /// tls_ca_list). Default no.
+    pub tls_require_certificate: bool,
+    /// `tls_method = "TLSv1.2+"`: `TLSv1.2+` (1.2 and 1.3, the default), `TLSv1.2`, `TLSv1.3`.
+    pub tls_method: String,
+    /// `tls_handshake_timeout = s`: a TLS handshake not done by then closes the connection.
+    /// Default 30.
+    pub tls_handshake_timeout_s: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            disable_tcp: false,
+            enable_tls: false,
+            connection_lifetime_s: 120,
+            max_connections: 2048,
+            connect_timeout_s: 10,
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_ca_list: None,
+            tls_verify: true,
+            tls_require_certificate: false,
+            tls_method: String::from("TLSv1.2+"),
+            tls_handshake_timeout_s: 30,
+        }
+    }
+}
+
+impl StreamOptions {
+    /// TLS is served on listen lines without a transport: asked for, or a certificate given.
+    pub fn tls(&self) -> bool {
+        self.enable_tls || self.tls_certificate.is_some()
+    }
 }
 
 impl Default for Config {
@@ -115,6 +183,7 @@ impl Default for Config {
             capture_file: None,
             capture_max_size: 100 << 20,
             capture_files: 10,
+            streams: StreamOptions::default(),
         }
     }
 }
@@ -175,14 +244,7 @@ fn as_text(v: &Value) -> String {
 
 /// Splits `[proto:]host[:port]` (IPv6 in brackets, or bare when there is no port).
 pub fn split_hostport(s: &str) -> Result<(String, Option<u16>), String> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("udp:")
-        .or_else(|| s.strip_prefix("UDP:"))
-        .unwrap_or(s);
-    if s.starts_with("tcp:") || s.starts_with("tls:") || s.starts_with("sctp:") {
-        return Err(format!("'{s}': only UDP is served in this version"));
-    }
+    let (_, s) = split_transport(s)?;
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -239,11 +301,14 @@ impl Config {
                 }
                 "listen" => {
                     let text = as_text(value);
-                    let (host, port) = split_hostport(&text).map_err(|m| err(file, span, m))?;
+                    let (transport, rest) =
+                        split_transport(&text).map_err(|m| err(file, span, m))?;
+                    let (host, port) = split_hostport(rest).map_err(|m| err(file, span, m))?;
                     let ips = resolve_at_start(&host).map_err(|m| err(file, span, m))?;
                     let name = host.parse::<IpAddr>().is_err().then(|| host.clone());
                     for ip in ips {
                         listen_from_script.push(Listen {
+                            transport,
                             addr: ip,
                             port,
                             name: name.clone(),
@@ -252,7 +317,8 @@ impl Config {
                 }
                 "alias" => {
                     let text = as_text(value);
-                    let (host, port) = split_hostport(&text).map_err(|m| err(file, span, m))?;
+                    let (_, rest) = split_transport(&text).map_err(|m| err(file, span, m))?;
+                    let (host, port) = split_hostport(rest).map_err(|m| err(file, span, m))?;
                     self.aliases.push((host.to_ascii_lowercase(), port));
                 }
                 "port" => {
@@ -313,6 +379,55 @@ impl Config {
                         .map_err(|_| bad("an address, \"ip\" or \"ip:port\""))?;
                     self.dns_servers.push(addr);
                 }
+                "disable_tcp" => {
+                    self.streams.disable_tcp = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "enable_tls" => {
+                    self.streams.enable_tls = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "tls_verify" => {
+                    self.streams.tls_verify = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "tls_require_certificate" => {
+                    self.streams.tls_require_certificate =
+                        as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "tcp_connection_lifetime" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.connection_lifetime_s = n.clamp(1, 86_400 * 7) as u64;
+                }
+                "tcp_max_connections" => {
+                    let n = as_int(value).ok_or_else(|| bad("a number"))?;
+                    self.streams.max_connections = n.clamp(0, 1 << 24) as usize;
+                }
+                "tcp_connect_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.connect_timeout_s = n.clamp(1, 600) as u64;
+                }
+                "tls_handshake_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.tls_handshake_timeout_s = n.clamp(1, 600) as u64;
+                }
+                "tls_certificate" | "tls_private_key" | "tls_ca_list" | "tls_method" => {
+                    let Value::Str(v) = value else {
+                        return Err(bad("a string in quotes"));
+                    };
+                    let v = Some(v.clone()).filter(|v| !v.is_empty());
+                    match name.as_str() {
+                        "tls_certificate" => self.streams.tls_certificate = v,
+                        "tls_private_key" => self.streams.tls_private_key = v,
+                        "tls_ca_list" => self.streams.tls_ca_list = v,
+                        _ => {
+                            let m = v.unwrap_or_default();
+                            if !valid_tls_method(&m) {
+                                return Err(bad(
+                                    "TLSv1.2+, TLSv1.2 or TLSv1.3 (only TLS 1.2 and 1.3 are offered)",
+                                ));
+                            }
+                            self.streams.tls_method = m;
+                        }
+                    }
+                }
                 "data_dir" => match value {
                     Value::Str(s) if !s.is_empty() => self.data_dir = s.clone(),
                     _ => return Err(bad("a directory name in quotes")),
@@ -366,10 +481,12 @@ impl Config {
         Ok(())
     }
 
-    /// The concrete socket addresses to bind: every listen address, or every interface address
-    /// (IPv4 and IPv6) when none was given, as SER did.
-    pub fn bind_addrs(&self) -> Vec<SocketAddr> {
-        let mut out: Vec<SocketAddr> = Vec::new();
+    /// The sockets to bind, by transport: every listen address, or every interface address
+    /// (IPv4 and IPv6) when none was given, as SER did. A listen line without a transport
+    /// gives UDP, TCP on the same port (unless `disable_tcp`) and, when TLS is on, TLS on
+    /// the port after it (5061; port 0 stays 0).
+    pub fn bind_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        let mut ips: Vec<(Option<Transport>, IpAddr, Option<u16>)> = Vec::new();
         if self.listen.is_empty() {
             if let Ok(ifs) = if_addrs::get_if_addrs() {
                 for i in ifs {
@@ -380,21 +497,79 @@ impl Config {
                             continue;
                         }
                     }
-                    out.push(SocketAddr::new(ip, self.port));
+                    ips.push((None, ip, None));
                 }
             }
-            if out.is_empty() {
-                out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.port));
+            if ips.is_empty() {
+                ips.push((None, IpAddr::from([127, 0, 0, 1]), None));
             }
         } else {
             for l in &self.listen {
-                out.push(SocketAddr::new(l.addr, l.port.unwrap_or(self.port)));
+                ips.push((l.transport, l.addr, l.port));
             }
         }
-        out.sort();
+        let mut out: Vec<(Transport, SocketAddr)> = Vec::new();
+        for (t, ip, given) in ips {
+            let port = given.unwrap_or(self.port);
+            match t {
+                // `listen=tls:ip` without a port: TLS's own, beside the plain one.
+                Some(Transport::Tls) if given.is_none() => {
+                    out.push((Transport::Tls, SocketAddr::new(ip, tls_port(port))));
+                }
+                Some(t) => out.push((t, SocketAddr::new(ip, port))),
+                None => {
+                    out.push((Transport::Udp, SocketAddr::new(ip, port)));
+                    if !self.streams.disable_tcp {
+                        out.push((Transport::Tcp, SocketAddr::new(ip, port)));
+                    }
+                    if self.streams.tls() {
+                        out.push((Transport::Tls, SocketAddr::new(ip, tls_port(port))));
+                    }
+                }
+            }
+        }
+        let key =
+            |(t, a): &(Transport, SocketAddr)| (Transport::ALL.iter().position(|x| x == t), *a);
+        out.sort_by_key(key);
         out.dedup();
         out
     }
+}
+
+/// TLS's port beside a plain one: the next (5061 for 5060); 0 stays 0 (the kernel picks).
+pub fn tls_port(port: u16) -> u16 {
+    match port {
+        0 => 0,
+        p => p.saturating_add(1),
+    }
+}
+
+/// `tls_method` values: only TLS 1.2 and 1.3 are offered.
+pub fn valid_tls_method(m: &str) -> bool {
+    matches!(
+        m.to_ascii_lowercase().replace('_', ".").as_str(),
+        "tlsv1.2+" | "tlsv1.2" | "tlsv1.3" | "tlsv1.3+" | "any" | ""
+    )
+}
+
+/// Splits a `proto:` prefix off a listen or alias value (`udp:`, `tcp:`, `tls:`; any case).
+pub fn split_transport(s: &str) -> Result<(Option<Transport>, &str), String> {
+    let s = s.trim();
+    if let Some((p, rest)) = s.split_once(':') {
+        let t = match p.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
+            "sctp" | "ws" | "wss" => {
+                return Err(format!("'{s}': {p} is not served in this version"));
+            }
+            _ => None,
+        };
+        if let Some(t) = t {
+            return Ok((Some(t), rest));
+        }
+    }
+    Ok((None, s))
 }
 
 /// The smallest `capture_max_size` accepted.
@@ -488,6 +663,15 @@ mod tests {
             split_hostport("foo.bar").ok(),
             Some(("foo.bar".into(), None))
         );
-        assert!(split_hostport("tcp:1.2.3.4:5060").is_err());
+        assert_eq!(
+            split_transport("tcp:1.2.3.4:5060").ok(),
+            Some((Some(Transport::Tcp), "1.2.3.4:5060"))
+        );
+        assert_eq!(
+            split_transport("TLS:[::1]:5061").ok(),
+            Some((Some(Transport::Tls), "[::1]:5061"))
+        );
+        assert_eq!(split_transport("::1").ok(), Some((None, "::1")));
+        assert!(split_transport("sctp:1.2.3.4").is_err());
     }
 }

@@ -34,6 +34,7 @@ pub mod modules;
 pub mod server;
 pub mod sip;
 pub mod stats;
+pub mod stream;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;

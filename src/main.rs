@@ -81,7 +81,8 @@ fn parse_cli() -> Result<Option<Cli>> {
             }
             Short('l') => {
                 let v = p.value()?.string()?;
-                let (host, port) = config::split_hostport(&v).map_err(anyhow::Error::msg)?;
+                let (transport, rest) = config::split_transport(&v).map_err(anyhow::Error::msg)?;
+                let (host, port) = config::split_hostport(rest).map_err(anyhow::Error::msg)?;
                 let ips = config::resolve_at_start(&host).map_err(anyhow::Error::msg)?;
                 let name = host
                     .parse::<std::net::IpAddr>()
@@ -90,6 +91,7 @@ fn parse_cli() -> Result<Option<Cli>> {
                 last_l = Some(cli.cfg.listen.len());
                 for ip in ips {
                     cli.cfg.listen.push(config::Listen {
+                        transport,
                         addr: ip,
                         // A -p given earlier applies to every later -l without its own port.
                         port: port.or(last_p),
@@ -177,14 +179,20 @@ fn run() -> Result<i32> {
     let shards = shard_count(&cfg, one_shard);
     // The sockets first: a listen on port 0 gets its port here, and our Vias, names and the
     // log must carry the port we got.
-    let bound = match ser_shards::Runtime::bind(shard_config(&cfg, shards)) {
+    let (shard_cfg, transports) = shard_config(&cfg, shards);
+    let bound = match ser_shards::Runtime::bind(shard_cfg) {
         Ok(b) => b,
         Err(e) => {
             error!("cannot start: {e}");
             bail!("cannot start: {e}");
         }
     };
-    let listens: Vec<Listen> = bound.local_addrs().into_iter().map(Listen::udp).collect();
+    let listens: Vec<Listen> = bound
+        .sockets()
+        .into_iter()
+        .zip(transports)
+        .map(|((addr, _), transport)| Listen { transport, addr })
+        .collect();
     let core = Arc::new(start_services(&cfg, &loaded, listens.clone())?);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
 
@@ -209,7 +217,9 @@ fn run() -> Result<i32> {
         )
         .with_start_dir(start_dir),
     );
+    let streams = Arc::new(start_streams(&cfg, &listens)?);
     let factory = {
+        let streams = Arc::clone(&streams);
         let core = Arc::clone(&core);
         let script = Arc::clone(&loaded.script);
         let stats = stats.clone();
@@ -220,6 +230,7 @@ fn run() -> Result<i32> {
             Server::new(Arc::clone(&core), Arc::clone(&script), st, i, shards)
                 .with_live(Arc::clone(&live))
                 .with_capture(capture.clone())
+                .with_streams(Arc::clone(&streams))
         }
     };
     let runtime = match bound.start(factory) {
@@ -332,9 +343,10 @@ fn shard_count(cfg: &Config, one_shard: bool) -> usize {
     }
 }
 
-/// The shard runtime's configuration: the listen addresses, the I/O backend
-/// (`SER_IO_BACKEND` or `io_backend`), the receive buffer (`maxbuffer`).
-fn shard_config(cfg: &Config, shards: usize) -> ser_shards::Config {
+/// The shard runtime's configuration: the listen addresses (UDP sockets, then TCP and TLS
+/// listeners), the I/O backend (`SER_IO_BACKEND` or `io_backend`), the receive buffer
+/// (`maxbuffer`), the connection limit; and each socket's transport, in socket id order.
+fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::sip::Transport>) {
     let backend = match std::env::var("SER_IO_BACKEND")
         .ok()
         .unwrap_or_else(|| cfg.io_backend.clone())
@@ -344,9 +356,16 @@ fn shard_config(cfg: &Config, shards: usize) -> ser_shards::Config {
         "portable" => ser_shards::Backend::Portable,
         _ => ser_shards::Backend::Auto,
     };
-    ser_shards::Config {
+    let all = cfg.bind_addrs();
+    let (udp, streams): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(t, _)| *t == ser::sip::Transport::Udp);
+    let transports = udp.iter().chain(&streams).map(|(t, _)| *t).collect();
+    let c = ser_shards::Config {
         shards,
-        listen: cfg.bind_addrs(),
+        listen: udp.into_iter().map(|(_, a)| a).collect(),
+        stream_listen: streams.into_iter().map(|(_, a)| a).collect(),
+        max_connections: cfg.streams.max_connections,
         reuse_port: true,
         backend,
         pin: true,
@@ -360,7 +379,18 @@ fn shard_config(cfg: &Config, shards: usize) -> ser_shards::Config {
         // A proxy answers at once: no coalesced wake-ups.
         batch: None,
         stamp: false,
-    }
+    };
+    (c, transports)
+}
+
+/// What the shards' stream glue shares: connection aliases, timeouts, and TLS when a TLS
+/// socket listens or TLS is on (a certificate that does not load stops us here).
+fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared> {
+    let _ = listens;
+    Ok(ser::stream::Shared {
+        settings: ser::stream::Settings::from_config(&cfg.streams),
+        ..Default::default()
+    })
 }
 
 /// What every shard shares: our sockets and names, the module parameters, the databases

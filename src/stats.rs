@@ -142,6 +142,11 @@ pub struct Stats {
     pub loops: AtomicU64,
     pub handoffs: AtomicU64,
     pub dns_failures: AtomicU64,
+    /// Stream connections we closed for a timeout (idle, connect, TLS handshake, read).
+    pub conns_timed_out: AtomicU64,
+    /// TLS handshakes that completed, and TLS sessions that failed (handshake or record).
+    pub tls_handshakes: AtomicU64,
+    pub tls_failures: AtomicU64,
     /// t_stats: live transactions (cells), of which waiting (final sent, only timers left).
     pub tm_current: AtomicU64,
     pub tm_waiting: AtomicU64,
@@ -234,6 +239,9 @@ impl Stats {
             loops: g(&self.loops),
             handoffs: g(&self.handoffs),
             dns_failures: g(&self.dns_failures),
+            conns_timed_out: g(&self.conns_timed_out),
+            tls_handshakes: g(&self.tls_handshakes),
+            tls_failures: g(&self.tls_failures),
             tm_current: g(&self.tm_current),
             tm_waiting: g(&self.tm_waiting),
             tm_total: g(&self.tm_total),
@@ -271,6 +279,9 @@ pub struct StatsSnapshot {
     pub loops: u64,
     pub handoffs: u64,
     pub dns_failures: u64,
+    pub conns_timed_out: u64,
+    pub tls_handshakes: u64,
+    pub tls_failures: u64,
     pub tm_current: u64,
     pub tm_waiting: u64,
     pub tm_total: u64,
@@ -327,6 +338,9 @@ impl StatsSnapshot {
         a(&mut self.loops, o.loops);
         a(&mut self.handoffs, o.handoffs);
         a(&mut self.dns_failures, o.dns_failures);
+        a(&mut self.conns_timed_out, o.conns_timed_out);
+        a(&mut self.tls_handshakes, o.tls_handshakes);
+        a(&mut self.tls_failures, o.tls_failures);
         a(&mut self.tm_current, o.tm_current);
         a(&mut self.tm_waiting, o.tm_waiting);
         a(&mut self.tm_total, o.tm_total);

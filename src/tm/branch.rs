@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use ser_parser::Method;
+use ser_parser::{Message, Method};
 
 use crate::sip::{Dest, Outbox, Transport};
 use crate::stats::Stats;
 use crate::txn::{ClientTransaction, Key};
 
-use super::cell::{client_tag, Branch};
+use super::cell::{client_tag, untag, Branch};
 use super::{CellId, Tm};
 
 /// A name to resolve off the shard for a branch.
@@ -208,6 +208,33 @@ impl<S: Clone> Tm<S> {
         self.cell(id)
             .and_then(|c| c.branches.get(index))
             .is_some_and(|b| !b.targets.is_empty())
+    }
+
+    /// A request this proxy sent could not be delivered (its stream connection failed or
+    /// could not be opened): the branch goes on to its next target, or fails at once with a
+    /// 503 (failure_route runs now, not after fr_timer). `req` is the request as sent; false
+    /// when it is none of ours (a CANCEL, an ACK, a transaction already gone).
+    pub fn on_send_failed(&mut self, now: Instant, req: &Message<'_>, out: &mut Outbox) -> bool {
+        let Ok(key) = Key::client(req) else {
+            return false;
+        };
+        let Some((id, tag)) = self.cells.lookup(&key) else {
+            return false;
+        };
+        let (index, is_cancel) = untag(tag);
+        if is_cancel {
+            return false;
+        }
+        match self.branch_mut(id, index) {
+            Some(b) if b.final_code.is_none() => {}
+            _ => return false,
+        }
+        if !self.start_next_target(now, id, index, out) {
+            crate::notice!("branch {index}: cannot send to the next hop");
+            self.branch_failed(now, id, index, 503, out);
+        }
+        self.refresh(id);
+        true
     }
 
     /// A branch ended without a reply of its own (timeout, transport error, no address).

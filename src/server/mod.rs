@@ -15,6 +15,8 @@ use ser_parser::{Method, Outcome};
 use ser_script::RunOutcome;
 use ser_shards::{Ctx, Handler, Inbound, SocketId, TimerId};
 
+mod streams;
+
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
@@ -46,6 +48,9 @@ pub enum Event {
     },
     /// A request the management interface starts here (FIFO `t_uac_from`).
     Uac(crate::tm::uac::UacRequest),
+    /// A message for a stream connection this shard owns (made on another shard), or for a
+    /// stream destination whose connection was this shard's.
+    StreamSend { dst: Dest, data: Vec<u8> },
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
     Resumed {
         id: u64,
@@ -97,6 +102,16 @@ pub struct Server {
     park_seq: u64,
     /// Message capture (`capture_file`): every datagram received and sent.
     capture: Option<Capture>,
+    /// This shard's stream connections, as the SIP layer sees them.
+    conns: std::collections::HashMap<ConnId, crate::stream::StreamConn>,
+    /// What every shard's stream glue shares (aliases, timeouts, TLS).
+    streams: Arc<crate::stream::Shared>,
+    /// Reused buffers of the stream path: decrypted bytes, framed messages and their list.
+    tls_plain: Vec<u8>,
+    frame_buf: Vec<u8>,
+    frames: Vec<crate::stream::framing::Frame>,
+    /// The connection sweep timer is set.
+    sweep_armed: bool,
 }
 
 /// The token of the transaction timer.
@@ -140,7 +155,19 @@ impl Server {
             parked: std::collections::HashMap::new(),
             park_seq: 0,
             capture: None,
+            conns: std::collections::HashMap::new(),
+            streams: Arc::new(crate::stream::Shared::default()),
+            tls_plain: Vec::new(),
+            frame_buf: Vec::new(),
+            frames: Vec::new(),
+            sweep_armed: false,
         }
+    }
+
+    /// Shares the stream glue's aliases, timeouts and TLS with every other shard.
+    pub fn with_streams(mut self, streams: Arc<crate::stream::Shared>) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// Follows reloads: before each message the shard takes the newest generation of `live`.
@@ -455,19 +482,16 @@ impl Server {
     /// Hands what the script produced to the runtime.
     fn flush(&mut self, ctx: &mut Ctx<'_, Event>) {
         let out = &mut self.scratch.out;
+        let mut streamed: Vec<(Dest, Vec<u8>)> = Vec::new();
         for o in &out.sends {
             let Some(data) = out.buf.get(o.range.clone()) else {
                 continue;
             };
             if o.dst.transport != Transport::Udp {
-                // Stream transports come with the shards' connections; until then nothing
-                // can name one (no listen line takes them).
-                Stats::inc(&self.stats.drop_no_route);
-                crate::notice!(
-                    "no {} connection to {}; message dropped",
-                    o.dst.transport,
-                    o.dst.addr
-                );
+                // Sent below, once the outbox is let go (a send may open a connection, or
+                // fail a branch, which writes into the outbox again).
+                self.stats.count_sent(data);
+                streamed.push((o.dst, data.to_vec()));
                 continue;
             }
             self.stats.count_sent(data);
@@ -504,7 +528,20 @@ impl Server {
         }
         out.buf.clear();
         out.sends.clear();
+        for (dst, data) in streamed {
+            if let Some(c) = &self.capture {
+                c.record(dst_local(&self.core, &dst), dst.addr, &data);
+            }
+            self.send_stream(ctx, dst, &data);
+        }
     }
+}
+
+/// The address a stream message leaves from, for the capture: its listen socket's.
+fn dst_local(core: &Core, dst: &Dest) -> SocketAddr {
+    core.local
+        .addr(dst.socket)
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// The address a datagram sent on `socket` leaves from (for the capture).
@@ -539,6 +576,30 @@ impl Handler for Server {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Event>, d: Inbound<'_>) {
+        self.on_inbound(ctx, d);
+    }
+
+    fn on_stream(&mut self, ctx: &mut Ctx<'_, Event>, ev: ser_shards::StreamEvent<'_>) {
+        self.on_stream_event(ctx, ev);
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
+        self.on_event_inner(ctx, event);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Event>, timer: TimerId, token: u64) {
+        if token == streams::SWEEP_TIMER {
+            self.sweep(ctx);
+            return;
+        }
+        self.on_tm_timer(ctx, timer, token);
+    }
+}
+
+impl Server {
+    /// A message from a transport (a datagram, or one framed off a stream connection), or
+    /// handed off by another shard: the one door every SIP message comes in by.
+    fn on_inbound(&mut self, ctx: &mut Ctx<'_, Event>, d: Inbound<'_>) {
         // Keep-alives (RFC 5626 §4.4.1) and empty datagrams: a CRLF on a datagram is the
         // peer's NAT refresh, nothing to answer; a double CRLF ping on a stream gets its pong.
         if d.data.iter().all(|b| b.is_ascii_whitespace()) {
@@ -571,8 +632,9 @@ impl Handler for Server {
         self.arm(ctx);
     }
 
-    fn on_event(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
+    fn on_event_inner(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
         match event {
+            Event::StreamSend { dst, data } => self.send_stream(ctx, dst, &data),
             Event::Resolved {
                 data,
                 socket_hint,
@@ -642,7 +704,7 @@ impl Handler for Server {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx<'_, Event>, timer: TimerId, token: u64) {
+    fn on_tm_timer(&mut self, ctx: &mut Ctx<'_, Event>, timer: TimerId, token: u64) {
         if token != TM_TIMER || self.timer.is_some_and(|(_, id)| id != timer) {
             return;
         }

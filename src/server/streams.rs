@@ -1,0 +1,494 @@
+//! The server's stream glue: connection events from the shard runtime in, framed SIP
+//! messages to the one message path (`Server::on_message`), and messages for a stream
+//! destination out over the right connection.
+//!
+//! - A connection is owned by the shard that accepted or opened it; a message for it that was
+//!   made on another shard (the Call-ID's owner) is posted to the owner
+//!   ([`Event::StreamSend`]).
+//! - Where a destination names no live connection, the aliases (transport + peer address)
+//!   give the open one to that peer (RFC 5923 reuse); failing that, a new connection is
+//!   opened from the destination's listen socket, and the message waits for it.
+//! - An outgoing connection that never comes up fails the branches of the requests that
+//!   waited for it at once (tm's `on_send_failed`), instead of after fr_timer.
+//! - A sweep every second ends idle connections, slow senders, and connects or TLS
+//!   handshakes that take too long.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ser_shards::{CloseReason, Ctx, Inbound, SocketId, StreamEvent};
+
+use super::{Event, Server};
+use crate::sip::{Arrival, ConnId, Dest, LocalReply, Transport};
+use crate::stats::Stats;
+use crate::stream::framing::{Frame, FrameError};
+use crate::stream::{StreamConn, MAX_UNSENT};
+
+/// The token of the connection sweep timer.
+pub(super) const SWEEP_TIMER: u64 = 2;
+/// How often connections are checked for their timeouts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+fn sip_conn(c: ser_shards::ConnId) -> ConnId {
+    ConnId::from_raw(c.0)
+}
+
+fn rt_conn(c: ConnId) -> ser_shards::ConnId {
+    ser_shards::ConnId(c.get())
+}
+
+impl Server {
+    /// A connection event from the runtime.
+    pub(super) fn on_stream_event(&mut self, ctx: &mut Ctx<'_, Event>, ev: StreamEvent<'_>) {
+        match ev {
+            StreamEvent::Opened {
+                conn,
+                peer,
+                local,
+                socket,
+                outgoing,
+            } => self.opened(ctx, sip_conn(conn), peer, local, socket, outgoing),
+            StreamEvent::Data { conn, data } => self.data(ctx, sip_conn(conn), data),
+            StreamEvent::Closed { conn, reason } => {
+                let why = match reason {
+                    CloseReason::Eof => "closed by the peer".to_string(),
+                    CloseReason::Error(k) => format!("error: {k}"),
+                    CloseReason::ConnectFailed(k) => format!("connect failed: {k}"),
+                    CloseReason::Overflow => "peer does not read (write queue full)".to_string(),
+                };
+                self.gone(ctx, sip_conn(conn), &why);
+            }
+        }
+    }
+
+    fn opened(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        conn: ConnId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: SocketId,
+        outgoing: bool,
+    ) {
+        let now = ctx.now();
+        let sock = socket.0 as usize;
+        let transport = self
+            .core
+            .local
+            .sockets
+            .get(sock)
+            .map_or(Transport::Tcp, |l| l.transport);
+        if outgoing {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            c.last = now;
+            c.local = local;
+            crate::debug!("connected to {} over {}", peer, c.transport);
+            if c.transport != Transport::Tls {
+                c.up = true;
+                c.unsent.clear();
+            } else {
+                // The client hello waits in the session until the socket is up.
+                self.tls_flush(ctx, conn);
+            }
+            return;
+        }
+        #[allow(unused_mut)]
+        let mut c = StreamConn::new(transport, peer, local, sock, false, now);
+        if transport == Transport::Tls {
+            #[cfg(feature = "tls")]
+            match self.tls_server_session() {
+                Some(s) => c.tls = Some(s),
+                None => {
+                    crate::notice!("TLS connection from {peer} refused: no TLS configured");
+                    ctx.close(rt_conn(conn), false);
+                    return;
+                }
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                ctx.close(rt_conn(conn), false);
+                return;
+            }
+        }
+        self.streams.aliases.set(transport, peer, conn);
+        self.conns.insert(conn, c);
+        self.arm_sweep(ctx);
+    }
+
+    /// Bytes read from `conn`: decrypted where TLS, framed, each message handled.
+    fn data(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, data: &[u8]) {
+        let now = ctx.now();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last = now;
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        #[cfg(feature = "tls")]
+        let is_tls = c.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let is_tls = false;
+        let bytes: &[u8] = if is_tls {
+            #[cfg(feature = "tls")]
+            {
+                let was_up = c.up;
+                let r = c.tls.as_mut().map(|t| t.read(data, &mut plain));
+                if let Some(Err(e)) = r {
+                    self.tls_plain = plain;
+                    Stats::inc(&self.stats.tls_failures);
+                    crate::info!("TLS error from {}: {e}", c.peer);
+                    // The alert rustls queued goes out before the close.
+                    self.tls_flush(ctx, conn);
+                    self.drop_conn(ctx, conn, true, "TLS error");
+                    return;
+                }
+                let handshaken = c.tls.as_ref().is_some_and(|t| !t.handshaking());
+                if handshaken && !was_up {
+                    c.up = true;
+                    c.unsent.clear();
+                }
+                self.tls_flush(ctx, conn);
+            }
+            &plain
+        } else {
+            data
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            self.tls_plain = plain;
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.frame_buf);
+        let mut frames = std::mem::take(&mut self.frames);
+        let r = c.framer.feed(bytes, now, &mut buf, &mut frames);
+        let (peer, local, socket) = (c.peer, c.local, c.socket);
+        self.tls_plain = plain;
+        for f in &frames {
+            match *f {
+                Frame::Ping => {
+                    self.write_conn(ctx, conn, b"\r\n");
+                }
+                Frame::Message(a, b) => {
+                    let msg = Inbound {
+                        data: &buf[a..b],
+                        conn: Some(rt_conn(conn)),
+                        peer,
+                        local,
+                        socket: SocketId(socket as u32),
+                        handed_off: false,
+                        at: now,
+                    };
+                    self.on_inbound(ctx, msg);
+                }
+                Frame::Unframable(a, b) => {
+                    self.reply_unframable(ctx, conn, &buf[a..b], peer, local, socket);
+                }
+            }
+        }
+        self.frame_buf = buf;
+        self.frames = frames;
+        if let Err(e) = r {
+            match e {
+                FrameError::NoContentLength => Stats::inc(&self.stats.drop_bad_request),
+                _ => Stats::inc(&self.stats.drop_garbage),
+            }
+            crate::info!("closing connection from {peer}: {e}");
+            self.drop_conn(ctx, conn, true, "framing error");
+        }
+    }
+
+    /// 400 to a request that came without Content-Length on a stream (when it still reads
+    /// as one); the connection closes after it.
+    fn reply_unframable(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        conn: ConnId,
+        head: &[u8],
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: usize,
+    ) {
+        let Some(msg) = ser_parser::parse_lenient(head) else {
+            return;
+        };
+        if !msg.is_request() {
+            return;
+        }
+        let transport = self
+            .conns
+            .get(&conn)
+            .map_or(Transport::Tcp, |c| c.transport);
+        let at = Arrival {
+            transport,
+            src: peer,
+            local,
+            socket,
+            shard: ctx.shard(),
+            conn: Some(conn),
+        };
+        let r = LocalReply {
+            code: 400,
+            reason: b"Missing Content-Length",
+            headers: "",
+        };
+        self.scratch.clear();
+        self.core
+            .reply
+            .reply(&self.core.local, &msg, &at, &r, &mut self.scratch.out);
+        self.stats.count_sl(400);
+        self.flush(ctx);
+    }
+
+    /// Sends `data` to a stream destination: on its connection (posted to the shard that
+    /// owns it), the aliased one, or a new one.
+    pub(super) fn send_stream(&mut self, ctx: &mut Ctx<'_, Event>, dst: Dest, data: &[u8]) {
+        let known = dst
+            .conn
+            .or_else(|| self.streams.aliases.get(dst.transport, dst.addr));
+        if let Some(conn) = known {
+            if conn.shard() != ctx.shard() && conn.shard() < ctx.shard_count() {
+                let dst = Dest {
+                    conn: Some(conn),
+                    ..dst
+                };
+                ctx.post(
+                    conn.shard(),
+                    Event::StreamSend {
+                        dst,
+                        data: data.to_vec(),
+                    },
+                );
+                return;
+            }
+            if self.write_conn(ctx, conn, data) {
+                return;
+            }
+        }
+        // The named connection is gone: the alias, else a new connection.
+        if let Some(conn) = self.streams.aliases.get(dst.transport, dst.addr) {
+            if Some(conn) != known {
+                if conn.shard() != ctx.shard() {
+                    ctx.post(
+                        conn.shard(),
+                        Event::StreamSend {
+                            dst: Dest {
+                                conn: Some(conn),
+                                ..dst
+                            },
+                            data: data.to_vec(),
+                        },
+                    );
+                    return;
+                }
+                if self.write_conn(ctx, conn, data) {
+                    return;
+                }
+            }
+        }
+        self.connect_and_send(ctx, dst, data);
+    }
+
+    /// Opens a connection to `dst` and queues `data` on it.
+    fn connect_and_send(&mut self, ctx: &mut Ctx<'_, Event>, dst: Dest, data: &[u8]) {
+        let now = ctx.now();
+        if !matches!(dst.transport, Transport::Tcp | Transport::Tls) {
+            Stats::inc(&self.stats.drop_no_route);
+            crate::notice!(
+                "no {} connection to {}; message dropped",
+                dst.transport,
+                dst.addr
+            );
+            return;
+        }
+        let fits = self
+            .core
+            .local
+            .sockets
+            .get(dst.socket)
+            .is_some_and(|l| l.transport == dst.transport);
+        let socket = if fits {
+            Some(dst.socket)
+        } else {
+            self.core
+                .local
+                .socket_for(dst.transport, &dst.addr, dst.socket)
+        };
+        let Some(socket) = socket else {
+            Stats::inc(&self.stats.drop_no_route);
+            crate::notice!("no {} socket to reach {}", dst.transport, dst.addr);
+            self.send_failed(ctx, data);
+            return;
+        };
+        #[cfg(feature = "tls")]
+        let session = if dst.transport == Transport::Tls {
+            match self.tls_client_session(dst.addr) {
+                Some(s) => Some(s),
+                None => {
+                    crate::notice!("no TLS client configured; cannot reach {}", dst.addr);
+                    self.send_failed(ctx, data);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        #[cfg(not(feature = "tls"))]
+        if dst.transport == Transport::Tls {
+            self.send_failed(ctx, data);
+            return;
+        }
+        let conn = match ctx.connect(SocketId(socket as u32), dst.addr) {
+            Ok(c) => sip_conn(c),
+            Err(e) => {
+                crate::notice!("cannot connect to {} over {}: {e}", dst.addr, dst.transport);
+                self.send_failed(ctx, data);
+                return;
+            }
+        };
+        let local = self.core.local.addr(socket).unwrap_or(dst.addr);
+        #[allow(unused_mut)]
+        let mut c = StreamConn::new(dst.transport, dst.addr, local, socket, true, now);
+        #[cfg(feature = "tls")]
+        {
+            c.tls = session;
+        }
+        self.streams.aliases.set(dst.transport, dst.addr, conn);
+        self.conns.insert(conn, c);
+        self.arm_sweep(ctx);
+        self.write_conn(ctx, conn, data);
+    }
+
+    /// Writes `data` on this shard's connection `conn` (through its TLS session); false when
+    /// there is no such connection (any more).
+    pub(super) fn write_conn(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        conn: ConnId,
+        data: &[u8],
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.last = ctx.now();
+        if !c.up && c.unsent.len() < MAX_UNSENT {
+            c.unsent.push(data.to_vec());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(t) = c.tls.as_mut() {
+            if t.write(data).is_err() {
+                self.drop_conn(ctx, conn, false, "TLS write failed");
+                return false;
+            }
+            self.tls_flush(ctx, conn);
+            return true;
+        }
+        match ctx.write(rt_conn(conn), data) {
+            Ok(()) => true,
+            Err(ser_shards::WriteError::Overflow) => {
+                self.gone(ctx, conn, "peer does not read (write queue full)");
+                false
+            }
+            Err(ser_shards::WriteError::NoConnection) => {
+                self.gone(ctx, conn, "connection gone");
+                false
+            }
+        }
+    }
+
+    /// Moves what `conn`'s TLS session has to send onto the connection.
+    #[allow(unused_variables)]
+    fn tls_flush(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId) {
+        #[cfg(feature = "tls")]
+        {
+            let Some(t) = self.conns.get_mut(&conn).and_then(|c| c.tls.as_mut()) else {
+                return;
+            };
+            let mut out = Vec::new();
+            t.drain(&mut out);
+            if !out.is_empty() {
+                let _ = ctx.write_owned(rt_conn(conn), out);
+            }
+        }
+    }
+
+    /// Ends `conn` from our side (after what is queued, when `after_writes`).
+    pub(super) fn drop_conn(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        conn: ConnId,
+        after_writes: bool,
+        why: &str,
+    ) {
+        ctx.close(rt_conn(conn), after_writes);
+        self.gone(ctx, conn, why);
+    }
+
+    /// `conn` ended (either side): forget it, its alias and the bindings that used it, and
+    /// fail the branches whose requests never left on it.
+    fn gone(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, why: &str) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.streams.aliases.remove(c.transport, c.peer, conn);
+        crate::debug!(
+            "{} connection {} {} ended: {why}",
+            c.transport,
+            if c.outgoing { "to" } else { "from" },
+            c.peer
+        );
+        if c.outgoing && !c.up {
+            crate::notice!("cannot reach {} over {}: {why}", c.peer, c.transport);
+            for m in &c.unsent {
+                self.send_failed(ctx, m);
+            }
+        }
+    }
+
+    /// A message could not be sent: a request of a transaction fails its branch at once.
+    fn send_failed(&mut self, ctx: &mut Ctx<'_, Event>, data: &[u8]) {
+        let Ok(msg) = ser_parser::parse(data) else {
+            return;
+        };
+        if !msg.is_request() {
+            return;
+        }
+        self.scratch.clear();
+        let now = ctx.now();
+        if self.tm.tm.on_send_failed(now, &msg, &mut self.scratch.out) {
+            self.tm.run_events(now, &mut self.scratch.out);
+            self.flush(ctx);
+            self.start_tm_dns(ctx);
+            self.arm(ctx);
+        }
+    }
+
+    fn arm_sweep(&mut self, ctx: &mut Ctx<'_, Event>) {
+        if self.sweep_armed || self.conns.is_empty() {
+            return;
+        }
+        self.sweep_armed = true;
+        let at = ctx.now() + SWEEP_EVERY;
+        ctx.set_timer(at, SWEEP_TIMER);
+    }
+
+    /// Ends the connections whose time is up.
+    pub(super) fn sweep(&mut self, ctx: &mut Ctx<'_, Event>) {
+        self.sweep_armed = false;
+        let now: Instant = ctx.now();
+        let settings = self.streams.settings;
+        let due: Vec<(ConnId, &'static str)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.expired(now, &settings).map(|e| (*id, e.as_str())))
+            .collect();
+        for (conn, why) in due {
+            if let Some(c) = self.conns.get(&conn) {
+                crate::info!("closing {} connection with {}: {why}", c.transport, c.peer);
+            }
+            Stats::inc(&self.stats.conns_timed_out);
+            self.drop_conn(ctx, conn, false, why);
+        }
+        self.arm_sweep(ctx);
+    }
+}

@@ -1,0 +1,267 @@
+//! SIP over stream connections (TCP, TLS), without I/O: what one shard knows about each of
+//! its connections (transport, peer, framing, TLS session, timestamps), the connection
+//! aliases every shard shares (RFC 5923 reuse: transport + peer address → connection), and the
+//! timeouts that end a connection.
+//!
+//! The bytes move in `ser-shards` (accept, connect, read, write); the server's stream glue
+//! (`server::streams`) feeds them through here and sends what comes out. A connection lives
+//! on the shard that accepted or opened it; its [`ConnId`] says which.
+//!
+//! Not here: the socket calls, SIP parsing beyond framing ([`framing`]), routing decisions.
+
+pub mod framing;
+#[cfg(feature = "tls")]
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use crate::sip::{ConnId, Transport};
+
+/// The largest SIP message a stream may carry (head and body).
+pub const MAX_MESSAGE: usize = 65_535;
+
+/// How long a message may take to arrive once its first byte came: slow senders (one byte a
+/// second, the "slowloris" pattern) are cut off here.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages kept per outgoing connection until it is up: if it never comes up, their
+/// branches fail at once. More than this waiting on one connection are sent but not tracked.
+pub const MAX_UNSENT: usize = 64;
+
+/// Timeouts of stream connections (from `tcp_connection_lifetime`, `tcp_connect_timeout`,
+/// `tls_handshake_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub lifetime: Duration,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_config(o: &crate::config::StreamOptions) -> Self {
+        Self {
+            lifetime: Duration::from_secs(o.connection_lifetime_s),
+            connect_timeout: Duration::from_secs(o.connect_timeout_s),
+            handshake_timeout: Duration::from_secs(o.tls_handshake_timeout_s),
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+}
+
+/// Why we end a connection ourselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing either way for `tcp_connection_lifetime`.
+    Idle,
+    /// An outgoing connection not up within `tcp_connect_timeout`.
+    Connect,
+    /// A TLS handshake not done within `tls_handshake_timeout`.
+    Handshake,
+    /// A message begun and not finished within [`READ_TIMEOUT`].
+    Read,
+}
+
+impl Expiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle past tcp_connection_lifetime",
+            Self::Connect => "not connected within tcp_connect_timeout",
+            Self::Handshake => "TLS handshake not done within tls_handshake_timeout",
+            Self::Read => "message not complete within the read timeout",
+        }
+    }
+}
+
+/// One connection as the SIP layer sees it.
+pub struct StreamConn {
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The listen socket (index in `Local::sockets`) it belongs to.
+    pub socket: usize,
+    pub outgoing: bool,
+    /// Connected (outgoing) and, on TLS, handshake done.
+    pub up: bool,
+    pub opened: Instant,
+    /// Last traffic either way.
+    pub last: Instant,
+    pub framer: framing::Framer,
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<session::Session>>,
+    /// Copies of the messages written before the connection was up (see [`MAX_UNSENT`]).
+    pub unsent: Vec<Vec<u8>>,
+}
+
+impl StreamConn {
+    pub fn new(
+        transport: Transport,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: usize,
+        outgoing: bool,
+        now: Instant,
+    ) -> Self {
+        Self {
+            transport,
+            peer,
+            local,
+            socket,
+            outgoing,
+            up: !outgoing && transport != Transport::Tls,
+            opened: now,
+            last: now,
+            framer: framing::Framer::new(MAX_MESSAGE),
+            #[cfg(feature = "tls")]
+            tls: None,
+            unsent: Vec::new(),
+        }
+    }
+
+    /// Whether the TLS handshake is still going on.
+    pub fn handshaking(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            return t.handshaking();
+        }
+        false
+    }
+
+    /// Why this connection should end now, if it should.
+    pub fn expired(&self, now: Instant, s: &Settings) -> Option<Expiry> {
+        let age = now.saturating_duration_since(self.opened);
+        if self.outgoing && !self.up && age > s.connect_timeout {
+            return Some(Expiry::Connect);
+        }
+        if self.handshaking() && age > s.handshake_timeout {
+            return Some(Expiry::Handshake);
+        }
+        if let Some(t) = self.framer.incomplete_since() {
+            if now.saturating_duration_since(t) > s.read_timeout {
+                return Some(Expiry::Read);
+            }
+        }
+        if now.saturating_duration_since(self.last) > s.lifetime {
+            return Some(Expiry::Idle);
+        }
+        None
+    }
+}
+
+/// Connection aliases every shard reads (RFC 5923; Kamailio's tcp aliases): the open
+/// connection to a peer, by transport and address, so that a request to a phone goes back
+/// over the connection it registered on, and replies and later requests to a peer reuse the
+/// connection it opened.
+#[derive(Debug, Default)]
+pub struct Aliases {
+    map: RwLock<HashMap<(Transport, SocketAddr), ConnId>>,
+}
+
+impl Aliases {
+    pub fn get(&self, transport: Transport, peer: SocketAddr) -> Option<ConnId> {
+        let m = self.map.read().unwrap_or_else(|e| e.into_inner());
+        m.get(&(transport, peer)).copied()
+    }
+
+    /// `conn` is (now) the connection to `peer` over `transport`.
+    pub fn set(&self, transport: Transport, peer: SocketAddr, conn: ConnId) {
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        m.insert((transport, peer), conn);
+    }
+
+    /// Forgets `conn` as the connection to `peer` (a newer one stays).
+    pub fn remove(&self, transport: Transport, peer: SocketAddr, conn: ConnId) {
+        let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if m.get(&(transport, peer)) == Some(&conn) {
+            m.remove(&(transport, peer));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What every shard's stream glue shares: the aliases, the timeouts, TLS.
+#[derive(Default)]
+pub struct Shared {
+    pub aliases: Aliases,
+    pub settings: Settings,
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::Tls>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(outgoing: bool, t: Transport, now: Instant) -> StreamConn {
+        let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        StreamConn::new(t, a, a, 0, outgoing, now)
+    }
+
+    #[test]
+    fn expiry_on_a_virtual_clock() {
+        let s = Settings::default();
+        let t0 = Instant::now();
+        let sec = |n| t0 + Duration::from_secs(n);
+        let mut c = conn(false, Transport::Tcp, t0);
+        assert!(c.up);
+        assert_eq!(c.expired(sec(119), &s), None);
+        assert_eq!(c.expired(sec(121), &s), Some(Expiry::Idle));
+        c.last = sec(100);
+        assert_eq!(
+            c.expired(sec(121), &s),
+            None,
+            "traffic refreshes the lifetime"
+        );
+
+        let mut out = conn(true, Transport::Tcp, t0);
+        assert!(!out.up);
+        assert_eq!(out.expired(sec(11), &s), Some(Expiry::Connect));
+        out.up = true;
+        assert_eq!(out.expired(sec(11), &s), None);
+
+        // A message begun and never finished.
+        let mut slow = conn(false, Transport::Tcp, t0);
+        let (mut buf, mut frames) = (Vec::new(), Vec::new());
+        slow.framer
+            .feed(b"INVITE sip:a SIP/2.0\r\n", sec(1), &mut buf, &mut frames)
+            .unwrap();
+        slow.last = sec(10);
+        assert_eq!(slow.expired(sec(10), &s), None);
+        assert_eq!(slow.expired(sec(12), &s), Some(Expiry::Read));
+    }
+
+    #[test]
+    fn aliases_keep_the_newest_connection() {
+        let a = Aliases::default();
+        let p: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        let (c1, c2) = (ConnId::new(0, 1), ConnId::new(1, 2));
+        a.set(Transport::Tcp, p, c1);
+        a.set(Transport::Tcp, p, c2);
+        a.remove(Transport::Tcp, p, c1);
+        assert_eq!(a.get(Transport::Tcp, p), Some(c2));
+        assert_eq!(a.get(Transport::Tls, p), None);
+        a.remove(Transport::Tcp, p, c2);
+        assert!(a.is_empty());
+    }
+}
