@@ -102,6 +102,9 @@ pub struct StreamOptions {
     /// `tcp_connect_timeout = s`: an outgoing connection (with its TLS handshake) not up by
     /// then fails, and so does the branch it was for. Default 10.
     pub connect_timeout_s: u64,
+    /// `tcp_read_timeout = s`: a message begun on a stream must be complete within this
+    /// long (slow senders are cut off). Default 10.
+    pub read_timeout_s: u64,
     /// `tls_certificate = "path"` (PEM chain); none: a self-signed one under data_dir.
     pub tls_certificate: Option<String>,
     /// `tls_private_key = "path"` (PEM).
@@ -128,6 +131,7 @@ impl Default for StreamOptions {
             connection_lifetime_s: 120,
             max_connections: 2048,
             connect_timeout_s: 10,
+            read_timeout_s: 10,
             tls_certificate: None,
             tls_private_key: None,
             tls_ca_list: None,
@@ -403,6 +407,10 @@ impl Config {
                 "tcp_connect_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("seconds"))?;
                     self.streams.connect_timeout_s = n.clamp(1, 600) as u64;
+                }
+                "tcp_read_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.read_timeout_s = n.clamp(1, 600) as u64;
                 }
                 "tls_handshake_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("seconds"))?;

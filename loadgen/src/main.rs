@@ -81,6 +81,7 @@ fn real_main() -> Result<i32> {
         batch: o.batch,
         // Response times end at the kernel's receive time, whatever the batching.
         stamp: true,
+        ..Config::default()
     };
     let n = o.shards;
     let factory = {

@@ -359,6 +359,18 @@ fn bind_streams(
     let mut out: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
     for want in &cfg.stream_listen {
         let mut addr = *want;
+        // Port 0 on an address a datagram socket also has with port 0: the port that one
+        // got, when it is free for TCP too (SIP serves UDP and TCP on one port).
+        let same_udp = cfg
+            .listen
+            .iter()
+            .position(|u| *u == addr && addr.port() == 0)
+            .and_then(|j| addrs.first().and_then(|a| a.get(j)));
+        if let Some(u) = same_udp {
+            if crate::streams::tcp_listener(*u, false).is_ok() {
+                addr = *u;
+            }
+        }
         for (i, shard) in out.iter_mut().enumerate() {
             let sock = crate::streams::tcp_listener(addr, cfg.reuse_port)?;
             let local = bound_addr(&sock)?;

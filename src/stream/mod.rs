@@ -23,8 +23,8 @@ use crate::sip::{ConnId, Transport};
 /// The largest SIP message a stream may carry (head and body).
 pub const MAX_MESSAGE: usize = 65_535;
 
-/// How long a message may take to arrive once its first byte came: slow senders (one byte a
-/// second, the "slowloris" pattern) are cut off here.
+/// How long a message may take to arrive once its first byte came, unless `tcp_read_timeout`
+/// says otherwise: slow senders (one byte a second, the "slowloris" pattern) are cut off here.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Messages kept per outgoing connection until it is up: if it never comes up, their
@@ -58,7 +58,7 @@ impl Settings {
             lifetime: Duration::from_secs(o.connection_lifetime_s),
             connect_timeout: Duration::from_secs(o.connect_timeout_s),
             handshake_timeout: Duration::from_secs(o.tls_handshake_timeout_s),
-            read_timeout: READ_TIMEOUT,
+            read_timeout: Duration::from_secs(o.read_timeout_s),
         }
     }
 }
@@ -72,7 +72,7 @@ pub enum Expiry {
     Connect,
     /// A TLS handshake not done within `tls_handshake_timeout`.
     Handshake,
-    /// A message begun and not finished within [`READ_TIMEOUT`].
+    /// A message begun and not finished within `tcp_read_timeout`.
     Read,
 }
 

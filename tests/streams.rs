@@ -1,0 +1,267 @@
+//! SIP over TCP (and TLS, in tests/tls.rs) against a live `ser` on loopback: sipp callers
+//! over TCP (one connection, and one per call) through a stateful record-routing proxy to a
+//! UDP callee; keep-alive pings; framing errors (no Content-Length, oversize, lying lengths);
+//! slow senders and idle connections cut off by their timeouts; the connection limit; and
+//! through all of it, other clients (UDP and TCP) still served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::sipp::*;
+use common::*;
+
+const RR_PROXY: &str = r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+loadmodule "modules/maxfwd/maxfwd.so"
+route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); break; };
+    if (method == "OPTIONS" && uri == myself) { sl_send_reply("200", "OK"); break; };
+    if (loose_route()) { t_relay(); break; };
+    if (method == "INVITE") record_route();
+    if (!t_relay()) { sl_reply_error(); };
+}
+"#;
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads one SIP message (head + Content-Length body) from a stream.
+fn read_msg(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case("content-length") || n.trim().eq_ignore_ascii_case("l"))
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+fn options_over_tcp(s: &mut TcpStream, ser: &Ser, call_id: &str) -> Option<String> {
+    let local = s.local_addr().unwrap();
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{}", ser.listen("tcp")),
+        local.port(),
+        call_id,
+        "",
+    )
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    s.write_all(req.as_bytes()).ok()?;
+    read_msg(s)
+}
+
+/// True when the peer closed `s` (EOF or reset) within the read timeout.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 256];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn udp_options_ok(ser: &Ser, tag: &str) {
+    let peer = Peer::new();
+    let req = request("OPTIONS", &format!("sip:{}", ser.addr()), peer.port(), tag, "");
+    peer.send(ser.addr(), req.as_bytes());
+    let r = peer.recv().unwrap_or_else(|| panic!("no UDP answer\n{}", ser.log_text()));
+    assert_eq!(status(&r), Some(200), "{r}");
+}
+
+fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
+    require_sipp();
+    let dir = temp_dir(tag);
+    let ser = Ser::start(tag, RR_PROXY, 0, 2, backend);
+    let tcp_port = ser.listen("tcp").port();
+    assert_eq!(tcp_port, ser.port, "UDP and TCP share the port");
+    let uas_port = free_port();
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 10, &dir);
+    let scen = scenario(&dir, "uac-rr.xml", &callee);
+    let (ok, out) = run_bounded(
+        std::process::Command::new("sipp")
+            .arg("-sf")
+            .arg(&scen)
+            .arg(format!("127.0.0.1:{tcp_port}"))
+            .args(["-i", "127.0.0.1", "-t", mode, "-max_socket", "100"])
+            .args(["-m", "10", "-r", "10"])
+            .args(["-timeout", "20", "-timeout_error"])
+            .args(["-nostdin", "-trace_err", "-error_file", "/dev/null"]),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "caller over tcp ({mode}) failed:\n{out}\n{}", ser.log_text());
+    let (u_ok, u_log) = uas.finish(Duration::from_secs(20));
+    assert!(u_ok, "UDP callee:\n{u_log}");
+}
+
+#[test]
+fn sipp_over_one_tcp_connection_calls_a_udp_callee() {
+    calls_over_tcp("auto", "t1", "tcp-t1");
+}
+
+#[test]
+fn sipp_over_a_tcp_connection_per_call_calls_a_udp_callee() {
+    calls_over_tcp("auto", "tn", "tcp-tn");
+}
+
+#[test]
+fn sipp_over_tcp_on_the_portable_backend() {
+    calls_over_tcp("portable", "tn", "tcp-portable");
+}
+
+#[test]
+fn keepalive_ping_gets_a_pong_and_replies_come_back_on_the_connection() {
+    let ser = Ser::start("tcp-ping", RR_PROXY, 0, 2, "auto");
+    let mut s = tcp(ser.listen("tcp"));
+    s.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    // Several Call-IDs: some are owned by the other shard, whose reply travels back here.
+    for i in 0..6 {
+        let r = options_over_tcp(&mut s, &ser, &format!("tcp-ping-{i}"))
+            .unwrap_or_else(|| panic!("no reply\n{}", ser.log_text()));
+        assert_eq!(status(&r), Some(200), "{r}");
+        assert!(r.contains("SIP/2.0/TCP"), "{r}");
+    }
+    // Two messages in one write, split anywhere: both answered, in order.
+    let local = s.local_addr().unwrap().port();
+    let uri = format!("sip:{}", ser.listen("tcp"));
+    let two = request("OPTIONS", &uri, local, "two-a", "").replace("/UDP", "/TCP")
+        + &request("OPTIONS", &uri, local, "two-b", "").replace("/UDP", "/TCP");
+    let (a, b) = two.as_bytes().split_at(two.len() / 2 + 7);
+    s.write_all(a).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b).unwrap();
+    let r1 = read_msg(&mut s).expect("first");
+    let r2 = read_msg(&mut s).expect("second");
+    assert!(r1.contains("two-a") && r2.contains("two-b"), "{r1}\n{r2}");
+}
+
+#[test]
+fn framing_errors_close_only_their_connection() {
+    let ser = Ser::start("tcp-framing", RR_PROXY, 0, 2, "auto");
+    let addr = ser.listen("tcp");
+    let mut good = tcp(addr);
+
+    // No Content-Length: 400, then the server closes.
+    let mut s = tcp(addr);
+    let req = request("OPTIONS", &format!("sip:{addr}"), 1, "nolen", "")
+        .replace("Content-Length: 0\r\n", "")
+        .replace("/UDP", "/TCP");
+    s.write_all(req.as_bytes()).unwrap();
+    let r = read_msg(&mut s).unwrap_or_else(|| panic!("no 400\n{}", ser.log_text()));
+    assert_eq!(status(&r), Some(400), "{r}");
+    assert!(closed(&mut s), "closed after the 400");
+
+    // A Content-Length past the size limit: closed.
+    let mut s = tcp(addr);
+    let req = request("OPTIONS", &format!("sip:{addr}"), 1, "huge", "")
+        .replace("Content-Length: 0", "Content-Length: 9999999");
+    s.write_all(req.as_bytes()).unwrap();
+    assert!(closed(&mut s), "closed: message over the limit");
+
+    // A head that never ends: closed once past the limit.
+    let mut s = tcp(addr);
+    let junk = vec![b'x'; 70_000];
+    let _ = s.write_all(&junk);
+    assert!(closed(&mut s), "closed: endless head");
+
+    // A lying Content-Length (more than comes), then the peer closes: nothing to answer.
+    let mut s = tcp(addr);
+    let req = request("OPTIONS", &format!("sip:{addr}"), 1, "liar", "")
+        .replace("Content-Length: 0", "Content-Length: 500");
+    s.write_all(req.as_bytes()).unwrap();
+    drop(s);
+
+    // Bytes that frame but do not parse: a 400 or a drop, and the connection lives on.
+    let mut s = tcp(addr);
+    s.write_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Meanwhile the good client and UDP are served.
+    let r = options_over_tcp(&mut good, &ser, "good-1").expect("good client served");
+    assert_eq!(status(&r), Some(200));
+    udp_options_ok(&ser, "udp-framing");
+}
+
+#[test]
+fn slow_senders_and_idle_connections_are_cut_off() {
+    let script = format!("tcp_read_timeout=1\ntcp_connection_lifetime=3\n{RR_PROXY}");
+    let ser = Ser::start("tcp-timeouts", &script, 0, 1, "auto");
+    let addr = ser.listen("tcp");
+    let mut slow = tcp(addr);
+    slow.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP").unwrap();
+    let mut idle = tcp(addr);
+    let r = options_over_tcp(&mut idle, &ser, "idle-1").expect("served");
+    assert_eq!(status(&r), Some(200));
+    let t0 = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    assert!(closed(&mut slow), "slow sender closed\n{}", ser.log_text());
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    // The idle one outlives the read timeout, then goes after its lifetime.
+    idle.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    assert!(closed(&mut idle), "idle connection closed\n{}", ser.log_text());
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_and_others_served() {
+    let script = format!("tcp_max_connections=4\n{RR_PROXY}");
+    let ser = Ser::start("tcp-limit", &script, 0, 2, "auto");
+    let addr = ser.listen("tcp");
+    let mut held: Vec<TcpStream> = (0..4).map(|_| tcp(addr)).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        let r = options_over_tcp(s, &ser, &format!("held-{i}")).expect("served");
+        assert_eq!(status(&r), Some(200));
+    }
+    let mut extra = tcp(addr);
+    assert!(
+        options_over_tcp(&mut extra, &ser, "extra").is_none(),
+        "the fifth connection is closed unanswered"
+    );
+    udp_options_ok(&ser, "udp-limit");
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = tcp(addr);
+    let r = options_over_tcp(&mut again, &ser, "again").expect("a freed slot serves");
+    assert_eq!(status(&r), Some(200));
+}
+
+#[test]
+fn disable_tcp_and_explicit_listen_lines() {
+    let ser = Ser::start("tcp-disabled", &format!("disable_tcp=yes\n{RR_PROXY}"), 0, 1, "auto");
+    assert!(ser.listens("tcp").is_empty(), "{:?}", ser.sockets);
+    let port = free_port_udp_tcp();
+    let script = format!("listen=tcp:127.0.0.1:{port}\nlisten=udp:127.0.0.1:{port}\n{RR_PROXY}");
+    let ser = Ser::start("tcp-listen", &script, 0, 1, "auto");
+    assert_eq!(ser.listen("tcp").port(), port);
+    assert_eq!(ser.listen("udp").port(), port);
+    let mut s = tcp(ser.listen("tcp"));
+    let r = options_over_tcp(&mut s, &ser, "explicit").expect("served");
+    assert_eq!(status(&r), Some(200));
+}
