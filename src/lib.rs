@@ -34,6 +34,8 @@ pub mod modules;
 pub mod server;
 pub mod sip;
 pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;
