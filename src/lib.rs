@@ -35,6 +35,8 @@ pub mod server;
 pub mod sip;
 pub mod stats;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;
