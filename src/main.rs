@@ -386,11 +386,57 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
 /// What the shards' stream glue shares: connection aliases, timeouts, and TLS when a TLS
 /// socket listens or TLS is on (a certificate that does not load stops us here).
 fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared> {
-    let _ = listens;
-    Ok(ser::stream::Shared {
+    let mut shared = ser::stream::Shared {
         settings: ser::stream::Settings::from_config(&cfg.streams),
         ..Default::default()
-    })
+    };
+    if !listens.iter().any(|l| l.transport == ser::sip::Transport::Tls) {
+        return Ok(shared);
+    }
+    #[cfg(feature = "tls")]
+    {
+        let o = &cfg.streams;
+        let mut names: Vec<String> = listens.iter().map(|l| l.addr.ip().to_string()).collect();
+        names.extend(cfg.listen.iter().filter_map(|l| l.name.clone()));
+        names.extend(cfg.aliases.iter().map(|(n, _)| n.clone()));
+        if let Some(h) = ser_shards::os::hostname() {
+            names.push(h);
+        }
+        names.sort();
+        names.dedup();
+        let settings = ser::tls::TlsSettings {
+            certificate: o.tls_certificate.as_ref().map(Into::into),
+            private_key: o.tls_private_key.as_ref().map(Into::into),
+            ca_list: o.tls_ca_list.as_ref().map(Into::into),
+            verify: o.tls_verify,
+            require_certificate: o.tls_require_certificate,
+            method: o.tls_method.parse().map_err(|e| anyhow::anyhow!("tls_method: {e}"))?,
+            data_dir: Some(std::path::PathBuf::from(&cfg.data_dir)),
+            names,
+        };
+        let tls = match ser::tls::Tls::load(&settings) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("TLS: {e}");
+                bail!("TLS: {e}");
+            }
+        };
+        if let Some(p) = &tls.self_signed {
+            ser::log::always(
+                ser::log::L_NOTICE,
+                format_args!(
+                    "TLS: no tls_certificate given; using the self-signed certificate {}",
+                    p.display()
+                ),
+            );
+        }
+        shared.tls = Some(tls);
+        Ok(shared)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        bail!("this ser was built without TLS (cargo feature `tls`); remove the tls listen lines")
+    }
 }
 
 /// What every shard shares: our sockets and names, the module parameters, the databases

@@ -315,11 +315,20 @@ impl Tls {
                 what: "client",
                 err,
             })?;
-        let builder = if s.verify {
-            let roots = match ca_roots {
-                Some(roots) => roots,
-                None => Arc::new(system_roots()?),
-            };
+        let roots = match (s.verify, ca_roots) {
+            (false, _) => None,
+            (true, Some(roots)) => Some(roots),
+            (true, None) => match system_roots() {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    // Incoming TLS still works; outgoing connections fail their handshake
+                    // with this reason instead of the whole server refusing to start.
+                    crate::warn!("TLS: {e}; outgoing TLS connections will fail verification");
+                    None
+                }
+            },
+        };
+        let builder = if let Some(roots) = roots {
             let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|err| TlsError::Verifier {
@@ -327,11 +336,19 @@ impl Tls {
                     err,
                 })?;
             builder.with_webpki_verifier(verifier)
+        } else if s.verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
+                    algorithms: provider.signature_verification_algorithms,
+                    accept: false,
+                }))
         } else {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
                     algorithms: provider.signature_verification_algorithms,
+                    accept: true,
                 }))
         };
         let present = matches!(origin, Origin::Configured) || s.require_certificate;
@@ -683,6 +700,9 @@ fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError
 #[derive(Debug)]
 struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
+    /// False: verification was asked for but nothing can verify (no CA list, no system
+    /// store): every server certificate is refused, with that reason.
+    accept: bool,
 }
 
 impl ServerCertVerifier for AcceptAnyServerCert {
@@ -694,6 +714,12 @@ impl ServerCertVerifier for AcceptAnyServerCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.accept {
+            return Err(rustls::Error::General(
+                "no tls_ca_list and no system CA certificates to verify the server against"
+                    .into(),
+            ));
+        }
         Ok(ServerCertVerified::assertion())
     }
 

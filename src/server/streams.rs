@@ -148,6 +148,16 @@ impl Server {
                 if handshaken && !was_up {
                     c.up = true;
                     c.unsent.clear();
+                    Stats::inc(&self.stats.tls_handshakes);
+                    if let Some(t) = c.tls.as_ref() {
+                        if let Some((v, cipher)) = t.describe() {
+                            crate::debug!(
+                                "TLS with {}: {v} {cipher}{}",
+                                c.peer,
+                                if t.resumed() { " (resumed)" } else { "" }
+                            );
+                        }
+                    }
                 }
                 self.tls_flush(ctx, conn);
             }
@@ -460,6 +470,34 @@ impl Server {
             self.flush(ctx);
             self.start_tm_dns(ctx);
             self.arm(ctx);
+        }
+    }
+
+    /// A server-side TLS session for an accepted connection, when TLS is configured.
+    #[cfg(feature = "tls")]
+    fn tls_server_session(&self) -> Option<Box<crate::stream::session::Session>> {
+        let tls = self.streams.tls.as_ref()?;
+        match crate::stream::session::Session::server(std::sync::Arc::clone(&tls.server)) {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                crate::error!("cannot start a TLS session: {e}");
+                None
+            }
+        }
+    }
+
+    /// A client-side TLS session to `addr` (verified against the address: a destination
+    /// carries no host name here).
+    #[cfg(feature = "tls")]
+    fn tls_client_session(&self, addr: SocketAddr) -> Option<Box<crate::stream::session::Session>> {
+        let tls = self.streams.tls.as_ref()?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        match crate::stream::session::Session::client(std::sync::Arc::clone(&tls.client), name) {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                crate::error!("cannot start a TLS session to {addr}: {e}");
+                None
+            }
         }
     }
 
