@@ -282,6 +282,36 @@ pub fn ser_families(shards: &[StatsSnapshot], uptime: Duration) -> Vec<Family> {
         "Transactions created.",
         |s| s.tm_total,
     ));
+    v.push(scalar(
+        Kind::Gauge,
+        "ser_connections_open",
+        "TCP and TLS connections open.",
+        |s| s.conns_open,
+    ));
+    let mut ev = Family::counter(
+        "ser_connection_events_total",
+        "TCP and TLS connection events: accepted, refused (past tcp_max_connections), \
+         connected, connect_failed, closed (by the peer, an error, a full write queue, us), \
+         timed_out (idle, connect, TLS handshake, read).",
+    );
+    for (s, sh) in per_shard() {
+        for (e, n) in crate::stats::CONN_EVENTS.iter().zip(&s.conn_events) {
+            ev.sample(&[("event", e), ("shard", sh)], *n);
+        }
+    }
+    v.push(ev);
+    v.push(scalar(
+        Kind::Counter,
+        "ser_tls_handshakes_total",
+        "TLS handshakes completed.",
+        |s| s.tls_handshakes,
+    ));
+    v.push(scalar(
+        Kind::Counter,
+        "ser_tls_failures_total",
+        "TLS sessions that failed (handshake or record errors).",
+        |s| s.tls_failures,
+    ));
     let mut done = Family::counter(
         "ser_tm_completed_total",
         "Transactions ended after a final reply, by the class of that reply.",

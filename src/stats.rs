@@ -97,6 +97,20 @@ pub fn sl_code_index(code: u16) -> usize {
 }
 
 /// The drop reasons, in the order [`StatsSnapshot::drops`] gives them.
+/// Stream connection events, in the order of [`Stats::conn_events`] (the shard runtime counts
+/// them; the shard copies them here once a second and at each connection event).
+pub const CONN_EVENTS: [&str; 9] = [
+    "accepted",
+    "refused",
+    "connected",
+    "connect_failed",
+    "closed_by_peer",
+    "closed_error",
+    "closed_overflow",
+    "closed_local",
+    "timed_out",
+];
+
 pub const DROP_REASONS: [&str; 8] = [
     "bad_request",
     "bad_reply",
@@ -144,6 +158,10 @@ pub struct Stats {
     pub dns_failures: AtomicU64,
     /// Stream connections we closed for a timeout (idle, connect, TLS handshake, read).
     pub conns_timed_out: AtomicU64,
+    /// Stream connections open on this shard (a gauge).
+    pub conns_open: AtomicU64,
+    /// Stream connection events ([`CONN_EVENTS`]; the last one is `conns_timed_out`'s).
+    pub conn_events: [AtomicU64; 8],
     /// TLS handshakes that completed, and TLS sessions that failed (handshake or record).
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
@@ -240,6 +258,15 @@ impl Stats {
             handoffs: g(&self.handoffs),
             dns_failures: g(&self.dns_failures),
             conns_timed_out: g(&self.conns_timed_out),
+            conns_open: g(&self.conns_open),
+            conn_events: {
+                let mut e = [0; 9];
+                for (d, a) in e.iter_mut().zip(&self.conn_events) {
+                    *d = g(a);
+                }
+                e[8] = g(&self.conns_timed_out);
+                e
+            },
             tls_handshakes: g(&self.tls_handshakes),
             tls_failures: g(&self.tls_failures),
             tm_current: g(&self.tm_current),
@@ -280,6 +307,8 @@ pub struct StatsSnapshot {
     pub handoffs: u64,
     pub dns_failures: u64,
     pub conns_timed_out: u64,
+    pub conns_open: u64,
+    pub conn_events: [u64; 9],
     pub tls_handshakes: u64,
     pub tls_failures: u64,
     pub tm_current: u64,
@@ -339,6 +368,8 @@ impl StatsSnapshot {
         a(&mut self.handoffs, o.handoffs);
         a(&mut self.dns_failures, o.dns_failures);
         a(&mut self.conns_timed_out, o.conns_timed_out);
+        a(&mut self.conns_open, o.conns_open);
+        aa(&mut self.conn_events, &o.conn_events);
         a(&mut self.tls_handshakes, o.tls_handshakes);
         a(&mut self.tls_failures, o.tls_failures);
         a(&mut self.tm_current, o.tm_current);

@@ -254,6 +254,15 @@ const CORE_COMMANDS: &[Command] = &[
         slow: true,
         run: cmd_t_uac_from,
     },
+    Command {
+        name: "tcp_list",
+        module: "core",
+        params: Params::Lines,
+        help: "open TCP and TLS connections: id, transport, direction, peer, local address, \
+               shard, age, idle time, bytes in and out, TLS version and cipher",
+        slow: true,
+        run: cmd_tcp_list,
+    },
 ];
 
 fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
@@ -411,6 +420,26 @@ fn cmd_t_hash(m: &Mgmt, _: &[String]) -> Reply {
             })
             .collect(),
     )
+}
+
+/// `tcp_list`: every open stream connection, one line each (asks every shard, waits at most
+/// 2 s for each).
+fn cmd_tcp_list(m: &Mgmt, _: &[String]) -> Reply {
+    let Some(post) = &m.post else {
+        return Reply::error(500, "no shards running");
+    };
+    let mut lines = Vec::new();
+    for shard in 0..m.stats.len() {
+        let (tx, rx) = mpsc::channel();
+        if !post(shard, Event::ListConns(tx)) {
+            continue;
+        }
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(l) => lines.extend(l),
+            Err(_) => lines.push(format!("shard {shard}: no answer")),
+        }
+    }
+    Reply::ok(lines)
 }
 
 /// `t_uac_from`: method, From URI, To/Request-URI, header lines, empty line, body lines.

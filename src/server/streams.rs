@@ -38,8 +38,67 @@ fn rt_conn(c: ConnId) -> ser_shards::ConnId {
 }
 
 impl Server {
+    /// Copies the runtime's connection counters of this shard into its SIP statistics (what
+    /// metrics and the FIFO read).
+    pub(super) fn publish_conn_stats(&self, ctx: &Ctx<'_, Event>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = ctx.stats();
+        let e = &self.stats.conn_events;
+        let values = [
+            s.conns_accepted,
+            s.conns_refused,
+            s.conns_connected,
+            s.conns_connect_failed,
+            s.conns_closed_eof,
+            s.conns_closed_error,
+            s.conns_closed_overflow,
+            s.conns_closed_local,
+        ];
+        for (a, v) in e.iter().zip(values) {
+            a.store(v, Relaxed);
+        }
+        self.stats.conns_open.store(self.conns.len() as u64, Relaxed);
+    }
+
+    /// One line per connection of this shard, for `tcp_list`.
+    pub(super) fn list_conns(&self, ctx: &Ctx<'_, Event>) -> Vec<String> {
+        let now = ctx.now();
+        let mut out = Vec::with_capacity(self.conns.len());
+        for (id, c) in &self.conns {
+            let info = ctx.conn_info(rt_conn(*id));
+            let (bin, bout) = info.map_or((0, 0), |i| (i.bytes_in, i.bytes_out));
+            #[allow(unused_mut)]
+            let mut tls = String::new();
+            #[cfg(feature = "tls")]
+            if let Some((v, cipher)) = c.tls.as_ref().and_then(|t| t.describe()) {
+                tls = format!(" tls={v} cipher={cipher}");
+            }
+            out.push(format!(
+                "id={} {} {} peer={} local={} shard={} age={}s idle={}s in={} out={}{}{}",
+                id.get(),
+                c.transport,
+                if c.outgoing { "out" } else { "in" },
+                crate::sip::hostport(&c.peer),
+                crate::sip::hostport(&c.local),
+                ctx.shard(),
+                now.saturating_duration_since(c.opened).as_secs(),
+                now.saturating_duration_since(c.last).as_secs(),
+                bin,
+                bout,
+                if c.up { "" } else { " state=connecting" },
+                tls,
+            ));
+        }
+        out
+    }
+
     /// A connection event from the runtime.
     pub(super) fn on_stream_event(&mut self, ctx: &mut Ctx<'_, Event>, ev: StreamEvent<'_>) {
+        self.on_stream_event_inner(ctx, ev);
+        self.publish_conn_stats(ctx);
+    }
+
+    fn on_stream_event_inner(&mut self, ctx: &mut Ctx<'_, Event>, ev: StreamEvent<'_>) {
         match ev {
             StreamEvent::Opened {
                 conn,
@@ -527,6 +586,7 @@ impl Server {
             Stats::inc(&self.stats.conns_timed_out);
             self.drop_conn(ctx, conn, false, why);
         }
+        self.publish_conn_stats(ctx);
         self.arm_sweep(ctx);
     }
 }
