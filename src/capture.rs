@@ -94,6 +94,9 @@ struct Record {
     from: SocketAddr,
     to: SocketAddr,
     data: Vec<u8>,
+    /// A message of a stream connection: written as one TCP segment (sequence numbers
+    /// running per direction, so tshark and sngrep read the flow), else a UDP datagram.
+    tcp: bool,
 }
 
 enum Msg {
@@ -187,11 +190,20 @@ impl Capture {
     /// Queues one datagram `from` → `to`, timestamped now. Never blocks, never panics: when the
     /// writer is behind, the datagram is counted in [`Self::dropped`] and not captured.
     pub fn record(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        self.record_as(from, to, data, false);
+    }
+
+    /// Queues one SIP message of a TCP or TLS connection (decrypted), as a TCP segment.
+    pub fn record_stream(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        self.record_as(from, to, data, true);
+    }
+
+    fn record_as(&self, from: SocketAddr, to: SocketAddr, data: &[u8], tcp: bool) {
         let c = &self.inner.counters;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let fits = data.len() <= max_payload(from, to)
+        let fits = data.len() + if tcp { 12 } else { 0 } <= max_payload(from, to)
             && c.queued_bytes.load(Ordering::Relaxed) + data.len() <= MAX_QUEUED_BYTES;
         if fits {
             c.queued_bytes.fetch_add(data.len(), Ordering::Relaxed);
@@ -201,6 +213,7 @@ impl Capture {
                 from,
                 to,
                 data: data.to_vec(),
+                tcp,
             };
             match self.inner.tx.try_send(Msg::Record(rec)) {
                 Ok(()) => return,
@@ -287,6 +300,10 @@ fn writer(rx: Receiver<Msg>, mut files: Files, c: &Counters) {
     let mut buf = Vec::with_capacity(65536 + 128);
     let mut last_flush = Instant::now();
     let mut dirty = false;
+    // Next TCP sequence number per direction of each captured stream (bounded: forgotten
+    // when too many; a reader then sees a jump, not a wrong message).
+    let mut seqs: std::collections::HashMap<(SocketAddr, SocketAddr), u32> =
+        std::collections::HashMap::new();
     'run: loop {
         let mut got = 0usize;
         loop {
@@ -294,7 +311,18 @@ fn writer(rx: Receiver<Msg>, mut files: Files, c: &Counters) {
                 Ok(Msg::Record(r)) => {
                     c.queued_bytes.fetch_sub(r.data.len(), Ordering::Relaxed);
                     buf.clear();
-                    encode_record(&mut buf, &r);
+                    let seq = if r.tcp {
+                        if seqs.len() >= 65_536 {
+                            seqs.clear();
+                        }
+                        let next = seqs.entry((r.from, r.to)).or_insert(1);
+                        let s = *next;
+                        *next = next.wrapping_add(r.data.len() as u32);
+                        s
+                    } else {
+                        0
+                    };
+                    encode_record(&mut buf, &r, seq);
                     match files.write(&buf) {
                         Ok(()) => {
                             c.written.fetch_add(1, Ordering::Relaxed);
@@ -469,9 +497,11 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// One pcap record: record header, Ethernet, IPv4/IPv6, UDP, the datagram.
-fn encode_record(out: &mut Vec<u8>, r: &Record) {
-    let udp_len = 8 + r.data.len();
+/// One pcap record: record header, Ethernet, IPv4/IPv6, UDP (or TCP with sequence number
+/// `seq`), the message.
+fn encode_record(out: &mut Vec<u8>, r: &Record, seq: u32) {
+    let (proto, l4_head) = if r.tcp { (6u8, 20) } else { (17u8, 8) };
+    let udp_len = l4_head + r.data.len();
     let is_v4 = matches!((r.from.ip(), r.to.ip()), (IpAddr::V4(_), IpAddr::V4(_)));
     let ip_len = if is_v4 { 20 } else { 40 };
     let frame = 14 + ip_len + udp_len;
@@ -491,7 +521,7 @@ fn encode_record(out: &mut Vec<u8>, r: &Record) {
             ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
             ip[6] = 0x40; // don't fragment
             ip[8] = 64; // TTL
-            ip[9] = 17; // UDP
+            ip[9] = proto;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&d.octets());
             let ck = fold(sum_words(0, &ip));
@@ -505,7 +535,7 @@ fn encode_record(out: &mut Vec<u8>, r: &Record) {
             out.extend_from_slice(&0x86ddu16.to_be_bytes());
             out.extend_from_slice(&[0x60, 0, 0, 0]);
             out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-            out.push(17); // next header: UDP
+            out.push(proto); // next header
             out.push(64); // hop limit
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
@@ -513,8 +543,23 @@ fn encode_record(out: &mut Vec<u8>, r: &Record) {
             sum = sum_words(sum, &d.octets());
         }
     }
-    // UDP checksum over the pseudo-header (addresses, protocol, UDP length), header and data.
-    sum += 17 + udp_len as u32;
+    // Checksum over the pseudo-header (addresses, protocol, length), header and data.
+    sum += u32::from(proto) + udp_len as u32;
+    if r.tcp {
+        let mut tcp = [0u8; 20];
+        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[12] = 5 << 4; // header length: 5 words
+        tcp[13] = 0x18; // PSH, ACK
+        tcp[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
+        sum = sum_words(sum, &tcp);
+        sum = sum_words(sum, &r.data);
+        tcp[16..18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        out.extend_from_slice(&tcp);
+        out.extend_from_slice(&r.data);
+        return;
+    }
     let mut udp = [0u8; 8];
     udp[0..2].copy_from_slice(&sport.to_be_bytes());
     udp[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -693,9 +738,10 @@ mod tests {
             from: "127.0.0.1:5060".parse().expect("addr"),
             to: "127.0.0.2:5070".parse().expect("addr"),
             data: b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec(),
+            tcp: false,
         };
         let mut v = Vec::new();
-        encode_record(&mut v, &r);
+        encode_record(&mut v, &r, 0);
         assert_eq!(v.len() as u64, record_overhead(false) + r.data.len() as u64);
         // The IPv4 header sums to 0xffff with its checksum in.
         assert_eq!(fold(sum_words(0, &v[30..50])), 0xffff);
@@ -705,13 +751,28 @@ mod tests {
             ..r
         };
         v.clear();
-        encode_record(&mut v, &r6);
+        encode_record(&mut v, &r6, 0);
         assert_eq!(v.len() as u64, record_overhead(true) + r6.data.len() as u64);
         // The UDP checksum verifies: pseudo-header + UDP segment sums to 0xffff.
         let udp = &v[70..];
         let mut s = sum_words(0, &v[38..70]); // source and destination
         s += 17 + udp.len() as u32;
         s = sum_words(s, udp);
+        assert_eq!(fold(s), 0xffff);
+
+        // A stream message: one TCP segment whose checksum verifies too.
+        let t = Record { tcp: true, ..r6 };
+        v.clear();
+        encode_record(&mut v, &t, 77);
+        assert_eq!(
+            v.len() as u64,
+            record_overhead(true) + 12 + t.data.len() as u64
+        );
+        let seg = &v[70..];
+        assert_eq!(&seg[4..8], &77u32.to_be_bytes());
+        let mut s = sum_words(0, &v[38..70]);
+        s += 6 + seg.len() as u32;
+        s = sum_words(s, seg);
         assert_eq!(fold(s), 0xffff);
     }
 }

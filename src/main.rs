@@ -390,7 +390,10 @@ fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared
         settings: ser::stream::Settings::from_config(&cfg.streams),
         ..Default::default()
     };
-    if !listens.iter().any(|l| l.transport == ser::sip::Transport::Tls) {
+    if !listens
+        .iter()
+        .any(|l| l.transport == ser::sip::Transport::Tls)
+    {
         return Ok(shared);
     }
     #[cfg(feature = "tls")]
@@ -410,7 +413,10 @@ fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared
             ca_list: o.tls_ca_list.as_ref().map(Into::into),
             verify: o.tls_verify,
             require_certificate: o.tls_require_certificate,
-            method: o.tls_method.parse().map_err(|e| anyhow::anyhow!("tls_method: {e}"))?,
+            method: o
+                .tls_method
+                .parse()
+                .map_err(|e| anyhow::anyhow!("tls_method: {e}"))?,
             data_dir: Some(std::path::PathBuf::from(&cfg.data_dir)),
             names,
         };

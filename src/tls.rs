@@ -716,8 +716,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
     ) -> Result<ServerCertVerified, rustls::Error> {
         if !self.accept {
             return Err(rustls::Error::General(
-                "no tls_ca_list and no system CA certificates to verify the server against"
-                    .into(),
+                "no tls_ca_list and no system CA certificates to verify the server against".into(),
             ));
         }
         Ok(ServerCertVerified::assertion())

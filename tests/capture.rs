@@ -386,3 +386,81 @@ fn a_missing_capture_directory_refuses_to_start() {
         );
     }
 }
+
+/// Messages of a TCP connection are captured as TCP segments, one per SIP message, with
+/// valid checksums and sequence numbers that run per direction (what tshark and sngrep need
+/// to read the flow).
+#[test]
+fn stream_messages_are_captured_as_tcp_segments() {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use std::io::{Read, Write};
+    let dir = temp_dir("capture-tcp");
+    let pcap = dir.join("sip.pcap");
+    let script = format!("capture_file = \"{}\"\n{RR_PROXY}", pcap.display());
+    let mut ser = Ser::start("capture-tcp", &script, 0, 2, "auto");
+    let tcp_addr = ser.listen("tcp");
+    let mut s = std::net::TcpStream::connect(tcp_addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = s.local_addr().unwrap();
+    for i in 0..3 {
+        let m = request(
+            "OPTIONS",
+            &format!("sip:{tcp_addr}"),
+            me.port(),
+            &format!("cap-tcp-{i}"),
+            "",
+        )
+        .replace("/UDP", "/TCP");
+        s.write_all(m.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).expect("a reply");
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"SIP/2.0 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    drop(s);
+    ser.stop();
+    let bytes = std::fs::read(&pcap).expect("pcap");
+    let mut r = pcap_file::pcap::PcapReader::new(&bytes[..]).expect("pcap header");
+    let mut segs: Vec<(SocketAddr, SocketAddr, u32, Vec<u8>)> = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.expect("record");
+        let pkt = SlicedPacket::from_ethernet(&p.data).expect("Ethernet/IP/TCP");
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (&pkt.net, &pkt.transport)
+        else {
+            panic!("not IPv4/TCP: {:?}", pkt.transport);
+        };
+        let h = ip.header();
+        let want = tcp
+            .to_header()
+            .calc_checksum_ipv4_raw(h.source(), h.destination(), tcp.payload())
+            .expect("checksum");
+        assert_eq!(tcp.checksum(), want, "TCP checksum");
+        segs.push((
+            SocketAddr::new(h.source_addr().into(), tcp.source_port()),
+            SocketAddr::new(h.destination_addr().into(), tcp.destination_port()),
+            tcp.sequence_number(),
+            tcp.payload().to_vec(),
+        ));
+    }
+    let ins: Vec<_> = segs.iter().filter(|s| s.0 == me).collect();
+    let outs: Vec<_> = segs.iter().filter(|s| s.1 == me).collect();
+    assert_eq!((ins.len(), outs.len()), (3, 3), "{segs:?}");
+    assert!(ins
+        .iter()
+        .all(|s| s.3.starts_with(b"OPTIONS ") && s.1 == tcp_addr));
+    assert!(outs.iter().all(|s| s.3.starts_with(b"SIP/2.0 200")));
+    // Sequence numbers continue per direction, message after message.
+    for dir in [ins, outs] {
+        for w in dir.windows(2) {
+            assert_eq!(w[1].2, w[0].2.wrapping_add(w[0].3.len() as u32));
+        }
+    }
+}

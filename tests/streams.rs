@@ -87,9 +87,17 @@ fn closed(s: &mut TcpStream) -> bool {
 
 fn udp_options_ok(ser: &Ser, tag: &str) {
     let peer = Peer::new();
-    let req = request("OPTIONS", &format!("sip:{}", ser.addr()), peer.port(), tag, "");
+    let req = request(
+        "OPTIONS",
+        &format!("sip:{}", ser.addr()),
+        peer.port(),
+        tag,
+        "",
+    );
     peer.send(ser.addr(), req.as_bytes());
-    let r = peer.recv().unwrap_or_else(|| panic!("no UDP answer\n{}", ser.log_text()));
+    let r = peer
+        .recv()
+        .unwrap_or_else(|| panic!("no UDP answer\n{}", ser.log_text()));
     assert_eq!(status(&r), Some(200), "{r}");
 }
 
@@ -114,7 +122,11 @@ fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
             .args(["-nostdin", "-trace_err", "-error_file", "/dev/null"]),
         Duration::from_secs(30),
     );
-    assert!(ok, "caller over tcp ({mode}) failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        ok,
+        "caller over tcp ({mode}) failed:\n{out}\n{}",
+        ser.log_text()
+    );
     let (u_ok, u_log) = uas.finish(Duration::from_secs(20));
     assert!(u_ok, "UDP callee:\n{u_log}");
 }
@@ -201,7 +213,8 @@ fn framing_errors_close_only_their_connection() {
 
     // Bytes that frame but do not parse: a 400 or a drop, and the connection lives on.
     let mut s = tcp(addr);
-    s.write_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n").unwrap();
+    s.write_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
     // Meanwhile the good client and UDP are served.
@@ -216,7 +229,8 @@ fn slow_senders_and_idle_connections_are_cut_off() {
     let ser = Ser::start("tcp-timeouts", &script, 0, 1, "auto");
     let addr = ser.listen("tcp");
     let mut slow = tcp(addr);
-    slow.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP").unwrap();
+    slow.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP")
+        .unwrap();
     let mut idle = tcp(addr);
     let r = options_over_tcp(&mut idle, &ser, "idle-1").expect("served");
     assert_eq!(status(&r), Some(200));
@@ -226,7 +240,11 @@ fn slow_senders_and_idle_connections_are_cut_off() {
     assert!(t0.elapsed() < Duration::from_secs(4));
     // The idle one outlives the read timeout, then goes after its lifetime.
     idle.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-    assert!(closed(&mut idle), "idle connection closed\n{}", ser.log_text());
+    assert!(
+        closed(&mut idle),
+        "idle connection closed\n{}",
+        ser.log_text()
+    );
 }
 
 #[test]
@@ -254,7 +272,13 @@ fn connections_past_the_limit_are_refused_and_others_served() {
 
 #[test]
 fn disable_tcp_and_explicit_listen_lines() {
-    let ser = Ser::start("tcp-disabled", &format!("disable_tcp=yes\n{RR_PROXY}"), 0, 1, "auto");
+    let ser = Ser::start(
+        "tcp-disabled",
+        &format!("disable_tcp=yes\n{RR_PROXY}"),
+        0,
+        1,
+        "auto",
+    );
     assert!(ser.listens("tcp").is_empty(), "{:?}", ser.sockets);
     let port = free_port_udp_tcp();
     let script = format!("listen=tcp:127.0.0.1:{port}\nlisten=udp:127.0.0.1:{port}\n{RR_PROXY}");

@@ -532,7 +532,7 @@ impl Server {
         out.sends.clear();
         for (dst, data) in streamed {
             if let Some(c) = &self.capture {
-                c.record(dst_local(&self.core, &dst), dst.addr, &data);
+                c.record_stream(dst_local(&self.core, &dst), dst.addr, &data);
             }
             self.send_stream(ctx, dst, &data);
         }
@@ -616,7 +616,11 @@ impl Server {
             return;
         }
         if let (Some(c), false) = (&self.capture, d.handed_off) {
-            c.record(d.peer, d.local, d.data);
+            if d.conn.is_some() {
+                c.record_stream(d.peer, d.local, d.data);
+            } else {
+                c.record(d.peer, d.local, d.data);
+            }
         }
         if !d.handed_off && ctx.shard_count() > 1 {
             if let Some(cid) = scan_call_id(d.data) {

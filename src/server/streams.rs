@@ -57,7 +57,9 @@ impl Server {
         for (a, v) in e.iter().zip(values) {
             a.store(v, Relaxed);
         }
-        self.stats.conns_open.store(self.conns.len() as u64, Relaxed);
+        self.stats
+            .conns_open
+            .store(self.conns.len() as u64, Relaxed);
     }
 
     /// One line per connection of this shard, for `tcp_list`.
