@@ -34,6 +34,8 @@ pub mod modules;
 pub mod server;
 pub mod sip;
 pub mod stats;
+#[cfg(test)]
+mod stream_tests;
 pub mod tm;
 pub mod txn;
 pub mod usrloc;
