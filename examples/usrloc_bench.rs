@@ -33,6 +33,7 @@ fn main() {
                     cseq: 1,
                     last_modified: now,
                     user_agent: String::new(),
+                    flow: None,
                 });
             }
         });
@@ -81,6 +82,7 @@ fn main() {
                         callid: format!("w{id}"),
                         cseq,
                         user_agent: String::new(),
+                        flow: None,
                     };
                     t.update(&format!("user{i}"), |v| {
                         if let Ok(o) = process(v, &req, &pol, now) {

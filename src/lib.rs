@@ -35,6 +35,8 @@ pub mod server;
 pub mod sip;
 pub mod stats;
 pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod tm;

@@ -60,6 +60,7 @@ fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>) {
             cseq: 1,
             last_modified: now,
             user_agent: String::new(),
+            flow: None,
         })
     });
     (Arc::new(core), loaded.script)
@@ -174,6 +175,7 @@ fn bench_usrloc(c: &mut Criterion) {
             callid: format!("c{i}"),
             cseq,
             user_agent: String::new(),
+            flow: None,
         };
         t.update(&format!("user{i}"), |v| match process(v, &req, &pol, now) {
             Ok(o) => {

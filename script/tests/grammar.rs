@@ -263,6 +263,23 @@ fn conditions() {
         cond("( src_ip==192.68.77.110 and method==\"INVITE\")"),
         Expr::And(..)
     ));
+    // Kamailio's core keywords for the transport and address family: operands like any.
+    for (src, op, operand, value) in [
+        ("proto==UDP", CmpOp::Eq, "proto", "UDP"),
+        ("proto != tls", CmpOp::Ne, "proto", "tls"),
+        ("af==INET6", CmpOp::Eq, "af", "INET6"),
+        ("af == inet", CmpOp::Eq, "af", "inet"),
+    ] {
+        assert!(
+            matches!(&cond(src), Expr::Cmp { operand: o, op: p, rhs, .. }
+                if o == operand && *p == op && rhs.value == Value::Ident(value.into())),
+            "{src}"
+        );
+    }
+    assert!(matches!(
+        cond("proto == TCP && af == inet6 || src_ip == 10.0.0.0/8"),
+        Expr::Or(t, _) if matches!(t[0], Expr::And(..))
+    ));
     assert!(matches!(
         cond("is_user_in(\"Request-URI\", \"free-pstn\") /* free */ | uri=~\"sip:[79]\" /* pbx */"),
         Expr::Or(..)

@@ -214,6 +214,7 @@ fn ul_add(m: &Mgmt, p: &[String]) -> Reply {
             cseq: 1,
             last_modified: now,
             user_agent: String::from("serctl"),
+            flow: None,
         };
         ul.add_blocking(table, &aor, b).map_err(db_err)?;
         Ok(Reply {

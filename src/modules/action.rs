@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use ser_script::{Exec, Program};
 
-use super::ctx::{MsgCtx, SipError};
+use super::ctx::{Branch, MsgCtx, SipError};
 use super::rewrite::Rewrite;
 use crate::core::Core;
+use crate::sip::Transport;
 
 /// A compiled script: shared, read-only, by every shard.
 pub type Script = Program<Action, Cond>;
@@ -85,14 +86,18 @@ pub fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 #[derive(Debug)]
 pub enum Action {
     // core
+    /// `forward(host, port)`; `forward_udp`/`forward_tcp`/`forward_tls` name the transport.
     Forward {
         host: HostArg,
         port: PortArg,
+        transport: Option<Transport>,
     },
     Send {
         host: HostArg,
         port: PortArg,
     },
+    /// `force_send_socket([proto:]addr[:port])`: our socket for what this message sends next.
+    ForceSendSocket(super::core::SocketSpec),
     Log {
         level: i32,
         msg: String,
@@ -125,10 +130,12 @@ pub enum Action {
     LooseRoute,
     RewriteFromRoute,
     // tm
-    /// `t_relay()` (host None: the destination set) and `t_relay_to_udp(host, port)`.
+    /// `t_relay()` (host None: the destination set), `t_relay_to(host, port)`, and
+    /// `t_relay_to_udp`/`_tcp`/`_tls(host, port)`, which name the transport.
     TRelay {
         host: Option<HostArg>,
         port: PortArg,
+        transport: Option<Transport>,
     },
     TNewtran,
     TReply {
@@ -168,14 +175,23 @@ pub enum Cond {
     MsgLen(ser_script::CmpOp, Option<usize>),
     SrcIp(AddrMatch),
     DstIp(AddrMatch),
+    /// `proto == udp|tcp|tls|ws|wss`: the transport the message came over.
+    Proto(Transport),
+    /// `af == inet|inet6`: the address family it came from (true: IPv6).
+    AfInet6(bool),
     Not(Box<Cond>),
 }
 
 impl Exec<Action, Cond> for MsgCtx<'_, '_> {
     fn call(&mut self, action: &Action) -> i32 {
         match action {
-            Action::Forward { host, port } => self.forward(host, *port, true),
-            Action::Send { host, port } => self.forward(host, *port, false),
+            Action::Forward {
+                host,
+                port,
+                transport,
+            } => self.forward(host, *port, true, *transport),
+            Action::Send { host, port } => self.forward(host, *port, false, None),
+            Action::ForceSendSocket(spec) => self.force_send_socket(spec),
             Action::Log { level, msg } => {
                 crate::log_at!(*level, "{}", msg);
                 1
@@ -207,17 +223,23 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::RevertUri => {
                 self.uri_changed = false;
                 self.s.uri.clear();
+                // The flow `lookup` found belonged to the URI it wrote.
+                self.s.dst = None;
                 1
             }
             Action::AppendBranch(uri) => {
-                let u = match uri {
-                    Some(u) => u.clone(),
-                    None => self.current_uri().to_string(),
+                // Without a URI: the current one, with its fixed destination (a flow).
+                let b = match uri {
+                    Some(u) => Branch::uri(u.clone()),
+                    None => Branch {
+                        uri: self.current_uri().to_string(),
+                        dst: self.s.dst,
+                    },
                 };
                 if self.s.branches.len() >= super::core::MAX_BRANCHES {
                     return self.fail(500, "Too Many Branches");
                 }
-                self.s.branches.push(u);
+                self.s.branches.push(b);
                 1
             }
             Action::SlSendReply { code, reason } => self.sl_send_reply(*code, reason.as_bytes()),
@@ -304,6 +326,9 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             }
             Cond::SrcIp(m) => m.matches(self.at.src.ip(), self.core),
             Cond::DstIp(m) => m.matches(self.at.local.ip(), self.core),
+            Cond::Proto(t) => self.at.transport == *t,
+            // An IPv4 peer on a dual-stack socket (::ffff:a.b.c.d) is INET.
+            Cond::AfInet6(v6) => unmap(self.at.src.ip()).is_ipv6() == *v6,
             Cond::Not(c) => !self.test(c),
         }
     }

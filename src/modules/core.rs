@@ -1,11 +1,13 @@
-//! The core actions (SER's built-ins): `forward`, `send`, `log`, `len_gt`, flags, the URI
-//! rewriting family, `append_branch`, `revert_uri`; and stateless forwarding itself
-//! (RFC 3261 16.11): our Via with a stateless branch, `received`/`rport` on the previous hop's
-//! Via, loop detection, and replies routed back along their Via.
+//! The core actions (SER's built-ins): `forward` (and `forward_udp`/`_tcp`/`_tls`, which name
+//! the transport), `send`, `force_send_socket`, `log`, `len_gt`, flags, the URI rewriting
+//! family, `append_branch`, `revert_uri`; stateless forwarding itself (RFC 3261 16.11): our
+//! Via with a stateless branch, `received`/`rport` on the previous hop's Via, loop detection,
+//! and replies routed back along their Via; and the one choice of a next hop and of the socket
+//! it leaves from (`next_hop`, `hop_socket`), shared with tm.
 //!
 //! `route(n)`, `break` and `drop` are statements of the language, handled by the VM.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ser_parser::Message;
 use ser_script::{Arg, BindCtx, FnEntry, KindSet, Value};
@@ -28,7 +30,28 @@ pub fn register(ex: &mut Exports) {
     // URI manipulation is allowed wherever SER allowed it: everywhere but onreply_route.
     let uri_kinds = KindSet::REQUEST | KindSet::FAILURE | KindSet::REPLY | KindSet::BRANCH;
     ex.function(f("forward", 1, 2, KindSet::REQUEST, bind_forward));
+    ex.function(f("forward_udp", 1, 2, KindSet::REQUEST, |a, _| {
+        forward_over(a, Transport::Udp)
+    }));
+    ex.function(f("forward_tcp", 1, 2, KindSet::REQUEST, |a, _| {
+        forward_over(a, Transport::Tcp)
+    }));
+    ex.function(f("forward_tls", 1, 2, KindSet::REQUEST, |a, _| {
+        forward_over(a, Transport::Tls)
+    }));
     ex.function(f("send", 1, 2, KindSet::REQUEST, bind_send));
+    ex.function(f(
+        "force_send_socket",
+        1,
+        1,
+        KindSet::REQUEST | KindSet::FAILURE | KindSet::BRANCH,
+        |a, c| {
+            let a = a.first().ok_or("missing socket")?;
+            SocketSpec::parse(a)
+                .map(Action::ForceSendSocket)
+                .map_err(|e| c.fail_at(0, e))
+        },
+    ));
     ex.function(f("log", 1, 2, KindSet::ALL, bind_log));
     ex.function(f("len_gt", 1, 1, KindSet::ALL, bind_len_gt));
     ex.function(f("setflag", 1, 1, KindSet::ALL, |a, _| {
@@ -171,7 +194,97 @@ pub(crate) fn port_arg(a: Option<&Arg>) -> Result<PortArg, String> {
 fn bind_forward(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
     let host = host_arg(a.first().ok_or("missing host")?)?;
     let port = port_arg(a.get(1))?;
-    Ok(Action::Forward { host, port })
+    Ok(Action::Forward {
+        host,
+        port,
+        transport: None,
+    })
+}
+
+/// `forward_udp`, `forward_tcp`, `forward_tls`: `forward` over the transport they name.
+fn forward_over(a: &[Arg], transport: Transport) -> Result<Action, String> {
+    let host = host_arg(a.first().ok_or("missing host")?)?;
+    let port = port_arg(a.get(1))?;
+    Ok(Action::Forward {
+        host,
+        port,
+        transport: Some(transport),
+    })
+}
+
+/// The argument of `force_send_socket([proto:]addr[:port])`, checked when the script loads:
+/// a transport this server can listen on (udp when not given), an address (a name is resolved
+/// now) and a port (5060, 5061 for TLS, when missing or 0). Which of our sockets it is can
+/// only be told once the server listens: [`MsgCtx::force_send_socket`] looks it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    pub transport: Transport,
+    pub addrs: Vec<IpAddr>,
+    pub port: u16,
+    /// As the script wrote it (for the log).
+    pub text: String,
+}
+
+impl SocketSpec {
+    pub(crate) fn parse(a: &Arg) -> Result<Self, String> {
+        let text = match &a.value {
+            Value::Ip(ip) => ip.to_string(),
+            Value::Str(s) | Value::Ident(s) => s.clone(),
+            other => return Err(format!("expected [proto:]address[:port], found {other:?}")),
+        };
+        let (transport, host, port) = split_socket(&text)?;
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => crate::config::resolve_at_start(host).map_err(|e| e.to_string())?,
+        };
+        let port = port.filter(|p| *p != 0).unwrap_or(transport.default_port());
+        Ok(Self {
+            transport,
+            addrs,
+            port,
+            text,
+        })
+    }
+}
+
+/// `[proto:]host[:port]` → its parts (IPv6 in brackets when a port follows; a bare IPv6
+/// address has no port).
+fn split_socket(text: &str) -> Result<(Transport, &str, Option<u16>), String> {
+    let bad = || format!("\"{text}\" is not [proto:]address[:port]");
+    let (transport, rest) = match text.split_once(':') {
+        Some((p, rest)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            match Transport::from_name(p) {
+                Some(t) => (t, rest),
+                // A host name followed by a port ("proxy:5060"), or a transport we lack.
+                None if rest.bytes().all(|b| b.is_ascii_digit()) => (Transport::Udp, text),
+                None => return Err(format!("unknown transport \"{p}\" in \"{text}\"")),
+            }
+        }
+        _ => (Transport::Udp, text),
+    };
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        return match after {
+            "" => Ok((transport, host, None)),
+            _ => Ok((
+                transport,
+                host,
+                Some(port(after.strip_prefix(':').ok_or_else(bad)?)?),
+            )),
+        };
+    }
+    if rest.parse::<IpAddr>().is_ok() {
+        return Ok((transport, rest, None));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, p)) if !host.is_empty() && !host.contains(':') => {
+            Ok((transport, host, Some(port(p)?)))
+        }
+        Some(_) => Err(bad()),
+        None if rest.is_empty() => Err(bad()),
+        None => Ok((transport, rest, None)),
+    }
 }
 
 fn bind_send(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
@@ -288,23 +401,59 @@ fn via_is_ours(core: &Core, via: &ser_parser::Via<'_>) -> bool {
     core.local.is_myself(&via.host, via.host_str, via.port)
 }
 
+/// RFC 3261 §18.1.1: a request larger than this (a path MTU of 1500 less 200 bytes, when the
+/// MTU is unknown, as it is to us) goes over a congestion-controlled transport: TCP, when its
+/// transport was not asked for and we have a TCP socket of the peer's address family.
+pub const MAX_UDP_REQUEST: usize = 1500 - 200;
+
+/// What our own Via adds to a request, for the size rule above (`Via: SIP/2.0/UDP` + an
+/// address + a branch); a Record-Route of ours adds about as much.
+const OUR_LINE_ESTIMATE: usize = 80;
+
 impl MsgCtx<'_, '_> {
-    /// `forward(host, port)` (with our Via) and `send(host, port)` (as is).
-    pub(crate) fn forward(&mut self, host: &HostArg, port: PortArg, add_via: bool) -> i32 {
+    /// `forward(host, port)` (with our Via) and `send(host, port)` (as is); `transport` is
+    /// the one `forward_udp`/`_tcp`/`_tls` name.
+    pub(crate) fn forward(
+        &mut self,
+        host: &HostArg,
+        port: PortArg,
+        add_via: bool,
+        transport: Option<Transport>,
+    ) -> i32 {
         if !self.msg.is_request() {
             return self.fail(500, "Not a request");
         }
-        // The destination: `uri:host`/`uri:port` mean the next hop, which is the Route
-        // `loose_route` chose when there is one, else the Request-URI.
+        // The destination: `uri:host`/`uri:port` mean the next hop, which is the flow
+        // `lookup` found, else the Route `loose_route` chose, else the Request-URI.
         let uri_text = self.current_uri().to_string();
-        let hop_text = self.next_hop_uri().to_string();
-        let mut hop = match self.next_hop(Some(host), port, &hop_text) {
-            Ok(h) => h,
-            Err(r) => return r,
+        let target = match self.fixed_dest(Some(host), port, transport) {
+            Some(d) => Ok(d),
+            None => {
+                let hop_text = self.next_hop_uri().to_string();
+                let mut hop = match self.next_hop(Some(host), port, &hop_text, transport) {
+                    Ok(h) => h,
+                    Err(r) => return r,
+                };
+                let sock = match self.hop_socket(&mut hop) {
+                    Ok(s) => s,
+                    Err(r) => return r,
+                };
+                match hop.target {
+                    Target::Addr(addr) => Ok(Dest {
+                        transport: hop.transport,
+                        socket: sock,
+                        addr,
+                        conn: None,
+                    }),
+                    Target::Name { host, port } => {
+                        Err((sock, hop.transport, hop.secure, host, port))
+                    }
+                }
+            }
         };
-        let sock = match self.hop_socket(&mut hop) {
-            Ok(s) => s,
-            Err(r) => return r,
+        let sock = match &target {
+            Ok(d) => d.socket,
+            Err((sock, ..)) => *sock,
         };
         // Our Via, and the loop check it allows.
         let scan = ViaScan::new(self.core, self.msg);
@@ -321,14 +470,8 @@ impl MsgCtx<'_, '_> {
             via = branch;
         }
         let via_line = add_via.then(|| self.via_value(sock, &via));
-        match hop.target {
-            Target::Addr(addr) => {
-                let dst = Dest {
-                    transport: hop.transport,
-                    socket: sock,
-                    addr,
-                    conn: None,
-                };
+        match target {
+            Ok(dst) => {
                 let mut out = std::mem::take(&mut self.s.out);
                 self.write_request(
                     &mut out,
@@ -339,12 +482,12 @@ impl MsgCtx<'_, '_> {
                 );
                 self.s.out = out;
             }
-            Target::Name { host, port } => {
+            Err((sock, transport, secure, host, port)) => {
                 // Resolved off the shard; the message is written now, with the Via of the
                 // socket chosen for the arrival's address family (checked when it resolves).
                 let mut tmp = Outbox::default();
                 let dst = Dest {
-                    transport: hop.transport,
+                    transport,
                     socket: sock,
                     addr: self.at.local,
                     conn: None,
@@ -359,8 +502,8 @@ impl MsgCtx<'_, '_> {
                 self.s.out.pending.push(PendingSend {
                     host,
                     port,
-                    secure: hop.secure,
-                    transport: hop.transport,
+                    secure,
+                    transport,
                     socket_hint: sock,
                     data: tmp.buf,
                 });
@@ -370,15 +513,33 @@ impl MsgCtx<'_, '_> {
         1
     }
 
+    /// The flow `lookup` found for the Request-URI ([`Scratch::dst`]), when the action goes
+    /// where the URI says (`t_relay()`, `forward(uri:host, uri:port)`) over any transport or
+    /// the flow's; an action that names a host, a port or another transport goes there.
+    ///
+    /// [`Scratch::dst`]: super::ctx::Scratch::dst
+    pub(crate) fn fixed_dest(
+        &self,
+        host: Option<&HostArg>,
+        port: PortArg,
+        transport: Option<Transport>,
+    ) -> Option<Dest> {
+        self.s
+            .dst
+            .filter(|d| flow_applies(d, host, port, transport))
+    }
+
     /// The one next-hop choice of `forward`, `send`, `t_relay` and `t_relay_to`: the host the
-    /// script named (`host`, with `port`, `uri:port` or 5060), else the next hop of the URI
-    /// `hop` (RFC 3263: its transport, port or SRV). A URI that gives none fails the action
-    /// with the status the request deserves (400, 416).
+    /// script named (`host`, with `port`, `uri:port` or the transport's default port), else
+    /// the next hop of the URI `hop` (RFC 3263: its transport, port or SRV); `transport` is
+    /// the one the action names (`forward_tcp`, `t_relay_to_tls`, ...). A URI that gives
+    /// none fails the action with the status the request deserves (400, 416).
     pub(crate) fn next_hop(
         &mut self,
         host: Option<&HostArg>,
         port: PortArg,
         hop: &str,
+        transport: Option<Transport>,
     ) -> Result<NextHop, i32> {
         let given = match port {
             PortArg::Port(p) => Some(p),
@@ -393,7 +554,8 @@ impl MsgCtx<'_, '_> {
         };
         let target = match host {
             None | Some(HostArg::UriHost) => {
-                return NextHop::of_uri_text(hop, given).map_err(|e| self.fail(e.code, e.reason))
+                return NextHop::of_uri_text_as(hop, given, transport)
+                    .map_err(|e| self.fail(e.code, e.reason))
             }
             Some(HostArg::Addrs(list)) => match list.first() {
                 Some(ip) => HostTarget::Addr(*ip),
@@ -401,44 +563,119 @@ impl MsgCtx<'_, '_> {
             },
             Some(HostArg::Name(n)) => HostTarget::Name(n),
         };
-        Ok(NextHop::of_host(target, given))
+        Ok(NextHop::of_host(target, given, transport))
     }
 
-    /// The listen socket a next hop leaves from: one of its transport and address family,
-    /// the arrival's when it fits. Without a socket of a plain transport the hop goes over
-    /// UDP (as before stream transports were served); a secure one fails with 416.
+    /// The listen socket a next hop leaves from: the one `force_send_socket` chose when it
+    /// fits, else one of the hop's transport and address family (the arrival's when it
+    /// fits). A hop whose transport nobody asked for goes over UDP, or over TCP when the
+    /// request is larger than [`MAX_UDP_REQUEST`] and we have a TCP socket. A transport
+    /// that was asked for (`;transport=`, `forward_tcp`, ...) and that we have no socket
+    /// for fails the action: 500, or 416 for `sips:` (it needs TLS).
     pub(crate) fn hop_socket(&mut self, hop: &mut NextHop) -> Result<usize, i32> {
         let probe = match &hop.target {
             Target::Addr(a) => *a,
             Target::Name { .. } => self.at.local,
         };
-        let local = &self.core.local;
-        if let Some(s) = local.socket_for(hop.transport, &probe, self.at.socket) {
+        if let Some(s) = self.forced_socket(hop.transport, &probe) {
             return Ok(s);
         }
-        if hop.secure || hop.transport.is_secure() {
-            return Err(self.fail(416, "Unsupported URI Scheme (sips needs TLS)"));
-        }
-        if hop.transport != Transport::Udp {
-            if let Some(s) = local.socket_for(Transport::Udp, &probe, self.at.socket) {
-                crate::debug!("no {} socket: {probe} over udp", hop.transport);
-                hop.transport = Transport::Udp;
+        let local = &self.core.local;
+        if hop.defaulted
+            && hop.transport == Transport::Udp
+            && self.request_size_estimate() > MAX_UDP_REQUEST
+        {
+            if let Some(s) = local.socket_for(Transport::Tcp, &probe, self.at.socket) {
+                crate::debug!("request larger than {MAX_UDP_REQUEST} bytes: tcp to {probe}");
+                hop.transport = Transport::Tcp;
                 return Ok(s);
             }
         }
-        crate::warn!("no socket to send to {probe}");
+        if let Some(s) = local.socket_for(hop.transport, &probe, self.at.socket) {
+            return Ok(s);
+        }
+        if hop.secure {
+            return Err(self.fail(416, "Unsupported URI Scheme (sips needs TLS)"));
+        }
+        crate::warn!("no {} socket to send to {probe}", hop.transport);
         Err(self.fail(500, "No socket for destination"))
+    }
+
+    /// The socket `force_send_socket` chose, for a hop over `transport` to `probe`: that
+    /// socket when its transport and address family fit, else our socket of `transport` at
+    /// the same address (as Kamailio does), else none (the usual choice applies).
+    fn forced_socket(&self, transport: Transport, probe: &SocketAddr) -> Option<usize> {
+        let i = self.force_socket?;
+        let local = &self.core.local;
+        let l = local.sockets.get(i)?;
+        let found = if l.transport == transport {
+            Some(i)
+        } else {
+            local.socket_at(transport, &l.addr)
+        };
+        let fits = found
+            .and_then(|s| local.addr(s))
+            .is_some_and(|a| a.is_ipv4() == probe.is_ipv4());
+        if !fits {
+            crate::debug!(
+                "forced socket {} {} does not fit a {transport} hop to {probe}",
+                l.transport,
+                l.addr
+            );
+            return None;
+        }
+        found
+    }
+
+    /// `force_send_socket(spec)`: the socket what this message sends next leaves from. One
+    /// that is not ours is logged and ignored (false).
+    pub(crate) fn force_send_socket(&mut self, spec: &SocketSpec) -> i32 {
+        let local = &self.core.local;
+        let found = spec
+            .addrs
+            .iter()
+            .find_map(|ip| local.socket_at(spec.transport, &SocketAddr::new(*ip, spec.port)));
+        match found {
+            Some(s) => {
+                self.force_socket = Some(s);
+                1
+            }
+            None => {
+                crate::warn!(
+                    "force_send_socket({}): not one of our sockets; ignored",
+                    spec.text
+                );
+                -1
+            }
+        }
+    }
+
+    /// About how large the request will be when it leaves: as received, with the script's
+    /// edits, its new Request-URI, our Via and Record-Route (for [`MAX_UDP_REQUEST`]).
+    fn request_size_estimate(&self) -> usize {
+        let mut n = self.msg.buf().len();
+        for (range, bytes) in self.s.edits.splices() {
+            n = (n + bytes.len()).saturating_sub(range.len());
+        }
+        if self.uri_changed {
+            let old = self.msg.request_uri().unwrap_or("").len();
+            n = (n + self.s.uri.len()).saturating_sub(old);
+        }
+        let rr = if self.record_route.is_some() { 2 } else { 0 };
+        n + OUR_LINE_ESTIMATE * (1 + rr)
     }
 
     pub(crate) fn via_value(&self, sock: usize, branch: &str) -> String {
         self.core.local.via(sock, branch, self.at.local)
     }
 
-    /// Writes one branch of a stateful relay into `buf`: the script's edits, Request-URI
-    /// `uri`, `received`/`rport` on the previous hop's Via, and our Via `via`.
-    pub(crate) fn write_branch(&mut self, via: &str, uri: &str, buf: &mut Vec<u8>) {
+    /// Writes one branch of a stateful relay, leaving from socket `sock`, into `buf`: the
+    /// script's edits, Request-URI `uri`, our Record-Route (for `sock`), `received`/`rport`
+    /// on the previous hop's Via, and our Via `via`.
+    pub(crate) fn write_branch(&mut self, via: &str, uri: &str, sock: usize, buf: &mut Vec<u8>) {
         let top = self.msg.top_via().ok();
         let mark = self.s.edits.mark();
+        self.add_record_route(sock);
         if uri != self.msg.request_uri().unwrap_or("") {
             self.s.edits.set_request_uri(self.msg, uri.as_bytes());
         }
@@ -457,7 +694,8 @@ impl MsgCtx<'_, '_> {
     }
 
     /// Writes the request with the script's edits plus, for this copy only, the new
-    /// Request-URI, `received`/`rport` on the previous hop's Via and our Via.
+    /// Request-URI, our Record-Route (for `dst.socket`), `received`/`rport` on the previous
+    /// hop's Via and our Via.
     fn write_request(
         &mut self,
         out: &mut Outbox,
@@ -470,6 +708,7 @@ impl MsgCtx<'_, '_> {
         if self.uri_changed {
             self.s.edits.set_request_uri(self.msg, uri.as_bytes());
         }
+        self.add_record_route(dst.socket);
         if let Some(via) = via {
             let (received, rport) = match top {
                 Some(v) => self.received_for(v),
@@ -494,6 +733,20 @@ impl MsgCtx<'_, '_> {
     }
 }
 
+/// Does an action that sends to `host`/`port` over `transport` go to the fixed destination
+/// `d` of its URI (a flow)? Only when it goes where the URI says, over any transport or the
+/// flow's.
+pub(crate) fn flow_applies(
+    d: &Dest,
+    host: Option<&HostArg>,
+    port: PortArg,
+    transport: Option<Transport>,
+) -> bool {
+    matches!(host, None | Some(HostArg::UriHost))
+        && !matches!(port, PortArg::Port(_))
+        && transport.map_or(true, |t| t == d.transport)
+}
+
 /// Routes a reply back statelessly: our Via off the top, sent to the next Via's address
 /// (`received`/`rport` where present). Returns false when the reply is not for us.
 pub fn forward_reply(
@@ -513,7 +766,7 @@ pub fn forward_reply(
     s.edits.remove_top_via(msg).map_err(|_| "bad Via")?;
     match target {
         Target::Addr(addr) => {
-            // No connection of that transport (stream transports are not served yet): UDP.
+            // A Via naming a transport we have no socket of: UDP.
             let (transport, sock) = match core.local.socket_for(transport, &addr, arrived_on) {
                 Some(sock) => (transport, sock),
                 None => (

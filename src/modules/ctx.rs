@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ser_parser::{Edits, Message};
 
 use crate::core::Core;
-use crate::sip::{Arrival, Outbox};
+use crate::sip::{Arrival, Dest, Outbox};
 use crate::stats::Stats;
 
 /// Per-shard buffers reused for every message: no allocation per message once warm.
@@ -20,17 +20,38 @@ use crate::stats::Stats;
 pub struct Scratch {
     pub edits: Edits,
     pub uri: String,
-    pub branches: Vec<String>,
+    /// The destination set beyond the Request-URI (`append_branch`, `lookup`).
+    pub branches: Vec<Branch>,
     pub out: Outbox,
     pub tmp: Vec<u8>,
     /// Where the request goes instead of its Request-URI (set by `loose_route` to the next
     /// Route); empty when unset.
     pub dst_uri: String,
+    /// The fixed destination of the Request-URI's branch: the flow a binding was registered
+    /// over (`lookup` of a contact that registered over a stream connection). It wins over
+    /// the next hop of the URI; a script action that names a host does not use it.
+    pub dst: Option<Dest>,
+}
+
+/// One branch of the destination set beyond the Request-URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branch {
+    pub uri: String,
+    /// Where it goes instead of the next hop of `uri` (see [`Scratch::dst`]).
+    pub dst: Option<Dest>,
+}
+
+impl Branch {
+    /// A branch that goes where its URI says.
+    pub fn uri(uri: String) -> Self {
+        Self { uri, dst: None }
+    }
 }
 
 impl Scratch {
     pub fn clear(&mut self) {
         self.dst_uri.clear();
+        self.dst = None;
         self.edits.clear();
         self.uri.clear();
         self.branches.clear();
@@ -82,6 +103,12 @@ pub struct MsgCtx<'a, 'm> {
     pub suspend: Option<Suspend>,
     /// Who the request proved to be (a successful www_authorize/proxy_authorize).
     pub auth: Option<AuthUser>,
+    /// The socket `force_send_socket` (or `loose_route` over a double Record-Route) chose for
+    /// what this message sends next (an index into `Local::sockets`).
+    pub force_socket: Option<usize>,
+    /// `record_route()` ran: each copy of the request sent from now on gets our
+    /// Record-Route, written once its socket is known (see `rr`).
+    pub record_route: Option<super::rr::RecordRoute>,
 }
 
 /// Where suspended work runs.
@@ -122,14 +149,17 @@ impl std::fmt::Debug for Resumed {
 pub struct SavedCtx {
     uri_changed: bool,
     uri: String,
-    branches: Vec<String>,
+    branches: Vec<Branch>,
     edits: Edits,
     dst_uri: String,
+    dst: Option<Dest>,
     flags: u32,
     last_error: Option<SipError>,
     maxfwd_result: Option<i32>,
     t: crate::tm::TState,
     auth: Option<AuthUser>,
+    force_socket: Option<usize>,
+    record_route: Option<super::rr::RecordRoute>,
 }
 
 impl<'a, 'm> MsgCtx<'a, 'm> {
@@ -156,6 +186,8 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             can_suspend: false,
             suspend: None,
             auth: None,
+            force_socket: None,
+            record_route: None,
         }
     }
 
@@ -167,11 +199,14 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             branches: std::mem::take(&mut self.s.branches),
             edits: std::mem::take(&mut self.s.edits),
             dst_uri: std::mem::take(&mut self.s.dst_uri),
+            dst: self.s.dst.take(),
             flags: self.flags,
             last_error: self.last_error,
             maxfwd_result: self.maxfwd_result,
             t: self.t,
             auth: self.auth.take(),
+            force_socket: self.force_socket,
+            record_route: self.record_route,
         }
     }
 
@@ -193,11 +228,14 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         self.s.branches = st.branches;
         self.s.edits = st.edits;
         self.s.dst_uri = st.dst_uri;
+        self.s.dst = st.dst;
         self.flags = st.flags;
         self.last_error = st.last_error;
         self.maxfwd_result = st.maxfwd_result;
         self.t = st.t;
         self.auth = st.auth;
+        self.force_socket = st.force_socket;
+        self.record_route = st.record_route;
     }
 
     /// The Request-URI as the script sees it now.

@@ -293,8 +293,12 @@ impl crate::modules::ctx::MsgCtx<'_, '_> {
                 };
                 self.s.uri = first;
                 self.uri_changed = true;
+                self.s.dst = None;
                 self.s.branches.clear();
-                self.s.branches.extend(uris.take(super::core::MAX_BRANCHES));
+                self.s.branches.extend(
+                    uris.take(super::core::MAX_BRANCHES)
+                        .map(super::ctx::Branch::uri),
+                );
                 1
             }
         }

@@ -102,6 +102,8 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("t_on_branch", "tm"),
     ("t_on_reply", "tm"),
     ("t_relay_to", "tm"),
+    ("t_relay_to_tcp", "tm"),
+    ("t_relay_to_tls", "tm"),
     ("acc_request", "acc"),
     ("record_route", "rr"),
     ("loose_route", "rr"),
@@ -188,12 +190,14 @@ pub fn exports_for(modules: &[&str]) -> Result<Exports, String> {
     ex.registry.unknown_hint(unknown_hint);
     // The left-hand operands of comparisons (the seeds' Table 1, and msg:len).
     type OperandBind = fn(CmpOp, &Arg, &BindCtx<'_>) -> Result<Cond, String>;
-    let operands: [(&'static str, OperandBind); 5] = [
+    let operands: [(&'static str, OperandBind); 7] = [
         ("method", bind_method),
         ("uri", bind_uri),
         ("msg:len", bind_msg_len),
         ("src_ip", bind_src_ip),
         ("dst_ip", bind_dst_ip),
+        ("proto", bind_proto),
+        ("af", bind_af),
     ];
     for (name, bind) in operands {
         ex.registry.operand(OperandEntry { name, bind });
@@ -344,6 +348,41 @@ fn bind_dst_ip(op: CmpOp, rhs: &Arg, _: &BindCtx<'_>) -> Result<Cond, String> {
     let (m, neg) = addr_match(op, rhs)?;
     let c = Cond::DstIp(m);
     Ok(if neg { Cond::Not(Box::new(c)) } else { c })
+}
+
+/// `==` or `!=` around a condition.
+fn eq_or_ne(op: CmpOp, c: Cond, what: &str) -> Result<Cond, String> {
+    match op {
+        CmpOp::Eq => Ok(c),
+        CmpOp::Ne => Ok(Cond::Not(Box::new(c))),
+        _ => Err(format!("{what} is compared with == or !=")),
+    }
+}
+
+/// `proto == udp|tcp|tls|ws|wss` (any case; Kamailio's core keyword): the transport the
+/// message came over. SCTP and anything else this server cannot listen on is refused.
+fn bind_proto(op: CmpOp, rhs: &Arg, ctx: &BindCtx<'_>) -> Result<Cond, String> {
+    const WHAT: &str = "proto is udp, tcp, tls, ws or wss";
+    let s = arg_str(rhs).map_err(|_| ctx.fail_at(0, WHAT))?;
+    let t = crate::sip::Transport::from_name(&s)
+        .ok_or_else(|| ctx.fail_at(0, format!("unknown transport \"{s}\": {WHAT}")))?;
+    eq_or_ne(op, Cond::Proto(t), "proto")
+}
+
+/// `af == inet|inet6` (any case): the address family the message came from.
+fn bind_af(op: CmpOp, rhs: &Arg, ctx: &BindCtx<'_>) -> Result<Cond, String> {
+    let s = arg_str(rhs).map_err(|_| ctx.fail_at(0, "af is inet or inet6"))?;
+    let v6 = if s.eq_ignore_ascii_case("inet") {
+        false
+    } else if s.eq_ignore_ascii_case("inet6") {
+        true
+    } else {
+        return Err(ctx.fail_at(
+            0,
+            format!("unknown address family \"{s}\": af is inet or inet6"),
+        ));
+    };
+    eq_or_ne(op, Cond::AfInet6(v6), "af")
 }
 
 #[cfg(test)]

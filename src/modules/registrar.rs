@@ -12,6 +12,11 @@
 //!   q, then the newest) and puts the others in the destination set (`append_branches`,
 //!   default 1); false when nobody is registered. `lookup("aliases")` is the same over the
 //!   aliases table.
+//! - A REGISTER that came over a stream connection (TCP, TLS, WS) saves its flow with each
+//!   binding it makes (see [`crate::usrloc::Binding::flow`]); lookup gives such a binding's
+//!   branch that flow as its fixed destination (`Scratch::dst`, `Branch::dst`), so
+//!   `t_relay()` and `forward(uri:host, uri:port)` send over the connection the UA
+//!   registered on rather than to its Contact's address.
 //!
 //! Parameters: `default_expires` (3600), `min_expires` (0: none), `max_expires` (0: none),
 //! `default_q` (per mille, 1000), `append_branches` (1).
@@ -22,9 +27,10 @@ use ser_parser::{Contact, HeaderName};
 use ser_script::{Arg, KindSet};
 
 use super::core::f;
-use super::ctx::{MsgCtx, Pool, Resumed, Suspend};
+use super::ctx::{Branch, MsgCtx, Pool, Resumed, Suspend};
 use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind, Params};
+use crate::sip::Dest;
 use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
 use crate::usrloc::{persist, Aor, DbMode};
 
@@ -180,6 +186,10 @@ impl MsgCtx<'_, '_> {
             .header(HeaderName::UserAgent)
             .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
             .unwrap_or_default();
+        // Over a stream, the UA is reached back over its connection (RFC 5626's flow, without
+        // the Outbound extension's reg-id: one flow per binding, the last REGISTER's).
+        let flow = (self.at.transport.is_reliable() || self.at.conn.is_some())
+            .then(|| self.at.back_to(self.at.src));
         Ok((
             aor,
             SaveRequest {
@@ -188,6 +198,7 @@ impl MsgCtx<'_, '_> {
                 callid: String::from_utf8_lossy(callid).into_owned(),
                 cseq: cseq.number,
                 user_agent,
+                flow,
             },
         ))
     }
@@ -334,7 +345,7 @@ impl MsgCtx<'_, '_> {
                     Ok(bindings) => {
                         let contacts = rfc3261::lookup_order(&bindings, now)
                             .into_iter()
-                            .map(|b| b.contact.clone())
+                            .map(|b| (b.contact.clone(), b.flow))
                             .collect();
                         m.set_destinations(contacts, append)
                     }
@@ -353,19 +364,25 @@ impl MsgCtx<'_, '_> {
     }
 
     /// The Request-URI becomes the first contact, the destination set the others (with
-    /// registrar's `append_branches`).
-    fn set_destinations(&mut self, contacts: Vec<String>, append: bool) -> i32 {
+    /// registrar's `append_branches`); a contact with a flow goes over it.
+    fn set_destinations(&mut self, contacts: Vec<(String, Option<Dest>)>, append: bool) -> i32 {
         let mut it = contacts.into_iter();
-        let Some(first) = it.next() else {
+        let Some((first, flow)) = it.next() else {
             return -1;
         };
         self.s.uri = first;
         self.uri_changed = true;
+        self.s.dst = flow;
+        if flow.is_some() {
+            // The flow is where the request goes now, not a Route an earlier loose_route chose.
+            self.s.dst_uri.clear();
+        }
         self.s.branches.clear();
         if append {
-            self.s
-                .branches
-                .extend(it.take(super::core::MAX_BRANCHES.saturating_sub(1)));
+            self.s.branches.extend(
+                it.take(super::core::MAX_BRANCHES.saturating_sub(1))
+                    .map(|(uri, dst)| Branch { uri, dst }),
+            );
         }
         1
     }

@@ -1,18 +1,27 @@
 //! Module rr: record routing (RFC 3261 16.6 step 4, 16.4, 16.12).
 //!
 //! `record_route` puts our `Record-Route: <sip:ip:port;lr>` above the ones already in the
-//! request, so that the dialog's later requests come through us. `loose_route` routes an
-//! in-dialog request by its Route header fields: it undoes a strict-routing previous hop
-//! (RFC 3261 16.4: the Request-URI is ours, so the real one is the last Route), removes our own
-//! Route entry, and then either sends to a loose next hop (the destination URI, Request-URI
-//! untouched) or does the strict-router translation of 16.6 step 6. `rewriteFromRoute` is SER
-//! 0.8's strict routing: Request-URI ← first Route.
+//! request, so that the dialog's later requests come through us; a socket that is not UDP is
+//! named with `;transport=` (`<sip:ip:5061;transport=tls;lr>`, as Kamailio writes it, not a
+//! `sips:` URI). The socket is the one each copy of the request leaves from, so the line is
+//! written by the writers of forward and t_relay once the socket is chosen
+//! ([`MsgCtx::add_record_route`]). When the request leaves from another socket than it came
+//! in on (TLS in, UDP out; another address), two go in, each with `;r2=on` (Kamailio's
+//! `enable_double_rr`, on by default there): the top one names the outbound socket, which is
+//! what the downstream side reaches us at; the next one the inbound socket, for the upstream
+//! side, which reads the route set in reverse (RFC 3261 12.1.2).
 //!
-//! Nothing here changes the message: Route removals and the Record-Route line are splices in
+//! `loose_route` routes an in-dialog request by its Route header fields: it undoes a
+//! strict-routing previous hop (RFC 3261 16.4: the Request-URI is ours, so the real one is the
+//! last Route), removes our own Route entry (both of a double pair, and then the request leaves
+//! from the socket the second one names), and then either sends to a loose next hop (the
+//! destination URI, Request-URI untouched) or does the strict-router translation of 16.6 step
+//! 6. `rewriteFromRoute` is SER 0.8's strict routing: Request-URI ← first Route.
+//!
+//! Nothing here changes the message: Route removals and the Record-Route lines are splices in
 //! the shard's `Edits`, a new Request-URI goes to `Scratch::uri` (applied by the writer in
 //! forward/t_relay), the loose next hop to `Scratch::dst_uri`. Deliberately not done: dialog
-//! state, parameters encoded into the Record-Route (ftag, two-sided RR for multi-homed hosts)
-//! and Route handling in replies.
+//! state, parameters encoded into the Record-Route (ftag) and Route handling in replies.
 
 use std::ops::Range;
 
@@ -24,7 +33,14 @@ use super::core::f;
 use super::ctx::MsgCtx;
 use super::Action;
 use super::{Exports, ParamDef, ParamKind};
-use crate::sip::hostport;
+use crate::sip::{hostport, Transport};
+
+/// What `record_route()` asked for; the lines are written per outgoing copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRoute {
+    /// `;lr=on` rather than `;lr` (rr's `enable_full_lr`).
+    pub full_lr: bool,
+}
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, ctx| {
@@ -127,38 +143,59 @@ fn remove_marked(headers: &[Header<'_>], vals: &[RouteVal<'_>], edits: &mut Edit
 }
 
 impl<'m> MsgCtx<'_, 'm> {
-    /// Our Record-Route line: the address of the socket the request arrived on.
-    fn rr_line(&self, full_lr: bool) -> String {
-        let sock = self
-            .core
-            .local
-            .addr(self.at.socket)
-            .unwrap_or(self.at.local);
-        let lr = if full_lr { ";lr=on" } else { ";lr" };
-        format!("Record-Route: <sip:{}{}>\r\n", hostport(&sock), lr)
+    /// The transport and address of socket `sock` (the arrival's for one we do not know).
+    fn socket_of(&self, sock: usize) -> (Transport, std::net::SocketAddr) {
+        match self.core.local.sockets.get(sock) {
+            Some(l) => (l.transport, l.addr),
+            None => (self.at.transport, self.at.local),
+        }
     }
 
-    /// `record_route()`: our Record-Route (`;lr=on` with rr's `enable_full_lr`).
+    /// One Record-Route line naming socket `sock`.
+    fn rr_line(&self, sock: usize, r2: bool, full_lr: bool, out: &mut String) {
+        use std::fmt::Write;
+        let (transport, addr) = self.socket_of(sock);
+        let _ = write!(out, "Record-Route: <sip:{}", hostport(&addr));
+        if transport != Transport::Udp {
+            let _ = write!(out, ";transport={}", transport.name());
+        }
+        if r2 {
+            out.push_str(";r2=on");
+        }
+        out.push_str(if full_lr { ";lr=on>\r\n" } else { ";lr>\r\n" });
+    }
+
+    /// `record_route()`: our Record-Route (`;lr=on` with rr's `enable_full_lr`) goes into
+    /// every copy of the request sent from now on (see [`Self::add_record_route`]).
     pub(crate) fn record_route(&mut self, full_lr: bool) -> i32 {
-        let msg = self.msg;
-        if !msg.is_request() {
+        if !self.msg.is_request() {
             return self.fail(500, "Not a request");
         }
-        let line = self.rr_line(full_lr);
+        self.record_route = Some(RecordRoute { full_lr });
+        1
+    }
+
+    /// Writes what `record_route()` asked for into the edits of a copy of the request that
+    /// leaves from socket `out_sock` (the caller rolls the edits back after writing it): one
+    /// line for the socket, or two when it is not the one the request came in on.
+    pub(crate) fn add_record_route(&mut self, out_sock: usize) {
+        let Some(rr) = self.record_route else {
+            return;
+        };
+        let msg = self.msg;
+        let inbound = self.at.socket;
+        let double = self.socket_of(out_sock) != self.socket_of(inbound);
+        let mut lines = String::with_capacity(128);
+        if double {
+            self.rr_line(out_sock, true, rr.full_lr, &mut lines);
+        }
+        self.rr_line(inbound, double, rr.full_lr, &mut lines);
         // Ours first (16.6 step 4), above the Record-Routes of earlier hops; after the last
         // header when there are none.
         let at = msg
             .header(HeaderName::RecordRoute)
             .map_or(msg.headers_end(), |h| h.line.start);
-        let already = self
-            .s
-            .edits
-            .splices()
-            .any(|(r, bytes)| r.is_empty() && r.start == at && bytes == line.as_bytes());
-        if !already {
-            self.s.edits.insert(at, line.as_bytes());
-        }
-        1
+        self.s.edits.insert(at, lines.as_bytes());
     }
 
     /// Has a Route line of this request already been edited (loose_route ran before)?
@@ -174,9 +211,26 @@ impl<'m> MsgCtx<'_, 'm> {
         })
     }
 
+    /// Is `uri` ours? A URI without a port means the default one of its transport (5061
+    /// for `;transport=tls` and `sips:`).
     fn is_my_uri(&self, uri: &str) -> Option<bool> {
         let u = parse_uri(uri).ok()?;
-        Some(self.core.local.is_myself(&u.host, u.host_str, u.port))
+        let port = u.port.or_else(|| Some(uri_transport(&u).default_port()));
+        Some(self.core.local.is_myself(&u.host, u.host_str, port))
+    }
+
+    /// Our socket a Record-Route URI of ours names (its address, port and transport).
+    fn socket_named(&self, uri: &str) -> Option<usize> {
+        let u = parse_uri(uri).ok()?;
+        let t = uri_transport(&u);
+        let ip = u
+            .host_str
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let addr = std::net::SocketAddr::new(ip, u.port.unwrap_or(t.default_port()));
+        self.core.local.socket_at(t, &addr)
     }
 
     fn set_uri(&mut self, uri: &str) {
@@ -202,19 +256,40 @@ impl<'m> MsgCtx<'_, 'm> {
             return -1;
         }
         let mut new_uri: Option<&'m str> = None;
+        // Whether the entry of ours just removed was the first of a double Record-Route.
+        let mut pair = false;
         // 1. The Request-URI is ours: the previous hop was a strict router, which put the
         // Record-Route URI we left into it; the real Request-URI is the last Route (16.4).
         if self.is_my_uri(self.current_uri()) == Some(true) {
+            pair = has_r2(self.current_uri());
             if let Some(last) = rs.last_mut() {
                 new_uri = Some(last.addr.uri);
                 last.removed = true;
             }
         }
-        // 2. Our own entry on top goes.
-        if let Some(top) = rs.iter_mut().find(|v| !v.removed) {
+        // 2. Our own entry on top goes; with `;r2=on` (a double Record-Route of ours), the
+        // next one too when it is ours, and the request leaves from the socket it names.
+        // After a strict previous hop the first of the pair was the Request-URI.
+        for _ in 0..2 {
+            let Some(top) = rs.iter_mut().find(|v| !v.removed) else {
+                break;
+            };
             match self.is_my_uri(top.addr.uri) {
-                Some(true) => top.removed = true,
-                Some(false) => {}
+                Some(true) => {
+                    top.removed = true;
+                    let uri = top.addr.uri;
+                    if pair {
+                        if let Some(s) = self.socket_named(uri) {
+                            self.force_socket = Some(s);
+                        }
+                        break;
+                    }
+                    pair = has_r2(uri);
+                    if !pair {
+                        break;
+                    }
+                }
+                Some(false) => break,
                 None => return self.fail(400, "Bad Route"),
             }
         }
@@ -227,6 +302,8 @@ impl<'m> MsgCtx<'_, 'm> {
             if u.param("lr").is_some() {
                 self.s.dst_uri.clear();
                 self.s.dst_uri.push_str(top.addr.uri);
+                // The Route is where it goes now, not a flow an earlier lookup found.
+                self.s.dst = None;
             } else {
                 // A strict router (16.6 step 6): the Request-URI joins the end of the route
                 // set, the strict router's URI becomes the Request-URI.
@@ -272,6 +349,24 @@ impl<'m> MsgCtx<'_, 'm> {
     }
 }
 
+/// The transport a URI names: `;transport=`, TLS for `sips:`, UDP otherwise.
+fn uri_transport(u: &ser_parser::Uri<'_>) -> Transport {
+    match u
+        .param("transport")
+        .flatten()
+        .and_then(Transport::from_name)
+    {
+        Some(t) => t,
+        None if u.scheme == ser_parser::Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    }
+}
+
+/// Does a URI of ours carry `;r2=on` (one of a double Record-Route)?
+fn has_r2(uri: &str) -> bool {
+    parse_uri(uri).is_ok_and(|u| u.param("r2").is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -315,6 +410,8 @@ mod tests {
         );
         let mut ctx = MsgCtx::new(core, &stats, &msg, at, &mut scratch);
         let ret = f(&mut ctx);
+        // Sent back from the socket it came in on.
+        ctx.add_record_route(0);
         let next_hop = ctx.next_hop_uri().to_string();
         if ctx.uri_changed {
             let uri = ctx.s.uri.clone();

@@ -65,7 +65,7 @@ impl MsgCtx<'_, '_> {
             // The destination set: the current URI and every branch.
             let _ = write!(extra, "Contact: <{}>", self.current_uri());
             for b in &self.s.branches {
-                let _ = write!(extra, ", <{b}>");
+                let _ = write!(extra, ", <{}>", b.uri);
             }
             extra.push_str("\r\n");
         }

@@ -1,4 +1,5 @@
-//! Module tm's script face: `t_relay`, `t_relay_to_udp`, `t_newtran`, `t_reply`,
+//! Module tm's script face: `t_relay`, `t_relay_to` and `t_relay_to_udp`/`_tcp`/`_tls`
+//! (which name the transport), `t_newtran`, `t_reply`,
 //! `t_on_negative`, `t_on_failure`, `t_on_branch`, `t_on_reply`, `t_replicate`, and the
 //! module's timer parameters; and [`TmShard`], which runs what the transaction layer asks
 //! for: the onreply_route over a reply, the failure route (or SER 0.8's negative reply
@@ -19,7 +20,7 @@ use super::ctx::{MsgCtx, Scratch};
 use super::{arg_int, Exports, ParamDef, ParamKind};
 use super::{Action, HostArg, PortArg, Script};
 use crate::core::Core;
-use crate::sip::{Arrival, Dest, Outbox, Target};
+use crate::sip::{Arrival, Dest, Outbox, Target, Transport};
 use crate::stats::Stats;
 use crate::tm::{
     BranchDst, CellId, CreateError, FailureOutcome, FailureRun, Identity, OnReplyRun, ReplyMatch,
@@ -200,10 +201,21 @@ pub fn register(ex: &mut Exports) {
         Ok(Action::TRelay {
             host: None,
             port: PortArg::Default,
+            transport: None,
         })
     }));
-    ex.function(f("t_relay_to_udp", 2, 2, relay_kinds, bind_relay_to));
-    ex.alias("t_relay_to", "t_relay_to_udp");
+    ex.function(f("t_relay_to", 2, 2, relay_kinds, |a, _| {
+        bind_relay_to(a, None)
+    }));
+    ex.function(f("t_relay_to_udp", 2, 2, relay_kinds, |a, _| {
+        bind_relay_to(a, Some(Transport::Udp))
+    }));
+    ex.function(f("t_relay_to_tcp", 2, 2, relay_kinds, |a, _| {
+        bind_relay_to(a, Some(Transport::Tcp))
+    }));
+    ex.function(f("t_relay_to_tls", 2, 2, relay_kinds, |a, _| {
+        bind_relay_to(a, Some(Transport::Tls))
+    }));
     ex.function(f("t_newtran", 0, 0, KindSet::REQUEST, |_, _| {
         Ok(Action::TNewtran)
     }));
@@ -260,12 +272,15 @@ pub fn register(ex: &mut Exports) {
     }
 }
 
-fn bind_relay_to(a: &[Arg], _: &BindCtx<'_>) -> Result<Action, String> {
+/// `t_relay_to(host, port)` (UDP, or TCP for a large request) and `t_relay_to_udp`/`_tcp`/
+/// `_tls(host, port)`, which name the transport.
+fn bind_relay_to(a: &[Arg], transport: Option<Transport>) -> Result<Action, String> {
     let host = host_arg(a.first().ok_or("missing host")?)?;
     let port = port_arg(a.get(1))?;
     Ok(Action::TRelay {
         host: Some(host),
         port,
+        transport,
     })
 }
 
@@ -315,8 +330,12 @@ impl MsgCtx<'_, '_> {
             }
             Action::TNewtran => self.t_newtran(),
             Action::TReply { code, reason } => self.t_reply(*code, reason),
-            Action::TRelay { host, port } => self.t_relay(host.as_ref(), *port, false),
-            Action::TReplicate { host, port } => self.t_relay(Some(host), *port, true),
+            Action::TRelay {
+                host,
+                port,
+                transport,
+            } => self.t_relay(host.as_ref(), *port, false, *transport),
+            Action::TReplicate { host, port } => self.t_relay(Some(host), *port, true, None),
             Action::AccRequest(status) => {
                 let Some(tm) = self.tm.as_deref() else {
                     return -1;
@@ -388,10 +407,16 @@ impl MsgCtx<'_, '_> {
 
     /// SER 0.8: the branches a negative reply route appended are relayed when it ends.
     pub(crate) fn t_relay_in_failure(&mut self) -> i32 {
-        self.t_relay(None, PortArg::Default, false)
+        self.t_relay(None, PortArg::Default, false, None)
     }
 
-    fn t_relay(&mut self, host: Option<&HostArg>, port: PortArg, replicate: bool) -> i32 {
+    fn t_relay(
+        &mut self,
+        host: Option<&HostArg>,
+        port: PortArg,
+        replicate: bool,
+        transport: Option<Transport>,
+    ) -> i32 {
         if !self.msg.is_request() {
             return self.fail(500, "Not a request");
         }
@@ -406,6 +431,7 @@ impl MsgCtx<'_, '_> {
                     host.unwrap_or(&HostArg::UriHost),
                     port_for(host, port),
                     true,
+                    transport,
                 );
             }
             Some(Method::Cancel) if !in_failure && !replicate => {
@@ -419,6 +445,7 @@ impl MsgCtx<'_, '_> {
                         host.unwrap_or(&HostArg::UriHost),
                         port_for(host, port),
                         true,
+                        transport,
                     );
                 };
                 if self.t.cell.is_none() {
@@ -473,13 +500,14 @@ impl MsgCtx<'_, '_> {
             return self.fail(500, "No Transaction");
         };
         // The destination set: for t_relay the Request-URI (in a failure route only when
-        // the route changed it) and every appended branch; t_relay_to one address.
-        let mut uris: smallvec::SmallVec<[String; 4]> = smallvec::SmallVec::new();
+        // the route changed it) and every appended branch, each with the flow lookup found
+        // for it; t_relay_to one address.
+        let mut uris: smallvec::SmallVec<[(String, Option<Dest>); 4]> = smallvec::SmallVec::new();
         if host.is_some() || !in_failure || self.uri_changed {
-            uris.push(self.current_uri().to_string());
+            uris.push((self.current_uri().to_string(), self.s.dst));
         }
         if host.is_none() {
-            uris.extend(self.s.branches.drain(..));
+            uris.extend(self.s.branches.drain(..).map(|b| (b.uri, b.dst)));
         }
         let out_uri = self.current_uri().to_string();
         let routes = self.t.routes;
@@ -500,10 +528,15 @@ impl MsgCtx<'_, '_> {
         let script = tm.tm.script_of(id);
         let mut sent = 0;
         let mut branch_id = String::new();
-        for (i, uri) in uris.iter().enumerate() {
+        for (i, (uri, fixed)) in uris.iter().enumerate() {
             // branch_route[n]: this branch's URI as the Request-URI; it may rewrite it, add
             // headers, or drop the branch.
-            let saved = (self.uri_changed, std::mem::take(&mut self.s.uri));
+            // What a branch_route sets (force_send_socket too) is for its branch only.
+            let saved = (
+                self.uri_changed,
+                std::mem::take(&mut self.s.uri),
+                self.force_socket,
+            );
             let mark = self.s.edits.mark();
             self.s.uri.push_str(uri);
             self.uri_changed = true;
@@ -522,7 +555,13 @@ impl MsgCtx<'_, '_> {
                 branch_uri.clone()
             };
             if keep {
-                if self.send_branch(now, id, host, port, &branch_uri, &hop, &mut branch_id) {
+                let how = Relay {
+                    host,
+                    port,
+                    transport,
+                    fixed: *fixed,
+                };
+                if self.send_branch(now, id, &how, &branch_uri, &hop, &mut branch_id) {
                     sent += 1;
                 }
             } else {
@@ -531,6 +570,7 @@ impl MsgCtx<'_, '_> {
             self.s.edits.rollback(mark);
             self.uri_changed = saved.0;
             self.s.uri = saved.1;
+            self.force_socket = saved.2;
         }
         if sent == 0 {
             if created_here {
@@ -547,33 +587,18 @@ impl MsgCtx<'_, '_> {
         1
     }
 
-    /// Writes and starts one branch; false (with `last_error`) if it cannot go out.
-    #[allow(clippy::too_many_arguments)]
-    fn send_branch(
-        &mut self,
-        now: Instant,
-        id: CellId,
-        host: Option<&HostArg>,
-        port: PortArg,
-        uri: &str,
-        hop: &str,
-        branch_id: &mut String,
-    ) -> bool {
-        let mut next = match self.next_hop(host, port, hop) {
-            Ok(h) => h,
-            Err(_) => return false,
-        };
-        let sock = match self.hop_socket(&mut next) {
-            Ok(s) => s,
-            Err(_) => return false,
-        };
-        let Some(tm) = self.tm.as_deref() else {
-            return false;
-        };
-        let index = tm.tm.branch_count(id);
-        if !tm.tm.branch_id(id, index, branch_id) {
-            return false;
+    /// Where one branch goes: a flow lookup found for its URI (`fixed`), else the next hop
+    /// of `hop` (the Route loose_route chose or the branch's URI), or the host `t_relay_to`
+    /// named; `None` (with `last_error`) when it cannot go anywhere.
+    fn branch_dst(&mut self, how: &Relay<'_>, hop: &str) -> Option<(usize, BranchDst)> {
+        if let Some(d) = how
+            .fixed
+            .filter(|d| super::core::flow_applies(d, how.host, how.port, how.transport))
+        {
+            return Some((d.socket, BranchDst::Addr(d)));
         }
+        let mut next = self.next_hop(how.host, how.port, hop, how.transport).ok()?;
+        let sock = self.hop_socket(&mut next).ok()?;
         let bdst = match next.target {
             Target::Addr(addr) => BranchDst::Addr(Dest {
                 transport: next.transport,
@@ -589,9 +614,32 @@ impl MsgCtx<'_, '_> {
                 secure: next.secure,
             },
         };
+        Some((sock, bdst))
+    }
+
+    /// Writes and starts one branch; false (with `last_error`) if it cannot go out.
+    fn send_branch(
+        &mut self,
+        now: Instant,
+        id: CellId,
+        how: &Relay<'_>,
+        uri: &str,
+        hop: &str,
+        branch_id: &mut String,
+    ) -> bool {
+        let Some((sock, bdst)) = self.branch_dst(how, hop) else {
+            return false;
+        };
+        let Some(tm) = self.tm.as_deref() else {
+            return false;
+        };
+        let index = tm.tm.branch_count(id);
+        if !tm.tm.branch_id(id, index, branch_id) {
+            return false;
+        }
         let via = self.via_value(sock, branch_id);
         let mut buf = Vec::with_capacity(self.msg.buf().len() + 160);
-        self.write_branch(&via, uri, &mut buf);
+        self.write_branch(&via, uri, sock, &mut buf);
         let Some(tm) = self.tm.as_deref_mut() else {
             return false;
         };
@@ -611,6 +659,17 @@ impl MsgCtx<'_, '_> {
             false
         }
     }
+}
+
+/// What a relay action asked for, for each of its branches.
+struct Relay<'h> {
+    /// The host `t_relay_to` named (None: the branch's URI).
+    host: Option<&'h HostArg>,
+    port: PortArg,
+    /// The transport `t_relay_to_udp`/`_tcp`/`_tls` named.
+    transport: Option<Transport>,
+    /// The flow lookup found for the branch's URI.
+    fixed: Option<Dest>,
 }
 
 /// The port for a stateless forward of what t_relay got: its own when given a host.

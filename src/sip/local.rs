@@ -108,6 +108,14 @@ impl Local {
             .any(|(n, p)| n.eq_ignore_ascii_case(name) && (*p == 0 || *p == port))
     }
 
+    /// Our socket of `transport` bound to exactly `addr` (`force_send_socket`, the socket a
+    /// Record-Route of ours names).
+    pub fn socket_at(&self, transport: Transport, addr: &SocketAddr) -> Option<usize> {
+        self.sockets
+            .iter()
+            .position(|s| s.transport == transport && s.addr == *addr)
+    }
+
     /// The socket to send to `dst` over `transport` from: the one the request came in on
     /// when transport and address family match, else the first that matches.
     pub fn socket_for(
@@ -177,6 +185,41 @@ mod tests {
         assert_eq!(l.socket_for(Transport::Udp, &v6, 0), Some(1));
         assert_eq!(l.socket_for(Transport::Udp, &v4, 1), Some(0));
         assert_eq!(l.socket_for(Transport::Tcp, &v4, 0), None);
+    }
+
+    #[test]
+    fn stream_sockets_by_transport() {
+        let a: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        let t: SocketAddr = "10.0.0.1:5061".parse().unwrap();
+        let l = Local::new(
+            vec![
+                Listen::udp(a),
+                Listen {
+                    transport: Transport::Tcp,
+                    addr: a,
+                },
+                Listen {
+                    transport: Transport::Tls,
+                    addr: t,
+                },
+            ],
+            vec![],
+            false,
+        );
+        let peer: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        assert_eq!(l.socket_for(Transport::Tcp, &peer, 0), Some(1));
+        assert_eq!(l.socket_for(Transport::Tls, &peer, 0), Some(2));
+        assert_eq!(l.socket_for(Transport::Udp, &peer, 2), Some(0));
+        assert_eq!(l.socket_at(Transport::Tcp, &a), Some(1));
+        assert_eq!(l.socket_at(Transport::Tls, &a), None);
+        assert_eq!(l.socket_at(Transport::Tls, &t), Some(2));
+        assert_eq!(
+            l.via(2, "b", a),
+            "SIP/2.0/TLS 10.0.0.1:5061;branch=b",
+            "the Via names the socket's transport"
+        );
+        let u = ser_parser::parse_uri("sip:10.0.0.1:5061;transport=tls;lr").unwrap();
+        assert!(l.is_myself(&u.host, u.host_str, u.port));
     }
 
     #[test]

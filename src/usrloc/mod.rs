@@ -22,6 +22,11 @@
 //! The AOR is the user name, lower-cased (SER 0.8), or `user@domain` with usrloc's
 //! `use_domain` set ([`Usrloc::aor`]). What this does not do: replication of contacts
 //! (`t_replicate` does that in the script), NAT flags, `Path`.
+//!
+//! A binding saved from a REGISTER that came over a stream connection keeps its flow
+//! ([`Binding::flow`], memory only): lookup hands it out with the contact, and the binding
+//! goes when the server reports the connection closed ([`Usrloc::flow_closed`]). With
+//! db_mode 3 bindings live in the database only, so they have no flow.
 
 pub mod persist;
 pub mod rfc3261;
@@ -35,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use rfc3261::Binding;
 
 use crate::db::{Db, DbError};
+use crate::sip::{ConnId, Dest};
 
 /// Lock shards per table.
 pub const SHARDS: usize = 64;
@@ -149,16 +155,48 @@ impl Table {
         s.get(aor).cloned().unwrap_or_default()
     }
 
-    /// The contacts of the AOR's live bindings in lookup order (q, then newest first).
-    pub fn lookup(&self, aor: &str, now: u64) -> Vec<String> {
+    /// The contacts of the AOR's live bindings in lookup order (q, then newest first), each
+    /// with the flow it registered over.
+    pub fn lookup(&self, aor: &str, now: u64) -> Vec<(String, Option<Dest>)> {
         let s = self.shard(aor).read().unwrap_or_else(|p| p.into_inner());
         match s.get(aor) {
             Some(v) => rfc3261::lookup_order(v, now)
                 .into_iter()
-                .map(|b| b.contact.clone())
+                .map(|b| (b.contact.clone(), b.flow))
                 .collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Removes the bindings whose flow is connection `conn`; returns each AOR that lost
+    /// some, with the contacts it lost.
+    pub fn flow_closed(&self, conn: ConnId) -> Vec<(String, Vec<String>)> {
+        let on_conn = |b: &Binding| b.flow.is_some_and(|f| f.conn == Some(conn));
+        let mut gone = Vec::new();
+        for shard in self.shards.iter() {
+            // Look first with a read lock: most shards hold no binding of this connection.
+            let any = {
+                let s = shard.read().unwrap_or_else(|p| p.into_inner());
+                s.values().any(|v| v.iter().any(on_conn))
+            };
+            if !any {
+                continue;
+            }
+            let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+            s.retain(|aor, v| {
+                let lost: Vec<String> = v
+                    .iter()
+                    .filter(|b| on_conn(b))
+                    .map(|b| b.contact.clone())
+                    .collect();
+                if !lost.is_empty() {
+                    v.retain(|b| !on_conn(b));
+                    gone.push((aor.clone(), lost));
+                }
+                !v.is_empty()
+            });
+        }
+        gone
     }
 
     /// Runs `f` on the AOR's bindings under its write lock; an AOR left without bindings is
@@ -461,6 +499,54 @@ impl Usrloc {
         }
     }
 
+    /// Connection `conn` closed: every binding registered over it goes, from every table
+    /// (nothing can reach its UA any more; it registers again over a new connection).
+    /// Returns how many went. Never blocks, so the shard that owns the connection calls it:
+    /// db_mode 2 marks the AORs for the next write-back, db_mode 1 hands the deletes to the
+    /// database's workers (fire and forget); db_mode 3 keeps no flows.
+    pub fn flow_closed(&self, conn: ConnId) -> usize {
+        if self.cfg.db_mode == DbMode::DbOnly {
+            return 0;
+        }
+        let mut n = 0;
+        for t in self.tables() {
+            for (aor, contacts) in t.flow_closed(conn) {
+                n += contacts.len();
+                match self.cfg.db_mode {
+                    DbMode::WriteBack => t.mark_dirty(&aor),
+                    DbMode::WriteThrough => self.delete_later(&t.name, &aor, contacts),
+                    _ => {}
+                }
+            }
+        }
+        if n > 0 {
+            crate::debug!(
+                "usrloc: connection {} closed: {n} binding(s) removed",
+                conn.get()
+            );
+        }
+        n
+    }
+
+    /// Deletes an AOR's `contacts` from the database on its workers (db_mode 1).
+    fn delete_later(&self, table: &str, key: &str, contacts: Vec<String>) {
+        let Some(db) = &self.db else {
+            return;
+        };
+        let table = table.to_string();
+        let aor = self.aor_of_key(key);
+        let job: crate::db::Job = Box::new(move |db: &Db| {
+            for c in &contacts {
+                if let Err(e) = db.with_conn(|conn| persist::delete(conn, &table, &aor, Some(c))) {
+                    crate::warn!("usrloc: removing {c} of a closed connection: {e}");
+                }
+            }
+        });
+        if let Err(e) = db.submit(job) {
+            crate::warn!("usrloc: the bindings of a closed connection stay in the database: {e}");
+        }
+    }
+
     /// At SIGTERM: db_mode 2 writes its cache.
     pub fn shutdown(&self) {
         match self.flush() {
@@ -646,6 +732,7 @@ mod tests {
             cseq: 1,
             last_modified: 0,
             user_agent: String::new(),
+            flow: None,
         }
     }
 
@@ -655,14 +742,63 @@ mod tests {
         let t = ul.table("location");
         t.update("alice", |v| v.push(b("sip:a@h", 100)));
         t.update("alice", |v| v.push(b("sip:b@h", 50)));
-        assert_eq!(t.lookup("alice", 10), ["sip:a@h", "sip:b@h"]);
-        assert_eq!(t.lookup("alice", 60), ["sip:a@h"]);
+        let contacts =
+            |now| -> Vec<String> { t.lookup("alice", now).into_iter().map(|(c, _)| c).collect() };
+        assert_eq!(contacts(10), ["sip:a@h", "sip:b@h"]);
+        assert_eq!(contacts(60), ["sip:a@h"]);
         assert_eq!(t.counts(), (1, 2));
         assert_eq!(t.expire(60), ["alice"]);
         assert_eq!(t.expired.load(Ordering::Relaxed), 1);
         assert_eq!(t.expire(200), ["alice"]);
         assert_eq!(t.counts(), (0, 0));
         assert!(ul.find("aliases").is_none());
+    }
+
+    #[test]
+    fn a_closed_connection_takes_its_bindings_from_every_table() {
+        use crate::sip::Transport;
+        let on = |contact: &str, conn: u64| Binding {
+            flow: Some(Dest {
+                transport: Transport::Tls,
+                socket: 2,
+                addr: "198.51.100.9:40000".parse().expect("addr"),
+                conn: Some(ConnId::new(1, conn)),
+            }),
+            ..b(contact, 100)
+        };
+        let cfg = Config {
+            db_mode: DbMode::WriteBack,
+            ..Config::default()
+        };
+        let ul = Usrloc::new(cfg, None);
+        let loc = ul.table("location");
+        let other = ul.table("other");
+        loc.update("alice", |v| {
+            v.push(on("sip:a@h;transport=tls", 7));
+            v.push(on("sip:a2@h;transport=tls", 8));
+            v.push(b("sip:a3@h", 100));
+        });
+        loc.update("bob", |v| v.push(on("sip:b@h;transport=tls", 7)));
+        other.update("carol", |v| v.push(on("sip:c@h;transport=tls", 7)));
+        assert_eq!(ul.flow_closed(ConnId::new(1, 99)), 0);
+        assert_eq!(ul.flow_closed(ConnId::new(2, 7)), 0, "another shard's 7th");
+        assert_eq!(ul.flow_closed(ConnId::new(1, 7)), 3);
+        let contacts = |t: &Table, aor| -> Vec<String> {
+            t.lookup(aor, 10).into_iter().map(|(c, _)| c).collect()
+        };
+        assert_eq!(
+            contacts(&loc, "alice"),
+            ["sip:a2@h;transport=tls", "sip:a3@h"]
+        );
+        assert!(contacts(&loc, "bob").is_empty());
+        assert_eq!(loc.counts(), (1, 2), "bob's AOR went with its last binding");
+        assert_eq!(other.counts(), (0, 0));
+        // db_mode 2: what changed is written at the next flush.
+        let mut dirty = loc.take_dirty();
+        dirty.sort();
+        assert_eq!(dirty, ["alice", "bob"]);
+        assert_eq!(other.take_dirty(), ["carol"]);
+        assert_eq!(ul.flow_closed(ConnId::new(1, 7)), 0);
     }
 
     #[test]
@@ -699,7 +835,10 @@ mod tests {
         assert_eq!(ul.flush().expect("flush"), 1);
         let ul2 = Usrloc::new(cfg, Some(db));
         assert_eq!(ul2.load().expect("load"), 1);
-        assert_eq!(ul2.table("location").lookup("bob", now()), ["sip:bob@h"]);
+        assert_eq!(
+            ul2.table("location").lookup("bob", now()),
+            [("sip:bob@h".to_string(), None)]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

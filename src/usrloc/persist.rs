@@ -123,6 +123,8 @@ fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
                 .unwrap_or(0),
             last_modified: r.get(7).map(secs).unwrap_or(0),
             user_agent: text(8),
+            // Flows live in memory only.
+            flow: None,
         },
     ))
 }

@@ -11,6 +11,8 @@
 //! - a REGISTER with the same Call-ID and the *same* CSeq as a binding is a retransmission and
 //!   changes nothing (its 200 lists the bindings again); a lower CSeq is refused with 400.
 
+use crate::sip::Dest;
+
 /// One binding of an address-of-record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
@@ -24,6 +26,13 @@ pub struct Binding {
     /// Unix seconds of the last change.
     pub last_modified: u64,
     pub user_agent: String,
+    /// The flow the REGISTER came over when that was a stream connection (TCP, TLS, WS):
+    /// requests for this binding go back over it (transport, our socket, the peer's source
+    /// address, the connection), not to the Contact's address, which a UA behind NAT or a
+    /// UA that does not listen cannot be reached at. In memory only: never written to the
+    /// database, and the binding goes when its connection closes
+    /// ([`crate::usrloc::Usrloc::flow_closed`]).
+    pub flow: Option<Dest>,
 }
 
 impl Binding {
@@ -139,6 +148,8 @@ pub struct SaveRequest {
     pub callid: String,
     pub cseq: u32,
     pub user_agent: String,
+    /// The stream connection the REGISTER came over (see [`Binding::flow`]).
+    pub flow: Option<Dest>,
 }
 
 /// Why a REGISTER is refused.
@@ -271,6 +282,7 @@ pub fn process(
                     cseq: req.cseq,
                     last_modified: now,
                     user_agent: req.user_agent.clone(),
+                    flow: req.flow,
                 };
                 out.removed.retain(|r| !same_contact(r, &nb.contact));
                 out.upserts
@@ -317,6 +329,7 @@ mod tests {
             callid: callid.into(),
             cseq,
             user_agent: String::new(),
+            flow: None,
         }
     }
 
@@ -331,6 +344,7 @@ mod tests {
             cseq,
             last_modified: NOW - 10,
             user_agent: String::new(),
+            flow: None,
         }
     }
 
@@ -352,6 +366,39 @@ mod tests {
             o.contact_headers(NOW),
             "Contact: <sip:a@1.2.3.4>;q=1.00;expires=3600\r\n"
         );
+    }
+
+    #[test]
+    fn a_binding_keeps_the_flow_of_the_register_that_made_it() {
+        use crate::sip::{ConnId, Transport};
+        let p = Policy::default();
+        let flow = |n| Dest {
+            transport: Transport::Tcp,
+            socket: 1,
+            addr: "198.51.100.9:40000".parse().expect("addr"),
+            conn: Some(ConnId::new(0, n)),
+        };
+        let mut r = req(
+            Contacts::List(vec![c("sip:a@h;transport=tcp", None, None)]),
+            None,
+            "c1",
+            1,
+        );
+        r.flow = Some(flow(1));
+        let o = process(&[], &r, &p, NOW).expect("ok");
+        assert_eq!(o.bindings[0].flow, Some(flow(1)));
+        // A retransmission changes nothing, even over another connection.
+        r.flow = Some(flow(2));
+        let again = process(&o.bindings, &r, &p, NOW).expect("ok");
+        assert_eq!(again.bindings[0].flow, Some(flow(1)));
+        // A refresh takes the flow it came over; one over UDP has none.
+        r.cseq = 2;
+        let o = process(&o.bindings, &r, &p, NOW).expect("ok");
+        assert_eq!(o.bindings[0].flow, Some(flow(2)));
+        r.cseq = 3;
+        r.flow = None;
+        let o = process(&o.bindings, &r, &p, NOW).expect("ok");
+        assert_eq!(o.bindings[0].flow, None);
     }
 
     #[test]
