@@ -289,3 +289,177 @@ fn disable_tcp_and_explicit_listen_lines() {
     let r = options_over_tcp(&mut s, &ser, "explicit").expect("served");
     assert_eq!(status(&r), Some(200));
 }
+
+const REGISTRAR: &str = r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+loadmodule "modules/usrloc/usrloc.so"
+loadmodule "modules/registrar/registrar.so"
+modparam("usrloc", "db_mode", 0)
+modparam("tm", "fr_timer", 20)
+modparam("tm", "fr_inv_timer", 30)
+route {
+    if (loose_route()) { t_relay(); break; };
+    if (method == "REGISTER") { save("location"); break; };
+    if (uri == myself) {
+        if (!lookup("location")) { sl_send_reply("404", "Not Found"); break; };
+    };
+    if (method == "INVITE") record_route();
+    if (!t_relay()) { sl_reply_error(); };
+}
+"#;
+
+fn register_over_tcp(s: &mut TcpStream, ser: &Ser, contact: &str) -> String {
+    let me = s.local_addr().unwrap();
+    let req = request(
+        "REGISTER",
+        &format!("sip:{}", ser.listen("tcp").ip()),
+        me.port(),
+        "reg-tcp",
+        &format!("Contact: <{contact}>\r\nExpires: 300\r\n"),
+    )
+    .replace("/UDP", "/TCP")
+    .replace("To: <sip:127.0.0.1", "To: <sip:phone@127.0.0.1");
+    s.write_all(req.as_bytes()).unwrap();
+    read_msg(s).unwrap_or_else(|| panic!("no answer to REGISTER\n{}", ser.log_text()))
+}
+
+/// The final reply a UDP peer gets (provisionals skipped), within `limit`.
+fn final_reply(peer: &Peer, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(r) = peer.recv_timeout(200) {
+            if status(&r).is_some_and(|c| c >= 200) {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_phone_registered_over_tcp_is_called_over_its_connection_until_it_closes() {
+    let ser = Ser::start("tcp-flow", REGISTRAR, 0, 2, "auto");
+    let mut phone = tcp(ser.listen("tcp"));
+    // The Contact names a port nothing listens on (as behind a NAT): only the connection
+    // the phone registered over reaches it.
+    let r = register_over_tcp(&mut phone, &ser, "sip:phone@127.0.0.1:9;transport=tcp");
+    assert_eq!(status(&r), Some(200), "{r}");
+
+    let caller = Peer::new();
+    for i in 0..3 {
+        let invite = request(
+            "INVITE",
+            &format!("sip:phone@{}", ser.addr()),
+            caller.port(),
+            &format!("flow-call-{i}"),
+            "",
+        );
+        caller.send(ser.addr(), invite.as_bytes());
+        let got = read_msg(&mut phone).unwrap_or_else(|| {
+            panic!(
+                "the INVITE did not come over the phone's connection\n{}",
+                ser.log_text()
+            )
+        });
+        assert!(got.starts_with("INVITE sip:phone@127.0.0.1:9"), "{got}");
+        assert!(got.contains("SIP/2.0/TCP"), "our Via names TCP: {got}");
+        assert!(
+            got.contains(";transport=tcp"),
+            "Record-Route names TCP: {got}"
+        );
+        let busy = response_to(&got, 486, "Busy Here", "phone");
+        phone.write_all(busy.as_bytes()).unwrap();
+        let fin = final_reply(&caller, Duration::from_secs(5)).expect("the caller's final");
+        assert_eq!(status(&fin), Some(486), "{fin}");
+        // The ACK of the 486 comes over the connection too.
+        let ack = read_msg(&mut phone).expect("ACK");
+        assert!(ack.starts_with("ACK "), "{ack}");
+    }
+
+    // The phone's connection goes: so does its binding.
+    drop(phone);
+    std::thread::sleep(Duration::from_millis(300));
+    let invite = request(
+        "INVITE",
+        &format!("sip:phone@{}", ser.addr()),
+        caller.port(),
+        "flow-gone",
+        "",
+    );
+    caller.send(ser.addr(), invite.as_bytes());
+    let fin = final_reply(&caller, Duration::from_secs(5)).expect("a final");
+    assert_eq!(
+        status(&fin),
+        Some(404),
+        "the binding went with the connection: {fin}"
+    );
+}
+
+#[test]
+fn a_udp_registration_with_a_tcp_contact_is_called_over_tcp() {
+    let ser = Ser::start("tcp-contact", REGISTRAR, 0, 1, "auto");
+    let phone_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let phone_addr = phone_listener.local_addr().unwrap();
+    let reg = Peer::new();
+    let req = request(
+        "REGISTER",
+        &format!("sip:{}", ser.addr().ip()),
+        reg.port(),
+        "reg-udp-tcp",
+        &format!("Contact: <sip:phone@{phone_addr};transport=tcp>\r\nExpires: 300\r\n"),
+    )
+    .replace("To: <sip:127.0.0.1", "To: <sip:phone@127.0.0.1");
+    reg.send(ser.addr(), req.as_bytes());
+    let r = reg.recv().expect("200 to REGISTER");
+    assert_eq!(status(&r), Some(200), "{r}");
+
+    let caller = Peer::new();
+    let invite = request(
+        "INVITE",
+        &format!("sip:phone@{}", ser.addr()),
+        caller.port(),
+        "tcp-contact-call",
+        "",
+    );
+    caller.send(ser.addr(), invite.as_bytes());
+    phone_listener.set_nonblocking(false).unwrap();
+    let (mut conn, _) = phone_listener
+        .accept()
+        .expect("ser connects to the TCP contact");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let got = read_msg(&mut conn).expect("the INVITE over TCP");
+    assert!(got.starts_with("INVITE "), "{got}");
+    conn.write_all(response_to(&got, 480, "Temporarily Unavailable", "p").as_bytes())
+        .unwrap();
+    let fin = final_reply(&caller, Duration::from_secs(5)).expect("final");
+    assert_eq!(status(&fin), Some(480), "{fin}");
+}
+
+#[test]
+fn a_branch_whose_connection_fails_fails_at_once() {
+    let ser = Ser::start("tcp-fail", REGISTRAR, 0, 2, "auto");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let caller = Peer::new();
+    let t0 = Instant::now();
+    let invite = request(
+        "INVITE",
+        &format!("sip:nobody@{dead};transport=tcp"),
+        caller.port(),
+        "tcp-dead",
+        "",
+    );
+    caller.send(ser.addr(), invite.as_bytes());
+    let fin = final_reply(&caller, Duration::from_secs(10)).expect("a final well before fr_timer");
+    let code = status(&fin).unwrap_or(0);
+    assert!((500..600).contains(&code), "{fin}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+}

@@ -505,7 +505,10 @@ impl Server {
         // Bindings registered over this connection: their flow is gone (RFC 5626).
         let removed = self.core.usrloc.flow_closed(conn);
         if removed > 0 {
-            crate::info!("{removed} binding(s) of {} went with its connection", c.peer);
+            crate::info!(
+                "{removed} binding(s) of {} went with its connection",
+                c.peer
+            );
         }
         crate::debug!(
             "{} connection {} {} ended: {why}",
