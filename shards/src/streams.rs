@@ -221,6 +221,10 @@ pub(crate) struct Streams {
     pending: VecDeque<Event>,
     /// The last poll filled its event list: more may be ready.
     more: bool,
+    /// A descriptor held in reserve: when accept fails for want of descriptors (EMFILE),
+    /// it is closed to accept and at once close the waiting connection, then taken again;
+    /// else the listener would stay readable and the shard spin on it.
+    spare: Option<std::fs::File>,
     pub(crate) counters: StreamCounters,
 }
 
@@ -294,6 +298,7 @@ impl Streams {
             cursor: 0,
             pending: VecDeque::new(),
             more: false,
+            spare: std::fs::File::open("/dev/null").ok(),
             counters: StreamCounters::default(),
         })
     }
@@ -660,6 +665,12 @@ impl Streams {
                     Ok(None) if flags & libc::EPOLLERR as u32 == 0 => {
                         c.state = State::Open;
                         c.last_read = now;
+                        // Reads from now on, writes while anything waits (write_out narrows
+                        // it to reads once the queue is empty).
+                        let fd = c.sock.as_raw_fd();
+                        let both = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                        let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, fd, both, slot as u64);
+                        c.want_out = true;
                         self.counters.connected += 1;
                         let (peer, local, socket) = (c.peer, c.local, c.socket);
                         self.pending.push_back(Event::Opened {
@@ -761,7 +772,18 @@ impl Streams {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ECONNABORTED, EMFILE...: try again with the next readiness event.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    self.counters.refused += 1;
+                    if self.spare.take().is_some() {
+                        if let Some(l) = self.listeners.get(index) {
+                            drop(l.sock.accept());
+                        }
+                        self.spare = std::fs::File::open("/dev/null").ok();
+                        continue;
+                    }
+                    return;
+                }
+                // ECONNABORTED and the like: try again with the next readiness event.
                 Err(_) => {
                     self.counters.refused += 1;
                     return;
