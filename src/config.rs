@@ -144,8 +144,15 @@ impl Default for StreamOptions {
 }
 
 impl StreamOptions {
-    /// TLS is served on listen lines without a transport: asked for, or a certificate given.
+    /// TLS is served on listen lines without a transport: asked for, or a certificate given
+    /// (and this ser built with TLS: without it, `enable_tls` is a warning at start, and only
+    /// an explicit `listen=tls:` line stops it).
     pub fn tls(&self) -> bool {
+        self.tls_wanted() && cfg!(feature = "tls")
+    }
+
+    /// TLS asked for on listen lines without a transport.
+    pub fn tls_wanted(&self) -> bool {
         self.enable_tls || self.tls_certificate.is_some()
     }
 }

@@ -12,7 +12,7 @@ use ser::server::Server;
 use ser::server_name;
 use ser::sip::Listen;
 use ser::stats::Stats;
-use ser::{error, notice};
+use ser::{error, notice, warn};
 
 mod daemon;
 
@@ -386,10 +386,14 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
 /// What the shards' stream glue shares: connection aliases, timeouts, and TLS when a TLS
 /// socket listens or TLS is on (a certificate that does not load stops us here).
 fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared> {
+    #[allow(unused_mut)]
     let mut shared = ser::stream::Shared {
         settings: ser::stream::Settings::from_config(&cfg.streams),
         ..Default::default()
     };
+    if cfg.streams.tls_wanted() && !cfg.streams.tls() {
+        warn!("enable_tls: this ser was built without TLS (cargo feature `tls`); no TLS sockets");
+    }
     if !listens
         .iter()
         .any(|l| l.transport == ser::sip::Transport::Tls)
