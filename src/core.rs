@@ -31,6 +31,9 @@ pub struct Core {
     pub dbs: crate::db::OpenDbs,
     /// The user location (set by `main` when usrloc is loaded); shared across reloads.
     pub usrloc: std::sync::Arc<crate::usrloc::Usrloc>,
+    /// The open stream connections by transport and peer (RFC 5923 aliases), written by the
+    /// shards' stream glue; read here to know a peer that takes TCP. Shared across reloads.
+    pub aliases: std::sync::Arc<crate::stream::Aliases>,
 }
 
 impl Core {
@@ -77,6 +80,7 @@ impl Core {
                 list: Vec::new(),
             },
             usrloc: Default::default(),
+            aliases: Default::default(),
         }
     }
 

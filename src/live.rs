@@ -131,6 +131,7 @@ impl Live {
         core.draining = Arc::clone(&old.core.draining);
         // The user location outlives the script (its db_mode stays until a restart).
         core.usrloc = Arc::clone(&old.core.usrloc);
+        core.aliases = Arc::clone(&old.core.aliases);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

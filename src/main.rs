@@ -217,7 +217,7 @@ fn run() -> Result<i32> {
         )
         .with_start_dir(start_dir),
     );
-    let streams = Arc::new(start_streams(&cfg, &listens)?);
+    let streams = Arc::new(start_streams(&cfg, &listens, Arc::clone(&core.aliases))?);
     let factory = {
         let streams = Arc::clone(&streams);
         let core = Arc::clone(&core);
@@ -385,9 +385,14 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
 
 /// What the shards' stream glue shares: connection aliases, timeouts, and TLS when a TLS
 /// socket listens or TLS is on (a certificate that does not load stops us here).
-fn start_streams(cfg: &Config, listens: &[Listen]) -> Result<ser::stream::Shared> {
+fn start_streams(
+    cfg: &Config,
+    listens: &[Listen],
+    aliases: Arc<ser::stream::Aliases>,
+) -> Result<ser::stream::Shared> {
     #[allow(unused_mut)]
     let mut shared = ser::stream::Shared {
+        aliases,
         settings: ser::stream::Settings::from_config(&cfg.streams),
         ..Default::default()
     };

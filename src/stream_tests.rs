@@ -429,7 +429,7 @@ fn a_uri_transport_we_lack_fails_without_falling_back_to_udp() {
 }
 
 #[test]
-fn a_large_request_goes_over_tcp_when_its_transport_was_not_asked_for() {
+fn a_large_request_goes_over_tcp_to_a_peer_that_takes_it_when_its_transport_was_not_asked_for() {
     let pad = format!(
         "X-Pad: {}",
         "a".repeat(crate::modules::core::MAX_UDP_REQUEST)
@@ -442,6 +442,15 @@ fn a_large_request_goes_over_tcp_when_its_transport_was_not_asked_for() {
         let at = e.at(Transport::Udp, "192.0.2.1:5060", UDP);
         let small = e.relayed(&small, at).expect("small");
         assert_eq!(small.dst, dest(Transport::Udp, UDP, "192.0.2.7:5060"));
+        // A peer not known to take TCP: UDP still (it may serve nothing else).
+        let out = e.relayed(&large, at).expect("large");
+        assert_eq!(out.dst, dest(Transport::Udp, UDP, "192.0.2.7:5060"));
+        // One we hold a TCP connection with: TCP.
+        let peer: std::net::SocketAddr = "192.0.2.7:5060".parse().expect("addr");
+        e.core
+            .aliases
+            .set(Transport::Tcp, peer, crate::sip::ConnId::new(0, 1));
+        let large = request("INVITE", "sip:bob@192.0.2.7", &[&pad]);
         let out = e.relayed(&large, at).expect("large");
         assert!(out.text.len() > crate::modules::core::MAX_UDP_REQUEST);
         assert_eq!(out.dst, dest(Transport::Tcp, TCP, "192.0.2.7:5060"));

@@ -403,7 +403,8 @@ fn via_is_ours(core: &Core, via: &ser_parser::Via<'_>) -> bool {
 
 /// RFC 3261 §18.1.1: a request larger than this (a path MTU of 1500 less 200 bytes, when the
 /// MTU is unknown, as it is to us) goes over a congestion-controlled transport: TCP, when its
-/// transport was not asked for and we have a TCP socket of the peer's address family.
+/// transport was not asked for, we have a TCP socket of the peer's address family, and the
+/// peer is known to take TCP (a connection with it is open).
 pub const MAX_UDP_REQUEST: usize = 1500 - 200;
 
 /// What our own Via adds to a request, for the size rule above (`Via: SIP/2.0/UDP` + an
@@ -581,9 +582,14 @@ impl MsgCtx<'_, '_> {
             return Ok(s);
         }
         let local = &self.core.local;
+        // "When the destination allows": a peer we hold a TCP connection with (over a
+        // name, or with none open, the request stays on UDP: a UDP-only peer must still
+        // get it, as SER and Kamailio's default udp_mtu=0 do).
         if hop.defaulted
             && hop.transport == Transport::Udp
+            && matches!(hop.target, Target::Addr(_))
             && self.request_size_estimate() > MAX_UDP_REQUEST
+            && self.core.aliases.get(Transport::Tcp, probe).is_some()
         {
             if let Some(s) = local.socket_for(Transport::Tcp, &probe, self.at.socket) {
                 crate::debug!("request larger than {MAX_UDP_REQUEST} bytes: tcp to {probe}");

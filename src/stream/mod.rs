@@ -203,7 +203,8 @@ impl Aliases {
 /// What every shard's stream glue shares: the aliases, the timeouts, TLS.
 #[derive(Default)]
 pub struct Shared {
-    pub aliases: Aliases,
+    /// The same aliases as `Core::aliases` (main hands both one `Arc`).
+    pub aliases: std::sync::Arc<Aliases>,
     pub settings: Settings,
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::Tls>,
