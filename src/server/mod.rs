@@ -38,12 +38,16 @@ pub enum Event {
         data: Vec<u8>,
         socket_hint: usize,
         transport: Transport,
+        /// The name resolved (what a TLS connection to the target verifies).
+        host: String,
         result: Result<Vec<SocketAddr>, String>,
     },
     /// The targets of a stateful branch's next hop (RFC 3263), best first.
     TmResolved {
         cell: CellId,
         branch: usize,
+        /// The name resolved (what a TLS connection to the targets verifies).
+        host: String,
         result: Result<Vec<SocketAddr>, String>,
     },
     /// A request the management interface starts here (FIFO `t_uac_from`).
@@ -114,6 +118,9 @@ pub struct Server {
     frames: Vec<crate::stream::framing::Frame>,
     /// The connection sweep timer is set.
     sweep_armed: bool,
+    /// Host names that resolved to an address: what an outgoing TLS connection to that
+    /// address verifies the server's certificate against (a `Dest` carries no name).
+    tls_names: std::collections::HashMap<SocketAddr, String>,
 }
 
 /// The token of the transaction timer.
@@ -163,6 +170,7 @@ impl Server {
             frame_buf: Vec::new(),
             frames: Vec::new(),
             sweep_armed: false,
+            tls_names: std::collections::HashMap::new(),
         }
     }
 
@@ -244,6 +252,7 @@ impl Server {
                 Event::TmResolved {
                     cell,
                     branch,
+                    host,
                     result,
                 }
             });
@@ -523,6 +532,7 @@ impl Server {
             let resolver = Arc::clone(&self.core.resolver);
             ctx.spawn_blocking(move || Event::Resolved {
                 result: resolver.next_hop(&host, port, secure),
+                host,
                 data,
                 socket_hint,
                 transport,
@@ -648,9 +658,11 @@ impl Server {
                 data,
                 socket_hint,
                 transport,
+                host,
                 result,
             } => match result {
                 Ok(targets) => {
+                    self.remember_names(transport, &host, &targets);
                     self.dns_inflight = self.dns_inflight.saturating_sub(1);
                     // The message's Via names the socket it was written for: send from that
                     // one, to the best target of its address family, or not at all.
@@ -701,8 +713,12 @@ impl Server {
             Event::TmResolved {
                 cell,
                 branch,
+                host,
                 result,
             } => {
+                if let Ok(targets) = &result {
+                    self.remember_names(Transport::Tls, &host, targets);
+                }
                 self.scratch.clear();
                 self.tm
                     .on_resolved(ctx.now(), cell, branch, result, &mut self.scratch.out);

@@ -555,12 +555,34 @@ impl Server {
         }
     }
 
-    /// A client-side TLS session to `addr` (verified against the address: a destination
-    /// carries no host name here).
+    /// Remembers which name `targets` were resolved from (for TLS to them; bounded).
+    pub(super) fn remember_names(
+        &mut self,
+        transport: Transport,
+        host: &str,
+        targets: &[SocketAddr],
+    ) {
+        if transport != Transport::Tls || host.parse::<std::net::IpAddr>().is_ok() {
+            return;
+        }
+        if self.tls_names.len() >= 4096 {
+            self.tls_names.clear();
+        }
+        for t in targets {
+            self.tls_names.insert(*t, host.to_string());
+        }
+    }
+
+    /// A client-side TLS session to `addr`, verified against the name it was resolved from
+    /// (and SNI), else against the address.
     #[cfg(feature = "tls")]
     fn tls_client_session(&self, addr: SocketAddr) -> Option<Box<crate::stream::session::Session>> {
         let tls = self.streams.tls.as_ref()?;
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let name = self
+            .tls_names
+            .get(&addr)
+            .and_then(|h| rustls::pki_types::ServerName::try_from(h.clone()).ok())
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
         match crate::stream::session::Session::client(std::sync::Arc::clone(&tls.client), name) {
             Ok(s) => Some(Box::new(s)),
             Err(e) => {
