@@ -446,10 +446,10 @@ fn a_large_request_goes_over_tcp_to_a_peer_that_takes_it_when_its_transport_was_
         let out = e.relayed(&large, at).expect("large");
         assert_eq!(out.dst, dest(Transport::Udp, UDP, "192.0.2.7:5060"));
         // One we hold a TCP connection with: TCP.
-        let peer: std::net::SocketAddr = "192.0.2.7:5060".parse().expect("addr");
+        let peer: SocketAddr = "192.0.2.7:5060".parse().expect("addr");
         e.core
             .aliases
-            .set(Transport::Tcp, peer, crate::sip::ConnId::new(0, 1));
+            .set(Transport::Tcp, peer, ConnId::new(0, 1));
         let large = request("INVITE", "sip:bob@192.0.2.7", &[&pad]);
         let out = e.relayed(&large, at).expect("large");
         assert!(out.text.len() > crate::modules::core::MAX_UDP_REQUEST);
