@@ -7,10 +7,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::sipp::*;
+use common::stream::*;
 use common::*;
 
 const RR_PROXY: &str = r#"
@@ -26,72 +27,6 @@ route {
     if (!t_relay()) { sl_reply_error(); };
 }
 "#;
-
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Reads one SIP message (head + Content-Length body) from a stream.
-fn read_msg(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => buf.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            (n.trim().eq_ignore_ascii_case("content-length") || n.trim().eq_ignore_ascii_case("l"))
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).ok()?;
-    Some(head + &String::from_utf8_lossy(&body))
-}
-
-fn options_over_tcp(s: &mut TcpStream, ser: &Ser, call_id: &str) -> Option<String> {
-    let local = s.local_addr().unwrap();
-    let req = request(
-        "OPTIONS",
-        &format!("sip:{}", ser.listen("tcp")),
-        local.port(),
-        call_id,
-        "",
-    )
-    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    s.write_all(req.as_bytes()).ok()?;
-    read_msg(s)
-}
-
-/// True when the peer closed `s` (EOF or reset) within the read timeout.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 256];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
-        }
-    }
-}
-
-fn udp_options_ok(ser: &Ser, tag: &str) {
-    let peer = Peer::new();
-    let req = request("OPTIONS", &format!("sip:{}", ser.addr()), peer.port(), tag, "");
-    peer.send(ser.addr(), req.as_bytes());
-    let r = peer.recv().unwrap_or_else(|| panic!("no UDP answer\n{}", ser.log_text()));
-    assert_eq!(status(&r), Some(200), "{r}");
-}
 
 fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
     require_sipp();
@@ -114,7 +49,11 @@ fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
             .args(["-nostdin", "-trace_err", "-error_file", "/dev/null"]),
         Duration::from_secs(30),
     );
-    assert!(ok, "caller over tcp ({mode}) failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        ok,
+        "caller over tcp ({mode}) failed:\n{out}\n{}",
+        ser.log_text()
+    );
     let (u_ok, u_log) = uas.finish(Duration::from_secs(20));
     assert!(u_ok, "UDP callee:\n{u_log}");
 }
@@ -201,7 +140,8 @@ fn framing_errors_close_only_their_connection() {
 
     // Bytes that frame but do not parse: a 400 or a drop, and the connection lives on.
     let mut s = tcp(addr);
-    s.write_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n").unwrap();
+    s.write_all(b"NOT SIP AT ALL\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
 
     // Meanwhile the good client and UDP are served.
@@ -216,7 +156,8 @@ fn slow_senders_and_idle_connections_are_cut_off() {
     let ser = Ser::start("tcp-timeouts", &script, 0, 1, "auto");
     let addr = ser.listen("tcp");
     let mut slow = tcp(addr);
-    slow.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP").unwrap();
+    slow.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP")
+        .unwrap();
     let mut idle = tcp(addr);
     let r = options_over_tcp(&mut idle, &ser, "idle-1").expect("served");
     assert_eq!(status(&r), Some(200));
@@ -226,7 +167,11 @@ fn slow_senders_and_idle_connections_are_cut_off() {
     assert!(t0.elapsed() < Duration::from_secs(4));
     // The idle one outlives the read timeout, then goes after its lifetime.
     idle.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-    assert!(closed(&mut idle), "idle connection closed\n{}", ser.log_text());
+    assert!(
+        closed(&mut idle),
+        "idle connection closed\n{}",
+        ser.log_text()
+    );
 }
 
 #[test]
@@ -254,7 +199,13 @@ fn connections_past_the_limit_are_refused_and_others_served() {
 
 #[test]
 fn disable_tcp_and_explicit_listen_lines() {
-    let ser = Ser::start("tcp-disabled", &format!("disable_tcp=yes\n{RR_PROXY}"), 0, 1, "auto");
+    let ser = Ser::start(
+        "tcp-disabled",
+        &format!("disable_tcp=yes\n{RR_PROXY}"),
+        0,
+        1,
+        "auto",
+    );
     assert!(ser.listens("tcp").is_empty(), "{:?}", ser.sockets);
     let port = free_port_udp_tcp();
     let script = format!("listen=tcp:127.0.0.1:{port}\nlisten=udp:127.0.0.1:{port}\n{RR_PROXY}");

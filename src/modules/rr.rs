@@ -1,11 +1,12 @@
 //! Module rr: record routing (RFC 3261 16.6 step 4, 16.4, 16.12).
 //!
-//! `record_route` puts our `Record-Route: <sip:ip:port;lr>` above the ones already in the
-//! request, so that the dialog's later requests come through us. `loose_route` routes an
-//! in-dialog request by its Route header fields: it undoes a strict-routing previous hop
-//! (RFC 3261 16.4: the Request-URI is ours, so the real one is the last Route), removes our own
-//! Route entry, and then either sends to a loose next hop (the destination URI, Request-URI
-//! untouched) or does the strict-router translation of 16.6 step 6. `rewriteFromRoute` is SER
+//! `record_route` puts our `Record-Route: <sip:ip:port;lr>` (`;transport=tls` added when the
+//! request came in over TLS) above the ones already in the request, so that the dialog's later
+//! requests come through us. `loose_route` routes an in-dialog request by its Route header
+//! fields: it undoes a strict-routing previous hop (RFC 3261 16.4: the Request-URI is ours, so
+//! the real one is the last Route), removes our own Route entry, and then either sends to a
+//! loose next hop (the destination URI, Request-URI untouched) or does the strict-router
+//! translation of 16.6 step 6. `rewriteFromRoute` is SER
 //! 0.8's strict routing: Request-URI ← first Route.
 //!
 //! Nothing here changes the message: Route removals and the Record-Route line are splices in
@@ -24,7 +25,7 @@ use super::core::f;
 use super::ctx::MsgCtx;
 use super::Action;
 use super::{Exports, ParamDef, ParamKind};
-use crate::sip::hostport;
+use crate::sip::{hostport, Transport};
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("record_route", 0, 0, KindSet::REQUEST, |_, ctx| {
@@ -127,15 +128,16 @@ fn remove_marked(headers: &[Header<'_>], vals: &[RouteVal<'_>], edits: &mut Edit
 }
 
 impl<'m> MsgCtx<'_, 'm> {
-    /// Our Record-Route line: the address of the socket the request arrived on.
+    /// Our Record-Route line: the address of the socket the request arrived on, with
+    /// `;transport=tls` for a TLS socket: its port is not the UDP one, so without the parameter
+    /// the URI resolves (RFC 3263) to UDP on a port where nothing listens.
     fn rr_line(&self, full_lr: bool) -> String {
-        let sock = self
-            .core
-            .local
-            .addr(self.at.socket)
-            .unwrap_or(self.at.local);
+        let listen = self.core.local.sockets.get(self.at.socket);
+        let sock = listen.map_or(self.at.local, |l| l.addr);
+        let tls = listen.map_or(self.at.transport, |l| l.transport) == Transport::Tls;
+        let transport = if tls { ";transport=tls" } else { "" };
         let lr = if full_lr { ";lr=on" } else { ";lr" };
-        format!("Record-Route: <sip:{}{}>\r\n", hostport(&sock), lr)
+        format!("Record-Route: <sip:{}{transport}{lr}>\r\n", hostport(&sock))
     }
 
     /// `record_route()`: our Record-Route (`;lr=on` with rr's `enable_full_lr`).
@@ -279,7 +281,7 @@ mod tests {
     use crate::config::Config;
     use crate::core::Core;
     use crate::modules::ctx::{MsgCtx, Scratch};
-    use crate::sip::{Arrival, Listen};
+    use crate::sip::{Arrival, Listen, Transport};
     use crate::stats::Stats;
 
     const ME: &str = "10.0.0.1:5060";
@@ -425,6 +427,21 @@ mod tests {
         assert_eq!(
             lines(&o.wire, "Record-Route"),
             ["Record-Route: <sip:[2001:db8::1]:5070;lr>"]
+        );
+    }
+
+    #[test]
+    fn record_route_tls_socket_names_its_transport() {
+        let sock: SocketAddr = "10.0.0.1:5061".parse().expect("addr");
+        let tls = Listen {
+            transport: Transport::Tls,
+            addr: sock,
+        };
+        let core = Core::new(&Config::default(), vec![tls], None);
+        let o = run_with(&core, &req(INVITE, &[]), |c| c.record_route(false));
+        assert_eq!(
+            lines(&o.wire, "Record-Route"),
+            ["Record-Route: <sip:10.0.0.1:5061;transport=tls;lr>"]
         );
     }
 
