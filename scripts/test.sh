@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
 # sip-tester, sipsak, iproute2 for the loopback-only network namespace, dnsmasq as the DNS server
-# of the RFC 3263 tests, mariadb-server for the MariaDB tests), then every test of the
+# of the RFC 3263 tests, mariadb-server for the MariaDB tests, openssl for the TLS tests' test
+# certificates and python3, whose ssl module is their TLS peer), then every test of the
 # workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
 # on both I/O backends, the integration tests that drive a real `ser` with sipp and sipsak, and
 # `ser` cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs), then the
@@ -16,6 +17,10 @@ step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+# tests/tls.rs: the openssl command line makes a test CA and certificates; Python's ssl module
+# is the TLS client and server (sipsak fails over TLS).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)

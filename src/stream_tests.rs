@@ -447,9 +447,7 @@ fn a_large_request_goes_over_tcp_to_a_peer_that_takes_it_when_its_transport_was_
         assert_eq!(out.dst, dest(Transport::Udp, UDP, "192.0.2.7:5060"));
         // One we hold a TCP connection with: TCP.
         let peer: SocketAddr = "192.0.2.7:5060".parse().expect("addr");
-        e.core
-            .aliases
-            .set(Transport::Tcp, peer, ConnId::new(0, 1));
+        e.core.aliases.set(Transport::Tcp, peer, ConnId::new(0, 1));
         let large = request("INVITE", "sip:bob@192.0.2.7", &[&pad]);
         let out = e.relayed(&large, at).expect("large");
         assert!(out.text.len() > crate::modules::core::MAX_UDP_REQUEST);

@@ -7,10 +7,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::sipp::*;
+use common::stream::*;
 use common::*;
 
 const RR_PROXY: &str = r#"
@@ -26,80 +27,6 @@ route {
     if (!t_relay()) { sl_reply_error(); };
 }
 "#;
-
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-/// Reads one SIP message (head + Content-Length body) from a stream.
-fn read_msg(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => buf.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            (n.trim().eq_ignore_ascii_case("content-length") || n.trim().eq_ignore_ascii_case("l"))
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).ok()?;
-    Some(head + &String::from_utf8_lossy(&body))
-}
-
-fn options_over_tcp(s: &mut TcpStream, ser: &Ser, call_id: &str) -> Option<String> {
-    let local = s.local_addr().unwrap();
-    let req = request(
-        "OPTIONS",
-        &format!("sip:{}", ser.listen("tcp")),
-        local.port(),
-        call_id,
-        "",
-    )
-    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    s.write_all(req.as_bytes()).ok()?;
-    read_msg(s)
-}
-
-/// True when the peer closed `s` (EOF or reset) within the read timeout.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 256];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
-        }
-    }
-}
-
-fn udp_options_ok(ser: &Ser, tag: &str) {
-    let peer = Peer::new();
-    let req = request(
-        "OPTIONS",
-        &format!("sip:{}", ser.addr()),
-        peer.port(),
-        tag,
-        "",
-    );
-    peer.send(ser.addr(), req.as_bytes());
-    let r = peer
-        .recv()
-        .unwrap_or_else(|| panic!("no UDP answer\n{}", ser.log_text()));
-    assert_eq!(status(&r), Some(200), "{r}");
-}
 
 fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
     require_sipp();

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod dnsmasq;
 pub mod mariadb;
 pub mod sipp;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::io::Read;
