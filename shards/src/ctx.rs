@@ -179,6 +179,45 @@ impl<E: Send + 'static> Core<E> {
         }
     }
 
+    /// Hands one completion of the backend's reap to the handler.
+    pub(crate) fn on_reaped<H: Handler<Event = E>>(
+        &mut self,
+        handler: &mut H,
+        r: crate::shard::Reaped<'_>,
+    ) {
+        use crate::shard::Reaped;
+        match r {
+            Reaped::Datagram(r) => self.on_received(handler, r.data, r.peer, r.socket, r.at),
+            Reaped::StreamData { token, data, more } => {
+                let now = self.now;
+                if let Some(conn) = self.streams.native_read(token, data.len(), more, now) {
+                    self.call(handler, |h, ctx| {
+                        h.on_stream(ctx, StreamEvent::Data { conn, data })
+                    });
+                }
+            }
+            Reaped::StreamEnd { token, err } => {
+                if let Some((conn, reason)) = self.streams.native_read_end(token, err) {
+                    self.call(handler, |h, ctx| {
+                        h.on_stream(ctx, StreamEvent::Closed { conn, reason })
+                    });
+                }
+            }
+            Reaped::StreamSent {
+                token,
+                res,
+                bufs,
+                offset,
+            } => {
+                if let Some((conn, reason)) = self.streams.native_sent(token, res, bufs, offset) {
+                    self.call(handler, |h, ctx| {
+                        h.on_stream(ctx, StreamEvent::Closed { conn, reason })
+                    });
+                }
+            }
+        }
+    }
+
     /// Hands what the shard's stream connections have ready (accepts, connects, bytes,
     /// closes) to the handler.
     pub(crate) fn poll_streams<H: Handler<Event = E>>(&mut self, handler: &mut H) {

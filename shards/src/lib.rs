@@ -20,9 +20,11 @@
 //!
 //! Stream (TCP) connections live in `streams`: each shard owns `SO_REUSEPORT` listeners on the
 //! stream addresses and every connection it accepted or opened ([`Ctx::connect`]); a
-//! [`ConnId`] names its owner, and only the owner writes to it ([`Ctx::write`]). Both backends
-//! drive them through one epoll set per shard whose descriptor they watch (epoll: in their own
-//! set; io_uring: a poll request), so accept, connect, read and `writev` are written once.
+//! [`ConnId`] names its owner, and only the owner writes to it ([`Ctx::write`]). Accepts and
+//! connects are driven by one epoll set per shard whose descriptor the backend watches. Reads
+//! and writes: with io_uring (where multishot receives exist), multishot `Recv` into provided
+//! buffers and `SendMsg` SQEs batched with the datagrams, no system call of their own; with
+//! the portable backend, readiness from the same epoll set, `read` and `writev`.
 //!
 //! What this crate deliberately does not do: parse anything, decide which shard owns a datagram
 //! (the handler decides and calls [`Ctx::handoff`]), message framing on streams, TLS, or

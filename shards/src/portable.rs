@@ -17,7 +17,7 @@ use std::time::Duration;
 use socket2::Socket;
 
 use crate::ctx::SendQueue;
-use crate::shard::{Io, Received};
+use crate::shard::{Io, Reaped, Received};
 use crate::stats::IoCounters;
 use crate::sys;
 
@@ -253,7 +253,7 @@ impl Io for Portable {
         Ok(())
     }
 
-    fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
+    fn reap(&mut self, mut deliver: impl FnMut(Reaped<'_>)) {
         self.backlog = false;
         for k in 0..self.readable.len() {
             let idx = self.readable[k];
@@ -326,12 +326,12 @@ impl Io for Portable {
                         let t = sys::control_timestamp(&m.msg_hdr, self.rx_ctrl.get(i)?)?;
                         Some(c.instant(t))
                     });
-                    deliver(Received {
+                    deliver(Reaped::Datagram(Received {
                         data,
                         peer,
                         socket: idx as u32,
                         at,
-                    });
+                    }));
                 }
                 if n < BATCH {
                     drained = true;

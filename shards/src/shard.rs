@@ -21,6 +21,30 @@ pub(crate) struct Received<'a> {
     pub(crate) at: Option<Instant>,
 }
 
+/// What a backend's reap hands over: a datagram, or (native stream data path) a stream
+/// receive or send completion.
+pub(crate) enum Reaped<'a> {
+    Datagram(Received<'a>),
+    /// Bytes read from connection `token` (`more`: its receive stays armed).
+    StreamData {
+        token: u64,
+        data: &'a [u8],
+        more: bool,
+    },
+    /// The receive of connection `token` ended: 0 at the peer's close, else an errno.
+    StreamEnd {
+        token: u64,
+        err: i32,
+    },
+    /// A send of connection `token` completed (bytes, or -errno); its buffers come back.
+    StreamSent {
+        token: u64,
+        res: i32,
+        bufs: Vec<Vec<u8>>,
+        offset: usize,
+    },
+}
+
 /// A shard's I/O backend.
 pub(crate) trait Io {
     /// Takes the queued sends (buffers go back to `sends` once the kernel is done with them).
@@ -35,7 +59,19 @@ pub(crate) trait Io {
 
     /// Hands every datagram received since the last call to `deliver`; receive buffers are
     /// reused once `deliver` returns. Oversize datagrams are dropped and counted here.
-    fn reap(&mut self, deliver: impl FnMut(Received<'_>));
+    fn reap(&mut self, deliver: impl FnMut(Reaped<'_>));
+
+    /// Whether this backend reads and writes stream connections itself (see
+    /// `Streams::native`); accepts and connects stay with the streams' readiness set.
+    fn native_streams(&self) -> bool {
+        false
+    }
+
+    /// Queues the streams' requests (receives to arm, sends) for the next submit.
+    fn stream_requests(&mut self, reqs: &mut Vec<crate::streams::NativeReq>) -> io::Result<()> {
+        reqs.clear();
+        Ok(())
+    }
 
     fn counters(&self) -> &IoCounters;
 
@@ -61,6 +97,7 @@ pub(crate) fn run<B: Io, H: Handler>(
     handler: &mut H,
     batch: Option<Duration>,
 ) -> io::Result<()> {
+    core.streams.set_native(io.native_streams());
     core.call(handler, |h, ctx| h.on_start(ctx));
     let mut inbox = Vec::new();
     let mut received = 0;
@@ -84,6 +121,11 @@ pub(crate) fn run<B: Io, H: Handler>(
             timeout = Some(Duration::ZERO);
         }
         core.flush_streams(handler);
+        if !core.streams.reqs.is_empty() {
+            if let Err(e) = io.stream_requests(&mut core.streams.reqs) {
+                break Err(e);
+            }
+        }
         if let Err(e) = io.submit(&mut core.sends) {
             break Err(e);
         }
@@ -95,7 +137,7 @@ pub(crate) fn run<B: Io, H: Handler>(
         }
         core.stats.loops += 1;
         core.now = Instant::now();
-        io.reap(|r| core.on_received(handler, r.data, r.peer, r.socket, r.at));
+        io.reap(|r| core.on_reaped(handler, r));
         if io.streams_ready() || core.streams.more() {
             core.poll_streams(handler);
         }

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +81,25 @@ pub(crate) enum Event {
         conn: ConnId,
         reason: CloseReason,
     },
+}
+
+/// What the io_uring data path is asked to do for the streams (see [`Streams::native`]).
+pub(crate) enum NativeReq {
+    /// Keep reading connection `token` (a multishot receive into provided buffers).
+    Recv { token: u64, fd: RawFd },
+    /// Write `bufs` (the first from `offset`) to connection `token`; one send in flight per
+    /// connection, its buffers owned by the backend until its completion comes back.
+    Send {
+        token: u64,
+        fd: RawFd,
+        bufs: Vec<Vec<u8>>,
+        offset: usize,
+    },
+}
+
+/// A connection's token in the native data path: its generation and slot (48 bits).
+fn token_of(id: ConnId) -> u64 {
+    id.0 >> 16
 }
 
 /// Why a connection ended (the handler's own closes are not reported).
@@ -163,6 +182,8 @@ struct Conn {
     want_out: bool,
     /// In `Streams::dirty`.
     dirty: bool,
+    /// Native data path: a send of this connection is in flight.
+    sending: bool,
 }
 
 /// Limits shared by every shard's streams.
@@ -225,6 +246,12 @@ pub(crate) struct Streams {
     /// it is closed to accept and at once close the waiting connection, then taken again;
     /// else the listener would stay readable and the shard spin on it.
     spare: Option<std::fs::File>,
+    /// Reads and writes of open connections go through the backend (io_uring: multishot
+    /// receives into provided buffers, sends batched with the datagrams) instead of
+    /// readiness and system calls here; accepts and connects stay readiness-driven.
+    native: bool,
+    /// What the native data path is asked to do next (drained before each submit).
+    pub(crate) reqs: Vec<NativeReq>,
     pub(crate) counters: StreamCounters,
 }
 
@@ -299,6 +326,8 @@ impl Streams {
             pending: VecDeque::new(),
             more: false,
             spare: std::fs::File::open("/dev/null").ok(),
+            native: false,
+            reqs: Vec::new(),
             counters: StreamCounters::default(),
         })
     }
@@ -306,6 +335,19 @@ impl Streams {
     /// The descriptor the backend watches: readable when a listener or connection is ready.
     pub(crate) fn fd(&self) -> i32 {
         self.epoll.as_raw_fd()
+    }
+
+    /// Switches open connections' reads and writes to the backend (before any exists).
+    pub(crate) fn set_native(&mut self, native: bool) {
+        self.native = native;
+    }
+
+    fn slot_of_token(&self, token: u64) -> Option<usize> {
+        let slot = (token & 0xff_ffff) as usize;
+        match self.slots.get(slot) {
+            Some(Some(c)) if token_of(c.id) == token => Some(slot),
+            _ => None,
+        }
     }
 
     /// The last poll may have left ready descriptors behind (its event list was full).
@@ -351,7 +393,13 @@ impl Streams {
         } else {
             libc::EPOLLIN as u32
         };
-        if let Err(e) = epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, events, slot as u64) {
+        if self.native && conn.state == State::Open {
+            self.reqs.push(NativeReq::Recv {
+                token: token_of(id),
+                fd,
+            });
+        } else if let Err(e) = epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, events, slot as u64)
+        {
             self.free.push(slot);
             return Err(e);
         }
@@ -365,6 +413,10 @@ impl Streams {
     fn remove(&mut self, slot: usize) -> Option<Conn> {
         let c = self.slots.get_mut(slot)?.take()?;
         let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        if self.native {
+            // A receive (or send) in flight holds the socket: shutting it down ends them.
+            let _ = c.sock.shutdown(std::net::Shutdown::Both);
+        }
         self.free.push(slot);
         self.counters.open = self.counters.open.saturating_sub(1);
         self.limit.give();
@@ -439,6 +491,7 @@ impl Streams {
             queued: 0,
             want_out: true,
             dirty: false,
+            sending: false,
         });
         match made {
             Ok((id, _)) => Ok(id),
@@ -527,6 +580,30 @@ impl Streams {
         if c.state == State::Connecting {
             return;
         }
+        if self.native {
+            if c.sending {
+                return;
+            }
+            if c.queue.is_empty() {
+                if c.state == State::Closing {
+                    self.counters.closed_local += 1;
+                    self.remove(slot);
+                }
+                return;
+            }
+            let n = c.queue.len().min(IOVECS);
+            let bufs: Vec<Vec<u8>> = c.queue.drain(..n).collect();
+            let offset = std::mem::take(&mut c.offset);
+            c.sending = true;
+            let (token, fd) = (token_of(c.id), c.sock.as_raw_fd());
+            self.reqs.push(NativeReq::Send {
+                token,
+                fd,
+                bufs,
+                offset,
+            });
+            return;
+        }
         let mut failed = None;
         while !c.queue.is_empty() {
             let mut iov = [libc::iovec {
@@ -607,6 +684,105 @@ impl Streams {
         }
     }
 
+    /// Native data path: `n` bytes were read from connection `token` (`more`: the receive
+    /// stays armed). Returns the connection, for the handler, unless it is gone or closing.
+    pub(crate) fn native_read(
+        &mut self,
+        token: u64,
+        n: usize,
+        more: bool,
+        now: Instant,
+    ) -> Option<ConnId> {
+        let slot = self.slot_of_token(token)?;
+        let c = self.slots[slot].as_mut()?;
+        c.last_read = now;
+        c.bytes_in += n as u64;
+        self.counters.bytes_in += n as u64;
+        if !more {
+            let fd = c.sock.as_raw_fd();
+            self.reqs.push(NativeReq::Recv { token, fd });
+        }
+        (c.state != State::Closing).then_some(c.id)
+    }
+
+    /// Native data path: the receive of connection `token` ended: `err` 0 is the peer's
+    /// close, ENOBUFS a pause (no buffer was free: armed again), another errno a failure.
+    pub(crate) fn native_read_end(
+        &mut self,
+        token: u64,
+        err: i32,
+    ) -> Option<(ConnId, CloseReason)> {
+        let slot = self.slot_of_token(token)?;
+        let c = self.slots[slot].as_mut()?;
+        let id = c.id;
+        if err == libc::ENOBUFS || err == libc::EAGAIN || err == libc::EINTR {
+            let fd = c.sock.as_raw_fd();
+            self.reqs.push(NativeReq::Recv { token, fd });
+            return None;
+        }
+        if err == libc::ECANCELED {
+            return None;
+        }
+        let reason = if err == 0 {
+            self.counters.closed_eof += 1;
+            CloseReason::Eof
+        } else {
+            self.counters.closed_error += 1;
+            CloseReason::Error(io::Error::from_raw_os_error(err).kind())
+        };
+        self.remove(slot);
+        Some((id, reason))
+    }
+
+    /// Native data path: a send of connection `token` completed with `res` (bytes written,
+    /// or -errno); what was not written goes back to the front of its queue.
+    pub(crate) fn native_sent(
+        &mut self,
+        token: u64,
+        res: i32,
+        bufs: Vec<Vec<u8>>,
+        offset: usize,
+    ) -> Option<(ConnId, CloseReason)> {
+        let slot = self.slot_of_token(token)?;
+        let c = self.slots[slot].as_mut()?;
+        c.sending = false;
+        let id = c.id;
+        if res < 0 {
+            self.counters.closed_error += 1;
+            let kind = io::Error::from_raw_os_error(-res).kind();
+            self.remove(slot);
+            return Some((id, CloseReason::Error(kind)));
+        }
+        let mut left = res as usize;
+        c.bytes_out += left as u64;
+        self.counters.bytes_out += left as u64;
+        c.queued = c.queued.saturating_sub(left);
+        let mut rest: Vec<Vec<u8>> = Vec::new();
+        let mut off = offset;
+        for b in bufs {
+            let avail = b.len().saturating_sub(off);
+            if left >= avail {
+                left -= avail;
+                off = 0;
+                continue;
+            }
+            if rest.is_empty() {
+                c.offset = off + left;
+                left = 0;
+            }
+            off = 0;
+            rest.push(b);
+        }
+        for b in rest.into_iter().rev() {
+            c.queue.push_front(b);
+        }
+        if !c.dirty && (!c.queue.is_empty() || c.state == State::Closing) {
+            c.dirty = true;
+            self.dirty.push(slot);
+        }
+        None
+    }
+
     /// Takes the ready list (without waiting); [`next`](Self::next) then works through it.
     pub(crate) fn begin_poll(&mut self) {
         self.ready = 0;
@@ -668,9 +844,19 @@ impl Streams {
                         // Reads from now on, writes while anything waits (write_out narrows
                         // it to reads once the queue is empty).
                         let fd = c.sock.as_raw_fd();
-                        let both = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-                        let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, fd, both, slot as u64);
-                        c.want_out = true;
+                        if self.native {
+                            let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0, 0);
+                            c.want_out = false;
+                            self.reqs.push(NativeReq::Recv {
+                                token: token_of(id),
+                                fd,
+                            });
+                        } else {
+                            let both = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+                            let _ =
+                                epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, fd, both, slot as u64);
+                            c.want_out = true;
+                        }
                         self.counters.connected += 1;
                         let (peer, local, socket) = (c.peer, c.local, c.socket);
                         self.pending.push_back(Event::Opened {
@@ -825,6 +1011,7 @@ impl Streams {
                 queued: 0,
                 want_out: false,
                 dirty: false,
+                sending: false,
             });
             match made {
                 Ok((conn, _)) => {

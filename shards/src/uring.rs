@@ -10,6 +10,11 @@
 //!   pooled slots (payload, address, `msghdr`, `iovec` kept alive until their CQE), pushed
 //!   together and submitted with the wait: one `io_uring_enter` per loop iteration, not per
 //!   datagram.
+//! - Stream connections (with multishot receives): each open connection keeps a multishot
+//!   `Recv` armed over a second provided-buffer ring ([`BGID_STREAM`]), and its writes are
+//!   `SendMsg` SQEs over the connection's queued buffers (one in flight per connection, owned
+//!   here until the CQE), submitted with everything else. Accepts and connects stay with the
+//!   streams' epoll set, which one `PollAdd` watches.
 //! - The mailbox eventfd has a `Read` armed in the ring, so a post wakes the wait.
 //! - The timer deadline is the `io_uring_enter` timeout (`EXT_ARG`, Linux 5.11).
 //!
@@ -32,8 +37,9 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use socket2::Socket;
 
 use crate::ctx::SendQueue;
-use crate::shard::{Io, Received};
+use crate::shard::{Io, Reaped, Received};
 use crate::stats::IoCounters;
+use crate::streams::NativeReq;
 use crate::sys;
 
 /// Single-shot receives kept in flight per socket in the fallback mode.
@@ -61,6 +67,13 @@ const K_SEND: u64 = 3;
 const K_WAKE: u64 = 4;
 const K_CANCEL: u64 = 5;
 const K_STREAMS: u64 = 6;
+const K_SRECV: u64 = 7;
+const K_SSEND: u64 = 8;
+/// Buffer group of the stream connections' receive buffers.
+const BGID_STREAM: u16 = 1;
+/// Stream receive buffers: this many of [`STREAM_BUF`] bytes per shard.
+const STREAM_BUFS: u16 = 128;
+const STREAM_BUF: usize = 16 * 1024;
 
 fn user_data(kind: u64, index: usize) -> u64 {
     (kind << KIND_SHIFT) | index as u64
@@ -217,6 +230,16 @@ struct RecvSlot {
     hdr: libc::msghdr,
 }
 
+/// A stream send in flight: the connection's buffers, the iovecs and `msghdr` over them;
+/// boxed so the addresses stay put until its CQE.
+struct StreamSend {
+    token: u64,
+    bufs: Vec<Vec<u8>>,
+    offset: usize,
+    iov: Vec<libc::iovec>,
+    hdr: libc::msghdr,
+}
+
 /// A send in flight; boxed so the addresses stay put until its CQE.
 struct SendSlot {
     buf: Vec<u8>,
@@ -251,6 +274,12 @@ pub(crate) struct Uring {
     streams: RawFd,
     streams_armed: bool,
     streams_ready: bool,
+    /// Native stream data path (with multishot receives): the receive buffers of the
+    /// shard's connections, and their sends in flight.
+    sring: Option<BufRing>,
+    #[allow(clippy::vec_box)] // the kernel points into each box; see RecvMode
+    ssends: Vec<Option<Box<StreamSend>>>,
+    free_ssends: Vec<usize>,
     recv: RecvMode,
     #[allow(clippy::vec_box)] // see RecvMode
     sends: Vec<Box<SendSlot>>,
@@ -311,6 +340,10 @@ impl Uring {
                 RecvMode::Single { slots, armed }
             }
         };
+        let sring = match &recv {
+            RecvMode::Multi { .. } => stream_ring(&ring),
+            RecvMode::Single { .. } => None,
+        };
         let min_timeout = ring.params().is_feature_min_timeout();
         let send_to = kernel_at_least(6, 0);
         Ok(Self {
@@ -327,6 +360,9 @@ impl Uring {
             streams,
             streams_armed: false,
             streams_ready: false,
+            sring,
+            ssends: Vec::new(),
+            free_ssends: Vec::new(),
             recv,
             sends: Vec::new(),
             free_sends: Vec::new(),
@@ -518,6 +554,18 @@ fn build_ring() -> io::Result<IoUring> {
     Err(last.unwrap_or_else(|| io::Error::other("io_uring setup")))
 }
 
+/// The stream connections' provided-buffer ring, registered (None: no native data path).
+fn stream_ring(ring: &IoUring) -> Option<BufRing> {
+    let br = BufRing::new(STREAM_BUFS, STREAM_BUF).ok()?;
+    // SAFETY: the entries stay allocated until after unregister_buf_ring in Drop (or leak).
+    unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(br.entries as u64, br.count, BGID_STREAM, 0)
+    }
+    .ok()?;
+    Some(br)
+}
+
 /// Registers the provided-buffer ring if the kernel supports multishot receive.
 fn multishot_mode(
     ring: &IoUring,
@@ -606,11 +654,12 @@ impl Io for Uring {
         }
     }
 
-    fn reap(&mut self, mut deliver: impl FnMut(Received<'_>)) {
+    fn reap(&mut self, mut deliver: impl FnMut(Reaped<'_>)) {
         self.collect();
         self.backlog = false;
         let before = self.counters.datagrams_received;
         let mut returned = false;
+        let mut sreturned = false;
         let clocks = self.timestamps.then(sys::Clocks::now);
         for k in 0..self.cqes.len() {
             let (ud, res, flags) = self.cqes[k];
@@ -648,12 +697,12 @@ impl Io for Uring {
                                     let at = clocks.as_ref().and_then(|c| {
                                         sys::rx_timestamp(out.control_data()).map(|t| c.instant(t))
                                     });
-                                    deliver(Received {
+                                    deliver(Reaped::Datagram(Received {
                                         data,
                                         peer,
                                         socket: index as u32,
                                         at,
-                                    });
+                                    }));
                                 }
                                 None => self.counters.recv_errors += 1,
                             },
@@ -685,12 +734,12 @@ impl Io for Uring {
                         let at = clocks.as_ref().and_then(|c| {
                             sys::control_timestamp(&s.hdr, &s.ctrl).map(|t| c.instant(t))
                         });
-                        deliver(Received {
+                        deliver(Reaped::Datagram(Received {
                             data,
                             peer,
                             socket: s.socket,
                             at,
-                        });
+                        }));
                     } else {
                         self.counters.recv_errors += 1;
                     }
@@ -718,10 +767,58 @@ impl Io for Uring {
                     self.streams_armed = false;
                     self.streams_ready = true;
                 }
+                K_SRECV => {
+                    let token = index as u64;
+                    let more = cqueue::more(flags);
+                    if !more {
+                        self.inflight -= 1;
+                    }
+                    if res <= 0 {
+                        // 0: the peer closed; else an errno (ENOBUFS: re-armed by the streams).
+                        deliver(Reaped::StreamEnd { token, err: -res });
+                        continue;
+                    }
+                    let Some(bid) = cqueue::buffer_select(flags) else {
+                        continue;
+                    };
+                    let Some(ring) = self.sring.as_mut() else {
+                        continue;
+                    };
+                    if let Some(buf) = ring.buffer(bid) {
+                        let data = &buf[..(res as usize).min(buf.len())];
+                        deliver(Reaped::StreamData { token, data, more });
+                    }
+                    ring.push(bid);
+                    sreturned = true;
+                }
+                K_SSEND => {
+                    self.inflight -= 1;
+                    let Some(send) = self.ssends.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    self.free_ssends.push(index);
+                    let StreamSend {
+                        token,
+                        bufs,
+                        offset,
+                        ..
+                    } = *send;
+                    deliver(Reaped::StreamSent {
+                        token,
+                        res,
+                        bufs,
+                        offset,
+                    });
+                }
                 _ => {}
             }
         }
         self.reaped = (self.counters.datagrams_received - before) as usize;
+        if sreturned {
+            if let Some(r) = &self.sring {
+                r.publish();
+            }
+        }
         if returned {
             if let RecvMode::Multi { ring, .. } = &self.recv {
                 ring.publish();
@@ -731,6 +828,75 @@ impl Io for Uring {
 
     fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    fn native_streams(&self) -> bool {
+        self.sring.is_some()
+    }
+
+    fn stream_requests(&mut self, reqs: &mut Vec<NativeReq>) -> io::Result<()> {
+        for req in reqs.drain(..) {
+            match req {
+                NativeReq::Recv { token, fd } => {
+                    let e = opcode::RecvMulti::new(Fd(fd), BGID_STREAM)
+                        .build()
+                        .user_data(user_data(K_SRECV, token as usize));
+                    // SAFETY: a receive into provided buffers; the ring outlives the ring's
+                    // operations (unregistered in Drop after they end, or leaked).
+                    unsafe { self.push(e)? };
+                    self.inflight += 1;
+                }
+                NativeReq::Send {
+                    token,
+                    fd,
+                    bufs,
+                    offset,
+                } => {
+                    let index = match self.free_ssends.pop() {
+                        Some(i) => i,
+                        None => {
+                            self.ssends.push(None);
+                            self.ssends.len() - 1
+                        }
+                    };
+                    let iov: Vec<libc::iovec> = bufs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            let s = if i == 0 {
+                                &b[offset.min(b.len())..]
+                            } else {
+                                &b[..]
+                            };
+                            libc::iovec {
+                                iov_base: s.as_ptr() as *mut libc::c_void,
+                                iov_len: s.len(),
+                            }
+                        })
+                        .collect();
+                    let mut send = Box::new(StreamSend {
+                        token,
+                        bufs,
+                        offset,
+                        iov,
+                        // SAFETY: all-zero is a valid msghdr.
+                        hdr: unsafe { mem::zeroed() },
+                    });
+                    send.hdr.msg_iov = send.iov.as_mut_ptr();
+                    send.hdr.msg_iovlen = send.iov.len() as _;
+                    let e = opcode::SendMsg::new(Fd(fd), &send.hdr)
+                        .flags(libc::MSG_NOSIGNAL as u32)
+                        .build()
+                        .user_data(user_data(K_SSEND, index));
+                    self.ssends[index] = Some(send);
+                    // SAFETY: the msghdr, its iovecs and the buffers they point at live in the
+                    // boxed slot until the CQE is reaped (or are leaked in Drop).
+                    unsafe { self.push(e)? };
+                    self.inflight += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn streams_ready(&mut self) -> bool {
@@ -752,6 +918,10 @@ impl Io for Uring {
 
     fn detail(&self) -> &'static str {
         match self.recv {
+            RecvMode::Multi { .. } if self.sring.is_some() => {
+                "io_uring (multishot recvmsg + provided-buffer ring, batched sends; \
+                 streams: multishot recv into provided buffers, sendmsg)"
+            }
             RecvMode::Multi { .. } => {
                 "io_uring (multishot recvmsg + provided-buffer ring, batched sends)"
             }
@@ -808,6 +978,8 @@ impl Drop for Uring {
         if self.inflight > 0 {
             // The kernel may still write into these: leak them rather than free them.
             mem::forget(mem::take(&mut self.sends));
+            mem::forget(mem::take(&mut self.ssends));
+            mem::forget(self.sring.take());
             mem::forget(mem::replace(&mut self.wake_buf, Box::new(0)));
             mem::forget(mem::replace(
                 &mut self.recv,
@@ -820,6 +992,9 @@ impl Drop for Uring {
         }
         if let RecvMode::Multi { .. } = self.recv {
             let _ = self.ring.submitter().unregister_buf_ring(BGID);
+        }
+        if self.sring.is_some() {
+            let _ = self.ring.submitter().unregister_buf_ring(BGID_STREAM);
         }
         let _ = self.max_datagram;
     }
