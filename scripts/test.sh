@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
-# sip-tester, sipsak, iproute2 for the loopback-only network namespace, dnsmasq as the DNS server
-# of the RFC 3263 tests, mariadb-server for the MariaDB tests, openssl for the TLS tests' test
-# certificates and python3, whose ssl module is their TLS peer), then every test of the
-# workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard runtime
-# on both I/O backends, the integration tests that drive a real `ser` with sipp and sipsak, and
-# `ser` cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs), then the
-# same for the tiny builds (scripts/build-arm.sh --tiny, a pinned nightly fetched by rustup).
+# sip-tester, sipsak, baresip for the SIP-client tests over TCP and TLS, iproute2 for the
+# loopback-only network namespace, dnsmasq as the DNS server of the RFC 3263 tests,
+# mariadb-server for the MariaDB tests, openssl for the TLS tests' certificates and python3,
+# whose ssl module is their TLS peer), then every test of the workspace: unit tests, the
+# RFC 4475/5118 corpora, the script and VM tests, the shard runtime on both I/O backends, the
+# integration tests that drive a real `ser` with sipp, sipsak and baresip, and `ser`
+# cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs), then the same
+# for the tiny builds (scripts/build-arm.sh --tiny, a pinned nightly fetched by rustup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +18,11 @@ step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+# baresip for tests/baresip.rs: baresip-core alone has the binary and the modules it uses
+# (account, menu, ctrl_tcp, g711); the package baresip only adds GUI and video recommends.
 # tests/tls.rs: the openssl command line makes a test CA and certificates; Python's ssl module
 # is the TLS client and server (sipsak fails over TLS).
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
