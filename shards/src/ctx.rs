@@ -183,9 +183,9 @@ impl<E: Send + 'static> Core<E> {
     pub(crate) fn on_reaped<H: Handler<Event = E>>(
         &mut self,
         handler: &mut H,
-        r: crate::shard::Reaped<'_>,
+        r: crate::reaped::Reaped<'_>,
     ) {
-        use crate::shard::Reaped;
+        use crate::reaped::Reaped;
         match r {
             Reaped::Datagram(r) => self.on_received(handler, r.data, r.peer, r.socket, r.at),
             Reaped::StreamData { token, data, more } => {

@@ -41,6 +41,7 @@ pub mod os;
 mod pool;
 #[cfg(target_os = "linux")]
 mod portable;
+mod reaped;
 mod runtime;
 mod shard;
 mod stats;

@@ -17,7 +17,8 @@ use std::time::Duration;
 use socket2::Socket;
 
 use crate::ctx::SendQueue;
-use crate::shard::{Io, Reaped, Received};
+use crate::reaped::{Reaped, Received};
+use crate::shard::Io;
 use crate::stats::IoCounters;
 use crate::sys;
 

@@ -9,41 +9,9 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::ctx::{Core, SendQueue};
+use crate::reaped::Reaped;
 use crate::stats::IoCounters;
 use crate::Handler;
-
-/// One received datagram as a backend reports it.
-pub(crate) struct Received<'a> {
-    pub(crate) data: &'a [u8],
-    pub(crate) peer: std::net::SocketAddr,
-    pub(crate) socket: u32,
-    /// The kernel's receive time, where the socket stamps datagrams.
-    pub(crate) at: Option<Instant>,
-}
-
-/// What a backend's reap hands over: a datagram, or (native stream data path) a stream
-/// receive or send completion.
-pub(crate) enum Reaped<'a> {
-    Datagram(Received<'a>),
-    /// Bytes read from connection `token` (`more`: its receive stays armed).
-    StreamData {
-        token: u64,
-        data: &'a [u8],
-        more: bool,
-    },
-    /// The receive of connection `token` ended: 0 at the peer's close, else an errno.
-    StreamEnd {
-        token: u64,
-        err: i32,
-    },
-    /// A send of connection `token` completed (bytes, or -errno); its buffers come back.
-    StreamSent {
-        token: u64,
-        res: i32,
-        bufs: Vec<Vec<u8>>,
-        offset: usize,
-    },
-}
 
 /// A shard's I/O backend.
 pub(crate) trait Io {

@@ -37,7 +37,8 @@ use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use socket2::Socket;
 
 use crate::ctx::SendQueue;
-use crate::shard::{Io, Reaped, Received};
+use crate::reaped::{Reaped, Received};
+use crate::shard::Io;
 use crate::stats::IoCounters;
 use crate::streams::NativeReq;
 use crate::sys;
