@@ -21,7 +21,9 @@
 //! later at the earliest, starts a new one. Only a start-up failure (no such directory, no
 //! permission) is fatal.
 //!
-//! It does not capture TCP/TLS (ser serves UDP only), does not filter, does not write pcapng,
+//! Messages of TCP and TLS connections are written as one TCP segment each (decrypted; no
+//! handshakes, no ACKs, sequence numbers running per direction), enough for tshark and sngrep
+//! to show the SIP flow. It does not filter, does not write pcapng,
 //! and does not follow a chroot (`-t`): the path is used as given after the privileges are
 //! dropped, so its directory must be reachable and writable by the user ser runs as.
 

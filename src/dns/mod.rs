@@ -23,9 +23,9 @@
 //! the SOA's negative TTL capped at [`NEGATIVE_TTL_MAX`].
 //!
 //! What it deliberately does not do: recursion (it asks the configured recursive servers),
-//! DNSSEC, search lists (SIP hosts are fully qualified), and, for now, TCP/TLS transport choice
-//! for plain `sip` URIs (only UDP is served; `secure` asks for TLS targets, which the caller may
-//! not be able to use yet). It never panics on what a server sends: a malformed or mismatched
+//! DNSSEC, search lists (SIP hosts are fully qualified), and, for now, choosing TCP or TLS
+//! from NAPTR for plain `sip` URIs (the transport is the URI's or the action's; `secure` asks
+//! for TLS targets). It never panics on what a server sends: a malformed or mismatched
 //! datagram is ignored as if it had not arrived.
 //!
 //! Layout: this file holds the result types ([`Target`], [`Transport`], [`DnsError`]) and the
