@@ -320,19 +320,6 @@ fn trace(log: &str) -> Vec<Traced> {
     out
 }
 
-/// The final reply a UDP peer gets (provisionals skipped), within `limit`.
-fn final_reply(peer: &Peer, limit: Duration) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(r) = peer.recv_timeout(200) {
-            if status(&r).is_some_and(|c| c >= 200) {
-                return Some(r);
-            }
-        }
-    }
-    None
-}
-
 /// A headless baresip with one account, controlled over ctrl_tcp; stopped by PID on drop.
 struct Baresip {
     child: Child,

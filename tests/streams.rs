@@ -252,19 +252,6 @@ fn register_over_tcp(s: &mut TcpStream, ser: &Ser, contact: &str) -> String {
     read_msg(s).unwrap_or_else(|| panic!("no answer to REGISTER\n{}", ser.log_text()))
 }
 
-/// The final reply a UDP peer gets (provisionals skipped), within `limit`.
-fn final_reply(peer: &Peer, limit: Duration) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(r) = peer.recv_timeout(200) {
-            if status(&r).is_some_and(|c| c >= 200) {
-                return Some(r);
-            }
-        }
-    }
-    None
-}
-
 #[test]
 fn a_phone_registered_over_tcp_is_called_over_its_connection_until_it_closes() {
     let ser = Ser::start("tcp-flow", REGISTRAR, 0, 2, "auto");

@@ -476,6 +476,19 @@ pub fn request(method: &str, ruri: &str, peer_port: u16, call_id: &str, extra: &
     )
 }
 
+/// The final reply a UDP peer gets (provisionals skipped), within `limit`.
+pub fn final_reply(peer: &Peer, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(r) = peer.recv_timeout(200) {
+            if status(&r).is_some_and(|c| c >= 200) {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
 /// The status code of a reply.
 pub fn status(reply: &str) -> Option<u16> {
     reply.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
