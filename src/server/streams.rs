@@ -318,46 +318,32 @@ impl Server {
             .conn
             .or_else(|| self.streams.aliases.get(dst.transport, dst.addr));
         if let Some(conn) = known {
-            if conn.shard() != ctx.shard() && conn.shard() < ctx.shard_count() {
-                let dst = Dest {
-                    conn: Some(conn),
-                    ..dst
-                };
-                ctx.post(
-                    conn.shard(),
-                    Event::StreamSend {
-                        dst,
-                        data: data.to_vec(),
-                    },
-                );
-                return;
-            }
-            if self.write_conn(ctx, conn, data) {
+            if self.send_on(ctx, conn, dst, data) {
                 return;
             }
         }
         // The named connection is gone: the alias, else a new connection.
         if let Some(conn) = self.streams.aliases.get(dst.transport, dst.addr) {
-            if Some(conn) != known {
-                if conn.shard() != ctx.shard() {
-                    ctx.post(
-                        conn.shard(),
-                        Event::StreamSend {
-                            dst: Dest {
-                                conn: Some(conn),
-                                ..dst
-                            },
-                            data: data.to_vec(),
-                        },
-                    );
-                    return;
-                }
-                if self.write_conn(ctx, conn, data) {
-                    return;
-                }
+            if Some(conn) != known && self.send_on(ctx, conn, dst, data) {
+                return;
             }
         }
         self.connect_and_send(ctx, dst, data);
+    }
+
+    /// Sends `data` on connection `conn`: posted to its shard when that is another one
+    /// (true), written here when this shard has it (true), else false (it is gone).
+    fn send_on(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, dst: Dest, data: &[u8]) -> bool {
+        if conn.shard() != ctx.shard() && conn.shard() < ctx.shard_count() {
+            let dst = Dest {
+                conn: Some(conn),
+                ..dst
+            };
+            let data = data.to_vec();
+            ctx.post(conn.shard(), Event::StreamSend { dst, data });
+            return true;
+        }
+        self.write_conn(ctx, conn, data)
     }
 
     /// Opens a connection to `dst` and queues `data` on it.
