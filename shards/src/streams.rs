@@ -371,7 +371,17 @@ impl Streams {
         }
     }
 
-    fn insert(&mut self, make: impl FnOnce(ConnId) -> Conn) -> io::Result<(ConnId, usize)> {
+    /// Adds a connection: an accepted one (open), or an outgoing one (connecting); watched by
+    /// the epoll set, or (native data path, open) with a receive asked of the backend.
+    fn insert(
+        &mut self,
+        sock: Socket,
+        peer: SocketAddr,
+        local: SocketAddr,
+        socket: SocketId,
+        outgoing: bool,
+        now: Instant,
+    ) -> io::Result<(ConnId, usize)> {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -386,7 +396,30 @@ impl Streams {
         let gen = (self.generations[slot].wrapping_add(1)) & 0xff_ffff;
         self.generations[slot] = gen;
         let id = ConnId((u64::from(gen) << 40) | ((slot as u64) << 16) | self.shard as u64);
-        let conn = make(id);
+        let conn = Conn {
+            id,
+            sock,
+            state: if outgoing {
+                State::Connecting
+            } else {
+                State::Open
+            },
+            peer,
+            local,
+            socket,
+            outgoing,
+            opened: now,
+            last_read: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            queue: VecDeque::new(),
+            offset: 0,
+            queued: 0,
+            // A connecting socket is watched for writability (its connect completing).
+            want_out: outgoing,
+            dirty: false,
+            sending: false,
+        };
         let fd = conn.sock.as_raw_fd();
         let events = if conn.state == State::Connecting {
             libc::EPOLLOUT as u32
@@ -403,8 +436,7 @@ impl Streams {
             self.free.push(slot);
             return Err(e);
         }
-        let want_out = conn.state == State::Connecting;
-        self.slots[slot] = Some(Conn { want_out, ..conn });
+        self.slots[slot] = Some(conn);
         self.counters.open += 1;
         Ok((id, slot))
     }
@@ -474,25 +506,7 @@ impl Streams {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(dst);
-        let made = self.insert(|id| Conn {
-            id,
-            sock,
-            state: State::Connecting,
-            peer: dst,
-            local,
-            socket,
-            outgoing: true,
-            opened: now,
-            last_read: now,
-            bytes_in: 0,
-            bytes_out: 0,
-            queue: VecDeque::new(),
-            offset: 0,
-            queued: 0,
-            want_out: true,
-            dirty: false,
-            sending: false,
-        });
+        let made = self.insert(sock, dst, local, socket, true, now);
         match made {
             Ok((id, _)) => Ok(id),
             Err(e) => {
@@ -994,25 +1008,7 @@ impl Streams {
                 .ok()
                 .and_then(|a: SockAddr| a.as_socket())
                 .unwrap_or(local_listen);
-            let made = self.insert(|cid| Conn {
-                id: cid,
-                sock,
-                state: State::Open,
-                peer,
-                local,
-                socket: id,
-                outgoing: false,
-                opened: now,
-                last_read: now,
-                bytes_in: 0,
-                bytes_out: 0,
-                queue: VecDeque::new(),
-                offset: 0,
-                queued: 0,
-                want_out: false,
-                dirty: false,
-                sending: false,
-            });
+            let made = self.insert(sock, peer, local, id, false, now);
             match made {
                 Ok((conn, _)) => {
                     self.counters.accepted += 1;
