@@ -662,7 +662,7 @@ impl Server {
                 result,
             } => match result {
                 Ok(targets) => {
-                    self.remember_names(transport, &host, &targets);
+                    self.remember_names(&host, &targets);
                     self.dns_inflight = self.dns_inflight.saturating_sub(1);
                     // The message's Via names the socket it was written for: send from that
                     // one, to the best target of its address family, or not at all.
@@ -717,7 +717,7 @@ impl Server {
                 result,
             } => {
                 if let Ok(targets) = &result {
-                    self.remember_names(Transport::Tls, &host, targets);
+                    self.remember_names(&host, targets);
                 }
                 self.scratch.clear();
                 self.tm

@@ -541,14 +541,11 @@ impl Server {
         }
     }
 
-    /// Remembers which name `targets` were resolved from (for TLS to them; bounded).
-    pub(super) fn remember_names(
-        &mut self,
-        transport: Transport,
-        host: &str,
-        targets: &[SocketAddr],
-    ) {
-        if transport != Transport::Tls || host.parse::<std::net::IpAddr>().is_ok() {
+    /// Remembers which name `targets` were resolved from: what a TLS connection to one of
+    /// them verifies (read only then; bounded). A tm branch's transport is not known here,
+    /// so every resolved name is kept.
+    pub(super) fn remember_names(&mut self, host: &str, targets: &[SocketAddr]) {
+        if host.parse::<std::net::IpAddr>().is_ok() {
             return;
         }
         if self.tls_names.len() >= 4096 {
