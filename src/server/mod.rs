@@ -493,16 +493,16 @@ impl Server {
     /// Hands what the script produced to the runtime.
     fn flush(&mut self, ctx: &mut Ctx<'_, Event>) {
         let out = &mut self.scratch.out;
-        let mut streamed: Vec<(Dest, Vec<u8>)> = Vec::new();
+        let mut streamed: Vec<(Dest, std::ops::Range<usize>)> = Vec::new();
         for o in &out.sends {
             let Some(data) = out.buf.get(o.range.clone()) else {
                 continue;
             };
             if o.dst.transport != Transport::Udp {
-                // Sent below, once the outbox is let go (a send may open a connection, or
-                // fail a branch, which writes into the outbox again).
+                // Sent below, from the outbox's buffer taken out of it (a send may open a
+                // connection, or fail a branch, which writes into the outbox again).
                 self.stats.count_sent(data);
-                streamed.push((o.dst, data.to_vec()));
+                streamed.push((o.dst, o.range.clone()));
                 continue;
             }
             self.stats.count_sent(data);
@@ -538,13 +538,25 @@ impl Server {
                 transport,
             });
         }
-        out.buf.clear();
         out.sends.clear();
-        for (dst, data) in streamed {
+        if streamed.is_empty() {
+            out.buf.clear();
+            return;
+        }
+        let mut buf = std::mem::take(&mut out.buf);
+        for (dst, range) in streamed {
+            let Some(data) = buf.get(range) else {
+                continue;
+            };
             if let Some(c) = &self.capture {
-                c.record_stream(dst_local(&self.core, &dst), dst.addr, &data);
+                c.record_stream(dst_local(&self.core, &dst), dst.addr, data);
             }
-            self.send_stream(ctx, dst, &data);
+            self.send_stream(ctx, dst, data);
+        }
+        // The buffer (its capacity) goes back, unless a send refilled the outbox meanwhile.
+        buf.clear();
+        if self.scratch.out.buf.is_empty() {
+            self.scratch.out.buf = buf;
         }
     }
 }
