@@ -377,3 +377,76 @@ fn a_branch_whose_connection_fails_fails_at_once() {
         t0.elapsed()
     );
 }
+
+/// The next message on `w` whose first line starts with `start` (others skipped), within 5 s.
+fn wire_until(w: &mut Wire, start: &str, ser: &Ser) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(m) = w.next(Duration::from_millis(200)) {
+            if m.starts_with(start) {
+                return m;
+            }
+        }
+    }
+    panic!("no {start:?} on the connection\n{}", ser.log_text())
+}
+
+/// The callee's side of a cancelled call: a 180 to the INVITE, then on the CANCEL a 200 and
+/// a 487 for the INVITE.
+fn callee_rings_then_is_cancelled(callee: &Peer, ser: &Ser, ringing: impl FnOnce()) {
+    let inv = recv_request(callee, "INVITE");
+    callee.send(ser.addr(), response_to(&inv, 180, "Ringing", "callee").as_bytes());
+    ringing();
+    let cancel = recv_request(callee, "CANCEL");
+    callee.send(ser.addr(), response_to(&cancel, 200, "OK", "callee").as_bytes());
+    callee.send(
+        ser.addr(),
+        response_to(&inv, 487, "Request Terminated", "callee").as_bytes(),
+    );
+}
+
+/// Requests on a connection are handled by the shard that owns it, not the Call-ID's owner
+/// (no hop); the callee's replies over UDP find that shard by our branch, and a CANCEL on
+/// the connection finds its INVITE there. A CANCEL over TCP for an INVITE that came over
+/// UDP goes on to the Call-ID's owner and finds it too. Four shards and eight Call-IDs, so
+/// that most calls belong to a shard the connection does not.
+#[test]
+fn cancels_and_replies_find_their_transaction_on_every_shard() {
+    let ser = Ser::start("tcp-cancel", RR_PROXY, 0, 4, "auto");
+    let callee = Peer::new();
+    let ruri = format!("sip:callee@127.0.0.1:{}", callee.port());
+    let mut w = Wire::connect(ser.listen("tcp"));
+    let port = w.s.local_addr().unwrap().port();
+    for i in 0..8 {
+        let cid = format!("tcp-cancel-{i}");
+        let over_tcp = |m: &str| request(m, &ruri, port, &cid, "").replace("/UDP ", "/TCP ");
+        assert!(w.send(over_tcp("INVITE").as_bytes()));
+        callee_rings_then_is_cancelled(&callee, &ser, || {
+            wire_until(&mut w, "SIP/2.0 180", &ser);
+            assert!(w.send(over_tcp("CANCEL").as_bytes()));
+        });
+        let ok = wire_until(&mut w, "SIP/2.0 200", &ser);
+        assert!(ok.contains("CANCEL"), "{ok}");
+        let fin = wire_until(&mut w, "SIP/2.0 487", &ser);
+        assert!(fin.contains(&cid), "{fin}");
+        assert!(w.send(over_tcp("ACK").as_bytes()));
+    }
+
+    // The INVITE over UDP, its CANCEL over the connection.
+    let caller = Peer::new();
+    for i in 0..8 {
+        let cid = format!("udp-then-tcp-cancel-{i}");
+        caller.send(
+            ser.addr(),
+            request("INVITE", &ruri, caller.port(), &cid, "").as_bytes(),
+        );
+        callee_rings_then_is_cancelled(&callee, &ser, || {
+            let cancel = request("CANCEL", &ruri, caller.port(), &cid, "");
+            assert!(w.send(cancel.as_bytes()));
+        });
+        let ok = wire_until(&mut w, "SIP/2.0 200", &ser);
+        assert!(ok.contains("CANCEL") && ok.contains(&cid), "{ok}");
+        let fin = final_reply(&caller, Duration::from_secs(5)).expect("the INVITE's final");
+        assert_eq!(status(&fin), Some(487), "{fin}");
+    }
+}

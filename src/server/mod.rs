@@ -24,7 +24,8 @@ use crate::modules::ctx::{MsgCtx, Scratch};
 use crate::modules::tm::TmShard;
 use crate::modules::Script;
 use crate::sip::{
-    owner_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend, Transport,
+    owner_shard, reply_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend,
+    Transport,
 };
 use crate::stats::Stats;
 use crate::tm::{CellId, RequestMatch};
@@ -308,6 +309,9 @@ impl Server {
             self.flush(ctx);
             return;
         }
+        if self.cancel_elsewhere(ctx, d, &msg) {
+            return;
+        }
         self.stats.count_request_in(msg.method());
         self.scratch.clear();
         if self.tm.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {
@@ -330,6 +334,30 @@ impl Server {
         }
         let script = Arc::clone(&self.script);
         self.run_request(ctx, &msg, at, script, None);
+    }
+
+    /// A CANCEL that came on a stream is handled where its connection lives (see
+    /// sip::owner); when its INVITE is not there (the INVITE came over UDP, or on another
+    /// connection), it goes on to the Call-ID's owner, once. True when handed on.
+    fn cancel_elsewhere(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        d: &Inbound<'_>,
+        msg: &ser_parser::Message<'_>,
+    ) -> bool {
+        if d.handed_off || d.conn.is_none() || msg.method() != Some(Method::Cancel) {
+            return false;
+        }
+        let Some(cid) = msg.call_id() else {
+            return false;
+        };
+        let owner = owner_shard(cid, ctx.shard_count());
+        if owner == ctx.shard() || self.tm.tm.has_cancelled_invite(msg) {
+            return false;
+        }
+        Stats::inc(&self.stats.handoffs);
+        ctx.handoff(owner, d);
+        true
     }
 
     /// Runs (or resumes) the request route over `msg` and handles how it ended: a run that
@@ -645,13 +673,20 @@ impl Server {
             }
         }
         if !d.handed_off && ctx.shard_count() > 1 {
-            if let Some(cid) = scan_call_id(d.data) {
-                let owner = owner_shard(cid, ctx.shard_count());
-                if owner != ctx.shard() {
-                    Stats::inc(&self.stats.handoffs);
-                    ctx.handoff(owner, &d);
-                    return;
-                }
+            // See sip::owner: a reply goes to the shard its branch names, a request on a
+            // stream stays with the connection's shard, the rest to the Call-ID's owner.
+            let n = ctx.shard_count();
+            let owner = if d.data.starts_with(b"SIP/") {
+                reply_shard(d.data, &self.core.reply.tag_prefix, n)
+            } else if d.conn.is_none() {
+                scan_call_id(d.data).map(|cid| owner_shard(cid, n))
+            } else {
+                None
+            };
+            if let Some(owner) = owner.filter(|&o| o != ctx.shard()) {
+                Stats::inc(&self.stats.handoffs);
+                ctx.handoff(owner, &d);
+                return;
             }
         }
         self.follow_reload();

@@ -1,6 +1,12 @@
 //! Which shard owns a message: every message of one call (requests, retransmissions, CANCEL,
 //! ACK, replies) shares a Call-ID, and the shard its hash picks owns the call's transactions.
 //!
+//! Two exceptions spare a hop between shards. A request that arrives on a stream connection
+//! is handled by the shard that owns the connection (a stream has no retransmissions, and
+//! its ACK and CANCEL come on the same connection, RFC 3261 §17.1.1.3); the branches such a
+//! transaction sends name their shard ([`txn_branch`]), so replies find it: [`reply_shard`]. A
+//! CANCEL that finds nothing there goes on to the Call-ID's owner.
+//!
 //! [`hash64`] is the fixed-key hash behind it, also used where a value must come out the same
 //! on every shard and across restarts (stateless branches, To-tags).
 
@@ -25,6 +31,12 @@ pub fn hash64(parts: &[&[u8]]) -> u64 {
 /// The Call-ID of a message without parsing it: a scan of the header lines for `Call-ID:`
 /// or its compact form `i:`. Only used to pick the owning shard; the full parse comes later.
 pub fn scan_call_id(buf: &[u8]) -> Option<&[u8]> {
+    scan_header(buf, b"call-id", b"i")
+}
+
+/// The value of the first header line named `long` or `short`, without parsing the message
+/// (no folded lines: those are for the parser).
+fn scan_header<'a>(buf: &'a [u8], long: &[u8], short: &[u8]) -> Option<&'a [u8]> {
     let mut pos = memchr::memchr(b'\n', buf)? + 1;
     while pos < buf.len() {
         let rest = buf.get(pos..)?;
@@ -36,12 +48,47 @@ pub fn scan_call_id(buf: &[u8]) -> Option<&[u8]> {
         }
         let colon = memchr::memchr(b':', line)?;
         let name = line.get(..colon)?.trim_ascii_end();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+        if name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short) {
             return Some(line.get(colon + 1..)?.trim_ascii());
         }
         pos += end + 1;
     }
     None
+}
+
+/// The branch of a transaction's forwarded requests: our tag prefix, the shard in hex, a
+/// `-`, then a per-shard sequence (the branch index follows after a `.`). [`reply_shard`]
+/// reads the shard back.
+pub fn txn_branch(prefix: &str, shard: usize, seq: u64) -> String {
+    format!("z9hG4bK{prefix}{shard:x}-{seq:x}")
+}
+
+/// The shard a reply belongs to: the one named in its top Via branch when that branch is one
+/// of ours ([`txn_branch`] with this `prefix`), else the Call-ID's owner. None when neither can be
+/// read (the full parse will say what is wrong).
+pub fn reply_shard(buf: &[u8], prefix: &str, shards: usize) -> Option<usize> {
+    let named = scan_header(buf, b"via", b"v")
+        .and_then(top_branch)
+        .and_then(|b| b.strip_prefix(b"z9hG4bK"))
+        .and_then(|b| b.strip_prefix(prefix.as_bytes()))
+        .and_then(|rest| {
+            let end = memchr::memchr(b'-', rest)?;
+            let hex = std::str::from_utf8(rest.get(..end)?).ok()?;
+            usize::from_str_radix(hex, 16).ok()
+        })
+        .filter(|&s| s < shards);
+    named.or_else(|| scan_call_id(buf).map(|c| owner_shard(c, shards)))
+}
+
+/// The `branch` parameter of the first Via value of a header line's value.
+fn top_branch(value: &[u8]) -> Option<&[u8]> {
+    let first = value.split(|&b| b == b',').next()?;
+    first.split(|&b| b == b';').skip(1).find_map(|p| {
+        let (name, v) = p.split_at(memchr::memchr(b'=', p)?);
+        name.trim_ascii()
+            .eq_ignore_ascii_case(b"branch")
+            .then(|| v.get(1..).unwrap_or_default().trim_ascii())
+    })
 }
 
 /// The shard that owns a Call-ID.
@@ -64,6 +111,27 @@ mod tests {
         assert_eq!(scan_call_id(m), Some(&b"q1"[..]));
         assert_eq!(scan_call_id(b"garbage"), None);
         assert_eq!(scan_call_id(b"A\r\n\r\nCall-ID: x\r\n"), None);
+    }
+
+    #[test]
+    fn replies_go_to_the_shard_in_our_branch() {
+        let b = txn_branch("0a1b2c3d", 3, 0x2f);
+        assert_eq!(b, "z9hG4bK0a1b2c3d3-2f");
+        let reply =
+            |via: &str| format!("SIP/2.0 200 OK\r\n{via}\r\nCall-ID: c-7@h\r\n\r\n").into_bytes();
+        let by_call_id = owner_shard(b"c-7@h", 4);
+        let ours = reply(&format!(
+            "Via: SIP/2.0/TCP 10.0.0.1;branch={b}.0, SIP/2.0/UDP x"
+        ));
+        assert_eq!(reply_shard(&ours, "0a1b2c3d", 4), Some(3));
+        let compact = reply(&format!("v: SIP/2.0/UDP 10.0.0.1 ; rport ; BRANCH = {b}.1"));
+        assert_eq!(reply_shard(&compact, "0a1b2c3d", 4), Some(3));
+        // Another instance's prefix, a shard we do not have, no branch: the Call-ID decides.
+        assert_eq!(reply_shard(&ours, "ffffffff", 4), Some(by_call_id));
+        assert_eq!(reply_shard(&ours, "0a1b2c3d", 2), Some(owner_shard(b"c-7@h", 2)));
+        let other = reply("Via: SIP/2.0/UDP 10.0.0.1, SIP/2.0/UDP y;branch=z9hG4bK0a1b2c3d1-1");
+        assert_eq!(reply_shard(&other, "0a1b2c3d", 4), Some(by_call_id));
+        assert_eq!(reply_shard(b"SIP/2.0 200 OK\r\n\r\n", "0a1b2c3d", 4), None);
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl<S: Clone> Tm<S> {
         r
     }
 
+    /// For a CANCEL: whether the INVITE it cancels has a transaction here.
+    pub fn has_cancelled_invite(&self, msg: &Message<'_>) -> bool {
+        Key::cancelled_invite(msg).is_ok_and(|k| self.cells.lookup(&k).is_some())
+    }
+
     /// Creates the transaction for a request (t_newtran, t_relay). `Full` past capacity: the
     /// caller answers 503 ([`Self::reply_unavailable`]).
     pub fn create(
@@ -83,10 +88,8 @@ impl<S: Clone> Tm<S> {
             return Err(CreateError::Exists);
         }
         self.seq = self.seq.wrapping_add(1);
-        let branch_base = format!(
-            "z9hG4bK{}{:x}{:x}",
-            self.ident.reply.tag_prefix, self.shard, self.seq
-        );
+        let branch_base =
+            crate::sip::txn_branch(&self.ident.reply.tag_prefix, self.shard, self.seq);
         let reply_to = response_dest(&self.ident.local, msg, &at);
         let cell = Cell {
             uas,
