@@ -105,6 +105,11 @@ pub struct StreamOptions {
     /// `tcp_read_timeout = s`: a message begun on a stream must be complete within this
     /// long (slow senders are cut off). Default 10.
     pub read_timeout_s: u64,
+    /// `tcp_accept_aliases = yes`: a request over TCP or TLS whose top Via has `;alias`
+    /// (RFC 5923) makes its connection the one to the Via's port at the peer's address, so
+    /// requests to that port reuse it. Default no (as Kamailio: another client behind the
+    /// same NAT address could claim that port).
+    pub accept_aliases: bool,
     /// `tls_certificate = "path"` (PEM chain); none: a self-signed one under data_dir.
     pub tls_certificate: Option<String>,
     /// `tls_private_key = "path"` (PEM).
@@ -132,6 +137,7 @@ impl Default for StreamOptions {
             max_connections: 2048,
             connect_timeout_s: 10,
             read_timeout_s: 10,
+            accept_aliases: false,
             tls_certificate: None,
             tls_private_key: None,
             tls_ca_list: None,
@@ -395,6 +401,9 @@ impl Config {
                 }
                 "enable_tls" => {
                     self.streams.enable_tls = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "tcp_accept_aliases" => {
+                    self.streams.accept_aliases = as_bool(value).ok_or_else(|| bad("yes or no"))?
                 }
                 "tls_verify" => {
                     self.streams.tls_verify = as_bool(value).ok_or_else(|| bad("yes or no"))?

@@ -287,8 +287,13 @@ fn forward_over_a_named_transport() {
             .relayed(&invite("sip:bob@192.0.2.7:5090"), at)
             .expect(action);
         assert_eq!(out.dst, want, "{action}");
+        let alias = if want.transport.is_reliable() {
+            ";alias"
+        } else {
+            ""
+        };
         let via = format!(
-            "Via: SIP/2.0/{} {};branch=",
+            "Via: SIP/2.0/{} {}{alias};branch=",
             want.transport.via_token(),
             crate::sip::hostport(&e.socket(want.socket))
         );

@@ -395,10 +395,16 @@ fn wire_until(w: &mut Wire, start: &str, ser: &Ser) -> String {
 /// a 487 for the INVITE.
 fn callee_rings_then_is_cancelled(callee: &Peer, ser: &Ser, ringing: impl FnOnce()) {
     let inv = recv_request(callee, "INVITE");
-    callee.send(ser.addr(), response_to(&inv, 180, "Ringing", "callee").as_bytes());
+    callee.send(
+        ser.addr(),
+        response_to(&inv, 180, "Ringing", "callee").as_bytes(),
+    );
     ringing();
     let cancel = recv_request(callee, "CANCEL");
-    callee.send(ser.addr(), response_to(&cancel, 200, "OK", "callee").as_bytes());
+    callee.send(
+        ser.addr(),
+        response_to(&cancel, 200, "OK", "callee").as_bytes(),
+    );
     callee.send(
         ser.addr(),
         response_to(&inv, 487, "Request Terminated", "callee").as_bytes(),
@@ -448,5 +454,60 @@ fn cancels_and_replies_find_their_transaction_on_every_shard() {
         assert!(ok.contains("CANCEL") && ok.contains(&cid), "{ok}");
         let fin = final_reply(&caller, Duration::from_secs(5)).expect("the INVITE's final");
         assert_eq!(status(&fin), Some(487), "{fin}");
+    }
+}
+
+/// RFC 5923: with `tcp_accept_aliases`, a request whose Via says `;alias` makes its
+/// connection the way to the Via's port at the peer's address; without it (the default), a
+/// request for that port opens (here: fails to open) a connection of its own.
+#[test]
+fn via_alias_lets_requests_reuse_the_peers_connection() {
+    let nothing_there = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for accept in [true, false] {
+        let script = format!(
+            "tcp_accept_aliases={}\n{RR_PROXY}",
+            if accept { "yes" } else { "no" }
+        );
+        let ser = Ser::start("tcp-alias", &script, 0, 2, "auto");
+        // A peer proxy connects from an ephemeral port and says it listens on another.
+        let mut w = Wire::connect(ser.listen("tcp"));
+        let opts = request(
+            "OPTIONS",
+            &format!("sip:{}", ser.listen("tcp")),
+            nothing_there,
+            "alias-o",
+            "",
+        )
+        .replace("SIP/2.0/UDP 127.0.0.1", "SIP/2.0/TCP 127.0.0.1")
+        .replace(";branch=", ";alias;branch=");
+        assert!(w.send(opts.as_bytes()));
+        wire_until(&mut w, "SIP/2.0 200", &ser);
+
+        let caller = Peer::new();
+        let ruri = format!("sip:peer@127.0.0.1:{nothing_there};transport=tcp");
+        caller.send(
+            ser.addr(),
+            request("INVITE", &ruri, caller.port(), "alias-call", "").as_bytes(),
+        );
+        if accept {
+            let inv = wire_until(&mut w, "INVITE ", &ser);
+            assert!(
+                inv.contains(";alias;branch="),
+                "our Via offers ours too: {inv}"
+            );
+            assert!(w.send(response_to(&inv, 486, "Busy Here", "peer").as_bytes()));
+            let fin = final_reply(&caller, Duration::from_secs(5)).expect("a final");
+            assert_eq!(status(&fin), Some(486), "{fin}");
+        } else {
+            let fin = final_reply(&caller, Duration::from_secs(5)).expect("a final");
+            assert!(status(&fin).is_some_and(|c| c >= 500), "{fin}");
+            assert!(
+                w.next(Duration::from_millis(300)).is_none(),
+                "nothing over the peer's connection"
+            );
+        }
     }
 }

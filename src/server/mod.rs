@@ -312,6 +312,9 @@ impl Server {
         if self.cancel_elsewhere(ctx, d, &msg) {
             return;
         }
+        if let Some(conn) = d.conn {
+            self.take_via_alias(conn, d.peer, &msg);
+        }
         self.stats.count_request_in(msg.method());
         self.scratch.clear();
         if self.tm.tm.on_request(now, &msg, &mut self.scratch.out) == RequestMatch::Absorbed {

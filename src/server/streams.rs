@@ -178,6 +178,39 @@ impl Server {
         self.arm_sweep(ctx);
     }
 
+    /// RFC 5923: a request whose top Via carries `;alias` offers its connection for requests
+    /// to the Via's port at the peer's address (`tcp_accept_aliases`; only the address the
+    /// connection comes from, never the Via's host, so a peer can alias only itself).
+    pub(super) fn take_via_alias(
+        &mut self,
+        conn: ser_shards::ConnId,
+        peer: SocketAddr,
+        msg: &ser_parser::Message<'_>,
+    ) {
+        if !self.streams.settings.accept_aliases {
+            return;
+        }
+        let Ok(via) = msg.top_via() else {
+            return;
+        };
+        let Some(text) = msg.buf().get(via.range.clone()) else {
+            return;
+        };
+        let conn = sip_conn(conn);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if !has_alias_param(text) || !via.transport.eq_ignore_ascii_case(c.transport.via_token()) {
+            return;
+        }
+        let port = via.port.unwrap_or(c.transport.default_port());
+        let at = SocketAddr::new(peer.ip(), port);
+        if at != peer {
+            crate::debug!("{peer}: connection aliased as {at} (Via alias)");
+            self.streams.aliases.set(c.transport, at, conn);
+        }
+    }
+
     /// Bytes read from `conn`: decrypted where TLS, framed, each message handled.
     fn data(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, data: &[u8]) {
         let now = ctx.now();
@@ -604,4 +637,12 @@ impl Server {
         self.publish_conn_stats(ctx);
         self.arm_sweep(ctx);
     }
+}
+
+/// Whether a Via value (sent-protocol sent-by *(;param)) has the `alias` parameter.
+fn has_alias_param(via: &[u8]) -> bool {
+    via.split(|&b| b == b';').skip(1).any(|p| {
+        let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"alias")
+    })
 }

@@ -133,9 +133,16 @@ impl Local {
 }
 
 /// "SIP/2.0/<T> host:port;branch=": our Via for `transport` at `addr`, ready for its branch.
+/// Over a stream it carries `;alias` (RFC 5923): the peer may send its requests to us over
+/// the connection this one leaves on, as we do with its (we take requests on any).
 fn via_prefix(transport: Transport, addr: &SocketAddr) -> String {
+    let alias = if transport.is_reliable() {
+        ";alias"
+    } else {
+        ""
+    };
     format!(
-        "SIP/2.0/{} {};branch=",
+        "SIP/2.0/{} {}{alias};branch=",
         transport.via_token(),
         hostport(addr)
     )
@@ -215,8 +222,8 @@ mod tests {
         assert_eq!(l.socket_at(Transport::Tls, &t), Some(2));
         assert_eq!(
             l.via(2, "b", a),
-            "SIP/2.0/TLS 10.0.0.1:5061;branch=b",
-            "the Via names the socket's transport"
+            "SIP/2.0/TLS 10.0.0.1:5061;alias;branch=b",
+            "the Via names the socket's transport (and offers the connection, RFC 5923)"
         );
         let u = ser_parser::parse_uri("sip:10.0.0.1:5061;transport=tls;lr").unwrap();
         assert!(l.is_myself(&u.host, u.host_str, u.port));

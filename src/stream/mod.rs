@@ -39,6 +39,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
     pub read_timeout: Duration,
+    /// `tcp_accept_aliases`: honour `;alias` in the top Via of requests (RFC 5923).
+    pub accept_aliases: bool,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             read_timeout: READ_TIMEOUT,
+            accept_aliases: false,
         }
     }
 }
@@ -59,6 +62,7 @@ impl Settings {
             connect_timeout: Duration::from_secs(o.connect_timeout_s),
             handshake_timeout: Duration::from_secs(o.tls_handshake_timeout_s),
             read_timeout: Duration::from_secs(o.read_timeout_s),
+            accept_aliases: o.accept_aliases,
         }
     }
 }
