@@ -12,6 +12,8 @@
 pub mod framing;
 #[cfg(feature = "tls")]
 pub mod session;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
