@@ -126,6 +126,15 @@ pub struct StreamOptions {
     /// `tls_handshake_timeout = s`: a TLS handshake not done by then closes the connection.
     /// Default 30.
     pub tls_handshake_timeout_s: u64,
+    /// `ws_allowed_origins = "https://a.example, https://b.example"`: the browser origins a
+    /// WebSocket Upgrade may come from (others get 403). Default empty: any.
+    pub ws_allowed_origins: Vec<String>,
+    /// `ws_keepalive_interval = s`: a WebSocket connection the peer has been silent on this
+    /// long gets a ping. 0: none. Default 30.
+    pub ws_keepalive_interval_s: u64,
+    /// `ws_idle_timeout = s`: a WebSocket connection the peer has sent nothing on (not even
+    /// a pong) this long is closed. Default 90.
+    pub ws_idle_timeout_s: u64,
 }
 
 impl Default for StreamOptions {
@@ -145,6 +154,9 @@ impl Default for StreamOptions {
             tls_require_certificate: false,
             tls_method: String::from("TLSv1.2+"),
             tls_handshake_timeout_s: 30,
+            ws_allowed_origins: Vec::new(),
+            ws_keepalive_interval_s: 30,
+            ws_idle_timeout_s: 90,
         }
     }
 }
@@ -428,6 +440,24 @@ impl Config {
                     let n = as_int(value).ok_or_else(|| bad("seconds"))?;
                     self.streams.read_timeout_s = n.clamp(1, 600) as u64;
                 }
+                "ws_keepalive_interval" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.ws_keepalive_interval_s = n.clamp(0, 86_400) as u64;
+                }
+                "ws_idle_timeout" => {
+                    let n = as_int(value).ok_or_else(|| bad("seconds"))?;
+                    self.streams.ws_idle_timeout_s = n.clamp(1, 86_400 * 7) as u64;
+                }
+                "ws_allowed_origins" => {
+                    let Value::Str(v) = value else {
+                        return Err(bad("a string in quotes: origins separated by commas"));
+                    };
+                    self.streams.ws_allowed_origins = v
+                        .split([',', ' '])
+                        .map(|o| o.trim().trim_end_matches('/').to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect();
+                }
                 "tls_handshake_timeout" => {
                     let n = as_int(value).ok_or_else(|| bad("seconds"))?;
                     self.streams.tls_handshake_timeout_s = n.clamp(1, 600) as u64;
@@ -540,6 +570,13 @@ impl Config {
                 Some(Transport::Tls) if given.is_none() => {
                     out.push((Transport::Tls, SocketAddr::new(ip, tls_port(port))));
                 }
+                // WebSocket without a port: HTTP's (RFC 7118 §4).
+                Some(Transport::Ws) if given.is_none() => {
+                    out.push((Transport::Ws, SocketAddr::new(ip, 80)));
+                }
+                Some(Transport::Wss) if given.is_none() => {
+                    out.push((Transport::Wss, SocketAddr::new(ip, 443)));
+                }
                 Some(t) => out.push((t, SocketAddr::new(ip, port))),
                 None => {
                     out.push((Transport::Udp, SocketAddr::new(ip, port)));
@@ -576,7 +613,8 @@ pub fn valid_tls_method(m: &str) -> bool {
     )
 }
 
-/// Splits a `proto:` prefix off a listen or alias value (`udp:`, `tcp:`, `tls:`; any case).
+/// Splits a `proto:` prefix off a listen or alias value (`udp:`, `tcp:`, `tls:`, `ws:`,
+/// `wss:`; any case).
 pub fn split_transport(s: &str) -> Result<(Option<Transport>, &str), String> {
     let s = s.trim();
     if let Some((p, rest)) = s.split_once(':') {
@@ -584,7 +622,17 @@ pub fn split_transport(s: &str) -> Result<(Option<Transport>, &str), String> {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
             "tls" => Some(Transport::Tls),
-            "sctp" | "ws" | "wss" => {
+            "ws" | "wss" if cfg!(feature = "ws") => Some(if p.eq_ignore_ascii_case("ws") {
+                Transport::Ws
+            } else {
+                Transport::Wss
+            }),
+            "ws" | "wss" => {
+                return Err(format!(
+                    "'{s}': this ser was built without WebSocket (cargo feature `ws`)"
+                ));
+            }
+            "sctp" => {
                 return Err(format!("'{s}': {p} is not served in this version"));
             }
             _ => None,

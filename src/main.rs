@@ -399,10 +399,11 @@ fn start_streams(
     if cfg.streams.tls_wanted() && !cfg.streams.tls() {
         warn!("enable_tls: this ser was built without TLS (cargo feature `tls`); no TLS sockets");
     }
-    if !listens
-        .iter()
-        .any(|l| l.transport == ser::sip::Transport::Tls)
+    #[cfg(feature = "ws")]
     {
+        shared.ws.allowed_origins = cfg.streams.ws_allowed_origins.clone();
+    }
+    if !listens.iter().any(|l| l.transport.is_secure()) {
         return Ok(shared);
     }
     #[cfg(feature = "tls")]
@@ -450,7 +451,7 @@ fn start_streams(
     }
     #[cfg(not(feature = "tls"))]
     {
-        bail!("this ser was built without TLS (cargo feature `tls`); remove the tls listen lines")
+        bail!("this ser was built without TLS (cargo feature `tls`); remove the tls and wss listen lines")
     }
 }
 

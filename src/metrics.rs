@@ -312,6 +312,26 @@ pub fn ser_families(shards: &[StatsSnapshot], uptime: Duration) -> Vec<Family> {
         "TLS sessions that failed (handshake or record errors).",
         |s| s.tls_failures,
     ));
+    v.push(scalar(
+        Kind::Counter,
+        "ser_ws_upgrades_total",
+        "WebSocket Upgrades accepted (SIP over WebSocket, RFC 7118).",
+        |s| s.ws_upgrades,
+    ));
+    v.push(scalar(
+        Kind::Counter,
+        "ser_ws_refused_total",
+        "WebSocket Upgrades refused with an HTTP error (not an Upgrade, no sip subprotocol, \
+         origin not allowed, bad key or version).",
+        |s| s.ws_refused,
+    ));
+    v.push(scalar(
+        Kind::Counter,
+        "ser_ws_errors_total",
+        "WebSocket connections closed for a protocol error (unmasked or bad frames, \
+         messages over the size limit, text that is not UTF-8).",
+        |s| s.ws_errors,
+    ));
     let mut done = Family::counter(
         "ser_tm_completed_total",
         "Transactions ended after a final reply, by the class of that reply.",

@@ -165,6 +165,11 @@ pub struct Stats {
     /// TLS handshakes that completed, and TLS sessions that failed (handshake or record).
     pub tls_handshakes: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// WebSocket Upgrades accepted, refused (HTTP error), and connections closed for a
+    /// protocol error (unmasked or bad frames, oversize, bad UTF-8).
+    pub ws_upgrades: AtomicU64,
+    pub ws_refused: AtomicU64,
+    pub ws_errors: AtomicU64,
     /// t_stats: live transactions (cells), of which waiting (final sent, only timers left).
     pub tm_current: AtomicU64,
     pub tm_waiting: AtomicU64,
@@ -269,6 +274,9 @@ impl Stats {
             },
             tls_handshakes: g(&self.tls_handshakes),
             tls_failures: g(&self.tls_failures),
+            ws_upgrades: g(&self.ws_upgrades),
+            ws_refused: g(&self.ws_refused),
+            ws_errors: g(&self.ws_errors),
             tm_current: g(&self.tm_current),
             tm_waiting: g(&self.tm_waiting),
             tm_total: g(&self.tm_total),
@@ -311,6 +319,9 @@ pub struct StatsSnapshot {
     pub conn_events: [u64; 9],
     pub tls_handshakes: u64,
     pub tls_failures: u64,
+    pub ws_upgrades: u64,
+    pub ws_refused: u64,
+    pub ws_errors: u64,
     pub tm_current: u64,
     pub tm_waiting: u64,
     pub tm_total: u64,
@@ -372,6 +383,9 @@ impl StatsSnapshot {
         aa(&mut self.conn_events, &o.conn_events);
         a(&mut self.tls_handshakes, o.tls_handshakes);
         a(&mut self.tls_failures, o.tls_failures);
+        a(&mut self.ws_upgrades, o.ws_upgrades);
+        a(&mut self.ws_refused, o.ws_refused);
+        a(&mut self.ws_errors, o.ws_errors);
         a(&mut self.tm_current, o.tm_current);
         a(&mut self.tm_waiting, o.tm_waiting);
         a(&mut self.tm_total, o.tm_total);

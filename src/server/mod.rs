@@ -117,6 +117,9 @@ pub struct Server {
     tls_plain: Vec<u8>,
     frame_buf: Vec<u8>,
     frames: Vec<crate::stream::framing::Frame>,
+    /// The WebSocket path's list of messages (ranges of `frame_buf`).
+    #[cfg(feature = "ws")]
+    ws_msgs: Vec<(usize, usize)>,
     /// The connection sweep timer is set.
     sweep_armed: bool,
     /// Host names that resolved to an address: what an outgoing TLS connection to that
@@ -170,6 +173,8 @@ impl Server {
             tls_plain: Vec::new(),
             frame_buf: Vec::new(),
             frames: Vec::new(),
+            #[cfg(feature = "ws")]
+            ws_msgs: Vec::new(),
             sweep_armed: false,
             tls_names: std::collections::HashMap::new(),
         }

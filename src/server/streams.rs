@@ -157,7 +157,13 @@ impl Server {
         }
         #[allow(unused_mut)]
         let mut c = StreamConn::new(transport, peer, local, sock, false, now);
-        if transport == Transport::Tls {
+        #[cfg(feature = "ws")]
+        if matches!(transport, Transport::Ws | Transport::Wss) {
+            c.ws = Some(Box::new(crate::stream::ws::WsConn::new(
+                crate::stream::MAX_MESSAGE,
+            )));
+        }
+        if transport.is_secure() {
             #[cfg(feature = "tls")]
             match self.tls_server_session() {
                 Some(s) => c.tls = Some(s),
@@ -218,6 +224,7 @@ impl Server {
             return;
         };
         c.last = now;
+        c.last_in = now;
         let mut plain = std::mem::take(&mut self.tls_plain);
         plain.clear();
         #[cfg(feature = "tls")]
@@ -263,6 +270,12 @@ impl Server {
             self.tls_plain = plain;
             return;
         };
+        #[cfg(feature = "ws")]
+        if c.ws.is_some() {
+            self.ws_data(ctx, conn, bytes, now);
+            self.tls_plain = plain;
+            return;
+        }
         let mut buf = std::mem::take(&mut self.frame_buf);
         let mut frames = std::mem::take(&mut self.frames);
         let r = c.framer.feed(bytes, now, &mut buf, &mut frames);
@@ -299,6 +312,67 @@ impl Server {
             }
             crate::info!("closing connection from {peer}: {e}");
             self.drop_conn(ctx, conn, true, "framing error");
+        }
+    }
+
+    /// Bytes of a WebSocket connection (decrypted where wss): the Upgrade, then frames;
+    /// each SIP message to the one message door, what the layer answers (the 101, pongs,
+    /// closes, HTTP errors) straight onto the connection.
+    #[cfg(feature = "ws")]
+    fn ws_data(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, bytes: &[u8], now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(w) = c.ws.as_mut() else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.frame_buf);
+        let mut msgs = std::mem::take(&mut self.ws_msgs);
+        let mut write = Vec::new();
+        let was_open = w.is_open();
+        let r = w.feed(
+            bytes,
+            now,
+            &self.streams.ws,
+            &mut out,
+            &mut msgs,
+            &mut write,
+        );
+        let upgraded = !was_open && w.is_open();
+        let (peer, local, socket, transport) = (c.peer, c.local, c.socket, c.transport);
+        if upgraded {
+            Stats::inc(&self.stats.ws_upgrades);
+            crate::debug!("{transport} connection from {peer}: upgraded");
+        }
+        if !write.is_empty() {
+            self.write_raw(ctx, conn, &write);
+        }
+        for &(a, b) in &msgs {
+            let Some(data) = out.get(a..b) else {
+                continue;
+            };
+            let msg = Inbound {
+                data,
+                conn: Some(rt_conn(conn)),
+                peer,
+                local,
+                socket: SocketId(socket as u32),
+                handed_off: false,
+                at: now,
+            };
+            self.on_inbound(ctx, msg);
+        }
+        self.frame_buf = out;
+        self.ws_msgs = msgs;
+        if let Err(e) = r {
+            use crate::stream::ws::WsError;
+            match e {
+                WsError::Refused(..) => Stats::inc(&self.stats.ws_refused),
+                WsError::PeerClosed => {}
+                _ => Stats::inc(&self.stats.ws_errors),
+            }
+            crate::info!("closing {transport} connection from {peer}: {e}");
+            self.drop_conn(ctx, conn, true, e.as_str());
         }
     }
 
@@ -383,12 +457,14 @@ impl Server {
     fn connect_and_send(&mut self, ctx: &mut Ctx<'_, Event>, dst: Dest, data: &[u8]) {
         let now = ctx.now();
         if !matches!(dst.transport, Transport::Tcp | Transport::Tls) {
+            // WebSocket peers (browsers) are reached only over the connection they opened.
             Stats::inc(&self.stats.drop_no_route);
             crate::notice!(
                 "no {} connection to {}; message dropped",
                 dst.transport,
                 dst.addr
             );
+            self.send_failed(ctx, data);
             return;
         }
         let fits = self
@@ -464,6 +540,22 @@ impl Server {
         if !c.up && c.unsent.len() < MAX_UNSENT {
             c.unsent.push(data.to_vec());
         }
+        #[cfg(feature = "ws")]
+        if c.ws.is_some() {
+            let mut framed = Vec::with_capacity(data.len() + 4);
+            crate::stream::ws::message_frame(&mut framed, data);
+            return self.write_raw(ctx, conn, &framed);
+        }
+        self.write_raw(ctx, conn, data)
+    }
+
+    /// Writes bytes as they are (through the TLS session, if any) on `conn`; false when
+    /// there is no such connection (any more).
+    fn write_raw(&mut self, ctx: &mut Ctx<'_, Event>, conn: ConnId, data: &[u8]) -> bool {
+        #[cfg(feature = "tls")]
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
         #[cfg(feature = "tls")]
         if let Some(t) = c.tls.as_mut() {
             if t.write(data).is_err() {
@@ -627,6 +719,23 @@ impl Server {
             .iter()
             .filter_map(|(id, c)| c.expired(now, &settings).map(|e| (*id, e.as_str())))
             .collect();
+        #[cfg(feature = "ws")]
+        {
+            let pings: Vec<ConnId> = self
+                .conns
+                .iter_mut()
+                .filter(|(_, c)| c.ping_due(now, &settings))
+                .map(|(id, c)| {
+                    c.pinged = Some(now);
+                    *id
+                })
+                .collect();
+            for conn in pings {
+                let mut ping = Vec::new();
+                crate::stream::ws::WsConn::ping_frame(&mut ping);
+                self.write_raw(ctx, conn, &ping);
+            }
+        }
         for (conn, why) in due {
             if let Some(c) = self.conns.get(&conn) {
                 crate::info!("closing {} connection with {}: {why}", c.transport, c.peer);

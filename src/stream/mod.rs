@@ -43,6 +43,9 @@ pub struct Settings {
     pub read_timeout: Duration,
     /// `tcp_accept_aliases`: honour `;alias` in the top Via of requests (RFC 5923).
     pub accept_aliases: bool,
+    /// `ws_keepalive_interval` (zero: no pings) and `ws_idle_timeout`.
+    pub ws_keepalive: Duration,
+    pub ws_idle: Duration,
 }
 
 impl Default for Settings {
@@ -53,6 +56,8 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(30),
             read_timeout: READ_TIMEOUT,
             accept_aliases: false,
+            ws_keepalive: Duration::from_secs(30),
+            ws_idle: Duration::from_secs(90),
         }
     }
 }
@@ -65,6 +70,8 @@ impl Settings {
             handshake_timeout: Duration::from_secs(o.tls_handshake_timeout_s),
             read_timeout: Duration::from_secs(o.read_timeout_s),
             accept_aliases: o.accept_aliases,
+            ws_keepalive: Duration::from_secs(o.ws_keepalive_interval_s),
+            ws_idle: Duration::from_secs(o.ws_idle_timeout_s),
         }
     }
 }
@@ -80,6 +87,8 @@ pub enum Expiry {
     Handshake,
     /// A message begun and not finished within `tcp_read_timeout`.
     Read,
+    /// Nothing from a WebSocket peer (not even a pong) for `ws_idle_timeout`.
+    WsIdle,
 }
 
 impl Expiry {
@@ -89,6 +98,7 @@ impl Expiry {
             Self::Connect => "not connected within tcp_connect_timeout",
             Self::Handshake => "TLS handshake not done within tls_handshake_timeout",
             Self::Read => "message not complete within the read timeout",
+            Self::WsIdle => "nothing from the WebSocket peer within ws_idle_timeout",
         }
     }
 }
@@ -106,7 +116,13 @@ pub struct StreamConn {
     pub opened: Instant,
     /// Last traffic either way.
     pub last: Instant,
+    /// Last bytes from the peer, and our last keep-alive ping (WebSocket).
+    pub last_in: Instant,
+    pub pinged: Option<Instant>,
     pub framer: framing::Framer,
+    /// The WebSocket layer of a `ws:`/`wss:` connection (inside TLS for wss).
+    #[cfg(feature = "ws")]
+    pub ws: Option<Box<ws::WsConn>>,
     #[cfg(feature = "tls")]
     pub tls: Option<Box<session::Session>>,
     /// Copies of the messages written before the connection was up (see [`MAX_UNSENT`]).
@@ -128,10 +144,14 @@ impl StreamConn {
             local,
             socket,
             outgoing,
-            up: !outgoing && transport != Transport::Tls,
+            up: !outgoing && !transport.is_secure(),
             opened: now,
             last: now,
+            last_in: now,
+            pinged: None,
             framer: framing::Framer::new(MAX_MESSAGE),
+            #[cfg(feature = "ws")]
+            ws: None,
             #[cfg(feature = "tls")]
             tls: None,
             unsent: Vec::new(),
@@ -144,6 +164,18 @@ impl StreamConn {
         if let Some(t) = &self.tls {
             return t.handshaking();
         }
+        false
+    }
+
+    /// Whether a WebSocket keep-alive ping is due: the peer silent for `ws_keepalive` since
+    /// it last sent anything and since our last ping.
+    pub fn ping_due(&self, now: Instant, s: &Settings) -> bool {
+        #[cfg(feature = "ws")]
+        if self.ws.as_ref().is_some_and(|w| w.is_open()) && !s.ws_keepalive.is_zero() {
+            let since = self.pinged.map_or(self.last_in, |p| p.max(self.last_in));
+            return now.saturating_duration_since(since) >= s.ws_keepalive;
+        }
+        let _ = (now, s);
         false
     }
 
@@ -160,6 +192,17 @@ impl StreamConn {
             if now.saturating_duration_since(t) > s.read_timeout {
                 return Some(Expiry::Read);
             }
+        }
+        #[cfg(feature = "ws")]
+        if let Some(w) = &self.ws {
+            if let Some(t) = w.incomplete_since() {
+                if now.saturating_duration_since(t) > s.read_timeout {
+                    return Some(Expiry::Read);
+                }
+            }
+            // Keep-alive pings, not the connection lifetime, keep a WebSocket open.
+            return (now.saturating_duration_since(self.last_in) > s.ws_idle)
+                .then_some(Expiry::WsIdle);
         }
         if now.saturating_duration_since(self.last) > s.lifetime {
             return Some(Expiry::Idle);
@@ -214,6 +257,9 @@ pub struct Shared {
     pub settings: Settings,
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::Tls>,
+    /// What a WebSocket Upgrade must bring (`ws_allowed_origins`).
+    #[cfg(feature = "ws")]
+    pub ws: ws::WsSettings,
 }
 
 #[cfg(test)]
