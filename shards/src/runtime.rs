@@ -371,6 +371,12 @@ fn bind_streams(
                 addr = *u;
             }
         }
+        // Any other port 0: a plain bind picks a port nobody holds (see `claim`: a port-0
+        // SO_REUSEPORT bind could share one our own TCP listener, or another server, has).
+        if addr.port() == 0 && cfg.reuse_port {
+            let probe = crate::streams::tcp_listener(addr, false)?;
+            addr = bound_addr(&probe)?;
+        }
         for (i, shard) in out.iter_mut().enumerate() {
             let sock = crate::streams::tcp_listener(addr, cfg.reuse_port)?;
             let local = bound_addr(&sock)?;

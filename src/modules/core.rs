@@ -435,19 +435,25 @@ impl MsgCtx<'_, '_> {
                     Ok(h) => h,
                     Err(r) => return r,
                 };
-                let sock = match self.hop_socket(&mut hop) {
-                    Ok(s) => s,
+                match self.named_flow(&hop) {
+                    Ok(Some(d)) => Ok(d),
                     Err(r) => return r,
-                };
-                match hop.target {
-                    Target::Addr(addr) => Ok(Dest {
-                        transport: hop.transport,
-                        socket: sock,
-                        addr,
-                        conn: None,
-                    }),
-                    Target::Name { host, port } => {
-                        Err((sock, hop.transport, hop.secure, host, port))
+                    Ok(None) => {
+                        let sock = match self.hop_socket(&mut hop) {
+                            Ok(s) => s,
+                            Err(r) => return r,
+                        };
+                        match hop.target {
+                            Target::Addr(addr) => Ok(Dest {
+                                transport: hop.transport,
+                                socket: sock,
+                                addr,
+                                conn: None,
+                            }),
+                            Target::Name { host, port } => {
+                                Err((sock, hop.transport, hop.secure, host, port))
+                            }
+                        }
                     }
                 }
             }
@@ -565,6 +571,33 @@ impl MsgCtx<'_, '_> {
             Some(HostArg::Name(n)) => HostTarget::Name(n),
         };
         Ok(NextHop::of_host(target, given, transport))
+    }
+
+    /// A next hop that is a WebSocket peer's `.invalid` name (RFC 7118 §5.2: it resolves
+    /// nowhere, RFC 6761): the connection the name came on (a browser's Contact), `Ok(None)`
+    /// for any other hop, or a failed action (480) when that connection is gone.
+    pub(crate) fn named_flow(&mut self, hop: &NextHop) -> Result<Option<Dest>, i32> {
+        let Target::Name { host, .. } = &hop.target else {
+            return Ok(None);
+        };
+        let h = host.trim_end_matches('.');
+        if !h
+            .len()
+            .checked_sub(8)
+            .and_then(|i| h.get(i..))
+            .is_some_and(|t| t.eq_ignore_ascii_case(".invalid"))
+        {
+            return Ok(None);
+        }
+        match self.core.aliases.by_name(h) {
+            Some(f) => Ok(Some(Dest {
+                transport: f.transport,
+                socket: f.socket,
+                addr: f.peer,
+                conn: Some(f.conn),
+            })),
+            None => Err(self.fail(480, "Temporarily Unavailable")),
+        }
     }
 
     /// The listen socket a next hop leaves from: the one `force_send_socket` chose when it

@@ -598,6 +598,9 @@ impl MsgCtx<'_, '_> {
             return Some((d.socket, BranchDst::Addr(d)));
         }
         let mut next = self.next_hop(how.host, how.port, hop, how.transport).ok()?;
+        if let Some(d) = self.named_flow(&next).ok()? {
+            return Some((d.socket, BranchDst::Addr(d)));
+        }
         let sock = self.hop_socket(&mut next).ok()?;
         let bdst = match next.target {
             Target::Addr(addr) => BranchDst::Addr(Dest {

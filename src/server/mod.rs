@@ -295,6 +295,9 @@ impl Server {
             }
         };
         let now = ctx.now();
+        if let Some(conn) = d.conn {
+            self.take_ws_names(conn, &msg);
+        }
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();

@@ -184,6 +184,46 @@ impl Server {
         self.arm_sweep(ctx);
     }
 
+    /// A message on a WebSocket connection whose Contact host is a `.invalid` name (a
+    /// browser's, RFC 7118 §5.2): that name now leads to this connection (for calls via the
+    /// registrar and for in-dialog requests, whose Request-URI is that Contact).
+    pub(super) fn take_ws_names(
+        &mut self,
+        conn: ser_shards::ConnId,
+        msg: &ser_parser::Message<'_>,
+    ) {
+        let conn = sip_conn(conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(c.transport, Transport::Ws | Transport::Wss) {
+            return;
+        }
+        for contact in msg.contacts() {
+            let Ok(ser_parser::Contact::Addr { addr, .. }) = contact else {
+                continue;
+            };
+            let Ok(u) = ser_parser::parse_uri(addr.uri) else {
+                continue;
+            };
+            let host = u.host_str.trim_end_matches('.').to_ascii_lowercase();
+            if !host.ends_with(".invalid") || c.names.contains(&host) {
+                continue;
+            }
+            if c.names.len() >= crate::stream::MAX_NAMES_PER_CONN {
+                break;
+            }
+            let flow = crate::stream::Flow {
+                conn,
+                transport: c.transport,
+                peer: c.peer,
+                socket: c.socket,
+            };
+            self.streams.aliases.set_name(&host, flow);
+            c.names.push(host);
+        }
+    }
+
     /// RFC 5923: a request whose top Via carries `;alias` offers its connection for requests
     /// to the Via's port at the peer's address (`tcp_accept_aliases`; only the address the
     /// connection comes from, never the Via's host, so a peer can alias only itself).
@@ -613,6 +653,7 @@ impl Server {
             return;
         };
         self.streams.aliases.remove(c.transport, c.peer, conn);
+        self.streams.aliases.remove_names(&c.names, conn);
         // Bindings registered over this connection: their flow is gone (RFC 5626).
         let removed = self.core.usrloc.flow_closed(conn);
         if removed > 0 {

@@ -127,6 +127,8 @@ pub struct StreamConn {
     pub tls: Option<Box<session::Session>>,
     /// Copies of the messages written before the connection was up (see [`MAX_UNSENT`]).
     pub unsent: Vec<Vec<u8>>,
+    /// The `.invalid` names the peer gave itself here ([`Aliases::by_name`]), lower case.
+    pub names: Vec<String>,
 }
 
 impl StreamConn {
@@ -155,6 +157,7 @@ impl StreamConn {
             #[cfg(feature = "tls")]
             tls: None,
             unsent: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -215,12 +218,52 @@ impl StreamConn {
 /// connection to a peer, by transport and address, so that a request to a phone goes back
 /// over the connection it registered on, and replies and later requests to a peer reuse the
 /// connection it opened.
+///
+/// And the names WebSocket peers give themselves: a browser's Contact host is a random
+/// `.invalid` name (RFC 7118 §5.2) that resolves nowhere; the connection the name came on is
+/// the only way to it, for calls and for in-dialog requests in both directions.
 #[derive(Debug, Default)]
 pub struct Aliases {
     map: RwLock<HashMap<(Transport, SocketAddr), ConnId>>,
+    names: RwLock<HashMap<String, Flow>>,
 }
 
+/// A connection as a destination: what a [`crate::sip::Dest`] needs to use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub conn: ConnId,
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    /// The listen socket it belongs to.
+    pub socket: usize,
+}
+
+/// Names kept per connection (a browser uses one; more is someone probing).
+pub const MAX_NAMES_PER_CONN: usize = 4;
+
 impl Aliases {
+    /// The connection a `.invalid` host (any case) came on.
+    pub fn by_name(&self, host: &str) -> Option<Flow> {
+        let m = self.names.read().unwrap_or_else(|e| e.into_inner());
+        m.get(&host.to_ascii_lowercase()).copied()
+    }
+
+    /// `host` came on `flow` (the newest connection wins, as for the addresses).
+    pub fn set_name(&self, host: &str, flow: Flow) {
+        let mut m = self.names.write().unwrap_or_else(|e| e.into_inner());
+        m.insert(host.to_ascii_lowercase(), flow);
+    }
+
+    /// Forgets the names that lead to `conn`.
+    pub fn remove_names(&self, names: &[String], conn: ConnId) {
+        let mut m = self.names.write().unwrap_or_else(|e| e.into_inner());
+        for n in names {
+            if m.get(n).is_some_and(|f| f.conn == conn) {
+                m.remove(n);
+            }
+        }
+    }
+
     pub fn get(&self, transport: Transport, peer: SocketAddr) -> Option<ConnId> {
         let m = self.map.read().unwrap_or_else(|e| e.into_inner());
         m.get(&(transport, peer)).copied()

@@ -8,6 +8,7 @@ pub mod dnsmasq;
 pub mod mariadb;
 pub mod sipp;
 pub mod stream;
+pub mod ws;
 
 use std::collections::HashSet;
 use std::io::Read;
