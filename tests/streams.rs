@@ -395,10 +395,16 @@ fn wire_until(w: &mut Wire, start: &str, ser: &Ser) -> String {
 /// a 487 for the INVITE.
 fn callee_rings_then_is_cancelled(callee: &Peer, ser: &Ser, ringing: impl FnOnce()) {
     let inv = recv_request(callee, "INVITE");
-    callee.send(ser.addr(), response_to(&inv, 180, "Ringing", "callee").as_bytes());
+    callee.send(
+        ser.addr(),
+        response_to(&inv, 180, "Ringing", "callee").as_bytes(),
+    );
     ringing();
     let cancel = recv_request(callee, "CANCEL");
-    callee.send(ser.addr(), response_to(&cancel, 200, "OK", "callee").as_bytes());
+    callee.send(
+        ser.addr(),
+        response_to(&cancel, 200, "OK", "callee").as_bytes(),
+    );
     callee.send(
         ser.addr(),
         response_to(&inv, 487, "Request Terminated", "callee").as_bytes(),

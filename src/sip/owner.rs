@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(reply_shard(&compact, "0a1b2c3d", 4), Some(3));
         // Another instance's prefix, a shard we do not have, no branch: the Call-ID decides.
         assert_eq!(reply_shard(&ours, "ffffffff", 4), Some(by_call_id));
-        assert_eq!(reply_shard(&ours, "0a1b2c3d", 2), Some(owner_shard(b"c-7@h", 2)));
+        assert_eq!(
+            reply_shard(&ours, "0a1b2c3d", 2),
+            Some(owner_shard(b"c-7@h", 2))
+        );
         let other = reply("Via: SIP/2.0/UDP 10.0.0.1, SIP/2.0/UDP y;branch=z9hG4bK0a1b2c3d1-1");
         assert_eq!(reply_shard(&other, "0a1b2c3d", 4), Some(by_call_id));
         assert_eq!(reply_shard(b"SIP/2.0 200 OK\r\n\r\n", "0a1b2c3d", 4), None);
