@@ -488,7 +488,11 @@ impl Streams {
     /// Drops slot `slot`'s connection (its descriptor closes with it).
     fn remove(&mut self, slot: usize) -> Option<Conn> {
         let c = self.slots.get_mut(slot)?.take()?;
-        let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        // Only a connection the epoll set watches leaves it: on the native data path an open
+        // one never joined it (a DEL would cost a failing system call per connection).
+        if !self.native || c.state == State::Connecting {
+            let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        }
         if self.native {
             // A receive (or send) in flight holds the socket: shutting it down ends them.
             let _ = c.sock.shutdown(std::net::Shutdown::Both);
