@@ -196,6 +196,17 @@ impl<E: Send + 'static> Core<E> {
                     });
                 }
             }
+            Reaped::Accepted {
+                listener,
+                res,
+                more,
+            } => {
+                let now = self.now;
+                if let Some(ev) = self.streams.native_accepted(listener, res, more, now) {
+                    let ev = stream_event(ev, &[]);
+                    self.call(handler, |h, ctx| h.on_stream(ctx, ev));
+                }
+            }
             Reaped::StreamEnd { token, err } => {
                 if let Some((conn, reason)) = self.streams.native_read_end(token, err) {
                     self.call(handler, |h, ctx| {
@@ -224,26 +235,7 @@ impl<E: Send + 'static> Core<E> {
         let mut rbuf = std::mem::take(&mut self.rbuf);
         self.streams.begin_poll();
         while let Some(ev) = self.streams.next(self.now, &mut rbuf) {
-            let ev = match ev {
-                StreamIo::Opened {
-                    conn,
-                    peer,
-                    local,
-                    socket,
-                    outgoing,
-                } => StreamEvent::Opened {
-                    conn,
-                    peer,
-                    local,
-                    socket,
-                    outgoing,
-                },
-                StreamIo::Data { conn, len } => StreamEvent::Data {
-                    conn,
-                    data: &rbuf[..len.min(rbuf.len())],
-                },
-                StreamIo::Closed { conn, reason } => StreamEvent::Closed { conn, reason },
-            };
+            let ev = stream_event(ev, &rbuf);
             self.call(handler, |h, ctx| h.on_stream(ctx, ev));
         }
         self.rbuf = rbuf;
@@ -314,6 +306,31 @@ impl<E: Send + 'static> Core<E> {
         } else {
             debug_assert!(false, "post to shard {shard} of {}", self.outbox.len());
         }
+    }
+}
+
+/// The handler's view of a stream event: `Data` borrows its bytes from `rbuf` (the poll's read
+/// buffer; events that carry no bytes may pass an empty one).
+fn stream_event(ev: StreamIo, rbuf: &[u8]) -> StreamEvent<'_> {
+    match ev {
+        StreamIo::Opened {
+            conn,
+            peer,
+            local,
+            socket,
+            outgoing,
+        } => StreamEvent::Opened {
+            conn,
+            peer,
+            local,
+            socket,
+            outgoing,
+        },
+        StreamIo::Data { conn, len } => StreamEvent::Data {
+            conn,
+            data: &rbuf[..len.min(rbuf.len())],
+        },
+        StreamIo::Closed { conn, reason } => StreamEvent::Closed { conn, reason },
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a backend's reap hands to the shard: [`Received`] datagrams and, on io_uring's native
-//! stream data path, stream receive and send completions ([`Reaped`]). Plain data, shared by
+//! stream paths, accept, stream receive and send completions ([`Reaped`]). Plain data, shared by
 //! the backends, the loop (`shard`) and the per-shard state (`ctx`).
 
 use std::time::Instant;
@@ -13,10 +13,18 @@ pub(crate) struct Received<'a> {
     pub(crate) at: Option<Instant>,
 }
 
-/// What a backend's reap hands over: a datagram, or (native stream data path) a stream
+/// What a backend's reap hands over: a datagram, or (native stream paths) an accept, stream
 /// receive or send completion.
 pub(crate) enum Reaped<'a> {
     Datagram(Received<'a>),
+    /// Listener `listener`'s multishot accept completed: `res` a new descriptor, which the
+    /// receiver owns from now on (it must close it if it does not keep it), or -errno;
+    /// `more`: the accept stays armed.
+    Accepted {
+        listener: u32,
+        res: i32,
+        more: bool,
+    },
     /// Bytes read from connection `token` (`more`: its receive stays armed).
     StreamData {
         token: u64,

@@ -30,8 +30,15 @@ pub(crate) trait Io {
     fn reap(&mut self, deliver: impl FnMut(Reaped<'_>));
 
     /// Whether this backend reads and writes stream connections itself (see
-    /// `Streams::native`); accepts and connects stay with the streams' readiness set.
+    /// `Streams::native`); connects stay with the streams' readiness set.
     fn native_streams(&self) -> bool {
+        false
+    }
+
+    /// Whether this backend accepts on stream listeners itself (multishot accepts asked for
+    /// with `NativeReq::Accept`, completions reaped as `Reaped::Accepted`); else accepts
+    /// stay with the streams' readiness set.
+    fn ring_accepts(&self) -> bool {
         false
     }
 
@@ -66,6 +73,7 @@ pub(crate) fn run<B: Io, H: Handler>(
     batch: Option<Duration>,
 ) -> io::Result<()> {
     core.streams.set_native(io.native_streams());
+    core.streams.set_ring_accept(io.ring_accepts());
     core.call(handler, |h, ctx| h.on_start(ctx));
     let mut inbox = Vec::new();
     let mut received = 0;

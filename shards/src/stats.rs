@@ -75,6 +75,9 @@ shard_stats! {
     conns_open,
     /// Connections accepted on stream listeners.
     conns_accepted,
+    /// Of `conns_accepted`, those the io_uring backend accepted in its ring (multishot
+    /// accept) rather than by an `accept4` call after readiness.
+    conns_accepted_ring,
     /// Connections refused: past the connection limit, or accept failed.
     conns_refused,
     /// Outgoing connections established.
@@ -124,6 +127,7 @@ impl ShardStats {
     pub(crate) fn set_streams(&mut self, c: &crate::streams::StreamCounters) {
         self.conns_open = c.open;
         self.conns_accepted = c.accepted;
+        self.conns_accepted_ring = c.accepted_ring;
         self.conns_refused = c.refused;
         self.conns_connected = c.connected;
         self.conns_connect_failed = c.connect_failed;

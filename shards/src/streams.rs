@@ -8,6 +8,14 @@
 //! io_uring with a poll request), so both backends share this one implementation of accept,
 //! connect, read, write and close.
 //!
+//! On io_uring, more goes through the ring and only its completions come here: reads and
+//! writes of open connections ([`set_native`](Streams::set_native)) and, where the kernel has
+//! multishot accept (Linux 5.19), accepts ([`set_ring_accept`](Streams::set_ring_accept)):
+//! each listener then keeps one multishot accept armed instead of sitting in the epoll set,
+//! and every accepted descriptor takes the same way in ([`Streams::adopt`]) as one from
+//! `accept4`. Outgoing connects stay readiness-driven on both backends: a connect completes
+//! once, and its `EPOLLOUT` costs no more than a ring operation would.
+//!
 //! A connection's [`ConnId`] names its shard (low 16 bits), its slot here (24 bits) and a
 //! generation (24 bits), so an id outlives its connection harmlessly: a stale id finds nothing.
 //! Memory stays bounded: the whole runtime holds at most `max_connections` (past it an accepted
@@ -87,6 +95,9 @@ pub(crate) enum Event {
 pub(crate) enum NativeReq {
     /// Keep reading connection `token` (a multishot receive into provided buffers).
     Recv { token: u64, fd: RawFd },
+    /// Keep accepting on listener `listener` (a multishot accept; its completions come back
+    /// through [`Streams::native_accepted`]).
+    Accept { listener: u32, fd: RawFd },
     /// Write `bufs` (the first from `offset`) to connection `token`; one send in flight per
     /// connection, its buffers owned by the backend until its completion comes back.
     Send {
@@ -119,6 +130,8 @@ pub enum CloseReason {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StreamCounters {
     pub(crate) accepted: u64,
+    /// Of `accepted`, those whose descriptor came from a ring completion.
+    pub(crate) accepted_ring: u64,
     pub(crate) refused: u64,
     pub(crate) connected: u64,
     pub(crate) connect_failed: u64,
@@ -152,6 +165,20 @@ struct Listener {
     id: SocketId,
     sock: Socket,
     local: SocketAddr,
+    accepts: Accepts,
+}
+
+/// Where a listener's connections are accepted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accepts {
+    /// In the epoll set: readiness, then `accept4`.
+    Epoll,
+    /// The backend's ring keeps a multishot accept armed; not in the epoll set.
+    Ring,
+    /// A ring listener waiting in the epoll set for a connection: its accept failed for want
+    /// of descriptors while none waited (the kernel takes a descriptor before it looks), and
+    /// asking again at once would only fail again. Readable, it goes back to the ring.
+    Parked,
 }
 
 #[derive(PartialEq, Eq)]
@@ -248,7 +275,8 @@ pub(crate) struct Streams {
     spare: Option<std::fs::File>,
     /// Reads and writes of open connections go through the backend (io_uring: multishot
     /// receives into provided buffers, sends batched with the datagrams) instead of
-    /// readiness and system calls here; accepts and connects stay readiness-driven.
+    /// readiness and system calls here; connects stay readiness-driven (accepts too, unless
+    /// a listener's `accepts` says otherwise).
     native: bool,
     /// What the native data path is asked to do next (drained before each submit).
     pub(crate) reqs: Vec<NativeReq>,
@@ -300,7 +328,12 @@ impl Streams {
         let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
         let listeners: Vec<Listener> = listeners
             .into_iter()
-            .map(|(id, sock, local)| Listener { id, sock, local })
+            .map(|(id, sock, local)| Listener {
+                id,
+                sock,
+                local,
+                accepts: Accepts::Epoll,
+            })
             .collect();
         for (i, l) in listeners.iter().enumerate() {
             epoll_ctl(
@@ -340,6 +373,17 @@ impl Streams {
     /// Switches open connections' reads and writes to the backend (before any exists).
     pub(crate) fn set_native(&mut self, native: bool) {
         self.native = native;
+    }
+
+    /// Moves the listeners' accepts to the backend (before any connection exists); see
+    /// [`ring_accept`](Self::ring_accept).
+    pub(crate) fn set_ring_accept(&mut self, on: bool) {
+        if !on {
+            return;
+        }
+        for i in 0..self.listeners.len() {
+            self.ring_accept(i);
+        }
     }
 
     fn slot_of_token(&self, token: u64) -> Option<usize> {
@@ -444,7 +488,11 @@ impl Streams {
     /// Drops slot `slot`'s connection (its descriptor closes with it).
     fn remove(&mut self, slot: usize) -> Option<Conn> {
         let c = self.slots.get_mut(slot)?.take()?;
-        let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        // Only a connection the epoll set watches leaves it: on the native data path an open
+        // one never joined it (a DEL would cost a failing system call per connection).
+        if !self.native || c.state == State::Connecting {
+            let _ = epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, c.sock.as_raw_fd(), 0, 0);
+        }
         if self.native {
             // A receive (or send) in flight holds the socket: shutting it down ends them.
             let _ = c.sock.shutdown(std::net::Shutdown::Both);
@@ -841,7 +889,11 @@ impl Streams {
         let (data, flags) = (ev.u64, ev.events);
         {
             if data & LISTENER != 0 {
-                self.accept((data & !LISTENER) as usize, now);
+                let index = (data & !LISTENER) as usize;
+                match self.listeners.get(index).map(|l| l.accepts) {
+                    Some(Accepts::Parked) => self.ring_accept(index),
+                    _ => self.accept(index, now),
+                }
                 return None;
             }
             let slot = data as usize;
@@ -966,19 +1018,16 @@ impl Streams {
             let Some(l) = self.listeners.get(index) else {
                 return;
             };
-            let (id, local_listen) = (l.id, l.local);
             self.counters.syscalls += 1;
             let (sock, peer) = match l.sock.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The kernel takes a descriptor before it looks for a connection, so this comes
+                // whether one waits or not: go on while one was there to shed.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    self.counters.refused += 1;
-                    if self.spare.take().is_some() {
-                        if let Some(l) = self.listeners.get(index) {
-                            drop(l.sock.accept());
-                        }
-                        self.spare = std::fs::File::open("/dev/null").ok();
+                    if self.shed_one(index) {
+                        self.counters.refused += 1;
                         continue;
                     }
                     return;
@@ -992,41 +1041,197 @@ impl Streams {
             let Some(peer) = peer.as_socket() else {
                 continue;
             };
-            if !self.limit.take() {
-                // Past the limit: closed at once (the peer sees a reset or an EOF).
-                self.counters.refused += 1;
-                drop(sock);
-                continue;
-            }
             if sock.set_nonblocking(true).is_err() {
-                self.limit.give();
                 continue;
             }
-            let _ = sock.set_tcp_nodelay(true);
-            let local = sock
-                .local_addr()
-                .ok()
-                .and_then(|a: SockAddr| a.as_socket())
-                .unwrap_or(local_listen);
-            let made = self.insert(sock, peer, local, id, false, now);
-            match made {
-                Ok((conn, _)) => {
-                    self.counters.accepted += 1;
-                    self.pending.push_back(Event::Opened {
-                        conn,
-                        peer,
-                        local,
-                        socket: id,
-                        outgoing: false,
-                    });
-                }
-                Err(_) => {
-                    self.limit.give();
-                    self.counters.refused += 1;
-                }
+            if let Some(e) = self.adopt(index, sock, peer, now) {
+                self.pending.push_back(e);
             }
         }
     }
+
+    /// Takes in a connection accepted on listener `index` (by `accept4` or the ring): within
+    /// the runtime's connection limit it becomes a connection of this shard, whose `Opened`
+    /// event is returned; past it, or if it cannot be added, it is closed at once (the peer
+    /// sees a reset or an EOF) and counted as refused.
+    fn adopt(
+        &mut self,
+        index: usize,
+        sock: Socket,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Option<Event> {
+        let (id, local_listen) = self.listeners.get(index).map(|l| (l.id, l.local))?;
+        if !self.limit.take() {
+            self.counters.refused += 1;
+            return None;
+        }
+        let _ = sock.set_tcp_nodelay(true);
+        let local = sock
+            .local_addr()
+            .ok()
+            .and_then(|a: SockAddr| a.as_socket())
+            .unwrap_or(local_listen);
+        match self.insert(sock, peer, local, id, false, now) {
+            Ok((conn, _)) => {
+                self.counters.accepted += 1;
+                Some(Event::Opened {
+                    conn,
+                    peer,
+                    local,
+                    socket: id,
+                    outgoing: false,
+                })
+            }
+            Err(_) => {
+                self.limit.give();
+                self.counters.refused += 1;
+                None
+            }
+        }
+    }
+
+    /// Out of descriptors (EMFILE): frees the reserve one to accept and at once close a
+    /// connection that waits on listener `index`, then takes the reserve again. True when a
+    /// connection was shed (false: none waited, or there was no reserve to free).
+    fn shed_one(&mut self, index: usize) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let shed = self.listeners.get(index).is_some_and(|l| {
+            self.counters.syscalls += 1;
+            l.sock.accept().is_ok()
+        });
+        self.spare = std::fs::File::open("/dev/null").ok();
+        shed
+    }
+
+    /// A completion of listener `listener`'s multishot accept: `res` a new descriptor (already
+    /// non-blocking and close-on-exec) or -errno; `more` false when the accept ended and must
+    /// be asked for again. Returns the new connection's `Opened` event, if one was made.
+    pub(crate) fn native_accepted(
+        &mut self,
+        listener: u32,
+        res: i32,
+        more: bool,
+        now: Instant,
+    ) -> Option<Event> {
+        let index = listener as usize;
+        if res < 0 {
+            self.ring_accept_failed(index, -res, more);
+            return None;
+        }
+        // SAFETY: the kernel installed descriptor `res` for this completion alone: nothing
+        // else owns it, and the Socket closes it on every path below.
+        let sock = unsafe { Socket::from_raw_fd(res) };
+        let event = self.adopt_ring(index, sock, now);
+        if !more {
+            self.ring_accept(index);
+        }
+        event
+    }
+
+    /// [`adopt`](Self::adopt) for a descriptor from the ring, which (unlike `accept4`) names
+    /// no peer: the socket is asked. One whose peer is already gone is counted as refused.
+    fn adopt_ring(&mut self, index: usize, sock: Socket, now: Instant) -> Option<Event> {
+        let Some(peer) = sock.peer_addr().ok().and_then(|a| a.as_socket()) else {
+            self.counters.refused += 1;
+            return None;
+        };
+        let e = self.adopt(index, sock, peer, now);
+        if e.is_some() {
+            self.counters.accepted_ring += 1;
+        }
+        e
+    }
+
+    /// Listener `index`'s ring accept failed with errno `err` (`more`: it stays armed). Counted
+    /// as the `accept4` path counts; then asked for again, except: not after a cancel (the
+    /// backend is closing); out of descriptors with no connection to shed, the listener waits
+    /// in the epoll set for one ([`Accepts::Parked`]) rather than the ring failing at once
+    /// again and again; after an error that says the ring cannot accept on it, it goes back to
+    /// readiness and `accept4` for good.
+    fn ring_accept_failed(&mut self, index: usize, err: i32, more: bool) {
+        match err {
+            libc::ECANCELED => return,
+            libc::EAGAIN | libc::EINTR => {}
+            libc::EMFILE | libc::ENFILE => {
+                if self.shed_one(index) {
+                    self.counters.refused += 1;
+                } else if !more {
+                    self.watch(index, Accepts::Parked);
+                    return;
+                }
+            }
+            e if accept_broken(e) => {
+                if !more {
+                    self.watch(index, Accepts::Epoll);
+                }
+                return;
+            }
+            // ECONNABORTED, ENOBUFS, ENOMEM and the like: the next accept may succeed.
+            _ => self.counters.refused += 1,
+        }
+        if !more {
+            self.ring_accept(index);
+        }
+    }
+
+    /// Has the backend accept on listener `index` (a multishot accept, asked for again each
+    /// time one ends); out of the epoll set first, where it is in it (else it would stay
+    /// readable and wake the shard for nothing). A listener that cannot leave the set stays
+    /// with readiness.
+    fn ring_accept(&mut self, index: usize) {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        let fd = l.sock.as_raw_fd();
+        if l.accepts != Accepts::Ring {
+            if epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0, 0).is_err() {
+                return;
+            }
+            l.accepts = Accepts::Ring;
+        }
+        self.reqs.push(NativeReq::Accept {
+            listener: index as u32,
+            fd,
+        });
+    }
+
+    /// Puts ring listener `index` (no accept armed) in the epoll set, in `mode`; should the
+    /// set refuse it, the ring's accept is asked for again instead.
+    fn watch(&mut self, index: usize, mode: Accepts) {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        let fd = l.sock.as_raw_fd();
+        let data = LISTENER | index as u64;
+        if epoll_ctl(
+            &self.epoll,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            libc::EPOLLIN as u32,
+            data,
+        )
+        .is_ok()
+        {
+            l.accepts = mode;
+            return;
+        }
+        self.reqs.push(NativeReq::Accept {
+            listener: index as u32,
+            fd,
+        });
+    }
+}
+
+/// Errors of a ring accept that another try would only repeat (a listener the ring cannot
+/// accept on, or a kernel that refuses the request).
+fn accept_broken(err: i32) -> bool {
+    matches!(
+        err,
+        libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT
+    )
 }
 
 impl Drop for Streams {

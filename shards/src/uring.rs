@@ -13,8 +13,13 @@
 //! - Stream connections (with multishot receives): each open connection keeps a multishot
 //!   `Recv` armed over a second provided-buffer ring ([`BGID_STREAM`]), and its writes are
 //!   `SendMsg` SQEs over the connection's queued buffers (one in flight per connection, owned
-//!   here until the CQE), submitted with everything else. Accepts and connects stay with the
-//!   streams' epoll set, which one `PollAdd` watches.
+//!   here until the CQE), submitted with everything else.
+//! - Stream listeners (Linux 5.19): each keeps one multishot `Accept` armed (accepted sockets
+//!   come non-blocking and close-on-exec), re-armed when a completion comes without `F_MORE`;
+//!   the streams take each descriptor in as they would one from `accept4`. Where the kernel
+//!   lacks multishot accept (or `SER_URING_SINGLESHOT=1` asks for the older kernels' paths),
+//!   listeners stay in the streams' epoll set. Outgoing connects stay there in any case (one
+//!   readiness event per connect; nothing to gain from the ring), watched by one `PollAdd`.
 //! - The mailbox eventfd has a `Read` armed in the ring, so a post wakes the wait.
 //! - The timer deadline is the `io_uring_enter` timeout (`EXT_ARG`, Linux 5.11).
 //!
@@ -28,7 +33,7 @@
 use std::alloc::{self, Layout};
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -70,6 +75,7 @@ const K_CANCEL: u64 = 5;
 const K_STREAMS: u64 = 6;
 const K_SRECV: u64 = 7;
 const K_SSEND: u64 = 8;
+const K_ACCEPT: u64 = 9;
 /// Buffer group of the stream connections' receive buffers.
 const BGID_STREAM: u16 = 1;
 /// Stream receive buffers: this many of [`STREAM_BUF`] bytes per shard.
@@ -121,12 +127,24 @@ pub(crate) fn probe(_max_datagram: usize) -> io::Result<()> {
     }
 }
 
+/// `SER_URING_SINGLESHOT=1`: take the paths of kernels without multishot operations.
+fn single_shot_forced() -> bool {
+    std::env::var_os("SER_URING_SINGLESHOT").is_some_and(|v| v == "1")
+}
+
 /// Multishot receive needs recvmsg multishot (6.0) and buffer rings (5.19).
 fn kernel_has_multishot() -> bool {
-    if std::env::var_os("SER_URING_SINGLESHOT").is_some_and(|v| v == "1") {
+    !single_shot_forced() && kernel_at_least(6, 0)
+}
+
+/// Multishot accept: the accept opcode (5.5) with its multishot flag (5.19), which the
+/// opcode probe cannot see, hence the release check too.
+fn kernel_has_multishot_accept(ring: &IoUring) -> bool {
+    if single_shot_forced() || !kernel_at_least(5, 19) {
         return false;
     }
-    kernel_at_least(6, 0)
+    let mut p = Probe::new();
+    ring.submitter().register_probe(&mut p).is_ok() && p.is_supported(opcode::AcceptMulti::CODE)
 }
 
 /// The running kernel's release is at least `major.minor`.
@@ -281,6 +299,10 @@ pub(crate) struct Uring {
     #[allow(clippy::vec_box)] // the kernel points into each box; see RecvMode
     ssends: Vec<Option<Box<StreamSend>>>,
     free_ssends: Vec<usize>,
+    /// Listeners accept through the ring (multishot accept); `accepting[i]`: listener `i`'s
+    /// accept is armed (cancelled in Drop).
+    multi_accept: bool,
+    accepting: Vec<bool>,
     recv: RecvMode,
     #[allow(clippy::vec_box)] // see RecvMode
     sends: Vec<Box<SendSlot>>,
@@ -347,7 +369,10 @@ impl Uring {
         };
         let min_timeout = ring.params().is_feature_min_timeout();
         let send_to = kernel_at_least(6, 0);
+        let multi_accept = kernel_has_multishot_accept(&ring);
         Ok(Self {
+            multi_accept,
+            accepting: Vec::new(),
             send_to,
             backlog: false,
             reaped: 0,
@@ -525,6 +550,25 @@ impl Uring {
         Ok(())
     }
 
+    /// Arms listener `index`'s multishot accept (on descriptor `fd`), unless it is armed.
+    fn arm_accept(&mut self, index: usize, fd: RawFd) -> io::Result<()> {
+        if self.accepting.len() <= index {
+            self.accepting.resize(index + 1, false);
+        }
+        if self.accepting[index] {
+            return Ok(());
+        }
+        let e = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(K_ACCEPT, index));
+        // SAFETY: a multishot accept references no memory (no peer address is asked for).
+        unsafe { self.push(e)? };
+        self.accepting[index] = true;
+        self.inflight += 1;
+        Ok(())
+    }
+
     /// Takes every available CQE into `self.cqes`.
     fn collect(&mut self) {
         self.cqes.clear();
@@ -533,6 +577,16 @@ impl Uring {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+    }
+}
+
+/// Closes the descriptor of an accept completion (the ring is closing; nothing else will).
+fn close_accepted(r: Reaped<'_>) {
+    if let Reaped::Accepted { res, .. } = r {
+        if res >= 0 {
+            // SAFETY: the descriptor came from this completion alone: nothing else owns it.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(res) });
+        }
     }
 }
 
@@ -792,6 +846,20 @@ impl Io for Uring {
                     ring.push(bid);
                     sreturned = true;
                 }
+                K_ACCEPT => {
+                    let more = cqueue::more(flags);
+                    if !more {
+                        self.inflight -= 1;
+                        if let Some(a) = self.accepting.get_mut(index) {
+                            *a = false;
+                        }
+                    }
+                    deliver(Reaped::Accepted {
+                        listener: index as u32,
+                        res,
+                        more,
+                    });
+                }
                 K_SSEND => {
                     self.inflight -= 1;
                     let Some(send) = self.ssends.get_mut(index).and_then(Option::take) else {
@@ -835,6 +903,10 @@ impl Io for Uring {
         self.sring.is_some()
     }
 
+    fn ring_accepts(&self) -> bool {
+        self.multi_accept
+    }
+
     fn stream_requests(&mut self, reqs: &mut Vec<NativeReq>) -> io::Result<()> {
         for req in reqs.drain(..) {
             match req {
@@ -847,6 +919,7 @@ impl Io for Uring {
                     unsafe { self.push(e)? };
                     self.inflight += 1;
                 }
+                NativeReq::Accept { listener, fd } => self.arm_accept(listener as usize, fd)?,
                 NativeReq::Send {
                     token,
                     fd,
@@ -919,9 +992,17 @@ impl Io for Uring {
 
     fn detail(&self) -> &'static str {
         match self.recv {
+            RecvMode::Multi { .. } if self.sring.is_some() && self.multi_accept => {
+                "io_uring (multishot recvmsg + provided-buffer ring, batched sends; \
+                 streams: multishot recv into provided buffers, sendmsg, multishot accept)"
+            }
             RecvMode::Multi { .. } if self.sring.is_some() => {
                 "io_uring (multishot recvmsg + provided-buffer ring, batched sends; \
                  streams: multishot recv into provided buffers, sendmsg)"
+            }
+            RecvMode::Single { .. } if self.multi_accept => {
+                "io_uring (single-shot recvmsg fallback, batched sends; \
+                 streams: multishot accept)"
             }
             RecvMode::Multi { .. } => {
                 "io_uring (multishot recvmsg + provided-buffer ring, batched sends)"
@@ -942,6 +1023,13 @@ impl Drop for Uring {
         if self.streams_armed {
             cancels.push(user_data(K_STREAMS, 0));
         }
+        cancels.extend(
+            self.accepting
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a)
+                .map(|(i, _)| user_data(K_ACCEPT, i)),
+        );
         match &self.recv {
             RecvMode::Multi { armed, .. } | RecvMode::Single { armed, .. } => {
                 let kind = if matches!(self.recv, RecvMode::Multi { .. }) {
@@ -974,7 +1062,8 @@ impl Drop for Uring {
                 .ring
                 .submitter()
                 .submit_with_args(1, &SubmitArgs::new().timespec(&ts));
-            self.reap(|_| {});
+            // Nobody takes connections accepted meanwhile: close them.
+            self.reap(close_accepted);
         }
         if self.inflight > 0 {
             // The kernel may still write into these: leak them rather than free them.
