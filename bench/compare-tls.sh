@@ -15,8 +15,15 @@
 #                  resumed (the TLS 1.3 ticket of the worker's previous connection)
 #     memory       IDLE (10000) idle connections held, TCP then TLS, fresh and after one OPTIONS
 #                  each: server PSS per connection (Kamailio: summed over its processes)
-#   default: "requests tcprequests handshakes resumption memory"
-#   SER_SHARDS=2 KAM_CHILDREN=4 DUR=10 REPEAT=2 SER_BIN=target/release/ser
+#     calls        full calls (INVITE/100/180/200/ACK/BYE/200, as the anchors' uac-call.xml) over
+#                  TLS through a stateful record-routing proxy (bench/cfg/stateful-tls.cfg,
+#                  bench/kamailio/stateful-tls.cfg: tls:15067 in, udp:15062 out) to a SIPp UAS
+#                  over UDP (../shared/kamailio-anchors/scen/uas-call.xml on udp:15070), at
+#                  CALL_RATES (default "200 500") calls/s: t1, one TLS connection for all calls
+#                  (one client process), and tn, a connection per call resuming the TLS 1.3
+#                  session of the client process's previous connection (CALL_PROCS, 2, processes)
+#   default: "requests tcprequests handshakes resumption memory" (calls only when named)
+#   SER_SHARDS=2 KAM_CHILDREN=1 DUR=10 REPEAT=2 SER_BIN=target/release/ser
 #
 # Each server run is in a network namespace of its own (unshare -n; ephemeral ports
 # 20000-65000), so TIME_WAIT from one test never slows the next and nothing else shares the
@@ -39,6 +46,9 @@ CONNS=${CONNS:-100}
 HS_RATE=${HS_RATE:-100}
 PROCS=${PROCS:-2}
 IDLE=${IDLE:-10000}
+CALL_RATES=${CALL_RATES:-"200 500"}
+CALL_PROCS=${CALL_PROCS:-2}
+ANCHORS=${ANCHORS:-$ROOT/../shared/kamailio-anchors}
 SER_BIN=${SER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ser}
 WORK=${WORK:-/tmp/ser-bench}/tls
 TLSDIR=/tmp/ser-bench/tls   # named in both configurations
@@ -62,10 +72,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port timeout_s
+wait_port() { # port timeout_s [proto: t (default) or u]
   local i
   for ((i = 0; i < $2 * 10; i++)); do
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+    ss -Hl"${3:-t}"n "sport = :$1" 2>/dev/null | grep -q . && return 0
     sleep 0.1
   done
   return 1
@@ -82,32 +92,54 @@ if [ "${1:-}" = --inside ]; then
   ulimit -c 0                 # a crashing Kamailio would dump its 2 GB of shared memory
   log=$WORK/server-$P-$LABEL.log
   rm -f "$WORK/kam.pid"
+  CFG=${CFG:-options-tls}   # stateful-tls for the calls
   if [ "$P" = ser ]; then
-    timeout -k 5 "$MAXLIFE" "$SER_BIN" -f "$HERE/cfg/options-tls.cfg" -n "$SER_SHARDS" -E -D >"$log" 2>&1 &
+    timeout -k 5 "$MAXLIFE" "$SER_BIN" -f "$HERE/cfg/$CFG.cfg" -n "$SER_SHARDS" -E -D >"$log" 2>&1 &
   else
-    timeout -k 5 "$MAXLIFE" kamailio -f "$HERE/kamailio/options-tls.cfg" -A "CHILDREN=$KAM_CHILDREN" \
+    timeout -k 5 "$MAXLIFE" kamailio -f "$HERE/kamailio/$CFG.cfg" -A "CHILDREN=$KAM_CHILDREN" \
       -DD -E -m 2048 -M 32 -w "$WORK" -Y "$WORK" -P "$WORK/kam.pid" >"$log" 2>&1 &
   fi
   tpid=$!
   PIDS_STARTED+=("$tpid")
-  wait_port 15067 15 && wait_port 15066 5 || { echo "$P did not listen, see $log" >&2; tail -5 "$log" >&2; exit 1; }
+  if [ "$CFG" = options-tls ]; then
+    wait_port 15067 15 && wait_port 15066 5
+  else
+    wait_port 15067 15 && wait_port 15062 5 u
+  fi || { echo "$P did not listen, see $log" >&2; tail -5 "$log" >&2; exit 1; }
+  uas=
+  if [ "$CFG" = stateful-tls ]; then   # the callee, a SIPp UAS over UDP
+    uas=$WORK/uas-$P-$LABEL
+    rm -f "$uas".*
+    timeout -k 5 "$MAXLIFE" sipp -sf "$ANCHORS/scen/uas-call.xml" -i 127.0.0.1 -p 15070 -nostdin \
+      -buff_size 4194304 -trace_stat -stf "$uas.csv" -fd 1 \
+      -trace_err -error_file "$uas-err.log" >/dev/null 2>"$uas.stderr" &
+    PIDS_STARTED+=("$!")
+    wait_port 15070 10 u || { echo "UAS did not bind, see $uas.stderr" >&2; exit 1; }
+  fi
   sleep 1
   spid=$(ps -o pid= --ppid "$tpid" | tr -d ' ' | head -1)   # the server under `timeout`
   r=$(timeout "$MAXLIFE" python3 "$HERE/stream-load.py" "$@" --pid "$spid" --label "$LABEL")
+  [ -n "$uas" ] && sleep 1.2   # one more UAS stat dump
   cleanup
+  if [ -n "$uas" ]; then   # the UAS's view: retransmissions and unexpected messages
+    uasstat() { awk -F';' -v want="$1" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == want) c = i; next }
+                                       { v = $c } END { print (v == "" ? 0 : v) + 0 }' "$uas.csv" 2>/dev/null || echo 0; }
+    r=$(echo "$r" | sed "s/^{/{\"uas_retrans\": $(uasstat 'Retransmissions(C)'), \"uas_unexpected\": $(uasstat 'FailedUnexpectedMessage(C)'), /")
+  fi
   # Memory-corruption reports and crashed children (Kamailio), panics (ser), in the log.
   # (Kamailio's "queue full" CRITICALs, its one TCP reader behind, and the note that core
   # dumps are off, are left out.)
   crit=$(grep -E 'CRITICAL|panicked' "$log" | grep -c -v -e set_core_dump -e 'queue full')
   dead=$(grep -c -E 'by a signal|core was generated' "$log")
-  echo "$r" | sed "s/^{/{\"server\": \"$P\", \"server_critical_lines\": $crit, \"server_children_killed\": $dead, /" | tee -a "$OUT"
+  qfull=$(grep -c 'queue full' "$log")
+  echo "$r" | sed "s/^{/{\"server\": \"$P\", \"server_critical_lines\": $crit, \"server_children_killed\": $dead, \"server_queue_full_lines\": $qfull, /" | tee -a "$OUT"
   exit 0
 fi
 
 stamp=$(date +%Y%m%d-%H%M%S)
 OUT=$RESDIR/tls-$stamp.jsonl
 : >"$OUT"
-run() { # label, stream-load args...: both servers, Kamailio first
+run() { # label, stream-load args...: both servers, Kamailio first (CFG: the configuration)
   local P
   for P in kamailio ser; do
     unshare -n -- "$0" --inside "$OUT" "$P" "$@"
@@ -138,6 +170,12 @@ for ((i = 1; i <= REPEAT; i++)); do
         run "idle-tls" idle --target 127.0.0.1:15067 --tls --conns "$IDLE" --procs 4 --hold 5
         run "idle-tcp-after-request" idle --target 127.0.0.1:15066 --request --conns "$IDLE" --procs 4 --hold 5
         run "idle-tls-after-request" idle --target 127.0.0.1:15067 --tls --request --conns "$IDLE" --procs 4 --hold 5 ;;
+      calls)
+        for R in $CALL_RATES; do
+          CFG=stateful-tls run "tls-calls-t1-r$R-$i" calls --target 127.0.0.1:15067 --tls --procs 1 --rate "$R" --dur "$DUR"
+          CFG=stateful-tls run "tls-calls-tn-resumed-r$R-$i" calls --target 127.0.0.1:15067 --tls --per-call-connection \
+            --procs "$CALL_PROCS" --rate "$R" --dur "$DUR"
+        done ;;
       *) echo "unknown test $T" >&2; exit 2 ;;
     esac
   done
@@ -149,10 +187,13 @@ import json, sys, re, collections
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 ops = collections.OrderedDict()
 mem = collections.OrderedDict()
+calls = collections.OrderedDict()
 for r in rows:
     key = re.sub(r"-\d+$", "", r["label"])
     if r["mode"] == "idle":
         mem.setdefault(key, {})[r["server"]] = r
+    elif r["mode"] == "calls":
+        calls.setdefault(key, {}).setdefault(r["server"], []).append(r)
     else:
         ops.setdefault(key, {}).setdefault(r["server"], []).append(r)
 if ops:
@@ -165,6 +206,32 @@ if ops:
         g = lambda xs, c: "/".join(str(x.get(c, "-")) for x in xs)
         ratio = m(S) / m(K) if K and S and m(K) else float("nan")
         print(f"| {k} | {f(K)} | {f(S)} | **{ratio:.2f}** | {g(K,'rate_per_s')} / {g(S,'rate_per_s')} | {g(K,'server_cpu_pct')} / {g(S,'server_cpu_pct')} | {g(K,'errors')} / {g(S,'errors')} | {g(K,'resumed')} / {g(S,'resumed')} | {g(K,'server_critical_lines')},{g(K,'server_children_killed')} / {g(S,'server_critical_lines')},{g(S,'server_children_killed')} |")
+if calls:
+    # Full calls over TLS: µs of server CPU per completed call, rep by rep; a run where a call
+    # failed, the UAS saw an unexpected message, or fewer than 95 % of the target calls/s were
+    # completed is marked "*" and left out of the means.
+    def good(x):
+        return (x.get("server_us_per_op") and x.get("failed", 1) == 0 and x.get("ok") == x.get("calls")
+                and x.get("rate_per_s", 0) >= 0.95 * x.get("target_rate", 0) and x.get("uas_unexpected", 0) == 0)
+    def mean(xs):
+        v = [x["server_us_per_op"] for x in xs if good(x)]
+        return sum(v) / len(v) if v else None
+    print("\n| mode | calls/s | Kamailio µs/call (runs) | ser µs/call (runs) | ratio of means ser/Kamailio | calls/s achieved K / ser | completed of started K / ser | TLS resumed of connections K / ser | max start lag ms K / ser | server CPU % K / ser | CRITICAL lines/queue-full lines/children killed K / ser |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for k, v in calls.items():
+        K, S = v.get("kamailio", []), v.get("ser", [])
+        m = re.match(r"tls-calls-(t1|tn-resumed)-r(\d+)", k)
+        f = lambda xs: " / ".join((f"{x['server_us_per_op']:.0f}" if x.get("server_us_per_op") else "-") + ("" if good(x) else "*") for x in xs)
+        g = lambda xs, c: ", ".join(str(x.get(c, "-")) for x in xs)
+        of = lambda xs, a, b: ", ".join(f"{x.get(a)} of {x.get(b)}" for x in xs)
+        crit = lambda xs: ", ".join(f"{x.get('server_critical_lines')}/{x.get('server_queue_full_lines', '?')}/{x.get('server_children_killed')}" for x in xs)
+        lag = lambda xs: ", ".join(f"{x.get('lag_ms_max', 0):.0f}" for x in xs)
+        mk, ms = mean(K), mean(S)
+        ratio = f"**{ms / mk:.2f}**" if mk and ms else "-"
+        print(f"| {m.group(1) if m else k} | {m.group(2) if m else ''} | {f(K)} | {f(S)} | {ratio} | {g(K,'rate_per_s')} / {g(S,'rate_per_s')} | "
+              f"{of(K, 'ok', 'calls')} / {of(S, 'ok', 'calls')} | {of(K, 'resumed', 'conns')} / {of(S, 'resumed', 'conns')} | "
+              f"{lag(K)} / {lag(S)} | "
+              f"{g(K,'server_cpu_pct')} / {g(S,'server_cpu_pct')} | {crit(K)} / {crit(S)} |")
 if mem:
     print("\n| test | Kamailio PSS before → open (MB) | per conn | ser PSS before → open (MB) | per conn | ser RSS per conn | ratio | open K / ser | idle CPU % K / ser | PSS after close K / ser (MB) | CRITICAL, killed K / ser |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

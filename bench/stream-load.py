@@ -18,10 +18,24 @@ cost per operation is.
   stream-load.py idle       --target ... [--tls] --pid PID --conns 10000 --procs 4 [--request] --hold 5
       server memory before, with N idle connections open (handshake done where TLS; with
       --request each has carried one OPTIONS and its reply first), and after they closed.
+  stream-load.py calls      --target 127.0.0.1:15067 --tls --pid PID --rate 200 --dur 10 [--per-call-connection] --procs 1
+      full calls through a record-routing proxy, as the anchors' uac-call.xml over SIPp:
+      INVITE with SDP -> (100) (180) 200 -> ACK -> 1 ms -> BYE -> 200, ACK and BYE sent to the
+      200's Contact with the route set of its Record-Route (reversed, as SIPp's [routes]).
+      rate*dur calls started at a fixed pace (split over --procs processes, each an asyncio
+      loop doing TLS through a memory BIO). Default: one connection per process for all of its
+      calls (SIPp -t t1), opened before the measured window; --per-call-connection: a new
+      connection per call (SIPp -t tn), closed (close_notify) after the BYE's 200, offering the
+      session (TLS 1.3 ticket) of the process's last finished connection, and counting the
+      handshakes that resumed it (`resumed`). CPU per completed call; `lag_ms_p50`/`lag_ms_max`
+      (how late calls were started) and `rate_per_s` (completed calls a second) say whether
+      the client kept its pace, `failed` (reasons in `why`) the calls that did not complete,
+      `unexpected` the replies that came while another was awaited (retransmitted 200s).
 
 Prints one JSON object. Binds nothing; connects to --target only (use 127.0.0.1).
 """
 import argparse
+import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -266,13 +280,385 @@ def w_idle(a, idx, nconns, ready, go, out):
     out.put({"closed": len(conns)})
 
 
+# ---- calls mode -------------------------------------------------------------------------------
+
+SDP = (
+    "v=0\r\n"
+    "o=user1 53655765 2353687637 IN IP4 127.0.0.1\r\n"
+    "s=-\r\n"
+    "c=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\n"
+    "m=audio 6000 RTP/AVP 0\r\n"
+    "a=rtpmap:0 PCMU/8000\r\n"
+).encode()
+
+
+class Msg:
+    __slots__ = ("status", "method", "callid", "rr", "contact", "to")
+
+    def __init__(self, head):
+        lines = head.split(b"\r\n")
+        first = lines[0]
+        self.status = int(first[8:11]) if first.startswith(b"SIP/2.0 ") else 0
+        self.method = self.callid = self.contact = self.to = None
+        self.rr = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            value = value.strip()
+            if name in (b"call-id", b"i"):
+                self.callid = value
+            elif name == b"cseq":
+                self.method = value.split()[-1].upper()
+            elif name == b"record-route":
+                self.rr.extend(v.strip() for v in split_commas(value))
+            elif name in (b"contact", b"m"):
+                self.contact = value
+            elif name in (b"to", b"t"):
+                self.to = value
+
+
+def split_commas(v):
+    """Splits a header value at the commas outside <...> and quotes."""
+    out, depth, q, start = [], 0, False, 0
+    for i, c in enumerate(v):
+        if c == 0x22:
+            q = not q
+        elif not q and c == 0x3C:
+            depth += 1
+        elif not q and c == 0x3E:
+            depth -= 1
+        elif not q and depth == 0 and c == 0x2C:
+            out.append(v[start:i])
+            start = i + 1
+    out.append(v[start:])
+    return [x for x in out if x.strip()]
+
+
+def uri_of(v):
+    v = v.decode()
+    if "<" in v:
+        return v[v.index("<") + 1 : v.index(">")]
+    return v.split(";")[0].strip()
+
+
+class SipConn(asyncio.Protocol):
+    """A SIP connection (TLS through a memory BIO, or plain TCP) on an asyncio transport: whole
+    messages are handed to the queue of their Call-ID."""
+
+    def __init__(self, ctx, session, stats):
+        self.ctx, self.session, self.stats = ctx, session, stats
+        self.loop = asyncio.get_running_loop()
+        self.ready = self.loop.create_future()
+        self.closed = self.loop.create_future()
+        self.calls = {}  # Call-ID -> asyncio.Queue
+        self.buf = bytearray()
+        self.tr = self.obj = None
+        self.handshaking = ctx is not None
+
+    def connection_made(self, tr):
+        self.tr = tr
+        tr.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.local = tr.get_extra_info("sockname")
+        if self.ctx is None:
+            self.ready.set_result(False)
+            return
+        self.inc, self.outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = self.ctx.wrap_bio(self.inc, self.outb, session=self.session)
+        self._handshake()
+
+    def _handshake(self):
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except ssl.SSLError as e:
+            self._flush()
+            if not self.ready.done():
+                self.ready.set_exception(e)
+            self.tr.close()
+            return
+        self._flush()
+        self.handshaking = False
+        if not self.ready.done():
+            self.ready.set_result(self.obj.session_reused)
+        self._read_plain()
+
+    def _flush(self):
+        d = self.outb.read()
+        if d:
+            self.tr.write(d)
+
+    def data_received(self, d):
+        if self.obj is None:
+            self.buf += d
+            self._messages()
+            return
+        self.inc.write(d)
+        if self.handshaking:
+            self._handshake()
+        else:
+            self._read_plain()
+
+    def _read_plain(self):
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        self._flush()
+        self._messages()
+
+    def _messages(self):
+        buf = self.buf
+        while True:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            head = bytes(buf[:i])
+            cl = 0
+            j = head.lower().find(b"\r\ncontent-length:")
+            if j >= 0:
+                cl = int(head[j + 17 :].split(b"\r\n", 1)[0])
+            else:
+                j = head.find(b"\r\nl:")
+                if j >= 0:
+                    cl = int(head[j + 4 :].split(b"\r\n", 1)[0])
+            if len(buf) < i + 4 + cl:
+                return
+            del buf[: i + 4 + cl]
+            m = Msg(head)
+            q = self.calls.get(m.callid)
+            if q is None:
+                self.stats["stray"] += 1
+            else:
+                q.put_nowait(m)
+
+    def send(self, data):
+        if self.tr.is_closing():
+            raise ConnectionError("connection closed")
+        if self.obj is None:
+            self.tr.write(data)
+        else:
+            self.obj.write(data)
+            self._flush()
+
+    def close(self):
+        if self.obj is not None and not self.tr.is_closing():
+            try:
+                self.obj.unwrap()  # close_notify out; the peer's is not waited for
+            except ssl.SSLError:
+                pass
+            self._flush()
+        self.tr.close()
+
+    def connection_lost(self, exc):
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed during handshake"))
+        for q in self.calls.values():
+            q.put_nowait(None)
+        if not self.closed.done():
+            self.closed.set_result(True)
+
+
+async def open_conn(a, ctx, session, stats):
+    loop = asyncio.get_running_loop()
+    _, c = await loop.create_connection(lambda: SipConn(ctx, session, stats), *a.target)
+    reused = await asyncio.wait_for(c.ready, 10)
+    return c, reused
+
+
+class CallFailed(Exception):
+    pass
+
+
+async def one_call(a, conn, tr, tag, n, stats):
+    host, port = conn.local
+    thost, tport = a.target
+    cid = f"{tag}-{n}@{host}"
+    bcid = cid.encode()
+    q = asyncio.Queue()
+    conn.calls[bcid] = q
+    frm = f"sipp <sip:sipp@{host}:{port}>;tag={tag}{n}"
+    ruri = f"sip:test@{thost}:{tport}"
+    contact = f"<sip:sipp@{host}:{port};transport={tr.lower()}>"
+
+    async def wait_for(method, final_only=True):
+        while True:
+            try:
+                m = await asyncio.wait_for(q.get(), a.recv_timeout)
+            except asyncio.TimeoutError:
+                raise CallFailed(f"timeout waiting for {method} reply")
+            if m is None:
+                raise CallFailed("connection closed")
+            if m.method != method.encode():
+                stats["unexpected"] += 1
+                continue
+            if m.status < 200:
+                stats["provisional"] += 1
+                continue
+            return m
+
+    try:
+        conn.send(
+            (
+                f"INVITE {ruri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/{tr} {host}:{port};branch=z9hG4bK{tag}i{n}\r\n"
+                f"From: {frm}\r\n"
+                f"To: <{ruri}>\r\n"
+                f"Call-ID: {cid}\r\n"
+                f"CSeq: 1 INVITE\r\n"
+                f"Contact: {contact}\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"Content-Type: application/sdp\r\n"
+                f"Content-Length: {len(SDP)}\r\n\r\n"
+            ).encode()
+            + SDP
+        )
+        ok = await wait_for("INVITE")
+        if ok.status != 200:
+            raise CallFailed(f"INVITE answered {ok.status}")
+        # The UAC's route set: the 200's Record-Route in reverse order (RFC 3261 12.1.2).
+        routes = "".join(f"Route: {r.decode()}\r\n" for r in reversed(ok.rr))
+        target = uri_of(ok.contact) if ok.contact else ruri
+        to = ok.to.decode()
+        dialog = (
+            f"From: {frm}\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {cid}\r\n"
+        )
+        conn.send(
+            (
+                f"ACK {target} SIP/2.0\r\n"
+                f"Via: SIP/2.0/{tr} {host}:{port};branch=z9hG4bK{tag}a{n}\r\n"
+                f"{routes}{dialog}"
+                f"CSeq: 1 ACK\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        await asyncio.sleep(0.001)
+        conn.send(
+            (
+                f"BYE {target} SIP/2.0\r\n"
+                f"Via: SIP/2.0/{tr} {host}:{port};branch=z9hG4bK{tag}b{n}\r\n"
+                f"{routes}{dialog}"
+                f"CSeq: 2 BYE\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        if a.show and n == 0:
+            print(f"first call's 200 Record-Route: {[r.decode() for r in ok.rr]}\nits ACK/BYE go to {target} with\n{routes}", file=sys.stderr)
+        m = await wait_for("BYE")
+        if m.status != 200:
+            raise CallFailed(f"BYE answered {m.status}")
+        return True
+    except (CallFailed, ConnectionError, OSError) as e:
+        stats["failed"] += 1
+        k = str(e)
+        stats["why"][k] = stats["why"].get(k, 0) + 1
+        return False
+    finally:
+        del conn.calls[bcid]
+
+
+async def calls_main(a, idx, rate, ncalls, ready, go_evt):
+    import collections
+
+    loop = asyncio.get_running_loop()
+    ctx = client_ctx(a.tls12) if a.tls else None
+    tr = "TLS" if a.tls else "TCP"
+    tag = f"c{idx}r{random.randrange(1 << 30)}"
+    stats = collections.Counter()
+    for k in ("failed", "conn_errors", "conns", "resumed", "provisional", "unexpected", "stray"):
+        stats[k] = 0
+    stats["why"] = {}
+    shared = None
+    if not a.per_call_connection:
+        try:
+            shared, _ = await open_conn(a, ctx, None, stats)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
+            ready.put(("error", str(e)))
+            return None
+    ready.put(("ready", 0))
+    await loop.run_in_executor(None, go_evt.wait)
+    t0 = time.monotonic()
+    last_session = [None]
+    lags = []
+
+    async def per_call(n):
+        try:
+            c, reused = await open_conn(a, ctx, last_session[0], stats)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
+            stats["failed"] += 1
+            stats["conn_errors"] += 1
+            k = f"connect: {e}"
+            stats["why"][k] = stats["why"].get(k, 0) + 1
+            return False
+        stats["conns"] += 1
+        if reused:
+            stats["resumed"] += 1
+        ok = await one_call(a, c, tr, tag, n, stats)
+        if c.obj is not None and ok:
+            last_session[0] = c.obj.session  # its ticket came with the replies
+        c.close()
+        return ok
+
+    tasks = []
+    for n in range(ncalls):
+        due = t0 + n / rate
+        now = time.monotonic()
+        if due > now:
+            await asyncio.sleep(due - now)
+            now = time.monotonic()
+        lags.append(now - due)
+        if shared is not None:
+            tasks.append(asyncio.ensure_future(one_call(a, shared, tr, tag, n, stats)))
+        else:
+            tasks.append(asyncio.ensure_future(per_call(n)))
+    t_started = time.monotonic()
+    res = await asyncio.gather(*tasks)
+    el = time.monotonic() - t0
+    if shared is not None:
+        stats["conns"] = 1
+        shared.close()
+    lags.sort()
+    why = stats.pop("why")
+    out = dict(stats)
+    out.update(
+        {
+            "calls": ncalls,
+            "ok": sum(1 for r in res if r),
+            "elapsed": el,
+            "start_window_s": t_started - t0,
+            "lag_ms_p50": 1000 * lags[len(lags) // 2] if lags else 0,
+            "lag_ms_max": 1000 * lags[-1] if lags else 0,
+            "why": why,
+        }
+    )
+    return out
+
+
+def w_calls(a, idx, rate, ncalls, ready, go, out):
+    r = asyncio.run(calls_main(a, idx, rate, ncalls, ready, go))
+    if r is not None:
+        out.put(r)
+
+
 def split(n, k):
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["requests", "handshakes", "idle"])
+    p.add_argument("mode", choices=["requests", "handshakes", "idle", "calls"])
     p.add_argument("--target", required=True)
     p.add_argument("--pid", type=int, required=True, help="server process (its descendants are counted too)")
     p.add_argument("--tls", action="store_true")
@@ -284,6 +670,9 @@ def main():
     p.add_argument("--request", action="store_true")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--hold", type=float, default=3)
+    p.add_argument("--per-call-connection", action="store_true", help="calls: a connection per call (SIPp -t tn), resuming the last session")
+    p.add_argument("--show", action="store_true", help="calls: print the first call's route set to stderr")
+    p.add_argument("--recv-timeout", type=float, default=5, help="calls: seconds to wait for a reply before the call fails")
     p.add_argument("--label", default="")
     a = p.parse_args()
     host, port = a.target.rsplit(":", 1)
@@ -297,6 +686,7 @@ def main():
         time.sleep(1)
         res["mem_before"] = mem(pids)
     t_setup = time.monotonic()
+    ncalls = split(round((a.rate or 200) * a.dur), a.procs)
     for i, c in enumerate(split(a.conns, a.procs)):
         if a.mode == "requests":
             args = (a, i, c, (a.rate or 1000) / a.procs, ready, go, out)
@@ -304,6 +694,9 @@ def main():
         elif a.mode == "handshakes":
             args = (a, i, ready, go, out)
             target = w_handshakes
+        elif a.mode == "calls":
+            args = (a, i, (a.rate or 200) / a.procs, ncalls[i], ready, go, out)
+            target = w_calls
         else:
             args = (a, i, c, ready, go, out)
             target = w_idle
@@ -343,7 +736,25 @@ def main():
         el = time.monotonic() - t0
         c1 = cpu(pids)
         u, s = c1[0] - c0[0], c1[1] - c0[1]
-        tot = {k: sum(r[k] for r in rs) for k in rs[0] if k != "elapsed"}
+        if a.mode == "calls":
+            tot = {}
+            for r in rs:
+                for k, v in r.items():
+                    if k in ("elapsed", "start_window_s", "lag_ms_p50", "lag_ms_max"):
+                        tot[k] = round(max(tot.get(k, 0), v), 3)
+                    elif k == "why":
+                        for w, c in v.items():
+                            tot.setdefault("why", {})[w] = tot.get("why", {}).get(w, 0) + c
+                    else:
+                        tot[k] = tot.get(k, 0) + v
+            tot.pop("elapsed")
+            tot["mode_conn"] = "per-call" if a.per_call_connection else "one-per-proc"
+            tot["procs"] = a.procs
+            tot["target_rate"] = a.rate or 200
+            # calls started per second over the window they were started in (the pace kept)
+            tot["start_rate_per_s"] = round((tot["calls"] - a.procs) / max(tot["start_window_s"], 1e-9), 1)
+        else:
+            tot = {k: sum(r[k] for r in rs) for k in rs[0] if k != "elapsed"}
         res.update(tot)
         done = tot["ok"]
         res["elapsed_s"] = round(el, 2)
