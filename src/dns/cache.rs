@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use super::wire::{Rdata, Response};
 use super::{DnsError, Resolver, NEGATIVE_TTL_MAX, NEGATIVE_TTL_NO_SOA, POSITIVE_TTL_MAX};
 
 /// CNAME links followed inside one answer, and follow-up queries for a dangling chain.
@@ -21,7 +22,7 @@ const MAX_CNAME_CHAIN: usize = 8;
 #[derive(Clone, Debug)]
 pub(super) enum Lookup {
     /// The records of the asked type (after following CNAMEs), never empty.
-    Records(Arc<[RData]>),
+    Records(Arc<[Rdata]>),
     /// The name exists, but has no record of this type.
     NoData,
     /// The name does not exist.
@@ -96,7 +97,7 @@ impl Resolver {
         }
         let msg = self.ask(name, rtype)?;
         let now = Instant::now();
-        let entry = if msg.response_code() == ResponseCode::NXDomain {
+        let entry = if msg.rcode == ResponseCode::NXDomain {
             Entry {
                 value: Lookup::NxDomain,
                 expires: now + secs(negative_ttl(&msg)),
@@ -133,15 +134,13 @@ fn secs(ttl: u32) -> Duration {
 
 /// The answer section's records of `rtype` for `qname`, following CNAMEs: the name the chain
 /// ends at, the records there, and the smallest TTL along the way.
-fn extract_answer(msg: &Message, qname: &Name, rtype: RecordType) -> (Name, Vec<RData>, u32) {
+fn extract_answer(msg: &Response, qname: &Name, rtype: RecordType) -> (Name, Vec<Rdata>, u32) {
     let mut current = qname.clone();
     let mut ttl = u32::MAX;
     for _ in 0..MAX_CNAME_CHAIN {
-        let link = msg.answers().iter().find_map(|r| match r.data() {
-            RData::CNAME(target)
-                if r.dns_class() == DNSClass::IN && r.name().eq_ignore_root(&current) =>
-            {
-                Some((r.ttl(), target.0.clone()))
+        let link = msg.answers.iter().find_map(|r| match &r.data {
+            Rdata::Cname(target) if r.class == DNSClass::IN && r.name.eq_ignore_root(&current) => {
+                Some((r.ttl, target.clone()))
             }
             _ => None,
         });
@@ -154,24 +153,24 @@ fn extract_answer(msg: &Message, qname: &Name, rtype: RecordType) -> (Name, Vec<
         }
     }
     let mut records = Vec::new();
-    for r in msg.answers() {
-        if r.record_type() == rtype
-            && r.dns_class() == DNSClass::IN
-            && r.name().eq_ignore_root(&current)
+    for r in &msg.answers {
+        if r.data.record_type() == rtype
+            && r.class == DNSClass::IN
+            && r.name.eq_ignore_root(&current)
         {
-            ttl = ttl.min(r.ttl());
-            records.push(r.data().clone());
+            ttl = ttl.min(r.ttl);
+            records.push(r.data.clone());
         }
     }
     (current, records, ttl)
 }
 
 /// RFC 2308: the SOA's own TTL or its minimum field, whichever is smaller, capped.
-fn negative_ttl(msg: &Message) -> u32 {
-    msg.name_servers()
+fn negative_ttl(msg: &Response) -> u32 {
+    msg.authority
         .iter()
-        .find_map(|r| match r.data() {
-            RData::SOA(soa) => Some(r.ttl().min(soa.minimum())),
+        .find_map(|r| match &r.data {
+            Rdata::Soa(soa) => Some(r.ttl.min(soa.minimum())),
             _ => None,
         })
         .map_or(NEGATIVE_TTL_NO_SOA, |ttl| ttl.min(NEGATIVE_TTL_MAX))

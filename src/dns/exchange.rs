@@ -10,9 +10,10 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 
+use super::wire::{decode_response, encode_query, Response};
 use super::{display_name, DnsError, Resolver};
 
 /// The EDNS UDP payload size we advertise (the DNS flag day 2020 value: no IP fragmentation).
@@ -27,18 +28,18 @@ enum ExchangeError {
     Timeout,
     Io(io::Error),
     Malformed,
-    /// Our own query could not be encoded (a name hickory refuses).
+    /// Our own query could not be encoded (a label over 63 bytes).
     Encode,
 }
 
 impl Resolver {
     /// Asks each server in turn until one answers NOERROR or NXDOMAIN.
-    pub(super) fn ask(&self, name: &Name, rtype: RecordType) -> Result<Message, DnsError> {
+    pub(super) fn ask(&self, name: &Name, rtype: RecordType) -> Result<Response, DnsError> {
         let shown = display_name(name);
         let mut worst: Option<DnsError> = None;
         for &server in &self.servers {
             let err = match self.exchange(server, name, rtype) {
-                Ok(msg) => match msg.response_code() {
+                Ok(msg) => match msg.rcode {
                     ResponseCode::NoError | ResponseCode::NXDomain => return Ok(msg),
                     rcode => DnsError::ServerFailure {
                         name: shown.clone(),
@@ -70,12 +71,12 @@ impl Resolver {
         server: SocketAddr,
         name: &Name,
         rtype: RecordType,
-    ) -> Result<Message, ExchangeError> {
+    ) -> Result<Response, ExchangeError> {
         let id: u16 = rand::random();
-        let query = build_query(id, name, rtype).ok_or(ExchangeError::Encode)?;
+        let query = encode_query(id, name, rtype, EDNS_PAYLOAD).ok_or(ExchangeError::Encode)?;
         let deadline = Instant::now() + self.timeout;
         match udp_exchange(server, &query, id, name, rtype, deadline) {
-            Ok(msg) if !msg.truncated() => Ok(msg),
+            Ok(msg) if !msg.truncated => Ok(msg),
             Ok(truncated) => {
                 let deadline = Instant::now() + self.timeout;
                 // Whatever TCP gives is complete; if it gives nothing, keep what UDP gave.
@@ -92,36 +93,20 @@ impl Resolver {
 }
 
 enum UdpOutcome {
-    /// Our answer, with TC set, cut where hickory cannot decode it: go to TCP.
+    /// Our answer, with TC set, cut where it cannot be decoded: go to TCP.
     TruncatedUnparsable,
     Failed(ExchangeError),
 }
 
-/// The query bytes: one question, recursion desired, EDNS with our UDP payload size.
-fn build_query(id: u16, name: &Name, rtype: RecordType) -> Option<Vec<u8>> {
-    let mut msg = Message::new();
-    msg.set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true);
-    let mut query = Query::query(name.clone(), rtype);
-    query.set_query_class(DNSClass::IN);
-    msg.add_query(query);
-    let mut edns = Edns::new();
-    edns.set_max_payload(EDNS_PAYLOAD);
-    msg.set_edns(edns);
-    msg.to_vec().ok()
-}
-
 /// Whether `msg` answers our query: same id, a response to a standard query, same question.
-fn answers_query(msg: &Message, id: u16, name: &Name, rtype: RecordType) -> bool {
-    msg.id() == id
-        && msg.message_type() == MessageType::Response
-        && msg.op_code() == OpCode::Query
-        && msg.queries().len() == 1
-        && msg.queries()[0].name().eq_ignore_root(name)
-        && msg.queries()[0].query_type() == rtype
-        && msg.queries()[0].query_class() == DNSClass::IN
+fn answers_query(msg: &Response, id: u16, name: &Name, rtype: RecordType) -> bool {
+    msg.id == id
+        && msg.is_response
+        && msg.op_code == 0
+        && msg.questions.len() == 1
+        && msg.questions[0].name.eq_ignore_root(name)
+        && msg.questions[0].qtype == rtype
+        && msg.questions[0].qclass == DNSClass::IN
 }
 
 fn io_to_exchange(e: io::Error) -> ExchangeError {
@@ -138,7 +123,7 @@ fn udp_exchange(
     name: &Name,
     rtype: RecordType,
     deadline: Instant,
-) -> Result<Message, UdpOutcome> {
+) -> Result<Response, UdpOutcome> {
     let fail = |e: io::Error| UdpOutcome::Failed(io_to_exchange(e));
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -194,7 +179,7 @@ fn udp_exchange(
             Err(e) => return Err(fail(e)),
         };
         let datagram = &buf[..n];
-        match Message::from_vec(datagram) {
+        match decode_response(datagram) {
             Ok(msg) if answers_query(&msg, id, name, rtype) => return Ok(msg),
             // Someone else's answer (a late one to an earlier query, or a spoof): keep waiting.
             Ok(_) => {}
@@ -225,7 +210,7 @@ fn tcp_exchange(
     name: &Name,
     rtype: RecordType,
     deadline: Instant,
-) -> Result<Message, ExchangeError> {
+) -> Result<Response, ExchangeError> {
     let left = || {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -247,7 +232,7 @@ fn tcp_exchange(
     read_exact_by(&mut stream, &mut len, deadline)?;
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
     read_exact_by(&mut stream, &mut answer, deadline)?;
-    match Message::from_vec(&answer) {
+    match decode_response(&answer) {
         Ok(msg) if answers_query(&msg, id, name, rtype) => Ok(msg),
         _ => Err(ExchangeError::Malformed),
     }
@@ -283,7 +268,7 @@ mod tests {
 
     #[test]
     fn garbage_is_not_an_answer() {
-        assert!(Message::from_vec(&[0xff; 7]).is_err());
+        assert!(decode_response(&[0xff; 7]).is_err());
         assert!(!is_truncated_answer_to(&[0x12, 0x34, 0x83, 0, 0], 0x1234));
         assert!(is_truncated_answer_to(
             &[0x12, 0x34, 0x82, 0, 0, 1, 0, 0, 0, 0, 0, 0],

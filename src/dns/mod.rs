@@ -16,8 +16,10 @@
 //!   RFC 2782's weighted random selection, and every SRV target is looked up as A then AAAA;
 //! - without NAPTR and SRV records, the host's A and AAAA records with the default port.
 //!
-//! The DNS wire format (messages, names, NAPTR/SRV/A/AAAA/SOA record data) is `hickory-proto`'s;
-//! this module only sends a query over a std `UdpSocket` (random id, read timeout, the answer's
+//! Names and the NAPTR/SRV/A/AAAA/CNAME/SOA record data are decoded by `hickory-proto`; the
+//! messages around them are written and read by `wire`, which decodes only those record types
+//! and skips the others (so hickory's decoders for every other type stay out of the binary).
+//! This module sends a query over a std `UdpSocket` (random id, read timeout, the answer's
 //! id and question checked), retries over TCP when the answer is truncated, and caches answers
 //! by (name, record type): positive ones for their TTL, negative ones (NXDOMAIN, no data) for
 //! the SOA's negative TTL capped at [`NEGATIVE_TTL_MAX`].
@@ -31,12 +33,14 @@
 //! Layout: this file holds the result types ([`Target`], [`Transport`], [`DnsError`]) and the
 //! RFC 3263 procedure on [`Resolver`]; `select` orders NAPTR and SRV records (RFC 2782
 //! weighted choice), `cache` is the TTL cache and what an answer puts in it, `exchange` is the
-//! query over UDP then TCP, and `config` parses resolv.conf and the hosts file.
+//! query over UDP then TCP, `wire` writes the query and decodes the response, and `config`
+//! parses resolv.conf and the hosts file.
 
 mod cache;
 mod config;
 mod exchange;
 mod select;
+mod wire;
 
 pub use config::{hosts_lookup, parse_resolv_conf};
 
@@ -47,10 +51,11 @@ use std::time::Duration;
 
 use hickory_proto::rr::domain::Label;
 use hickory_proto::rr::rdata::SRV;
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
 use cache::{Cache, Lookup};
 use select::{order_srv, select_naptr};
+use wire::Rdata;
 
 /// The most targets [`Resolver::resolve`] returns.
 pub const MAX_TARGETS: usize = 16;
@@ -437,7 +442,7 @@ impl Resolver {
         let srvs: Vec<&SRV> = records
             .iter()
             .filter_map(|r| match r {
-                RData::SRV(srv) => Some(srv),
+                Rdata::Srv(srv) => Some(srv),
                 _ => None,
             })
             .collect();
@@ -497,13 +502,13 @@ impl Resolver {
             Lookup::NxDomain => return Err(DnsError::NotFound(host)),
             Lookup::NoData => {}
             Lookup::Records(records) => addrs.extend(records.iter().filter_map(|r| match r {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
+                Rdata::A(a) => Some(IpAddr::V4(*a)),
                 _ => None,
             })),
         }
         match self.lookup(name, RecordType::AAAA) {
             Ok(Lookup::Records(records)) => addrs.extend(records.iter().filter_map(|r| match r {
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                Rdata::Aaaa(a) => Some(IpAddr::V6(*a)),
                 _ => None,
             })),
             Ok(Lookup::NoData | Lookup::NxDomain) => {}

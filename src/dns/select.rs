@@ -6,19 +6,20 @@
 //! Key functions: [`select_naptr`], [`order_srv`].
 
 use hickory_proto::rr::rdata::{NAPTR, SRV};
-use hickory_proto::rr::{Name, RData};
+use hickory_proto::rr::Name;
 use rand::Rng;
 
+use super::wire::Rdata;
 use super::Transport;
 
 /// The SRV names of the usable NAPTR records (flag `s`, our transport's service), by order
 /// then preference (RFC 3263 4.1, RFC 3403).
-pub(super) fn select_naptr(records: &[RData], transport: Transport) -> Vec<Name> {
+pub(super) fn select_naptr(records: &[Rdata], transport: Transport) -> Vec<Name> {
     let service = transport.naptr_service().as_bytes();
     let mut usable: Vec<&NAPTR> = records
         .iter()
         .filter_map(|r| match r {
-            RData::NAPTR(n) => Some(n),
+            Rdata::Naptr(n) => Some(n),
             _ => None,
         })
         .filter(|n| {
@@ -113,7 +114,7 @@ mod tests {
     #[test]
     fn naptr_selection_filters_and_orders() {
         let mk = |order, pref, flags: &[u8], service: &[u8], repl: &str| {
-            RData::NAPTR(NAPTR::new(
+            Rdata::Naptr(NAPTR::new(
                 order,
                 pref,
                 flags.into(),
