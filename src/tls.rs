@@ -444,6 +444,9 @@ fn identity(
             Some(dir) => {
                 let cert = dir.join(SELF_SIGNED_CERT);
                 let key = dir.join(SELF_SIGNED_KEY);
+                // Two servers starting at once on one data_dir must not each write half a
+                // pair: the check, the making and the reading happen under a lock.
+                let _lock = lock_file(&dir.join("ser-selfsigned.lock"))?;
                 if !cert.exists() {
                     let (cert_pem, key_pem) = generate(&s.names)?;
                     write_pair(&cert, cert_pem.as_bytes(), &key, key_pem.as_bytes())?;
@@ -662,6 +665,33 @@ fn write_pair(cert: &Path, cert_pem: &[u8], key: &Path, key_pem: &[u8]) -> Resul
     }
     write_atomic(key, key_pem, true)?;
     write_atomic(cert, cert_pem, false)
+}
+
+/// An exclusive `flock` on `path` (created if missing), held until the file is dropped.
+fn lock_file(path: &Path) -> Result<fs::File, TlsError> {
+    let fail = |err| TlsError::Write {
+        path: path.to_path_buf(),
+        err,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; it blocks only while another
+        // server makes the certificate (milliseconds).
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+    }
+    Ok(file)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {

@@ -31,15 +31,20 @@ route {
 }
 "#;
 
-fn start(tag: &str) -> Ser {
-    Ser::start_with(
+/// ser with UDP, TCP, ws and wss; wss with the self-signed certificate made in a data_dir
+/// of the test's own (the folder lives as long as the returned guard).
+fn start(tag: &str) -> (Ser, TempDir) {
+    let data = temp_dir(&format!("{tag}-data"));
+    let script = format!("data_dir=\"{}\"\n{PROXY}", data.path().display());
+    let ser = Ser::start_with(
         tag,
-        PROXY,
+        &script,
         0,
         2,
         "auto",
         &["-l", "ws:127.0.0.1:0", "-l", "wss:127.0.0.1:0"],
-    )
+    );
+    (ser, data)
 }
 
 /// A request from a browser-style user: Via `WS` with its `.invalid` host.
@@ -88,7 +93,7 @@ fn uri_in(value: &str) -> String {
 
 #[test]
 fn a_browser_user_registers_over_ws_is_called_and_calls_out() {
-    let ser = start("ws-calls");
+    let (ser, _data) = start("ws-calls");
     let mut alice = WsClient::connect(ser.listen("ws"));
     let host = "a1b2c3.invalid";
     let reg = ws_request(
@@ -199,7 +204,7 @@ fn a_browser_user_registers_over_ws_is_called_and_calls_out() {
 
 #[test]
 fn wss_carries_sip_inside_tls() {
-    let ser = start("wss");
+    let (ser, _data) = start("wss");
     let addr = ser.listen("wss");
     let script = r#"
 import socket, ssl, os, sys
@@ -241,7 +246,7 @@ print(r[4:].split(b"\r\n")[0].decode())
 
 #[test]
 fn bad_websocket_input_is_refused_or_closed_and_others_are_served() {
-    let ser = start("ws-bad");
+    let (ser, _data) = start("ws-bad");
     let ws = ser.listen("ws");
     let mut good = WsClient::connect(ws);
     let me = format!("sip:{}", ser.addr());

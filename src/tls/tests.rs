@@ -587,3 +587,22 @@ fn self_signed_names_must_be_ascii() {
     .unwrap_err();
     assert!(matches!(err, TlsError::BadName(_)), "{err}");
 }
+
+#[test]
+fn servers_starting_together_make_one_pair() {
+    let dir = TempDir::new("together");
+    let sub = dir.file("state");
+    let settings = self_signed_in(&sub, &["sip.example.com"]);
+    let loads: Vec<_> = (0..6)
+        .map(|_| {
+            let s = settings.clone();
+            std::thread::spawn(move || Tls::load(&s).map(|t| t.self_signed))
+        })
+        .collect();
+    for l in loads {
+        let got = l.join().unwrap();
+        assert!(got.is_ok(), "every start loads a matching pair: {got:?}");
+    }
+    // One pair, and it still loads.
+    assert!(Tls::load(&settings).is_ok());
+}
