@@ -194,6 +194,7 @@ fn run() -> Result<i32> {
         .map(|((addr, _), transport)| Listen { transport, addr })
         .collect();
     let core = Arc::new(start_services(&cfg, &loaded, listens.clone())?);
+    steer_replies(&bound, &core, &listens, shards);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
 
     // Signals are taken synchronously by this thread; block them before the shards start so
@@ -381,6 +382,26 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
         stamp: false,
     };
     (c, transports)
+}
+
+/// Replies over UDP go straight to the shard whose transaction waits for them (the shard in
+/// our Via branch; sip::steer), instead of to the shard the kernel's hash picks and on from
+/// there. Where the kernel refuses the program, the hash stays (and the hand-off with it).
+fn steer_replies(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], shards: usize) {
+    let udp = listens
+        .iter()
+        .take_while(|l| l.transport == ser::sip::Transport::Udp);
+    for (i, l) in udp.enumerate() {
+        let prefix = core.local.via(i, "", l.addr);
+        let Some(prog) = ser::sip::steer::reply_steering(&prefix, &core.reply.tag_prefix, shards)
+        else {
+            continue;
+        };
+        let prog: Vec<_> = prog.iter().map(|x| (x.code, x.jt, x.jf, x.k)).collect();
+        if let Err(e) = bound.steer_datagrams(i, &prog) {
+            notice!("udp:{}: replies not steered to their shards: {e}", l.addr);
+        }
+    }
 }
 
 /// What the shards' stream glue shares: connection aliases, timeouts, and TLS when a TLS

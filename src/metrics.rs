@@ -365,7 +365,7 @@ pub fn ser_families(shards: &[StatsSnapshot], uptime: Duration) -> Vec<Family> {
     v.push(scalar(
         Kind::Counter,
         "ser_handoffs_total",
-        "Datagrams handed to the shard that owns their Call-ID.",
+        "Messages handed to another shard: to the Call-ID's owner, or a reply to the shard its branch names when the kernel put it elsewhere.",
         |s| s.handoffs,
     ));
 

@@ -511,3 +511,60 @@ fn via_alias_lets_requests_reuse_the_peers_connection() {
         }
     }
 }
+
+/// The metrics page of `ser` at `addr`, as text.
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The sum of a counter's samples.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Calls over one TCP connection to several UDP callees, four shards: every request is
+/// handled on the connection's shard, and the kernel gives every callee's reply straight to
+/// that shard (the reuseport program reads our branch), whichever shard its hash would pick:
+/// nothing is handed between shards.
+#[test]
+fn udp_replies_land_on_the_shard_of_their_transaction() {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let script = format!("metrics_listen = \"{metrics}\"\n{RR_PROXY}");
+    let ser = Ser::start("tcp-steer", &script, 0, 4, "auto");
+    let callees: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
+    let mut w = Wire::connect(ser.listen("tcp"));
+    let port = w.s.local_addr().unwrap().port();
+    for i in 0..12 {
+        let callee = &callees[i % callees.len()];
+        let cid = format!("steer-{i}");
+        let ruri = format!("sip:callee@127.0.0.1:{}", callee.port());
+        let invite = request("INVITE", &ruri, port, &cid, "").replace("/UDP ", "/TCP ");
+        assert!(w.send(invite.as_bytes()));
+        let inv = recv_request(callee, "INVITE");
+        callee.send(
+            ser.addr(),
+            response_to(&inv, 486, "Busy Here", "callee").as_bytes(),
+        );
+        let fin = wire_until(&mut w, "SIP/2.0 486", &ser);
+        assert!(fin.contains(&cid), "{fin}");
+        assert!(w.send(
+            request("ACK", &ruri, port, &cid, "")
+                .replace("/UDP ", "/TCP ")
+                .as_bytes()
+        ));
+    }
+    let text = metrics_text(metrics);
+    assert!(text.contains("ser_handoffs_total"), "{text}");
+    assert_eq!(counter(&text, "ser_handoffs_total"), 0, "{text}");
+}

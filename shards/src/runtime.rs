@@ -48,6 +48,24 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Attaches a classic BPF program (`(code, jt, jf, k)` instructions) to the `SO_REUSEPORT`
+    /// group of datagram socket `socket` (its index among the UDP listen addresses): the
+    /// kernel then gives each datagram to the shard whose index the program returns, or, for
+    /// a value past the group, to the one its hash picks (`SO_ATTACH_REUSEPORT_CBPF`). The
+    /// shards' sockets join the group in shard order.
+    pub fn steer_datagrams(&self, socket: usize, prog: &[(u16, u8, u8, u32)]) -> io::Result<()> {
+        if !self.cfg.reuse_port {
+            return Ok(());
+        }
+        let sock = self
+            .sockets
+            .first()
+            .and_then(|s| s.get(socket))
+            .filter(|_| socket < self.cfg.listen.len())
+            .ok_or_else(|| io::Error::other("no such datagram socket"))?;
+        crate::sys::attach_reuseport_cbpf(sock, prog)
+    }
+
     /// Shard 0's sockets in [`SocketId`] order: each bound address, and whether it is a
     /// stream listener (the others are datagram sockets). With `reuse_port` every shard has
     /// the same list.

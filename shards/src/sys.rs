@@ -50,6 +50,36 @@ impl EventFd {
     }
 }
 
+/// `SO_ATTACH_REUSEPORT_CBPF`: a classic BPF program that picks the socket of `sock`'s
+/// `SO_REUSEPORT` group for each datagram.
+pub(crate) fn attach_reuseport_cbpf(sock: &Socket, prog: &[(u16, u8, u8, u32)]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut filter: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+        .collect();
+    let len = u16::try_from(filter.len()).map_err(|_| io::Error::other("program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `filter`, alive for the call; the kernel copies the program.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            51, // SO_ATTACH_REUSEPORT_CBPF
+            std::ptr::from_ref(&fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Resets an eventfd counter (portable backend; the io_uring backend reads it through the
 /// ring). A failure (`EAGAIN` on an already-zero counter) is harmless.
 pub(crate) fn drain_eventfd(fd: RawFd) {

@@ -23,6 +23,7 @@ mod outbox;
 mod owner;
 mod reply;
 mod response;
+pub mod steer;
 mod transport;
 
 pub use dest::{Arrival, ConnId, Dest};
