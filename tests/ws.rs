@@ -35,7 +35,11 @@ route {
 /// of the test's own (the folder lives as long as the returned guard).
 fn start(tag: &str) -> (Ser, TempDir) {
     let data = temp_dir(&format!("{tag}-data"));
-    let script = format!("data_dir=\"{}\"\n{PROXY}", data.path().display());
+    let script = format!(
+        "data_dir=\"{}\"\nfifo=\"{}\"\n{PROXY}",
+        data.path().display(),
+        data.path().join("fifo").display()
+    );
     let ser = Ser::start_with(
         tag,
         &script,
@@ -246,7 +250,7 @@ print(r[4:].split(b"\r\n")[0].decode())
 
 #[test]
 fn bad_websocket_input_is_refused_or_closed_and_others_are_served() {
-    let (ser, _data) = start("ws-bad");
+    let (ser, data) = start("ws-bad");
     let ws = ser.listen("ws");
     let mut good = WsClient::connect(ws);
     let me = format!("sip:{}", ser.addr());
@@ -259,6 +263,12 @@ fn bad_websocket_input_is_refused_or_closed_and_others_are_served() {
         assert!(r.contains(&cid));
     };
     served(&mut good, 0);
+    // The connection list shows it as a WebSocket connection.
+    let fifo = data.path().join("fifo");
+    wait_fifo(&fifo, &ser);
+    let (code, list) = serctl_joined(&fifo, &["fifo", "tcp_list"]);
+    assert_eq!(code, 0, "{list}");
+    assert!(list.lines().any(|l| l.contains(" ws in ")), "{list}");
 
     // Plain HTTP and upgrades that are not for SIP: an HTTP error, then the close.
     let (mut c, head) = WsClient::try_upgrade(ws, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
