@@ -22,7 +22,12 @@ modparam("usrloc", "db_mode", 0)
 route {
     if (loose_route()) { if (!t_relay()) { sl_reply_error(); }; break; };
     if (method == "REGISTER") { save("location"); break; };
-    if (method == "OPTIONS" && uri == myself) { sl_send_reply("200", "OK"); break; };
+    if (method == "OPTIONS" && uri == myself) {
+        if (proto == WS) { sl_send_reply("200", "OK over WS"); break; };
+        if (proto == WSS) { sl_send_reply("200", "OK over WSS"); break; };
+        sl_send_reply("200", "OK");
+        break;
+    };
     if (uri == myself) {
         if (!lookup("location")) { sl_send_reply("404", "Not Found"); break; };
     };
@@ -245,7 +250,10 @@ print(r[4:].split(b"\r\n")[0].decode())
     );
     assert!(ok, "{out}\n{}", ser.log_text());
     assert!(out.contains("HTTP/1.1 101 Switching Protocols"), "{out}");
-    assert!(out.contains("SIP/2.0 200 OK"), "{out}");
+    assert!(
+        out.contains("SIP/2.0 200 OK over WSS"),
+        "proto==WSS in the script: {out}"
+    );
 }
 
 #[test]
@@ -261,6 +269,10 @@ fn bad_websocket_input_is_refused_or_closed_and_others_are_served() {
             .until("SIP/2.0 200")
             .unwrap_or_else(|| panic!("good client not served"));
         assert!(r.contains(&cid));
+        assert!(
+            r.starts_with("SIP/2.0 200 OK over WS\r\n"),
+            "proto==WS: {r}"
+        );
     };
     served(&mut good, 0);
     // The connection list shows it as a WebSocket connection.
@@ -317,4 +329,42 @@ fn bad_websocket_input_is_refused_or_closed_and_others_are_served() {
     served(&mut good, 2);
     let log = ser.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Keep-alive: a silent WebSocket peer gets pings every `ws_keepalive_interval`, and is
+/// closed once it has sent nothing (not even a pong) for `ws_idle_timeout`; one that answers
+/// the pings stays.
+#[test]
+fn silent_websocket_peers_are_pinged_then_closed() {
+    let data = temp_dir("ws-idle-data");
+    let script = format!(
+        "ws_keepalive_interval=1\nws_idle_timeout=4\ndata_dir=\"{}\"\n{PROXY}",
+        data.path().display()
+    );
+    let ser = Ser::start_with("ws-idle", &script, 0, 2, "auto", &["-l", "ws:127.0.0.1:0"]);
+    let mut silent = WsClient::connect(ser.listen("ws"));
+    let mut alive = WsClient::connect(ser.listen("ws"));
+    let t0 = std::time::Instant::now();
+    let mut answered = 0;
+    while t0.elapsed() < Duration::from_secs(7) {
+        silent.next(Duration::from_millis(100));
+        alive.next(Duration::from_millis(100));
+        // Answer every ping seen so far with a pong.
+        let pings = alive.control.iter().filter(|(op, _)| *op == 9).count();
+        while answered < pings {
+            assert!(alive.send_raw(&client_frame(true, 10, b"")));
+            answered += 1;
+        }
+    }
+    assert!(
+        silent.control.iter().any(|(op, _)| *op == 9),
+        "pings on the silent connection: {:?}",
+        silent.control
+    );
+    assert!(
+        silent.closed,
+        "the silent peer is closed after ws_idle_timeout"
+    );
+    assert!(answered >= 3, "pings every second: {answered}");
+    assert!(!alive.closed, "a peer that answers the pings stays");
 }
