@@ -302,6 +302,7 @@ impl Tls {
         let mut server =
             builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.clone())));
         server.session_storage = ServerSessionMemoryCache::new(SERVER_SESSION_CACHE);
+        server.ignore_client_order = true;
         server.ticketer =
             rustls::crypto::ring::Ticketer::new().map_err(|err| TlsError::Rustls {
                 what: "session tickets",
@@ -427,8 +428,22 @@ pub fn negotiated(state: &CommonState) -> Option<Negotiated> {
 /// module doc); moving to aws-lc-rs is this function, the ticketer in [`Tls::load`] and the
 /// Cargo features.
 #[allow(deprecated)]
+/// ring's provider with the SHA-384 suites last: their SHA-512 rounds run in software (no
+/// CPU has SHA-512 instructions to speak of), SHA-256 on the CPU's SHA extensions; every
+/// handshake, resumed ones included, hashes its transcript and keys with the suite's hash.
+/// All the suites stay offered; servers prefer the order (`ignore_client_order`).
 fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::CipherSuite as C;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| {
+        matches!(
+            s.suite(),
+            C::TLS13_AES_256_GCM_SHA384
+                | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        )
+    });
+    p
 }
 
 /// Our certificate and key, checked to belong together, and where they came from.

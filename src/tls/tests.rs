@@ -606,3 +606,30 @@ fn servers_starting_together_make_one_pair() {
     // One pair, and it still loads.
     assert!(Tls::load(&settings).is_ok());
 }
+
+#[test]
+fn sha256_suites_are_preferred_over_a_clients_sha384_first() {
+    let dir = TempDir::new("suites");
+    let tls = Tls::load(&self_signed_in(dir.path(), &["sip.example.com"])).unwrap();
+    // rustls' own client (like OpenSSL's) lists TLS13_AES_256_GCM_SHA384 first.
+    let plain = rustls::crypto::ring::default_provider();
+    assert_eq!(
+        plain.cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    let algorithms = plain.signature_verification_algorithms;
+    let client = ClientConfig::builder_with_provider(Arc::new(plain))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
+            algorithms,
+            accept: true,
+        }))
+        .with_no_client_auth();
+    let (c, _s) = handshake(&Arc::new(client), &tls.server, "localhost").unwrap();
+    assert_eq!(
+        c.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+}
