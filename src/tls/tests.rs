@@ -608,6 +608,7 @@ fn servers_starting_together_make_one_pair() {
 }
 
 #[test]
+#[allow(deprecated)] // ring's default provider, as src/tls.rs uses it
 fn sha256_suites_are_preferred_over_a_clients_sha384_first() {
     let dir = TempDir::new("suites");
     let tls = Tls::load(&self_signed_in(dir.path(), &["sip.example.com"])).unwrap();
