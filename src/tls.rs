@@ -427,11 +427,12 @@ pub fn negotiated(state: &CommonState) -> Option<Negotiated> {
 /// which only the aws-lc-rs provider offers). We keep ring on purpose for the boards (see the
 /// module doc); moving to aws-lc-rs is this function, the ticketer in [`Tls::load`] and the
 /// Cargo features.
+///
+/// The SHA-384 suites come last: their SHA-512 rounds run in software (no CPU has SHA-512
+/// instructions to speak of), SHA-256 on the CPU's SHA extensions; every handshake, resumed
+/// ones included, hashes its transcript and keys with the suite's hash. All the suites stay
+/// offered; servers prefer this order (`ignore_client_order`).
 #[allow(deprecated)]
-/// ring's provider with the SHA-384 suites last: their SHA-512 rounds run in software (no
-/// CPU has SHA-512 instructions to speak of), SHA-256 on the CPU's SHA extensions; every
-/// handshake, resumed ones included, hashes its transcript and keys with the suite's hash.
-/// All the suites stay offered; servers prefer the order (`ignore_client_order`).
 fn provider() -> CryptoProvider {
     use rustls::CipherSuite as C;
     let mut p = rustls::crypto::ring::default_provider();
