@@ -5,7 +5,8 @@
 # mariadb-server for the MariaDB tests, openssl for the TLS tests' certificates and python3,
 # whose ssl module is their TLS peer), then every test of the workspace: unit tests, the
 # RFC 4475/5118 corpora, the script and VM tests, the shard runtime on both I/O backends, the
-# integration tests that drive a real `ser` with sipp, sipsak and baresip, and `ser`
+# integration tests that drive a real `ser` with sipp, sipsak, baresip and headless chromium
+# (JsSIP and SIP.js pages over WebSocket; chromium and Node.js installed here), and `ser`
 # cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs), then the same
 # for the tiny builds (scripts/build-arm.sh --tiny, a pinned nightly fetched by rustup).
 set -euo pipefail
@@ -32,6 +33,14 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq
 # loopback (tests/common/mariadb.rs); the packaged service is never started.
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# tests/browser.rs: Debian's chromium (headless, driven by playwright-core from Node.js; no
+# browser is downloaded), and Node.js with npm for the driver and its npm packages.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if ! command -v node >/dev/null 2>&1; then
+  need+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  need+=(npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   step "installing Debian packages: ${need[*]}"
   SUDO=""
@@ -41,6 +50,12 @@ if [ ${#need[@]} -gt 0 ]; then
 else
   step "Debian packages for the tests: all present"
 fi
+
+# The browser test's npm packages (tests/browser/package-lock.json: playwright-core, JsSIP,
+# SIP.js, esbuild), and that test may not skip for want of them, chromium or node.
+step "npm ci in tests/browser (playwright-core, jssip, sip.js, esbuild)"
+(cd tests/browser && { npm ci --no-audit --no-fund --loglevel=error || npm ci --no-audit --no-fund --loglevel=error; })
+export SER_BROWSER_REQUIRE=1
 
 # The integration tests start real processes; build the binaries once, then test.
 step "building the workspace's binaries (ser, serctl, loadgen, bench; a few minutes from cold)"
