@@ -287,7 +287,7 @@ fn forward_over_a_named_transport() {
             .relayed(&invite("sip:bob@192.0.2.7:5090"), at)
             .expect(action);
         assert_eq!(out.dst, want, "{action}");
-        let alias = if want.transport.is_reliable() {
+        let alias = if matches!(want.transport, Transport::Tcp | Transport::Tls) {
             ";alias"
         } else {
             ""

@@ -133,10 +133,11 @@ impl Local {
 }
 
 /// "SIP/2.0/<T> host:port;branch=": our Via for `transport` at `addr`, ready for its branch.
-/// Over a stream it carries `;alias` (RFC 5923): the peer may send its requests to us over
-/// the connection this one leaves on, as we do with its (we take requests on any).
+/// Over TCP and TLS it carries `;alias` (RFC 5923): the peer may send its requests to us over
+/// the connection this one leaves on, as we do with its (we take requests on any). A
+/// WebSocket peer is a browser: nothing to offer there.
 fn via_prefix(transport: Transport, addr: &SocketAddr) -> String {
-    let alias = if transport.is_reliable() {
+    let alias = if matches!(transport, Transport::Tcp | Transport::Tls) {
         ";alias"
     } else {
         ""
