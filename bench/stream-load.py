@@ -32,10 +32,31 @@ cost per operation is.
       the client kept its pace, `failed` (reasons in `why`) the calls that did not complete,
       `unexpected` the replies that came while another was awaited (retransmitted 200s).
 
+  stream-load.py requests   --ws --ws-method REGISTER|MESSAGE --target 127.0.0.1:15068 --pid PID --conns 100 --rate 1000 --dur 10
+      SIP over WebSocket (RFC 7118, plain ws): each connection an HTTP/1.1 Upgrade offering
+      `Sec-WebSocket-Protocol: sip`, then one SIP message per masked text frame, the server's
+      unmasked frames read back (pings answered). Each connection is a browser-like user
+      w<proc>u<i> with a random `.invalid` host (Via, Contact `<sip:user@X.invalid;transport=ws>`).
+      REGISTER: each connection refreshes its own binding (Expires 600, one Call-ID, CSeq + 1),
+      the first REGISTER of each connection in the window creating it. MESSAGE: every
+      connection registers once before the window; then each MESSAGE goes from one
+      connection's user to the next connection's user (same process), the proxy's lookup
+      finding its WebSocket, the client answering it 200 there, the 200 relayed back: one
+      stateful transaction a MESSAGE. Open loop at the fixed rate (sends do not wait for
+      replies), replies matched by CSeq; `lost` = unanswered --recv-timeout after the last send,
+      `sent_rate_per_s`/`lag_ms_max` say whether the client kept its pace, `lat_ms_*` the time
+      from send to final reply.
+  stream-load.py idle --ws  --target 127.0.0.1:15068 --pid PID --conns 10000 --procs 4 [--request] --hold 5
+      N upgraded WebSocket connections held (with --request each has registered its user first,
+      as a browser does), server memory as for TCP/TLS.
+
 Prints one JSON object. Binds nothing; connects to --target only (use 127.0.0.1).
 """
 import argparse
 import asyncio
+import base64
+import hashlib
+import selectors
 import json
 import multiprocessing as mp
 import os
@@ -278,6 +299,390 @@ def w_idle(a, idx, nconns, ready, go, out):
     for s in conns:
         s.close()
     out.put({"closed": len(conns)})
+
+
+
+# ---- WebSocket (RFC 6455 / RFC 7118) ------------------------------------------------------------
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_upgrade(s, target):
+    """The HTTP/1.1 Upgrade with `Sec-WebSocket-Protocol: sip` on a connected socket; returns
+    the bytes that came after the 101's head (frames already sent). Raises OSError if refused."""
+    key = base64.b64encode(os.urandom(16))
+    host, port = target
+    s.sendall(
+        b"GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n"
+        b"Origin: http://%s\r\n\r\n" % (host.encode(), port, key, host.encode())
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed during the WebSocket Upgrade")
+        buf += d
+        if len(buf) > 16384:
+            raise OSError("WebSocket Upgrade: head too long")
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    if not lines[0].startswith(b"HTTP/1.1 101"):
+        raise OSError(f"WebSocket Upgrade refused: {lines[0].decode(errors='replace')}")
+    h = {}
+    for line in lines[1:]:
+        n, _, v = line.partition(b":")
+        h[n.strip().lower()] = v.strip()
+    want = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    if h.get(b"sec-websocket-accept") != want:
+        raise OSError("WebSocket Upgrade: bad Sec-WebSocket-Accept")
+    if h.get(b"sec-websocket-protocol", b"").lower() != b"sip":
+        raise OSError("WebSocket Upgrade: no sip subprotocol in the 101")
+    return rest
+
+
+def ws_frame(payload, opcode=0x1):
+    """One client frame: FIN, the opcode (text by default), masked with a random key."""
+    n = len(payload)
+    if n < 126:
+        hdr = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        hdr = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        hdr = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    key = random.randbytes(4)
+    k = (key * (n // 4 + 1))[:n]
+    return hdr + key + (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+class WsReader:
+    """Whole WebSocket messages from the server's (unmasked) frames: `feed` bytes, `messages()`
+    yields (opcode, payload) of each complete message (fragments joined). Masked server frames
+    are counted (`masked`), not refused."""
+
+    def __init__(self, initial=b""):
+        self.buf = bytearray(initial)
+        self.frag = None
+        self.frag_op = 0
+        self.masked = 0
+
+    def feed(self, d):
+        self.buf += d
+
+    def messages(self):
+        out = []
+        buf = self.buf
+        pos = 0
+        while True:
+            if len(buf) - pos < 2:
+                break
+            b0, b1 = buf[pos], buf[pos + 1]
+            n = b1 & 0x7F
+            h = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                h = 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                h = 10
+            key = None
+            if b1 & 0x80:
+                self.masked += 1
+                if len(buf) - pos < h + 4:
+                    break
+                key = bytes(buf[pos + h : pos + h + 4])
+                h += 4
+            if len(buf) - pos < h + n:
+                break
+            payload = bytes(buf[pos + h : pos + h + n])
+            pos += h + n
+            if key is not None:
+                k = (key * (n // 4 + 1))[:n]
+                payload = (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+            op, fin = b0 & 0x0F, b0 & 0x80
+            if op == 0:  # continuation
+                if self.frag is None:
+                    continue
+                self.frag += payload
+                if fin:
+                    out.append((self.frag_op, bytes(self.frag)))
+                    self.frag = None
+            elif op in (1, 2) and not fin:
+                self.frag, self.frag_op = bytearray(payload), op
+            else:
+                out.append((op, payload))
+        del buf[:pos]
+        return out
+
+
+def ws_connect(target):
+    """A TCP connection upgraded to WebSocket (subprotocol sip): (socket, WsReader)."""
+    s = connect(target, None)
+    s.settimeout(10)
+    rest = ws_upgrade(s, target)
+    return s, WsReader(rest)
+
+
+class WsUser:
+    """One browser-like user on one WebSocket connection: its AOR, its random `.invalid` host
+    (Via, Contact), its REGISTER Call-ID and CSeq."""
+
+    def __init__(self, s, reader, user, target):
+        self.s, self.r, self.user = s, reader, user
+        self.host = "%08x.invalid" % random.randrange(1 << 32)
+        self.thost, self.tport = target
+        self.cid = f"reg-{user}-{random.randrange(1 << 30)}"
+        self.cseq = 0
+        self.pending = {}  # (method, cseq) -> send time
+        self.closed = False
+
+    def register(self, expires=600):
+        self.cseq += 1
+        n = self.cseq
+        msg = (
+            f"REGISTER sip:{self.thost}:{self.tport} SIP/2.0\r\n"
+            f"Via: SIP/2.0/WS {self.host};branch=z9hG4bK{self.user}r{n}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:{self.user}@{self.thost}>;tag={self.user}\r\n"
+            f"To: <sip:{self.user}@{self.thost}>\r\n"
+            f"Call-ID: {self.cid}\r\n"
+            f"CSeq: {n} REGISTER\r\n"
+            f"Contact: <sip:{self.user}@{self.host};transport=ws>\r\n"
+            f"Expires: {expires}\r\n"
+            f"Content-Length: 0\r\n\r\n"
+        ).encode()
+        self.pending[(b"REGISTER", n)] = time.monotonic()
+        self.s.sendall(ws_frame(msg))
+
+    def message(self, to_user, n, body=b"Hello over WebSocket, a short instant message."):
+        """A MESSAGE to another registered user, found by the proxy's lookup."""
+        msg = (
+            f"MESSAGE sip:{to_user}@{self.thost}:{self.tport} SIP/2.0\r\n"
+            f"Via: SIP/2.0/WS {self.host};branch=z9hG4bK{self.user}m{n}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:{self.user}@{self.thost}>;tag={self.user}m\r\n"
+            f"To: <sip:{to_user}@{self.thost}>\r\n"
+            f"Call-ID: msg-{self.user}-{n}\r\n"
+            f"CSeq: {n} MESSAGE\r\n"
+            f"Content-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.pending[(b"MESSAGE", n)] = time.monotonic()
+        self.s.sendall(ws_frame(msg))
+
+
+def sip_head_fields(msg):
+    """(first line, {lower name: [values]}, head lines) of a SIP message's head (compact forms
+    of the headers used here expanded)."""
+    i = msg.find(b"\r\n\r\n")
+    head = msg[: i if i >= 0 else len(msg)]
+    lines = head.split(b"\r\n")
+    h = {}
+    compact = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id", b"l": b"content-length"}
+    for line in lines[1:]:
+        n, _, v = line.partition(b":")
+        n = n.strip().lower()
+        h.setdefault(compact.get(n, n), []).append(v.strip())
+    return lines[0], h, lines
+
+
+def answer_200(msg):
+    """A 200 OK to a request received (a relayed MESSAGE): its Vias, From, To (with a tag),
+    Call-ID and CSeq copied."""
+    first, h, lines = sip_head_fields(msg)
+    out = [b"SIP/2.0 200 OK"]
+    compact = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
+    for line in lines[1:]:
+        n = line.partition(b":")[0].strip().lower()
+        n = compact.get(n, n)
+        if n in (b"via", b"from", b"call-id", b"cseq"):
+            out.append(line)
+        elif n == b"to":
+            out.append(line if b";tag=" in line else line + b";tag=ws-uas")
+    out.append(b"Content-Length: 0")
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+class WsLoad:
+    """Drives a set of WsUsers with a selector: replies matched to what was sent (by CSeq
+    method and number), MESSAGEs that arrive answered 200, pings answered, latencies kept."""
+
+    def __init__(self, users):
+        self.users = users
+        self.sel = selectors.DefaultSelector()
+        for u in users:
+            u.s.setblocking(False)
+            self.sel.register(u.s, selectors.EVENT_READ, u)
+        self.ok = self.bad = self.incoming = self.unmatched = self.closed = self.pings = 0
+        self.statuses = {}
+        self.lat = []
+
+    def pending(self):
+        return sum(len(u.pending) for u in self.users)
+
+    def poll(self, timeout):
+        for key, _ in self.sel.select(timeout):
+            u = key.data
+            try:
+                d = u.s.recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                d = b""
+            if not d:
+                if not u.closed:
+                    u.closed = True
+                    self.closed += 1
+                    self.sel.unregister(u.s)
+                continue
+            u.r.feed(d)
+            for op, payload in u.r.messages():
+                if op == 0x9:
+                    self.pings += 1
+                    self._send(u, ws_frame(payload, 0xA))
+                    continue
+                if op == 0x8:
+                    if not u.closed:
+                        u.closed = True
+                        self.closed += 1
+                        self.sel.unregister(u.s)
+                    break
+                if op not in (1, 2):
+                    continue
+                if payload.startswith(b"SIP/2.0 "):
+                    code = int(payload[8:11])
+                    j = payload.find(b"\r\nCSeq:")
+                    if j < 0:
+                        j = payload.lower().find(b"\r\ncseq:")
+                    cs = payload[j + 7 : payload.find(b"\r\n", j + 2)].split() if j >= 0 else [b"0", b""]
+                    if code < 200:
+                        continue
+                    t = u.pending.pop((cs[1].upper(), int(cs[0])), None)
+                    if t is None:
+                        self.unmatched += 1
+                        continue
+                    self.lat.append(time.monotonic() - t)
+                    if code == 200:
+                        self.ok += 1
+                    else:
+                        self.bad += 1
+                        self.statuses[code] = self.statuses.get(code, 0) + 1
+                else:
+                    self.incoming += 1
+                    self._send(u, ws_frame(answer_200(payload)))
+
+    def _send(self, u, frame):
+        # Small frames on a socket with an empty send buffer: sent whole, or the connection is in
+        # trouble (counted as closed).
+        try:
+            u.s.setblocking(True)
+            u.s.sendall(frame)
+            u.s.setblocking(False)
+        except OSError:
+            if not u.closed:
+                u.closed = True
+                self.closed += 1
+
+
+def ws_open_users(a, idx, nconns, register=True):
+    """nconns upgraded connections, each with its user (w<idx>u<i>), registered once (and the
+    200 read) when `register`. Returns (users, errors)."""
+    users, errors = [], 0
+    for i in range(nconns):
+        try:
+            s, r = ws_connect(a.target)
+            u = WsUser(s, r, f"w{idx}u{i}", a.target)
+            if register:
+                u.register()
+                ok = False
+                while not ok:
+                    d = s.recv(65536)
+                    if not d:
+                        raise OSError("closed before the REGISTER's reply")
+                    r.feed(d)
+                    for op, payload in r.messages():
+                        if op in (1, 2) and payload.startswith(b"SIP/2.0 ") and b"REGISTER" in payload:
+                            if int(payload[8:11]) >= 200:
+                                if int(payload[8:11]) != 200:
+                                    raise OSError(f"REGISTER answered {payload[8:11].decode()}")
+                                ok = True
+                u.pending.clear()
+            users.append(u)
+        except (OSError, ValueError):
+            errors += 1
+    return users, errors
+
+
+def w_ws_requests(a, idx, nconns, rate, ready, go, out):
+    """WebSocket requests at a fixed rate, open loop: REGISTER refreshes of each connection's own
+    binding, or MESSAGEs from each connection's user to the next connection's user (registered
+    before the window, reached through the proxy's lookup and answered 200 by the client)."""
+    users, errors = ws_open_users(a, idx, nconns, register=(a.ws_method == "MESSAGE"))
+    if errors or not users:
+        ready.put(("error", f"{errors} WebSocket connections failed to open{' or register' if a.ws_method == 'MESSAGE' else ''}"))
+        return
+    load = WsLoad(users)
+    ready.put(("ready", nconns))
+    go.wait()
+    t0 = time.monotonic()
+    n = 0
+    nu = len(users)
+    total = round(rate * a.dur)
+    lags = []
+    while n < total:
+        now = time.monotonic()
+        due = min(total, int(rate * (now - t0)) + 1) - n
+        if due > 0:
+            lags.append(now - (t0 + n / rate))
+        for _ in range(max(due, 0)):
+            u = users[n % nu]
+            if not u.closed:
+                try:
+                    if a.ws_method == "REGISTER":
+                        u.register()
+                    else:
+                        u.message(users[(n + 1) % nu].user, n + 2)
+                except OSError:
+                    errors += 1
+            n += 1
+        nxt = t0 + n / rate - time.monotonic()
+        load.poll(max(0.0, min(nxt, 0.005)))
+    t_sent = time.monotonic() - t0
+    deadline = time.monotonic() + a.recv_timeout
+    while load.pending() and time.monotonic() < deadline:
+        load.poll(0.05)
+    el = time.monotonic() - t0
+    lost = load.pending()
+    lat = sorted(load.lat)
+    lags.sort()
+    for u in users:
+        u.s.close()
+    out.put(
+        {
+            "sent": n, "ok": load.ok, "bad": load.bad, "lost": lost, "errors": errors + load.closed,
+            "incoming": load.incoming, "unmatched": load.unmatched, "pings": load.pings,
+            "masked_server_frames": sum(u.r.masked for u in users),
+            "statuses": load.statuses,
+            "send_window_s": t_sent, "elapsed": el,
+            "lat_ms_p50": 1000 * lat[len(lat) // 2] if lat else 0,
+            "lat_ms_p99": 1000 * lat[int(len(lat) * 0.99)] if lat else 0,
+            "lat_ms_max": 1000 * lat[-1] if lat else 0,
+            "lag_ms_max": 1000 * lags[-1] if lags else 0,
+        }
+    )
+
+
+def w_ws_idle(a, idx, nconns, ready, go, out):
+    users, errors = ws_open_users(a, idx, nconns, register=a.request)
+    ready.put(("ready", (len(users), errors, None)))
+    go.wait()
+    for u in users:
+        u.s.close()
+    out.put({"closed": len(users)})
 
 
 # ---- calls mode -------------------------------------------------------------------------------
@@ -663,6 +1068,9 @@ def main():
     p.add_argument("--pid", type=int, required=True, help="server process (its descendants are counted too)")
     p.add_argument("--tls", action="store_true")
     p.add_argument("--tls12", action="store_true", help="offer TLS 1.2 at most")
+    p.add_argument("--ws", action="store_true", help="requests, idle: SIP over WebSocket (RFC 7118), plain ws")
+    p.add_argument("--ws-method", choices=["REGISTER", "MESSAGE"], default="REGISTER",
+                   help="requests --ws: REGISTER refreshes, or MESSAGEs between registered users")
     p.add_argument("--conns", type=int, default=100)
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--rate", type=float, default=None, help="requests: total per second (default 1000); handshakes: paced at this total (default: unpaced)")
@@ -681,7 +1089,9 @@ def main():
     pids = tree(a.pid)
     ready, out, go = mp.Queue(), mp.Queue(), mp.Event()
     workers = []
-    res = {"mode": a.mode, "label": a.label, "transport": "tls" if a.tls else "tcp", "server_procs": len(pids)}
+    if a.ws and (a.tls or a.mode not in ("requests", "idle")):
+        p.error("--ws: requests and idle, over plain ws")
+    res = {"mode": a.mode, "label": a.label, "transport": "ws" if a.ws else "tls" if a.tls else "tcp", "server_procs": len(pids)}
     if a.mode == "idle":
         time.sleep(1)
         res["mem_before"] = mem(pids)
@@ -690,7 +1100,7 @@ def main():
     for i, c in enumerate(split(a.conns, a.procs)):
         if a.mode == "requests":
             args = (a, i, c, (a.rate or 1000) / a.procs, ready, go, out)
-            target = w_requests
+            target = w_ws_requests if a.ws else w_requests
         elif a.mode == "handshakes":
             args = (a, i, ready, go, out)
             target = w_handshakes
@@ -699,7 +1109,7 @@ def main():
             target = w_calls
         else:
             args = (a, i, c, ready, go, out)
-            target = w_idle
+            target = w_ws_idle if a.ws else w_idle
         w = mp.Process(target=target, args=args, daemon=True)
         w.start()
         workers.append(w)
@@ -753,6 +1163,21 @@ def main():
             tot["target_rate"] = a.rate or 200
             # calls started per second over the window they were started in (the pace kept)
             tot["start_rate_per_s"] = round((tot["calls"] - a.procs) / max(tot["start_window_s"], 1e-9), 1)
+        elif a.ws:
+            tot = {}
+            for r in rs:
+                for k, v in r.items():
+                    if k in ("elapsed", "send_window_s", "lat_ms_p50", "lat_ms_p99", "lat_ms_max", "lag_ms_max"):
+                        tot[k] = round(max(tot.get(k, 0), v), 3)
+                    elif k == "statuses":
+                        for c, m in v.items():
+                            tot.setdefault("statuses", {})[c] = tot.get("statuses", {}).get(c, 0) + m
+                    else:
+                        tot[k] = tot.get(k, 0) + v
+            tot.pop("elapsed")
+            tot["method"] = a.ws_method
+            tot["target_rate"] = a.rate or 1000
+            tot["sent_rate_per_s"] = round(tot["sent"] / max(tot["send_window_s"], 1e-9), 1)
         else:
             tot = {k: sum(r[k] for r in rs) for k in rs[0] if k != "elapsed"}
         res.update(tot)
