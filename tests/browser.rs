@@ -164,14 +164,6 @@ fn in_netns(name: &str, limit: Duration, body: impl FnOnce()) {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let (ok, out) = run_bounded(
-        Command::new("openssl").current_dir(dir).args(args),
-        Duration::from_secs(20),
-    );
-    assert!(ok, "openssl {args:?} failed:\n{out}");
-}
-
 /// A test CA and a server certificate for 127.0.0.1 it signed, made with the openssl CLI.
 struct Certs {
     ca: PathBuf,
@@ -183,59 +175,8 @@ struct Certs {
 }
 
 fn make_certs(dir: &Path) -> Certs {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=ser browser test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req", "-nodes"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext.cnf");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
+    use certs::openssl;
+    let made = certs::make_test_ca(dir, "ser browser test CA", "serverAuth");
     openssl(
         dir,
         &[
@@ -289,9 +230,9 @@ fn make_certs(dir: &Path) -> Certs {
         .to_string();
     assert_eq!(spki.len(), 44, "a base64 SHA-256: {spki}");
     Certs {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("server.pem"),
-        key: dir.join("server.key"),
+        ca: made.ca,
+        cert: made.cert,
+        key: made.key,
         spki,
     }
 }

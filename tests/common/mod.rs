@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod corpus;
 pub mod dnsmasq;
 pub mod mariadb;
