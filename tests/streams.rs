@@ -43,6 +43,9 @@ fn calls_over_tcp(backend: &str, mode: &str, tag: &str) {
             .arg("-sf")
             .arg(&scen)
             .arg(format!("127.0.0.1:{tcp_port}"))
+            // Its own local port: sipp listens on 5060 by default, and the variants of this
+            // test run side by side.
+            .args(["-p", &free_port_udp_tcp().to_string()])
             .args(["-i", "127.0.0.1", "-t", mode, "-max_socket", "100"])
             .args(["-m", "10", "-r", "10"])
             .args(["-timeout", "20", "-timeout_error"])
