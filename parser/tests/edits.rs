@@ -281,3 +281,16 @@ fn bad_request_reply_from_lenient_parse() {
         }
     }
 }
+
+#[test]
+fn via_alias_parameter() {
+    let with =
+        b"OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5070 ; ALIAS ;branch=z9hG4bKa\r\n\
+                 From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n";
+    let v = parse(with).unwrap().top_via().unwrap();
+    assert!(v.alias);
+    assert_eq!(v.branch, Some("z9hG4bKa"));
+    let without = parse(INVITE).unwrap().top_via().unwrap();
+    assert!(!without.alias);
+}

@@ -22,6 +22,7 @@ use crate::sip::{
     Transport,
 };
 use crate::stats::Stats;
+use crate::tm::BranchDst;
 
 /// Most URIs a destination set holds (SER's MAX_BRANCHES).
 pub const MAX_BRANCHES: usize = 12;
@@ -428,40 +429,20 @@ impl MsgCtx<'_, '_> {
         // `lookup` found, else the Route `loose_route` chose, else the Request-URI.
         let uri_text = self.current_uri().to_string();
         let target = match self.fixed_dest(Some(host), port, transport) {
-            Some(d) => Ok(d),
+            Some(d) => BranchDst::Addr(d),
             None => {
                 let hop_text = self.next_hop_uri().to_string();
-                let mut hop = match self.next_hop(Some(host), port, &hop_text, transport) {
+                let hop = match self.next_hop(Some(host), port, &hop_text, transport) {
                     Ok(h) => h,
                     Err(r) => return r,
                 };
-                match self.named_flow(&hop) {
-                    Ok(Some(d)) => Ok(d),
+                match self.hop_dest(hop) {
+                    Ok(t) => t,
                     Err(r) => return r,
-                    Ok(None) => {
-                        let sock = match self.hop_socket(&mut hop) {
-                            Ok(s) => s,
-                            Err(r) => return r,
-                        };
-                        match hop.target {
-                            Target::Addr(addr) => Ok(Dest {
-                                transport: hop.transport,
-                                socket: sock,
-                                addr,
-                                conn: None,
-                            }),
-                            Target::Name { host, port } => {
-                                Err((sock, hop.transport, hop.secure, host, port))
-                            }
-                        }
-                    }
                 }
             }
         };
-        let sock = match &target {
-            Ok(d) => d.socket,
-            Err((sock, ..)) => *sock,
-        };
+        let sock = target.socket();
         // Our Via, and the loop check it allows.
         let scan = ViaScan::new(self.core, self.msg);
         let mut via = String::new();
@@ -478,7 +459,7 @@ impl MsgCtx<'_, '_> {
         }
         let via_line = add_via.then(|| self.via_value(sock, &via));
         match target {
-            Ok(dst) => {
+            BranchDst::Addr(dst) => {
                 let mut out = std::mem::take(&mut self.s.out);
                 self.write_request(
                     &mut out,
@@ -489,7 +470,13 @@ impl MsgCtx<'_, '_> {
                 );
                 self.s.out = out;
             }
-            Err((sock, transport, secure, host, port)) => {
+            BranchDst::Name {
+                sock,
+                transport,
+                host,
+                port,
+                secure,
+            } => {
                 // Resolved off the shard; the message is written now, with the Via of the
                 // socket chosen for the arrival's address family (checked when it resolves).
                 let mut tmp = Outbox::default();
@@ -580,24 +567,39 @@ impl MsgCtx<'_, '_> {
         let Target::Name { host, .. } = &hop.target else {
             return Ok(None);
         };
-        let h = host.trim_end_matches('.');
-        if !h
-            .len()
-            .checked_sub(8)
-            .and_then(|i| h.get(i..))
-            .is_some_and(|t| t.eq_ignore_ascii_case(".invalid"))
-        {
+        let Some(name) = crate::stream::invalid_name(host) else {
             return Ok(None);
-        }
-        match self.core.aliases.by_name(h) {
-            Some(f) => Ok(Some(Dest {
-                transport: f.transport,
-                socket: f.socket,
-                addr: f.peer,
-                conn: Some(f.conn),
-            })),
+        };
+        match self.core.aliases.by_name(&name) {
+            Some(f) => Ok(Some(f.dest())),
             None => Err(self.fail(480, "Temporarily Unavailable")),
         }
+    }
+
+    /// Where a next hop goes, the one choice of `forward` and of each `t_relay` branch: the
+    /// connection of a WebSocket peer's name, else an address from our socket for the hop,
+    /// else a name to resolve off the shard (the request written for that socket). Err: the
+    /// action failed, with the status the request deserves.
+    pub(crate) fn hop_dest(&mut self, mut hop: NextHop) -> Result<BranchDst, i32> {
+        if let Some(d) = self.named_flow(&hop)? {
+            return Ok(BranchDst::Addr(d));
+        }
+        let sock = self.hop_socket(&mut hop)?;
+        Ok(match hop.target {
+            Target::Addr(addr) => BranchDst::Addr(Dest {
+                transport: hop.transport,
+                socket: sock,
+                addr,
+                conn: None,
+            }),
+            Target::Name { host, port } => BranchDst::Name {
+                sock,
+                transport: hop.transport,
+                host,
+                port,
+                secure: hop.secure,
+            },
+        })
     }
 
     /// The listen socket a next hop leaves from: the one `force_send_socket` chose when it

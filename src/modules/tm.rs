@@ -20,7 +20,7 @@ use super::ctx::{MsgCtx, Scratch};
 use super::{arg_int, Exports, ParamDef, ParamKind};
 use super::{Action, HostArg, PortArg, Script};
 use crate::core::Core;
-use crate::sip::{Arrival, Dest, Outbox, Target, Transport};
+use crate::sip::{Arrival, Dest, Outbox, Transport};
 use crate::stats::Stats;
 use crate::tm::{
     BranchDst, CellId, CreateError, FailureOutcome, FailureRun, Identity, OnReplyRun, ReplyMatch,
@@ -597,27 +597,9 @@ impl MsgCtx<'_, '_> {
         {
             return Some((d.socket, BranchDst::Addr(d)));
         }
-        let mut next = self.next_hop(how.host, how.port, hop, how.transport).ok()?;
-        if let Some(d) = self.named_flow(&next).ok()? {
-            return Some((d.socket, BranchDst::Addr(d)));
-        }
-        let sock = self.hop_socket(&mut next).ok()?;
-        let bdst = match next.target {
-            Target::Addr(addr) => BranchDst::Addr(Dest {
-                transport: next.transport,
-                socket: sock,
-                addr,
-                conn: None,
-            }),
-            Target::Name { host, port } => BranchDst::Name {
-                sock,
-                transport: next.transport,
-                host,
-                port,
-                secure: next.secure,
-            },
-        };
-        Some((sock, bdst))
+        let next = self.next_hop(how.host, how.port, hop, how.transport).ok()?;
+        let bdst = self.hop_dest(next).ok()?;
+        Some((bdst.socket(), bdst))
     }
 
     /// Writes and starts one branch; false (with `last_error`) if it cannot go out.

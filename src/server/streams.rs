@@ -206,8 +206,10 @@ impl Server {
             let Ok(u) = ser_parser::parse_uri(addr.uri) else {
                 continue;
             };
-            let host = u.host_str.trim_end_matches('.').to_ascii_lowercase();
-            if !host.ends_with(".invalid") || c.names.contains(&host) {
+            let Some(host) = crate::stream::invalid_name(u.host_str) else {
+                continue;
+            };
+            if c.names.contains(&host) {
                 continue;
             }
             if c.names.len() >= crate::stream::MAX_NAMES_PER_CONN {
@@ -239,14 +241,11 @@ impl Server {
         let Ok(via) = msg.top_via() else {
             return;
         };
-        let Some(text) = msg.buf().get(via.range.clone()) else {
-            return;
-        };
         let conn = sip_conn(conn);
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if !has_alias_param(text) || !via.transport.eq_ignore_ascii_case(c.transport.via_token()) {
+        if !via.alias || !via.transport.eq_ignore_ascii_case(c.transport.via_token()) {
             return;
         }
         let port = via.port.unwrap_or(c.transport.default_port());
@@ -771,9 +770,9 @@ impl Server {
                     *id
                 })
                 .collect();
+            let mut ping = Vec::new();
+            crate::stream::ws::WsConn::ping_frame(&mut ping);
             for conn in pings {
-                let mut ping = Vec::new();
-                crate::stream::ws::WsConn::ping_frame(&mut ping);
                 self.write_raw(ctx, conn, &ping);
             }
         }
@@ -787,12 +786,4 @@ impl Server {
         self.publish_conn_stats(ctx);
         self.arm_sweep(ctx);
     }
-}
-
-/// Whether a Via value (sent-protocol sent-by *(;param)) has the `alias` parameter.
-fn has_alias_param(via: &[u8]) -> bool {
-    via.split(|&b| b == b';').skip(1).any(|p| {
-        let name = p.split(|&b| b == b'=').next().unwrap_or_default();
-        name.trim_ascii().eq_ignore_ascii_case(b"alias")
-    })
 }

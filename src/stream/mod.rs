@@ -241,17 +241,37 @@ pub struct Flow {
 /// Names kept per connection (a browser uses one; more is someone probing).
 pub const MAX_NAMES_PER_CONN: usize = 4;
 
+/// `host` as a WebSocket peer's `.invalid` name (RFC 7118 §5.2, RFC 6761): lower case,
+/// without a trailing dot; None for any other host.
+pub fn invalid_name(host: &str) -> Option<String> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h.ends_with(".invalid").then_some(h)
+}
+
+impl Flow {
+    /// The connection as a destination.
+    pub fn dest(&self) -> crate::sip::Dest {
+        crate::sip::Dest {
+            transport: self.transport,
+            socket: self.socket,
+            addr: self.peer,
+            conn: Some(self.conn),
+        }
+    }
+}
+
 impl Aliases {
-    /// The connection a `.invalid` host (any case) came on.
-    pub fn by_name(&self, host: &str) -> Option<Flow> {
+    /// The connection a name ([`invalid_name`]'s form) came on.
+    pub fn by_name(&self, name: &str) -> Option<Flow> {
         let m = self.names.read().unwrap_or_else(|e| e.into_inner());
-        m.get(&host.to_ascii_lowercase()).copied()
+        m.get(name).copied()
     }
 
-    /// `host` came on `flow` (the newest connection wins, as for the addresses).
-    pub fn set_name(&self, host: &str, flow: Flow) {
+    /// `name` ([`invalid_name`]'s form) came on `flow` (the newest connection wins, as for
+    /// the addresses).
+    pub fn set_name(&self, name: &str, flow: Flow) {
         let mut m = self.names.write().unwrap_or_else(|e| e.into_inner());
-        m.insert(host.to_ascii_lowercase(), flow);
+        m.insert(name.to_string(), flow);
     }
 
     /// Forgets the names that lead to `conn`.

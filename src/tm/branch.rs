@@ -41,6 +41,16 @@ pub enum BranchDst {
     },
 }
 
+impl BranchDst {
+    /// The listen socket the branch leaves from (or was written for).
+    pub fn socket(&self) -> usize {
+        match self {
+            Self::Addr(d) => d.socket,
+            Self::Name { sock, .. } => *sock,
+        }
+    }
+}
+
 impl<S: Clone> Tm<S> {
     /// Adds a branch whose request is `request` (already carrying our Via with
     /// [`Self::branch_id`]) and sends it, or queues its name for resolution. Returns false if

@@ -28,6 +28,9 @@ pub struct Via<'b> {
     pub rport: Option<Option<u16>>,
     pub maddr: Option<&'b str>,
     pub ttl: Option<u8>,
+    /// The `alias` parameter (RFC 5923: the sender offers this connection for requests to
+    /// its sent-by).
+    pub alias: bool,
     /// This value in the message (sent-protocol .. end of the last parameter).
     pub range: Range<usize>,
     /// The "rport[=n]" text, to rewrite it.
@@ -88,6 +91,7 @@ pub(crate) fn parse_via(s: &[u8], base: usize, pos: usize) -> Result<(Via<'_>, u
         rport: None,
         maddr: None,
         ttl: None,
+        alias: false,
         range: 0..0,
         rport_range: None,
         received_range: None,
@@ -119,6 +123,8 @@ pub(crate) fn parse_via(s: &[u8], base: usize, pos: usize) -> Result<(Via<'_>, u
             via.rport_range = Some(base + p.name.start..base + p.end);
         } else if name.eq_ignore_ascii_case(b"maddr") {
             via.maddr = Some(value.ok_or(err(p.name.start))?);
+        } else if name.eq_ignore_ascii_case(b"alias") {
+            via.alias = true;
         } else if name.eq_ignore_ascii_case(b"ttl") {
             let v = value.ok_or(err(p.name.start))?;
             via.ttl = Some(digits(v.as_bytes(), 255).ok_or(err(p.name.start))? as u8);
