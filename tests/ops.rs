@@ -141,6 +141,81 @@ fn a_half_written_fifo_request_disturbs_no_other_client() {
     drop(half);
 }
 
+/// Reads a reply pipe opened now (without blocking: an answer never written must fail the
+/// test, not hang it) until its writer has written and closed, or `limit` passes.
+fn read_reply_pipe(p: &Path, limit: Duration) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .expect("open reply pipe");
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match f.read(&mut buf) {
+            Ok(0) if !out.is_empty() => break,
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that writes its request first and opens its reply pipe only later (as SER's
+/// shell tools do: `cat` starts after the request is written) still gets its answer; one that
+/// never opens it costs a logged, bounded wait and disturbs nobody else.
+#[test]
+fn a_reply_pipe_opened_late_still_gets_its_answer() {
+    let fifo = fifo_path("late");
+    let ser = Ser::start("ops-late", &with_fifo(RELAY, &fifo), 0, 1, "auto");
+    wait_fifo(&fifo, &ser);
+    let mkfifo = |p: &Path| {
+        let _ = std::fs::remove_file(p);
+        let st = Command::new("mkfifo").arg(p).status().expect("mkfifo");
+        assert!(st.success());
+    };
+    let late = std::env::temp_dir().join(format!("ser-test-late-reply-{}", std::process::id()));
+    let never = std::env::temp_dir().join(format!("ser-test-never-reply-{}", std::process::id()));
+    mkfifo(&late);
+    mkfifo(&never);
+    let send = |reply: &Path, cmd: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("open fifo");
+        f.write_all(format!(":{cmd}:{}\nfirst\nsecond\n\n", reply.display()).as_bytes())
+            .expect("write request");
+    };
+    for round in 0..3 {
+        send(&late, "print");
+        // The server answers within microseconds; the reader comes 200 ms later.
+        std::thread::sleep(Duration::from_millis(200));
+        let out = read_reply_pipe(&late, Duration::from_secs(3));
+        assert_eq!(
+            out,
+            "200 ok\nfirst\nsecond\n",
+            "round {round}: {}",
+            ser.log_text()
+        );
+    }
+    // Nobody ever reads this one: given up after the wait, logged, and the next client is served.
+    send(&never, "print");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, out, err) = serctl(&fifo, &["fifo", "print", "after"]);
+    assert_eq!((code, out.as_str()), (0, "after\n"), "{err}");
+    assert!(
+        ser.log_text()
+            .contains("is lost: no reader opened the reply pipe"),
+        "{}",
+        ser.log_text()
+    );
+    let _ = std::fs::remove_file(&late);
+    let _ = std::fs::remove_file(&never);
+}
+
 #[test]
 fn serctl_commands_against_a_running_server() {
     let fifo = fifo_path("serctl");

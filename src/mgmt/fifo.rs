@@ -11,8 +11,9 @@
 //! of file; a reader thread hands bytes to the parser thread, which drops a request left
 //! half-written for [`PARTIAL_TIMEOUT`] and lines that start no request, so a broken client
 //! disturbs nobody else. Lines and requests are bounded in size. Slow commands run on their
-//! own threads (at most [`MAX_SLOW`]); a reply pipe nobody reads is given up after
-//! [`REPLY_TIMEOUT`].
+//! own threads (at most [`MAX_SLOW`]); a reply pipe nobody has opened yet is retried for
+//! [`REPLY_OPEN_WAIT`] (clients write the request before they open their reply pipe), one nobody
+//! reads is given up after [`REPLY_TIMEOUT`]; a reply given up is logged as an error.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
@@ -381,7 +382,43 @@ fn write_reply(name: &str, r: &Reply) {
     }
     let path = reply_path(name);
     if let Err(e) = write_to(&path, r.to_fifo().as_bytes()) {
-        crate::notice!("FIFO: cannot write the reply to {}: {e}", path.display());
+        crate::error!("FIFO: the reply to {} is lost: {e}", path.display());
+    }
+}
+
+/// How long a reply waits for its client to open the reply pipe for reading: clients write the
+/// request first and open the reply pipe after (SER's own tools do), so a quick command is
+/// answered before anyone reads. SER retried the open too.
+pub const REPLY_OPEN_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens the client's reply pipe for writing without blocking, retrying while nobody has it
+/// open for reading yet (ENXIO), for up to [`REPLY_OPEN_WAIT`].
+fn open_reply_pipe(path: &Path) -> io::Result<std::fs::File> {
+    let deadline = Instant::now() + REPLY_OPEN_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Non-blocking: a pipe nobody reads fails at once (ENXIO) instead of hanging the FIFO
+        // server.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no reader opened the reply pipe within {} ms",
+                        REPLY_OPEN_WAIT.as_millis()
+                    ),
+                ))
+            }
+            other => return other,
+        }
     }
 }
 
@@ -390,12 +427,7 @@ fn write_to(path: &Path, data: &[u8]) -> io::Result<()> {
         .map(|m| m.file_type().is_fifo())
         .unwrap_or(false);
     let mut f = if is_fifo {
-        // Non-blocking: a pipe nobody reads any more fails at once (ENXIO) instead of
-        // hanging the FIFO server.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?
+        open_reply_pipe(path)?
     } else {
         std::fs::OpenOptions::new()
             .write(true)
