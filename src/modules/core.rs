@@ -364,22 +364,27 @@ impl<'b> ViaScan<'b> {
     }
 
     /// RFC 3261 16.3 step 4: the request has been here before and comes back unchanged when
-    /// one of our Vias carries the branch we would compute for it as it was then (with the
-    /// Via below ours on top); a spiral (a new Request-URI) computes another one.
-    pub fn looped(&self, msg: &Message<'_>, ruri: &str) -> bool {
-        let mut b = String::with_capacity(32);
-        self.ours.iter().any(|(ours, below)| {
-            stateless_branch(msg, ruri, below, &mut b);
-            b == *ours
-        })
+    /// one of our Vias carries the loop hash we would compute for it as it was then (with the
+    /// Via below ours on top), whether we forwarded it statelessly or in a transaction (whose
+    /// branches carry our tag `prefix`); a spiral (a new Request-URI) computes another one.
+    pub fn looped(&self, msg: &Message<'_>, ruri: &str, prefix: &str) -> bool {
+        self.ours
+            .iter()
+            .any(|(ours, below)| carries_loop_hash(ours, loop_hash(msg, ruri, below), prefix))
+    }
+
+    /// The loop hash of the request as received, for the branches we forward it on.
+    pub fn loop_hash(&self, msg: &Message<'_>, ruri: &str) -> u64 {
+        loop_hash(msg, ruri, self.top_id)
     }
 }
 
-/// The stateless branch of a request we forward (RFC 3261 16.11 and 16.6 step 8): a hash of the
+/// The loop hash of a request we forward (RFC 3261 16.11 and 16.6 step 8): a hash of the
 /// received top Via's branch (the upstream transaction: a retransmission, its CANCEL and the
 /// ACK of a negative reply carry the same one), the Request-URI as received, Call-ID, the From
-/// value (its tag) and the CSeq number (the method differs for CANCEL and ACK).
-pub fn stateless_branch(msg: &Message<'_>, ruri: &str, top_id: &[u8], out: &mut String) {
+/// value (its tag) and the CSeq number (the method differs for CANCEL and ACK). The stateless
+/// branch is made of it; a transaction's branches carry 32 bits of it (`sip::txn_branch`).
+pub fn loop_hash(msg: &Message<'_>, ruri: &str, top_id: &[u8]) -> u64 {
     let call_id = msg.call_id().unwrap_or_default();
     let from = msg
         .header(ser_parser::HeaderName::From)
@@ -391,10 +396,24 @@ pub fn stateless_branch(msg: &Message<'_>, ruri: &str, top_id: &[u8], out: &mut 
             let n = v.iter().take_while(|c| c.is_ascii_digit()).count();
             v.get(..n).unwrap_or_default()
         });
-    let h = hash64(&[call_id, from, cseq, ruri.as_bytes(), top_id]);
+    hash64(&[call_id, from, cseq, ruri.as_bytes(), top_id])
+}
+
+/// The stateless branch of a request we forward: [`loop_hash`] in hex.
+pub fn stateless_branch(msg: &Message<'_>, ruri: &str, top_id: &[u8], out: &mut String) {
+    let h = loop_hash(msg, ruri, top_id);
     use std::fmt::Write;
     out.clear();
     let _ = write!(out, "z9hG4bKsl{h:016x}");
+}
+
+/// Does `branch`, one of our Vias', carry the loop hash `h`: is it the stateless branch of it,
+/// or a branch of a transaction (its tag `prefix`) marked with it?
+fn carries_loop_hash(branch: &str, h: u64, prefix: &str) -> bool {
+    match branch.strip_prefix("z9hG4bKsl") {
+        Some(hex) => hex.len() == 16 && u64::from_str_radix(hex, 16) == Ok(h),
+        None => crate::sip::txn_branch_mark(branch, prefix) == Some(h as u32),
+    }
 }
 
 /// Is `via` one of ours (sent-by one of our sockets or names)?
@@ -450,7 +469,7 @@ impl MsgCtx<'_, '_> {
             let mut branch = String::with_capacity(32);
             let received_uri = self.msg.request_uri().unwrap_or("");
             stateless_branch(self.msg, received_uri, scan.top_id, &mut branch);
-            if scan.looped(self.msg, received_uri) {
+            if scan.looped(self.msg, received_uri, &self.core.reply.tag_prefix) {
                 Stats::inc(&self.stats.loops);
                 crate::info!("loop detected for {}", uri_text);
                 return self.sl_send_reply(482, b"Loop Detected");

@@ -73,6 +73,8 @@ pub fn register(ex: &mut Exports) {
         "max_expires",
         "default_q",
         "append_branches",
+        "max_contacts",
+        "refuse_self_contact",
     ] {
         ex.param(
             "registrar",
@@ -112,8 +114,23 @@ fn policy(p: &Params) -> Policy {
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| *n <= 1000)
             .unwrap_or(d.default_q),
+        max_contacts: p
+            .int("registrar", "max_contacts")
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=MAX_CONTACTS_LIMIT).contains(n))
+            .unwrap_or(d.max_contacts),
+        refuse_self: p
+            .int("registrar", "refuse_self_contact")
+            .map_or(d.refuse_self, |n| n != 0),
     }
 }
+
+/// The largest `max_contacts` taken (a bound on one address of record's memory).
+const MAX_CONTACTS_LIMIT: usize = 1000;
+
+/// The Retry-After of the 503 for an address of record with all its bindings taken: by then
+/// a phone that lost its own may have let it expire.
+const FULL_RETRY_AFTER: &str = "Retry-After: 60\r\n";
 
 /// What save's database work ends with.
 type SaveResult = Result<Result<Outcome, Refusal>, crate::db::DbError>;
@@ -130,7 +147,9 @@ impl MsgCtx<'_, '_> {
     }
 
     /// The REGISTER's address-of-record (the To URI) and what 10.3 needs of it.
-    fn save_request(&self) -> Result<(Aor, SaveRequest), &'static str> {
+    /// With `refuse_self`, a Contact that points at us is refused: a binding to ourselves
+    /// would send every call to it back to us (a scanner's REGISTER made such loops).
+    fn save_request(&self, refuse_self: bool) -> Result<(Aor, SaveRequest), Refusal> {
         let to = self.msg.to().map_err(|_| "Bad Request (malformed To)")?;
         let uri = ser_parser::parse_uri(to.uri).map_err(|_| "Bad Request (malformed To URI)")?;
         let user = uri
@@ -141,7 +160,7 @@ impl MsgCtx<'_, '_> {
         let expires = match self.msg.expires() {
             None => None,
             Some(Ok(n)) => Some(n),
-            Some(Err(_)) => return Err("Bad Request (malformed Expires)"),
+            Some(Err(_)) => return Err("Bad Request (malformed Expires)".into()),
         };
         let mut list = Vec::new();
         let mut star = 0;
@@ -149,14 +168,23 @@ impl MsgCtx<'_, '_> {
             match c.map_err(|_| "Bad Request (malformed Contact)")? {
                 Contact::Star => star += 1,
                 Contact::Addr { addr, q, expires } => {
-                    if ser_parser::parse_uri(addr.uri).is_err() {
-                        return Err("Bad Request (malformed Contact URI)");
+                    let Ok(u) = ser_parser::parse_uri(addr.uri) else {
+                        return Err("Bad Request (malformed Contact URI)".into());
+                    };
+                    if refuse_self && self.core.local.is_myself(&u.host, u.host_str, u.port) {
+                        crate::info!(
+                            "registrar: {} from {} binds {} to this server: refused",
+                            aor.key,
+                            self.at.src,
+                            addr.uri
+                        );
+                        return Err(Refusal::SelfContact);
                     }
                     if q.is_some_and(|q| q > 1000) {
-                        return Err("Bad Request (q out of range)");
+                        return Err("Bad Request (q out of range)".into());
                     }
                     if list.len() > rfc3261::MAX_CONTACTS {
-                        return Err("Bad Request (too many Contacts)");
+                        return Err("Bad Request (too many Contacts)".into());
                     }
                     list.push(ContactParam {
                         uri: addr.uri.to_string(),
@@ -170,7 +198,7 @@ impl MsgCtx<'_, '_> {
             (0, true) => Contacts::None,
             (0, false) => Contacts::List(list),
             (1, true) => Contacts::Star,
-            _ => return Err("Bad Request (Contact * with other contacts)"),
+            _ => return Err("Bad Request (Contact * with other contacts)".into()),
         };
         let callid = self
             .msg
@@ -205,9 +233,10 @@ impl MsgCtx<'_, '_> {
 
     fn ul_save(&mut self, table: &str, pol: Policy) -> i32 {
         let ul = Arc::clone(&self.core.usrloc);
-        let (aor, req) = match self.save_request() {
+        let (aor, req) = match self.save_request(pol.refuse_self) {
             Ok(x) => x,
-            Err(why) => return self.registrar_reply(400, why, ""),
+            Err(Refusal::BadRequest(why)) => return self.registrar_reply(400, why, ""),
+            Err(r) => return self.save_done(Ok(Err(r))),
         };
         let now = crate::usrloc::now();
         let mode = ul.cfg.db_mode;
@@ -292,7 +321,11 @@ impl MsgCtx<'_, '_> {
             }
             Ok(Err(refusal)) => {
                 let (code, reason) = refusal.status();
-                self.registrar_reply(code, reason, "")
+                let extra = match refusal {
+                    Refusal::TooManyContacts => FULL_RETRY_AFTER,
+                    _ => "",
+                };
+                self.registrar_reply(code, reason, extra)
             }
             Err(e) => {
                 crate::error!("usrloc: save: database error: {e}");
@@ -313,6 +346,7 @@ impl MsgCtx<'_, '_> {
             // What sl_reply_error would say (it was answered already).
             let reason = match code {
                 400 => "Bad Request",
+                403 => "Forbidden",
                 503 => "Service Unavailable",
                 _ => "Server Internal Error",
             };

@@ -15,7 +15,7 @@ use ser_parser::{Message, Method};
 use ser_script::{Arg, BindCtx, KindSet, RouteKind, RunOutcome};
 
 use super::acc::{self, AccConfig};
-use super::core::{f, host_arg, port_arg};
+use super::core::{f, host_arg, port_arg, ViaScan};
 use super::ctx::{MsgCtx, Scratch};
 use super::{arg_int, Exports, ParamDef, ParamKind};
 use super::{Action, HostArg, PortArg, Script};
@@ -368,10 +368,12 @@ impl MsgCtx<'_, '_> {
         let now = self.tm_now();
         let at = self.arrival();
         let flags = self.flags;
+        let received_uri = self.msg.request_uri().unwrap_or("");
+        let loop_mark = ViaScan::new(self.core, self.msg).loop_hash(self.msg, received_uri) as u32;
         let Some(tm) = self.tm.as_deref_mut() else {
             return Err(self.fail(500, "No Transaction Layer"));
         };
-        match tm.tm.create(now, self.msg, at, flags) {
+        match tm.tm.create(now, self.msg, at, flags, loop_mark) {
             Ok(id) => {
                 self.t.cell = Some(id);
                 Ok(())
@@ -387,6 +389,22 @@ impl MsgCtx<'_, '_> {
             }
             Err(CreateError::Bad) => Err(self.fail(400, "Bad Request")),
         }
+    }
+
+    /// Answers 482 to a request that looped back to us (statelessly, or in its transaction
+    /// when t_newtran made one); None when it did not.
+    fn refuse_loop(&mut self) -> Option<i32> {
+        let received_uri = self.msg.request_uri().unwrap_or("");
+        let scan = ViaScan::new(self.core, self.msg);
+        if !scan.looped(self.msg, received_uri, &self.core.reply.tag_prefix) {
+            return None;
+        }
+        Stats::inc(&self.stats.loops);
+        crate::info!("loop detected for {}", self.current_uri());
+        if self.t.cell.is_some() {
+            return Some(self.t_reply(482, "Loop Detected"));
+        }
+        Some(self.sl_send_reply(482, b"Loop Detected"))
     }
 
     fn t_reply(&mut self, code: u16, reason: &str) -> i32 {
@@ -476,6 +494,13 @@ impl MsgCtx<'_, '_> {
                 return 1;
             }
             _ => {}
+        }
+        // RFC 3261 16.3 step 4: a request that comes back unchanged is a loop (a spiral, with
+        // a new Request-URI, goes on).
+        if !in_failure {
+            if let Some(r) = self.refuse_loop() {
+                return r;
+            }
         }
         let created_here = if in_failure {
             false

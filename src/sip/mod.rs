@@ -30,7 +30,7 @@ pub use dest::{Arrival, ConnId, Dest};
 pub use local::{Listen, Local};
 pub use next_hop::{uri_error, HopError, HostTarget, NextHop, Target};
 pub use outbox::{Out, Outbox, PendingSend};
-pub use owner::{hash64, owner_shard, reply_shard, scan_call_id, txn_branch};
+pub use owner::{hash64, owner_shard, reply_shard, scan_call_id, txn_branch, txn_branch_mark};
 pub use reply::{LocalReply, ReplyIdentity};
 pub use response::{received_for, response_dest, upstream};
 pub use transport::Transport;

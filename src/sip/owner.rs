@@ -57,10 +57,25 @@ fn scan_header<'a>(buf: &'a [u8], long: &[u8], short: &[u8]) -> Option<&'a [u8]>
 }
 
 /// The branch of a transaction's forwarded requests: our tag prefix, the shard in hex, a
-/// `-`, then a per-shard sequence (the branch index follows after a `.`). [`reply_shard`]
-/// reads the shard back.
-pub fn txn_branch(prefix: &str, shard: usize, seq: u64) -> String {
-    format!("z9hG4bK{prefix}{shard:x}-{seq:x}")
+/// `-`, a per-shard sequence, a `-` and the loop mark (32 bits of the request's loop hash,
+/// RFC 3261 16.6 step 8; [`txn_branch_mark`] reads it back); the branch index follows after a
+/// `.`. [`reply_shard`] reads the shard back.
+pub fn txn_branch(prefix: &str, shard: usize, seq: u64, mark: u32) -> String {
+    format!("z9hG4bK{prefix}{shard:x}-{seq:x}-{mark:08x}")
+}
+
+/// The loop mark of a branch that [`txn_branch`] made with this `prefix` (its index after the
+/// `.` ignored); None for anyone else's branch.
+pub fn txn_branch_mark(branch: &str, prefix: &str) -> Option<u32> {
+    let rest = branch.strip_prefix("z9hG4bK")?.strip_prefix(prefix)?;
+    let base = rest.split_once('.').map_or(rest, |(b, _)| b);
+    let mut parts = base.split('-');
+    let (shard, seq, mark) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit());
+    if parts.next().is_some() || !hex(shard) || !hex(seq) || mark.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(mark, 16).ok()
 }
 
 /// The shard a reply belongs to: the one named in its top Via branch when that branch is one
@@ -115,8 +130,23 @@ mod tests {
 
     #[test]
     fn replies_go_to_the_shard_in_our_branch() {
-        let b = txn_branch("0a1b2c3d", 3, 0x2f);
-        assert_eq!(b, "z9hG4bK0a1b2c3d3-2f");
+        let b = txn_branch("0a1b2c3d", 3, 0x2f, 0xdead_beef);
+        assert_eq!(b, "z9hG4bK0a1b2c3d3-2f-deadbeef");
+        assert_eq!(
+            txn_branch_mark(&format!("{b}.3"), "0a1b2c3d"),
+            Some(0xdead_beef)
+        );
+        assert_eq!(txn_branch_mark(&b, "0a1b2c3d"), Some(0xdead_beef));
+        assert_eq!(txn_branch_mark(&b, "0a1b2c3e"), None);
+        for other in [
+            "z9hG4bK0a1b2c3d3-2f",
+            "z9hG4bK0a1b2c3d3-2f-deadbee",
+            "z9hG4bK0a1b2c3d3-2f-deadbeef-1",
+            "z9hG4bK0a1b2c3dx-2f-deadbeef",
+            "z9hG4bKsl0123",
+        ] {
+            assert_eq!(txn_branch_mark(other, "0a1b2c3d"), None, "{other}");
+        }
         let reply =
             |via: &str| format!("SIP/2.0 200 OK\r\n{via}\r\nCall-ID: c-7@h\r\n\r\n").into_bytes();
         let by_call_id = owner_shard(b"c-7@h", 4);

@@ -70,12 +70,15 @@ impl<S: Clone> Tm<S> {
 
     /// Creates the transaction for a request (t_newtran, t_relay). `Full` past capacity: the
     /// caller answers 503 ([`Self::reply_unavailable`]).
+    /// `loop_mark`: the request's loop hash, carried in its branches (see
+    /// [`crate::sip::txn_branch`]), so that it is recognised if it comes back unchanged.
     pub fn create(
         &mut self,
         now: Instant,
         msg: &Message<'_>,
         at: Arrival,
         flags: u32,
+        loop_mark: u32,
     ) -> Result<CellId, CreateError> {
         if self.cells.len() >= self.cfg.max_transactions {
             Stats::inc(&self.stats.tm_refused);
@@ -88,8 +91,12 @@ impl<S: Clone> Tm<S> {
             return Err(CreateError::Exists);
         }
         self.seq = self.seq.wrapping_add(1);
-        let branch_base =
-            crate::sip::txn_branch(&self.ident.reply.tag_prefix, self.shard, self.seq);
+        let branch_base = crate::sip::txn_branch(
+            &self.ident.reply.tag_prefix,
+            self.shard,
+            self.seq,
+            loop_mark,
+        );
         let reply_to = response_dest(&self.ident.local, msg, &at);
         let cell = Cell {
             uas,

@@ -195,7 +195,7 @@ impl Proxy {
             self.tm.on_request(self.now, &msg, &mut self.out),
             RequestMatch::Pass
         );
-        let id = self.tm.create(self.now, &msg, at, flags).expect("cell");
+        let id = self.tm.create(self.now, &msg, at, flags, 0).expect("cell");
         self.requests.push((id, n, method.to_string()));
         let now = self.now;
         self.tm.begin_relay(

@@ -107,6 +107,11 @@ pub struct Policy {
     pub max_expires: u32,
     /// q of a contact without one, per mille.
     pub default_q: u16,
+    /// Bindings an address of record may hold (`max_contacts`); past it a REGISTER that adds
+    /// one gets 503.
+    pub max_contacts: usize,
+    /// Refuse (403) a Contact that points at this server itself (`refuse_self_contact`).
+    pub refuse_self: bool,
 }
 
 impl Default for Policy {
@@ -116,6 +121,8 @@ impl Default for Policy {
             min_expires: 0,
             max_expires: 0,
             default_q: 1000,
+            max_contacts: MAX_CONTACTS,
+            refuse_self: true,
         }
     }
 }
@@ -157,8 +164,16 @@ pub struct SaveRequest {
 pub enum Refusal {
     /// 400, with the reason phrase.
     BadRequest(&'static str),
-    /// 503: more than [`MAX_CONTACTS`] bindings.
+    /// 503: more than [`Policy::max_contacts`] bindings.
     TooManyContacts,
+    /// 403: a Contact that points at this server.
+    SelfContact,
+}
+
+impl From<&'static str> for Refusal {
+    fn from(reason: &'static str) -> Self {
+        Refusal::BadRequest(reason)
+    }
 }
 
 impl Refusal {
@@ -166,6 +181,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(r) => (400, r),
             Refusal::TooManyContacts => (503, "Too Many Registered Contacts"),
+            Refusal::SelfContact => (403, "Contact Points At This Server"),
         }
     }
 }
@@ -293,7 +309,7 @@ pub fn process(
                     None => set.push(nb),
                 }
             }
-            if set.len() > MAX_CONTACTS {
+            if set.len() > pol.max_contacts {
                 return Err(Refusal::TooManyContacts);
             }
         }
@@ -546,6 +562,41 @@ mod tests {
             o.contact_headers(NOW),
             "Contact: <sip:a@h>;q=1.00;expires=100\r\n"
         );
+    }
+
+    #[test]
+    fn max_contacts_is_the_policy_s() {
+        let p = Policy {
+            max_contacts: 2,
+            ..Policy::default()
+        };
+        let two = [c("sip:a@h", None, None), c("sip:b@h", None, None)];
+        let o = process(
+            &[],
+            &req(Contacts::List(two.to_vec()), None, "c1", 1),
+            &p,
+            NOW,
+        )
+        .expect("two fit");
+        assert_eq!(o.bindings.len(), 2);
+        let third = req(
+            Contacts::List(vec![c("sip:x@h", None, None)]),
+            None,
+            "c1",
+            2,
+        );
+        assert_eq!(
+            process(&o.bindings, &third, &p, NOW),
+            Err(Refusal::TooManyContacts)
+        );
+        // Refreshing one already bound is no new binding.
+        let again = req(
+            Contacts::List(vec![c("sip:a@h", None, None)]),
+            None,
+            "c1",
+            3,
+        );
+        assert!(process(&o.bindings, &again, &p, NOW).is_ok());
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn replies_are_steered_to_the_shard_in_our_branch() {
     let prog = reply_steering(VIA, TAG, 4).unwrap();
     assert!(prog.len() < 4096, "the kernel's limit");
     for shard in 0..4 {
-        let b = super::super::txn_branch(TAG, shard, 0x1234);
+        let b = super::super::txn_branch(TAG, shard, 0x1234, 0x0123_4567);
         for status in [
             "100 Trying",
             "180 Ringing",
@@ -106,21 +106,21 @@ fn replies_are_steered_to_the_shard_in_our_branch() {
     }
     // Two hex digits.
     let prog = reply_steering(VIA, TAG, 40).unwrap();
-    let b = super::super::txn_branch(TAG, 0x27, 9);
+    let b = super::super::txn_branch(TAG, 0x27, 9, 0x0123_4567);
     assert_eq!(run(&prog, &reply("200 OK", &format!("{b}.3"))), 0x27);
-    let b = super::super::txn_branch(TAG, 0x5, 9);
+    let b = super::super::txn_branch(TAG, 0x5, 9, 0x0123_4567);
     assert_eq!(run(&prog, &reply("200 OK", &format!("{b}.3"))), 5);
 }
 
 #[test]
 fn anything_else_falls_back_to_the_kernels_hash() {
     let prog = reply_steering(VIA, TAG, 4).unwrap();
-    let ours = super::super::txn_branch(TAG, 1, 7) + ".0";
+    let ours = super::super::txn_branch(TAG, 1, 7, 0x0123_4567) + ".0";
     // A shard this group does not have.
-    let b = super::super::txn_branch(TAG, 9, 7) + ".0";
+    let b = super::super::txn_branch(TAG, 9, 7, 0x0123_4567) + ".0";
     assert_eq!(run(&prog, &reply("200 OK", &b)), FALLBACK);
     // Another server's tag, a stateless branch, a request, a reordered Via, compact form.
-    let other = super::super::txn_branch("ffffffff", 1, 7) + ".0";
+    let other = super::super::txn_branch("ffffffff", 1, 7, 0x0123_4567) + ".0";
     assert_eq!(run(&prog, &reply("200 OK", &other)), FALLBACK);
     assert_eq!(
         run(&prog, &reply("200 OK", "z9hG4bKsl0123456789abcdef")),
