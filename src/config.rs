@@ -54,6 +54,9 @@ pub struct Config {
     pub mem_log: i32,
     /// `len_gt(max_len)`: SER's BUF_SIZE, 3040 bytes unless set.
     pub max_len: usize,
+    /// `max_message_size = 65535`: the largest SIP message taken on any transport; a request
+    /// over it gets 513 (a stream closes after it).
+    pub max_message_size: usize,
     /// `io_backend = "auto" | "io_uring" | "portable"`.
     pub io_backend: String,
     /// `dns_server = "127.0.0.1:5353"` (repeatable): the name servers of RFC 3263 next-hop
@@ -200,6 +203,7 @@ impl Default for Config {
             syn_branch: true,
             mem_log: 0,
             max_len: 3040,
+            max_message_size: crate::stream::MAX_MESSAGE,
             io_backend: String::from("auto"),
             dns_servers: Vec::new(),
             dns_timeout_ms: 2000,
@@ -392,6 +396,12 @@ impl Config {
                 "max_len" => {
                     let n = as_int(value).ok_or_else(|| bad("a number of bytes"))?;
                     self.max_len = n.max(0) as usize;
+                }
+                "max_message_size" => {
+                    self.max_message_size = as_int(value)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|n| (512..=crate::stream::MAX_MESSAGE).contains(n))
+                        .ok_or_else(|| bad("a number of bytes from 512 to 65535"))?;
                 }
                 "io_backend" => {
                     let b = as_text(value);

@@ -19,6 +19,8 @@ pub struct Core {
     pub reply: ReplyIdentity,
     pub sip_warning: bool,
     pub max_len: usize,
+    /// `max_message_size`: the largest message taken, on any transport.
+    pub max_message: usize,
     pub pid: u32,
     /// The script's module parameters (see [`crate::config::Params`]).
     pub params: crate::config::Params,
@@ -68,6 +70,7 @@ impl Core {
             reply: ReplyIdentity::new(pid, server_header),
             sip_warning: cfg.sip_warning,
             max_len: cfg.max_len,
+            max_message: cfg.max_message_size,
             pid,
             params: crate::config::Params::default(),
             resolver: std::sync::Arc::new(crate::dns::Resolver::new(

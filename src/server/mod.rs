@@ -287,6 +287,10 @@ impl Server {
 
     fn process(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>) {
         let socket = d.socket.0 as usize;
+        if d.data.len() > self.core.max_message {
+            self.refuse_too_large(ctx, d);
+            return;
+        }
         let msg = match ser_parser::parse(d.data) {
             Ok(m) => m,
             Err(e) => {
@@ -497,6 +501,18 @@ impl Server {
 
     /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
     /// still answer, a counted drop otherwise.
+    /// A datagram over `max_message_size`: 513 to a request (RFC 3261 21.5.14), nothing to
+    /// anything else; counted as a bad request.
+    fn refuse_too_large(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>) {
+        Stats::inc(&self.stats.drop_bad_request);
+        crate::info!(
+            "{} bytes from {}: over max_message_size",
+            d.data.len(),
+            d.peer
+        );
+        self.answer_unparsed(ctx, d, 513, b"Message Too Large");
+    }
+
     fn reject(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>, e: ser_parser::ParseError) {
         let Outcome::Reply { code, reason } = e.outcome() else {
             if e.is_request() {
@@ -509,6 +525,18 @@ impl Server {
         };
         Stats::inc(&self.stats.drop_bad_request);
         crate::info!("bad request from {}: {}", d.peer, e);
+        self.answer_unparsed(ctx, d, code, reason.as_bytes());
+    }
+
+    /// A stateless reply to a request the full parse refused, when its start line and header
+    /// index still read as a request (not an ACK).
+    fn answer_unparsed(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        d: &Inbound<'_>,
+        code: u16,
+        reason: &[u8],
+    ) {
         let Some(msg) = ser_parser::parse_lenient(d.data) else {
             return;
         };
@@ -518,7 +546,7 @@ impl Server {
         let at = self.arrival(ctx, d);
         let r = LocalReply {
             code,
-            reason: reason.as_bytes(),
+            reason,
             headers: "",
         };
         self.scratch.clear();

@@ -156,12 +156,11 @@ impl Server {
             return;
         }
         #[allow(unused_mut)]
-        let mut c = StreamConn::new(transport, peer, local, sock, false, now);
+        let max = self.core.max_message;
+        let mut c = StreamConn::new(transport, peer, local, sock, false, now, max);
         #[cfg(feature = "ws")]
         if matches!(transport, Transport::Ws | Transport::Wss) {
-            c.ws = Some(Box::new(crate::stream::ws::WsConn::new(
-                crate::stream::MAX_MESSAGE,
-            )));
+            c.ws = Some(Box::new(crate::stream::ws::WsConn::new(max)));
         }
         if transport.is_secure() {
             #[cfg(feature = "tls")]
@@ -337,8 +336,8 @@ impl Server {
                     };
                     self.on_inbound(ctx, msg);
                 }
-                Frame::Unframable(a, b) => {
-                    self.reply_unframable(ctx, conn, &buf[a..b], peer, local, socket);
+                Frame::Unframable(a, b, why) => {
+                    self.reply_unframable(ctx, conn, &buf[a..b], peer, local, socket, why);
                 }
             }
         }
@@ -415,8 +414,10 @@ impl Server {
         }
     }
 
-    /// 400 to a request that came without Content-Length on a stream (when it still reads
-    /// as one); the connection closes after it.
+    /// 400 to a request that came without Content-Length on a stream, 513 to one larger than
+    /// `max_message_size` (when its head still reads as a request); the connection closes
+    /// after it.
+    #[allow(clippy::too_many_arguments)]
     fn reply_unframable(
         &mut self,
         ctx: &mut Ctx<'_, Event>,
@@ -425,6 +426,7 @@ impl Server {
         peer: SocketAddr,
         local: SocketAddr,
         socket: usize,
+        why: FrameError,
     ) {
         let Some(msg) = ser_parser::parse_lenient(head) else {
             return;
@@ -444,16 +446,20 @@ impl Server {
             shard: ctx.shard(),
             conn: Some(conn),
         };
+        let (code, reason): (u16, &[u8]) = match why {
+            FrameError::TooLarge(_) => (513, b"Message Too Large"),
+            _ => (400, b"Missing Content-Length"),
+        };
         let r = LocalReply {
-            code: 400,
-            reason: b"Missing Content-Length",
+            code,
+            reason,
             headers: "",
         };
         self.scratch.clear();
         self.core
             .reply
             .reply(&self.core.local, &msg, &at, &r, &mut self.scratch.out);
-        self.stats.count_sl(400);
+        self.stats.count_sl(code);
         self.flush(ctx);
     }
 
@@ -553,7 +559,8 @@ impl Server {
         };
         let local = self.core.local.addr(socket).unwrap_or(dst.addr);
         #[allow(unused_mut)]
-        let mut c = StreamConn::new(dst.transport, dst.addr, local, socket, true, now);
+        let max = self.core.max_message;
+        let mut c = StreamConn::new(dst.transport, dst.addr, local, socket, true, now, max);
         #[cfg(feature = "tls")]
         {
             c.tls = session;

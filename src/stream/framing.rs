@@ -20,9 +20,10 @@ pub enum Frame {
     Message(usize, usize),
     /// `CRLFCRLF` between messages: a keep-alive ping, to be answered with CRLF.
     Ping,
-    /// The head (`buf[range]`) of a message that cannot be framed (no Content-Length): what
-    /// the caller answers with 400 before it closes. [`FrameError::NoContentLength`] follows.
-    Unframable(usize, usize),
+    /// The head (`buf[range]`) of a message that cannot be taken: no Content-Length (the
+    /// caller answers 400) or larger than the limit (513), before it closes. The
+    /// [`FrameError`] follows.
+    Unframable(usize, usize, FrameError),
 }
 
 /// Why a stream can no longer be framed.
@@ -122,14 +123,23 @@ impl Framer {
                     if e == FrameError::NoContentLength {
                         let start = out.len();
                         out.extend_from_slice(&rest[..head_len]);
-                        frames.push(Frame::Unframable(start, start + head_len));
+                        frames.push(Frame::Unframable(start, start + head_len, e));
                     }
                     break Err(e);
                 }
             };
             let total = match head_len.checked_add(body) {
                 Some(t) if t <= self.max => t,
-                _ => break Err(FrameError::TooLarge(self.max)),
+                _ => {
+                    // The head is here: the sender is told why (513) before the close.
+                    let e = FrameError::TooLarge(self.max);
+                    if head_len <= self.max {
+                        let start = out.len();
+                        out.extend_from_slice(&rest[..head_len]);
+                        frames.push(Frame::Unframable(start, start + head_len, e));
+                    }
+                    break Err(e);
+                }
             };
             if rest.len() < total {
                 break Ok(());
@@ -209,7 +219,7 @@ mod tests {
                 match *fr {
                     Frame::Message(a, b) => got.push(out[a..b].to_vec()),
                     Frame::Ping => got.push(b"PING".to_vec()),
-                    Frame::Unframable(..) => {}
+                    Frame::Unframable(_, _, e) => got.push(format!("REFUSED {e}").into_bytes()),
                 }
             }
         }
@@ -283,6 +293,25 @@ mod tests {
         let mut f = Framer::new(100);
         let junk = vec![b'a'; 101];
         assert_eq!(frame_all(&mut f, &[&junk]), Err(FrameError::TooLarge(100)));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_handed_back_for_a_513() {
+        let mut f = Framer::new(100);
+        let (mut out, mut frames) = (Vec::new(), Vec::new());
+        let head = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n";
+        let e = f.feed(head, Instant::now(), &mut out, &mut frames);
+        assert_eq!(e, Err(FrameError::TooLarge(100)));
+        let refused = Frame::Unframable(0, head.len(), FrameError::TooLarge(100));
+        assert_eq!(frames, vec![refused]);
+        assert_eq!(&out[..], &head[..]);
+        // A head itself over the limit has nothing to answer.
+        let mut f = Framer::new(30);
+        frames.clear();
+        out.clear();
+        let e = f.feed(head, Instant::now(), &mut out, &mut frames);
+        assert_eq!(e, Err(FrameError::TooLarge(30)));
+        assert!(frames.is_empty());
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::sip::{ConnId, Transport};
 
-/// The largest SIP message a stream may carry (head and body).
+/// The largest SIP message a stream may carry (head and body): the default and the most of
+/// `max_message_size`.
 pub const MAX_MESSAGE: usize = 65_535;
 
 /// How long a message may take to arrive once its first byte came, unless `tcp_read_timeout`
@@ -132,6 +133,7 @@ pub struct StreamConn {
 }
 
 impl StreamConn {
+    /// `max`: the largest message taken on it (`max_message_size`).
     pub fn new(
         transport: Transport,
         peer: SocketAddr,
@@ -139,6 +141,7 @@ impl StreamConn {
         socket: usize,
         outgoing: bool,
         now: Instant,
+        max: usize,
     ) -> Self {
         Self {
             transport,
@@ -151,7 +154,7 @@ impl StreamConn {
             last: now,
             last_in: now,
             pinged: None,
-            framer: framing::Framer::new(MAX_MESSAGE),
+            framer: framing::Framer::new(max),
             #[cfg(feature = "ws")]
             ws: None,
             #[cfg(feature = "tls")]
@@ -331,7 +334,7 @@ mod tests {
 
     fn conn(outgoing: bool, t: Transport, now: Instant) -> StreamConn {
         let a: SocketAddr = "127.0.0.1:5060".parse().unwrap();
-        StreamConn::new(t, a, a, 0, outgoing, now)
+        StreamConn::new(t, a, a, 0, outgoing, now, MAX_MESSAGE)
     }
 
     #[test]
