@@ -94,21 +94,25 @@ impl MsgCtx<'_, '_> {
     }
 }
 
-/// The one log line of a block, a release, or a full block list.
+/// The one log line of a block, a release, or a full block list: at WARNING whatever the
+/// `debug` level (an operator wants to see blocks, and there is one line per block, not per
+/// request, so a flood cannot fill the log).
 pub fn log_event(ev: &Event, cfg: &Config) {
+    let warn = |args: std::fmt::Arguments<'_>| crate::log::always(crate::log::L_WARN, args);
     match ev {
-        Event::Blocked(ip) => crate::warn!(
+        Event::Blocked(ip) => warn(format_args!(
             "pike: blocking {ip}: {} or more requests in {} s",
             cfg.density,
             cfg.unit.as_secs()
-        ),
-        Event::Released { ip, for_ } => {
-            crate::warn!("pike: releasing {ip} (blocked for {} s)", for_.as_secs())
-        }
-        Event::ListFull => crate::warn!(
+        )),
+        Event::Released { ip, for_ } => warn(format_args!(
+            "pike: releasing {ip} (blocked for {} s)",
+            for_.as_secs()
+        )),
+        Event::ListFull => warn(format_args!(
             "pike: {} addresses blocked; more are refused but not listed",
             crate::pike::shared::MAX_LISTED
-        ),
+        )),
     }
 }
 
