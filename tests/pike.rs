@@ -16,9 +16,10 @@ use common::*;
 
 const DENSITY: usize = 10;
 
-fn script(fifo: &std::path::Path) -> String {
+fn script(fifo: &std::path::Path, metrics: SocketAddr) -> String {
     format!(
         r#"fifo="{}"
+metrics_listen="{metrics}"
 loadmodule "modules/sl/sl.so"
 loadmodule "modules/pike/pike.so"
 modparam("pike", "sampling_time_unit", 2)
@@ -73,7 +74,16 @@ fn burst(sock: &UdpSocket, to: SocketAddr, tag: &str, n: usize) -> (usize, usize
 
 fn flood_is_blocked_other_source_passes_and_calm_releases(shards: usize) {
     let fifo = fifo_path(&format!("pike{shards}"));
-    let ser = Ser::start(&format!("pike-{shards}"), &script(&fifo), 0, shards, "auto");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free tcp port");
+    let ser = Ser::start(
+        &format!("pike-{shards}"),
+        &script(&fifo, metrics),
+        0,
+        shards,
+        "auto",
+    );
     wait_fifo(&fifo, &ser);
     let to = ser.addr();
     let flooder = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -86,7 +96,7 @@ fn flood_is_blocked_other_source_passes_and_calm_releases(shards: usize) {
     // DENSITY - 1 pass, at most DENSITY / 4 more across shards (see src/pike); the burst may
     // span the start of a sampling unit, which lets one unit's worth more through.
     assert!(
-        ok >= DENSITY - 1 && ok <= 2 * (DENSITY - 1) + DENSITY / 4,
+        (DENSITY - 1..=2 * (DENSITY - 1) + DENSITY / 4).contains(&ok),
         "{shards} shards: {ok} of {} passed",
         10 * DENSITY
     );
@@ -101,6 +111,12 @@ fn flood_is_blocked_other_source_passes_and_calm_releases(shards: usize) {
     assert_eq!(code, 0, "{top}");
     assert!(top.contains("127.0.0.1 blocked="), "{top}");
     assert!(!top.contains("127.0.0.2"), "{top}");
+    let m = http_get_body(metrics, "/metrics");
+    assert!(m.contains("\nser_pike_blocked 1\n"), "{m}");
+    assert!(
+        m.contains(&format!("\nser_pike_refused_total {}\n", busy + 5)),
+        "{m}"
+    );
 
     // Calm: one request every half second (a quarter of the density per unit) is refused
     // while the flood's unit is the last one, then passes.

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn script(fifo: &std::path::Path) -> String {
+fn script(fifo: &std::path::Path, metrics: SocketAddr) -> String {
     format!(
         r#"fifo="{}"
+metrics_listen="{metrics}"
 loadmodule "modules/sl/sl.so"
 loadmodule "modules/ratelimit/ratelimit.so"
 modparam("ratelimit", "timer_interval", 2)
@@ -90,7 +91,10 @@ fn passed_in_one_interval(
 #[test]
 fn taildrop_pipe_limits_a_burst_and_serctl_raises_the_limit() {
     let fifo = fifo_path("rl");
-    let ser = Ser::start("rl", &script(&fifo), 0, 2, "auto");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free tcp port");
+    let ser = Ser::start("rl", &script(&fifo, metrics), 0, 2, "auto");
     wait_fifo(&fifo, &ser);
     let to = ser.addr();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -115,6 +119,12 @@ fn taildrop_pipe_limits_a_burst_and_serctl_raises_the_limit() {
     let (code, out) = serctl_joined(&fifo, &["rl", "set_pipe", "0", "FEEDBACK", "20"]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("not available"), "{out}");
+    let m = http_get_body(metrics, "/metrics");
+    assert!(
+        m.contains("ser_ratelimit_limit{pipe=\"0\",algorithm=\"TAILDROP\"} 20"),
+        "{m}"
+    );
+    assert!(m.contains("ser_ratelimit_refused_total{pipe=\"0\"}"), "{m}");
     let (code, stats) = serctl_joined(&fifo, &["rl", "stats"]);
     assert_eq!(code, 0, "{stats}");
     assert!(stats.contains("timer_interval: 2 s"), "{stats}");

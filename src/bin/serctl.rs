@@ -462,10 +462,10 @@ fn limits(cmd: &str, args: &[String]) -> Result<i32, String> {
         ("rl", "set_pipe", 3) => "rl.set_pipe",
         ("rl", "set_queue", 3) => "rl.set_queue",
         _ => {
-            return Err(format!(
+            return Err(String::from(
                 "usage: serctl pike top | serctl rl pipes|queues|stats | \
                  serctl rl set_pipe <id> <algorithm> <limit> | \
-                 serctl rl set_queue <queue_id> <method> <pipe_id>"
+                 serctl rl set_queue <queue_id> <method> <pipe_id>",
             ))
         }
     };

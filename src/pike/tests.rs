@@ -195,7 +195,7 @@ fn shards_do_not_multiply_the_limit() {
         let (first, total) = passes_over_shards(n, d, 10 * d);
         // Exactly d - 1 with one shard; at most d/4 more with several (see the module doc).
         assert!(
-            first >= d - 1 && first <= d - 1 + d / 4,
+            (d - 1..=d - 1 + d / 4).contains(&first),
             "{n} shards: {first} passed before the first refusal"
         );
         assert!(
