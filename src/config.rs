@@ -683,6 +683,24 @@ impl Params {
             .push((module.to_string(), name.to_string(), value));
     }
 
+    /// Adds one more value of a repeatable parameter (ratelimit's `pipe`, `queue`).
+    pub fn add(&mut self, module: &str, name: &str, value: Value) {
+        self.values
+            .push((module.to_string(), name.to_string(), value));
+    }
+
+    /// Every string value of a repeatable parameter, in the script's order.
+    pub fn strs(&self, module: &str, name: &str) -> Vec<&str> {
+        self.values
+            .iter()
+            .filter(|(m, n, _)| m == module && n == name)
+            .filter_map(|(_, _, v)| match v {
+                Value::Str(s) | Value::Ident(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn get(&self, module: &str, name: &str) -> Option<&Value> {
         self.values
             .iter()

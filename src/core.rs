@@ -36,6 +36,11 @@ pub struct Core {
     /// The open stream connections by transport and peer (RFC 5923 aliases), written by the
     /// shards' stream glue; read here to know a peer that takes TCP. Shared across reloads.
     pub aliases: std::sync::Arc<crate::stream::Aliases>,
+    /// pike's state shared by the shards (its sketch and blocked list); shared across reloads.
+    pub pike: std::sync::Arc<crate::pike::Shared>,
+    /// ratelimit's pipes and queues (configured from the script's parameters by `main` and
+    /// by each reload); shared across reloads.
+    pub ratelimit: std::sync::Arc<crate::ratelimit::Pipes>,
 }
 
 impl Core {
@@ -84,6 +89,8 @@ impl Core {
             },
             usrloc: Default::default(),
             aliases: Default::default(),
+            pike: Default::default(),
+            ratelimit: Default::default(),
         }
     }
 

@@ -132,6 +132,12 @@ impl Live {
         // The user location outlives the script (its db_mode stays until a restart).
         core.usrloc = Arc::clone(&old.core.usrloc);
         core.aliases = Arc::clone(&old.core.aliases);
+        // pike's counts and blocks, and ratelimit's counters, go on; the new script's pipes
+        // and queues replace those in use (rl.set_pipe/rl.set_queue changes included).
+        core.pike = Arc::clone(&old.core.pike);
+        core.ratelimit = Arc::clone(&old.core.ratelimit);
+        core.ratelimit
+            .configure(&crate::modules::ratelimit::definition(&core.params));
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

@@ -79,7 +79,7 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
                 })?;
             let ok = match def.kind {
                 ParamKind::Int => matches!(value, Value::Int(_) | Value::Bool(_)),
-                ParamKind::Str => matches!(value, Value::Str(_)),
+                ParamKind::Str | ParamKind::Strs => matches!(value, Value::Str(_)),
             };
             if !ok {
                 return Err(err_at(
@@ -88,7 +88,29 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
                     format!("modparam '{module}.{param}': wrong type of value"),
                 ));
             }
-            params.set(module, param, value.clone());
+            if def.kind == ParamKind::Strs {
+                params.add(module, param, value.clone());
+            } else {
+                params.set(module, param, value.clone());
+            }
+        }
+    }
+    // The modules' own checks of their values, now that every value is known.
+    for item in &parsed.items {
+        if let Item::ModParam {
+            module,
+            param,
+            value,
+            span,
+        } = item
+        {
+            for (_, _, check) in exports
+                .checks
+                .iter()
+                .filter(|(m, n, _)| m == module && n == param)
+            {
+                check(param, value, &params).map_err(|m| err_at(file, span, m))?;
+            }
         }
     }
     // Binders resolve the module parameters they need into their actions now.

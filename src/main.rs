@@ -494,6 +494,8 @@ fn start_services(
     )
     .context("database")?;
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
+    core.ratelimit
+        .configure(&ser::modules::ratelimit::definition(&core.params));
     Ok(core)
 }
 
@@ -511,6 +513,13 @@ fn start_management(
     if core.usrloc.enabled {
         ser::mgmt::usrloc::register(&mut mgmt);
     }
+    let loaded = |m: &str| live.current().modules.iter().any(|x| x == m);
+    if loaded("pike") {
+        ser::mgmt::pike::register(&mut mgmt);
+    }
+    if loaded("ratelimit") {
+        ser::mgmt::ratelimit::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -524,6 +533,12 @@ fn start_management(
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
             exporter.add_collector(ser::mgmt::usrloc::collector(Arc::clone(&core.usrloc)));
+        }
+        if loaded("pike") {
+            exporter.add_collector(ser::mgmt::pike::collector(Arc::clone(&core.pike)));
+        }
+        if loaded("ratelimit") {
+            exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
         }
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {

@@ -46,6 +46,11 @@ usage: serctl <command> [args]
   serctl ul rm <username> ....................... delete user's UsrLoc entries
   serctl ul add <username> <uri> ................ introduce a permanent UsrLoc entry
   serctl alias show|rm <alias> | add <alias> <uri>  the same for the aliases table
+  * floods and limits (pike, ratelimit) *
+  serctl pike top ............................... addresses pike blocks now
+  serctl rl pipes | queues | stats .............. ratelimit's pipes, queues, counters
+  serctl rl set_pipe <id> <TAILDROP|RED|NOP> <limit> .. change a pipe (limit per second)
+  serctl rl set_queue <queue_id> <METHOD|*> <pipe_id> . change a queue
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -85,6 +90,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
         "add" | "passwd" | "rm" | "alias" | "acl" | "showdb" | "db" => db_command(args),
         "ul" => user_location(cmd, args.get(1..).unwrap_or_default()),
+        "pike" | "rl" => limits(cmd, args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -442,6 +448,28 @@ fn user_location(cmd: &str, args: &[String]) -> Result<i32, String> {
         }
         _ => Err(usage()),
     }
+}
+
+/// `serctl pike top` and `serctl rl ...`: pike's and ratelimit's FIFO commands.
+fn limits(cmd: &str, args: &[String]) -> Result<i32, String> {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    let rest = args.get(1..).unwrap_or_default();
+    let fifo_cmd = match (cmd, sub, rest.len()) {
+        ("pike", "top", 0) => "pike.top",
+        ("rl", "pipes", 0) => "rl.get_pipes",
+        ("rl", "queues", 0) => "rl.get_queues",
+        ("rl", "stats", 0) => "rl.stats",
+        ("rl", "set_pipe", 3) => "rl.set_pipe",
+        ("rl", "set_queue", 3) => "rl.set_queue",
+        _ => {
+            return Err(String::from(
+                "usage: serctl pike top | serctl rl pipes|queues|stats | \
+                 serctl rl set_pipe <id> <algorithm> <limit> | \
+                 serctl rl set_queue <queue_id> <method> <pipe_id>",
+            ))
+        }
+    };
+    print_reply(&request(fifo_cmd, rest)?)
 }
 
 /// Prints the status line and the body (what SER's serctl showed for ul add/rm).

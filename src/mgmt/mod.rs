@@ -4,12 +4,15 @@
 //!
 //! A command takes its parameter lines and returns a [`Reply`]: a status code and reason
 //! (SER's first reply line, `200 ok` or `500 command 'x' not available`) and body lines.
-//! Modules add theirs with [`Mgmt::register`] (usrloc's `ul_*` come that way).
+//! Modules add theirs with [`Mgmt::register`] (usrloc's `ul_*`, pike's `pike.top` and
+//! ratelimit's `rl.*` come that way).
 //!
 //! Nothing here runs on a shard thread: commands read the shards' counters (relaxed atomics)
 //! and reach a shard only by posting it an event (`t_uac_from`).
 
 pub mod fifo;
+pub mod pike;
+pub mod ratelimit;
 pub mod usrloc;
 
 use portable_atomic::AtomicU64;

@@ -161,6 +161,11 @@ pub enum Action {
     Auth(super::auth::AuthAction, Arc<super::auth::AuthSettings>),
     // registrar (save, lookup)
     Registrar(super::registrar::Op),
+    /// `pike_check_req()`, with pike's parameters.
+    Pike(crate::pike::Config),
+    /// `rl_check()` (None: the pipe of the method's queue), `rl_check("id")`,
+    /// `rl_check_pipe(["id"])`.
+    RlCheck(Option<usize>),
 }
 
 /// Every comparison a script can make.
@@ -291,6 +296,8 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
             Action::Auth(a, st) => self.auth_call(a, st),
             Action::Registrar(op) => self.registrar(op),
+            Action::Pike(cfg) => self.pike_check(cfg),
+            Action::RlCheck(pipe) => self.rl_check(*pipe),
         }
     }
 

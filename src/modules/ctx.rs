@@ -94,6 +94,8 @@ pub struct MsgCtx<'a, 'm> {
     pub maxfwd_result: Option<i32>,
     /// The shard's transaction layer, when the script may use it.
     pub tm: Option<&'a mut crate::modules::tm::TmShard>,
+    /// The shard's pike table (`pike_check_req`), when the run is on a shard.
+    pub pike: Option<&'a mut crate::pike::Local>,
     /// This run's transaction state (t_newtran/t_relay, armed routes).
     pub t: crate::tm::TState,
     /// The runner can pause the script (exec); when false, exec actions fail.
@@ -182,6 +184,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             last_error: None,
             maxfwd_result: None,
             tm: None,
+            pike: None,
             t: crate::tm::TState::default(),
             can_suspend: false,
             suspend: None,

@@ -17,6 +17,8 @@ pub mod ctx;
 pub mod digest;
 pub mod exec;
 pub mod maxfwd;
+pub mod pike;
+pub mod ratelimit;
 pub mod registrar;
 pub mod rewrite;
 pub mod rr;
@@ -38,12 +40,20 @@ pub struct ParamDef {
 pub enum ParamKind {
     Int,
     Str,
+    /// A string that may be given many times, each `modparam` adding one (ratelimit's `pipe`).
+    Strs,
 }
+
+/// A module's check of one value of its parameter (named by the first argument), given every
+/// parameter of the script (for checks across parameters); `Err` is reported at that
+/// `modparam`'s line and column.
+pub type ParamCheck = fn(&str, &Value, &Params) -> Result<(), String>;
 
 /// What modules export into: the script registry and the parameter table.
 pub struct Exports {
     pub registry: Registry<Action, Cond>,
     pub params: Vec<(&'static str, ParamDef)>,
+    pub checks: Vec<(&'static str, &'static str, ParamCheck)>,
 }
 
 impl Exports {
@@ -57,6 +67,11 @@ impl Exports {
 
     pub fn param(&mut self, module: &'static str, def: ParamDef) {
         self.params.push((module, def));
+    }
+
+    /// A check the loader runs on each value of `module`'s parameter `name`.
+    pub fn check(&mut self, module: &'static str, name: &'static str, check: ParamCheck) {
+        self.checks.push((module, name, check));
     }
 }
 
@@ -77,6 +92,8 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("uri", Some(auth::register_uri), ""),
     ("acc", Some(acc::register), ""),
     ("exec", Some(exec::register), ""),
+    ("pike", Some(pike::register), ""),
+    ("ratelimit", Some(ratelimit::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -123,6 +140,9 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("exec_msg", "exec"),
     ("exec_uri", "exec"),
     ("exec_user", "exec"),
+    ("pike_check_req", "pike"),
+    ("rl_check", "ratelimit"),
+    ("rl_check_pipe", "ratelimit"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {
@@ -177,6 +197,7 @@ pub fn exports_for(modules: &[&str]) -> Result<Exports, String> {
     let mut ex = Exports {
         registry: Registry::new(),
         params: Vec::new(),
+        checks: Vec::new(),
     };
     core::register(&mut ex);
     let mut seen: Vec<&str> = Vec::new();

@@ -95,6 +95,8 @@ pub struct Server {
     dns_inflight: usize,
     /// This shard's transactions, and what they ask the script to run.
     tm: TmShard,
+    /// This shard's pike table.
+    pike: crate::pike::Local,
     shards: usize,
     /// The runtime timer armed for the transactions' earliest deadline.
     timer: Option<(std::time::Instant, TimerId)>,
@@ -160,6 +162,7 @@ impl Server {
             scratch: Scratch::default(),
             dns_inflight: 0,
             tm,
+            pike: crate::pike::Local::new(shard, shards_n),
             shards: shards_n,
             timer: None,
             epoch: None,
@@ -389,6 +392,7 @@ impl Server {
         let (run, parked) = {
             let mut m = MsgCtx::new(&self.core, &self.stats, msg, at, &mut self.scratch);
             m.tm = Some(&mut self.tm);
+            m.pike = Some(&mut self.pike);
             m.can_suspend = self.parked.len() < MAX_PARKED;
             let run = match resume {
                 None => {

@@ -653,3 +653,22 @@ pub fn serctl_joined(fifo: &Path, args: &[&str]) -> (i32, String) {
     let (code, out, err) = serctl(fifo, args);
     (code, format!("{out}{err}"))
 }
+
+/// The body of one HTTP/1.0 GET of `path` from ser's metrics listener (empty on any failure;
+/// every wait bounded).
+pub fn http_get_body(addr: SocketAddr, path: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+        return String::new();
+    }
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
