@@ -19,6 +19,8 @@ step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+# tests/scanners.rs: sipvicious' svmap, svwar and svcrack against dist/ser.cfg.
+command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 # baresip for tests/baresip.rs: baresip-core alone has the binary and the modules it uses
 # (account, menu, ctrl_tcp, g711); the package baresip only adds GUI and video recommends.
 # tests/tls.rs: the openssl command line makes a test CA and certificates; Python's ssl module

@@ -43,6 +43,9 @@ pub struct Config {
     pub rev_dns: bool,
     pub sip_warning: bool,
     pub server_signature: bool,
+    /// `server_header = "Server: ser"`: the Server header of our replies instead of the one
+    /// with the version and the platform (Kamailio's option; the `Server:` is optional).
+    pub server_header: Option<String>,
     pub reply_to_via: bool,
     pub fifo: Option<String>,
     pub fifo_mode: u32,
@@ -193,6 +196,7 @@ impl Default for Config {
             rev_dns: false,
             sip_warning: true,
             server_signature: true,
+            server_header: None,
             reply_to_via: false,
             fifo: None,
             fifo_mode: 0o600,
@@ -376,6 +380,19 @@ impl Config {
                 }
                 "server_signature" => {
                     self.server_signature = as_bool(value).ok_or_else(|| bad("yes or no"))?
+                }
+                "server_header" => {
+                    let text = as_text(value);
+                    let v = match text.split_once(':') {
+                        Some((name, v)) if name.trim().eq_ignore_ascii_case("server") => v,
+                        _ => text.as_str(),
+                    }
+                    .trim()
+                    .to_string();
+                    if v.is_empty() || v.bytes().any(|b| b.is_ascii_control()) {
+                        return Err(bad("a Server header value on one line"));
+                    }
+                    self.server_header = Some(v);
                 }
                 "reply_to_via" => {
                     self.reply_to_via = as_bool(value).ok_or_else(|| bad("yes or no"))?

@@ -65,10 +65,10 @@ impl Core {
             names.push((String::from("localhost"), cfg.port));
         }
         let pid = std::process::id();
-        let server_header = if cfg.server_signature {
-            format!("Server: {}\r\n", crate::server_name())
-        } else {
-            String::new()
+        let server_header = match (&cfg.server_header, cfg.server_signature) {
+            (_, false) => String::new(),
+            (Some(v), true) => format!("Server: {v}\r\n"),
+            (None, true) => format!("Server: {}\r\n", crate::server_name()),
         };
         Self {
             local: Local::new(sockets, names, cfg.reply_to_via),

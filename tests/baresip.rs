@@ -30,42 +30,15 @@ use common::*;
 /// Set inside the namespace, where the tests run their bodies.
 const INNER: &str = "SER_BARESIP_NETNS";
 
-/// Runs `body` in a loopback-only network namespace: outside it, re-executes this test binary
-/// for the test `name` alone inside a fresh one (bounded by `limit`) and checks that it passed.
+/// Runs `body` in a loopback-only network namespace (common::netns), baresip required.
 fn in_netns(name: &str, limit: Duration, body: impl FnOnce()) {
-    if std::env::var_os(INNER).is_some() {
-        body();
-        return;
+    if std::env::var_os(INNER).is_none() {
+        assert!(
+            have("baresip"),
+            "baresip is required; scripts/test.sh installs it (Debian package baresip)"
+        );
     }
-    assert!(
-        have("baresip"),
-        "baresip is required; scripts/test.sh installs it (Debian package baresip)"
-    );
-    assert!(have("unshare") && have("ip"), "unshare and ip are required");
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let exe = std::env::current_exe().expect("test binary");
-    let (ok, out) = run_bounded(
-        Command::new("unshare")
-            .arg(if root { "-n" } else { "-rn" })
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && exec \"$0\" \"$1\" --exact --nocapture --test-threads=1",
-            ])
-            .arg(&exe)
-            .arg(name)
-            .env(INNER, "1"),
-        limit,
-    );
-    assert!(
-        ok && out.contains("1 passed"),
-        "{name} inside its network namespace failed:\n{out}"
-    );
+    netns::in_netns(INNER, name, limit, body);
 }
 
 /// A registrar and record-routing stateful proxy (the default script's shape), with a FIFO.

@@ -122,39 +122,9 @@ fn required() -> bool {
 /// Runs the test body in a loopback-only network namespace: outside it, re-executes this
 /// test binary for `name` alone inside a fresh one (bounded by `limit`) and checks it passed.
 fn in_netns(name: &str, limit: Duration, body: impl FnOnce()) {
-    if std::env::var_os(INNER).is_some() {
-        body();
+    let Some(out) = netns::in_netns(INNER, name, limit, body) else {
         return;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let exe = std::env::current_exe().expect("test binary");
-    let t = Instant::now();
-    let (ok, out) = run_bounded(
-        Command::new("unshare")
-            .arg(if root { "-n" } else { "-rn" })
-            // A PID namespace too, whose first process is the test: whatever it leaves behind
-            // (chromium's helpers) dies with it, and all of it when unshare is killed.
-            .args(["--pid", "--fork", "--kill-child"])
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && exec \"$0\" \"$1\" --exact --nocapture --test-threads=1",
-            ])
-            .arg(&exe)
-            .arg(name)
-            .env(INNER, "1"),
-        limit,
-    );
-    assert!(
-        ok && out.contains("1 passed"),
-        "{name} inside its network namespace failed (after {:?}):\n{out}",
-        t.elapsed()
-    );
+    };
     // The steps' times, for whoever watches the test's duration.
     for line in out
         .lines()

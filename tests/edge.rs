@@ -161,21 +161,29 @@ fn with_self_contacts_allowed_the_loop_still_ends_at_482() {
 #[test]
 fn a_message_over_max_message_size_gets_513_on_udp_and_tcp() {
     use std::io::{Read, Write};
-    let script = "max_message_size=2000\nloadmodule \"sl.so\"\nroute { sl_send_reply(\"200\", \"ok\"); }\n";
+    let script =
+        "max_message_size=2000\nloadmodule \"sl.so\"\nroute { sl_send_reply(\"200\", \"ok\"); }\n";
     let ser = Ser::start("edge-size", script, 0, 1, "auto");
     let p = Peer::new();
     let me = ser.addr();
     let pad = format!("X-Pad: {}\r\n", "p".repeat(2500));
-    p.send(me, request("OPTIONS", &format!("sip:a@{me}"), p.port(), "big-1", &pad).as_bytes());
+    p.send(
+        me,
+        request("OPTIONS", &format!("sip:a@{me}"), p.port(), "big-1", &pad).as_bytes(),
+    );
     let r = final_reply(&p, Duration::from_secs(5)).expect("a reply to the large datagram");
     assert_eq!(status(&r), Some(513), "{r}");
-    p.send(me, request("OPTIONS", &format!("sip:a@{me}"), p.port(), "small-1", "").as_bytes());
+    p.send(
+        me,
+        request("OPTIONS", &format!("sip:a@{me}"), p.port(), "small-1", "").as_bytes(),
+    );
     let r = final_reply(&p, Duration::from_secs(5)).expect("a reply");
     assert_eq!(status(&r), Some(200), "{r}");
     // Over TCP: a head announcing a body past the limit is answered 513, then the close.
     let tcp = ser.listen("tcp");
     let mut s = std::net::TcpStream::connect(tcp).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let head = format!(
         "MESSAGE sip:a@{tcp} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-big-2\r\n\
          From: <sip:t@127.0.0.1>;tag=b2\r\nTo: <sip:a@{tcp}>\r\nCall-ID: big-2\r\n\
@@ -184,7 +192,10 @@ fn a_message_over_max_message_size_gets_513_on_udp_and_tcp() {
     s.write_all(head.as_bytes()).expect("write");
     let mut got = String::new();
     let _ = s.read_to_string(&mut got);
-    assert!(got.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{got}");
+    assert!(
+        got.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+        "{got}"
+    );
     assert!(got.contains("Call-ID: big-2"), "{got}");
 }
 

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod corpus;
 pub mod dnsmasq;
 pub mod mariadb;
+pub mod netns;
 pub mod sipp;
 pub mod stream;
 pub mod ws;
