@@ -193,7 +193,7 @@ fn transactions_and_replies(fifo: &Path) -> u64 {
     let sl_sum: u64 = sl
         .lines()
         .filter_map(|l| l.split(':').nth(1))
-        .filter_map(|n| n.trim().split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|n| n.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     sl_sum + total(&t, "Total: ")
 }
