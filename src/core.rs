@@ -34,6 +34,9 @@ pub struct Core {
     /// The open stream connections by transport and peer (RFC 5923 aliases), written by the
     /// shards' stream glue; read here to know a peer that takes TCP. Shared across reloads.
     pub aliases: std::sync::Arc<crate::stream::Aliases>,
+    /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
+    /// across reloads.
+    pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
 }
 
 impl Core {
@@ -81,6 +84,7 @@ impl Core {
             },
             usrloc: Default::default(),
             aliases: Default::default(),
+            dispatcher: Default::default(),
         }
     }
 

@@ -132,6 +132,9 @@ impl Live {
         // The user location outlives the script (its db_mode stays until a restart).
         core.usrloc = Arc::clone(&old.core.usrloc);
         core.aliases = Arc::clone(&old.core.aliases);
+        // The dispatcher's sets and their health too (`serctl dispatcher reload` re-reads
+        // the list; its parameters stay until a restart).
+        core.dispatcher = Arc::clone(&old.core.dispatcher);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

@@ -88,6 +88,7 @@ pub fn load(file: &str, src: &str, base: &Config) -> Result<Loaded, ScriptError>
                     format!("modparam '{module}.{param}': wrong type of value"),
                 ));
             }
+            modules::check_param(module, param, value).map_err(|m| err_at(file, span, m))?;
             params.set(module, param, value.clone());
         }
     }

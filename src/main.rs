@@ -193,7 +193,7 @@ fn run() -> Result<i32> {
         .zip(transports)
         .map(|((addr, _), transport)| Listen { transport, addr })
         .collect();
-    let core = Arc::new(start_services(&cfg, &loaded, listens.clone())?);
+    let core = Arc::new(start_services(&cfg, &loaded, listens.clone(), &start_dir)?);
     steer_replies(&bound, &core, &listens, shards);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
 
@@ -478,11 +478,13 @@ fn start_streams(
 
 /// What every shard shares: our sockets and names, the module parameters, the databases
 /// (after the fork: their workers are threads; one that does not answer at start stops us
-/// with its URL and why) and the user location (its stored bindings, its timer).
+/// with its URL and why), the user location (its stored bindings, its timer) and the
+/// dispatcher's sets (a list that does not read stops us with its `file:line:col`).
 fn start_services(
     cfg: &Config,
     loaded: &ser::loader::Loaded,
     listens: Vec<Listen>,
+    start_dir: &std::path::Path,
 ) -> Result<Core> {
     let mut core = Core::new(cfg, listens, ser_shards::os::hostname());
     core.params = loaded.params.clone();
@@ -494,6 +496,11 @@ fn start_services(
     )
     .context("database")?;
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
+    core.dispatcher = ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir)
+        .map_err(|e| {
+        error!("{e}");
+        anyhow::Error::msg(e)
+    })?;
     Ok(core)
 }
 
@@ -511,6 +518,9 @@ fn start_management(
     if core.usrloc.enabled {
         ser::mgmt::usrloc::register(&mut mgmt);
     }
+    if core.dispatcher.enabled() {
+        ser::mgmt::dispatcher::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -520,10 +530,16 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
+    ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
             exporter.add_collector(ser::mgmt::usrloc::collector(Arc::clone(&core.usrloc)));
+        }
+        if core.dispatcher.enabled() {
+            exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
+                &core.dispatcher,
+            )));
         }
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {

@@ -46,6 +46,10 @@ usage: serctl <command> [args]
   serctl ul rm <username> ....................... delete user's UsrLoc entries
   serctl ul add <username> <uri> ................ introduce a permanent UsrLoc entry
   serctl alias show|rm <alias> | add <alias> <uri>  the same for the aliases table
+  * dispatcher (load balancing) *
+  serctl dispatcher list ........................ destination sets with their states
+  serctl dispatcher reload ...................... read the list file (or table) again
+  serctl dispatcher set <state> <set> <uri> ..... active|inactive|probing|disabled
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -85,6 +89,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         "moni" | "monitor" => monitor(args.get(1..).unwrap_or_default()),
         "add" | "passwd" | "rm" | "alias" | "acl" | "showdb" | "db" => db_command(args),
         "ul" => user_location(cmd, args.get(1..).unwrap_or_default()),
+        "dispatcher" | "ds" => dispatcher(args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -440,6 +445,25 @@ fn user_location(cmd: &str, args: &[String]) -> Result<i32, String> {
             println!("{uri}");
             print_status(&request("ul_add", &p(&[table, user, uri, "0", "1.00"]))?)
         }
+        _ => Err(usage()),
+    }
+}
+
+/// `serctl dispatcher list|reload|set <state> <set> <uri>`: the dispatcher's FIFO commands.
+fn dispatcher(args: &[String]) -> Result<i32, String> {
+    let usage = || {
+        String::from("usage: serctl dispatcher list | reload | set <active|inactive|probing|disabled> <set> <uri>")
+    };
+    match (
+        args.first().map(String::as_str),
+        args.get(1..).unwrap_or_default(),
+    ) {
+        (Some("list") | None, []) => print_reply(&request("ds_list", &[])?),
+        (Some("reload"), []) => print_reply(&request("ds_reload", &[])?),
+        (Some("set"), [state, set, uri]) => print_reply(&request(
+            "ds_set_state",
+            &[state.clone(), set.clone(), uri.clone()],
+        )?),
         _ => Err(usage()),
     }
 }

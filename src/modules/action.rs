@@ -161,6 +161,8 @@ pub enum Action {
     Auth(super::auth::AuthAction, Arc<super::auth::AuthSettings>),
     // registrar (save, lookup)
     Registrar(super::registrar::Op),
+    // dispatcher
+    Dispatcher(super::dispatcher::DsOp),
 }
 
 /// Every comparison a script can make.
@@ -291,6 +293,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
             Action::Auth(a, st) => self.auth_call(a, st),
             Action::Registrar(op) => self.registrar(op),
+            Action::Dispatcher(op) => self.dispatcher(op),
         }
     }
 

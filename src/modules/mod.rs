@@ -15,6 +15,7 @@ pub mod auth;
 pub mod core;
 pub mod ctx;
 pub mod digest;
+pub mod dispatcher;
 pub mod exec;
 pub mod maxfwd;
 pub mod registrar;
@@ -77,6 +78,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("uri", Some(auth::register_uri), ""),
     ("acc", Some(acc::register), ""),
     ("exec", Some(exec::register), ""),
+    ("dispatcher", Some(dispatcher::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -123,6 +125,12 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("exec_msg", "exec"),
     ("exec_uri", "exec"),
     ("exec_user", "exec"),
+    ("ds_select_dst", "dispatcher"),
+    ("ds_select_domain", "dispatcher"),
+    ("ds_next_dst", "dispatcher"),
+    ("ds_next_domain", "dispatcher"),
+    ("ds_mark_dst", "dispatcher"),
+    ("ds_is_from_list", "dispatcher"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {
@@ -145,6 +153,15 @@ pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
             && (params.int("acc", "db_flag").is_some()
                 || params.int("acc", "db_missed_flag").is_some())
             && no_url("acc"))
+}
+
+/// Checks a `modparam` value beyond its type, where a module has rules for it (ranges,
+/// names); `Err` says what is wrong and the loader adds the modparam's `file:line:col`.
+pub fn check_param(module: &str, param: &str, value: &Value) -> Result<(), String> {
+    match module {
+        "dispatcher" => crate::dispatcher::check_param(param, value),
+        _ => Ok(()),
+    }
 }
 
 /// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".

@@ -374,6 +374,10 @@ impl MsgCtx<'_, '_> {
         match tm.tm.create(now, self.msg, at, flags) {
             Ok(id) => {
                 self.t.cell = Some(id);
+                // What a module kept for the transaction to come goes with it now.
+                if let (Some(a), Some(slot)) = (self.attach.take(), tm.tm.attachment_mut(id)) {
+                    *slot = Some(a);
+                }
                 Ok(())
             }
             Err(CreateError::Full) => {
