@@ -65,7 +65,7 @@ impl FarmUas {
             return 0;
         };
         lines
-            .last()
+            .next_back()
             .and_then(|l| l.split(';').nth(col))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
@@ -165,10 +165,9 @@ fn wait_state(fifo: &Path, uri: &str, state: &str, limit: Duration, ser: &Ser) -
     }
 }
 
-fn calls(ser: &Ser, dir: &Path, n: u32, rate: u32) {
+fn calls(ser: &Ser, n: u32, rate: u32) {
     let scen = sipp_dir().join("uac-call.xml");
     let (ok, out) = uac(&scen, ser.port, n, rate, Duration::from_secs(20));
-    let _ = dir;
     assert!(ok, "not every call succeeded:\n{out}\n{}", ser.log_text());
 }
 
@@ -185,7 +184,7 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
     wait_fifo(&fifo, &ser);
 
     // All up: 30 calls, 10 each (round robin, exact to ±1).
-    calls(&ser, &dir, 30, 30);
+    calls(&ser, 30, 30);
     settle_stats();
     let a: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     assert_eq!(a.iter().sum::<u64>(), 30, "{a:?}");
@@ -198,18 +197,17 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
     let dead = farm[1].uri();
     let (_, selected_before) = ds_state(&fifo, &dead).expect("listed");
     farm[1].kill();
-    calls(&ser, &dir, 30, 20);
+    calls(&ser, 30, 20);
     settle_stats();
     let b: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     assert_eq!(b[0] + b[2] - a[0] - a[2], 30, "before {a:?} after {b:?}");
-    let (state, selected_after) = ds_state(&fifo, &dead).expect("listed");
+    let (_, selected_after) = ds_state(&fifo, &dead).expect("listed");
     assert!(
         selected_after > selected_before,
         "no call was sent to the dead UAS and failed over (selected {selected_before} -> {selected_after})"
     );
     // Down by now (failed branches marked by the script, probes without answer).
     wait_state(&fifo, &dead, "probing", Duration::from_secs(5), &ser);
-    let _ = state;
     let down = format!("destination {dead}: active -> probing");
     assert_eq!(
         ser.log_text().matches(&down).count(),
@@ -226,7 +224,7 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
     eprintln!("back up {took:?} after the restart");
     // And it gets its share again.
     let c0: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
-    calls(&ser, &dir, 30, 30);
+    calls(&ser, 30, 30);
     settle_stats();
     let c: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     let d: Vec<u64> = c.iter().zip(&c0).map(|(x, y)| x - y).collect();
@@ -280,7 +278,7 @@ fn hash_over_call_id_spreads_evenly_and_probes_alone_take_a_silent_destination_d
     wait_fifo(&fifo, &ser);
 
     // 300 calls with random Call-IDs: each UAS within ±20 % of 100.
-    calls(&ser, &dir, 300, 150);
+    calls(&ser, 300, 150);
     settle_stats();
     let a: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     assert_eq!(a.iter().sum::<u64>(), 300, "{a:?}");
@@ -327,7 +325,7 @@ fn hash_over_call_id_spreads_evenly_and_probes_alone_take_a_silent_destination_d
     );
 
     // Its callers hash to the next active destination; every call still succeeds.
-    calls(&ser, &dir, 60, 60);
+    calls(&ser, 60, 60);
     settle_stats();
     let b: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     assert_eq!(b[0] + b[1] - a[0] - a[1], 60, "{a:?} -> {b:?}");

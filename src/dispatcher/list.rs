@@ -45,7 +45,8 @@ pub const MAX_WEIGHT: u32 = 100;
 /// Most destinations a list may hold (a bound on memory and on the per-call candidate list).
 pub const MAX_ENTRIES: usize = 4096;
 
-/// A refused list: `file:line:col: what is wrong` (for a table, `table:id:1`).
+/// A refused list: `file:line:col: what is wrong` (for a table row, col 0:
+/// `table dispatcher, id 17: what is wrong`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListError {
     pub file: String,
@@ -56,7 +57,11 @@ pub struct ListError {
 
 impl fmt::Display for ListError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        if self.col == 0 {
+            write!(f, "{} {}: {}", self.file, self.line, self.msg)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        }
     }
 }
 
@@ -120,14 +125,14 @@ pub struct Row<'a> {
     pub attrs: &'a str,
 }
 
-/// Reads the table's rows; an error names the table and the row's id (`dispatcher:17:1`).
+/// Reads the table's rows; an error names the table and the row's id.
 pub fn from_rows(table: &str, rows: &[Row<'_>]) -> Result<Vec<Entry>, ListError> {
     let mut out: Vec<Entry> = Vec::new();
     for r in rows {
         let err = |msg: String| ListError {
             file: format!("table {table}, id"),
             line: usize::try_from(r.id).unwrap_or(0),
-            col: 1,
+            col: 0,
             msg,
         };
         let mut e = entry(
@@ -402,7 +407,7 @@ mod tests {
         let e = from_rows("dispatcher", &bad).err().map(|e| e.to_string());
         assert!(
             e.as_deref()
-                .is_some_and(|e| e.starts_with("table dispatcher, id:17:1: bad destination URI")),
+                .is_some_and(|e| e.starts_with("table dispatcher, id 17: bad destination URI")),
             "{e:?}"
         );
     }

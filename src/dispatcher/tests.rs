@@ -184,3 +184,56 @@ fn parameters_are_checked() {
     assert_eq!(c.ping_method, "OPTIONS");
     assert_eq!(c.probing_mode, ProbingMode::Probing);
 }
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sets_from_the_dispatcher_table() {
+    let fx = Fixture::new("table");
+    let url = format!("sqlite://{}", fx.dir.join("ser.db").display());
+    let db = crate::db::Db::open(&url, 1).expect("open sqlite");
+    db.init_schema().expect("schema");
+    let insert = |setid: i64, dest: &str, flags: i64, prio: i64, attrs: &str| {
+        db.with_conn(|c| {
+            c.exec(
+                "INSERT INTO dispatcher (setid, destination, flags, priority, attrs, description) \
+                 VALUES (?, ?, ?, ?, ?, '')",
+                &[
+                    crate::db::Value::Int(setid),
+                    crate::db::Value::Text(dest.to_string()),
+                    crate::db::Value::Int(flags),
+                    crate::db::Value::Int(prio),
+                    crate::db::Value::Text(attrs.to_string()),
+                ],
+            )
+        })
+        .expect("insert");
+    };
+    insert(7, "sip:10.1.0.1:5060", 0, 1, "weight=10");
+    insert(7, "sip:10.1.0.2:5060", 0, 9, "");
+    insert(8, "sip:10.1.0.3:5060", 4, 0, "");
+    let mut p = Params::default();
+    p.set("dispatcher", "db_url", ser_script::Value::Str(url.clone()));
+    let d = Dispatcher {
+        cfg: Some(Config::from_params(&p, &fx.dir)),
+        db: Some(Arc::clone(&db)),
+        ..Dispatcher::default()
+    };
+    let msg = d.reload().expect("reads the table");
+    assert!(
+        msg.starts_with("3 destination(s) in 2 set(s) from table dispatcher"),
+        "{msg}"
+    );
+    let order = d.select(7, Alg::Priority, 0).expect("set 7");
+    assert_eq!(uris(&order), ["sip:10.1.0.2:5060", "sip:10.1.0.1:5060"]);
+    assert_eq!(order[1].attrs.weight, Some(10));
+    assert!(d.select(8, Alg::Priority, 0).is_none(), "disabled");
+    // A bad row is named by its id; the running sets stay.
+    insert(7, "http://nope", 0, 0, "");
+    let e = d.reload().err().unwrap_or_default();
+    assert!(
+        e.contains("table dispatcher, id 4: bad destination URI"),
+        "{e}"
+    );
+    assert_eq!(d.sets().dests().count(), 3);
+    db.close();
+}
