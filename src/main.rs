@@ -162,6 +162,11 @@ fn run() -> Result<i32> {
         return Ok(255);
     };
     if cli.check {
+        if let Err(e) = ser::dispatcher::check_list(&loaded.params, &loaded.modules, &start_dir) {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+            return Ok(255);
+        }
         println!("{file}: configuration OK");
         return Ok(0);
     }

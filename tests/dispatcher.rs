@@ -7,6 +7,7 @@
 //! - Hash over Call-ID spreads 300 calls within ±20 % of even; a UAS stopped with no traffic
 //!   is taken down by the OPTIONS probes alone (FIFO list and /metrics say so), and the
 //!   others keep serving.
+//! - Weights 50/30/20 split 100 calls 50/30/20 (±1).
 //! - A list with a bad line stops ser at start with `file:line:col`.
 //!
 //! The UAS count their calls in sipp's own statistics file (`-trace_stat`, SuccessfulCall),
@@ -332,6 +333,41 @@ fn hash_over_call_id_spreads_evenly_and_probes_alone_take_a_silent_destination_d
 }
 
 #[test]
+fn weights_50_30_20_split_100_calls_exactly() {
+    require_sipp();
+    let dir = temp_dir("ds-weight");
+    let fifo = fifo_path("ds-weight");
+    let farm: Vec<FarmUas> = (0..3)
+        .map(|_| FarmUas::start(&dir, free_port(), "a"))
+        .collect();
+    let list = dir.join("ds.list");
+    let text: String = farm
+        .iter()
+        .zip([50, 30, 20])
+        .map(|(u, w)| format!("1 {} 0 0 weight={w};duid=u{}\n", u.uri(), u.port))
+        .collect();
+    std::fs::write(&list, text).expect("list");
+    let ser = Ser::start(
+        "ds-weight",
+        &script(&fifo, &list, 9, true, None),
+        0,
+        2,
+        "auto",
+    );
+    wait_fifo(&fifo, &ser);
+    calls(&ser, 100, 100);
+    settle_stats();
+    let n: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
+    assert_eq!(n.iter().sum::<u64>(), 100, "{n:?}");
+    for (got, want) in n.iter().zip([50u64, 30, 20]) {
+        assert!(got.abs_diff(want) <= 1, "weights 50/30/20 gave {n:?}");
+    }
+    let (code, out, _) = serctl(&fifo, &["dispatcher", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("attrs=weight=50;duid=u"), "{out}");
+}
+
+#[test]
 fn a_bad_list_stops_ser_with_file_line_and_column() {
     let dir = temp_dir("ds-bad");
     let list = dir.join("ds.list");
@@ -357,6 +393,13 @@ fn a_bad_list_stops_ser_with_file_line_and_column() {
         "{}:2:24: priority \"high\" is not an integer",
         list.display()
     );
+    assert!(out.contains(&want), "{out}");
+    // `ser -c` checks the list too.
+    let (ok, out) = run_bounded(
+        Command::new(SER).arg("-c").arg("-f").arg(&cfg),
+        Duration::from_secs(10),
+    );
+    assert!(!ok, "ser -c passed a bad list:\n{out}");
     assert!(out.contains(&want), "{out}");
     // A bad parameter is the script's line.
     let text = script(&fifo, &list, 4, true, None).replace(

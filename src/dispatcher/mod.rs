@@ -335,6 +335,22 @@ pub fn start(
     Ok(Arc::new(d))
 }
 
+/// `ser -c`: reads and checks the list file when the script loads the module (a table is
+/// read only when ser starts); `Err` is the list's `file:line:col: what is wrong`.
+pub fn check_list(p: &Params, modules: &[String], start_dir: &Path) -> Result<(), String> {
+    if !modules.iter().any(|m| m == "dispatcher") {
+        return Ok(());
+    }
+    let d = Dispatcher {
+        cfg: Some(Config::from_params(p, start_dir)),
+        ..Dispatcher::default()
+    };
+    match d.cfg.as_ref().map(|c| &c.source) {
+        Some(Source::File(_)) => d.reload().map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 impl Dispatcher {
     pub fn enabled(&self) -> bool {
         self.cfg.is_some()
