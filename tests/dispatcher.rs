@@ -149,6 +149,18 @@ fn ds_state(fifo: &Path, uri: &str) -> Option<(String, u64)> {
     Some((field("state=")?, field("selected=")?.parse().ok()?))
 }
 
+/// [`ds_state`], asked again when serctl got no answer (the FIFO reply can be lost while the
+/// client has not opened its pipe yet: an operations defect of issue 18, mended elsewhere).
+fn ds_state_now(fifo: &Path, uri: &str) -> (String, u64) {
+    for _ in 0..5 {
+        if let Some(s) = ds_state(fifo, uri) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("serctl dispatcher list does not list {uri}");
+}
+
 /// Polls the list until `uri` is in `state` (bounded); the time it took.
 fn wait_state(fifo: &Path, uri: &str, state: &str, limit: Duration, ser: &Ser) -> Duration {
     let t0 = Instant::now();
@@ -196,13 +208,13 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
 
     // The second UAS dies. Its turns fail over to the others: no call is lost.
     let dead = farm[1].uri();
-    let (_, selected_before) = ds_state(&fifo, &dead).expect("listed");
+    let (_, selected_before) = ds_state_now(&fifo, &dead);
     farm[1].kill();
     calls(&ser, 30, 20);
     settle_stats();
     let b: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
     assert_eq!(b[0] + b[2] - a[0] - a[2], 30, "before {a:?} after {b:?}");
-    let (_, selected_after) = ds_state(&fifo, &dead).expect("listed");
+    let (_, selected_after) = ds_state_now(&fifo, &dead);
     assert!(
         selected_after > selected_before,
         "no call was sent to the dead UAS and failed over (selected {selected_before} -> {selected_after})"
@@ -362,9 +374,11 @@ fn weights_50_30_20_split_100_calls_exactly() {
     for (got, want) in n.iter().zip([50u64, 30, 20]) {
         assert!(got.abs_diff(want) <= 1, "weights 50/30/20 gave {n:?}");
     }
-    let (code, out, _) = serctl(&fifo, &["dispatcher", "list"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("attrs=weight=50;duid=u"), "{out}");
+    let listed = (0..5).any(|_| {
+        let (code, out, _) = serctl(&fifo, &["dispatcher", "list"]);
+        code == 0 && out.contains("attrs=weight=50;duid=u")
+    });
+    assert!(listed, "the list does not show the attributes");
 }
 
 #[test]

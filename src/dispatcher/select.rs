@@ -101,7 +101,7 @@ pub fn order(alg: Alg, inp: &Input<'_>) -> Vec<usize> {
             rest.sort_by_key(|&i| std::cmp::Reverse((inp.weight_of)(i)));
             let len = inp.weights.len();
             let first = (0..len)
-                .filter_map(|k| inp.weights.get((inp.counter + k) % len))
+                .filter_map(|k| inp.weights.get(inp.counter.wrapping_add(k) % len))
                 .map(|&i| usize::from(i))
                 .find(|&i| i < n && (inp.active)(i));
             match first {
