@@ -29,6 +29,10 @@ pub struct Listen {
     pub name: Option<String>,
 }
 
+/// The largest SIP message on any transport: `max_message_size`'s default and its most (a
+/// datagram's limit).
+pub const MAX_MESSAGE_SIZE: usize = 65_535;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub debug: i32,
@@ -207,7 +211,7 @@ impl Default for Config {
             syn_branch: true,
             mem_log: 0,
             max_len: 3040,
-            max_message_size: crate::stream::MAX_MESSAGE,
+            max_message_size: MAX_MESSAGE_SIZE,
             io_backend: String::from("auto"),
             dns_servers: Vec::new(),
             dns_timeout_ms: 2000,
@@ -417,7 +421,7 @@ impl Config {
                 "max_message_size" => {
                     self.max_message_size = as_int(value)
                         .and_then(|n| usize::try_from(n).ok())
-                        .filter(|n| (512..=crate::stream::MAX_MESSAGE).contains(n))
+                        .filter(|n| (512..=MAX_MESSAGE_SIZE).contains(n))
                         .ok_or_else(|| bad("a number of bytes from 512 to 65535"))?;
                 }
                 "io_backend" => {

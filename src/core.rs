@@ -41,6 +41,9 @@ pub struct Core {
     /// ratelimit's pipes and queues (configured from the script's parameters by `main` and
     /// by each reload); shared across reloads.
     pub ratelimit: std::sync::Arc<crate::ratelimit::Pipes>,
+    /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
+    /// across reloads.
+    pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
 }
 
 impl Core {
@@ -91,6 +94,7 @@ impl Core {
             aliases: Default::default(),
             pike: Default::default(),
             ratelimit: Default::default(),
+            dispatcher: Default::default(),
         }
     }
 

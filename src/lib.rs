@@ -25,6 +25,7 @@ pub mod config;
 pub mod core;
 pub mod ctl_db;
 pub mod db;
+pub mod dispatcher;
 pub mod dns;
 pub mod live;
 pub mod loader;

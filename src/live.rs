@@ -138,6 +138,9 @@ impl Live {
         core.ratelimit = Arc::clone(&old.core.ratelimit);
         core.ratelimit
             .configure(&crate::modules::ratelimit::definition(&core.params));
+        // The dispatcher's sets and their health too (`serctl dispatcher reload` re-reads
+        // the list; its parameters stay until a restart).
+        core.dispatcher = Arc::clone(&old.core.dispatcher);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

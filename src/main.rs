@@ -162,6 +162,11 @@ fn run() -> Result<i32> {
         return Ok(255);
     };
     if cli.check {
+        if let Err(e) = ser::dispatcher::check_list(&loaded.params, &loaded.modules, &start_dir) {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+            return Ok(255);
+        }
         println!("{file}: configuration OK");
         return Ok(0);
     }
@@ -193,7 +198,7 @@ fn run() -> Result<i32> {
         .zip(transports)
         .map(|((addr, _), transport)| Listen { transport, addr })
         .collect();
-    let core = Arc::new(start_services(&cfg, &loaded, listens.clone())?);
+    let core = Arc::new(start_services(&cfg, &loaded, listens.clone(), &start_dir)?);
     steer_replies(&bound, &core, &listens, shards);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
 
@@ -478,11 +483,13 @@ fn start_streams(
 
 /// What every shard shares: our sockets and names, the module parameters, the databases
 /// (after the fork: their workers are threads; one that does not answer at start stops us
-/// with its URL and why) and the user location (its stored bindings, its timer).
+/// with its URL and why), the user location (its stored bindings, its timer) and the
+/// dispatcher's sets (a list that does not read stops us with its `file:line:col`).
 fn start_services(
     cfg: &Config,
     loaded: &ser::loader::Loaded,
     listens: Vec<Listen>,
+    start_dir: &std::path::Path,
 ) -> Result<Core> {
     let mut core = Core::new(cfg, listens, ser_shards::os::hostname());
     core.params = loaded.params.clone();
@@ -496,6 +503,11 @@ fn start_services(
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     core.ratelimit
         .configure(&ser::modules::ratelimit::definition(&core.params));
+    core.dispatcher = ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir)
+        .map_err(|e| {
+        error!("{e}");
+        anyhow::Error::msg(e)
+    })?;
     Ok(core)
 }
 
@@ -520,6 +532,9 @@ fn start_management(
     if loaded("ratelimit") {
         ser::mgmt::ratelimit::register(&mut mgmt);
     }
+    if core.dispatcher.enabled() {
+        ser::mgmt::dispatcher::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -529,6 +544,7 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
+    ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
@@ -539,6 +555,11 @@ fn start_management(
         }
         if loaded("ratelimit") {
             exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
+        }
+        if core.dispatcher.enabled() {
+            exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
+                &core.dispatcher,
+            )));
         }
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {

@@ -64,6 +64,7 @@ fn both_url_spellings_open_and_create_the_seeds_tables() {
         "acc",
         "config",
         "silo",
+        "dispatcher",
         "version",
     ] {
         assert!(tables.iter().any(|x| x == t), "no table {t}: {tables:?}");

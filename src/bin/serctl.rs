@@ -51,6 +51,10 @@ usage: serctl <command> [args]
   serctl rl pipes | queues | stats .............. ratelimit's pipes, queues, counters
   serctl rl set_pipe <id> <TAILDROP|RED|NOP> <limit> .. change a pipe (limit per second)
   serctl rl set_queue <queue_id> <METHOD|*> <pipe_id> . change a queue
+  * dispatcher (load balancing) *
+  serctl dispatcher list ........................ destination sets with their states
+  serctl dispatcher reload ...................... read the list file (or table) again
+  serctl dispatcher set <state> <set> <uri> ..... active|inactive|probing|disabled
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -91,6 +95,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         "add" | "passwd" | "rm" | "alias" | "acl" | "showdb" | "db" => db_command(args),
         "ul" => user_location(cmd, args.get(1..).unwrap_or_default()),
         "pike" | "rl" => limits(cmd, args.get(1..).unwrap_or_default()),
+        "dispatcher" | "ds" => dispatcher(args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -470,6 +475,25 @@ fn limits(cmd: &str, args: &[String]) -> Result<i32, String> {
         }
     };
     print_reply(&request(fifo_cmd, rest)?)
+}
+
+/// `serctl dispatcher list|reload|set <state> <set> <uri>`: the dispatcher's FIFO commands.
+fn dispatcher(args: &[String]) -> Result<i32, String> {
+    let usage = || {
+        String::from("usage: serctl dispatcher list | reload | set <active|inactive|probing|disabled> <set> <uri>")
+    };
+    match (
+        args.first().map(String::as_str),
+        args.get(1..).unwrap_or_default(),
+    ) {
+        (Some("list") | None, []) => print_reply(&request("ds_list", &[])?),
+        (Some("reload"), []) => print_reply(&request("ds_reload", &[])?),
+        (Some("set"), [state, set, uri]) => print_reply(&request(
+            "ds_set_state",
+            &[state.clone(), set.clone(), uri.clone()],
+        )?),
+        _ => Err(usage()),
+    }
 }
 
 /// Prints the status line and the body (what SER's serctl showed for ul add/rm).

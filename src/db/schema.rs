@@ -1,5 +1,6 @@
 //! The seeds' tables ("subscriber, reserved, phonebook, pending, missed_calls, location, grp,
-//! event, aliases, active_sessions, acc, config, silo, version"), as `CREATE TABLE IF NOT
+//! event, aliases, active_sessions, acc, config, silo, version"), and Kamailio's
+//! `dispatcher`, as `CREATE TABLE IF NOT
 //! EXISTS` for SQLite and MySQL/MariaDB.
 //!
 //! Columns follow SER 0.8's tables, with a `domain` column beside each user name (the seeds'
@@ -23,6 +24,7 @@ pub const TABLE_VERSIONS: &[(&str, i64)] = &[
     ("acc", 2),
     ("config", 1),
     ("silo", 2),
+    ("dispatcher", 4),
 ];
 
 /// A usrloc table (`location`, `aliases`, or a per-domain table `save("mydomain1")` names).
@@ -178,6 +180,16 @@ pub fn create_statements(d: Dialect) -> Vec<String> {
              exp_time DATETIME, \
              ctype VARCHAR(32) NOT NULL DEFAULT 'text/plain', \
              body TEXT)"
+        ),
+        // Kamailio's dispatcher table (version 4), read by the dispatcher module.
+        format!(
+            "CREATE TABLE IF NOT EXISTS dispatcher (id {auto}, \
+             setid INT NOT NULL DEFAULT 0, \
+             destination VARCHAR(192) NOT NULL DEFAULT '', \
+             flags INT NOT NULL DEFAULT 0, \
+             priority INT NOT NULL DEFAULT 0, \
+             attrs VARCHAR(198) NOT NULL DEFAULT '', \
+             description VARCHAR(64) NOT NULL DEFAULT '')"
         ),
     ];
     for (t, n) in TABLE_VERSIONS {

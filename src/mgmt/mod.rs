@@ -10,6 +10,7 @@
 //! Nothing here runs on a shard thread: commands read the shards' counters (relaxed atomics)
 //! and reach a shard only by posting it an event (`t_uac_from`).
 
+pub mod dispatcher;
 pub mod fifo;
 pub mod pike;
 pub mod ratelimit;
@@ -132,6 +133,11 @@ impl Mgmt {
     /// How commands reach the shards (set once the runtime runs).
     pub fn set_poster(&mut self, post: Poster) {
         self.post = Some(post);
+    }
+
+    /// How commands reach the shards, for a thread of its own (the dispatcher's prober).
+    pub fn poster(&self) -> Option<Poster> {
+        self.post.clone()
     }
 
     /// Adds (or replaces) a command.
@@ -311,6 +317,8 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 String::from("http connection")
             } else if let Some(n) = comm.strip_prefix("ser-db-") {
                 format!("database worker {n}")
+            } else if comm == "ser-ds-ping" {
+                String::from("dispatcher prober (OPTIONS to the destinations)")
             } else if comm == "ser-usrloc-timer" {
                 String::from("usrloc timer (expiry, write-back)")
             } else if comm.starts_with("ser-capture") {
@@ -459,48 +467,93 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Reply::error(400, format!("t_uac_from: bad method '{method}'"));
     }
-    let Ok(uri) = ser_parser::parse_uri(to) else {
+    if ser_parser::parse_uri(to).is_err() {
         return Reply::error(400, format!("t_uac_from: bad destination URI '{to}'"));
-    };
+    }
     if ser_parser::parse_uri(from).is_err() {
         return Reply::error(400, format!("t_uac_from: bad sender URI '{from}'"));
     }
     let rest = p.get(3..).unwrap_or_default();
     let split = rest.iter().position(|l| l.is_empty()).unwrap_or(rest.len());
     let (headers, body) = rest.split_at(split);
-    let body: Vec<&String> = body.iter().skip(1).collect();
+    let body: Vec<String> = body.iter().skip(1).cloned().collect();
     for h in headers {
         if !h.contains(':') || h.contains('\r') {
             return Reply::error(400, format!("t_uac_from: bad header line '{h}'"));
         }
     }
     let g = m.live.current();
+    let (shard, uac, rx) =
+        match prepare_uac(&g.core, m.stats.len(), method, from, to, headers, &body) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    if !post(shard, Event::Uac(uac)) {
+        return Reply::error(500, "shard not reachable");
+    }
+    m.uac_started.fetch_add(1, Ordering::Relaxed);
+    // The shard answers within fr_timer (408 then); a margin for a loaded shard.
+    let wait = crate::tm::TmConfig::from_params(&g.core.params, 1)
+        .timers
+        .fr_timer
+        + Duration::from_secs(5);
+    match rx.recv_timeout(wait) {
+        Ok(r) => Reply::error(r.code, r.reason),
+        Err(_) => Reply::error(500, "no answer from the shard"),
+    }
+}
+
+/// A request this server starts (`t_uac_from`, the dispatcher's OPTIONS probes): `to` is
+/// resolved (RFC 3263; this blocks, so never call it on a shard), the request is written with
+/// our Via and a fresh Call-ID, and comes back with the shard that owns that Call-ID and the
+/// receiver of its final result. `Err` is the reply to give when it cannot be sent.
+pub fn prepare_uac(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    to: &str,
+    headers: &[String],
+    body: &[String],
+) -> Result<
+    (
+        usize,
+        crate::tm::uac::UacRequest,
+        mpsc::Receiver<crate::tm::uac::UacResult>,
+    ),
+    Reply,
+> {
+    let Ok(uri) = ser_parser::parse_uri(to) else {
+        return Err(Reply::error(400, format!("bad destination URI '{to}'")));
+    };
     let host = uri.host_str.trim_start_matches('[').trim_end_matches(']');
     let secure = matches!(uri.scheme, ser_parser::Scheme::Sips);
-    let targets = match g.core.resolver.next_hop(host, uri.port, secure) {
+    let targets = match core.resolver.next_hop(host, uri.port, secure) {
         Ok(t) => t,
-        Err(e) => return Reply::error(478, format!("Unresolvable destination ({e})")),
+        Err(e) => return Err(Reply::error(478, format!("Unresolvable destination ({e})"))),
     };
     let Some((dst, socket)) = targets.iter().find_map(|d| {
-        g.core
-            .local
+        core.local
             .socket_for(crate::sip::Transport::Udp, d, 0)
             .map(|s| (*d, s))
     }) else {
-        return Reply::error(478, "Unresolvable destination (no socket of that family)");
+        return Err(Reply::error(
+            478,
+            "Unresolvable destination (no socket of that family)",
+        ));
     };
-    let Some(local) = g.core.local.addr(socket) else {
-        return Reply::error(500, "no socket");
+    let Some(local) = core.local.addr(socket) else {
+        return Err(Reply::error(500, "no socket"));
     };
     let n: u64 = rand::random();
     let branch = format!("z9hG4bKfifo{n:016x}");
     let call_id = format!("{n:016x}-fifo@{}", crate::sip::hostport(&local));
     let mut body_text = String::new();
-    for l in &body {
+    for l in body {
         body_text.push_str(l);
         body_text.push_str("\r\n");
     }
-    let via = g.core.local.via(socket, &branch, local);
+    let via = core.local.via(socket, &branch, local);
     let mut req = format!(
         "{method} {to} SIP/2.0\r\nVia: {via}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{to}>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n",
@@ -515,7 +568,7 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
         body_text.len()
     ));
     let (tx, rx) = mpsc::sync_channel(1);
-    let shard = crate::sip::owner_shard(call_id.as_bytes(), m.stats.len().max(1));
+    let shard = crate::sip::owner_shard(call_id.as_bytes(), shards.max(1));
     let uac = crate::tm::uac::UacRequest {
         dst: crate::sip::Dest::udp(socket, dst),
         bytes: req.into_bytes(),
@@ -523,19 +576,7 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
         method: method.to_string(),
         done: tx,
     };
-    if !post(shard, Event::Uac(uac)) {
-        return Reply::error(500, "shard not reachable");
-    }
-    m.uac_started.fetch_add(1, Ordering::Relaxed);
-    // The shard answers within fr_timer (408 then); a margin for a loaded shard.
-    let wait = crate::tm::TmConfig::from_params(&g.core.params, 1)
-        .timers
-        .fr_timer
-        + Duration::from_secs(5);
-    match rx.recv_timeout(wait) {
-        Ok(r) => Reply::error(r.code, r.reason),
-        Err(_) => Reply::error(500, "no answer from the shard"),
-    }
+    Ok((shard, uac, rx))
 }
 
 #[cfg(test)]

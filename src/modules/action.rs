@@ -166,6 +166,8 @@ pub enum Action {
     /// `rl_check()` (None: the pipe of the method's queue), `rl_check("id")`,
     /// `rl_check_pipe(["id"])`.
     RlCheck(Option<usize>),
+    // dispatcher
+    Dispatcher(super::dispatcher::DsOp),
 }
 
 /// Every comparison a script can make.
@@ -298,6 +300,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Registrar(op) => self.registrar(op),
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
+            Action::Dispatcher(op) => self.dispatcher(op),
         }
     }
 

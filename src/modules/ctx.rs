@@ -111,6 +111,9 @@ pub struct MsgCtx<'a, 'm> {
     /// `record_route()` ran: each copy of the request sent from now on gets our
     /// Record-Route, written once its socket is known (see `rr`).
     pub record_route: Option<super::rr::RecordRoute>,
+    /// What a module keeps for this request's transaction before it has one (the
+    /// dispatcher's candidates); `t_relay`/`t_newtran` hand it to the transaction.
+    pub attach: Option<crate::tm::Attachment>,
 }
 
 /// Where suspended work runs.
@@ -162,6 +165,7 @@ pub struct SavedCtx {
     auth: Option<AuthUser>,
     force_socket: Option<usize>,
     record_route: Option<super::rr::RecordRoute>,
+    attach: Option<crate::tm::Attachment>,
 }
 
 impl<'a, 'm> MsgCtx<'a, 'm> {
@@ -191,6 +195,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             auth: None,
             force_socket: None,
             record_route: None,
+            attach: None,
         }
     }
 
@@ -210,6 +215,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             auth: self.auth.take(),
             force_socket: self.force_socket,
             record_route: self.record_route,
+            attach: self.attach.take(),
         }
     }
 
@@ -239,6 +245,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         self.auth = st.auth;
         self.force_socket = st.force_socket;
         self.record_route = st.record_route;
+        self.attach = st.attach;
     }
 
     /// The Request-URI as the script sees it now.

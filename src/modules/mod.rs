@@ -15,6 +15,7 @@ pub mod auth;
 pub mod core;
 pub mod ctx;
 pub mod digest;
+pub mod dispatcher;
 pub mod exec;
 pub mod maxfwd;
 pub mod pike;
@@ -94,6 +95,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("exec", Some(exec::register), ""),
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
+    ("dispatcher", Some(dispatcher::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -143,6 +145,12 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("pike_check_req", "pike"),
     ("rl_check", "ratelimit"),
     ("rl_check_pipe", "ratelimit"),
+    ("ds_select_dst", "dispatcher"),
+    ("ds_select_domain", "dispatcher"),
+    ("ds_next_dst", "dispatcher"),
+    ("ds_next_domain", "dispatcher"),
+    ("ds_mark_dst", "dispatcher"),
+    ("ds_is_from_list", "dispatcher"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {

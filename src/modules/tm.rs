@@ -376,6 +376,10 @@ impl MsgCtx<'_, '_> {
         match tm.tm.create(now, self.msg, at, flags, loop_mark) {
             Ok(id) => {
                 self.t.cell = Some(id);
+                // What a module kept for the transaction to come goes with it now.
+                if let (Some(a), Some(slot)) = (self.attach.take(), tm.tm.attachment_mut(id)) {
+                    *slot = Some(a);
+                }
                 Ok(())
             }
             Err(CreateError::Full) => {

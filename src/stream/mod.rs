@@ -24,7 +24,7 @@ use crate::sip::{ConnId, Transport};
 
 /// The largest SIP message a stream may carry (head and body): the default and the most of
 /// `max_message_size`.
-pub const MAX_MESSAGE: usize = 65_535;
+pub const MAX_MESSAGE: usize = crate::config::MAX_MESSAGE_SIZE;
 
 /// How long a message may take to arrive once its first byte came, unless `tcp_read_timeout`
 /// says otherwise: slow senders (one byte a second, the "slowloris" pattern) are cut off here.

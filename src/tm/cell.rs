@@ -101,7 +101,17 @@ pub(super) struct Cell<S> {
     pub(super) out_uri: String,
     /// The script this transaction started under.
     pub(super) script: S,
+    /// What a module keeps with the transaction until its first final goes upstream (the
+    /// dispatcher's remaining destinations); see [`Attachment`].
+    pub(super) attachment: Option<Attachment>,
 }
+
+/// State a module keeps with a transaction (the dispatcher's candidates for `ds_next_dst`
+/// and its calls-in-flight count). tm never looks inside: it keeps it while the transaction
+/// runs, lends it to the failure route's actions ([`Tm::attachment_mut`]) and drops it when
+/// the first final goes upstream, or with the cell — so whatever the module counts in its
+/// `Drop` ends with the transaction.
+pub type Attachment = Box<dyn std::any::Any + Send>;
 
 impl<S> Timed for Cell<S> {
     fn next_deadline(&self) -> Option<Instant> {
@@ -145,6 +155,11 @@ impl<S: Clone> Tm<S> {
     /// Whether a cell exists and has been relayed already.
     pub fn is_relayed(&self, id: CellId) -> bool {
         self.cell(id).is_some_and(|c| c.relayed)
+    }
+
+    /// The module state attached to transaction `id` (None when the cell is gone).
+    pub fn attachment_mut(&mut self, id: CellId) -> Option<&mut Option<Attachment>> {
+        self.cells.get_mut(id).map(|c| &mut c.attachment)
     }
 
     pub fn final_sent(&self, id: CellId) -> Option<u16> {

@@ -59,7 +59,7 @@ pub mod uac;
 
 pub use branch::{BranchDst, DnsJob};
 pub use cancel::build_cancel;
-pub use cell::CellId;
+pub use cell::{Attachment, CellId};
 pub use config::TmConfig;
 pub use event::{
     Completion, FailureOutcome, FailureRun, OnReplyRun, ReplyMatch, RouteKindDefault, Routes,

@@ -116,6 +116,7 @@ impl<S: Clone> Tm<S> {
             failure_pending: None,
             out_uri: String::new(),
             script: self.script.clone(),
+            attachment: None,
         };
         let id = match self.cells.insert(cell) {
             Ok(id) => id,

@@ -158,6 +158,8 @@ impl<S: Clone> Tm<S> {
         };
         let first = cell.final_sent.is_none();
         cell.final_sent = Some(code);
+        // What a module counted for the transaction ends with its final (see Attachment).
+        cell.attachment = None;
         let flags = cell.flags;
         // t_stats' completion status: counted when the transaction's final goes upstream
         // (once: further 2xx of a forked INVITE are relayed, not counted again).

@@ -36,6 +36,8 @@ pub struct UacRequest {
 pub struct UacResult {
     pub code: u16,
     pub reason: String,
+    /// Made here, not received: a timeout (408), a transport error (503), a refusal.
+    pub local: bool,
 }
 
 struct Entry {
@@ -66,6 +68,7 @@ impl LocalUac {
             let _ = req.done.try_send(UacResult {
                 code,
                 reason: reason.to_string(),
+                local: true,
             });
         };
         if self.list.len() >= MAX_LOCAL {
@@ -121,7 +124,7 @@ impl LocalUac {
         if e.txn.handle_response(now, msg) == Disposition::PassUp {
             if let Some(code) = msg.status().filter(|c| *c >= 200) {
                 let reason = String::from_utf8_lossy(msg.reason().unwrap_or_default()).into_owned();
-                finish(e, code, reason);
+                finish(e, code, reason, false);
             }
         }
         drain(e, out);
@@ -148,9 +151,13 @@ impl LocalUac {
     }
 }
 
-fn finish(e: &mut Entry, code: u16, reason: String) {
+fn finish(e: &mut Entry, code: u16, reason: String, local: bool) {
     if let Some(done) = e.done.take() {
-        let _ = done.try_send(UacResult { code, reason });
+        let _ = done.try_send(UacResult {
+            code,
+            reason,
+            local,
+        });
     }
 }
 
@@ -160,9 +167,9 @@ fn drain(e: &mut Entry, out: &mut Outbox) {
     }
     while let Some(ev) = e.txn.poll_event() {
         match ev {
-            TxnEvent::Timeout(_) => finish(e, 408, String::from("Request Timeout")),
-            TxnEvent::TransportError => finish(e, 503, String::from("Service Unavailable")),
-            TxnEvent::Terminated => finish(e, 408, String::from("Request Timeout")),
+            TxnEvent::Timeout(_) => finish(e, 408, String::from("Request Timeout"), true),
+            TxnEvent::TransportError => finish(e, 503, String::from("Service Unavailable"), true),
+            TxnEvent::Terminated => finish(e, 408, String::from("Request Timeout"), true),
         }
     }
 }
