@@ -19,6 +19,10 @@ pub struct Core {
     pub reply: ReplyIdentity,
     pub sip_warning: bool,
     pub max_len: usize,
+    /// Requests over UDP go to the shard that owns their Call-ID (tm is loaded: a
+    /// retransmission, a CANCEL or an ACK must find its transaction there). Without tm no
+    /// request leaves the shard it arrived on.
+    pub calls_owned: bool,
     /// `max_message_size`: the largest message taken, on any transport.
     pub max_message: usize,
     pub pid: u32,
@@ -78,6 +82,7 @@ impl Core {
             reply: ReplyIdentity::new(pid, server_header),
             sip_warning: cfg.sip_warning,
             max_len: cfg.max_len,
+            calls_owned: true,
             max_message: cfg.max_message_size,
             pid,
             params: crate::config::Params::default(),

@@ -127,6 +127,7 @@ impl Live {
         )
         .map_err(|e| e.to_string())?;
         core.params = loaded.params;
+        core.calls_owned = loaded.modules.iter().any(|m| m == "tm");
         // One drain flag for the process: a SIGTERM after a reload must reach every shard.
         core.draining = Arc::clone(&old.core.draining);
         // The user location outlives the script (its db_mode stays until a restart).

@@ -493,6 +493,7 @@ fn start_services(
 ) -> Result<Core> {
     let mut core = Core::new(cfg, listens, ser_shards::os::hostname());
     core.params = loaded.params.clone();
+    core.calls_owned = loaded.modules.iter().any(|m| m == "tm");
     core.dbs.list = ser::db::open_for(
         &loaded.params.db_urls(),
         &core.dbs.default_url,
@@ -561,6 +562,10 @@ fn start_management(
                 &core.dispatcher,
             )));
         }
+        let shards_remote = runtime.remote();
+        exporter.add_collector(ser::metrics::runtime_collector(move || {
+            shards_remote.stats()
+        }));
         let api = ser::mgmt_http::mgmt_commands(Arc::clone(&mgmt), exporter.clone());
         match ser::mgmt_http::MgmtHttp::start(addr, exporter, api) {
             Ok(h) => ser::log::always(

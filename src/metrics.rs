@@ -381,6 +381,67 @@ pub fn ser_families(shards: &[StatsSnapshot], uptime: Duration) -> Vec<Family> {
 /// Something that adds families to a scrape (a module's own counters).
 pub type Collector = Arc<dyn Fn(&mut Vec<Family>) + Send + Sync>;
 
+/// The shard runtime's own counters, per shard: what a call costs in wake-ups, system calls
+/// and hand-offs (divide by calls; bench/wakeups.sh does). `stats` reads the runtime's
+/// snapshot.
+pub fn runtime_collector(
+    stats: impl Fn() -> Vec<ser_shards::ShardStats> + Send + Sync + 'static,
+) -> Collector {
+    type Field = fn(&ser_shards::ShardStats) -> u64;
+    const COUNTERS: [(&str, &str, Field); 8] = [
+        (
+            "ser_shard_wakeups_total",
+            "Event loop iterations (each a wake-up, or a pass without sleeping).",
+            |s| s.loops,
+        ),
+        (
+            "ser_shard_syscalls_total",
+            "System calls of the I/O loop (io_uring_enter; epoll_wait, recvmmsg, sendmmsg on the portable backend).",
+            |s| s.syscalls,
+        ),
+        (
+            "ser_shard_datagrams_received_total",
+            "Datagrams read from the shard's sockets.",
+            |s| s.datagrams_received,
+        ),
+        (
+            "ser_shard_datagrams_sent_total",
+            "Datagrams the kernel took for sending.",
+            |s| s.datagrams_sent,
+        ),
+        (
+            "ser_shard_handoffs_in_total",
+            "Messages other shards handed to this one.",
+            |s| s.handoffs_in,
+        ),
+        (
+            "ser_shard_handoffs_out_total",
+            "Messages this shard handed to others.",
+            |s| s.handoffs_out,
+        ),
+        (
+            "ser_shard_events_total",
+            "Events delivered to the shard (posts from other shards and threads, finished blocking jobs).",
+            |s| s.events,
+        ),
+        (
+            "ser_shard_timers_total",
+            "Timers fired.",
+            |s| s.timers_fired,
+        ),
+    ];
+    Arc::new(move |v: &mut Vec<Family>| {
+        let all = stats();
+        for (name, help, field) in COUNTERS {
+            let mut f = Family::counter(name, help);
+            for (i, s) in all.iter().enumerate() {
+                f.sample(&[("shard", &i.to_string())], field(s));
+            }
+            v.push(f);
+        }
+    })
+}
+
 /// What a scrape reads: the shards' counters, the start time, and extra collectors.
 #[derive(Clone)]
 pub struct Exporter {

@@ -685,3 +685,48 @@ fn embedded_default_registers_finds_and_persists_users() {
         .unwrap_or_else(|| panic!("alice found after the restart:\n{}", ser.log_text()));
     assert!(got.starts_with("INVITE sip:alice@"), "{got}");
 }
+
+/// Without tm there is no transaction to find: a request stays on the shard it arrived on
+/// (whatever its Call-ID), and a reply to a stateless forward is forwarded by the shard it
+/// reaches. Calls from several callers through a 4-shard stateless proxy: no hand-off.
+#[test]
+fn stateless_traffic_never_changes_shard() {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let callee = Peer::new();
+    let script = format!(
+        "metrics_listen = \"{metrics}\"\nloadmodule \"sl.so\"\nroute {{ forward(127.0.0.1, {}); }}\n",
+        callee.port()
+    );
+    let ser = Ser::start("e2e-nohop", &script, 0, 4, "auto");
+    let callers: Vec<Peer> = (0..6).map(|_| Peer::new()).collect();
+    for i in 0..24 {
+        let caller = &callers[i % callers.len()];
+        let cid = format!("nohop-{i}");
+        let ruri = format!("sip:callee@{}", ser.addr());
+        caller.send(
+            ser.addr(),
+            request("OPTIONS", &ruri, caller.port(), &cid, "").as_bytes(),
+        );
+        let req = callee
+            .recv_timeout(2000)
+            .unwrap_or_else(|| panic!("{}", ser.log_text()));
+        assert!(req.contains(&cid), "{req}");
+        callee.send(
+            ser.addr(),
+            response_to(&req, 200, "OK", "callee").as_bytes(),
+        );
+        let r = final_reply(caller, Duration::from_secs(2)).expect("the 200 back");
+        assert!(r.contains(&cid) && status(&r) == Some(200), "{r}");
+    }
+    let text = http_get_body(metrics, "/metrics");
+    let handoffs: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ser_handoffs_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(text.contains("ser_handoffs_total"), "{text}");
+    assert_eq!(handoffs, 0, "{text}");
+}

@@ -30,15 +30,18 @@ pub const USAGE: &str = "usage: loadgen <options|register|call|uas|message|FILE.
   --json FILE  --quiet   report as JSON, no progress/table
   -sf FILE.xml  -inf FILE.csv  -s SERVICE   SIPp-style
   --backend auto|io_uring|portable
-  --batch-us N           handle I/O at most every N us: fewer wake-ups, less CPU per call,
-                         calls started in groups (default: rounds of 40 calls, 1000 to 4000;
-                         uas 0: on every datagram)";
+  --batch-us N|auto      handle I/O at most every N us (0: every datagram when it comes, calls
+                         started on the timers' 1 ms ticks); auto: rounds of 40 calls, 1000
+                         to 4000 us (fewer wake-ups, less CPU per call, calls in bursts).
+                         Default: a UAC 1000 (each message when it is due, to the
+                         millisecond, as SIPp's default -timer_resol), a UAS 0";
 
-/// A UAC's default round length, from its shard's share of the peak rate: long enough that a
-/// round starts [`GRAIN_CALLS`] calls (every wake-up costs as much CPU as a few calls), never
-/// under 1 ms nor over 4 ms. SIPp (3.6, default options) starts its calls in bursts about 4 ms
-/// apart at 1000 to 10 000 calls/s (40 a burst at 10 000/s), so this paces at least as finely
-/// as SIPp at every rate.
+/// A UAC's round length with `--batch-us auto`, from its shard's share of the peak rate: long
+/// enough that a round starts [`GRAIN_CALLS`] calls (every wake-up costs as much CPU as a few
+/// calls), never under 1 ms nor over 4 ms. SIPp (3.6, default options) starts its calls in
+/// bursts about 4 ms apart at 1000 to 10 000 calls/s (40 a burst at 10 000/s), so this paces at
+/// least as finely as SIPp at every rate. Not the default: a server under test sees bursts it
+/// would not see from independent phones (and spends less per call on them).
 pub fn default_grain_us(rate_per_shard: f64) -> u64 {
     if rate_per_shard.is_nan() || rate_per_shard <= 0.0 {
         return 1000;
@@ -48,6 +51,9 @@ pub fn default_grain_us(rate_per_shard: f64) -> u64 {
 
 /// Calls a default round of a UAC starts, when the rate allows a round of at most 4 ms.
 pub const GRAIN_CALLS: f64 = 40.0;
+
+/// A UAC's default I/O round: the timers' resolution (and SIPp's default -timer_resol), 1 ms.
+pub const TIMER_RESOLUTION_US: u64 = 1000;
 
 /// `--max-fail`: a count or a percentage of attempted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -153,7 +159,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
     let (mut hold, mut fail_share, mut noanswer_share) = (0u64, 0.0, 0.0);
     let (mut json, mut quiet, mut inf) = (None, false, None::<String>);
     let mut backend = Backend::Auto;
-    let mut batch_us: Option<u64> = None;
+    // None: each message when it is due; Some(None): `auto` rounds; Some(Some(n)): n us.
+    let mut batch_us: Option<Option<u64>> = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("target") => target = Some(p.value()?.string()?),
@@ -182,7 +189,17 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
             Long("sf") | Long("sn") => scenario = Some(p.value()?.string()?),
             Long("inf") => inf = Some(p.value()?.string()?),
             Short('s') => service = p.value()?.string()?,
-            Long("batch-us") => batch_us = Some(p.value()?.parse()?),
+            Long("batch-us") => {
+                let v = p.value()?.string()?;
+                batch_us = Some(if v == "auto" {
+                    None
+                } else {
+                    Some(
+                        v.parse()
+                            .context("--batch-us: a number of microseconds or auto")?,
+                    )
+                });
+            }
             Long("backend") => {
                 backend = p.value()?.string()?.parse().map_err(anyhow::Error::msg)?
             }
@@ -255,13 +272,19 @@ pub fn parse(args: Vec<OsString>) -> Result<Opts> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ((peak / 20_000.0).ceil() as usize).clamp(1, cores.max(1))
     });
-    // A UAS answers at once, as it stands in the path being measured; a UAC handles its I/O in
-    // rounds (see default_grain_us).
-    let batch_us = batch_us.unwrap_or(if server {
-        0
-    } else {
-        default_grain_us(peak / shards as f64)
-    });
+    // By default a UAS answers every datagram when it comes (it stands in the path being
+    // measured), and a UAC sends each message when it is due, to the millisecond: its I/O and
+    // timers on 1 ms ticks, as SIPp's (default -timer_resol 1 ms), whose clustering of the
+    // messages due within a millisecond a server then sees alike (bench/RESULTS.md, "loadgen
+    // and SIPp as seen by ser"); `--batch-us auto` handles a UAC's I/O in rounds of 40 calls
+    // (see default_grain_us), `--batch-us 0` every datagram when it comes.
+    let batch_us = match batch_us {
+        None if server => 0,
+        None => TIMER_RESOLUTION_US,
+        Some(Some(n)) => n,
+        Some(None) if server => 0,
+        Some(None) => default_grain_us(peak / shards as f64),
+    };
     let target_addr = match &target {
         Some(t) => addr(t)?,
         None if server => SocketAddr::from(([127, 0, 0, 1], 5060)),
@@ -419,23 +442,33 @@ mod tests {
     fn rounds_follow_each_shards_rate() {
         let grain = |a: &str| parse(args(a)).expect("parses").batch;
         let us = |n: u64| Some(Duration::from_micros(n));
-        // Rounds of 40 calls, between 1 and 4 ms; a UAS answers on every datagram.
-        assert_eq!(grain("call --target 127.0.0.1:1 --rate 1000"), us(4000));
-        assert_eq!(grain("call --target 127.0.0.1:1 --rate 10000"), us(4000));
-        assert_eq!(grain("call --target 127.0.0.1:1 --rate 20000"), us(2000));
+        // By default each message when it is due, to the millisecond; 0: at once.
+        assert_eq!(grain("call --target 127.0.0.1:1 --rate 1000"), us(1000));
+        assert_eq!(grain("call --target 127.0.0.1:1 --rate 20000"), us(1000));
         assert_eq!(
-            grain("call --target 127.0.0.1:1 --rate 10 --ramp-to 16000 --ramp-secs 5"),
+            grain("call --target 127.0.0.1:1 --rate 20000 --batch-us 0"),
+            None
+        );
+        assert_eq!(grain("uas --listen 127.0.0.1:1"), None);
+        // auto: rounds of 40 calls, between 1 and 4 ms; a UAS answers on every datagram.
+        let auto = |a: &str| grain(&format!("{a} --batch-us auto"));
+        assert_eq!(auto("call --target 127.0.0.1:1 --rate 1000"), us(4000));
+        assert_eq!(auto("call --target 127.0.0.1:1 --rate 10000"), us(4000));
+        assert_eq!(auto("call --target 127.0.0.1:1 --rate 20000"), us(2000));
+        assert_eq!(
+            auto("call --target 127.0.0.1:1 --rate 10 --ramp-to 16000 --ramp-secs 5"),
             us(2500)
         );
         // A shard's share of the rate counts.
         assert_eq!(
-            grain("call --target 127.0.0.1:1 --rate 40000 --shards 2"),
+            auto("call --target 127.0.0.1:1 --rate 40000 --shards 2"),
             us(2000)
         );
         assert_eq!(
-            grain("call --target 127.0.0.1:1 --rate 80000 --shards 1"),
+            auto("call --target 127.0.0.1:1 --rate 80000 --shards 1"),
             us(1000)
         );
+        assert_eq!(auto("uas --listen 127.0.0.1:1"), None);
         assert_eq!(
             grain("call --target 127.0.0.1:1 --rate 1000 --batch-us 500"),
             us(500)

@@ -1,7 +1,7 @@
 //! Scenarios: SIPp's XML scenario files of the common kind, compiled once into steps and
 //! message templates, and the built-in scenarios (written in the same XML, see `builtin`).
 //!
-//! Supported: `send` (retrans, start_txn, next), `recv` (request=/response=, optional, rrs,
+//! Supported: `send` (retrans, start_txn, ack_txn, next), `recv` (request=/response=, optional, rrs,
 //! timeout, ontimeout, auth, response_txn, next), `pause` (milliseconds), `nop`, `label`,
 //! `timewait`, and the keywords listed in `Kw`. Anything else (actions, variables, `test=`,
 //! `chance=`, unknown keywords ...) is refused with `file:line: what` rather than run wrongly.
@@ -351,6 +351,9 @@ pub fn parse_xml(text: &str, file: &str) -> Result<Scenario> {
     let mut steps = Vec::new();
     let mut labels: Vec<(String, usize)> = Vec::new();
     let mut jumps: Vec<(usize, String, u32, bool)> = Vec::new(); // step, label, line, ontimeout
+                                                                 // Sends that start a named transaction, and ACKs that belong to one: (step, name, line).
+    let mut txn_starts: Vec<(usize, String)> = Vec::new();
+    let mut txn_acks: Vec<(usize, String, u32)> = Vec::new();
     for n in root.children().filter(|n| n.is_element()) {
         let line = line_of(&n);
         let tag = n.tag_name().name();
@@ -358,6 +361,7 @@ pub fn parse_xml(text: &str, file: &str) -> Result<Scenario> {
             "send" => &[
                 "retrans",
                 "start_txn",
+                "ack_txn",
                 "next",
                 "crlf",
                 "rtd",
@@ -437,6 +441,12 @@ pub fn parse_xml(text: &str, file: &str) -> Result<Scenario> {
                 let base = first_text.map(|c| line_of(&c)).unwrap_or(line);
                 let tpl = compile_template(&text, file, base)?;
                 let retrans = num_attr(&n, "retrans", file, line)?;
+                if let Some(t) = n.attribute("start_txn") {
+                    txn_starts.push((steps.len(), t.to_string()));
+                }
+                if let Some(t) = n.attribute("ack_txn") {
+                    txn_acks.push((steps.len(), t.to_string(), line));
+                }
                 steps.push(Step::Send {
                     tpl,
                     retrans,
@@ -489,6 +499,21 @@ pub fn parse_xml(text: &str, file: &str) -> Result<Scenario> {
                 num_attr(&n, "milliseconds", file, line)?.unwrap_or(0),
             )),
             _ => {} // repartition tables: SIPp's screen statistics, not needed here
+        }
+    }
+    // ack_txn: the ACK belongs to the transaction a start_txn names (SIPp): its [branch] is
+    // that request's (the ACK of a negative final reply must carry the INVITE's branch).
+    for (at, name, line) in txn_acks {
+        let Some((start, _)) = txn_starts.iter().find(|(_, t)| *t == name) else {
+            bail!("{file}:{line}: ack_txn=\"{name}\" names no start_txn");
+        };
+        let off = u32::try_from(at - start).unwrap_or(u32::MAX);
+        if let Some(Step::Send { tpl, .. }) = steps.get_mut(at) {
+            for seg in tpl.head.iter_mut().chain(tpl.body.iter_mut()).flatten() {
+                if let Seg::Kw(Kw::Branch(0)) = seg {
+                    *seg = Seg::Kw(Kw::Branch(off));
+                }
+            }
         }
     }
     // start_txn / response_txn name transactions by the request they start; map them to methods.
@@ -637,6 +662,36 @@ mod tests {
             panic!("recv")
         };
         assert_eq!((*next, *rrs), (Some(4), true));
+    }
+
+    #[test]
+    fn an_ack_txn_takes_its_transaction_s_branch() {
+        let x = r#"<scenario>
+  <send start_txn="inv"><![CDATA[
+INVITE sip:a@b SIP/2.0
+Via: SIP/2.0/UDP h;branch=[branch]
+]]></send>
+  <recv response="486" response_txn="inv"/>
+  <send ack_txn="inv"><![CDATA[
+ACK sip:a@b SIP/2.0
+Via: SIP/2.0/UDP h;branch=[branch]
+]]></send>
+</scenario>"#;
+        let s = parse_xml(x, "a.xml").expect("parse");
+        let Step::Send { tpl, .. } = &s.steps[2] else {
+            panic!("send")
+        };
+        assert!(
+            tpl.head[1].contains(&Seg::Kw(Kw::Branch(2))),
+            "{:?}",
+            tpl.head
+        );
+        let bad = x.replace("ack_txn=\"inv\"", "ack_txn=\"nope\"");
+        let e = parse_xml(&bad, "a.xml").unwrap_err().to_string();
+        assert!(
+            e.contains("a.xml:7: ack_txn=\"nope\" names no start_txn"),
+            "{e}"
+        );
     }
 
     #[test]

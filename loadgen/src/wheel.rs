@@ -62,6 +62,11 @@ impl Wheel {
         self.hint = self.hint.min(ms);
     }
 
+    /// The first millisecond tick at or after `t`: when a timer set for `t` fires.
+    pub fn tick_at_or_after(&self, t: Instant) -> Instant {
+        self.at_ms(self.ms_ceil(t))
+    }
+
     /// When the generator should next look (`None`: nothing armed). Never late; may be early.
     pub fn next_hint(&self) -> Option<Instant> {
         (self.len > 0).then(|| self.at_ms(self.hint.max(self.cursor)))

@@ -157,6 +157,11 @@ impl<E: Send + 'static> Remote<E> {
         self.shared.mailboxes.len()
     }
 
+    /// A snapshot of every shard's counters, as [`Runtime::stats`](crate::Runtime::stats).
+    pub fn stats(&self) -> Vec<crate::ShardStats> {
+        self.shared.stats.iter().map(AtomicStats::load).collect()
+    }
+
     /// Asks every shard to exit; [`Runtime::join`](crate::Runtime::join) then returns.
     pub fn shutdown(&self) {
         self.shared.shutdown();

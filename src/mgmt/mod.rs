@@ -546,8 +546,10 @@ pub fn prepare_uac(
         return Err(Reply::error(500, "no socket"));
     };
     let n: u64 = rand::random();
-    let branch = format!("z9hG4bKfifo{n:016x}");
     let call_id = format!("{n:016x}-fifo@{}", crate::sip::hostport(&local));
+    let shard = crate::sip::owner_shard(call_id.as_bytes(), shards.max(1));
+    // A transaction's branch on the Call-ID's shard: the replies go there (sip::reply_shard).
+    let branch = crate::sip::txn_branch(&core.reply.tag_prefix, shard, n, 0);
     let mut body_text = String::new();
     for l in body {
         body_text.push_str(l);
@@ -568,7 +570,6 @@ pub fn prepare_uac(
         body_text.len()
     ));
     let (tx, rx) = mpsc::sync_channel(1);
-    let shard = crate::sip::owner_shard(call_id.as_bytes(), shards.max(1));
     let uac = crate::tm::uac::UacRequest {
         dst: crate::sip::Dest::udp(socket, dst),
         bytes: req.into_bytes(),

@@ -716,12 +716,13 @@ impl Server {
             }
         }
         if !d.handed_off && ctx.shard_count() > 1 {
-            // See sip::owner: a reply goes to the shard its branch names, a request on a
-            // stream stays with the connection's shard, the rest to the Call-ID's owner.
+            // See sip::owner: a reply goes to the shard its branch names (any other is
+            // forwarded statelessly, here), a request on a stream stays with the connection's
+            // shard, one over UDP goes to its Call-ID's owner when there are transactions.
             let n = ctx.shard_count();
             let owner = if d.data.starts_with(b"SIP/") {
                 reply_shard(d.data, &self.core.reply.tag_prefix, n)
-            } else if d.conn.is_none() {
+            } else if d.conn.is_none() && self.core.calls_owned {
                 scan_call_id(d.data).map(|cid| owner_shard(cid, n))
             } else {
                 None

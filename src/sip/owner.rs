@@ -1,11 +1,14 @@
 //! Which shard owns a message: every message of one call (requests, retransmissions, CANCEL,
 //! ACK, replies) shares a Call-ID, and the shard its hash picks owns the call's transactions.
 //!
-//! Two exceptions spare a hop between shards. A request that arrives on a stream connection
-//! is handled by the shard that owns the connection (a stream has no retransmissions, and
-//! its ACK and CANCEL come on the same connection, RFC 3261 §17.1.1.3); the branches such a
-//! transaction sends name their shard ([`txn_branch`]), so replies find it: [`reply_shard`]. A
-//! CANCEL that finds nothing there goes on to the Call-ID's owner.
+//! Exceptions spare a hop between shards. A request that arrives on a stream connection is
+//! handled by the shard that owns the connection (a stream has no retransmissions, and its
+//! ACK and CANCEL come on the same connection, RFC 3261 §17.1.1.3); a CANCEL that finds
+//! nothing there goes on to the Call-ID's owner. Without tm no request has a transaction to
+//! find, and each stays where it arrived. Replies go to the shard their branch names: every
+//! transaction's branch, and those of the requests the server starts itself, name their
+//! shard ([`txn_branch`], [`reply_shard`]); a reply to a stateless forward is forwarded by
+//! whichever shard it reaches.
 //!
 //! [`hash64`] is the fixed-key hash behind it, also used where a value must come out the same
 //! on every shard and across restarts (stateless branches, To-tags).
@@ -79,10 +82,11 @@ pub fn txn_branch_mark(branch: &str, prefix: &str) -> Option<u32> {
 }
 
 /// The shard a reply belongs to: the one named in its top Via branch when that branch is one
-/// of ours ([`txn_branch`] with this `prefix`), else the Call-ID's owner. None when neither can be
-/// read (the full parse will say what is wrong).
+/// of a transaction's ([`txn_branch`] with this `prefix`; the requests the server starts
+/// itself have such branches too). None for any other (a stateless branch of ours: any shard
+/// forwards it; someone else's: dropped wherever it is), or when it cannot be read.
 pub fn reply_shard(buf: &[u8], prefix: &str, shards: usize) -> Option<usize> {
-    let named = scan_header(buf, b"via", b"v")
+    scan_header(buf, b"via", b"v")
         .and_then(top_branch)
         .and_then(|b| b.strip_prefix(b"z9hG4bK"))
         .and_then(|b| b.strip_prefix(prefix.as_bytes()))
@@ -91,8 +95,7 @@ pub fn reply_shard(buf: &[u8], prefix: &str, shards: usize) -> Option<usize> {
             let hex = std::str::from_utf8(rest.get(..end)?).ok()?;
             usize::from_str_radix(hex, 16).ok()
         })
-        .filter(|&s| s < shards);
-    named.or_else(|| scan_call_id(buf).map(|c| owner_shard(c, shards)))
+        .filter(|&s| s < shards)
 }
 
 /// The `branch` parameter of the first Via value of a header line's value.
@@ -149,21 +152,20 @@ mod tests {
         }
         let reply =
             |via: &str| format!("SIP/2.0 200 OK\r\n{via}\r\nCall-ID: c-7@h\r\n\r\n").into_bytes();
-        let by_call_id = owner_shard(b"c-7@h", 4);
         let ours = reply(&format!(
             "Via: SIP/2.0/TCP 10.0.0.1;branch={b}.0, SIP/2.0/UDP x"
         ));
         assert_eq!(reply_shard(&ours, "0a1b2c3d", 4), Some(3));
         let compact = reply(&format!("v: SIP/2.0/UDP 10.0.0.1 ; rport ; BRANCH = {b}.1"));
         assert_eq!(reply_shard(&compact, "0a1b2c3d", 4), Some(3));
-        // Another instance's prefix, a shard we do not have, no branch: the Call-ID decides.
-        assert_eq!(reply_shard(&ours, "ffffffff", 4), Some(by_call_id));
-        assert_eq!(
-            reply_shard(&ours, "0a1b2c3d", 2),
-            Some(owner_shard(b"c-7@h", 2))
-        );
+        // Another instance's prefix, a shard we do not have, a stateless branch, no branch:
+        // no shard in particular (the arrival shard forwards or drops it).
+        assert_eq!(reply_shard(&ours, "ffffffff", 4), None);
+        assert_eq!(reply_shard(&ours, "0a1b2c3d", 2), None);
+        let sl = reply("Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKsl0123456789abcdef");
+        assert_eq!(reply_shard(&sl, "0a1b2c3d", 4), None);
         let other = reply("Via: SIP/2.0/UDP 10.0.0.1, SIP/2.0/UDP y;branch=z9hG4bK0a1b2c3d1-1");
-        assert_eq!(reply_shard(&other, "0a1b2c3d", 4), Some(by_call_id));
+        assert_eq!(reply_shard(&other, "0a1b2c3d", 4), None);
         assert_eq!(reply_shard(b"SIP/2.0 200 OK\r\n\r\n", "0a1b2c3d", 4), None);
     }
 

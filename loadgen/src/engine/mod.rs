@@ -189,7 +189,11 @@ impl Gen {
             next = next.min(t);
         }
         if let Some(t) = self.next_start() {
-            next = next.min(t.max(now + self.setup.grain));
+            next = next.min(if self.setup.grain.is_zero() {
+                self.wheel.tick_at_or_after(t)
+            } else {
+                t.max(now + self.setup.grain)
+            });
         }
         if self.setup.server && !self.starting_done {
             if let Some(d) = self.setup.duration {
@@ -276,7 +280,8 @@ impl Gen {
                 self.starting_done = true;
             } else {
                 let share = self.setup.schedule.share(self.shards);
-                // Calls due within the grain start now: one wake-up starts them together.
+                // Calls due within the grain start now: one wake-up starts them together (with
+                // no grain, the calls due by this millisecond tick).
                 let due = share
                     .due((t + self.setup.grain).as_secs_f64())
                     .min(self.quota);

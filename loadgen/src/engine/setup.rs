@@ -37,7 +37,10 @@ pub struct Setup {
     pub duration: Option<Duration>,
     pub pid: u32,
     pub media_port: u16,
-    /// Calls due within this long of a wake-up start together (the shards' batch interval).
+    /// Calls due within this long of a wake-up start together (the shards' batch interval);
+    /// zero: each call starts on the first millisecond tick of the timers at or after the
+    /// instant it is due (the default pacing: as SIPp's 1 ms timer resolution, so a call's
+    /// start and another's pause ending in the same millisecond go out together).
     pub grain: Duration,
     /// Texts written into every message, formatted once.
     pub local_ip_text: String,
