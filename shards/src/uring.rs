@@ -312,9 +312,6 @@ pub(crate) struct Uring {
     cqes: Vec<(u64, i32, u32)>,
     /// Operations submitted and not finished (multishots count once).
     inflight: usize,
-    /// Sends (datagrams, stream writes) pushed since the last wait: each has a completion of
-    /// its own coming, mostly at once (the kernel sends inline), which is no reason to wake.
-    fresh_sends: usize,
     counters: IoCounters,
     max_datagram: usize,
     /// The sockets stamp datagrams: receives ask for the control message.
@@ -398,7 +395,6 @@ impl Uring {
             done: Vec::new(),
             cqes: Vec::with_capacity(CQ_ENTRIES as usize),
             inflight: 0,
-            fresh_sends: 0,
             counters: IoCounters::default(),
             max_datagram,
         })
@@ -548,7 +544,6 @@ impl Uring {
             }
             .user_data(user_data(K_SEND, idx));
             self.inflight += 1;
-            self.fresh_sends += 1;
             // SAFETY: the slot is boxed and not reused before this SQE's CQE frees it.
             unsafe { self.push(e)? };
         }
@@ -613,11 +608,6 @@ fn build_ring() -> io::Result<IoUring> {
     }
     Err(last.unwrap_or_else(|| io::Error::other("io_uring setup")))
 }
-
-/// How long a wait that also counts the completions of the sends just made may last: under
-/// load the next message comes sooner; an idle shard reaps them (and publishes its counters)
-/// this long after its last send.
-const REAP_SENDS_AFTER: Duration = Duration::from_millis(20);
 
 /// The stream connections' provided-buffer ring, registered (None: no native data path).
 fn stream_ring(ring: &IoUring) -> Option<BufRing> {
@@ -684,25 +674,13 @@ impl Io for Uring {
         // Waiting for a full completion queue never ends early: with DEFER_TASKRUN the kernel
         // does not even wake us for a completion while fewer than that are pending.
         let all = CQ_ENTRIES as usize;
-        // The sends just pushed complete (mostly inline, before the wait begins): wait for one
-        // completion more than they make, or every message handled alone costs a second pass
-        // of the loop that only reaps its send's completion. (CQEs of earlier iterations are
-        // all reaped: the queue holds nothing else.) Bounded by REAP_SENDS_AFTER, so that an
-        // idle shard still reaps them (its counters, its buffers) soon after its last send.
-        let fresh = mem::take(&mut self.fresh_sends);
-        let want = (1 + fresh).min(all);
-        let timeout = match (fresh, timeout) {
-            (0, t) => t,
-            (_, None) => Some(REAP_SENDS_AFTER),
-            (_, Some(t)) => Some(t.min(REAP_SENDS_AFTER)),
-        };
         let r = match (timeout, min_wait) {
-            (None, None) => self.ring.submitter().submit_and_wait(want),
+            (None, None) => self.ring.submitter().submit_and_wait(1),
             (Some(d), None) => {
                 let ts = Timespec::from(d);
                 self.ring
                     .submitter()
-                    .submit_with_args(want, &SubmitArgs::new().timespec(&ts))
+                    .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
             }
             (t, Some(m)) if self.min_timeout => {
                 // Wait `m` for a full queue, then return with whatever came (or wait on for
@@ -989,7 +967,6 @@ impl Io for Uring {
                     // boxed slot until the CQE is reaped (or are leaked in Drop).
                     unsafe { self.push(e)? };
                     self.inflight += 1;
-                    self.fresh_sends += 1;
                 }
             }
         }
