@@ -20,7 +20,7 @@ modparam("ratelimit", "timer_interval", 2)
 modparam("ratelimit", "pipe", "0:TAILDROP:10")
 modparam("ratelimit", "queue", "0:OPTIONS")
 route {{
-    if (!rl_check()) {{ sl_send_reply("503", "Limiting"); break; }};
+    if (!rl_check()) {{ append_to_reply("Retry-After: 2"); sl_send_reply("503", "Limiting"); break; }};
     sl_send_reply("200", "OK");
 }}
 "#,
@@ -42,7 +42,7 @@ fn request(sock: &UdpSocket, method: &str, tag: &str) -> String {
     )
 }
 
-/// Sends `n` requests at once and counts the replies: (200s, 503s).
+/// Sends `n` requests at once and counts the replies: (200s, 503s with their Retry-After).
 fn burst(sock: &UdpSocket, to: SocketAddr, method: &str, tag: &str, n: usize) -> (usize, usize) {
     for i in 0..n {
         sock.send_to(request(sock, method, &format!("{tag}-{i}")).as_bytes(), to)
@@ -55,10 +55,13 @@ fn burst(sock: &UdpSocket, to: SocketAddr, method: &str, tag: &str, n: usize) ->
         .expect("timeout");
     while ok + busy < n && Instant::now() < deadline {
         if let Ok((len, _)) = sock.recv_from(&mut buf) {
-            match status(&String::from_utf8_lossy(&buf[..len])) {
-                Some(200) => ok += 1,
-                Some(503) => busy += 1,
-                _ => {}
+            let text = String::from_utf8_lossy(&buf[..len]);
+            // append_to_reply's Retry-After goes on the 503s only.
+            let retry = text.contains("\r\nRetry-After: 2\r\n");
+            match status(&text) {
+                Some(200) if !retry => ok += 1,
+                Some(503) if retry => busy += 1,
+                _ => panic!("unexpected reply:\n{text}"),
             }
         }
     }

@@ -21,7 +21,10 @@
 //! them sees each change of state (and logs it).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+// 64-bit atomics everywhere, armv5te included (no native ones there).
+use portable_atomic::AtomicU64;
 
 /// Where a destination stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

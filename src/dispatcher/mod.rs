@@ -23,7 +23,10 @@ pub mod select;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+// 64-bit atomics everywhere, armv5te included (no native ones there).
+use portable_atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -120,6 +120,8 @@ pub enum Action {
     // textops
     Search(regex::bytes::Regex),
     AppendHf(String),
+    /// `append_to_reply(text)`: a header line for the request's local replies.
+    AppendToReply(String),
     AppendUriHf(String, String),
     IsPresentHf(String),
     // rr
@@ -268,6 +270,13 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::AppendHf(text) => {
                 let line = text.trim_end_matches(['\r', '\n']);
                 self.s.edits.append_header(self.msg, line.as_bytes());
+                1
+            }
+            Action::AppendToReply(text) => {
+                self.s
+                    .reply_hfs
+                    .push_str(text.trim_end_matches(['\r', '\n']));
+                self.s.reply_hfs.push_str("\r\n");
                 1
             }
             Action::AppendUriHf(pre, post) => {

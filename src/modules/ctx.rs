@@ -31,6 +31,9 @@ pub struct Scratch {
     /// over (`lookup` of a contact that registered over a stream connection). It wins over
     /// the next hop of the URI; a script action that names a host does not use it.
     pub dst: Option<Dest>,
+    /// Header lines for the replies this server makes to the request itself (textops'
+    /// `append_to_reply`): whole lines, each ending in CRLF.
+    pub reply_hfs: String,
 }
 
 /// One branch of the destination set beyond the Request-URI.
@@ -57,6 +60,7 @@ impl Scratch {
         self.branches.clear();
         self.out.clear();
         self.tmp.clear();
+        self.reply_hfs.clear();
     }
 }
 

@@ -111,6 +111,7 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("append_hf", "textops"),
     ("append_urihf", "textops"),
     ("is_present_hf", "textops"),
+    ("append_to_reply", "textops"),
     ("t_relay", "tm"),
     ("t_relay_to_udp", "tm"),
     ("t_newtran", "tm"),

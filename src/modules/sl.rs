@@ -79,10 +79,18 @@ impl MsgCtx<'_, '_> {
     /// Writes a stateless reply to the request, with `extra` header lines as they are (our
     /// To-tag, received/rport, back along the Via), and counts it.
     pub(crate) fn write_sl_reply(&mut self, code: u16, reason: &[u8], extra: &str) {
+        // append_to_reply's lines after the caller's.
+        let joined;
+        let headers = if self.s.reply_hfs.is_empty() {
+            extra
+        } else {
+            joined = format!("{extra}{}", self.s.reply_hfs);
+            joined.as_str()
+        };
         let r = LocalReply {
             code,
             reason,
-            headers: extra,
+            headers,
         };
         let core = self.core;
         core.reply

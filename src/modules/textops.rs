@@ -1,10 +1,12 @@
 //! Module textops: `search(re)`, `append_hf(text)`, `append_urihf(prefix, suffix)`,
-//! `is_present_hf(name)`.
+//! `is_present_hf(name)`, `append_to_reply(text)`.
 //!
 //! `search` matches an extended, case-insensitive regular expression against the whole
 //! message, line by line (`^`/`$` at line ends), as SER's did. Appended header fields go just
 //! before the empty line that ends the headers. Nothing is changed in place: edits are applied
-//! when the message is written out.
+//! when the message is written out. `append_to_reply` (Kamailio's) keeps a header line for the
+//! replies the server itself makes to the request (`sl_send_reply`, `sl_reply_error`, the
+//! registrar's and auth's replies), e.g. a `Retry-After` on a ratelimit's 503.
 
 use ser_parser::{HeaderName, Message};
 use ser_script::{Arg, BindCtx, KindSet};
@@ -25,6 +27,14 @@ pub fn register(ex: &mut Exports) {
         let post = a.get(1).map(arg_str).transpose()?.unwrap_or_default();
         check_header_text(&pre)?;
         Ok(Action::AppendUriHf(pre, post))
+    }));
+    ex.function(f("append_to_reply", 1, 1, KindSet::REQUEST, |a, _| {
+        let t = a.first().map(arg_str).transpose()?.unwrap_or_default();
+        check_header_text(&t)?;
+        if !t.contains(':') {
+            return Err(format!("\"{t}\" is not a header line (Name: value)"));
+        }
+        Ok(Action::AppendToReply(t))
     }));
     ex.function(f("is_present_hf", 1, 1, KindSet::ALL, |a, _| {
         let name = a.first().map(arg_str).transpose()?.unwrap_or_default();

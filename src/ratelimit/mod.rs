@@ -24,7 +24,10 @@
 //! are an `ArcSwap`ped table. Changes at run time (`rl.set_pipe`, `rl.set_queue`) are atomic
 //! stores: no lock on the request path. FEEDBACK and NETWORK are not implemented.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+// 64-bit atomics everywhere, armv5te included (no native ones there).
+use portable_atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 

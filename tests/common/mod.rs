@@ -117,10 +117,24 @@ impl Drop for TempDir {
     }
 }
 
+/// What names this test process in shared paths: its pid, and the time it first asked, since
+/// tests run in PID namespaces of their own (common::netns) all have small, equal pids there.
+pub fn process_token() -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!("{}.{nanos:x}", std::process::id())
+        })
+        .clone()
+}
+
 pub fn temp_dir(tag: &str) -> TempDir {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("ser-test-{tag}-{}-{n}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("ser-test-{tag}-{}-{n}", process_token()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create a temp dir");
     TempDir(d)
@@ -593,7 +607,7 @@ impl Drop for FifoPath {
 pub fn fifo_path(tag: &str) -> FifoPath {
     FifoPath(PathBuf::from(format!(
         "/tmp/ser-test-fifo-{tag}-{}",
-        std::process::id()
+        process_token()
     )))
 }
 
