@@ -1,7 +1,9 @@
 //! `serctl`: SER's management tool, talking to a running `ser` through its FIFO server.
 //!
 //! The FIFO is `$SER_FIFO` (default `/tmp/ser_fifo`), as with SER's serctl. Each command
-//! makes a reply pipe `/tmp/ser_receiver_<pid>`, writes one request (`:cmd:ser_receiver_<pid>`,
+//! makes a reply pipe `/tmp/ser_receiver_<pid>_<n>` (n: from the clock, another one if that
+//! name is taken: processes in other PID namespaces share /tmp and pids), writes one request
+//! (`:cmd:ser_receiver_<pid>_<n>`,
 //! parameter lines, an empty line) in a single write, and prints the reply: the body for a
 //! `2xx` reply, the status line otherwise (with exit status 1).
 //!
@@ -146,14 +148,39 @@ impl Drop for ReplyPipe {
     }
 }
 
+/// A reply pipe of our own under /tmp: (its name, its path). A name already taken (another
+/// serctl's, perhaps one with our pid in another PID namespace) is left alone: another is
+/// tried.
+fn make_reply_pipe() -> Result<(String, PathBuf), String> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let n = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9));
+        let name = format!("ser_receiver_{}_{n:x}", std::process::id());
+        let path = PathBuf::from("/tmp").join(&name);
+        match ser_shards::os::mkfifo(&path, 0o600) {
+            Ok(()) => return Ok((name, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => {
+                return Err(format!(
+                    "cannot make the reply pipe {}: {e}",
+                    path.display()
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "cannot make a reply pipe under /tmp: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    ))
+}
+
 /// Sends `:cmd:reply\nparams...\n\n` and waits for the reply.
 fn request(cmd: &str, params: &[String]) -> Result<FifoReply, String> {
     let fifo = fifo_path();
-    let name = format!("ser_receiver_{}", std::process::id());
-    let reply_path = PathBuf::from("/tmp").join(&name);
-    let _ = std::fs::remove_file(&reply_path);
-    ser_shards::os::mkfifo(&reply_path, 0o600)
-        .map_err(|e| format!("cannot make the reply pipe {}: {e}", reply_path.display()))?;
+    let (name, reply_path) = make_reply_pipe()?;
     let _guard = ReplyPipe(reply_path.clone());
     // Open our end first (non-blocking: no writer yet), so the server's open never fails.
     let mut reply = std::fs::OpenOptions::new()

@@ -4,7 +4,7 @@
 //! (`t_uac_from` reads header lines up to an empty line and a body up to a `.` line). The
 //! reply — SER's status line (`200 ok`, `500 command 'x' not available`) and the command's
 //! lines — is written to `reply_file`, taken relative to `/tmp` unless absolute, as the seeds
-//! say: a pipe the client made (serctl's `ser_receiver_<pid>`) or a plain file. An empty
+//! say: a pipe the client made (serctl's `ser_receiver_<pid>_<n>`) or a plain file. An empty
 //! reply name means no reply.
 //!
 //! Robustness: the pipe is opened read-write, so clients coming and going never give an end
