@@ -155,8 +155,8 @@ impl Server {
             }
             return;
         }
-        #[allow(unused_mut)]
         let max = self.core.max_message;
+        #[allow(unused_mut)]
         let mut c = StreamConn::new(transport, peer, local, sock, false, now, max);
         #[cfg(feature = "ws")]
         if matches!(transport, Transport::Ws | Transport::Wss) {
@@ -558,8 +558,8 @@ impl Server {
             }
         };
         let local = self.core.local.addr(socket).unwrap_or(dst.addr);
-        #[allow(unused_mut)]
         let max = self.core.max_message;
+        #[allow(unused_mut)]
         let mut c = StreamConn::new(dst.transport, dst.addr, local, socket, true, now, max);
         #[cfg(feature = "tls")]
         {
