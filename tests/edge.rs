@@ -216,3 +216,37 @@ fn max_message_size_out_of_range_is_a_config_error() {
     assert!(err.contains("512 to 65535"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// textops' append_to_reply: its header line goes on the request's local replies, stateless
+/// and stateful (a 503 with Retry-After, as a ratelimit or an overloaded script sends).
+#[test]
+fn append_to_reply_goes_on_sl_and_t_replies() {
+    let script = r#"
+loadmodule "sl.so"
+loadmodule "tm.so"
+loadmodule "textops.so"
+route {
+    append_to_reply("Retry-After: 7");
+    if (method=="OPTIONS") { sl_send_reply("503", "Busy"); break; };
+    t_newtran();
+    t_reply("503", "Busy In Transaction");
+}
+"#;
+    let ser = Ser::start("edge-a2r", script, 0, 1, "auto");
+    let p = Peer::new();
+    let me = ser.addr();
+    for (method, reason) in [("OPTIONS", "Busy"), ("INVITE", "Busy In Transaction")] {
+        let cid = format!("a2r-{method}");
+        p.send(
+            me,
+            request(method, &format!("sip:a@{me}"), p.port(), &cid, "").as_bytes(),
+        );
+        let r =
+            final_reply(&p, Duration::from_secs(5)).unwrap_or_else(|| panic!("{}", ser.log_text()));
+        assert_eq!(status(&r), Some(503), "{r}");
+        assert!(
+            r.contains(reason) && r.contains("\r\nRetry-After: 7\r\n"),
+            "{r}"
+        );
+    }
+}

@@ -5,8 +5,8 @@
 //! message, line by line (`^`/`$` at line ends), as SER's did. Appended header fields go just
 //! before the empty line that ends the headers. Nothing is changed in place: edits are applied
 //! when the message is written out. `append_to_reply` (Kamailio's) keeps a header line for the
-//! replies the server itself makes to the request (`sl_send_reply`, `sl_reply_error`, the
-//! registrar's and auth's replies), e.g. a `Retry-After` on a ratelimit's 503.
+//! replies the server itself makes to the request (`sl_send_reply`, `sl_reply_error`,
+//! `t_reply`, the registrar's and auth's replies), e.g. a `Retry-After` on a ratelimit's 503.
 
 use ser_parser::{HeaderName, Message};
 use ser_script::{Arg, BindCtx, KindSet};

@@ -420,7 +420,12 @@ impl MsgCtx<'_, '_> {
         let Some(tm) = self.tm.as_deref_mut() else {
             return -1;
         };
-        if tm.tm.t_reply(now, id, code, reason, &mut self.s.out) {
+        // append_to_reply's lines go on t_reply's reply too.
+        let s = &mut *self.s;
+        if tm
+            .tm
+            .t_reply(now, id, code, reason, &s.reply_hfs, &mut s.out)
+        {
             1
         } else {
             -1

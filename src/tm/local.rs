@@ -89,19 +89,21 @@ impl<S: Clone> Tm<S> {
         true
     }
 
-    /// `t_reply` from the script: a final (or provisional) for the cell.
+    /// `t_reply` from the script: a final (or provisional) for the cell, with `headers`
+    /// (whole lines; textops' `append_to_reply`).
     pub fn t_reply(
         &mut self,
         now: Instant,
         id: CellId,
         code: u16,
         reason: &str,
+        headers: &str,
         out: &mut Outbox,
     ) -> bool {
         if self.cell(id).is_some_and(|c| c.final_sent.is_some()) {
             return false;
         }
-        let ok = self.local_reply(now, id, code, reason, "", out);
+        let ok = self.local_reply(now, id, code, reason, headers, out);
         if ok && code >= 200 {
             self.cancel_others(now, id, None, out);
         }
