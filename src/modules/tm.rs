@@ -365,11 +365,17 @@ impl MsgCtx<'_, '_> {
     /// Creates this request's transaction; `Err` is what the action returns (0 after a 503:
     /// the script ends there).
     fn new_cell(&mut self) -> Result<(), i32> {
+        let received_uri = self.msg.request_uri().unwrap_or("");
+        let mark = ViaScan::new(self.core, self.msg).loop_hash(self.msg, received_uri) as u32;
+        self.new_cell_marked(mark)
+    }
+
+    /// [`Self::new_cell`] with the request's loop mark already worked out (by
+    /// [`Self::refuse_loop`]).
+    fn new_cell_marked(&mut self, loop_mark: u32) -> Result<(), i32> {
         let now = self.tm_now();
         let at = self.arrival();
         let flags = self.flags;
-        let received_uri = self.msg.request_uri().unwrap_or("");
-        let loop_mark = ViaScan::new(self.core, self.msg).loop_hash(self.msg, received_uri) as u32;
         let Some(tm) = self.tm.as_deref_mut() else {
             return Err(self.fail(500, "No Transaction Layer"));
         };
@@ -396,19 +402,20 @@ impl MsgCtx<'_, '_> {
     }
 
     /// Answers 482 to a request that looped back to us (statelessly, or in its transaction
-    /// when t_newtran made one); None when it did not.
-    fn refuse_loop(&mut self) -> Option<i32> {
+    /// when t_newtran made one): `Err` with what the action returns. Otherwise the request's
+    /// loop mark for the branches of its transaction, from the same pass over its Vias.
+    fn refuse_loop(&mut self) -> Result<u32, i32> {
         let received_uri = self.msg.request_uri().unwrap_or("");
         let scan = ViaScan::new(self.core, self.msg);
         if !scan.looped(self.msg, received_uri, &self.core.reply.tag_prefix) {
-            return None;
+            return Ok(scan.loop_hash(self.msg, received_uri) as u32);
         }
         Stats::inc(&self.stats.loops);
         crate::info!("loop detected for {}", self.current_uri());
         if self.t.cell.is_some() {
-            return Some(self.t_reply(482, "Loop Detected"));
+            return Err(self.t_reply(482, "Loop Detected"));
         }
-        Some(self.sl_send_reply(482, b"Loop Detected"))
+        Err(self.sl_send_reply(482, b"Loop Detected"))
     }
 
     fn t_reply(&mut self, code: u16, reason: &str) -> i32 {
@@ -506,11 +513,14 @@ impl MsgCtx<'_, '_> {
         }
         // RFC 3261 16.3 step 4: a request that comes back unchanged is a loop (a spiral, with
         // a new Request-URI, goes on).
-        if !in_failure {
-            if let Some(r) = self.refuse_loop() {
-                return r;
+        let loop_mark = if in_failure {
+            0
+        } else {
+            match self.refuse_loop() {
+                Ok(mark) => mark,
+                Err(r) => return r,
             }
-        }
+        };
         let created_here = if in_failure {
             false
         } else {
@@ -523,7 +533,7 @@ impl MsgCtx<'_, '_> {
                     false
                 }
                 None => {
-                    if let Err(r) = self.new_cell() {
+                    if let Err(r) = self.new_cell_marked(loop_mark) {
                         return r;
                     }
                     true
