@@ -18,6 +18,7 @@ pub mod digest;
 pub mod dispatcher;
 pub mod exec;
 pub mod maxfwd;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod registrar;
@@ -96,6 +97,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
+    ("nathelper", Some(nathelper::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -152,6 +154,13 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_next_domain", "dispatcher"),
     ("ds_mark_dst", "dispatcher"),
     ("ds_is_from_list", "dispatcher"),
+    ("nat_uac_test", "nathelper"),
+    ("fix_nated_contact", "nathelper"),
+    ("fix_nated_register", "nathelper"),
+    ("fix_nated_sdp", "nathelper"),
+    ("force_rport", "nathelper"),
+    ("add_contact_alias", "nathelper"),
+    ("handle_ruri_alias", "nathelper"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {

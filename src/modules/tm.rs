@@ -382,6 +382,10 @@ impl MsgCtx<'_, '_> {
         match tm.tm.create(now, self.msg, at, flags, loop_mark) {
             Ok(id) => {
                 self.t.cell = Some(id);
+                if self.nat.force_rport && !at.transport.is_reliable() {
+                    // nathelper's force_rport(): replies to the source port.
+                    tm.tm.set_reply_to(id, at.back_to(at.src));
+                }
                 // What a module kept for the transaction to come goes with it now.
                 if let (Some(a), Some(slot)) = (self.attach.take(), tm.tm.attachment_mut(id)) {
                     *slot = Some(a);
