@@ -546,6 +546,7 @@ fn start_management(
     }));
     let mgmt = Arc::new(mgmt);
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
@@ -561,6 +562,9 @@ fn start_management(
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
+        }
+        if loaded("nathelper") {
+            exporter.add_collector(ser::mgmt::nathelper::collector(nat));
         }
         let shards_remote = runtime.remote();
         exporter.add_collector(ser::metrics::runtime_collector(move || {
