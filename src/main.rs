@@ -252,9 +252,12 @@ fn run() -> Result<i32> {
             let fifo = start_fifo(&cfg, &mgmt)?;
             write_pid_file(&cfg)?;
             drop_privileges(&cfg, &identity)?;
-            Ok(fifo)
+            // The registry lives as long as the server: the threads that hold it weakly (the
+            // dispatcher's prober, nathelper's pinger) end with it, not when no FIFO or
+            // metrics listener happens to hold it.
+            Ok((fifo, mgmt))
         });
-    let _fifo = match started {
+    let _fifo_and_mgmt = match started {
         Ok(f) => f,
         Err(e) => {
             remove_pid_file(&cfg);

@@ -63,7 +63,15 @@ impl Target {
 struct Pending {
     target: Target,
     rx: Receiver<UacResult>,
+    sent: Instant,
     deadline: Instant,
+}
+
+/// What the pinger remembers between results: unanswered pings in a row, and the bindings it
+/// removed (results of pings sent to them before that say nothing more).
+struct Memory {
+    failures: Failures,
+    removed: std::collections::HashMap<String, Instant>,
 }
 
 /// Starts the pinger when nathelper is loaded with a `natping_interval`; returns the counters
@@ -88,11 +96,16 @@ pub fn start_pinger(m: &Arc<Mgmt>) -> std::io::Result<Arc<NatStats>> {
 
 fn pinger(m: &Weak<Mgmt>, cfg: &PingConfig, st: &NatStats) {
     crate::log::set_thread_name("natping");
-    let mut failures = Failures::new(cfg.max_failures);
+    let mut mem = Memory {
+        failures: Failures::new(cfg.max_failures),
+        removed: std::collections::HashMap::new(),
+    };
     let mut pending: Vec<Pending> = Vec::new();
     let mut next = Instant::now() + cfg.interval;
+    let floor = Duration::from_secs(1) / cfg.rate.max(1);
+    let mut last: Option<Instant> = None;
     loop {
-        if !wait_until(m, next, &mut pending, &mut failures, st) {
+        if !wait_until(m, next, &mut pending, &mut mem, st) {
             return;
         }
         let Some(mm) = m.upgrade() else {
@@ -111,11 +124,20 @@ fn pinger(m: &Weak<Mgmt>, cfg: &PingConfig, st: &NatStats) {
             );
         }
         let live: std::collections::HashSet<String> = targets.iter().map(Target::key).collect();
-        failures.retain(|k| live.contains(k));
+        mem.failures.retain(|k| live.contains(k));
+        let horizon = Instant::now();
+        mem.removed
+            .retain(|_, at| horizon.duration_since(*at) < Duration::from_secs(300));
         for (k, t) in targets.into_iter().enumerate() {
-            if !wait_until(m, round.due(k), &mut pending, &mut failures, st) {
+            // A late wake-up never lets two pings come closer than the rate allows.
+            let due = match last {
+                Some(l) => round.due(k).max(l + floor),
+                None => round.due(k),
+            };
+            if !wait_until(m, due, &mut pending, &mut mem, st) {
                 return;
             }
+            last = Some(Instant::now());
             let Some(mm) = m.upgrade() else {
                 return;
             };
@@ -124,7 +146,7 @@ fn pinger(m: &Weak<Mgmt>, cfg: &PingConfig, st: &NatStats) {
             }
         }
         st.failing
-            .store(failures.failing() as u64, Ordering::Relaxed);
+            .store(mem.failures.failing() as u64, Ordering::Relaxed);
         next = round.next_start();
     }
 }
@@ -135,7 +157,7 @@ fn wait_until(
     m: &Weak<Mgmt>,
     deadline: Instant,
     pending: &mut Vec<Pending>,
-    failures: &mut Failures,
+    mem: &mut Memory,
     st: &NatStats,
 ) -> bool {
     loop {
@@ -159,10 +181,16 @@ fn wait_until(
             let Some(mm) = m.upgrade() else {
                 return false;
             };
-            result(&mm, p.target, answered, failures, st);
+            let key = p.target.key();
+            if mem.removed.get(&key).is_some_and(|at| *at >= p.sent) {
+                continue;
+            }
+            if result(&mm, p.target, answered, &mut mem.failures, st) {
+                mem.removed.insert(key, Instant::now());
+            }
         }
         st.failing
-            .store(failures.failing() as u64, Ordering::Relaxed);
+            .store(mem.failures.failing() as u64, Ordering::Relaxed);
         let now = Instant::now();
         if now >= deadline {
             return m.strong_count() > 0;
@@ -171,8 +199,8 @@ fn wait_until(
     }
 }
 
-/// What a request ping's result means for its binding.
-fn result(m: &Mgmt, t: Target, answered: bool, failures: &mut Failures, st: &NatStats) {
+/// What a request ping's result means for its binding; true when it was removed.
+fn result(m: &Mgmt, t: Target, answered: bool, failures: &mut Failures, st: &NatStats) -> bool {
     let counter = if answered {
         &st.answered
     } else {
@@ -181,16 +209,22 @@ fn result(m: &Mgmt, t: Target, answered: bool, failures: &mut Failures, st: &Nat
     counter.fetch_add(1, Ordering::Relaxed);
     let warn = |args: std::fmt::Arguments<'_>| crate::log::always(crate::log::L_WARN, args);
     match failures.result(&t.key(), answered) {
-        Verdict::Quiet => {}
-        Verdict::Unanswered => warn(format_args!(
-            "nathelper: {} of {} at {} does not answer its keep-alive",
-            t.contact, t.aor, t.dst.addr
-        )),
-        Verdict::Recovered(n) => crate::notice!(
-            "nathelper: {} of {} answers its keep-alive again (after {n} unanswered)",
-            t.contact,
-            t.aor
-        ),
+        Verdict::Quiet => false,
+        Verdict::Unanswered => {
+            warn(format_args!(
+                "nathelper: {} of {} at {} does not answer its keep-alive",
+                t.contact, t.aor, t.dst.addr
+            ));
+            false
+        }
+        Verdict::Recovered(n) => {
+            crate::notice!(
+                "nathelper: {} of {} answers its keep-alive again (after {n} unanswered)",
+                t.contact,
+                t.aor
+            );
+            false
+        }
         Verdict::Remove(n) => {
             let ul = Arc::clone(&m.live.current().core.usrloc);
             let aor = ul.aor_of_name(&t.aor);
@@ -204,6 +238,7 @@ fn result(m: &Mgmt, t: Target, answered: bool, failures: &mut Failures, st: &Nat
                 }
                 Err(e) => crate::error!("nathelper: cannot remove {}: {e}", t.contact),
             }
+            true
         }
     }
 }
@@ -316,10 +351,12 @@ fn send(m: &Mgmt, cfg: &PingConfig, t: Target, st: &NatStats) -> Option<Pending>
         .timers
         .fr_timer
         + Duration::from_secs(2);
+    let sent = Instant::now();
     Some(Pending {
         target: t,
         rx,
-        deadline: Instant::now() + limit,
+        sent,
+        deadline: sent + limit,
     })
 }
 
