@@ -136,7 +136,7 @@ pub fn register(ex: &mut Exports) {
             .ok()
             .filter(|n| *n != 0 && n & !UAC_TEST_FLAGS == 0)
             .map(|n| Action::Nat(NatOp::UacTest(n)))
-            .ok_or_else(|| c.fail_at(0, format!("nat_uac_test flags {n}: 1 to 2047")))
+            .ok_or_else(|| c.fail_at(0, format!("flags {n}: 1 to 2047")))
     }));
     let req = KindSet::REQUEST;
     ex.function(f("fix_nated_contact", 0, 0, req, |_, _| {
@@ -185,9 +185,7 @@ fn bind_fix_sdp(a: &[Arg], c: &BindCtx<'_>) -> Result<Action, String> {
         .ok_or_else(|| {
             c.fail_at(
                 0,
-                format!(
-                    "fix_nated_sdp flags {n}: 1 (a=direction:active), 2 (c=), 8 (o=), or their sum"
-                ),
+                format!("flags {n}: 1 (a=direction:active), 2 (c=), 8 (o=), or their sum"),
             )
         })?;
     let ip = match a.get(1) {
@@ -454,7 +452,7 @@ route {
         load("t.cfg", ok, &Config::default()).expect("loads");
         for (bad, line, what) in [
             ("nat_uac_test(\"4096\")", 5, "1 to 2047"),
-            ("fix_nated_sdp(\"4\")", 5, "fix_nated_sdp flags 4"),
+            ("fix_nated_sdp(\"4\")", 5, "flags 4: 1 (a=direction"),
             ("fix_nated_sdp(\"2\", \"nohost\")", 5, "not an IP address"),
         ] {
             let src = ok.replace("handle_ruri_alias()", bad).replace(

@@ -21,7 +21,9 @@
 //!
 //! The AOR is the user name, lower-cased (SER 0.8), or `user@domain` with usrloc's
 //! `use_domain` set ([`Usrloc::aor`]). What this does not do: replication of contacts
-//! (`t_replicate` does that in the script), NAT flags, `Path`.
+//! (`t_replicate` does that in the script), `Path`. A binding saved after nathelper's
+//! `fix_nated_register()` keeps where its REGISTER came from ([`Received`]) and the NAT flag
+//! ([`FL_NAT`]), in memory and in the `received`, `socket` and `flags` columns.
 //!
 //! A binding saved from a REGISTER that came over a stream connection keeps its flow
 //! ([`Binding::flow`], memory only): lookup hands it out with the contact, and the binding
