@@ -449,3 +449,132 @@ fn options_keepalives_are_answered_and_a_silent_phone_is_reported_and_removed() 
         "{m}"
     );
 }
+
+/// A MESSAGE from `caller` to `user` through `ser`; what `phone` receives of it.
+fn message_to(ser: &Ser, caller: &Peer, phone: &Peer, user: &str, cid: &str) -> Option<String> {
+    let m = request(
+        "MESSAGE",
+        &format!("sip:{user}@{}", ser.addr()),
+        caller.port(),
+        cid,
+        "",
+    );
+    caller.send(ser.addr(), m.as_bytes());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(got) = phone.recv_timeout(100) {
+            if got.starts_with("MESSAGE ") {
+                phone.send(ser.addr(), response_to(&got, 200, "OK", "ph").as_bytes());
+                return Some(got);
+            }
+        }
+    }
+    None
+}
+
+/// fix_nated_register's source address lives in the database: with write-through it is
+/// there after a restart, with database-only lookup reads it from there.
+#[test]
+fn the_source_address_of_a_nated_binding_is_kept_in_the_database() {
+    let dir = temp_dir("nat-db");
+    let db = dir.path().join("ul.db");
+    for mode in [1, 3] {
+        let params = format!(
+            "modparam(\"usrloc\", \"db_mode\", {mode})\n\
+             modparam(\"usrloc\", \"db_url\", \"sqlite://{}\")\n",
+            db.display()
+        );
+        let s = script(&params);
+        let phone = Peer::new();
+        let caller = Peer::new();
+        let user = format!("phonedb{mode}");
+        {
+            let mut ser = Ser::start(&format!("nat-db{mode}a"), &s, 0, 2, "auto");
+            let r = register(
+                &phone,
+                ser.addr(),
+                &user,
+                "192.168.1.20:5060",
+                "192.168.1.20:5060",
+            );
+            assert_eq!(header(&r, "X-Nat"), Some("yes"), "{r}");
+            assert!(
+                header(&r, "Contact").is_some_and(|c| c.contains("@192.168.1.20:5060>")),
+                "the Contact is stored as registered: {r}"
+            );
+            if mode == 3 {
+                let got = message_to(&ser, &caller, &phone, &user, "db3-1");
+                let got = got.unwrap_or_else(|| panic!("db_mode 3: {}", ser.log_text()));
+                assert!(
+                    got.starts_with(&format!("MESSAGE sip:{user}@192.168.1.20:5060 SIP/2.0")),
+                    "{got}"
+                );
+            }
+            ser.stop();
+        }
+        // A new server on the same database (another port) reaches the phone where its
+        // REGISTER came from.
+        let ser = Ser::start(&format!("nat-db{mode}b"), &s, 0, 2, "auto");
+        let got = message_to(&ser, &caller, &phone, &user, &format!("db{mode}-2"));
+        let got =
+            got.unwrap_or_else(|| panic!("db_mode {mode} after a restart: {}", ser.log_text()));
+        assert!(
+            got.starts_with(&format!("MESSAGE sip:{user}@192.168.1.20:5060 SIP/2.0")),
+            "{got}"
+        );
+    }
+}
+
+/// Contacts, SDP bodies and aliases that do not parse are a false test or a false function,
+/// never a crash: ser answers afterwards.
+#[test]
+fn malformed_contacts_sdp_and_aliases_do_not_stop_ser() {
+    let ser = Ser::start("nat-bad", &script(""), 0, 1, "auto");
+    let peer = Peer::new();
+    let bodies = [
+        ("<sip:a@192.168.1.20:5060", "c=IN IP4\r\nc=\r\no=\r\n"),
+        ("sip:@", "v=0\r\nc=IN IP4 999.1.1.1/x/y\r\n"),
+        ("<tel:+123>", "\u{1}\u{2}c=IN IP6 ::::\r\n"),
+        ("*", "c=IN IP4 192.168.1.1"),
+    ];
+    for (i, (contact, body)) in bodies.iter().enumerate() {
+        for test in ["contact", "alias"] {
+            let m = format!(
+                "INVITE sip:x@127.0.0.1:9 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK-bad{i}{test};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:a@example.org>;tag=b{i}\r\n\
+                 To: <sip:x@127.0.0.1:9>\r\n\
+                 Call-ID: bad-{i}-{test}\r\n\
+                 CSeq: 1 INVITE\r\n\
+                 Contact: {contact}\r\n\
+                 X-Test: {test}\r\n\
+                 Content-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            peer.send(ser.addr(), m.as_bytes());
+        }
+    }
+    let bye = request(
+        "BYE",
+        "sip:x@127.0.0.1:9;alias=zz~1~1",
+        peer.port(),
+        "bad-bye",
+        "",
+    );
+    peer.send(ser.addr(), bye.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    let probe = request(
+        "OPTIONS",
+        &format!("sip:rport@{}", ser.addr()),
+        9,
+        "alive",
+        "",
+    );
+    let _ = drain(&peer, 100);
+    peer.send(ser.addr(), probe.as_bytes());
+    let r = final_reply(&peer, Duration::from_secs(3)).expect("ser still answers");
+    assert!(r.starts_with("SIP/2.0 200 Forced"), "{r}");
+    assert!(!ser.log_text().contains("panicked"), "{}", ser.log_text());
+}

@@ -173,6 +173,7 @@ pub struct SavedCtx {
     record_route: Option<super::rr::RecordRoute>,
     attach: Option<crate::tm::Attachment>,
     nat: super::nathelper::NatMarks,
+    reply_hfs: String,
 }
 
 impl<'a, 'm> MsgCtx<'a, 'm> {
@@ -225,6 +226,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             record_route: self.record_route,
             attach: self.attach.take(),
             nat: self.nat,
+            reply_hfs: std::mem::take(&mut self.s.reply_hfs),
         }
     }
 
@@ -256,6 +258,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         self.record_route = st.record_route;
         self.attach = st.attach;
         self.nat = st.nat;
+        self.s.reply_hfs = st.reply_hfs;
     }
 
     /// The Request-URI as the script sees it now.
