@@ -56,11 +56,16 @@ route {{
         if (nat_uac_test("8")) {{ fix_nated_sdp("3"); }};
     }};
     if (search("^X-Test: alias")) {{ add_contact_alias(); }};
+    if (search("^X-Test: reply")) {{ t_on_reply("1"); }};
     if (method == "BYE") {{ handle_ruri_alias(); }};
     if (uri =~ "^sip:phone") {{
         if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); break; }};
     }};
     t_relay();
+}}
+onreply_route[1] {{
+    if (nat_uac_test("1")) {{ fix_nated_contact(); }};
+    if (nat_uac_test("8")) {{ fix_nated_sdp("2"); }};
 }}
 "#
     )
@@ -186,6 +191,50 @@ fn the_callee_sees_the_callers_source_address_in_contact_and_sdp() {
     );
     let r = final_reply(&caller, Duration::from_secs(3)).expect("reply to the caller");
     assert_eq!(status(&r), Some(486), "{r}");
+}
+
+/// A callee behind a NAT: its 200's Contact and SDP are fixed in the onreply_route, with
+/// the reply's source address.
+#[test]
+fn a_natted_callees_reply_is_fixed_in_the_onreply_route() {
+    let ser = Ser::start("nat-reply", &script(""), 0, 1, "auto");
+    let caller = Peer::new();
+    let callee = Peer::new();
+    let invite = request(
+        "INVITE",
+        &format!("sip:callee@127.0.0.1:{}", callee.port()),
+        caller.port(),
+        "nat-reply-1",
+        "X-Test: reply\r\n",
+    );
+    caller.send(ser.addr(), invite.as_bytes());
+    let got = recv_request(&callee, "INVITE");
+    let sdp = "v=0\r\no=u 2 2 IN IP4 192.168.1.30\r\ns=-\r\nc=IN IP4 192.168.1.30\r\n\
+               t=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+    let ok = response_to(&got, 200, "OK", "cal").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Contact: <sip:callee@192.168.1.30:5060>\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    assert!(ok.contains("192.168.1.30:5060"), "{ok}");
+    callee.send(ser.addr(), ok.as_bytes());
+    let r = final_reply(&caller, Duration::from_secs(3)).expect("200 to the caller");
+    let src = format!("127.0.0.1:{}", callee.port());
+    assert_eq!(
+        header(&r, "Contact"),
+        Some(format!("<sip:callee@{src}>").as_str()),
+        "{r}"
+    );
+    let (head, body) = r.split_once("\r\n\r\n").expect("body");
+    assert!(body.contains("c=IN IP4 127.0.0.1\r\n"), "{body}");
+    assert!(!body.contains("a=direction"), "flag 2 only: {body}");
+    let len: usize = header(head, "Content-Length")
+        .and_then(|v| v.parse().ok())
+        .expect("Content-Length");
+    assert_eq!(len, body.len(), "Content-Length follows the new body");
 }
 
 #[test]

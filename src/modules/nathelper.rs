@@ -15,9 +15,11 @@
 //! - `fix_nated_sdp(flags[, ip])`: see [`crate::nathelper::sdp`]; Content-Length follows.
 //!
 //! Each edits the message through the script's edits; a function that would edit text another
-//! nathelper call already edited (the Contact, the body) returns false instead. The functions
-//! run in the request route only (an `onreply_route`'s edits are not sent in this version);
-//! `nat_uac_test` runs in every route kind but branch_route.
+//! nathelper call already edited (the Contact, the body) returns false instead.
+//! `fix_nated_contact`, `add_contact_alias` and `fix_nated_sdp` run in the request route and in
+//! an `onreply_route` (over a NATed callee's reply, with the reply's source address: tm relays
+//! a provisional or 2xx with the route's edits); `nat_uac_test` in every route kind but
+//! branch_route; the others in the request route.
 //!
 //! The parameters of the NAT keep-alives are read here ([`PingConfig`]); the pinger is
 //! `mgmt::nathelper`.
@@ -139,7 +141,9 @@ pub fn register(ex: &mut Exports) {
             .ok_or_else(|| c.fail_at(0, format!("flags {n}: 1 to 2047")))
     }));
     let req = KindSet::REQUEST;
-    ex.function(f("fix_nated_contact", 0, 0, req, |_, _| {
+    // What edits the message may run over a reply too (the relayed copy carries it).
+    let edit = KindSet::REQUEST | KindSet::ONREPLY;
+    ex.function(f("fix_nated_contact", 0, 0, edit, |_, _| {
         Ok(Action::Nat(NatOp::FixContact))
     }));
     ex.function(f("fix_nated_register", 0, 0, req, |_, _| {
@@ -148,13 +152,13 @@ pub fn register(ex: &mut Exports) {
     ex.function(f("force_rport", 0, 0, req, |_, _| {
         Ok(Action::Nat(NatOp::ForceRport))
     }));
-    ex.function(f("add_contact_alias", 0, 0, req, |_, _| {
+    ex.function(f("add_contact_alias", 0, 0, edit, |_, _| {
         Ok(Action::Nat(NatOp::AddContactAlias))
     }));
     ex.function(f("handle_ruri_alias", 0, 0, req, |_, _| {
         Ok(Action::Nat(NatOp::HandleRuriAlias))
     }));
-    ex.function(f("fix_nated_sdp", 1, 2, req, bind_fix_sdp));
+    ex.function(f("fix_nated_sdp", 1, 2, edit, bind_fix_sdp));
     for (name, _, _) in INT_PARAMS {
         ex.param(
             MODULE,
@@ -470,10 +474,12 @@ route {
             .err()
             .expect("refused");
         assert_eq!(e.line, 3, "{e}");
-        let bad = ok.replace("fix_nated_contact();", "").replace(
+        let onreply = ok.replace(
             "route {",
             "onreply_route[1] { fix_nated_contact(); }\nroute {",
         );
+        load("t.cfg", &onreply, &Config::default()).expect("fix_nated_contact over replies");
+        let bad = ok.replace("route {", "onreply_route[1] { force_rport(); }\nroute {");
         assert!(load("t.cfg", &bad, &Config::default()).is_err());
     }
 }

@@ -310,7 +310,8 @@ impl Server {
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
-            if self.tm.on_reply(now, &msg, &mut self.scratch.out)
+            let from = self.arrival(ctx, d);
+            if self.tm.on_reply(now, &msg, from, &mut self.scratch.out)
                 || self.uac.on_reply(now, &msg, &mut self.scratch.out)
             {
                 self.flush(ctx);
