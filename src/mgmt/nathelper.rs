@@ -262,14 +262,19 @@ fn targets(m: &Mgmt, cfg: &PingConfig) -> Vec<Target> {
                 if !b.alive(now) || (cfg.nated_only && b.flags & FL_NAT == 0) {
                     continue;
                 }
-                if let Some(dst) = dest(&g.core, &b) {
-                    out.push(Target {
-                        table: table.clone(),
-                        aor: aor.clone(),
-                        contact: b.contact,
-                        dst,
-                    });
-                }
+                // A datagram keep-alive is for UDP: a stream connection is kept open by the
+                // connection itself (and a WebSocket peer would take CRLFs for a message).
+                let Some(dst) = dest(&g.core, &b)
+                    .filter(|d| cfg.method.is_some() || d.transport == Transport::Udp)
+                else {
+                    continue;
+                };
+                out.push(Target {
+                    table: table.clone(),
+                    aor: aor.clone(),
+                    contact: b.contact,
+                    dst,
+                });
             }
         }
     }
