@@ -439,8 +439,220 @@ impl MsgCtx<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use super::NatOp;
     use crate::config::Config;
+    use crate::core::Core;
     use crate::loader::load;
+    use crate::modules::ctx::{MsgCtx, Scratch};
+    use crate::sip::{Arrival, Listen, Transport};
+    use crate::stats::Stats;
+
+    const ME: &str = "192.0.2.1:5060";
+
+    /// Runs `ops` over `req` received from `src` over `t`; their results and the request as
+    /// it would be written.
+    fn run(req: &str, src: &str, t: Transport, ops: &[NatOp]) -> (Vec<i32>, String) {
+        let core = Core::new(
+            &Config::default(),
+            vec![Listen::udp(ME.parse().expect("addr"))],
+            None,
+        );
+        // The strict parser may refuse a broken Contact; the lenient one lets it through.
+        let msg = ser_parser::parse(req.as_bytes())
+            .ok()
+            .or_else(|| ser_parser::parse_lenient(req.as_bytes()))
+            .expect("test request parses");
+        let stats = Stats::default();
+        let mut scratch = Scratch::default();
+        let mut at = Arrival::udp(src.parse().expect("addr"), ME.parse().expect("addr"), 0, 0);
+        at.transport = t;
+        let mut ctx = MsgCtx::new(&core, &stats, &msg, at, &mut scratch);
+        let r = ops.iter().map(|op| ctx.nathelper(op)).collect();
+        if ctx.uri_changed {
+            let uri = ctx.s.uri.clone();
+            ctx.s.edits.set_request_uri(&msg, uri.as_bytes());
+        }
+        let mut buf = Vec::new();
+        ser_parser::write(&msg, &scratch.edits, &mut buf);
+        (r, String::from_utf8(buf).expect("utf-8"))
+    }
+
+    fn invite(ruri: &str, via: &str, contact: &str, body: &str) -> String {
+        format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK1\r\n\
+             From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContact: {contact}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// Each flag of nat_uac_test on a request that trips it and one that does not.
+    #[test]
+    fn every_nat_uac_test_flag() {
+        let sdp_priv = "v=0\r\nc=IN IP4 10.1.1.1\r\n";
+        let sdp_src = "v=0\r\nc=IN IP4 203.0.113.5\r\n";
+        let clean = invite(
+            "sip:b@198.51.100.1",
+            "203.0.113.5:5060",
+            "<sip:a@203.0.113.5:5060>",
+            sdp_src,
+        );
+        let src = "203.0.113.5:5060";
+        let test = |req: &str, src: &str, t: Transport, flag: u32| {
+            run(req, src, t, &[NatOp::UacTest(flag)]).0[0] == 1
+        };
+        for flag in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] {
+            assert!(
+                !test(&clean, src, Transport::Udp, flag),
+                "flag {flag} on a clean request"
+            );
+        }
+        let cases = [
+            (
+                1,
+                invite("sip:b@h", "203.0.113.5", "<sip:a@192.168.0.2>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (
+                2,
+                invite("sip:b@h", "198.51.100.7", "<sip:a@h>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (
+                4,
+                invite("sip:b@h", "172.16.0.9:5060", "<sip:a@h>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (
+                8,
+                invite("sip:b@h", "203.0.113.5", "<sip:a@h>", sdp_priv),
+                src,
+                Transport::Udp,
+            ),
+            (
+                16,
+                invite("sip:b@h", "203.0.113.5:5062", "<sip:a@h>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (32, clean.clone(), "100.64.1.1:5060", Transport::Udp),
+            (64, clean.clone(), src, Transport::Ws),
+            (
+                128,
+                invite("sip:b@h", "203.0.113.5", "<sip:a@203.0.113.5:6000>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (
+                256,
+                invite("sip:b@h", "203.0.113.5", "<sip:a@h>", sdp_priv),
+                src,
+                Transport::Udp,
+            ),
+            (
+                512,
+                invite("sip:b@10.0.0.1", "203.0.113.5", "<sip:a@h>", ""),
+                src,
+                Transport::Udp,
+            ),
+            (
+                1024,
+                invite("sip:b@h", "203.0.113.5", "<sip:a@198.51.100.9:5060>", ""),
+                src,
+                Transport::Udp,
+            ),
+        ];
+        for (flag, req, src, t) in &cases {
+            assert!(test(req, src, *t, *flag), "flag {flag}: {req}");
+            // Any flag that holds makes the test true.
+            assert!(test(req, src, *t, flag | 1), "flag {flag}|1");
+        }
+        // A Contact that does not parse is a false test.
+        let bad = invite("sip:b@h", "203.0.113.5", "<sip:@@>", "");
+        assert!(!test(&bad, src, Transport::Udp, 1 | 128 | 1024));
+    }
+
+    #[test]
+    fn contact_alias_and_sdp_edits() {
+        let req = invite(
+            "sip:b@h",
+            "192.168.1.20:5060",
+            "<sip:a@192.168.1.20:5060;transport=udp>;expires=60",
+            "v=0\r\nc=IN IP4 192.168.1.20\r\nm=audio 4000 RTP/AVP 0\r\n",
+        );
+        let src = "203.0.113.5:40000";
+        let (r, out) = run(
+            &req,
+            src,
+            Transport::Udp,
+            &[
+                NatOp::FixContact,
+                NatOp::AddContactAlias,
+                NatOp::FixSdp { flags: 3, ip: None },
+            ],
+        );
+        assert_eq!(r, [1, -1, 1], "one Contact edit");
+        assert!(
+            out.contains("Contact: <sip:a@203.0.113.5:40000;transport=udp>;expires=60\r\n"),
+            "{out}"
+        );
+        let body =
+            "v=0\r\nc=IN IP4 203.0.113.5\r\nm=audio 4000 RTP/AVP 0\r\na=direction:active\r\n";
+        assert!(
+            out.ends_with(&format!("Content-Length: {}\r\n\r\n{body}", body.len())),
+            "{out}"
+        );
+        // A Contact without brackets gets them with its alias; the alias comes back off a
+        // Request-URI as the destination URI.
+        let req = invite("sip:b@h", "192.168.1.20", "sip:a@192.168.1.20", "");
+        let (r, out) = run(&req, src, Transport::Udp, &[NatOp::AddContactAlias]);
+        assert_eq!(r, [1]);
+        assert!(
+            out.contains("Contact: <sip:a@192.168.1.20;alias=203.0.113.5~40000~1>\r\n"),
+            "{out}"
+        );
+        let req = invite(
+            "sip:a@192.168.1.20;alias=203.0.113.5~40000~1;lr",
+            "h",
+            "<sip:b@h>",
+            "",
+        );
+        let (r, out) = run(&req, src, Transport::Udp, &[NatOp::HandleRuriAlias]);
+        assert_eq!(r, [1]);
+        assert!(
+            out.starts_with("INVITE sip:a@192.168.1.20;lr SIP/2.0\r\n"),
+            "{out}"
+        );
+        // Already the source: nothing to add (2).
+        let req = invite("sip:b@h", "h", "<sip:a@203.0.113.5:40000>", "");
+        assert_eq!(
+            run(&req, src, Transport::Udp, &[NatOp::AddContactAlias]).0,
+            [2]
+        );
+        // No alias: 2; a bad one: -1.
+        let req = invite("sip:a@h;alias=x~1", "h", "<sip:b@h>", "");
+        assert_eq!(
+            run(&req, src, Transport::Udp, &[NatOp::HandleRuriAlias]).0,
+            [-1]
+        );
+        let req = invite("sip:a@h", "h", "<sip:b@h>", "");
+        assert_eq!(
+            run(&req, src, Transport::Udp, &[NatOp::HandleRuriAlias]).0,
+            [2]
+        );
+        // fix_nated_sdp over a body that is not SDP: false, nothing changed.
+        let req = invite("sip:a@h", "h", "<sip:b@h>", "hello");
+        let (r, out) = run(
+            &req,
+            src,
+            Transport::Udp,
+            &[NatOp::FixSdp { flags: 2, ip: None }],
+        );
+        assert_eq!((r, out), (vec![-1], req));
+    }
 
     #[test]
     fn functions_and_parameters_are_checked_at_load() {
