@@ -8,6 +8,9 @@
 //!   is taken down by the OPTIONS probes alone (FIFO list and /metrics say so), and the
 //!   others keep serving.
 //! - Weights 50/30/20 split 100 calls 50/30/20 (±1).
+//! - Failed calls alone (no probes, no `ds_mark_dst`) take a destination that never answers
+//!   down after `ds_probing_threshold` of them (`ds_mark_failed_branches`), every call
+//!   failing over to the others; with `ds_mark_failed_branches` 0 it stays up.
 //! - A list with a bad line stops ser at start with `file:line:col`.
 //!
 //! The UAS count their calls in sipp's own statistics file (`-trace_stat`, SuccessfulCall),
@@ -16,7 +19,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,15 +33,23 @@ struct FarmUas {
     child: Child,
     port: u16,
     stat: PathBuf,
+    tcp: bool,
 }
 
 impl FarmUas {
     fn start(dir: &Path, port: u16, tag: &str) -> FarmUas {
+        Self::start_as(dir, port, tag, "uas-ds.xml", false)
+    }
+
+    /// A member running `scen` (tests/data/sipp), over TCP only when `tcp` (sipp's `-t t1`:
+    /// it then has no UDP socket at all).
+    fn start_as(dir: &Path, port: u16, tag: &str, scen: &str, tcp: bool) -> FarmUas {
         let stat = dir.join(format!("uas-{port}-{tag}.csv"));
         let child = Command::new("sipp")
             .arg("-sf")
-            .arg(sipp_dir().join("uas-ds.xml"))
+            .arg(sipp_dir().join(scen))
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", if tcp { "t1" } else { "u1" }])
             .args(["-nostdin", "-aa", "-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)
             .stdout(Stdio::null())
@@ -46,7 +57,12 @@ impl FarmUas {
             .spawn()
             .expect("sipp uas");
         std::thread::sleep(Duration::from_millis(300));
-        let mut u = FarmUas { child, port, stat };
+        let mut u = FarmUas {
+            child,
+            port,
+            stat,
+            tcp,
+        };
         if let Ok(Some(st)) = u.child.try_wait() {
             panic!("sipp UAS on port {port} exited at start ({st})");
         }
@@ -54,7 +70,8 @@ impl FarmUas {
     }
 
     fn uri(&self) -> String {
-        format!("sip:127.0.0.1:{}", self.port)
+        let transport = if self.tcp { ";transport=tcp" } else { "" };
+        format!("sip:127.0.0.1:{}{transport}", self.port)
     }
 
     /// Calls it completed, as its last statistics line says (written every second).
@@ -379,6 +396,92 @@ fn weights_50_30_20_split_100_calls_exactly() {
         code == 0 && out.contains("attrs=weight=50;duid=u")
     });
     assert!(listed, "the list does not show the attributes");
+}
+
+/// A destination that takes requests and never answers: a UDP socket nobody reads.
+fn black_hole() -> (UdpSocket, String) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let uri = format!("sip:{}", s.local_addr().expect("addr"));
+    (s, uri)
+}
+
+#[test]
+fn failed_calls_alone_take_a_silent_destination_down_and_its_calls_fail_over() {
+    require_sipp();
+    let dir = temp_dir("ds-branch");
+    let farm: Vec<FarmUas> = (0..2)
+        .map(|_| FarmUas::start(&dir, free_port(), "a"))
+        .collect();
+    let (_hole, silent) = black_hole();
+    let list = dir.join("ds.list");
+    let text = format!("1 {silent}\n1 {}\n1 {}\n", farm[0].uri(), farm[1].uri());
+    std::fs::write(&list, text).expect("list");
+    let mut done = 0;
+    // No probes, and a failure route that only fails over (no ds_mark_dst): the calls'
+    // failed branches are all that can take the silent destination down.
+    for mark in [0, 1] {
+        let tag = format!("ds-branch-{mark}");
+        let fifo = fifo_path(&tag);
+        let m = free_tcp();
+        let text = script(&fifo, &list, 4, false, Some(m)).replace(
+            "modparam(\"dispatcher\", \"ds_ping_interval\", 1)",
+            &format!(
+                "modparam(\"dispatcher\", \"ds_ping_interval\", 0)\n\
+                 modparam(\"dispatcher\", \"ds_mark_failed_branches\", {mark})"
+            ),
+        );
+        let ser = Ser::start(&tag, &text, 0, 2, "auto");
+        wait_fifo(&fifo, &ser);
+        // Round robin: every third call goes to the silent one first, waits fr_timer (1 s)
+        // there, and fails over with ds_next_dst.
+        calls(&ser, 9, 3);
+        done += 9;
+        settle_stats();
+        let got: u64 = farm.iter().map(FarmUas::successful).sum();
+        assert_eq!(got, done, "a call was lost\n{}", ser.log_text());
+        let (state, selected) = ds_state_now(&fifo, &silent);
+        let text = scrape(m);
+        let failed = metric(&text, "ser_dispatcher_branch_failures_total", &silent);
+        let down =
+            format!("destination {silent}: active -> probing (no reply to a relayed request)");
+        if mark == 0 {
+            // Kamailio's behaviour: only the script marks, and this one does not.
+            assert_eq!(state, "active", "{}", ser.log_text());
+            assert_eq!(selected, 3, "round robin over 9 calls");
+            assert_eq!(failed, Some(3), "{text}");
+            assert!(!ser.log_text().contains("-> probing"), "{}", ser.log_text());
+            continue;
+        }
+        // ds_probing_threshold 2: down after its second failed call (a third may have been
+        // sent to it before the second one's fr_timer ran out).
+        assert_eq!(state, "probing", "{}", ser.log_text());
+        assert!((2..=3).contains(&selected), "selected {selected}");
+        assert_eq!(failed, Some(selected), "{text}");
+        assert_eq!(
+            metric(&text, "ser_dispatcher_destination_up", &silent),
+            Some(0),
+            "{text}"
+        );
+        assert_eq!(
+            ser.log_text().matches(&down).count(),
+            1,
+            "{}",
+            ser.log_text()
+        );
+        // Down, it is no longer chosen: the next calls go straight to the others.
+        let t0 = Instant::now();
+        calls(&ser, 9, 9);
+        let took = t0.elapsed();
+        done += 9;
+        settle_stats();
+        let got: u64 = farm.iter().map(FarmUas::successful).sum();
+        assert_eq!(got, done);
+        assert_eq!(
+            ds_state_now(&fifo, &silent),
+            (String::from("probing"), selected)
+        );
+        eprintln!("9 calls with the silent destination down took {took:?}");
+    }
 }
 
 #[test]

@@ -123,6 +123,11 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
             "ser_dispatcher_probes_total",
             "Probes sent to the destination, by result (ok: answered, failed: no answer).",
         );
+        let mut branch_failures = Family::counter(
+            "ser_dispatcher_branch_failures_total",
+            "Requests relayed to the destination by the dispatcher that failed: no reply, \
+             unreachable, or 503 from it.",
+        );
         for d in ds.sets().dests() {
             let st = &d.state;
             let set = st.setid.to_string();
@@ -146,6 +151,7 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
             }
             load.sample(&l, u64::from(st.load.load(Ordering::Relaxed)));
             selected.sample(&l, st.selected.load(Ordering::Relaxed));
+            branch_failures.sample(&l, st.branch_failures.load(Ordering::Relaxed));
             for (result, n) in [
                 ("ok", st.probes_ok.load(Ordering::Relaxed)),
                 ("failed", st.probes_failed.load(Ordering::Relaxed)),
@@ -160,7 +166,7 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
                 );
             }
         }
-        v.extend([up, state, load, selected, probes]);
+        v.extend([up, state, load, selected, probes, branch_failures]);
     })
 }
 
