@@ -8,6 +8,8 @@
 //!   is taken down by the OPTIONS probes alone (FIFO list and /metrics say so), and the
 //!   others keep serving.
 //! - Weights 50/30/20 split 100 calls 50/30/20 (±1).
+//! - Least calls in flight (algorithm 10): a UAS that answers 1.5 s late gets at most half
+//!   its even share of 60 calls, the two fast ones the rest.
 //! - Failed calls alone (no probes, no `ds_mark_dst`) take a destination that never answers
 //!   down after `ds_probing_threshold` of them (`ds_mark_failed_branches`), every call
 //!   failing over to the others; with `ds_mark_failed_branches` 0 it stays up.
@@ -396,6 +398,40 @@ fn weights_50_30_20_split_100_calls_exactly() {
         code == 0 && out.contains("attrs=weight=50;duid=u")
     });
     assert!(listed, "the list does not show the attributes");
+}
+
+#[test]
+fn least_calls_in_flight_gives_a_slow_destination_fewer_calls() {
+    require_sipp();
+    let dir = temp_dir("ds-load");
+    let fifo = fifo_path("ds-load");
+    // The slow one first in the list: round robin would give it a third of the calls.
+    let farm = [
+        FarmUas::start_as(&dir, free_port(), "a", "uas-ds-slow.xml", false),
+        FarmUas::start(&dir, free_port(), "a"),
+        FarmUas::start(&dir, free_port(), "a"),
+    ];
+    let list = write_list(&dir, &farm.iter().collect::<Vec<_>>());
+    let ser = Ser::start(
+        "ds-load",
+        &script(&fifo, &list, 10, true, None),
+        0,
+        2,
+        "auto",
+    );
+    wait_fifo(&fifo, &ser);
+    // 60 calls over 3 s. A fast member's call is in flight for a few milliseconds, the slow
+    // one's for 1.5 s: while it has one, it is never the least loaded.
+    calls(&ser, 60, 20);
+    settle_stats();
+    let n: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
+    eprintln!("least calls in flight, slow member first: {n:?}");
+    assert_eq!(n.iter().sum::<u64>(), 60, "{n:?}");
+    // Tolerance: the slow member gets at most half its even share (20; measured: 2), the
+    // fast ones at least 22 each and within 8 of each other (they take turns: 29/29).
+    assert!(n[0] <= 10, "the slow member got {} of 60: {n:?}", n[0]);
+    assert!(n[1] >= 22 && n[2] >= 22, "the fast members' share {n:?}");
+    assert!(n[1].abs_diff(n[2]) <= 8, "the fast members' turns {n:?}");
 }
 
 /// A destination that takes requests and never answers: a UDP socket nobody reads.
