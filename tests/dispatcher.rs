@@ -13,6 +13,8 @@
 //! - Failed calls alone (no probes, no `ds_mark_dst`) take a destination that never answers
 //!   down after `ds_probing_threshold` of them (`ds_mark_failed_branches`), every call
 //!   failing over to the others; with `ds_mark_failed_branches` 0 it stays up.
+//! - A `;transport=tcp` destination (a sipp UAS on TCP only) is probed over TCP: up when it
+//!   answers, calls reach it, down when it stops.
 //! - A list with a bad line stops ser at start with `file:line:col`.
 //!
 //! The UAS count their calls in sipp's own statistics file (`-trace_stat`, SuccessfulCall),
@@ -518,6 +520,41 @@ fn failed_calls_alone_take_a_silent_destination_down_and_its_calls_fail_over() {
         );
         eprintln!("9 calls with the silent destination down took {took:?}");
     }
+}
+
+#[test]
+fn a_tcp_destination_is_probed_over_tcp_up_and_down() {
+    require_sipp();
+    let dir = temp_dir("ds-tcp");
+    let fifo = fifo_path("ds-tcp");
+    let port = free_port_udp_tcp();
+    let mut uas = FarmUas::start_as(&dir, port, "a", "uas-ds.xml", true);
+    let uri = uas.uri();
+    // Flags 2: it starts down and is chosen only once probes (over TCP) answer.
+    let list = dir.join("ds.list");
+    std::fs::write(&list, format!("1 {uri} 2\n")).expect("list");
+    let ser = Ser::start("ds-tcp", &script(&fifo, &list, 4, true, None), 0, 2, "auto");
+    wait_fifo(&fifo, &ser);
+    assert_eq!(ds_state_now(&fifo, &uri).0, "probing");
+    let took = wait_state(&fifo, &uri, "active", Duration::from_secs(6), &ser);
+    eprintln!("up {took:?} after start");
+    let up = format!("destination {uri}: probing -> active (answered a probe with 200)");
+    assert_eq!(ser.log_text().matches(&up).count(), 1, "{}", ser.log_text());
+    // Its calls go over TCP too.
+    calls(&ser, 5, 5);
+    settle_stats();
+    assert_eq!(uas.successful(), 5);
+    // Stopped: the probes' connections are refused, and it goes down.
+    uas.kill();
+    let took = wait_state(&fifo, &uri, "probing", Duration::from_secs(6), &ser);
+    eprintln!("down {took:?} after it stopped");
+    let log = ser.log_text();
+    assert_eq!(
+        log.matches(&format!("destination {uri}: active -> probing"))
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]

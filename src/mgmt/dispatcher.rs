@@ -5,7 +5,9 @@
 //! The prober is a thread of its own, never a shard: each round it resolves and writes the
 //! probes (as `t_uac_from` does), posts each to the shard that owns its Call-ID, where a
 //! plain client transaction runs it (tm's `uac`), and waits here for the results, which
-//! drive the destinations' health ([`crate::dispatcher::probe`]).
+//! drive the destinations' health ([`crate::dispatcher::probe`]). A probe goes over the
+//! destination's own transport (`;transport=tcp` or `tls`, `sips:`), as its calls do, so a
+//! TCP-only server is probed over TCP and a refused connection fails the probe at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -268,7 +270,8 @@ fn probe_round(m: &Mgmt) {
         if let Some(ev) = classify(&outcome) {
             let why = match &outcome {
                 Outcome::Replied(c) => format!("answered a probe with {c}"),
-                Outcome::Local(c) => format!("no answer to a probe ({c})"),
+                Outcome::Local(408) => String::from("no answer to a probe (408)"),
+                Outcome::Local(c) => format!("a probe could not reach it ({c})"),
                 _ => String::from("probe not sent"),
             };
             ds.event(&d.state, ev, &why);
