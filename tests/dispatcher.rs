@@ -240,7 +240,8 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
         selected_after > selected_before,
         "no call was sent to the dead UAS and failed over (selected {selected_before} -> {selected_after})"
     );
-    // Down by now (failed branches marked by the script, probes without answer).
+    // Down by now (its failed branches, each counted once though the script's
+    // ds_mark_dst marks them too; probes without answer).
     wait_state(&fifo, &dead, "probing", Duration::from_secs(5), &ser);
     let down = format!("destination {dead}: active -> probing");
     assert_eq!(
