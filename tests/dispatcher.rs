@@ -13,6 +13,8 @@
 //! - Failed calls alone (no probes, no `ds_mark_dst`) take a destination that never answers
 //!   down after `ds_probing_threshold` of them (`ds_mark_failed_branches`), every call
 //!   failing over to the others; with `ds_mark_failed_branches` 0 it stays up.
+//! - A member that answers 503 goes down after `ds_probing_threshold` calls; one that answers
+//!   486 (busy: its callee's answer) stays up.
 //! - A `;transport=tcp` destination (a sipp UAS on TCP only) is probed over TCP: up when it
 //!   answers, calls reach it, down when it stops.
 //! - A list with a bad line stops ser at start with `file:line:col`.
@@ -521,6 +523,50 @@ fn failed_calls_alone_take_a_silent_destination_down_and_its_calls_fail_over() {
         );
         eprintln!("9 calls with the silent destination down took {took:?}");
     }
+}
+
+#[test]
+fn a_503_from_a_destination_counts_against_it_and_a_486_does_not() {
+    require_sipp();
+    let dir = temp_dir("ds-503");
+    let fifo = fifo_path("ds-503");
+    let farm = [
+        FarmUas::start_as(&dir, free_port(), "a", "uas-ds-503.xml", false),
+        FarmUas::start_as(&dir, free_port(), "a", "uas-busy.xml", false),
+        FarmUas::start(&dir, free_port(), "a"),
+    ];
+    let list = write_list(&dir, &farm.iter().collect::<Vec<_>>());
+    // No probes, no ds_mark_dst: the failure route only fails over, on any failure.
+    let text = script(&fifo, &list, 4, false, None).replace(
+        "modparam(\"dispatcher\", \"ds_ping_interval\", 1)",
+        "modparam(\"dispatcher\", \"ds_ping_interval\", 0)",
+    );
+    let ser = Ser::start("ds-503", &text, 0, 2, "auto");
+    wait_fifo(&fifo, &ser);
+    // One call at a time: round robin gives each member the first try of 3 of 9 calls;
+    // whatever the first try got, the call ends at the member that answers 200.
+    calls(&ser, 9, 4);
+    settle_stats();
+    assert_eq!(farm[2].successful(), 9, "{}", ser.log_text());
+    let overloaded = farm[0].uri();
+    let busy = farm[1].uri();
+    // ds_probing_threshold 2: the 503 member is down after its second 503.
+    let (state, selected) = ds_state_now(&fifo, &overloaded);
+    assert_eq!(state, "probing", "{}", ser.log_text());
+    assert_eq!(selected, 2, "chosen twice, then skipped");
+    let down = format!(
+        "destination {overloaded}: active -> probing (answered a relayed request with 503)"
+    );
+    assert_eq!(
+        ser.log_text().matches(&down).count(),
+        1,
+        "{}",
+        ser.log_text()
+    );
+    // The busy member answered every call it got (486: its callee, not it, said no).
+    let (state, selected) = ds_state_now(&fifo, &busy);
+    assert_eq!(state, "active", "{}", ser.log_text());
+    assert!(selected >= 3, "selected {selected}");
 }
 
 #[test]
