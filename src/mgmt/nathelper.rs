@@ -335,7 +335,17 @@ fn send(m: &Mgmt, cfg: &PingConfig, t: Target, st: &NatStats) -> Option<Pending>
             local.map_or_else(|| String::from("localhost"), |a| crate::sip::hostport(&a))
         )
     });
-    let built = super::build_uac(&g.core, shards, method, &from, &t.contact, t.dst, &[], &[]);
+    let built = super::build_uac(
+        &g.core,
+        shards,
+        method,
+        &from,
+        &t.contact,
+        t.dst,
+        None,
+        &[],
+        &[],
+    );
     let (shard, uac, rx) = match built {
         Ok(x) => x,
         Err(r) => {

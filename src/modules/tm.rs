@@ -698,6 +698,11 @@ impl MsgCtx<'_, '_> {
             (branch_id, method),
             &mut self.s.out,
         ) {
+            // A module that chose where this branch goes (the dispatcher) learns its index,
+            // to hear later how it ended.
+            if let Some(Some(a)) = tm.tm.attachment_mut(id) {
+                a.branch_added(index, hop);
+            }
             true
         } else {
             self.fail(500, "Cannot Start Branch");

@@ -799,6 +799,10 @@ impl Server {
             }
             Event::Uac(req) => {
                 self.follow_reload();
+                if let Some(name) = &req.name {
+                    // A TLS connection to it verifies the name it was resolved from.
+                    self.remember_names(name, &[req.dst.addr]);
+                }
                 self.scratch.clear();
                 self.uac.start(
                     ctx.now(),

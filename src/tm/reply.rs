@@ -15,7 +15,7 @@ use crate::stats::Stats;
 use crate::txn::{Disposition, Key};
 
 use super::cell::{drain_uas, untag};
-use super::{CellId, OnReplyRun, ReplyMatch, Tm};
+use super::{BranchEnd, CellId, OnReplyRun, ReplyMatch, Tm};
 
 impl<S: Clone> Tm<S> {
     /// A reply from downstream. [`ReplyMatch::NotOurs`]: route it statelessly;
@@ -163,6 +163,11 @@ impl<S: Clone> Tm<S> {
         };
         let replicate = cell.replicate;
         let final_sent = cell.final_sent;
+        if code >= 200 && code != 503 {
+            // Before the answer goes upstream (which ends the attachment); a 503 is told
+            // below, once no other target of the branch's name is left.
+            self.tell_branch_end(id, index, BranchEnd::Replied(code));
+        }
         if code < 200 {
             // A provisional: relayed unless the route dropped it.
             if kept {
@@ -184,18 +189,21 @@ impl<S: Clone> Tm<S> {
         if code >= 600 && final_sent.is_none() {
             self.cancel_others(now, id, Some(index), out);
         }
-        // 503 from one target of a name: try the next one (RFC 3263 4.3).
-        if code == 503 && self.has_more_targets(id, index) {
-            if let Some(b) = self.branch_mut(id, index) {
-                b.final_code = None;
-                b.reply = None;
+        if code == 503 {
+            // 503 from one target of a name: try the next one (RFC 3263 4.3).
+            if self.has_more_targets(id, index) {
+                if let Some(b) = self.branch_mut(id, index) {
+                    b.final_code = None;
+                    b.reply = None;
+                }
+                if self.start_next_target(now, id, index, out) {
+                    return;
+                }
+                if let Some(b) = self.branch_mut(id, index) {
+                    b.final_code = Some(503);
+                }
             }
-            if self.start_next_target(now, id, index, out) {
-                return;
-            }
-            if let Some(b) = self.branch_mut(id, index) {
-                b.final_code = Some(503);
-            }
+            self.tell_branch_end(id, index, BranchEnd::Replied(503));
         }
         self.check_completion(now, id, out);
     }

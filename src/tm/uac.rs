@@ -5,7 +5,9 @@
 //! its Call-ID; the shard runs a plain RFC 3261 client transaction for it here, beside the
 //! proxy's cells: replies are matched by their client key, retransmissions and timers come
 //! from [`ClientTransaction`], and the final reply (or 408 when none came within `fr_timer`)
-//! goes back to the waiting management thread over a channel.
+//! goes back to the waiting management thread over a channel. It goes over the transport
+//! the destination URI names (the dispatcher probes a `;transport=tcp` destination over
+//! TCP); a stream connection that cannot be opened ends it at once with a local 503.
 //!
 //! What it does not do: INVITE (a dialog needs a UAC core that ACKs 2xx; `t_uac_from` refuses
 //! INVITE, ACK and CANCEL), authentication challenges, and more than one destination.
@@ -24,7 +26,10 @@ pub const MAX_LOCAL: usize = 1024;
 /// A request to send, written completely (our Via with `branch`) by the management side.
 #[derive(Debug)]
 pub struct UacRequest {
+    /// Where it goes: over a stream transport the shard opens a connection (or uses one).
     pub dst: Dest,
+    /// The name `dst` was resolved from, when it was one (what a TLS connection verifies).
+    pub name: Option<String>,
     pub bytes: Vec<u8>,
     pub branch: String,
     pub method: String,
@@ -129,6 +134,29 @@ impl LocalUac {
         }
         drain(e, out);
         self.sweep();
+        true
+    }
+
+    /// A request could not be sent (its stream connection was refused or failed): when it is
+    /// one of ours, it ends now with a local 503 rather than after `fr_timer`. True when it
+    /// was.
+    pub fn on_send_failed(&mut self, req: &Message<'_>) -> bool {
+        if self.list.is_empty() {
+            return false;
+        }
+        let Ok(key) = Key::client(req) else {
+            return false;
+        };
+        let Some(i) = self.list.iter().position(|e| *e.txn.key() == key) else {
+            return false;
+        };
+        let mut e = self.list.swap_remove(i);
+        finish(
+            &mut e,
+            503,
+            String::from("Service Unavailable (cannot reach it)"),
+            true,
+        );
         true
     }
 
