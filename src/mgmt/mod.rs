@@ -603,7 +603,7 @@ pub fn prepare_uac(
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),
-        done: tx,
+        done: crate::tm::uac::Notify::channel(tx),
     };
     Ok((shard, uac, rx))
 }
