@@ -12,6 +12,7 @@
 
 pub mod dispatcher;
 pub mod fifo;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod usrloc;
