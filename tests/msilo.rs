@@ -113,6 +113,7 @@ fn message(ser: &Ser, peer: &Peer, user: &str, call_id: &str, body: &[u8]) -> Ve
          To: <sip:{user}@127.0.0.1:{port}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: 1 MESSAGE\r\n\
+         Contact: <sip:alice@127.0.0.1:{p}>\r\n\
          Content-Type: text/plain; charset=UTF-8\r\n\
          Content-Length: {len}\r\n\r\n",
         p = peer.port(),
@@ -308,6 +309,41 @@ fn messages_are_delivered_in_order_and_deleted_after_their_2xx() {
     // Registering again delivers nothing more.
     assert_eq!(register(&ser, &bob, "bob", bob.port(), "reg-order-2"), 200);
     assert!(next_message(&bob, 800).is_none());
+}
+
+#[test]
+fn the_sender_is_told_the_message_was_stored_when_from_address_is_set() {
+    let dir = temp_dir("msilo-notice");
+    let fifo = fifo_path("msilo-notice");
+    let extra = "modparam(\"msilo\", \"from_address\", \"sip:registrar@127.0.0.1\")\n\
+                 modparam(\"msilo\", \"offline_message\", \"*** $rU is offline\")\n";
+    let ser = start("msilo-notice", &fifo, &dir.join("silo.db"), extra, None);
+    let alice = Peer::new();
+    alice.send(
+        ser.addr(),
+        &message(&ser, &alice, "bob", "n1", b"are you there?"),
+    );
+    // The 202, and the notice at Alice's Contact (use_contact, the default).
+    let mut got_202 = false;
+    let mut notice = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (!got_202 || notice.is_none()) && Instant::now() < deadline {
+        match alice.recv_timeout(100) {
+            Some(m) if status(&m) == Some(202) => got_202 = true,
+            Some(m) if m.starts_with("MESSAGE ") => notice = Some(m),
+            _ => {}
+        }
+    }
+    assert!(got_202, "{}", ser.log_text());
+    let n = notice.unwrap_or_else(|| panic!("no notice:\n{}", ser.log_text()));
+    assert!(
+        n.starts_with(&format!("MESSAGE sip:alice@127.0.0.1:{} ", alice.port())),
+        "{n}"
+    );
+    assert!(header(&n, "From").is_some_and(|f| f.starts_with("<sip:registrar@127.0.0.1>;tag=")));
+    assert_eq!(header(&n, "Content-Type"), Some("text/plain"));
+    assert_eq!(body_of(&n), "*** bob is offline");
+    answer(&ser, &alice, &n, 200, "OK");
 }
 
 #[test]

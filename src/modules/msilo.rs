@@ -138,7 +138,7 @@ impl MsgCtx<'_, '_> {
     }
 
     /// The message to store, or why not.
-    fn new_message(&self, owner: &Owner) -> Result<(NewMessage, Notice), Refused> {
+    fn new_message(&self, owner: &Owner) -> Result<(NewMessage, Option<Notice>), Refused> {
         if self.msg.method() != Some(Method::Message) {
             return Err((
                 400,
@@ -209,7 +209,13 @@ impl MsgCtx<'_, '_> {
                 ),
             ));
         };
-        let use_contact = self.core.msilo.cfg.as_ref().is_some_and(|c| c.use_contact);
+        let cfg = self.core.msilo.cfg.as_ref();
+        let use_contact = cfg.is_some_and(|c| c.use_contact);
+        // No notice for a notice: ours, sent to a sender who is offline too, is stored here
+        // like any MESSAGE, and must not make another.
+        let wants_notice = cfg
+            .and_then(|c| c.from_address.as_deref())
+            .is_some_and(|a| !a.eq_ignore_ascii_case(from.uri));
         let contact = use_contact
             .then(|| {
                 self.msg.contacts().find_map(|c| match c {
@@ -218,10 +224,10 @@ impl MsgCtx<'_, '_> {
                 })
             })
             .flatten();
-        let notice = Notice {
+        let notice = wants_notice.then(|| Notice {
             to: contact.unwrap_or_else(|| from.uri.to_string()),
             recipient: recipient.clone(),
-        };
+        });
         Ok((
             NewMessage {
                 owner: key,
@@ -348,14 +354,14 @@ impl MsgCtx<'_, '_> {
 }
 
 /// Counts a store's result and queues the sender's notice.
-fn stored(silo: &msilo::Silo, m: &NewMessage, r: Stored, notice: Notice) {
+fn stored(silo: &msilo::Silo, m: &NewMessage, r: Stored, notice: Option<Notice>) {
     use std::sync::atomic::Ordering;
     match r {
         Stored::Ok => {
             silo.counters.stored.fetch_add(1, Ordering::Relaxed);
             crate::info!("msilo: stored a message from {} for {}", m.from, m.owner);
-            if silo.cfg.as_ref().is_some_and(|c| c.from_address.is_some()) {
-                silo.queue(Work::Notice(notice));
+            if let Some(n) = notice {
+                silo.queue(Work::Notice(n));
             }
         }
         Stored::Full => {
