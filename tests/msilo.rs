@@ -551,3 +551,38 @@ fn mariadb_silo_stores_refuses_and_delivers() {
     }
     wait_stored(&fifo, "jane", 0, &ser);
 }
+
+/// Bad parameter values and arguments stop `ser -c` with the script's line.
+#[test]
+fn bad_parameters_and_arguments_are_refused_with_their_line() {
+    let dir = temp_dir("msilo-check");
+    let cfg = dir.join("bad.cfg");
+    for (line, what) in [
+        ("modparam(\"msilo\", \"max_messages\", -1)", "max_messages"),
+        ("modparam(\"msilo\", \"db_table\", \"silo;x\")", "db_table"),
+        ("modparam(\"msilo\", \"expire_time\", 0)", "expire_time"),
+        (
+            "modparam(\"msilo\", \"from_address\", \"not a uri\")",
+            "from_address",
+        ),
+        ("route { m_store(\"7\"); }", "m_store"),
+        ("route { m_dump(\"nobody\"); }", "SIP URI"),
+    ] {
+        let text = format!(
+            "loadmodule \"modules/tm/tm.so\"\nloadmodule \"modules/msilo/msilo.so\"\n{line}\n"
+        );
+        std::fs::write(&cfg, text).expect("write cfg");
+        let (ok, out) = run_bounded(
+            std::process::Command::new(SER)
+                .arg("-c")
+                .arg("-f")
+                .arg(&cfg),
+            Duration::from_secs(10),
+        );
+        assert!(!ok, "{line} accepted:\n{out}");
+        assert!(
+            out.contains(&format!("{}:3:", cfg.display())) && out.contains(what),
+            "{line}: {out}"
+        );
+    }
+}
