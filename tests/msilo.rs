@@ -585,4 +585,35 @@ fn bad_parameters_and_arguments_are_refused_with_their_line() {
             "{line}: {out}"
         );
     }
+    // Kamailio's spellings load.
+    let text = "loadmodule \"modules/tm/tm.so\"\nloadmodule \"modules/msilo/msilo.so\"\n\
+                route { m_store(\"$tu\"); m_store(\"sip:bob@example.org\"); m_dump(\"$fu\"); }\n";
+    std::fs::write(&cfg, text).expect("write cfg");
+    let (ok, out) = run_bounded(
+        std::process::Command::new(SER)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "{out}");
+}
+
+/// A MESSAGE over `max_message_size` never reaches m_store: 513, and nothing stored.
+#[test]
+fn a_message_over_max_message_size_gets_513() {
+    let dir = temp_dir("msilo-big");
+    let fifo = fifo_path("msilo-big");
+    let ser = start(
+        "msilo-big",
+        &fifo,
+        &dir.join("silo.db"),
+        "max_message_size=2048\n",
+        None,
+    );
+    let alice = Peer::new();
+    let big = "x".repeat(3000);
+    assert_eq!(send_message(&ser, &alice, "kim", "big1", &big), 513);
+    assert_eq!(send_message(&ser, &alice, "kim", "big2", "small"), 202);
+    assert_eq!(stored(&fifo, "kim"), 1);
 }

@@ -8,13 +8,15 @@
 //!   a crash can lose). The recipient is, as SER's `m_store(mode)` says: `"0"` (and no
 //!   argument) the Request-URI as the script has it now (rewritten or not), else the To URI
 //!   when it has no user; `"1"` the Request-URI as received, else To; `"2"` the To URI.
-//!   Kamailio's `m_store("sip:user@domain")` names the recipient. False when the MESSAGE
+//!   Kamailio's `m_store("sip:user@domain")` names the recipient (and its `$ru`, `$ou`,
+//!   `$tu` are modes 0, 1, 2). False when the MESSAGE
 //!   cannot be stored: not a MESSAGE, no recipient user, no body, a body that is not UTF-8
 //!   text, fields over 255 bytes, the recipient has `max_messages` already, the database
 //!   failed. In a failure route (which cannot pause) the INSERT is queued and true comes
 //!   back at once.
 //! - `m_dump()` after a successful `save("location")`: the REGISTER's address of record (or
-//!   `m_dump("sip:user@domain")`'s) gets its stored messages delivered to the contact this
+//!   `m_dump("sip:user@domain")`'s, `m_dump("$fu")`: its From's) gets its stored messages
+//!   delivered to the contact this
 //!   REGISTER bound (over its connection when it came over a stream), by the deliverer
 //!   thread. True when handed over (whether or not there are messages, as Kamailio's);
 //!   false for a REGISTER that binds nothing (a removal, a query) or when the deliverer's
@@ -44,8 +46,18 @@ pub enum Owner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MsiloOp {
     Store(Owner),
-    /// `m_dump()` (None: the REGISTER's To) or `m_dump(uri)`.
-    Dump(Option<String>),
+    Dump(DumpOwner),
+}
+
+/// Whose messages `m_dump` delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpOwner {
+    /// `m_dump()`, `m_dump("$tu")`: the REGISTER's To (its address of record).
+    To,
+    /// `m_dump("$fu")`: its From (a third-party registration's registering user).
+    From,
+    /// `m_dump("sip:user@domain")`.
+    Uri(String),
 }
 
 pub fn register(ex: &mut Exports) {
@@ -64,12 +76,19 @@ pub fn register(ex: &mut Exports) {
     ));
     ex.function(f("m_dump", 0, 1, KindSet::REQUEST, |a, c| {
         let owner = match a.first() {
-            None => None,
+            None => DumpOwner::To,
             Some(arg) => {
                 let s = arg_str(arg).map_err(|e| c.fail_at(0, e))?;
-                ser_parser::parse_uri(&s)
-                    .map_err(|_| c.fail_at(0, format!("\"{s}\" is not a SIP URI")))?;
-                Some(s)
+                match s.trim() {
+                    "$tu" => DumpOwner::To,
+                    "$fu" => DumpOwner::From,
+                    t => {
+                        ser_parser::parse_uri(t).map_err(|_| {
+                            c.fail_at(0, format!("\"{t}\" is not a SIP URI (nor $tu, $fu)"))
+                        })?;
+                        DumpOwner::Uri(t.to_string())
+                    }
+                }
             }
         };
         Ok(Action::Msilo(MsiloOp::Dump(owner)))
@@ -90,15 +109,19 @@ pub fn register(ex: &mut Exports) {
 
 fn bind_owner(a: &Arg, c: &BindCtx<'_>) -> Result<Owner, String> {
     let s = arg_str(a).map_err(|e| c.fail_at(0, e))?;
+    // Kamailio's pseudo-variables for the three places SER's modes look at.
     match s.trim() {
-        "0" => Ok(Owner::Mode(0)),
-        "1" => Ok(Owner::Mode(1)),
-        "2" => Ok(Owner::Mode(2)),
+        "0" | "$ru" => Ok(Owner::Mode(0)),
+        "1" | "$ou" => Ok(Owner::Mode(1)),
+        "2" | "$tu" => Ok(Owner::Mode(2)),
         t => match ser_parser::parse_uri(t) {
             Ok(u) if u.user.is_some_and(|u| !u.is_empty()) => Ok(Owner::Uri(t.to_string())),
             _ => Err(c.fail_at(
                 0,
-                format!("m_store: \"{t}\" is neither a mode (0, 1, 2) nor a SIP URI with a user"),
+                format!(
+                    "m_store: \"{t}\" is neither a mode (0, 1, 2), $ru, $ou, $tu nor a SIP URI \
+                     with a user"
+                ),
             )),
         },
     }
@@ -112,7 +135,7 @@ impl MsgCtx<'_, '_> {
     pub(crate) fn msilo(&mut self, op: &MsiloOp) -> i32 {
         match op {
             MsiloOp::Store(owner) => self.m_store(owner),
-            MsiloOp::Dump(owner) => self.m_dump(owner.as_deref()),
+            MsiloOp::Dump(owner) => self.m_dump(owner),
         }
     }
 
@@ -300,7 +323,7 @@ impl MsgCtx<'_, '_> {
         ser_script::SUSPEND
     }
 
-    fn m_dump(&mut self, owner: Option<&str>) -> i32 {
+    fn m_dump(&mut self, owner: &DumpOwner) -> i32 {
         let silo = Arc::clone(&self.core.msilo);
         if !silo.enabled() {
             return -1;
@@ -310,9 +333,13 @@ impl MsgCtx<'_, '_> {
             return -1;
         }
         let aor_uri = match owner {
-            Some(u) => u.to_string(),
-            None => match self.msg.to() {
+            DumpOwner::Uri(u) => u.to_string(),
+            DumpOwner::To => match self.msg.to() {
                 Ok(t) => t.uri.to_string(),
+                Err(_) => return -1,
+            },
+            DumpOwner::From => match self.msg.from() {
+                Ok(f) => f.uri.to_string(),
                 Err(_) => return -1,
             },
         };
