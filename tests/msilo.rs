@@ -13,6 +13,7 @@
 //! - `max_messages` 2: the third MESSAGE is refused (the script answers 480).
 //! - serctl msilo list/count/rm; a body that is not UTF-8 is refused with a clear log line.
 //! - `from_address`: the sender gets a notice at its Contact.
+//! - A user registered over TCP gets it over that connection, not at its Contact.
 //! - The same store, refusal and delivery over a real MariaDB.
 //!
 //! The script is the msilo example of SER's README (store after t_newtran when lookup
@@ -616,4 +617,49 @@ fn a_message_over_max_message_size_gets_513() {
     assert_eq!(send_message(&ser, &alice, "kim", "big1", &big), 513);
     assert_eq!(send_message(&ser, &alice, "kim", "big2", "small"), 202);
     assert_eq!(stored(&fifo, "kim"), 1);
+}
+
+/// A user who registers over TCP gets the stored message over that connection, whatever
+/// its Contact says (here a port where nothing listens).
+#[test]
+fn a_user_registered_over_tcp_gets_the_message_on_its_connection() {
+    use common::stream::Wire;
+    let dir = temp_dir("msilo-tcp");
+    let fifo = fifo_path("msilo-tcp");
+    let ser = start("msilo-tcp", &fifo, &dir.join("silo.db"), "", None);
+    let alice = Peer::new();
+    assert_eq!(send_message(&ser, &alice, "lee", "t1", "over tcp"), 202);
+    let tcp = ser.listen("tcp");
+    let mut w = Wire::connect(tcp);
+    let local = w.s.local_addr().expect("local addr");
+    let reg = format!(
+        "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK-regtcp\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:lee@127.0.0.1:{port}>;tag=r-tcp\r\n\
+         To: <sip:lee@127.0.0.1:{port}>\r\n\
+         Call-ID: reg-tcp\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:lee@127.0.0.1:9;transport=tcp>\r\n\
+         Expires: 60\r\n\
+         Content-Length: 0\r\n\r\n",
+        port = tcp.port()
+    );
+    assert!(w.send(reg.as_bytes()));
+    let r = w.next(Duration::from_secs(5)).expect("REGISTER reply");
+    assert_eq!(status(&r), Some(200), "{r}");
+    let m = w
+        .next(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no MESSAGE on the connection:\n{}", ser.log_text()));
+    assert!(
+        m.starts_with("MESSAGE sip:lee@127.0.0.1:9;transport=tcp "),
+        "{m}"
+    );
+    assert!(
+        header(&m, "Via").is_some_and(|v| v.starts_with("SIP/2.0/TCP ")),
+        "{m}"
+    );
+    assert!(body_of(&m).ends_with("] over tcp"), "{m}");
+    assert!(w.send(response_to(&m, 200, "OK", "lee-tag").as_bytes()));
+    wait_stored(&fifo, "lee", 0, &ser);
 }
