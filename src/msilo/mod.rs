@@ -673,6 +673,35 @@ mod tests {
     }
 
     #[test]
+    fn the_deliverers_queue_is_bounded_and_never_blocks() {
+        let (tx, rx) = mpsc::channel();
+        let s = Silo {
+            tx: Mutex::new(Some(tx)),
+            rx: Mutex::new(Some(rx)),
+            ..Silo::default()
+        };
+        let dump = || {
+            Work::Dump(Dump {
+                owner: "bob".into(),
+                contact: "sip:bob@127.0.0.1".into(),
+                flow: None,
+            })
+        };
+        for _ in 0..MAX_QUEUED {
+            assert!(s.queue(dump()));
+        }
+        assert!(!s.queue(dump()), "full");
+        s.dequeued();
+        assert!(s.queue(dump()), "room for one again");
+        let rx = s.take_receiver().expect("receiver");
+        assert!(s.take_receiver().is_none(), "taken once");
+        assert!(matches!(rx.try_recv(), Ok(Work::Dump(_))));
+        s.close();
+        s.dequeued();
+        assert!(!s.queue(dump()), "closed");
+    }
+
+    #[test]
     fn parameters_and_their_checks() {
         use ser_script::Value as V;
         let c = Config::from_params(&Params::default());
