@@ -14,6 +14,7 @@
 //! - serctl msilo list/count/rm; a body that is not UTF-8 is refused with a clear log line.
 //! - `from_address`: the sender gets a notice at its Contact.
 //! - A user registered over TCP gets it over that connection, not at its Contact.
+//! - The example's failure route stores a MESSAGE the registered user's phone refused.
 //! - The same store, refusal and delivery over a real MariaDB.
 //!
 //! The script is the msilo example of SER's README (store after t_newtran when lookup
@@ -87,10 +88,28 @@ route{{
             }};
             break;
         }};
+        # if the downstream UA does not support MESSAGE requests go to failure_route[1]
+        t_on_failure("1");
         t_relay();
         break;
     }};
     t_relay();
+}}
+
+failure_route[1] {{
+    # forwarding failed -- check if the request is a MESSAGE
+    if (!method=="MESSAGE") {{
+        break;
+    }};
+    log(1, "MSILO: the downstream UA doesn't support MESSAGEs\n");
+    # we have changed the R-URI with the contact address, ignore it now
+    if (m_store("1")) {{
+        log("MSILO: offline message stored\n");
+        t_reply("202", "Accepted");
+    }} else {{
+        log("MSILO: offline message NOT stored\n");
+        t_reply("503", "Service Unavailable");
+    }};
 }}
 "#,
         fifo = fifo.display(),
@@ -662,4 +681,31 @@ fn a_user_registered_over_tcp_gets_the_message_on_its_connection() {
     assert!(body_of(&m).ends_with("] over tcp"), "{m}");
     assert!(w.send(response_to(&m, 200, "OK", "lee-tag").as_bytes()));
     wait_stored(&fifo, "lee", 0, &ser);
+}
+
+/// The example's failure route: a registered user whose phone refuses the MESSAGE (here
+/// 415) gets it stored (`m_store("1")`: the Request-URI as received, not the contact) and
+/// the sender gets 202; the next registration delivers it.
+#[test]
+fn a_message_the_phone_refuses_is_stored_by_the_failure_route() {
+    let dir = temp_dir("msilo-frt");
+    let fifo = fifo_path("msilo-frt");
+    let ser = start("msilo-frt", &fifo, &dir.join("silo.db"), "", None);
+    let mona = Peer::new();
+    assert_eq!(register(&ser, &mona, "mona", mona.port(), "reg-frt-1"), 200);
+    let alice = Peer::new();
+    alice.send(
+        ser.addr(),
+        &message(&ser, &alice, "mona", "fr1", b"plain text only?"),
+    );
+    let relayed = next_message(&mona, 5000).unwrap_or_else(|| panic!("{}", ser.log_text()));
+    answer(&ser, &mona, &relayed, 415, "Unsupported Media Type");
+    let r = final_reply(&alice, Duration::from_secs(5)).expect("final reply");
+    assert_eq!(status(&r), Some(202), "{r}\n{}", ser.log_text());
+    wait_stored(&fifo, "mona", 1, &ser);
+    assert_eq!(register(&ser, &mona, "mona", mona.port(), "reg-frt-2"), 200);
+    let m = next_message(&mona, 5000).expect("delivered");
+    assert!(body_of(&m).ends_with("] plain text only?"), "{m}");
+    answer(&ser, &mona, &m, 200, "OK");
+    wait_stored(&fifo, "mona", 0, &ser);
 }
