@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod mgmt;
 pub mod mgmt_http;
 pub mod modules;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod server;

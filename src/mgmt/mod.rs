@@ -12,6 +12,7 @@
 
 pub mod dispatcher;
 pub mod fifo;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod usrloc;
@@ -603,7 +604,7 @@ pub fn prepare_uac(
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),
-        done: tx,
+        done: crate::tm::uac::Notify::channel(tx),
     };
     Ok((shard, uac, rx))
 }
