@@ -48,6 +48,8 @@ pub struct Core {
     /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
     /// across reloads.
     pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
+    /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
+    pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
 
 impl Core {
@@ -100,6 +102,7 @@ impl Core {
             pike: Default::default(),
             ratelimit: Default::default(),
             dispatcher: Default::default(),
+            msilo: Default::default(),
         }
     }
 

@@ -512,6 +512,10 @@ fn start_services(
         error!("{e}");
         anyhow::Error::msg(e)
     })?;
+    core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
+        error!("{e}");
+        anyhow::Error::msg(e)
+    })?;
     Ok(core)
 }
 
@@ -539,6 +543,9 @@ fn start_management(
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
+    if core.msilo.enabled() {
+        ser::mgmt::msilo::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -549,6 +556,7 @@ fn start_management(
     }));
     let mgmt = Arc::new(mgmt);
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
     let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
@@ -565,6 +573,9 @@ fn start_management(
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
+        }
+        if core.msilo.enabled() {
+            exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
         }
         if loaded("nathelper") {
             exporter.add_collector(ser::mgmt::nathelper::collector(nat));

@@ -12,6 +12,7 @@
 
 pub mod dispatcher;
 pub mod fifo;
+pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
@@ -634,7 +635,7 @@ pub fn build_uac(
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),
-        done: tx,
+        done: crate::tm::uac::Notify::channel(tx),
     };
     Ok((shard, uac, rx))
 }

@@ -18,6 +18,7 @@ pub mod digest;
 pub mod dispatcher;
 pub mod exec;
 pub mod maxfwd;
+pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
@@ -97,6 +98,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
+    ("msilo", Some(msilo::register), ""),
     ("nathelper", Some(nathelper::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
@@ -154,6 +156,8 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_next_domain", "dispatcher"),
     ("ds_mark_dst", "dispatcher"),
     ("ds_is_from_list", "dispatcher"),
+    ("m_store", "msilo"),
+    ("m_dump", "msilo"),
     ("nat_uac_test", "nathelper"),
     ("fix_nated_contact", "nathelper"),
     ("fix_nated_register", "nathelper"),
@@ -183,6 +187,7 @@ pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
             && (params.int("acc", "db_flag").is_some()
                 || params.int("acc", "db_missed_flag").is_some())
             && no_url("acc"))
+        || (loaded("msilo") && no_url("msilo"))
 }
 
 /// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".
