@@ -627,3 +627,72 @@ fn malformed_contacts_sdp_and_aliases_do_not_stop_ser() {
     assert!(r.starts_with("SIP/2.0 200 Forced"), "{r}");
     assert!(!ser.log_text().contains("panicked"), "{}", ser.log_text());
 }
+
+/// msilo's m_dump after fix_nated_register delivers the stored message to where the phone's
+/// REGISTER came from, not to its private Contact.
+#[test]
+fn offline_messages_reach_a_natted_phone_at_its_source_address() {
+    let dir = temp_dir("nat-msilo");
+    let s = format!(
+        r#"loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/usrloc/usrloc.so"
+loadmodule "modules/registrar/registrar.so"
+loadmodule "modules/nathelper/nathelper.so"
+loadmodule "modules/msilo/msilo.so"
+modparam("msilo", "db_url", "sqlite://{}/silo.db")
+modparam("tm", "fr_timer", 2)
+route {{
+    if (method == "REGISTER") {{
+        if (nat_uac_test("19")) {{ fix_nated_register(); }};
+        save("location");
+        m_dump();
+        break;
+    }};
+    if (!lookup("location")) {{
+        if (!t_newtran()) {{ sl_reply_error(); break; }};
+        if (m_store("0")) {{ t_reply("202", "Accepted"); }} else {{ t_reply("503", "Not Stored"); }};
+        break;
+    }};
+    t_relay();
+}}
+"#,
+        dir.path().display()
+    );
+    let ser = Ser::start("nat-msilo", &s, 0, 2, "auto");
+    let sender = Peer::new();
+    let body = "hello behind the NAT";
+    let m = format!(
+        "MESSAGE sip:natmsg@{a} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-m1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:sender@example.org>;tag=m1\r\n\
+         To: <sip:natmsg@{a}>\r\n\
+         Call-ID: nat-msilo-1\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len(),
+        a = ser.addr(),
+        p = sender.port()
+    );
+    sender.send(ser.addr(), m.as_bytes());
+    let r = final_reply(&sender, Duration::from_secs(3)).expect("MESSAGE answered");
+    assert_eq!(status(&r), Some(202), "{r}\n{}", ser.log_text());
+    let phone = Peer::new();
+    let r = register(
+        &phone,
+        ser.addr(),
+        "natmsg",
+        "192.168.1.20:5060",
+        "192.168.1.20:5060",
+    );
+    assert_eq!(status(&r), Some(200), "{r}");
+    let got = recv_request(&phone, "MESSAGE");
+    assert!(
+        got.starts_with("MESSAGE sip:natmsg@192.168.1.20:5060 SIP/2.0\r\n"),
+        "{got}"
+    );
+    assert!(got.contains(body), "{got}");
+    phone.send(ser.addr(), response_to(&got, 200, "OK", "ph").as_bytes());
+}
