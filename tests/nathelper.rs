@@ -15,6 +15,11 @@
 //!   than the rate allows, never the phone that is not NATed; OPTIONS keep-alives reach a
 //!   phone that answers them, and one that does not is reported once (WARNING, metric) and
 //!   removed after natping_max_failures.
+//! - A NATed callee's 200 is fixed in the onreply_route (Contact and `c=` get its source).
+//! - The source address of a NATed binding is kept in the database: db_mode 1 across a
+//!   restart, db_mode 3 read back by lookup.
+//! - Malformed Contacts, SDP and aliases are false tests and functions, never a crash.
+//! - msilo's m_dump after fix_nated_register delivers to the phone's source address.
 
 mod common;
 
