@@ -13,6 +13,7 @@
 pub mod dispatcher;
 pub mod fifo;
 pub mod msilo;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod usrloc;
@@ -320,6 +321,8 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 format!("database worker {n}")
             } else if comm == "ser-ds-ping" {
                 String::from("dispatcher prober (OPTIONS to the destinations)")
+            } else if comm == "ser-natping" {
+                String::from("nathelper pinger (NAT keep-alives)")
             } else if comm == "ser-usrloc-timer" {
                 String::from("usrloc timer (expiry, write-back)")
             } else if comm.starts_with("ser-capture") {
@@ -565,6 +568,39 @@ pub fn prepare_uac(
             ),
         ));
     };
+    let dst = crate::sip::Dest {
+        transport: hop.transport,
+        socket,
+        addr: dst,
+        conn: None,
+    };
+    build_uac(core, shards, method, from, to, dst, name, headers, body)
+}
+
+/// A request this server starts to a known destination (`dst`: our socket, the peer, the
+/// connection; `name`: the host name a TLS connection verifies): written with our Via for
+/// that socket and a fresh Call-ID; returns the shard that owns the Call-ID and the receiver
+/// of the transaction's final result. Never blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn build_uac(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    to: &str,
+    dst: crate::sip::Dest,
+    name: Option<String>,
+    headers: &[String],
+    body: &[String],
+) -> Result<
+    (
+        usize,
+        crate::tm::uac::UacRequest,
+        mpsc::Receiver<crate::tm::uac::UacResult>,
+    ),
+    Reply,
+> {
+    let socket = dst.socket;
     let Some(local) = core.local.addr(socket) else {
         return Err(Reply::error(500, "no socket"));
     };
@@ -594,12 +630,7 @@ pub fn prepare_uac(
     ));
     let (tx, rx) = mpsc::sync_channel(1);
     let uac = crate::tm::uac::UacRequest {
-        dst: crate::sip::Dest {
-            transport: hop.transport,
-            socket,
-            addr: dst,
-            conn: None,
-        },
+        dst,
         name,
         bytes: req.into_bytes(),
         branch,
