@@ -16,7 +16,7 @@ use ser_script::{Arg, BindCtx, KindSet, RouteKind, RunOutcome};
 
 use super::acc::{self, AccConfig};
 use super::core::{f, host_arg, port_arg, ViaScan};
-use super::ctx::{MsgCtx, Scratch};
+use super::ctx::{MsgCtx, Resumed, SavedCtx, Scratch, Suspend};
 use super::{arg_int, Exports, ParamDef, ParamKind};
 use super::{Action, HostArg, PortArg, Script};
 use crate::core::Core;
@@ -38,6 +38,42 @@ pub struct TmShard {
     stats: Arc<Stats>,
     /// Buffers for the routes run from replies and timers.
     scratch: Scratch,
+}
+
+/// What [`TmShard::on_reply`] made of a reply.
+pub enum OnReply {
+    /// Not one of our transactions': route it statelessly.
+    NotOurs,
+    /// Handled (relayed, absorbed, or kept for the best-response choice).
+    Done,
+    /// Its onreply_route paused for off-shard work (rtpengine): the shard keeps it, starts
+    /// the job and hands the result to [`TmShard::resume_onreply`]; tm relays nothing of it
+    /// until then.
+    Parked(Box<ParkedReply>),
+}
+
+/// A reply whose onreply_route waits for off-shard work (see [`OnReply::Parked`]).
+pub struct ParkedReply {
+    run: OnReplyRun<Arc<Script>>,
+    /// The reply as received.
+    data: Vec<u8>,
+    k: ser_script::Continuation,
+    saved: SavedCtx,
+    /// The work to start (taken by the shard).
+    pub job: Option<Suspend>,
+}
+
+/// How an onreply_route run ended.
+enum RouteEnd {
+    Done {
+        dropped: bool,
+        rewritten: Option<Vec<u8>>,
+    },
+    Suspended {
+        k: ser_script::Continuation,
+        saved: Box<SavedCtx>,
+        job: Suspend,
+    },
 }
 
 /// What tm needs of the server: our sockets, names and reply identity.
@@ -84,19 +120,97 @@ impl TmShard {
         self.core = core;
     }
 
-    /// A reply from downstream: true when it was one of ours (handled, its onreply_route
-    /// run), false to route it statelessly.
-    pub fn on_reply(&mut self, now: Instant, msg: &Message<'_>, out: &mut Outbox) -> bool {
-        match self.tm.on_reply(now, msg, out) {
-            ReplyMatch::NotOurs => return false,
-            ReplyMatch::Done => {}
-            ReplyMatch::OnReply(run) => {
-                let dropped = self.run_onreply(now, &run, msg);
-                self.tm.onreply_done(now, &run, msg, dropped, out);
+    /// A reply from downstream: one of ours (handled, its onreply_route run, or that route
+    /// paused for off-shard work when `can_park`), or not (route it statelessly).
+    pub fn on_reply(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        out: &mut Outbox,
+        can_park: bool,
+    ) -> OnReply {
+        let r = match self.tm.on_reply(now, msg, out) {
+            ReplyMatch::NotOurs => return OnReply::NotOurs,
+            ReplyMatch::Done => OnReply::Done,
+            ReplyMatch::OnReply(run) => match self.run_onreply(now, &run, msg, can_park, None) {
+                RouteEnd::Done { dropped, rewritten } => {
+                    self.finish_onreply(now, &run, msg, dropped, rewritten, out);
+                    OnReply::Done
+                }
+                RouteEnd::Suspended { k, saved, job } => OnReply::Parked(Box::new(ParkedReply {
+                    run,
+                    data: msg.buf().to_vec(),
+                    k,
+                    saved: *saved,
+                    job: Some(job),
+                })),
+            },
+        };
+        self.run_events(now, out);
+        r
+    }
+
+    /// A paused onreply_route's work ended: the route goes on where it paused over the
+    /// reply's kept bytes, and tm then relays the reply as the route left it. `Some` when the
+    /// route paused again (its next job in `job`).
+    pub fn resume_onreply(
+        &mut self,
+        now: Instant,
+        p: Box<ParkedReply>,
+        result: Resumed,
+        out: &mut Outbox,
+        can_park: bool,
+    ) -> Option<Box<ParkedReply>> {
+        let ParkedReply {
+            run,
+            data,
+            k,
+            saved,
+            ..
+        } = *p;
+        let Ok(msg) = ser_parser::parse(&data) else {
+            return None;
+        };
+        let r = match self.run_onreply(now, &run, &msg, can_park, Some((k, saved, result))) {
+            RouteEnd::Done { dropped, rewritten } => {
+                self.finish_onreply(now, &run, &msg, dropped, rewritten, out);
+                None
+            }
+            RouteEnd::Suspended { k, saved, job } => Some(Box::new(ParkedReply {
+                run,
+                data: msg.buf().to_vec(),
+                k,
+                saved: *saved,
+                job: Some(job),
+            })),
+        };
+        self.run_events(now, out);
+        r
+    }
+
+    /// tm goes on with a reply after its onreply_route: as the route changed it (its edits
+    /// written out and parsed again), or as it came.
+    fn finish_onreply(
+        &mut self,
+        now: Instant,
+        run: &OnReplyRun<Arc<Script>>,
+        msg: &Message<'_>,
+        dropped: bool,
+        rewritten: Option<Vec<u8>>,
+        out: &mut Outbox,
+    ) {
+        if let Some(bytes) = rewritten {
+            match ser_parser::parse(&bytes) {
+                Ok(m) => {
+                    self.tm.onreply_done(now, run, &m, dropped, out);
+                    return;
+                }
+                Err(e) => crate::error!(
+                    "onreply_route: the changed reply does not parse ({e}); relayed as it came"
+                ),
             }
         }
-        self.run_events(now, out);
-        true
+        self.tm.onreply_done(now, run, msg, dropped, out);
     }
 
     /// The transactions' timers.
@@ -129,17 +243,21 @@ impl TmShard {
         }
     }
 
-    /// `onreply_route[n]` over a reply (its output is not sent); true when it dropped it.
+    /// `onreply_route[n]` over a reply (its output is not sent), from its start or resumed
+    /// after off-shard work; how it ended: dropped or not, and the reply with the route's
+    /// edits written out when it made any (rtpengine's SDP, append_hf).
     fn run_onreply(
         &mut self,
         now: Instant,
         run: &OnReplyRun<Arc<Script>>,
         msg: &Message<'_>,
-    ) -> bool {
+        can_park: bool,
+        resume: Option<(ser_script::Continuation, SavedCtx, Resumed)>,
+    ) -> RouteEnd {
         let core = Arc::clone(&self.core);
         let stats = Arc::clone(&self.stats);
         let mut sc = std::mem::take(&mut self.scratch);
-        let outcome = {
+        let end = {
             let mut m = MsgCtx::new(&core, &stats, msg, run.arrival, &mut sc);
             m.flags = run.flags;
             m.t = TState {
@@ -148,11 +266,36 @@ impl TmShard {
                 routes: Routes::default(),
                 kind: RouteKindDefault(RouteKind::OnReply),
             };
-            run.script.run(RouteKind::OnReply, run.route, &mut m)
+            m.can_suspend = can_park;
+            let r = match resume {
+                None => run.script.start(RouteKind::OnReply, run.route, &mut m),
+                Some((k, saved, result)) => {
+                    m.restore(saved);
+                    m.t.now = Some(now);
+                    let v = m.apply_resumed(result);
+                    run.script.resume(k, v, &mut m)
+                }
+            };
+            match (r, m.suspend.take()) {
+                (ser_script::Run::Suspended(k), Some(job)) => RouteEnd::Suspended {
+                    k,
+                    saved: Box::new(m.save()),
+                    job,
+                },
+                (r, _) => {
+                    let dropped = matches!(r, ser_script::Run::Done(RunOutcome::Dropped));
+                    let rewritten = (!m.s.edits.is_empty()).then(|| {
+                        let mut b = Vec::with_capacity(msg.buf().len() + 256);
+                        ser_parser::write(msg, &m.s.edits, &mut b);
+                        b
+                    });
+                    RouteEnd::Done { dropped, rewritten }
+                }
+            }
         };
         sc.clear();
         self.scratch = sc;
-        matches!(outcome, RunOutcome::Dropped)
+        end
     }
 
     /// The failure route (or SER 0.8's negative reply route) of a cell whose branches all

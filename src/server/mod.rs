@@ -20,8 +20,8 @@ mod streams;
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
-use crate::modules::ctx::{MsgCtx, Scratch};
-use crate::modules::tm::TmShard;
+use crate::modules::ctx::{MsgCtx, Pool, Resumed, Scratch, Suspend};
+use crate::modules::tm::{OnReply, ParkedReply, TmShard};
 use crate::modules::Script;
 use crate::sip::{
     owner_shard, reply_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend,
@@ -59,10 +59,7 @@ pub enum Event {
     /// The management interface asks for this shard's connections (`tcp_list`).
     ListConns(std::sync::mpsc::Sender<Vec<String>>),
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
-    Resumed {
-        id: u64,
-        result: crate::modules::ctx::Resumed,
-    },
+    Resumed { id: u64, result: Resumed },
 }
 
 /// A request whose script waits for an external program.
@@ -79,10 +76,11 @@ struct Parked {
 struct Resume {
     k: ser_script::Continuation,
     saved: crate::modules::ctx::SavedCtx,
-    result: crate::modules::ctx::Resumed,
+    result: Resumed,
 }
 
-/// Script runs one shard keeps paused for external programs; past it exec actions fail.
+/// Script runs (requests and replies) one shard keeps paused for off-shard work; past it
+/// the actions that would pause fail.
 const MAX_PARKED: usize = 4096;
 
 /// One shard's request processing.
@@ -108,6 +106,9 @@ pub struct Server {
     uac: crate::tm::uac::LocalUac,
     /// Script runs waiting for an external program (exec), by id.
     parked: std::collections::HashMap<u64, Parked>,
+    /// Replies whose onreply_route waits for off-shard work (rtpengine), by id (one
+    /// sequence with `parked`).
+    parked_replies: std::collections::HashMap<u64, Box<ParkedReply>>,
     park_seq: u64,
     /// Message capture (`capture_file`): every datagram received and sent.
     capture: Option<Capture>,
@@ -169,6 +170,7 @@ impl Server {
             live: None,
             uac: crate::tm::uac::LocalUac::default(),
             parked: std::collections::HashMap::new(),
+            parked_replies: std::collections::HashMap::new(),
             park_seq: 0,
             capture: None,
             conns: std::collections::HashMap::new(),
@@ -308,9 +310,20 @@ impl Server {
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
-            if self.tm.on_reply(now, &msg, &mut self.scratch.out)
-                || self.uac.on_reply(now, &msg, &mut self.scratch.out)
-            {
+            let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
+            match self.tm.on_reply(now, &msg, &mut self.scratch.out, can_park) {
+                OnReply::Done => {
+                    self.flush(ctx);
+                    return;
+                }
+                OnReply::Parked(p) => {
+                    self.flush(ctx);
+                    self.park_reply(ctx, p);
+                    return;
+                }
+                OnReply::NotOurs => {}
+            }
+            if self.uac.on_reply(now, &msg, &mut self.scratch.out) {
                 self.flush(ctx);
                 return;
             }
@@ -435,30 +448,7 @@ impl Server {
                         saved,
                     },
                 );
-                let crate::modules::ctx::Suspend { pool, work } = job;
-                match pool {
-                    crate::modules::ctx::Pool::Blocking => {
-                        ctx.spawn_blocking(move || Event::Resumed { id, result: work() })
-                    }
-                    crate::modules::ctx::Pool::Db(db) => {
-                        let remote = ctx.remote();
-                        let shard = ctx.shard();
-                        let submitted = db.submit(Box::new(move |_| {
-                            remote.post(shard, Event::Resumed { id, result: work() });
-                        }));
-                        if let Err(e) = submitted {
-                            // Resume at once with the failure (after this run's sends).
-                            let why = format!("database {}: {e}", db.name());
-                            ctx.post(
-                                shard,
-                                Event::Resumed {
-                                    id,
-                                    result: crate::modules::ctx::Resumed::Failed(why),
-                                },
-                            );
-                        }
-                    }
-                }
+                self.launch(ctx, id, job);
                 return;
             }
         };
@@ -480,12 +470,11 @@ impl Server {
     }
 
     /// An external program ended: the request's script goes on where it paused.
-    fn resume_parked(
-        &mut self,
-        ctx: &mut Ctx<'_, Event>,
-        id: u64,
-        result: crate::modules::ctx::Resumed,
-    ) {
+    fn resume_parked(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, result: Resumed) {
+        if let Some(p) = self.parked_replies.remove(&id) {
+            self.resume_reply(ctx, p, result);
+            return;
+        }
         let Some(p) = self.parked.remove(&id) else {
             return;
         };
@@ -499,6 +488,70 @@ impl Server {
             result,
         };
         self.run_request(ctx, &msg, p.at, p.script, Some(resume));
+        self.start_tm_dns(ctx);
+        self.arm(ctx);
+    }
+
+    /// Starts a paused run's work; its result comes back as [`Event::Resumed`] with `id`.
+    fn launch(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, job: Suspend) {
+        let shard = ctx.shard();
+        match job {
+            Suspend::Work {
+                pool: Pool::Blocking,
+                work,
+            } => ctx.spawn_blocking(move || Event::Resumed { id, result: work() }),
+            Suspend::Work {
+                pool: Pool::Db(db),
+                work,
+            } => {
+                let remote = ctx.remote();
+                let submitted = db.submit(Box::new(move |_| {
+                    remote.post(shard, Event::Resumed { id, result: work() });
+                }));
+                if let Err(e) = submitted {
+                    // Resume at once with the failure (after this run's sends).
+                    let why = format!("database {}: {e}", db.name());
+                    ctx.post(
+                        shard,
+                        Event::Resumed {
+                            id,
+                            result: Resumed::Failed(why),
+                        },
+                    );
+                }
+            }
+            Suspend::Service(start) => {
+                let remote = ctx.remote();
+                start(Box::new(move |result| {
+                    remote.post(shard, Event::Resumed { id, result });
+                }));
+            }
+        }
+    }
+
+    /// Keeps a reply whose onreply_route paused, and starts the route's work.
+    fn park_reply(&mut self, ctx: &mut Ctx<'_, Event>, mut p: Box<ParkedReply>) {
+        let Some(job) = p.job.take() else {
+            return;
+        };
+        self.park_seq = self.park_seq.wrapping_add(1);
+        let id = self.park_seq;
+        self.parked_replies.insert(id, p);
+        self.launch(ctx, id, job);
+    }
+
+    /// A parked reply's work ended: its onreply_route goes on, and tm relays the reply as
+    /// the route left it (or it parks again).
+    fn resume_reply(&mut self, ctx: &mut Ctx<'_, Event>, p: Box<ParkedReply>, result: Resumed) {
+        self.scratch.clear();
+        let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
+        let again = self
+            .tm
+            .resume_onreply(ctx.now(), p, result, &mut self.scratch.out, can_park);
+        self.flush(ctx);
+        if let Some(p) = again {
+            self.park_reply(ctx, p);
+        }
         self.start_tm_dns(ctx);
         self.arm(ctx);
     }
