@@ -509,6 +509,10 @@ fn start_services(
         error!("{e}");
         anyhow::Error::msg(e)
     })?;
+    if loaded.modules.iter().any(|m| m == "rtpengine") {
+        let cfg = ser::rtpengine::Config::from_params(&core.params).map_err(anyhow::Error::msg)?;
+        core.rtpengine = ser::rtpengine::Rtpengine::start(cfg).map_err(anyhow::Error::msg)?;
+    }
     Ok(core)
 }
 

@@ -170,6 +170,8 @@ pub enum Action {
     RlCheck(Option<usize>),
     // dispatcher
     Dispatcher(super::dispatcher::DsOp),
+    // rtpengine
+    Rtpengine(super::rtpengine::RtpOp),
 }
 
 /// Every comparison a script can make.
@@ -310,6 +312,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             Action::Dispatcher(op) => self.dispatcher(op),
+            Action::Rtpengine(op) => self.rtpengine(op),
         }
     }
 

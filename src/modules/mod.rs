@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod registrar;
 pub mod rewrite;
 pub mod rr;
+pub mod rtpengine;
 pub mod sl;
 pub mod textops;
 pub mod tm;
@@ -96,6 +97,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
+    ("rtpengine", Some(rtpengine::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -152,6 +154,10 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_next_domain", "dispatcher"),
     ("ds_mark_dst", "dispatcher"),
     ("ds_is_from_list", "dispatcher"),
+    ("rtpengine_offer", "rtpengine"),
+    ("rtpengine_answer", "rtpengine"),
+    ("rtpengine_manage", "rtpengine"),
+    ("rtpengine_delete", "rtpengine"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {
