@@ -9,6 +9,10 @@
 //!   rtpengine has no call left (ng `list`);
 //! - a first daemon in `rtpengine_sock` that never answers: the offer fails over to the
 //!   second, the call completes through it, and the silent one is logged as disabled;
+//! - a slow daemon (every answer 700 ms late, through a delaying relay in front of it): the
+//!   caller's INVITE and BYE retransmissions and the callee's 200 retransmissions while the
+//!   request or reply waits are absorbed, so the callee gets one INVITE and the caller only
+//!   200s with rtpengine's SDP;
 //! - no daemon answers: `rtpengine_manage()` is false and the script replies 503, and the
 //!   one shard keeps serving meanwhile (an OPTIONS sent after the INVITE is answered at once,
 //!   while the offer still waits for its time-outs).
@@ -400,4 +404,105 @@ fn no_daemon_answers_the_function_is_false_and_the_shard_serves_others_meanwhile
     );
     let log = ser.log_text();
     assert!(log.contains("no rtpengine daemon answered"), "{log}");
+}
+
+/// A UDP relay in front of an ng daemon that holds every command `delay` before passing it on
+/// (answers come back at once): a slow rtpengine.
+fn slow_relay(to: SocketAddr, delay: Duration) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = front.local_addr().unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    back.connect(to).unwrap();
+    let client = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let (f2, b2, c2) = (
+        front.try_clone().unwrap(),
+        back.try_clone().unwrap(),
+        client.clone(),
+    );
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = b2.recv(&mut buf) {
+            if let Some(c) = *c2.lock().unwrap() {
+                let _ = f2.send_to(&buf[..n], c);
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = front.recv_from(&mut buf) {
+            *client.lock().unwrap() = Some(from);
+            let data = buf[..n].to_vec();
+            let b = back.try_clone().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = b.send(&data);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn retransmissions_wait_with_their_request_or_reply_while_rtpengine_is_slow() {
+    require_sipp();
+    let dir = temp_dir("rtpe-slow");
+    let rtpe = Rtpe::start(&dir);
+    let relay = slow_relay(rtpe.ng, Duration::from_millis(700));
+    let ser = Ser::start(
+        "rtpe-slow",
+        &script(&format!("udp:{relay}"), 2000, 2),
+        0,
+        2,
+        "auto",
+    );
+    let (uas_port, uas_media) = (free_port(), free_port());
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas_msgs = dir.join("uas-msgs.log");
+    let uac_msgs = dir.join("uac-msgs.log");
+    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
+    let (ok, out) = run_bounded(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(&dir, "uac-rr.xml", &callee))
+            .arg(format!("127.0.0.1:{}", ser.port))
+            .args(["-i", "127.0.0.1", "-mp", &free_port().to_string()])
+            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&uac_msgs),
+        Duration::from_secs(40),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        wait_exit(&mut callee_p, Duration::from_secs(15)),
+        "callee failed"
+    );
+    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
+    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
+    // The caller did retransmit (no 100 Trying before the transaction exists).
+    assert!(
+        uac_log.matches("INVITE sip:service").count() >= 2,
+        "the caller never retransmitted its INVITE:\n{uac_log}"
+    );
+    assert_eq!(
+        uas_log.matches("INVITE sip:service").count(),
+        1,
+        "the callee got the INVITE more than once:\n{uas_log}"
+    );
+    assert_eq!(uas_log.matches("\nBYE sip:").count(), 1, "{uas_log}");
+    // The callee retransmitted its 200 while it waited in the onreply_route (two 200s to the
+    // INVITE, one to the BYE), and the caller its BYE while the delete waited.
+    assert!(uas_log.matches("SIP/2.0 200 OK").count() >= 3, "{uas_log}");
+    assert!(uac_log.matches("\nBYE sip:").count() >= 2, "{uac_log}");
+    // Every 200 to the INVITE the caller got names rtpengine's port.
+    let mut oks = 0;
+    for part in uac_log.split("SIP/2.0 200 OK").skip(1) {
+        if !part.contains("CSeq: 1 INVITE") {
+            continue;
+        }
+        let (_, port) = sdp_after(part, "v=0").expect("SDP in the 200");
+        assert!(rtpe.in_range(port), "a 200 with port {port}:\n{uac_log}");
+        oks += 1;
+    }
+    assert!(oks >= 1, "{uac_log}");
+    assert_eq!(rtpe.calls(), Vec::<String>::new());
 }

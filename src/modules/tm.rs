@@ -38,6 +38,9 @@ pub struct TmShard {
     stats: Arc<Stats>,
     /// Buffers for the routes run from replies and timers.
     scratch: Scratch,
+    /// 2xx replies an onreply_route changed (rtpengine's SDP), by a hash of the reply as
+    /// received: the callee's retransmissions, which pass statelessly, go out the same.
+    rewritten: std::collections::HashMap<u64, (Vec<u8>, Instant)>,
 }
 
 /// What [`TmShard::on_reply`] made of a reply.
@@ -62,6 +65,19 @@ pub struct ParkedReply {
     /// The work to start (taken by the shard).
     pub job: Option<Suspend>,
 }
+
+impl ParkedReply {
+    /// Whether `bytes` are this reply's (a retransmission of it).
+    pub fn is(&self, bytes: &[u8]) -> bool {
+        self.data == bytes
+    }
+}
+
+/// How long a 2xx changed by its onreply_route is remembered for its retransmissions (64·T1,
+/// as long as the callee retransmits it).
+const REWRITTEN_TTL: std::time::Duration = std::time::Duration::from_secs(32);
+/// Most such replies remembered per shard.
+const REWRITTEN_MAX: usize = 4096;
 
 /// How an onreply_route run ended.
 enum RouteEnd {
@@ -109,6 +125,7 @@ impl TmShard {
             core,
             stats,
             scratch: Scratch::default(),
+            rewritten: std::collections::HashMap::new(),
         }
     }
 
@@ -203,6 +220,9 @@ impl TmShard {
             match ser_parser::parse(&bytes) {
                 Ok(m) => {
                     self.tm.onreply_done(now, run, &m, dropped, out);
+                    if (200..300).contains(&run.code) {
+                        self.remember_rewritten(now, msg.buf(), bytes.clone());
+                    }
                     return;
                 }
                 Err(e) => crate::error!(
@@ -211,6 +231,26 @@ impl TmShard {
             }
         }
         self.tm.onreply_done(now, run, msg, dropped, out);
+    }
+
+    fn remember_rewritten(&mut self, now: Instant, original: &[u8], bytes: Vec<u8>) {
+        if self.rewritten.len() >= REWRITTEN_MAX {
+            self.rewritten
+                .retain(|_, (_, at)| now.duration_since(*at) < REWRITTEN_TTL);
+        }
+        if self.rewritten.len() < REWRITTEN_MAX {
+            self.rewritten.insert(bytes_hash(original), (bytes, now));
+        }
+    }
+
+    /// A reply an onreply_route changed lately, as it was relayed (our Via still on top),
+    /// when `original` is a retransmission of it as received.
+    pub fn rewritten(&self, now: Instant, original: &[u8]) -> Option<Vec<u8>> {
+        if self.rewritten.is_empty() {
+            return None;
+        }
+        let (bytes, at) = self.rewritten.get(&bytes_hash(original))?;
+        (now.duration_since(*at) < REWRITTEN_TTL).then(|| bytes.clone())
     }
 
     /// The transactions' timers.
@@ -333,6 +373,13 @@ impl TmShard {
         }
         self.tm.failure_done(now, run.cell, outcome, out);
     }
+}
+
+fn bytes_hash(b: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
 }
 
 /// Where a new transaction may be created or replied to: the request route, and the failure

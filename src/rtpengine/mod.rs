@@ -14,8 +14,9 @@
 //! Choosing a daemon, as Kamailio does: a hash of the Call-ID over the daemons' weights; a
 //! daemon that gave no answer to a command is skipped for `rtpengine_disable_tout` seconds,
 //! and the command goes to the next live one. A call sticks to the daemon its offer went to:
-//! the service thread remembers Call-ID → daemon (forgotten at `delete`, or after two hours
-//! without a command), and later commands of that call go there only, so a daemon that came
+//! the service thread remembers Call-ID → daemon once the offer is answered (forgotten at
+//! `delete`, or after two hours without a command), and later commands of that call go there
+//! only (no fail-over: another daemon does not know the call), so a daemon that came
 //! back or a change in the live set never moves a call's media. Without any answer the
 //! callback gets an error: the script function returns false.
 //!
@@ -389,7 +390,6 @@ impl Service {
             (req.done)(Err(String::from("too many rtpengine commands in flight")));
             return;
         }
-        let is_offer = req.cmd.get("command").and_then(Value::as_bytes) == Some(b"offer");
         let sticky = self.calls.get_mut(&req.call_id).map(|(d, t)| {
             *t = now;
             *d
@@ -404,9 +404,6 @@ impl Service {
             )));
             return;
         };
-        if is_offer && sticky.is_none() && self.calls.len() < STICKY_MAX {
-            self.calls.insert(req.call_id.clone(), (daemon, now));
-        }
         self.seq += 1;
         let cookie = format!("{:08x}_{}", self.cookie_base, self.seq);
         let mut data = Vec::with_capacity(256);
@@ -485,9 +482,9 @@ impl Service {
         if cmd == Some(b"delete") {
             self.calls.remove(&p.req.call_id);
         } else if outcome.is_ok() && cmd == Some(b"offer") {
-            // A call placed by a failed-over offer sticks to where the offer went.
-            if let Some(e) = self.calls.get_mut(&p.req.call_id) {
-                *e = (p.daemon, now);
+            // The call sticks to the daemon that took its offer (after a fail-over too).
+            if self.calls.len() < STICKY_MAX || self.calls.contains_key(&p.req.call_id) {
+                self.calls.insert(p.req.call_id.clone(), (p.daemon, now));
             }
         }
         (p.req.done)(outcome);
@@ -533,16 +530,10 @@ impl Service {
                     );
                     p.daemon = d;
                     p.sends = 0;
-                    if let Some(e) = self.calls.get_mut(&p.req.call_id) {
-                        e.0 = d;
-                    }
                     self.send(now, &mut p);
                     self.pending.insert(cookie, p);
                 }
                 None => {
-                    if p.req.cmd.get("command").and_then(Value::as_bytes) == Some(b"offer") {
-                        self.calls.remove(&p.req.call_id);
-                    }
                     (p.req.done)(Err(format!("no rtpengine daemon answered (last {name})")));
                 }
             }

@@ -65,6 +65,8 @@ pub enum Event {
 /// A request whose script waits for an external program.
 struct Parked {
     data: Vec<u8>,
+    /// Its retransmissions' key ([`retrans_key`]): they are absorbed while it waits.
+    key: u64,
     at: Arrival,
     /// The script it started under (its continuation points into it).
     script: Arc<Script>,
@@ -327,6 +329,23 @@ impl Server {
                 self.flush(ctx);
                 return;
             }
+            // A 2xx the callee retransmits (its transaction ended at the first): held back
+            // while the first waits in its onreply_route (rtpengine), relayed as the route
+            // changed it after.
+            if self.parked_replies.values().any(|p| p.is(msg.buf())) {
+                crate::debug!("retransmission of a paused reply from {}: absorbed", d.peer);
+                return;
+            }
+            if let Some(bytes) = self.tm.rewritten(now, msg.buf()) {
+                if let Ok(m) = ser_parser::parse(&bytes) {
+                    match forward_reply(&self.core, &m, socket, &mut self.scratch) {
+                        Ok(()) => Stats::inc(&self.stats.replies_fwd),
+                        Err(why) => crate::debug!("reply from {} dropped: {}", d.peer, why),
+                    }
+                    self.flush(ctx);
+                    return;
+                }
+            }
             match forward_reply(&self.core, &msg, socket, &mut self.scratch) {
                 Ok(()) => Stats::inc(&self.stats.replies_fwd),
                 Err(why) => {
@@ -362,6 +381,18 @@ impl Server {
         {
             self.flush(ctx);
             return;
+        }
+        if !self.parked.is_empty() {
+            // A retransmission of a request whose script waits (exec, a database, rtpengine)
+            // before it has a transaction: running the script again would do the work twice.
+            let key = retrans_key(&msg);
+            if self.parked.values().any(|p| p.key == key) {
+                crate::debug!(
+                    "retransmission of a paused request from {}: absorbed",
+                    at.src
+                );
+                return;
+            }
         }
         let script = Arc::clone(&self.script);
         self.run_request(ctx, &msg, at, script, None);
@@ -442,6 +473,7 @@ impl Server {
                     id,
                     Parked {
                         data: msg.buf().to_vec(),
+                        key: retrans_key(msg),
                         at,
                         script,
                         k,
@@ -683,6 +715,23 @@ impl Server {
             self.scratch.out.buf = buf;
         }
     }
+}
+
+/// What a request's retransmissions share (RFC 3261 17.2.3: the top Via's branch, the
+/// CSeq method; with the Call-ID and CSeq number for pre-3261 branches), hashed.
+fn retrans_key(msg: &ser_parser::Message<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(v) = msg.top_via() {
+        v.branch.hash(&mut h);
+        v.host_str.hash(&mut h);
+    }
+    if let Ok(c) = msg.cseq() {
+        c.number.hash(&mut h);
+        c.method.as_str().hash(&mut h);
+    }
+    msg.call_id().hash(&mut h);
+    h.finish()
 }
 
 /// The address a stream message leaves from, for the capture: its listen socket's.
