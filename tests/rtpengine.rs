@@ -13,6 +13,9 @@
 //!   caller's INVITE and BYE retransmissions and the callee's 200 retransmissions while the
 //!   request or reply waits are absorbed, so the callee gets one INVITE and the caller only
 //!   200s with rtpengine's SDP;
+//! - a late offer (an INVITE without SDP): the 200's SDP goes to rtpengine as the offer and
+//!   the ACK's as the answer; the caller gets rtpengine's port in the 200 and the callee in
+//!   the ACK;
 //! - no daemon answers: `rtpengine_manage()` is false and the script replies 503, and the
 //!   one shard keeps serving meanwhile (an OPTIONS sent after the INVITE is answered at once,
 //!   while the offer still waits for its time-outs).
@@ -143,6 +146,7 @@ loadmodule "modules/sl/sl.so"
 loadmodule "modules/tm/tm.so"
 loadmodule "modules/rr/rr.so"
 loadmodule "modules/maxfwd/maxfwd.so"
+loadmodule "modules/textops/textops.so"
 loadmodule "modules/rtpengine/rtpengine.so"
 modparam("rtpengine", "rtpengine_sock", "{socks}")
 modparam("rtpengine", "rtpengine_tout_ms", {tout_ms})
@@ -151,13 +155,13 @@ route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); break; }};
     if (method == "OPTIONS") {{ sl_send_reply("200", "OK"); break; }};
     if (loose_route()) {{
-        if (method == "BYE") {{ rtpengine_manage(); }};
+        if (method == "BYE" || method == "ACK") {{ rtpengine_manage(); }};
         t_relay();
         break;
     }};
     if (method == "INVITE") {{
         record_route();
-        if (!rtpengine_manage("replace-origin replace-session-connection")) {{
+        if (search("application/sdp") && !rtpengine_manage("replace-origin replace-session-connection")) {{
             sl_send_reply("503", "Media Relay Unavailable");
             break;
         }};
@@ -505,4 +509,58 @@ fn retransmissions_wait_with_their_request_or_reply_while_rtpengine_is_slow() {
     }
     assert!(oks >= 1, "{uac_log}");
     assert_eq!(rtpe.calls(), Vec::<String>::new());
+}
+
+#[test]
+fn a_late_offer_goes_to_rtpengine_in_the_200_and_is_answered_in_the_ack() {
+    require_sipp();
+    let dir = temp_dir("rtpe-late");
+    let rtpe = Rtpe::start(&dir);
+    let ser = Ser::start(
+        "rtpe-late",
+        &script(&format!("udp:{}", rtpe.ng), 1000, 5),
+        0,
+        2,
+        "auto",
+    );
+    let (uas_port, uas_media, uac_media) = (free_port(), free_port(), free_port());
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas_msgs = dir.join("uas-msgs.log");
+    let uac_msgs = dir.join("uac-msgs.log");
+    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
+    let (ok, out) = run_bounded(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(&dir, "uac-late.xml", &callee))
+            .arg(format!("127.0.0.1:{}", ser.port))
+            .args(["-i", "127.0.0.1", "-mp", &uac_media.to_string()])
+            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&uac_msgs),
+        Duration::from_secs(40),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        wait_exit(&mut callee_p, Duration::from_secs(15)),
+        "callee failed"
+    );
+    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
+    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
+    let (_, port) = sdp_after(&uac_log, "SIP/2.0 200 OK").expect("the caller's 200 SDP");
+    assert!(
+        port != uas_media && rtpe.in_range(port),
+        "the 200 the caller got offers port {port} (callee's {uas_media}):\n{uac_log}"
+    );
+    let (_, port) = sdp_after(&uas_log, "ACK sip:").expect("the callee's ACK SDP");
+    assert!(
+        port != uac_media && rtpe.in_range(port),
+        "the ACK the callee got answers port {port} (caller's {uac_media}):\n{uas_log}"
+    );
+    assert_eq!(rtpe.calls(), Vec::<String>::new());
+    let log = ser.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("rtpengine") && l.contains("ERROR")),
+        "{log}"
+    );
 }

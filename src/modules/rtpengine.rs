@@ -11,8 +11,10 @@
 //!
 //! `rtpengine_manage()` picks the command as Kamailio does: an INVITE or UPDATE with SDP is
 //! an offer, an ACK with SDP an answer, a BYE or CANCEL a delete; on a reply, a 1xx/2xx with
-//! SDP to an INVITE or UPDATE is an answer and a final ≥ 300 to an INVITE a delete. Anything
-//! else: false, nothing sent.
+//! SDP to an INVITE or UPDATE is an answer (an offer when the INVITE had no SDP: a late
+//! offer, answered in the ACK) and a final ≥ 300 to an initial INVITE a delete (not to a
+//! re-INVITE: the call's media goes on). Anything else: false, nothing sent. tm tells the
+//! onreply_route what the transaction's request was ([`crate::tm::RequestFacts`]).
 //!
 //! Never on the shard's time. The function pauses the script ([`ser_script::SUSPEND`]) and
 //! hands the command to rtpengine's service thread ([`Suspend::Service`]), which does the UDP
@@ -26,9 +28,8 @@
 //! until the route ends, and then relays the reply as the route left it, new SDP included.
 //!
 //! What it does not do: the failure and branch routes (which cannot pause; refused at load),
-//! an SDP in a multipart body, a late offer answered in a 2xx (the INVITE without SDP: the
-//! 2xx's SDP goes as an answer), and Kamailio's pseudo-variables in the flag string (a
-//! literal, read at load). A 2xx retransmitted by the callee after its transaction ended is
+//! an SDP in a multipart body, and Kamailio's pseudo-variables in the flag string (a literal,
+//! read at load). A 2xx retransmitted by the callee after its transaction ended is
 //! forwarded statelessly as it came (ser runs no route over such replies).
 
 use std::sync::Arc;
@@ -155,11 +156,25 @@ impl MsgCtx<'_, '_> {
         let cseq = self.msg.cseq().ok()?;
         let method = cseq.method;
         let invite = matches!(method, Method::Invite);
+        // What the transaction's request was (tm tells the onreply_route; unknown elsewhere:
+        // an initial INVITE with SDP is assumed).
+        let req = self.t.request.unwrap_or(crate::tm::RequestFacts {
+            body: true,
+            in_dialog: false,
+        });
         if code >= 300 {
-            return invite.then_some(Cmd::Delete);
+            // The media of an established call outlives a refused re-INVITE.
+            return (invite && !req.in_dialog).then_some(Cmd::Delete);
         }
-        (has_sdp && (invite || matches!(method, Method::Update)) && code > 100)
-            .then_some(Cmd::Answer)
+        if !has_sdp || code <= 100 {
+            return None;
+        }
+        match method {
+            // A late offer: the INVITE had no SDP, the 2xx's is the offer (the ACK answers).
+            Method::Invite if !req.body => Some(Cmd::Offer),
+            Method::Invite | Method::Update => Some(Cmd::Answer),
+            _ => None,
+        }
     }
 
     /// `rtpengine_offer/answer/delete/manage`: builds the ng command and pauses the script
@@ -191,12 +206,15 @@ impl MsgCtx<'_, '_> {
         let mut d = Value::dict();
         d.set("command", Value::str(cmd.name()));
         d.set("call-id", Value::Bytes(call_id.to_vec()));
-        let from_tag = op
-            .flags
-            .from_tag
-            .clone()
-            .or_else(|| tag_of(self.msg.from()));
-        let to_tag = op.flags.to_tag.clone().or_else(|| tag_of(self.msg.to()));
+        // The side whose SDP this is goes first, as Kamailio has it: the From side for a
+        // request's offer and a reply's answer, the To side for a reply's offer (a late
+        // offer in a 2xx) and a request's answer (its ACK).
+        let (mut from_tag, mut to_tag) = (tag_of(self.msg.from()), tag_of(self.msg.to()));
+        if self.msg.is_request() == (cmd == Cmd::Answer) && cmd != Cmd::Delete {
+            std::mem::swap(&mut from_tag, &mut to_tag);
+        }
+        let from_tag = op.flags.from_tag.clone().or(from_tag);
+        let to_tag = op.flags.to_tag.clone().or(to_tag);
         match from_tag {
             Some(t) => d.set("from-tag", Value::Bytes(t.into_bytes())),
             None => {
@@ -273,6 +291,10 @@ mod tests {
     use super::*;
 
     fn manage(raw: &str) -> Option<Cmd> {
+        manage_in(raw, None)
+    }
+
+    fn manage_in(raw: &str, facts: Option<crate::tm::RequestFacts>) -> Option<Cmd> {
         let raw = raw.replace('\n', "\r\n");
         let msg = ser_parser::parse(raw.as_bytes()).unwrap();
         let core = crate::core::Core::new(&crate::config::Config::default(), Vec::new(), None);
@@ -286,7 +308,8 @@ mod tests {
             shard: 0,
             conn: None,
         };
-        let m = MsgCtx::new(&core, &stats, &msg, at, &mut s);
+        let mut m = MsgCtx::new(&core, &stats, &msg, at, &mut s);
+        m.t.request = facts;
         m.manage_cmd()
     }
 
@@ -330,5 +353,34 @@ mod tests {
         assert_eq!(manage(&reply(486, "INVITE", false)), Some(Cmd::Delete));
         assert_eq!(manage(&reply(200, "BYE", false)), None);
         assert_eq!(manage(&reply(404, "BYE", false)), None);
+        // What tm says of the request: a late offer; a refused re-INVITE.
+        let late = crate::tm::RequestFacts {
+            body: false,
+            in_dialog: false,
+        };
+        let reinvite = crate::tm::RequestFacts {
+            body: true,
+            in_dialog: true,
+        };
+        assert_eq!(
+            manage_in(&reply(200, "INVITE", true), Some(late)),
+            Some(Cmd::Offer)
+        );
+        assert_eq!(
+            manage_in(&reply(183, "INVITE", true), Some(late)),
+            Some(Cmd::Offer)
+        );
+        assert_eq!(
+            manage_in(&reply(486, "INVITE", false), Some(late)),
+            Some(Cmd::Delete)
+        );
+        assert_eq!(
+            manage_in(&reply(200, "INVITE", true), Some(reinvite)),
+            Some(Cmd::Answer)
+        );
+        assert_eq!(
+            manage_in(&reply(491, "INVITE", false), Some(reinvite)),
+            None
+        );
     }
 }

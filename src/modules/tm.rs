@@ -305,6 +305,7 @@ impl TmShard {
                 cell: Some(run.cell),
                 routes: Routes::default(),
                 kind: RouteKindDefault(RouteKind::OnReply),
+                request: Some(run.request),
             };
             m.can_suspend = can_park;
             let r = match resume {
@@ -357,6 +358,7 @@ impl TmShard {
                     cell: Some(run.cell),
                     routes: run.routes,
                     kind: RouteKindDefault(run.kind),
+                    request: None,
                 };
                 m.tm = Some(self);
                 run.script.run(run.kind, run.route, &mut m);

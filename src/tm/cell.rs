@@ -104,6 +104,8 @@ pub(super) struct Cell<S> {
     /// What a module keeps with the transaction until its first final goes upstream (the
     /// dispatcher's remaining destinations); see [`Attachment`].
     pub(super) attachment: Option<Attachment>,
+    /// What the onreply_route learns of the request.
+    pub(super) request_facts: super::RequestFacts,
 }
 
 /// State a module keeps with a transaction (the dispatcher's candidates for `ds_next_dst`

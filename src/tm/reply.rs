@@ -92,6 +92,7 @@ impl<S: Clone> Tm<S> {
         let on_reply = cell.routes.on_reply;
         let arrival = cell.arrival;
         let flags = cell.flags;
+        let request = cell.request_facts;
         let script = cell.script.clone();
         let Some(b) = cell.branches.get_mut(index) else {
             return ReplyMatch::Done;
@@ -130,6 +131,7 @@ impl<S: Clone> Tm<S> {
                 script,
                 arrival,
                 flags,
+                request,
             }),
             _ => {
                 self.after_onreply(now, id, index, code, msg, true, out);
