@@ -281,6 +281,8 @@ fn receive(sock: UdpSocket, daemon: usize, tx: mpsc::Sender<Msg>) {
 
 /// A command sent and not answered yet.
 struct Pending {
+    /// Its number (the cookie's second part).
+    seq: u64,
     req: Request,
     /// The datagram (cookie included).
     data: Vec<u8>,
@@ -297,10 +299,13 @@ struct Service {
     cfg: Config,
     socks: Vec<UdpSocket>,
     disabled_until: Vec<Option<Instant>>,
-    pending: HashMap<String, Pending>,
+    pending: HashMap<u64, Pending>,
+    /// (deadline, seq) of every pending command, earliest first.
+    timers: std::collections::BTreeSet<(Instant, u64)>,
     /// Call-ID → (daemon, last command).
     calls: HashMap<Vec<u8>, (usize, Instant)>,
-    cookie_base: u32,
+    /// What every cookie of this run starts with (`xxxxxxxx_`); the sequence number follows.
+    cookie_prefix: String,
     seq: u64,
     last_sweep: Instant,
 }
@@ -320,8 +325,9 @@ impl Service {
             socks,
             disabled_until: vec![None; n],
             pending: HashMap::new(),
+            timers: std::collections::BTreeSet::new(),
             calls: HashMap::new(),
-            cookie_base,
+            cookie_prefix: format!("{cookie_base:08x}_"),
             seq: 0,
             last_sweep: Instant::now(),
         }
@@ -329,7 +335,7 @@ impl Service {
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
-            let next = self.pending.values().map(|p| p.deadline).min();
+            let next = self.timers.first().map(|(at, _)| *at);
             let msg = match next {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -405,12 +411,14 @@ impl Service {
             return;
         };
         self.seq += 1;
-        let cookie = format!("{:08x}_{}", self.cookie_base, self.seq);
+        let seq = self.seq;
         let mut data = Vec::with_capacity(256);
-        data.extend_from_slice(cookie.as_bytes());
+        data.extend_from_slice(self.cookie_prefix.as_bytes());
+        data.extend_from_slice(seq.to_string().as_bytes());
         data.push(b' ');
         req.cmd.encode(&mut data);
         let mut p = Pending {
+            seq,
             req,
             data,
             daemon,
@@ -420,12 +428,15 @@ impl Service {
             failover,
         };
         self.send(now, &mut p);
-        self.pending.insert(cookie, p);
+        self.pending.insert(seq, p);
     }
 
-    fn send(&self, now: Instant, p: &mut Pending) {
+    /// Sends (again, or to another daemon) and sets the next deadline.
+    fn send(&mut self, now: Instant, p: &mut Pending) {
         p.sends += 1;
+        self.timers.remove(&(p.deadline, p.seq));
         p.deadline = now + self.cfg.tout;
+        self.timers.insert((p.deadline, p.seq));
         if let Some(s) = self.socks.get(p.daemon) {
             if let Err(e) = s.send(&p.data) {
                 crate::debug!("rtpengine {}: send: {e}", self.cfg.daemons[p.daemon].name);
@@ -444,11 +455,15 @@ impl Service {
             return;
         };
         let cookie = String::from_utf8_lossy(&data[..sp]);
-        let Some(p) = self.pending.remove(cookie.as_ref()) else {
+        let seq = cookie
+            .strip_prefix(self.cookie_prefix.as_str())
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some(p) = seq.and_then(|seq| self.pending.remove(&seq)) else {
             // A late answer to a retransmission, or to a command given up on.
             crate::debug!("rtpengine {name}: reply for unknown cookie {cookie}");
             return;
         };
+        self.timers.remove(&(p.deadline, p.seq));
         // An answer from the daemon it was sent to: it is alive.
         if let Some(slot) = self.disabled_until.get_mut(daemon) {
             *slot = None;
@@ -492,19 +507,17 @@ impl Service {
 
     /// Retransmissions due, and daemons that gave no answer.
     fn expire(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for cookie in due {
-            let Some(mut p) = self.pending.remove(&cookie) else {
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(mut p) = self.pending.remove(&seq) else {
                 continue;
             };
             if p.sends < self.cfg.retr {
                 self.send(now, &mut p);
-                self.pending.insert(cookie, p);
+                self.pending.insert(seq, p);
                 continue;
             }
             let name = self.cfg.daemons[p.daemon].name.clone();
@@ -531,7 +544,7 @@ impl Service {
                     p.daemon = d;
                     p.sends = 0;
                     self.send(now, &mut p);
-                    self.pending.insert(cookie, p);
+                    self.pending.insert(seq, p);
                 }
                 None => {
                     (p.req.done)(Err(format!("no rtpengine daemon answered (last {name})")));
