@@ -540,6 +540,9 @@ fn start_management(
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
+    if core.rtpengine.counters().is_some() {
+        ser::mgmt::rtpengine::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -565,6 +568,9 @@ fn start_management(
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
+        }
+        if core.rtpengine.counters().is_some() {
+            exporter.add_collector(ser::mgmt::rtpengine::collector(Arc::clone(&core.rtpengine)));
         }
         let shards_remote = runtime.remote();
         exporter.add_collector(ser::metrics::runtime_collector(move || {

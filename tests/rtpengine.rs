@@ -140,8 +140,13 @@ impl Drop for Rtpe {
 }
 
 fn script(socks: &str, tout_ms: u32, retr: u32) -> String {
+    script_with("", socks, tout_ms, retr)
+}
+
+/// [`script`] with global lines first (metrics_listen).
+fn script_with(head: &str, socks: &str, tout_ms: u32, retr: u32) -> String {
     format!(
-        r#"
+        r#"{head}
 loadmodule "modules/sl/sl.so"
 loadmodule "modules/tm/tm.so"
 loadmodule "modules/rr/rr.so"
@@ -326,7 +331,15 @@ fn an_offer_fails_over_to_the_next_daemon_when_one_does_not_answer() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let socks = format!("udp:{silent_addr}=1000 udp:{}", rtpe.ng);
-    let ser = Ser::start("rtpe-failover", &script(&socks, 200, 2), 0, 2, "auto");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port_udp_tcp()));
+    let head = format!("metrics_listen=\"{metrics}\"");
+    let ser = Ser::start(
+        "rtpe-failover",
+        &script_with(&head, &socks, 200, 2),
+        0,
+        2,
+        "auto",
+    );
     let uas_port = free_port();
     let callee = format!("127.0.0.1:{uas_port}");
     let uas = Uas::start(&scenario(&dir, "uas-rr.xml", &callee), uas_port, 1, &dir);
@@ -359,6 +372,23 @@ fn an_offer_fails_over_to_the_next_daemon_when_one_does_not_answer() {
         got, 2,
         "the silent daemon got the offer twice, then nothing more"
     );
+    // /metrics and rtpengine.show say so: the silent one down after one command unanswered,
+    // the live one answered the offer, the answer and the delete.
+    let m = http_get_body(metrics, "/metrics");
+    let silent = format!("udp:{silent_addr}");
+    let live = format!("udp:{}", rtpe.ng);
+    for line in [
+        format!("ser_rtpengine_daemon_up{{daemon=\"{silent}\"}} 0"),
+        format!("ser_rtpengine_daemon_up{{daemon=\"{live}\"}} 1"),
+        format!("ser_rtpengine_sent_total{{daemon=\"{silent}\"}} 2"),
+        format!("ser_rtpengine_timeouts_total{{daemon=\"{silent}\"}} 1"),
+        format!("ser_rtpengine_answers_total{{daemon=\"{live}\",result=\"ok\"}} 3"),
+        String::from("ser_rtpengine_calls 0"),
+    ] {
+        assert!(m.contains(&line), "no {line} in\n{m}");
+    }
+    let show = http_get_body(metrics, "/api/rtpengine.show");
+    assert!(show.contains("state=disabled"), "{show}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod fifo;
 pub mod pike;
 pub mod ratelimit;
+pub mod rtpengine;
 pub mod usrloc;
 
 use portable_atomic::AtomicU64;

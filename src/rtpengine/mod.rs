@@ -29,10 +29,12 @@ pub mod flags;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portable_atomic::AtomicU64;
 use ser_script::Value as ScriptValue;
 
 pub use bencode::Value;
@@ -181,9 +183,53 @@ enum Msg {
     Reply(usize, Vec<u8>),
 }
 
+/// One daemon's counters, written by the service thread, read by `/metrics` and the FIFO's
+/// `rtpengine.show`.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Datagrams sent (retransmissions included).
+    pub sent: AtomicU64,
+    /// Answers with a `result` other than `error`.
+    pub ok: AtomicU64,
+    /// Answers with `result` `error`.
+    pub errors: AtomicU64,
+    /// Answers that did not decode (or had no `result`).
+    pub bad: AtomicU64,
+    /// Commands it gave no answer to after `rtpengine_retr` sends.
+    pub timeouts: AtomicU64,
+    /// Until when it is skipped: milliseconds since [`Counters::epoch`]; 0 when it is not.
+    pub disabled_until_ms: AtomicU64,
+}
+
+/// The service's counters.
+#[derive(Debug)]
+pub struct Counters {
+    pub epoch: Instant,
+    pub daemons: Vec<(Daemon, DaemonStats)>,
+    /// Commands waiting for an answer now.
+    pub pending: AtomicU64,
+    /// Calls placed on a daemon (Call-ID remembered) now.
+    pub calls: AtomicU64,
+}
+
+impl Counters {
+    /// Whether daemon `i` is skipped now, and for how much longer.
+    pub fn disabled_for(&self, i: usize) -> Option<Duration> {
+        let until = self
+            .daemons
+            .get(i)?
+            .1
+            .disabled_until_ms
+            .load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+}
+
 /// The handle the shards share; [`Rtpengine::disabled`] when the module is not loaded.
 pub struct Rtpengine {
     tx: Option<mpsc::Sender<Msg>>,
+    counters: Option<Arc<Counters>>,
 }
 
 impl std::fmt::Debug for Rtpengine {
@@ -205,7 +251,15 @@ impl Default for Rtpengine {
 impl Rtpengine {
     /// No daemons: every command fails at once.
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self {
+            tx: None,
+            counters: None,
+        }
+    }
+
+    /// The daemons and their counters, when the service runs.
+    pub fn counters(&self) -> Option<&Counters> {
+        self.counters.as_deref()
     }
 
     /// Opens one socket per daemon and starts the service thread.
@@ -231,12 +285,25 @@ impl Rtpengine {
                 .map_err(|e| format!("rtpengine thread: {e}"))?;
             socks.push(s);
         }
-        let svc = Service::new(cfg, socks);
+        let counters = Arc::new(Counters {
+            epoch: Instant::now(),
+            daemons: cfg
+                .daemons
+                .iter()
+                .map(|d| (d.clone(), DaemonStats::default()))
+                .collect(),
+            pending: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+        });
+        let svc = Service::new(cfg, socks, Arc::clone(&counters));
         std::thread::Builder::new()
             .name(String::from("rtpengine"))
             .spawn(move || svc.run(rx))
             .map_err(|e| format!("rtpengine thread: {e}"))?;
-        Ok(Arc::new(Self { tx: Some(tx) }))
+        Ok(Arc::new(Self {
+            tx: Some(tx),
+            counters: Some(counters),
+        }))
     }
 
     /// Queues `cmd` (a dictionary with its `command`; the cookie is added here) for the
@@ -308,10 +375,11 @@ struct Service {
     cookie_prefix: String,
     seq: u64,
     last_sweep: Instant,
+    counters: Arc<Counters>,
 }
 
 impl Service {
-    fn new(cfg: Config, socks: Vec<UdpSocket>) -> Self {
+    fn new(cfg: Config, socks: Vec<UdpSocket>, counters: Arc<Counters>) -> Self {
         let n = cfg.daemons.len();
         // Cookies differ from those of an earlier run: rtpengine answers a cookie it saw
         // lately from its cache.
@@ -330,6 +398,7 @@ impl Service {
             cookie_prefix: format!("{cookie_base:08x}_"),
             seq: 0,
             last_sweep: Instant::now(),
+            counters,
         }
     }
 
@@ -348,7 +417,15 @@ impl Service {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             self.expire(now);
+            let c = &self.counters;
+            c.pending
+                .store(self.pending.len() as u64, Ordering::Relaxed);
+            c.calls.store(self.calls.len() as u64, Ordering::Relaxed);
         }
+    }
+
+    fn stats(&self, i: usize) -> Option<&DaemonStats> {
+        self.counters.daemons.get(i).map(|(_, s)| s)
     }
 
     fn live(&self, i: usize, now: Instant) -> bool {
@@ -437,6 +514,9 @@ impl Service {
         self.timers.remove(&(p.deadline, p.seq));
         p.deadline = now + self.cfg.tout;
         self.timers.insert((p.deadline, p.seq));
+        if let Some(st) = self.stats(p.daemon) {
+            st.sent.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(s) = self.socks.get(p.daemon) {
             if let Err(e) = s.send(&p.data) {
                 crate::debug!("rtpengine {}: send: {e}", self.cfg.daemons[p.daemon].name);
@@ -468,13 +548,24 @@ impl Service {
         if let Some(slot) = self.disabled_until.get_mut(daemon) {
             *slot = None;
         }
+        let st = self.stats(daemon);
+        if let Some(st) = st {
+            st.disabled_until_ms.store(0, Ordering::Relaxed);
+        }
+        let count = |f: fn(&DaemonStats) -> &AtomicU64| {
+            if let Some(st) = st {
+                f(st).fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let outcome = match bencode::decode(&data[sp + 1..]) {
             Err(e) => {
+                count(|s| &s.bad);
                 crate::error!("rtpengine {name}: bad reply: {e}");
                 Err(format!("rtpengine {name}: bad reply: {e}"))
             }
             Ok(v @ Value::Dict(_)) => match v.get("result").and_then(Value::as_text).as_deref() {
                 Some("error") => {
+                    count(|s| &s.errors);
                     let why = v
                         .get("error-reason")
                         .and_then(Value::as_text)
@@ -482,13 +573,18 @@ impl Service {
                     crate::notice!("rtpengine {name}: error: {why}");
                     Err(format!("rtpengine {name}: {why}"))
                 }
-                Some(_) => Ok(v),
+                Some(_) => {
+                    count(|s| &s.ok);
+                    Ok(v)
+                }
                 None => {
+                    count(|s| &s.bad);
                     crate::error!("rtpengine {name}: bad reply: no result");
                     Err(format!("rtpengine {name}: reply without a result"))
                 }
             },
             Ok(_) => {
+                count(|s| &s.bad);
                 crate::error!("rtpengine {name}: bad reply: not a dictionary");
                 Err(format!("rtpengine {name}: reply is not a dictionary"))
             }
@@ -497,9 +593,10 @@ impl Service {
         if cmd == Some(b"delete") {
             self.calls.remove(&p.req.call_id);
         } else if outcome.is_ok() && cmd == Some(b"offer") {
-            // The call sticks to the daemon that took its offer (after a fail-over too).
+            // The call sticks to the daemon that took its offer (after a fail-over too; the
+            // one that answered, should a late answer come from the first).
             if self.calls.len() < STICKY_MAX || self.calls.contains_key(&p.req.call_id) {
-                self.calls.insert(p.req.call_id.clone(), (p.daemon, now));
+                self.calls.insert(p.req.call_id.clone(), (daemon, now));
             }
         }
         (p.req.done)(outcome);
@@ -526,8 +623,16 @@ impl Service {
                 p.sends,
                 self.cfg.disable.as_secs()
             );
+            if let Some(st) = self.stats(p.daemon) {
+                st.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
             if !self.cfg.disable.is_zero() {
-                self.disabled_until[p.daemon] = Some(now + self.cfg.disable);
+                let until = now + self.cfg.disable;
+                self.disabled_until[p.daemon] = Some(until);
+                if let Some(st) = self.stats(p.daemon) {
+                    let ms = until.duration_since(self.counters.epoch).as_millis() as u64;
+                    st.disabled_until_ms.store(ms.max(1), Ordering::Relaxed);
+                }
             }
             p.tried.push(p.daemon);
             let next = if p.failover {

@@ -92,7 +92,7 @@ fn answer_retransmission_and_bad_replies() {
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c2 = Arc::clone(&count);
     let (a, seen) = fake(move |cmd| {
-        let n = c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = c2.fetch_add(1, Ordering::SeqCst);
         match cmd.get("call-id").and_then(Value::as_text).as_deref() {
             Some("bad") => Some(b"d6:result2:ok".to_vec()),
             Some("err") => Some(b"d6:result5:error12:error-reason7:no calle".to_vec()),
