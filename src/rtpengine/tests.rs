@@ -2,6 +2,8 @@
 //! sticking to its daemon, bad replies.
 
 use super::*;
+use std::net::UdpSocket;
+use std::sync::mpsc;
 
 /// A fake daemon: answers each command with `reply(cmd)` (None: silent), counts what it got.
 fn fake(
