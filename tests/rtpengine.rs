@@ -13,6 +13,9 @@
 //!   caller's INVITE and BYE retransmissions and the callee's 200 retransmissions while the
 //!   request or reply waits are absorbed, so the callee gets one INVITE and the caller only
 //!   200s with rtpengine's SDP;
+//! - a caller slow to ACK (1.2 s, with rtpengine 700 ms late): the callee's 200
+//!   retransmitted after ser relayed the first passes statelessly, and goes out with
+//!   rtpengine's SDP too (the first, as the onreply_route changed it, is remembered);
 //! - a late offer (an INVITE without SDP): the 200's SDP goes to rtpengine as the offer and
 //!   the ACK's as the answer; the caller gets rtpengine's port in the 200 and the callee in
 //!   the ACK;
@@ -486,4 +489,62 @@ fn a_late_offer_goes_to_rtpengine_in_the_200_and_is_answered_in_the_ack() {
             .any(|l| l.contains("rtpengine") && l.contains("ERROR")),
         "{log}"
     );
+}
+
+#[test]
+fn a_200_retransmitted_after_the_first_was_relayed_carries_rtpengines_sdp_too() {
+    require_sipp();
+    let dir = temp_dir("rtpe-rtx");
+    let rtpe = Rtpe::start(&dir);
+    let relay = slow_relay(rtpe.ng, Duration::from_millis(700));
+    let ser = Ser::start(
+        "rtpe-rtx",
+        &script(&format!("udp:{relay}"), 2000, 2),
+        0,
+        2,
+        "auto",
+    );
+    let (uas_port, uas_media) = (free_port(), free_port());
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas_msgs = dir.join("uas-msgs.log");
+    let uac_msgs = dir.join("uac-msgs.log");
+    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
+    let (ok, out) = run_bounded(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(&dir, "uac-slowack.xml", &callee))
+            .arg(format!("127.0.0.1:{}", ser.port))
+            .args(["-i", "127.0.0.1", "-mp", &free_port().to_string()])
+            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&uac_msgs),
+        Duration::from_secs(40),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        wait_exit(&mut callee_p, Duration::from_secs(15)),
+        "callee failed"
+    );
+    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
+    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
+    // The callee sent its 200 to the INVITE at least three times (the first, one while it
+    // waited for rtpengine, one after ser relayed it), the caller got more than one, and
+    // every one it got names rtpengine's port.
+    let uas_200s = uas_log
+        .split("SIP/2.0 200 OK")
+        .skip(1)
+        .filter(|p| p.contains("CSeq: 1 INVITE"))
+        .count();
+    assert!(uas_200s >= 3, "the callee sent {uas_200s} 200s:\n{uas_log}");
+    let mut oks = 0;
+    for part in uac_log.split("SIP/2.0 200 OK").skip(1) {
+        if !part.contains("CSeq: 1 INVITE") {
+            continue;
+        }
+        let (_, port) = sdp_after(part, "v=0").expect("SDP in the 200");
+        assert!(rtpe.in_range(port), "a 200 with port {port}:\n{uac_log}");
+        oks += 1;
+    }
+    assert!(oks >= 2, "the caller got {oks} 200s:\n{uac_log}");
+    assert_eq!(rtpe.calls(), Vec::<String>::new());
 }
