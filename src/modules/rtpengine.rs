@@ -17,20 +17,22 @@
 //! onreply_route what the transaction's request was ([`crate::tm::RequestFacts`]).
 //!
 //! Never on the shard's time. The function pauses the script ([`ser_script::SUSPEND`]) and
-//! hands the command to rtpengine's service thread ([`Suspend::Service`]), which does the UDP
-//! exchange with its time-outs, retransmissions and fail-over and posts the answer back to
-//! the shard; the shard serves other messages meanwhile. Then the script goes on where it
+//! hands the command to rtpengine's client ([`Suspend::Service`]): the datagram leaves at
+//! once, and the client's own threads take the answer (or retransmit, time out and fail
+//! over) and post it back to the shard; the shard serves other messages meanwhile. Then the script goes on where it
 //! paused, with the function's result (false when no daemon answered or the daemon refused:
 //! the script can reply 503). In the request route this is the pause exec and the databases
 //! use (the request's bytes and the run's state are parked on the shard). In an
 //! onreply_route (where `rtpengine_answer`/`manage` usually run, over a 183 or 200 with SDP)
 //! the reply is parked the same way: tm has taken it for its branch but relays nothing of it
 //! until the route ends, and then relays the reply as the route left it, new SDP included.
+//! Retransmissions meanwhile (the caller's INVITE, the callee's 200) are absorbed on the
+//! shard; a 2xx the callee retransmits after its transaction ended goes out with the changed
+//! SDP too (tm remembers it; see `modules::tm`).
 //!
 //! What it does not do: the failure and branch routes (which cannot pause; refused at load),
 //! an SDP in a multipart body, and Kamailio's pseudo-variables in the flag string (a literal,
-//! read at load). A 2xx retransmitted by the callee after its transaction ended is
-//! forwarded statelessly as it came (ser runs no route over such replies).
+//! read at load).
 
 use std::sync::Arc;
 
