@@ -51,6 +51,8 @@ pub struct Core {
     /// rtpengine's client (its service thread; started by `main` when the module is
     /// loaded); shared across reloads.
     pub rtpengine: std::sync::Arc<crate::rtpengine::Rtpengine>,
+    /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
+    pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
 
 impl Core {
@@ -104,6 +106,7 @@ impl Core {
             ratelimit: Default::default(),
             dispatcher: Default::default(),
             rtpengine: Default::default(),
+            msilo: Default::default(),
         }
     }
 

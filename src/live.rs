@@ -145,6 +145,8 @@ impl Live {
         // rtpengine's daemons and the calls placed on them (its parameters stay until a
         // restart).
         core.rtpengine = Arc::clone(&old.core.rtpengine);
+        // msilo's silo, its counters and its deliverer (parameters stay until a restart).
+        core.msilo = Arc::clone(&old.core.msilo);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

@@ -252,9 +252,12 @@ fn run() -> Result<i32> {
             let fifo = start_fifo(&cfg, &mgmt)?;
             write_pid_file(&cfg)?;
             drop_privileges(&cfg, &identity)?;
-            Ok(fifo)
+            // The registry lives as long as the server: the threads that hold it weakly (the
+            // dispatcher's prober, nathelper's pinger) end with it, not when no FIFO or
+            // metrics listener happens to hold it.
+            Ok((fifo, mgmt))
         });
-    let _fifo = match started {
+    let _fifo_and_mgmt = match started {
         Ok(f) => f,
         Err(e) => {
             remove_pid_file(&cfg);
@@ -513,6 +516,10 @@ fn start_services(
         let cfg = ser::rtpengine::Config::from_params(&core.params).map_err(anyhow::Error::msg)?;
         core.rtpengine = ser::rtpengine::Rtpengine::start(cfg).map_err(anyhow::Error::msg)?;
     }
+    core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
+        error!("{e}");
+        anyhow::Error::msg(e)
+    })?;
     Ok(core)
 }
 
@@ -543,6 +550,9 @@ fn start_management(
     if core.rtpengine.counters().is_some() {
         ser::mgmt::rtpengine::register(&mut mgmt);
     }
+    if core.msilo.enabled() {
+        ser::mgmt::msilo::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -553,6 +563,8 @@ fn start_management(
     }));
     let mgmt = Arc::new(mgmt);
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
@@ -571,6 +583,12 @@ fn start_management(
         }
         if core.rtpengine.counters().is_some() {
             exporter.add_collector(ser::mgmt::rtpengine::collector(Arc::clone(&core.rtpengine)));
+        }
+        if core.msilo.enabled() {
+            exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
+        }
+        if loaded("nathelper") {
+            exporter.add_collector(ser::mgmt::nathelper::collector(nat));
         }
         let shards_remote = runtime.remote();
         exporter.add_collector(ser::metrics::runtime_collector(move || {

@@ -8,6 +8,15 @@
 //!   is taken down by the OPTIONS probes alone (FIFO list and /metrics say so), and the
 //!   others keep serving.
 //! - Weights 50/30/20 split 100 calls 50/30/20 (±1).
+//! - Least calls in flight (algorithm 10): a UAS that answers 1.5 s late gets at most half
+//!   its even share of 60 calls, the two fast ones the rest.
+//! - Failed calls alone (no probes, no `ds_mark_dst`) take a destination that never answers
+//!   down after `ds_probing_threshold` of them (`ds_mark_failed_branches`), every call
+//!   failing over to the others; with `ds_mark_failed_branches` 0 it stays up.
+//! - A member that answers 503 goes down after `ds_probing_threshold` calls; one that answers
+//!   486 (busy: its callee's answer) stays up.
+//! - A `;transport=tcp` destination (a sipp UAS on TCP only) is probed over TCP: up when it
+//!   answers, calls reach it, down when it stops.
 //! - A list with a bad line stops ser at start with `file:line:col`.
 //!
 //! The UAS count their calls in sipp's own statistics file (`-trace_stat`, SuccessfulCall),
@@ -16,7 +25,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,15 +39,23 @@ struct FarmUas {
     child: Child,
     port: u16,
     stat: PathBuf,
+    tcp: bool,
 }
 
 impl FarmUas {
     fn start(dir: &Path, port: u16, tag: &str) -> FarmUas {
+        Self::start_as(dir, port, tag, "uas-ds.xml", false)
+    }
+
+    /// A member running `scen` (tests/data/sipp), over TCP only when `tcp` (sipp's `-t t1`:
+    /// it then has no UDP socket at all).
+    fn start_as(dir: &Path, port: u16, tag: &str, scen: &str, tcp: bool) -> FarmUas {
         let stat = dir.join(format!("uas-{port}-{tag}.csv"));
         let child = Command::new("sipp")
             .arg("-sf")
-            .arg(sipp_dir().join("uas-ds.xml"))
+            .arg(sipp_dir().join(scen))
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", if tcp { "t1" } else { "u1" }])
             .args(["-nostdin", "-aa", "-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)
             .stdout(Stdio::null())
@@ -46,7 +63,12 @@ impl FarmUas {
             .spawn()
             .expect("sipp uas");
         std::thread::sleep(Duration::from_millis(300));
-        let mut u = FarmUas { child, port, stat };
+        let mut u = FarmUas {
+            child,
+            port,
+            stat,
+            tcp,
+        };
         if let Ok(Some(st)) = u.child.try_wait() {
             panic!("sipp UAS on port {port} exited at start ({st})");
         }
@@ -54,7 +76,8 @@ impl FarmUas {
     }
 
     fn uri(&self) -> String {
-        format!("sip:127.0.0.1:{}", self.port)
+        let transport = if self.tcp { ";transport=tcp" } else { "" };
+        format!("sip:127.0.0.1:{}{transport}", self.port)
     }
 
     /// Calls it completed, as its last statistics line says (written every second).
@@ -219,7 +242,8 @@ fn round_robin_spreads_exactly_fails_over_and_probing_brings_a_destination_back(
         selected_after > selected_before,
         "no call was sent to the dead UAS and failed over (selected {selected_before} -> {selected_after})"
     );
-    // Down by now (failed branches marked by the script, probes without answer).
+    // Down by now (its failed branches, each counted once though the script's
+    // ds_mark_dst marks them too; probes without answer).
     wait_state(&fifo, &dead, "probing", Duration::from_secs(5), &ser);
     let down = format!("destination {dead}: active -> probing");
     assert_eq!(
@@ -379,6 +403,205 @@ fn weights_50_30_20_split_100_calls_exactly() {
         code == 0 && out.contains("attrs=weight=50;duid=u")
     });
     assert!(listed, "the list does not show the attributes");
+}
+
+#[test]
+fn least_calls_in_flight_gives_a_slow_destination_fewer_calls() {
+    require_sipp();
+    let dir = temp_dir("ds-load");
+    let fifo = fifo_path("ds-load");
+    // The slow one first in the list: round robin would give it a third of the calls.
+    let farm = [
+        FarmUas::start_as(&dir, free_port(), "a", "uas-ds-slow.xml", false),
+        FarmUas::start(&dir, free_port(), "a"),
+        FarmUas::start(&dir, free_port(), "a"),
+    ];
+    let list = write_list(&dir, &farm.iter().collect::<Vec<_>>());
+    let ser = Ser::start(
+        "ds-load",
+        &script(&fifo, &list, 10, true, None),
+        0,
+        2,
+        "auto",
+    );
+    wait_fifo(&fifo, &ser);
+    // 60 calls over 3 s. A fast member's call is in flight for a few milliseconds, the slow
+    // one's for 1.5 s: while it has one, it is never the least loaded.
+    calls(&ser, 60, 20);
+    settle_stats();
+    let n: Vec<u64> = farm.iter().map(FarmUas::successful).collect();
+    eprintln!("least calls in flight, slow member first: {n:?}");
+    assert_eq!(n.iter().sum::<u64>(), 60, "{n:?}");
+    // Tolerance: the slow member gets at most half its even share (20; measured: 2), the
+    // fast ones at least 22 each and within 8 of each other (they take turns: 29/29).
+    assert!(n[0] <= 10, "the slow member got {} of 60: {n:?}", n[0]);
+    assert!(n[1] >= 22 && n[2] >= 22, "the fast members' share {n:?}");
+    assert!(n[1].abs_diff(n[2]) <= 8, "the fast members' turns {n:?}");
+}
+
+/// A destination that takes requests and never answers: a UDP socket nobody reads.
+fn black_hole() -> (UdpSocket, String) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let uri = format!("sip:{}", s.local_addr().expect("addr"));
+    (s, uri)
+}
+
+#[test]
+fn failed_calls_alone_take_a_silent_destination_down_and_its_calls_fail_over() {
+    require_sipp();
+    let dir = temp_dir("ds-branch");
+    let farm: Vec<FarmUas> = (0..2)
+        .map(|_| FarmUas::start(&dir, free_port(), "a"))
+        .collect();
+    let (_hole, silent) = black_hole();
+    let list = dir.join("ds.list");
+    let text = format!("1 {silent}\n1 {}\n1 {}\n", farm[0].uri(), farm[1].uri());
+    std::fs::write(&list, text).expect("list");
+    let mut done = 0;
+    // No probes, and a failure route that only fails over (no ds_mark_dst): the calls'
+    // failed branches are all that can take the silent destination down.
+    for mark in [0, 1] {
+        let tag = format!("ds-branch-{mark}");
+        let fifo = fifo_path(&tag);
+        let m = free_tcp();
+        let text = script(&fifo, &list, 4, false, Some(m)).replace(
+            "modparam(\"dispatcher\", \"ds_ping_interval\", 1)",
+            &format!(
+                "modparam(\"dispatcher\", \"ds_ping_interval\", 0)\n\
+                 modparam(\"dispatcher\", \"ds_mark_failed_branches\", {mark})"
+            ),
+        );
+        let ser = Ser::start(&tag, &text, 0, 2, "auto");
+        wait_fifo(&fifo, &ser);
+        // Round robin: every third call goes to the silent one first, waits fr_timer (1 s)
+        // there, and fails over with ds_next_dst.
+        calls(&ser, 9, 3);
+        done += 9;
+        settle_stats();
+        let got: u64 = farm.iter().map(FarmUas::successful).sum();
+        assert_eq!(got, done, "a call was lost\n{}", ser.log_text());
+        let (state, selected) = ds_state_now(&fifo, &silent);
+        let text = scrape(m);
+        let failed = metric(&text, "ser_dispatcher_branch_failures_total", &silent);
+        let down =
+            format!("destination {silent}: active -> probing (no reply to a relayed request)");
+        if mark == 0 {
+            // Kamailio's behaviour: only the script marks, and this one does not.
+            assert_eq!(state, "active", "{}", ser.log_text());
+            assert_eq!(selected, 3, "round robin over 9 calls");
+            assert_eq!(failed, Some(3), "{text}");
+            assert!(!ser.log_text().contains("-> probing"), "{}", ser.log_text());
+            continue;
+        }
+        // ds_probing_threshold 2: down after its second failed call (a third may have been
+        // sent to it before the second one's fr_timer ran out).
+        assert_eq!(state, "probing", "{}", ser.log_text());
+        assert!((2..=3).contains(&selected), "selected {selected}");
+        assert_eq!(failed, Some(selected), "{text}");
+        assert_eq!(
+            metric(&text, "ser_dispatcher_destination_up", &silent),
+            Some(0),
+            "{text}"
+        );
+        assert_eq!(
+            ser.log_text().matches(&down).count(),
+            1,
+            "{}",
+            ser.log_text()
+        );
+        // Down, it is no longer chosen: the next calls go straight to the others.
+        let t0 = Instant::now();
+        calls(&ser, 9, 9);
+        let took = t0.elapsed();
+        done += 9;
+        settle_stats();
+        let got: u64 = farm.iter().map(FarmUas::successful).sum();
+        assert_eq!(got, done);
+        assert_eq!(
+            ds_state_now(&fifo, &silent),
+            (String::from("probing"), selected)
+        );
+        eprintln!("9 calls with the silent destination down took {took:?}");
+    }
+}
+
+#[test]
+fn a_503_from_a_destination_counts_against_it_and_a_486_does_not() {
+    require_sipp();
+    let dir = temp_dir("ds-503");
+    let fifo = fifo_path("ds-503");
+    let farm = [
+        FarmUas::start_as(&dir, free_port(), "a", "uas-ds-503.xml", false),
+        FarmUas::start_as(&dir, free_port(), "a", "uas-busy.xml", false),
+        FarmUas::start(&dir, free_port(), "a"),
+    ];
+    let list = write_list(&dir, &farm.iter().collect::<Vec<_>>());
+    // No probes, no ds_mark_dst: the failure route only fails over, on any failure.
+    let text = script(&fifo, &list, 4, false, None).replace(
+        "modparam(\"dispatcher\", \"ds_ping_interval\", 1)",
+        "modparam(\"dispatcher\", \"ds_ping_interval\", 0)",
+    );
+    let ser = Ser::start("ds-503", &text, 0, 2, "auto");
+    wait_fifo(&fifo, &ser);
+    // One call at a time: round robin gives each member the first try of 3 of 9 calls;
+    // whatever the first try got, the call ends at the member that answers 200.
+    calls(&ser, 9, 4);
+    settle_stats();
+    assert_eq!(farm[2].successful(), 9, "{}", ser.log_text());
+    let overloaded = farm[0].uri();
+    let busy = farm[1].uri();
+    // ds_probing_threshold 2: the 503 member is down after its second 503.
+    let (state, selected) = ds_state_now(&fifo, &overloaded);
+    assert_eq!(state, "probing", "{}", ser.log_text());
+    assert_eq!(selected, 2, "chosen twice, then skipped");
+    let down = format!(
+        "destination {overloaded}: active -> probing (answered a relayed request with 503)"
+    );
+    assert_eq!(
+        ser.log_text().matches(&down).count(),
+        1,
+        "{}",
+        ser.log_text()
+    );
+    // The busy member answered every call it got (486: its callee, not it, said no).
+    let (state, selected) = ds_state_now(&fifo, &busy);
+    assert_eq!(state, "active", "{}", ser.log_text());
+    assert!(selected >= 3, "selected {selected}");
+}
+
+#[test]
+fn a_tcp_destination_is_probed_over_tcp_up_and_down() {
+    require_sipp();
+    let dir = temp_dir("ds-tcp");
+    let fifo = fifo_path("ds-tcp");
+    let port = free_port_udp_tcp();
+    let mut uas = FarmUas::start_as(&dir, port, "a", "uas-ds.xml", true);
+    let uri = uas.uri();
+    // Flags 2: it starts down and is chosen only once probes (over TCP) answer.
+    let list = dir.join("ds.list");
+    std::fs::write(&list, format!("1 {uri} 2\n")).expect("list");
+    let ser = Ser::start("ds-tcp", &script(&fifo, &list, 4, true, None), 0, 2, "auto");
+    wait_fifo(&fifo, &ser);
+    assert_eq!(ds_state_now(&fifo, &uri).0, "probing");
+    let took = wait_state(&fifo, &uri, "active", Duration::from_secs(6), &ser);
+    eprintln!("up {took:?} after start");
+    let up = format!("destination {uri}: probing -> active (answered a probe with 200)");
+    assert_eq!(ser.log_text().matches(&up).count(), 1, "{}", ser.log_text());
+    // Its calls go over TCP too.
+    calls(&ser, 5, 5);
+    settle_stats();
+    assert_eq!(uas.successful(), 5);
+    // Stopped: the probes' connections are refused, and it goes down.
+    uas.kill();
+    let took = wait_state(&fifo, &uri, "probing", Duration::from_secs(6), &ser);
+    eprintln!("down {took:?} after it stopped");
+    let log = ser.log_text();
+    assert_eq!(
+        log.matches(&format!("destination {uri}: active -> probing"))
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]

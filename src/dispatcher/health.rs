@@ -13,9 +13,11 @@
 //!   failures do not move them.
 //! ```
 //!
-//! Only Active destinations are selected. A failure is a probe that got no reply in time or
-//! a branch the script marked with `ds_mark_dst()`; a good reply resets the failure count, a
-//! failure resets the good-reply count. The transition function [`step`] is pure; [`Health`]
+//! Only Active destinations are selected. A failure is a probe that got no reply in time, a
+//! request relayed to it that failed (no reply, unreachable, a 503 from it;
+//! `ds_mark_failed_branches`), or a branch the script marked with `ds_mark_dst()`; a reply to
+//! a probe or to a relayed request resets the failure count, a failure resets the good-reply
+//! count. Only probe replies count towards bringing a destination back. The transition function [`step`] is pure; [`Health`]
 //! keeps state and counters in one atomic word and applies steps with compare-and-swap, so
 //! shards (ds_mark_dst), the prober and the FIFO change it without locks, and exactly one of
 //! them sees each change of state (and logs it).
@@ -114,8 +116,12 @@ impl fmt::Display for State {
 pub enum Event {
     /// It answered a probe.
     Reply,
-    /// A probe got no reply in time, or a branch to it failed (`ds_mark_dst`).
+    /// A probe got no reply in time, a request relayed to it failed (no reply, unreachable,
+    /// 503 from it), or the script said so (`ds_mark_dst`).
     Failure,
+    /// It answered a request relayed to it: the failures in a row start again. Only
+    /// probes bring a destination back up, so nothing else changes.
+    Answered,
     /// The operator (or the script) set its state.
     Set(State),
 }
@@ -182,7 +188,8 @@ pub fn step(s: Snapshot, ev: Event, th: Thresholds) -> Snapshot {
                 Snapshot { failures, ..s }
             }
         }
-        (State::Active, Event::Reply) => Snapshot::new(State::Active),
+        (State::Active, Event::Reply | Event::Answered) => Snapshot::new(State::Active),
+        (_, Event::Answered) => s,
         (State::Probing, Event::Reply) => {
             let replies = s.replies.saturating_add(1);
             if replies >= th.inactive.max(1) {
@@ -271,6 +278,29 @@ mod tests {
             Some((State::Probing, State::Active))
         );
         assert_eq!(h.apply(Event::Reply, TH), None);
+    }
+
+    #[test]
+    fn answered_requests_reset_failures_but_bring_nothing_back() {
+        let h = Health::new(State::Active);
+        assert_eq!(h.apply(Event::Failure, TH), None);
+        assert_eq!(h.apply(Event::Failure, TH), None);
+        assert_eq!(h.apply(Event::Answered, TH), None);
+        assert_eq!(h.get(), Snapshot::new(State::Active));
+        assert_eq!(h.apply(Event::Failure, TH), None);
+        assert_eq!(h.apply(Event::Failure, TH), None);
+        assert_eq!(
+            h.apply(Event::Failure, TH),
+            Some((State::Active, State::Probing))
+        );
+        // A late answer of a call in flight does not count as a probe reply.
+        for _ in 0..3 {
+            assert_eq!(h.apply(Event::Answered, TH), None);
+        }
+        assert_eq!(h.get(), Snapshot::new(State::Probing));
+        let h = Health::new(State::Disabled);
+        assert_eq!(h.apply(Event::Answered, TH), None);
+        assert_eq!(h.get().state, State::Disabled);
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct Config {
     pub probing_mode: ProbingMode,
     pub ping_method: String,
     pub ping_from: String,
+    /// `ds_mark_failed_branches`: a request relayed to a destination that fails (no reply,
+    /// unreachable, 503 from it) counts as one of its failures, as a failed probe does.
+    pub mark_failed_branches: bool,
 }
 
 /// The module's parameters: (name, kind, default shown in messages). Kamailio's spellings
@@ -93,6 +96,7 @@ pub const PARAMS: &[(&str, bool)] = &[
     ("ds_probing_mode", true),
     ("ds_ping_method", false),
     ("ds_ping_from", false),
+    ("ds_mark_failed_branches", true),
 ];
 
 /// Checks one parameter's value when the script loads (the loader reports the modparam's
@@ -122,6 +126,10 @@ pub fn check_param(name: &str, value: &ser_script::Value) -> Result<(), String> 
         ) if !(1..=1000).contains(&n) => Err(format!("{name} {n}: a count from 1 to 1000")),
         ("ds_probing_mode", Some(n), _) if !(0..=1).contains(&n) => Err(format!(
             "ds_probing_mode {n}: 0 (probe destinations that are down) or 1 (all)"
+        )),
+        ("ds_mark_failed_branches", Some(n), _) if !(0..=1).contains(&n) => Err(format!(
+            "ds_mark_failed_branches {n}: 1 (a failed relayed request counts against its \
+             destination) or 0 (only ds_mark_dst marks)"
         )),
         ("ds_ping_method", _, Some(m))
             if m.is_empty()
@@ -193,6 +201,8 @@ impl Config {
             ping_from: s("ds_ping_from", "ds_ping_from")
                 .unwrap_or("sip:dispatcher@localhost")
                 .to_string(),
+            mark_failed_branches: i("ds_mark_failed_branches", "ds_mark_failed_branches")
+                != Some(0),
         }
     }
 }
@@ -212,6 +222,9 @@ pub struct DestState {
     /// Probes answered, and probes that got no answer in time.
     pub probes_ok: AtomicU64,
     pub probes_failed: AtomicU64,
+    /// Requests relayed to it by the dispatcher that failed (no reply, unreachable, 503
+    /// from it), counted whether `ds_mark_failed_branches` marks them or not.
+    pub branch_failures: AtomicU64,
 }
 
 /// One destination of a set.
@@ -368,6 +381,11 @@ impl Dispatcher {
         self.cfg.as_ref().map(|c| c.thresholds).unwrap_or_default()
     }
 
+    /// `ds_mark_failed_branches` (on unless set to 0).
+    pub fn marks_failed_branches(&self) -> bool {
+        self.cfg.as_ref().map_or(true, |c| c.mark_failed_branches)
+    }
+
     /// Reads the list again and swaps it in whole; a destination kept (same set, same URI)
     /// keeps its health and calls in flight, a new one starts in the state its flags say.
     /// `Err` (the list's `file:line:col`, or the database's error) leaves the running sets.
@@ -486,15 +504,7 @@ impl Dispatcher {
 
     /// Applies `ev` to a destination; a change of state is logged (once: by whoever made it).
     pub fn event(&self, d: &DestState, ev: Event, why: &str) {
-        if let Some((from, to)) = d.health.apply(ev, self.thresholds()) {
-            crate::log::always(
-                crate::log::L_NOTICE,
-                format_args!(
-                    "dispatcher: set {} destination {}: {from} -> {to} ({why})",
-                    d.setid, d.uri
-                ),
-            );
-        }
+        apply_event(d, ev, self.thresholds(), why);
     }
 
     /// The operator sets a destination's state (`serctl dispatcher set`).
@@ -570,6 +580,21 @@ impl Dispatcher {
     }
 }
 
+/// Applies `ev` to a destination under `th` (what [`Dispatcher::event`] does, for callers
+/// that keep the thresholds: a transaction's selection); a change of state is logged once,
+/// by whoever made it, with `why`.
+pub fn apply_event(d: &DestState, ev: Event, th: Thresholds, why: &str) {
+    if let Some((from, to)) = d.health.apply(ev, th) {
+        crate::log::always(
+            crate::log::L_NOTICE,
+            format_args!(
+                "dispatcher: set {} destination {}: {from} -> {to} ({why})",
+                d.setid, d.uri
+            ),
+        );
+    }
+}
+
 fn unmapped(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
@@ -616,6 +641,7 @@ fn dest(e: &Entry, old: &Sets) -> Dest {
             selected: AtomicU64::new(0),
             probes_ok: AtomicU64::new(0),
             probes_failed: AtomicU64::new(0),
+            branch_failures: AtomicU64::new(0),
         })
     });
     let (hostport, transport, addrs) = match ser_parser::parse_uri(&e.uri) {

@@ -114,10 +114,24 @@ pub fn order(alg: Alg, inp: &Input<'_>) -> Vec<usize> {
             }
         }
         Alg::Load => {
-            let mut v = actives_from(inp.counter % n);
-            // Stable: among equal loads the rotation from the counter stays.
-            v.sort_by_key(|&i| (inp.load)(i));
-            v
+            // Least loaded first (stable: list order among equals); the counter takes turns
+            // among those tied for the least load only, so one busy destination does not
+            // hand its turns to its neighbour in the rotation.
+            // The loads are read once: other shards change them meanwhile, and a sort
+            // whose keys change under it may panic.
+            let mut v: Vec<(u32, usize)> = actives_from(0)
+                .into_iter()
+                .map(|i| ((inp.load)(i), i))
+                .collect();
+            v.sort_by_key(|&(load, _)| load);
+            let least = v.first().map(|&(load, _)| load);
+            let tied = v.iter().take_while(|&&(l, _)| Some(l) == least).count();
+            if let Some(group) = v.get_mut(..tied) {
+                if tied > 1 {
+                    group.rotate_left(inp.counter % tied);
+                }
+            }
+            v.into_iter().map(|(_, i)| i).collect()
         }
     }
 }
@@ -342,6 +356,11 @@ mod tests {
         assert_eq!(run(Alg::Load, 3, 0, 0, &[1], &[4, 1, 2]), [2, 0]);
         assert_eq!(run(Alg::Load, 3, 0, 1, &[], &[0, 0, 0])[0], 1);
         assert_eq!(run(Alg::Load, 3, 0, 2, &[], &[0, 0, 0])[0], 2);
+        // One busy destination: the others take turns evenly (not 2:1 for its neighbour).
+        let firsts: Vec<usize> = (0..6)
+            .map(|c| run(Alg::Load, 3, 0, c, &[], &[3, 0, 0])[0])
+            .collect();
+        assert_eq!(firsts, [1, 2, 1, 2, 1, 2]);
     }
 
     #[test]

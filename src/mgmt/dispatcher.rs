@@ -5,7 +5,9 @@
 //! The prober is a thread of its own, never a shard: each round it resolves and writes the
 //! probes (as `t_uac_from` does), posts each to the shard that owns its Call-ID, where a
 //! plain client transaction runs it (tm's `uac`), and waits here for the results, which
-//! drive the destinations' health ([`crate::dispatcher::probe`]).
+//! drive the destinations' health ([`crate::dispatcher::probe`]). A probe goes over the
+//! destination's own transport (`;transport=tcp` or `tls`, `sips:`), as its calls do, so a
+//! TCP-only server is probed over TCP and a refused connection fails the probe at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -123,6 +125,11 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
             "ser_dispatcher_probes_total",
             "Probes sent to the destination, by result (ok: answered, failed: no answer).",
         );
+        let mut branch_failures = Family::counter(
+            "ser_dispatcher_branch_failures_total",
+            "Requests relayed to the destination by the dispatcher that failed: no reply, \
+             unreachable, or 503 from it.",
+        );
         for d in ds.sets().dests() {
             let st = &d.state;
             let set = st.setid.to_string();
@@ -146,6 +153,7 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
             }
             load.sample(&l, u64::from(st.load.load(Ordering::Relaxed)));
             selected.sample(&l, st.selected.load(Ordering::Relaxed));
+            branch_failures.sample(&l, st.branch_failures.load(Ordering::Relaxed));
             for (result, n) in [
                 ("ok", st.probes_ok.load(Ordering::Relaxed)),
                 ("failed", st.probes_failed.load(Ordering::Relaxed)),
@@ -160,7 +168,7 @@ pub fn collector(ds: Arc<Dispatcher>) -> crate::metrics::Collector {
                 );
             }
         }
-        v.extend([up, state, load, selected, probes]);
+        v.extend([up, state, load, selected, probes, branch_failures]);
     })
 }
 
@@ -262,7 +270,8 @@ fn probe_round(m: &Mgmt) {
         if let Some(ev) = classify(&outcome) {
             let why = match &outcome {
                 Outcome::Replied(c) => format!("answered a probe with {c}"),
-                Outcome::Local(c) => format!("no answer to a probe ({c})"),
+                Outcome::Local(408) => String::from("no answer to a probe (408)"),
+                Outcome::Local(c) => format!("a probe could not reach it ({c})"),
                 _ => String::from("probe not sent"),
             };
             ds.event(&d.state, ev, &why);

@@ -12,6 +12,8 @@
 
 pub mod dispatcher;
 pub mod fifo;
+pub mod msilo;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod rtpengine;
@@ -320,6 +322,8 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 format!("database worker {n}")
             } else if comm == "ser-ds-ping" {
                 String::from("dispatcher prober (OPTIONS to the destinations)")
+            } else if comm == "ser-natping" {
+                String::from("nathelper pinger (NAT keep-alives)")
             } else if comm == "ser-usrloc-timer" {
                 String::from("usrloc timer (expiry, write-back)")
             } else if comm.starts_with("ser-capture") {
@@ -505,8 +509,9 @@ fn cmd_t_uac_from(m: &Mgmt, p: &[String]) -> Reply {
 }
 
 /// A request this server starts (`t_uac_from`, the dispatcher's OPTIONS probes): `to` is
-/// resolved (RFC 3263; this blocks, so never call it on a shard), the request is written with
-/// our Via and a fresh Call-ID, and comes back with the shard that owns that Call-ID and the
+/// resolved (RFC 3263; this blocks, so never call it on a shard) and goes over the transport
+/// its URI names, as `t_relay` would send it (`;transport=tcp`, TLS for `sips:`, else UDP);
+/// the request is written with our Via for that transport and a fresh Call-ID, and comes back with the shard that owns that Call-ID and the
 /// receiver of its final result. `Err` is the reply to give when it cannot be sent.
 pub fn prepare_uac(
     core: &crate::core::Core,
@@ -524,25 +529,79 @@ pub fn prepare_uac(
     ),
     Reply,
 > {
-    let Ok(uri) = ser_parser::parse_uri(to) else {
-        return Err(Reply::error(400, format!("bad destination URI '{to}'")));
+    use crate::sip::{NextHop, Target, Transport};
+    // The transport as t_relay picks it (RFC 3263 4.1): the URI's `;transport=`, TLS for
+    // sips, else UDP.
+    let hop = match NextHop::of_uri_text(to, None) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(Reply::error(
+                e.code,
+                format!("{} (destination URI '{to}')", e.reason),
+            ))
+        }
     };
-    let host = uri.host_str.trim_start_matches('[').trim_end_matches(']');
-    let secure = matches!(uri.scheme, ser_parser::Scheme::Sips);
-    let targets = match core.resolver.next_hop(host, uri.port, secure) {
-        Ok(t) => t,
-        Err(e) => return Err(Reply::error(478, format!("Unresolvable destination ({e})"))),
-    };
-    let Some((dst, socket)) = targets.iter().find_map(|d| {
-        core.local
-            .socket_for(crate::sip::Transport::Udp, d, 0)
-            .map(|s| (*d, s))
-    }) else {
+    if matches!(hop.transport, Transport::Ws | Transport::Wss) {
         return Err(Reply::error(
             478,
-            "Unresolvable destination (no socket of that family)",
+            format!("cannot open a {} connection to '{to}'", hop.transport),
+        ));
+    }
+    let (targets, name) = match &hop.target {
+        Target::Addr(a) => (vec![*a], None),
+        Target::Name { host, port } => {
+            let secure = hop.secure || hop.transport.is_secure();
+            match core.resolver.next_hop(host, *port, secure) {
+                Ok(t) => (t, Some(host.clone())),
+                Err(e) => return Err(Reply::error(478, format!("Unresolvable destination ({e})"))),
+            }
+        }
+    };
+    let Some((dst, socket)) = targets
+        .iter()
+        .find_map(|d| core.local.socket_for(hop.transport, d, 0).map(|s| (*d, s)))
+    else {
+        return Err(Reply::error(
+            478,
+            format!(
+                "Unresolvable destination (no {} socket of that address family)",
+                hop.transport
+            ),
         ));
     };
+    let dst = crate::sip::Dest {
+        transport: hop.transport,
+        socket,
+        addr: dst,
+        conn: None,
+    };
+    build_uac(core, shards, method, from, to, dst, name, headers, body)
+}
+
+/// A request this server starts to a known destination (`dst`: our socket, the peer, the
+/// connection; `name`: the host name a TLS connection verifies): written with our Via for
+/// that socket and a fresh Call-ID; returns the shard that owns the Call-ID and the receiver
+/// of the transaction's final result. Never blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn build_uac(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    to: &str,
+    dst: crate::sip::Dest,
+    name: Option<String>,
+    headers: &[String],
+    body: &[String],
+) -> Result<
+    (
+        usize,
+        crate::tm::uac::UacRequest,
+        mpsc::Receiver<crate::tm::uac::UacResult>,
+    ),
+    Reply,
+> {
+    let socket = dst.socket;
     let Some(local) = core.local.addr(socket) else {
         return Err(Reply::error(500, "no socket"));
     };
@@ -572,11 +631,12 @@ pub fn prepare_uac(
     ));
     let (tx, rx) = mpsc::sync_channel(1);
     let uac = crate::tm::uac::UacRequest {
-        dst: crate::sip::Dest::udp(socket, dst),
+        dst,
+        name,
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),
-        done: tx,
+        done: crate::tm::uac::Notify::channel(tx),
     };
     Ok((shard, uac, rx))
 }

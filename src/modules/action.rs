@@ -172,6 +172,10 @@ pub enum Action {
     Dispatcher(super::dispatcher::DsOp),
     // rtpengine
     Rtpengine(super::rtpengine::RtpOp),
+    // msilo (m_store, m_dump)
+    Msilo(super::msilo::MsiloOp),
+    // nathelper
+    Nat(super::nathelper::NatOp),
 }
 
 /// Every comparison a script can make.
@@ -313,6 +317,8 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             Action::Dispatcher(op) => self.dispatcher(op),
             Action::Rtpengine(op) => self.rtpengine(op),
+            Action::Msilo(op) => self.msilo(op),
+            Action::Nat(op) => self.nathelper(op),
         }
     }
 

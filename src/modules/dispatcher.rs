@@ -9,6 +9,13 @@
 //! destination counts one call in flight from the selection until the transaction's first
 //! final reply goes upstream (or a fail-over moves it to the next destination, or the
 //! request is never relayed): that is what algorithm 10 balances.
+//!
+//! The [`DsTxn`] also hears from tm how the branch to its destination ended
+//! ([`Attached`]): with `ds_mark_failed_branches` (the default) no reply, an unreachable
+//! destination or a 503 from it counts as one failure of the destination, as an unanswered
+//! probe does, and any other answer resets its failures in a row. Counted once per
+//! selection: `ds_mark_dst()` in the failure route adds nothing for a failure already
+//! counted.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -21,10 +28,10 @@ use super::core::f;
 use super::ctx::MsgCtx;
 use super::rewrite::{self, Rewrite};
 use super::{arg_int, arg_str, Action, Exports, ParamDef, ParamKind};
-use crate::dispatcher::health::{Event, State};
+use crate::dispatcher::health::{Event, State, Thresholds};
 use crate::dispatcher::select::{self, Alg};
-use crate::dispatcher::Dest;
-use crate::tm::Attachment;
+use crate::dispatcher::{apply_event, Dest};
+use crate::tm::{Attached, Attachment, BranchEnd};
 
 /// A dispatcher action, its arguments checked when the script loaded.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +145,14 @@ pub struct DsTxn {
     rest: VecDeque<Arc<Dest>>,
     /// An INVITE: the current destination counts it in its calls in flight.
     counts_load: bool,
+    /// The transaction's branch that went to the current destination, once relayed.
+    branch: Option<usize>,
+    /// A failure of the current destination was counted for this selection (by its failed
+    /// branch or by `ds_mark_dst`): not again.
+    failure_counted: bool,
+    /// `ds_mark_failed_branches`, and the thresholds its failures count under.
+    mark_failed: bool,
+    thresholds: Thresholds,
 }
 
 impl DsTxn {
@@ -151,6 +166,70 @@ impl DsTxn {
         }
         d.state.selected.fetch_add(1, Ordering::Relaxed);
         self.current = Some(d);
+        self.branch = None;
+        self.failure_counted = false;
+    }
+
+    /// A failure of the current destination is to be counted (its failed branch, or
+    /// `ds_mark_dst`): true the first time for this selection, false after.
+    fn count_failure(&mut self) -> bool {
+        !std::mem::replace(&mut self.failure_counted, true)
+    }
+
+    /// Whether a branch that went to `hop` went to the current destination: its URI as
+    /// the destination URI (`ds_select_dst`), or its host and port in the Request-URI
+    /// (`ds_select_domain`).
+    fn is_current(&self, hop: &str) -> bool {
+        let Some(d) = &self.current else {
+            return false;
+        };
+        if !self.domain {
+            return hop.eq_ignore_ascii_case(&d.uri);
+        }
+        ser_parser::parse_uri(hop).is_ok_and(|u| {
+            let hp = match u.port {
+                Some(p) => format!("{}:{p}", u.host_str),
+                None => u.host_str.to_string(),
+            };
+            hp.eq_ignore_ascii_case(&d.hostport)
+        })
+    }
+}
+
+impl Attached for DsTxn {
+    fn branch_added(&mut self, index: usize, hop: &str) {
+        if self.branch.is_none() && self.is_current(hop) {
+            self.branch = Some(index);
+        }
+    }
+
+    fn branch_ended(&mut self, index: usize, end: BranchEnd) {
+        if self.branch != Some(index) {
+            return;
+        }
+        let Some(d) = self.current.clone() else {
+            return;
+        };
+        if !end.destination_failed() {
+            if self.mark_failed {
+                apply_event(&d.state, Event::Answered, self.thresholds, "");
+            }
+            return;
+        }
+        d.state.branch_failures.fetch_add(1, Ordering::Relaxed);
+        if !self.mark_failed || !self.count_failure() {
+            return;
+        }
+        let why = match end {
+            BranchEnd::Timeout => String::from("no reply to a relayed request"),
+            BranchEnd::Unreachable => String::from("a relayed request could not reach it"),
+            other => format!("answered a relayed request with {}", other.code()),
+        };
+        apply_event(&d.state, Event::Failure, self.thresholds, &why);
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }
 
@@ -224,11 +303,16 @@ impl MsgCtx<'_, '_> {
         if !self.ds_apply(&first, domain) {
             return -1;
         }
+        let ds = &self.core.dispatcher;
         let mut txn = DsTxn {
             domain,
             current: None,
             rest: order,
             counts_load: self.msg.method() == Some(Method::Invite),
+            branch: None,
+            failure_counted: false,
+            mark_failed: ds.marks_failed_branches(),
+            thresholds: ds.thresholds(),
         };
         txn.take(first);
         *self.ds_slot() = Some(Box::new(txn));
@@ -267,12 +351,22 @@ impl MsgCtx<'_, '_> {
     }
 
     fn ds_mark(&mut self, m: Mark) -> i32 {
-        let Some(d) = self.ds_txn().and_then(|t| t.current.clone()) else {
+        let Some(txn) = self.ds_txn() else {
             crate::debug!("ds_mark_dst: no destination selected for this request");
             return -1;
         };
+        let Some(d) = txn.current.clone() else {
+            return -1;
+        };
         let ev = match m {
-            Mark::Failure => Event::Failure,
+            Mark::Failure => {
+                if !txn.count_failure() {
+                    // Its failed branch counted already (ds_mark_failed_branches).
+                    crate::debug!("ds_mark_dst: the failure of {} is counted already", d.uri);
+                    return 1;
+                }
+                Event::Failure
+            }
             Mark::Set(s) => Event::Set(s),
         };
         self.core
@@ -312,8 +406,140 @@ impl MsgCtx<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use portable_atomic::AtomicU64;
+
+    use super::DsTxn;
     use crate::config::Config;
+    use crate::dispatcher::health::{Health, State, Thresholds};
+    use crate::dispatcher::{Dest, DestState};
     use crate::loader::load;
+    use crate::sip::Transport;
+    use crate::tm::{Attached, BranchEnd};
+
+    fn dest(uri: &str, hostport: &str) -> Arc<Dest> {
+        Arc::new(Dest {
+            uri: uri.to_string(),
+            flags: 0,
+            priority: 0,
+            attrs: Default::default(),
+            hostport: hostport.to_string(),
+            transport: Transport::Udp,
+            addrs: Vec::new(),
+            state: Arc::new(DestState {
+                setid: 1,
+                uri: uri.to_string(),
+                health: Health::new(State::Active),
+                load: AtomicU32::new(0),
+                selected: AtomicU64::new(0),
+                probes_ok: AtomicU64::new(0),
+                probes_failed: AtomicU64::new(0),
+                branch_failures: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn txn(first: &Arc<Dest>, rest: &[&Arc<Dest>], mark_failed: bool) -> DsTxn {
+        let mut t = DsTxn {
+            domain: false,
+            current: None,
+            rest: rest.iter().map(|d| Arc::clone(d)).collect(),
+            counts_load: true,
+            branch: None,
+            failure_counted: false,
+            mark_failed,
+            thresholds: Thresholds {
+                probing: 2,
+                inactive: 1,
+            },
+        };
+        t.take(Arc::clone(first));
+        t
+    }
+
+    fn failures(d: &Dest) -> (State, u16, u64) {
+        let h = d.state.health.get();
+        (
+            h.state,
+            h.failures,
+            d.state.branch_failures.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn a_failed_branch_to_the_chosen_destination_counts_once() {
+        let a = dest("sip:10.0.0.1:5060", "10.0.0.1:5060");
+        let b = dest("sip:10.0.0.2:5060;transport=tcp", "10.0.0.2:5060");
+        let mut t = txn(&a, &[&b], true);
+        // A branch the script appended elsewhere, then the dispatcher's.
+        t.branch_added(0, "sip:bob@elsewhere.example");
+        t.branch_added(1, "SIP:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Timeout);
+        assert_eq!(failures(&a), (State::Active, 0, 0), "not its branch");
+        t.branch_ended(1, BranchEnd::Timeout);
+        assert_eq!(failures(&a), (State::Active, 1, 1));
+        // The failure route's ds_mark_dst() for the same failure adds nothing.
+        assert!(!t.count_failure());
+        assert_eq!(failures(&a), (State::Active, 1, 1));
+        // ds_next_dst: the next destination, its own branch; it answers 486 (alive).
+        let next = t.rest.pop_front().expect("a candidate");
+        t.take(next);
+        assert_eq!(a.state.load.load(Ordering::Relaxed), 0, "the call moved");
+        assert_eq!(b.state.load.load(Ordering::Relaxed), 1);
+        t.branch_added(2, "sip:10.0.0.2:5060;transport=tcp");
+        t.branch_ended(2, BranchEnd::Replied(486));
+        assert_eq!(failures(&b), (State::Active, 0, 0));
+        drop(t);
+        assert_eq!(b.state.load.load(Ordering::Relaxed), 0);
+
+        // The next call to `a` is unreachable: its second failure in a row takes it down.
+        let mut t = txn(&a, &[], true);
+        t.branch_added(0, "sip:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Unreachable);
+        assert_eq!(failures(&a), (State::Probing, 0, 2));
+    }
+
+    #[test]
+    fn an_answer_resets_the_failures_and_503_from_it_is_a_failure() {
+        let a = dest("sip:10.0.0.1:5060", "10.0.0.1:5060");
+        let mut t = txn(&a, &[], true);
+        t.branch_added(0, "sip:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Replied(503));
+        assert_eq!(failures(&a), (State::Active, 1, 1));
+        let mut t = txn(&a, &[], true);
+        t.branch_added(0, "sip:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Unanswered);
+        assert_eq!(failures(&a), (State::Active, 0, 1), "it answered a 180");
+        let mut t = txn(&a, &[], true);
+        t.branch_added(0, "sip:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Timeout);
+        assert_eq!(failures(&a), (State::Active, 1, 2));
+        // ds_select_domain: the branch is the Request-URI with the destination's host.
+        let mut t = txn(&a, &[], true);
+        t.domain = true;
+        t.branch_added(0, "sip:bob@10.0.0.9:5060");
+        t.branch_added(1, "sip:bob@10.0.0.1:5060;user=phone");
+        t.branch_ended(1, BranchEnd::Replied(200));
+        assert_eq!(failures(&a), (State::Active, 0, 2));
+    }
+
+    #[test]
+    fn with_ds_mark_failed_branches_0_only_the_script_marks() {
+        let a = dest("sip:10.0.0.1:5060", "10.0.0.1:5060");
+        for _ in 0..3 {
+            let mut t = txn(&a, &[], false);
+            t.branch_added(0, "sip:10.0.0.1:5060");
+            t.branch_ended(0, BranchEnd::Timeout);
+        }
+        assert_eq!(failures(&a), (State::Active, 0, 3), "counted, not marked");
+        let mut t = txn(&a, &[], false);
+        t.branch_added(0, "sip:10.0.0.1:5060");
+        t.branch_ended(0, BranchEnd::Timeout);
+        assert!(t.count_failure(), "the script's mark counts");
+        assert!(!t.count_failure(), "once");
+    }
 
     const HEAD: &str =
         "loadmodule \"modules/tm/tm.so\"\nloadmodule \"modules/dispatcher/dispatcher.so\"\n";
@@ -346,6 +572,13 @@ mod tests {
         );
         assert_eq!((l, c), (3, 1), "{m}");
         assert!(m.contains("ds_probing_mode 3"), "{m}");
+        let (l, _, m) = refused(
+            "modparam(\"dispatcher\", \"ds_mark_failed_branches\", 2)\nroute { ds_is_from_list(); }\n",
+        );
+        assert_eq!(l, 3, "{m}");
+        assert!(m.contains("ds_mark_failed_branches 2"), "{m}");
+        let ok = "modparam(\"dispatcher\", \"ds_mark_failed_branches\", 0)\nroute { ds_is_from_list(); }\n";
+        assert_eq!(refused(ok).2, "loaded");
         let (_, _, m) = refused("modparam(\"dispatcher\", \"ds_frobnicate\", 3)\nroute { }\n");
         assert!(m.contains("no parameter 'ds_frobnicate'"), "{m}");
         // ds_next_dst is not for reply routes.

@@ -18,6 +18,8 @@ pub mod digest;
 pub mod dispatcher;
 pub mod exec;
 pub mod maxfwd;
+pub mod msilo;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod registrar;
@@ -98,6 +100,8 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
     ("rtpengine", Some(rtpengine::register), ""),
+    ("msilo", Some(msilo::register), ""),
+    ("nathelper", Some(nathelper::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -158,6 +162,15 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("rtpengine_answer", "rtpengine"),
     ("rtpengine_manage", "rtpengine"),
     ("rtpengine_delete", "rtpengine"),
+    ("m_store", "msilo"),
+    ("m_dump", "msilo"),
+    ("nat_uac_test", "nathelper"),
+    ("fix_nated_contact", "nathelper"),
+    ("fix_nated_register", "nathelper"),
+    ("fix_nated_sdp", "nathelper"),
+    ("force_rport", "nathelper"),
+    ("add_contact_alias", "nathelper"),
+    ("handle_ruri_alias", "nathelper"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {
@@ -180,6 +193,7 @@ pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
             && (params.int("acc", "db_flag").is_some()
                 || params.int("acc", "db_missed_flag").is_some())
             && no_url("acc"))
+        || (loaded("msilo") && no_url("msilo"))
 }
 
 /// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".

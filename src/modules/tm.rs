@@ -58,8 +58,9 @@ pub enum OnReply {
 /// A reply whose onreply_route waits for off-shard work (see [`OnReply::Parked`]).
 pub struct ParkedReply {
     run: OnReplyRun<Arc<Script>>,
-    /// The reply as received.
+    /// The reply as received, and where it came from.
     data: Vec<u8>,
+    from: Arrival,
     k: ser_script::Continuation,
     saved: SavedCtx,
     /// The work to start (taken by the shard).
@@ -83,7 +84,7 @@ const REWRITTEN_MAX: usize = 4096;
 enum RouteEnd {
     Done {
         dropped: bool,
-        rewritten: Option<Vec<u8>>,
+        edits: ser_parser::Edits,
     },
     Suspended {
         k: ser_script::Continuation,
@@ -137,31 +138,38 @@ impl TmShard {
         self.core = core;
     }
 
-    /// A reply from downstream: one of ours (handled, its onreply_route run, or that route
-    /// paused for off-shard work when `can_park`), or not (route it statelessly).
+    /// A reply from downstream (which came as `from`): one of ours (handled, its
+    /// onreply_route run, or that route paused for off-shard work when `can_park`), or not
+    /// (route it statelessly).
     pub fn on_reply(
         &mut self,
         now: Instant,
         msg: &Message<'_>,
+        from: Arrival,
         out: &mut Outbox,
         can_park: bool,
     ) -> OnReply {
         let r = match self.tm.on_reply(now, msg, out) {
             ReplyMatch::NotOurs => return OnReply::NotOurs,
             ReplyMatch::Done => OnReply::Done,
-            ReplyMatch::OnReply(run) => match self.run_onreply(now, &run, msg, can_park, None) {
-                RouteEnd::Done { dropped, rewritten } => {
-                    self.finish_onreply(now, &run, msg, dropped, rewritten, out);
-                    OnReply::Done
+            ReplyMatch::OnReply(run) => {
+                match self.run_onreply(now, &run, msg, from, can_park, None) {
+                    RouteEnd::Done { dropped, edits } => {
+                        self.finish_onreply(now, &run, msg, dropped, edits, out);
+                        OnReply::Done
+                    }
+                    RouteEnd::Suspended { k, saved, job } => {
+                        OnReply::Parked(Box::new(ParkedReply {
+                            run,
+                            data: msg.buf().to_vec(),
+                            from,
+                            k,
+                            saved: *saved,
+                            job: Some(job),
+                        }))
+                    }
                 }
-                RouteEnd::Suspended { k, saved, job } => OnReply::Parked(Box::new(ParkedReply {
-                    run,
-                    data: msg.buf().to_vec(),
-                    k,
-                    saved: *saved,
-                    job: Some(job),
-                })),
-            },
+            }
         };
         self.run_events(now, out);
         r
@@ -181,6 +189,7 @@ impl TmShard {
         let ParkedReply {
             run,
             data,
+            from,
             k,
             saved,
             ..
@@ -188,14 +197,16 @@ impl TmShard {
         let Ok(msg) = ser_parser::parse(&data) else {
             return None;
         };
-        let r = match self.run_onreply(now, &run, &msg, can_park, Some((k, saved, result))) {
-            RouteEnd::Done { dropped, rewritten } => {
-                self.finish_onreply(now, &run, &msg, dropped, rewritten, out);
+        let resume = Some((k, saved, result));
+        let r = match self.run_onreply(now, &run, &msg, from, can_park, resume) {
+            RouteEnd::Done { dropped, edits } => {
+                self.finish_onreply(now, &run, &msg, dropped, edits, out);
                 None
             }
             RouteEnd::Suspended { k, saved, job } => Some(Box::new(ParkedReply {
                 run,
                 data: msg.buf().to_vec(),
+                from,
                 k,
                 saved: *saved,
                 job: Some(job),
@@ -205,32 +216,26 @@ impl TmShard {
         r
     }
 
-    /// tm goes on with a reply after its onreply_route: as the route changed it (its edits
-    /// written out and parsed again), or as it came.
+    /// tm goes on with a reply after its onreply_route, with the route's edits for the
+    /// relayed copy; a 2xx the route changed is remembered for its retransmissions.
     fn finish_onreply(
         &mut self,
         now: Instant,
         run: &OnReplyRun<Arc<Script>>,
         msg: &Message<'_>,
         dropped: bool,
-        rewritten: Option<Vec<u8>>,
+        edits: ser_parser::Edits,
         out: &mut Outbox,
     ) {
-        if let Some(bytes) = rewritten {
-            match ser_parser::parse(&bytes) {
-                Ok(m) => {
-                    self.tm.onreply_done(now, run, &m, dropped, out);
-                    if (200..300).contains(&run.code) {
-                        self.remember_rewritten(now, msg.buf(), bytes.clone());
-                    }
-                    return;
-                }
-                Err(e) => crate::error!(
-                    "onreply_route: the changed reply does not parse ({e}); relayed as it came"
-                ),
-            }
+        self.tm.onreply_done(now, run, msg, dropped, &edits, out);
+        if (200..300).contains(&run.code) && !edits.is_empty() {
+            let mut bytes = Vec::with_capacity(msg.buf().len() + 256);
+            ser_parser::write(msg, &edits, &mut bytes);
+            self.remember_rewritten(now, msg.buf(), bytes);
         }
-        self.tm.onreply_done(now, run, msg, dropped, out);
+        // The scratch keeps its capacity for the next run.
+        self.scratch.edits = edits;
+        self.scratch.edits.clear();
     }
 
     fn remember_rewritten(&mut self, now: Instant, original: &[u8], bytes: Vec<u8>) {
@@ -283,14 +288,15 @@ impl TmShard {
         }
     }
 
-    /// `onreply_route[n]` over a reply (its output is not sent), from its start or resumed
-    /// after off-shard work; how it ended: dropped or not, and the reply with the route's
-    /// edits written out when it made any (rtpengine's SDP, append_hf).
+    /// `onreply_route[n]` over a reply that came as `from` (what it sends is not sent), from
+    /// its start or resumed after off-shard work: how it ended, dropped or not with its edits
+    /// of the reply (for the relayed copy: rtpengine's SDP, append_hf), or paused.
     fn run_onreply(
         &mut self,
         now: Instant,
         run: &OnReplyRun<Arc<Script>>,
         msg: &Message<'_>,
+        from: Arrival,
         can_park: bool,
         resume: Option<(ser_script::Continuation, SavedCtx, Resumed)>,
     ) -> RouteEnd {
@@ -298,7 +304,7 @@ impl TmShard {
         let stats = Arc::clone(&self.stats);
         let mut sc = std::mem::take(&mut self.scratch);
         let end = {
-            let mut m = MsgCtx::new(&core, &stats, msg, run.arrival, &mut sc);
+            let mut m = MsgCtx::new(&core, &stats, msg, from, &mut sc);
             m.flags = run.flags;
             m.t = TState {
                 now: Some(now),
@@ -323,15 +329,10 @@ impl TmShard {
                     saved: Box::new(m.save()),
                     job,
                 },
-                (r, _) => {
-                    let dropped = matches!(r, ser_script::Run::Done(RunOutcome::Dropped));
-                    let rewritten = (!m.s.edits.is_empty()).then(|| {
-                        let mut b = Vec::with_capacity(msg.buf().len() + 256);
-                        ser_parser::write(msg, &m.s.edits, &mut b);
-                        b
-                    });
-                    RouteEnd::Done { dropped, rewritten }
-                }
+                (r, _) => RouteEnd::Done {
+                    dropped: matches!(r, ser_script::Run::Done(RunOutcome::Dropped)),
+                    edits: std::mem::take(&mut m.s.edits),
+                },
             }
         };
         sc.clear();
@@ -574,6 +575,10 @@ impl MsgCtx<'_, '_> {
         match tm.tm.create(now, self.msg, at, flags, loop_mark) {
             Ok(id) => {
                 self.t.cell = Some(id);
+                if self.nat.force_rport && !at.transport.is_reliable() {
+                    // nathelper's force_rport(): replies to the source port.
+                    tm.tm.set_reply_to(id, at.back_to(at.src));
+                }
                 // What a module kept for the transaction to come goes with it now.
                 if let (Some(a), Some(slot)) = (self.attach.take(), tm.tm.attachment_mut(id)) {
                     *slot = Some(a);
@@ -874,6 +879,11 @@ impl MsgCtx<'_, '_> {
             (branch_id, method),
             &mut self.s.out,
         ) {
+            // A module that chose where this branch goes (the dispatcher) learns its index,
+            // to hear later how it ended.
+            if let Some(Some(a)) = tm.tm.attachment_mut(id) {
+                a.branch_added(index, hop);
+            }
             true
         } else {
             self.fail(500, "Cannot Start Branch");

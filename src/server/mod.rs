@@ -56,6 +56,8 @@ pub enum Event {
     /// A message for a stream connection this shard owns (made on another shard), or for a
     /// stream destination whose connection was this shard's.
     StreamSend { dst: Dest, data: Vec<u8> },
+    /// Bytes to send as they are (nathelper's keep-alive datagrams), from `dst.socket`.
+    Send { dst: Dest, data: Vec<u8> },
     /// The management interface asks for this shard's connections (`tcp_list`).
     ListConns(std::sync::mpsc::Sender<Vec<String>>),
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
@@ -313,7 +315,11 @@ impl Server {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
             let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
-            match self.tm.on_reply(now, &msg, &mut self.scratch.out, can_park) {
+            let from = self.arrival(ctx, d);
+            match self
+                .tm
+                .on_reply(now, &msg, from, &mut self.scratch.out, can_park)
+            {
                 OnReply::Done => {
                     self.flush(ctx);
                     return;
@@ -844,6 +850,11 @@ impl Server {
     fn on_event_inner(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
         match event {
             Event::StreamSend { dst, data } => self.send_stream(ctx, dst, &data),
+            Event::Send { dst, data } => {
+                self.scratch.clear();
+                self.scratch.out.push(dst, |b| b.extend_from_slice(&data));
+                self.flush(ctx);
+            }
             Event::ListConns(reply) => {
                 let _ = reply.send(self.list_conns(ctx));
             }
@@ -893,6 +904,10 @@ impl Server {
             }
             Event::Uac(req) => {
                 self.follow_reload();
+                if let Some(name) = &req.name {
+                    // A TLS connection to it verifies the name it was resolved from.
+                    self.remember_names(name, &[req.dst.addr]);
+                }
                 self.scratch.clear();
                 self.uac.start(
                     ctx.now(),

@@ -697,6 +697,9 @@ impl Server {
             self.flush(ctx);
             self.start_tm_dns(ctx);
             self.arm(ctx);
+        } else if self.uac.on_send_failed(&msg) {
+            // A request this server started (t_uac_from, a dispatcher probe): failed now.
+            self.arm(ctx);
         }
     }
 

@@ -14,6 +14,7 @@ use crate::sip::{Dest, Outbox, Transport};
 use crate::stats::Stats;
 use crate::txn::{ClientTransaction, Key};
 
+use super::attach::BranchEnd;
 use super::cell::{client_tag, untag, Branch};
 use super::{CellId, Tm};
 
@@ -153,7 +154,7 @@ impl<S: Clone> Tm<S> {
                     // Cancelled while resolving.
                 } else if !self.start_next_target(now, id, index, out) {
                     crate::notice!("no usable address for branch {index}");
-                    self.branch_failed(now, id, index, 503, out);
+                    self.branch_failed(now, id, index, BranchEnd::Unreachable, out);
                 }
             }
             Err(e) => {
@@ -162,7 +163,7 @@ impl<S: Clone> Tm<S> {
                 if let Some(b) = self.branch_mut(id, index) {
                     b.request.clear();
                 }
-                self.branch_failed(now, id, index, 503, out);
+                self.branch_failed(now, id, index, BranchEnd::Unreachable, out);
             }
         }
         self.refresh(id);
@@ -241,28 +242,30 @@ impl<S: Clone> Tm<S> {
         }
         if !self.start_next_target(now, id, index, out) {
             crate::notice!("branch {index}: cannot send to the next hop");
-            self.branch_failed(now, id, index, 503, out);
+            self.branch_failed(now, id, index, BranchEnd::Unreachable, out);
         }
         self.refresh(id);
         true
     }
 
-    /// A branch ended without a reply of its own (timeout, transport error, no address).
+    /// A branch ended without a reply of its own (timeout, transport error, no address):
+    /// it counts with `end`'s status, and the transaction's attachment hears of it.
     pub(super) fn branch_failed(
         &mut self,
         now: Instant,
         id: CellId,
         index: usize,
-        code: u16,
+        end: BranchEnd,
         out: &mut Outbox,
     ) {
         if let Some(b) = self.branch_mut(id, index) {
             if b.final_code.is_some() {
                 return;
             }
-            b.final_code = Some(code);
+            b.final_code = Some(end.code());
             b.resolving = false;
         }
+        self.tell_branch_end(id, index, end);
         self.check_completion(now, id, out);
     }
 }

@@ -12,6 +12,7 @@ use crate::sip::{Arrival, Dest, Outbox, Transport};
 use crate::stats::Stats;
 use crate::txn::{ClientTransaction, EntryId, Key, ServerTransaction, Timed};
 
+use super::attach::{Attachment, BranchEnd};
 use super::{Routes, Tm};
 
 /// A cell's handle: a table entry id (a reused slot never answers to an old id).
@@ -102,18 +103,11 @@ pub(super) struct Cell<S> {
     /// The script this transaction started under.
     pub(super) script: S,
     /// What a module keeps with the transaction until its first final goes upstream (the
-    /// dispatcher's remaining destinations); see [`Attachment`].
+    /// dispatcher's remaining destinations); see [`super::attach`].
     pub(super) attachment: Option<Attachment>,
     /// What the onreply_route learns of the request.
     pub(super) request_facts: super::RequestFacts,
 }
-
-/// State a module keeps with a transaction (the dispatcher's candidates for `ds_next_dst`
-/// and its calls-in-flight count). tm never looks inside: it keeps it while the transaction
-/// runs, lends it to the failure route's actions ([`Tm::attachment_mut`]) and drops it when
-/// the first final goes upstream, or with the cell — so whatever the module counts in its
-/// `Drop` ends with the transaction.
-pub type Attachment = Box<dyn std::any::Any + Send>;
 
 impl<S> Timed for Cell<S> {
     fn next_deadline(&self) -> Option<Instant> {
@@ -159,9 +153,25 @@ impl<S: Clone> Tm<S> {
         self.cell(id).is_some_and(|c| c.relayed)
     }
 
+    /// Where transaction `id`'s replies go upstream from now on (nathelper's
+    /// `force_rport()`: the source port, as if the request's Via had `rport`).
+    pub fn set_reply_to(&mut self, id: CellId, dst: Dest) {
+        if let Some(c) = self.cells.get_mut(id) {
+            c.reply_to = dst;
+        }
+    }
+
     /// The module state attached to transaction `id` (None when the cell is gone).
     pub fn attachment_mut(&mut self, id: CellId) -> Option<&mut Option<Attachment>> {
         self.cells.get_mut(id).map(|c| &mut c.attachment)
+    }
+
+    /// Tells the module state attached to transaction `id`, if any, how branch `index`
+    /// ended (see [`super::attach::Attached::branch_ended`]).
+    pub(super) fn tell_branch_end(&mut self, id: CellId, index: usize, end: BranchEnd) {
+        if let Some(a) = self.cell_mut(id).and_then(|c| c.attachment.as_mut()) {
+            a.branch_ended(index, end);
+        }
     }
 
     pub fn final_sent(&self, id: CellId) -> Option<u16> {
@@ -197,7 +207,7 @@ impl<S: Clone> Tm<S> {
             }
         }
         let mut pending = false;
-        for b in &mut cell.branches {
+        for (i, b) in cell.branches.iter_mut().enumerate() {
             if b.uac.as_ref().is_some_and(ClientTransaction::is_terminated) {
                 b.uac = None;
                 if let Some(k) = b.key.take() {
@@ -205,7 +215,10 @@ impl<S: Clone> Tm<S> {
                 }
                 if b.final_code.is_none() {
                     // Terminated without a final reaching the TU (transport error).
-                    b.final_code = Some(408);
+                    b.final_code = Some(BranchEnd::Timeout.code());
+                    if let Some(a) = cell.attachment.as_mut() {
+                        a.branch_ended(i, BranchEnd::Timeout);
+                    }
                 }
             }
             if b.cancel

@@ -29,7 +29,8 @@
 //! carry) comes in an [`Identity`] the caller builds; the script a cell started under is an
 //! opaque `S` handed back with each request to run it.
 //!
-//! Files: `cell` (the cell table), `request` (new requests, retransmissions, relaying),
+//! Files: `attach` (module state kept with a transaction, told how its branches
+//! ended), `cell` (the cell table), `request` (new requests, retransmissions, relaying),
 //! `branch` (forking, name resolution, failover), `reply` (replies from downstream),
 //! `select` (16.7's choice, the failure route, completion), `cancel`, `local` (our own
 //! replies), `timer`, `event` (what the caller runs), `config`, `uac` (t_uac).
@@ -45,6 +46,7 @@ use crate::sip::{Local, ReplyIdentity};
 use crate::stats::Stats;
 use crate::txn::Table;
 
+mod attach;
 mod branch;
 mod cancel;
 mod cell;
@@ -57,9 +59,10 @@ mod select;
 mod timer;
 pub mod uac;
 
+pub use attach::{Attached, Attachment, BranchEnd};
 pub use branch::{BranchDst, DnsJob};
 pub use cancel::build_cancel;
-pub use cell::{Attachment, CellId};
+pub use cell::CellId;
 pub use config::TmConfig;
 pub use event::{
     Completion, FailureOutcome, FailureRun, OnReplyRun, ReplyMatch, RequestFacts, RouteKindDefault,

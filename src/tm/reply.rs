@@ -15,7 +15,7 @@ use crate::stats::Stats;
 use crate::txn::{Disposition, Key};
 
 use super::cell::{drain_uas, untag};
-use super::{CellId, OnReplyRun, ReplyMatch, Tm};
+use super::{BranchEnd, CellId, OnReplyRun, ReplyMatch, Tm};
 
 impl<S: Clone> Tm<S> {
     /// A reply from downstream. [`ReplyMatch::NotOurs`]: route it statelessly;
@@ -61,15 +61,21 @@ impl<S: Clone> Tm<S> {
 
     /// The onreply_route of [`ReplyMatch::OnReply`] ran over `msg`; `dropped` when it ended
     /// with `drop` (which stops a provisional only: every 2xx and negative goes on).
+    /// `edits`: what the route changed in the reply (nathelper's `fix_nated_contact`, ...),
+    /// applied to a provisional or 2xx relayed now (a negative final is stored and relayed
+    /// as it came).
+    #[allow(clippy::too_many_arguments)]
     pub fn onreply_done(
         &mut self,
         now: Instant,
         run: &OnReplyRun<S>,
         msg: &Message<'_>,
         dropped: bool,
+        edits: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
-        self.after_onreply(now, run.cell, run.branch, run.code, msg, !dropped, out);
+        let (cell, branch, code) = (run.cell, run.branch, run.code);
+        self.after_onreply(now, cell, branch, code, msg, !dropped, edits, out);
         self.refresh(run.cell);
     }
 
@@ -101,7 +107,7 @@ impl<S: Clone> Tm<S> {
             // Already given up locally (a timeout, CANCEL): the client transaction has
             // acknowledged a negative final; only a 2xx goes upstream (16.7 step 5).
             if (200..300).contains(&code) && !replicate {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, &ser_parser::Edits::new(), out);
             }
             return ReplyMatch::Done;
         }
@@ -134,7 +140,8 @@ impl<S: Clone> Tm<S> {
                 request,
             }),
             _ => {
-                self.after_onreply(now, id, index, code, msg, true, out);
+                let none = ser_parser::Edits::new();
+                self.after_onreply(now, id, index, code, msg, true, &none, out);
                 ReplyMatch::Done
             }
         }
@@ -150,6 +157,7 @@ impl<S: Clone> Tm<S> {
         code: u16,
         msg: &Message<'_>,
         kept: bool,
+        edits: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
         let Some(cell) = self.cell(id) else {
@@ -157,17 +165,22 @@ impl<S: Clone> Tm<S> {
         };
         let replicate = cell.replicate;
         let final_sent = cell.final_sent;
+        if code >= 200 && code != 503 {
+            // Before the answer goes upstream (which ends the attachment); a 503 is told
+            // below, once no other target of the branch's name is left.
+            self.tell_branch_end(id, index, BranchEnd::Replied(code));
+        }
         if code < 200 {
             // A provisional: relayed unless the route dropped it.
             if kept {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, edits, out);
             }
             return;
         }
         if code < 300 {
             // An onreply_route can look at a 2xx but not stop it (every 2xx is relayed).
             if !replicate {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, edits, out);
                 if final_sent.is_none() {
                     self.completed(id, code, Some(msg.buf()));
                 }
@@ -178,31 +191,40 @@ impl<S: Clone> Tm<S> {
         if code >= 600 && final_sent.is_none() {
             self.cancel_others(now, id, Some(index), out);
         }
-        // 503 from one target of a name: try the next one (RFC 3263 4.3).
-        if code == 503 && self.has_more_targets(id, index) {
-            if let Some(b) = self.branch_mut(id, index) {
-                b.final_code = None;
-                b.reply = None;
+        if code == 503 {
+            // 503 from one target of a name: try the next one (RFC 3263 4.3).
+            if self.has_more_targets(id, index) {
+                if let Some(b) = self.branch_mut(id, index) {
+                    b.final_code = None;
+                    b.reply = None;
+                }
+                if self.start_next_target(now, id, index, out) {
+                    return;
+                }
+                if let Some(b) = self.branch_mut(id, index) {
+                    b.final_code = Some(503);
+                }
             }
-            if self.start_next_target(now, id, index, out) {
-                return;
-            }
-            if let Some(b) = self.branch_mut(id, index) {
-                b.final_code = Some(503);
-            }
+            self.tell_branch_end(id, index, BranchEnd::Replied(503));
         }
         self.check_completion(now, id, out);
     }
 
-    /// A reply goes upstream through the server transaction, our Via removed.
+    /// A reply goes upstream through the server transaction, our Via removed, with the
+    /// onreply_route's `script` edits.
     pub(super) fn forward_upstream(
         &mut self,
         now: Instant,
         id: CellId,
         msg: &Message<'_>,
+        script: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
-        let mut edits = ser_parser::Edits::default();
+        let mut edits = if script.is_empty() {
+            ser_parser::Edits::default()
+        } else {
+            script.clone()
+        };
         if edits.remove_top_via(msg).is_err() {
             return;
         }
@@ -235,7 +257,7 @@ impl<S: Clone> Tm<S> {
             return;
         };
         let code = msg.status().unwrap_or(500);
-        self.forward_upstream(now, id, &msg, out);
+        self.forward_upstream(now, id, &msg, &ser_parser::Edits::new(), out);
         self.completed(id, code, Some(reply));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ser_parser::Method;
@@ -81,6 +81,8 @@ struct Proxy {
     onreply_runs: Vec<u16>,
     /// The request the caller sent for each cell, and its method.
     requests: Vec<(CellId, u32, String)>,
+    /// What an attached [`Ears`] heard, with the failure routes and completions in order.
+    heard: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -111,7 +113,25 @@ impl Proxy {
             branch_transport: Transport::Udp,
             onreply_runs: Vec::new(),
             requests: Vec::new(),
+            heard: Arc::default(),
         }
+    }
+
+    fn hear(&self, what: String) {
+        if let Ok(mut h) = self.heard.lock() {
+            h.push(what);
+        }
+    }
+
+    /// Attaches an [`Ears`] to transaction `id`.
+    fn attach_ears(&mut self, id: CellId) {
+        let ears = Ears(Arc::clone(&self.heard));
+        let slot = self.tm.attachment_mut(id).expect("cell");
+        *slot = Some(Box::new(ears));
+    }
+
+    fn heard(&self) -> Vec<String> {
+        self.heard.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     fn ms(&self) -> u128 {
@@ -135,8 +155,12 @@ impl Proxy {
     fn serve(&mut self) {
         while let Some(e) = self.tm.poll_event() {
             match e {
-                TmEvent::Completed(c) => self.completions.push(c),
+                TmEvent::Completed(c) => {
+                    self.hear(format!("completed {}", c.code));
+                    self.completions.push(c);
+                }
                 TmEvent::Failure(run) => {
+                    self.hear(String::from("failure route"));
                     self.failures += 1;
                     if let Some(dests) = self.failure_plan.pop_front() {
                         let method = self.method_of(run.cell);
@@ -274,8 +298,14 @@ impl Proxy {
             ReplyMatch::OnReply(run) => {
                 self.onreply_runs.push(run.code);
                 let drop = self.onreply_drops;
-                self.tm
-                    .onreply_done(self.now, &run, &msg, drop, &mut self.out);
+                self.tm.onreply_done(
+                    self.now,
+                    &run,
+                    &msg,
+                    drop,
+                    &Default::default(),
+                    &mut self.out,
+                );
             }
         }
         self.serve();
@@ -821,4 +851,124 @@ fn a_503_from_the_last_target_is_500_and_without_targets_it_is_503_becoming_500(
         p.finals_upstream(),
         [line(0, "SIP/2.0 500 Service Unavailable Downstream")]
     );
+}
+
+/// A module's state attached to a transaction, writing down what tm tells it.
+#[derive(Debug)]
+struct Ears(Arc<Mutex<Vec<String>>>);
+
+impl Attached for Ears {
+    fn branch_ended(&mut self, index: usize, end: BranchEnd) {
+        if let Ok(mut h) = self.0.lock() {
+            h.push(format!("{index} {end:?}"));
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for Ears {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.0.lock() {
+            h.push(String::from("dropped"));
+        }
+    }
+}
+
+#[test]
+fn the_attachment_hears_each_branch_end_once_before_the_failure_route_and_the_answer() {
+    let mut p = Proxy::new();
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    let id = p.relay("INVITE", 21, routes, 1, &[0, 1, 2]);
+    p.attach_ears(id);
+    p.advance(100);
+    p.uas_replies_to(0, "INVITE", 503);
+    p.advance(150);
+    p.uas_replies_to(1, "INVITE", 180);
+    p.advance(2000);
+    assert_eq!(p.heard(), ["0 Replied(503)", "2 Timeout"]);
+    // fr_inv_timer after the 180: it answered, the callee did not.
+    p.advance(5150);
+    assert_eq!(
+        p.heard(),
+        [
+            "0 Replied(503)",
+            "2 Timeout",
+            "1 Unanswered",
+            "failure route",
+            "dropped",
+            "completed 408"
+        ]
+    );
+    // The cancelled branch's 487 and a late reply on the timed-out one: nothing more.
+    p.uas_replies_to(1, "INVITE", 487);
+    p.uas_replies_to(2, "INVITE", 486);
+    assert_eq!(p.heard().len(), 6);
+
+    // A 200: heard before it goes upstream (which drops the attachment).
+    let mut p = Proxy::new();
+    let id = p.relay("INVITE", 22, Routes::default(), 1, &[0]);
+    p.attach_ears(id);
+    p.advance(10);
+    p.uas_replies_to(0, "INVITE", 200);
+    assert_eq!(p.heard(), ["0 Replied(200)", "dropped", "completed 200"]);
+}
+
+#[test]
+fn the_attachment_hears_an_unreachable_branch_and_a_503_only_from_the_last_target() {
+    // A stream connection that failed: the branch is unreachable at once.
+    let mut p = Proxy::new();
+    p.branch_transport = Transport::Tcp;
+    let id = p.relay("OPTIONS", 23, Routes::default(), 1, &[0]);
+    p.attach_ears(id);
+    let sent = p.last_request_at(0, "OPTIONS");
+    let msg = ser_parser::parse(&sent).expect("request");
+    assert!(p.tm.on_send_failed(p.now, &msg, &mut p.out));
+    p.serve();
+    assert_eq!(p.heard(), ["0 Unreachable", "dropped", "completed 500"]);
+
+    // A name with two targets: the first one's 503 moves the branch on (RFC 3263), unheard.
+    let mut p = Proxy::new();
+    let id = p.relay("INVITE", 24, Routes::default(), 0, &[]);
+    p.attach_ears(id);
+    let mut branch = String::new();
+    assert!(p.tm.branch_id(id, 0, &mut branch));
+    let req = format!(
+        "INVITE sip:bob@svc.test SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{}",
+        String::from_utf8(caller_request("INVITE", 24))
+            .expect("utf8")
+            .split_once("\r\n")
+            .map_or("", |x| x.1)
+    );
+    let dst = BranchDst::Name {
+        sock: 0,
+        transport: Transport::Udp,
+        host: "svc.test".into(),
+        port: None,
+        secure: false,
+    };
+    let now = p.now;
+    assert!(p.tm.add_branch(
+        now,
+        id,
+        "sip:bob@svc.test",
+        dst,
+        req.into_bytes(),
+        (&branch, Method::Invite),
+        &mut p.out
+    ));
+    let job = p.tm.dns_jobs.pop().expect("a DNS job");
+    p.tm.on_resolved(p.now, id, job.branch, Ok(vec![uas(0), uas(1)]), &mut p.out);
+    p.serve();
+    p.advance(10);
+    p.uas_replies_to(0, "INVITE", 503);
+    assert!(p.heard().is_empty(), "{:?}", p.heard());
+    assert_eq!(p.times_at(1, "INVITE"), [10]);
+    p.uas_replies_to(1, "INVITE", 503);
+    assert_eq!(p.heard(), ["0 Replied(503)", "dropped"]);
 }

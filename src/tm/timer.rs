@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::sip::Outbox;
 use crate::txn::{TimerName, TxnEvent};
 
-use super::{CellId, Tm};
+use super::{BranchEnd, CellId, Tm};
 
 impl<S: Clone> Tm<S> {
     /// The earliest deadline of any cell.
@@ -66,7 +66,7 @@ impl<S: Clone> Tm<S> {
                 TimerName::FrInv => {
                     // No final within fr_inv_timer after a provisional: CANCEL, 408.
                     self.send_cancel(now, id, i, out);
-                    self.branch_failed(now, id, i, 408, out);
+                    self.branch_failed(now, id, i, BranchEnd::Unanswered, out);
                 }
                 TimerName::H | TimerName::D | TimerName::K => {}
                 _ => {
@@ -80,7 +80,7 @@ impl<S: Clone> Tm<S> {
                             continue;
                         }
                     }
-                    self.branch_failed(now, id, i, 408, out);
+                    self.branch_failed(now, id, i, BranchEnd::Timeout, out);
                 }
             }
         }
