@@ -53,8 +53,13 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-  if [[ " ${need[*]} " == *" rtpengine-daemon "* ]] && command -v systemctl >/dev/null 2>&1; then
-    $SUDO systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true
+  if [[ " ${need[*]} " == *" rtpengine-daemon "* ]]; then
+    if command -v systemctl >/dev/null 2>&1; then
+      $SUDO systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true
+    fi
+    if [ -x /etc/init.d/rtpengine-daemon ]; then
+      $SUDO /etc/init.d/rtpengine-daemon stop >/dev/null 2>&1 || true
+    fi
   fi
 else
   step "Debian packages for the tests: all present"
