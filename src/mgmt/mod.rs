@@ -16,6 +16,7 @@ pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
+pub mod rtpengine;
 pub mod usrloc;
 
 use portable_atomic::AtomicU64;

@@ -297,7 +297,7 @@ impl MsgCtx<'_, '_> {
             };
         }
         let db2 = Arc::clone(&db);
-        self.suspend = Some(Suspend {
+        self.suspend = Some(Suspend::Work {
             pool: Pool::Db(db),
             work: Box::new(move || {
                 let r = db2.with_conn(|c| {
