@@ -47,11 +47,14 @@ pub struct Core {
     pub ratelimit: std::sync::Arc<crate::ratelimit::Pipes>,
     /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
     /// across reloads.
+    #[cfg(feature = "dispatcher")]
     pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
     /// rtpengine's client (its service thread; started by `main` when the module is
     /// loaded); shared across reloads.
+    #[cfg(feature = "rtpengine")]
     pub rtpengine: std::sync::Arc<crate::rtpengine::Rtpengine>,
     /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
+    #[cfg(feature = "msilo")]
     pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
 
@@ -104,8 +107,11 @@ impl Core {
             aliases: Default::default(),
             pike: Default::default(),
             ratelimit: Default::default(),
+            #[cfg(feature = "dispatcher")]
             dispatcher: Default::default(),
+            #[cfg(feature = "rtpengine")]
             rtpengine: Default::default(),
+            #[cfg(feature = "msilo")]
             msilo: Default::default(),
         }
     }

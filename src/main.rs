@@ -162,6 +162,7 @@ fn run() -> Result<i32> {
         return Ok(255);
     };
     if cli.check {
+        #[cfg(feature = "dispatcher")]
         if let Err(e) = ser::dispatcher::check_list(&loaded.params, &loaded.modules, &start_dir) {
             let _ = writeln!(std::io::stderr(), "{e}");
             let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
@@ -419,7 +420,12 @@ fn start_streams(
     listens: &[Listen],
     aliases: Arc<ser::stream::Aliases>,
 ) -> Result<ser::stream::Shared> {
+    // Without tls and ws, aliases and settings are all its fields.
     #[allow(unused_mut)]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws")),
+        allow(clippy::needless_update)
+    )]
     let mut shared = ser::stream::Shared {
         aliases,
         settings: ser::stream::Settings::from_config(&cfg.streams),
@@ -507,19 +513,31 @@ fn start_services(
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     core.ratelimit
         .configure(&ser::modules::ratelimit::definition(&core.params));
-    core.dispatcher = ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir)
-        .map_err(|e| {
-        error!("{e}");
-        anyhow::Error::msg(e)
-    })?;
+    // The dispatcher's list file is named relative to the directory ser started in.
+    #[cfg(not(feature = "dispatcher"))]
+    let _ = start_dir;
+    #[cfg(feature = "dispatcher")]
+    {
+        core.dispatcher =
+            ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir).map_err(
+                |e| {
+                    error!("{e}");
+                    anyhow::Error::msg(e)
+                },
+            )?;
+    }
+    #[cfg(feature = "rtpengine")]
     if loaded.modules.iter().any(|m| m == "rtpengine") {
         let cfg = ser::rtpengine::Config::from_params(&core.params).map_err(anyhow::Error::msg)?;
         core.rtpengine = ser::rtpengine::Rtpengine::start(cfg).map_err(anyhow::Error::msg)?;
     }
-    core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
-        error!("{e}");
-        anyhow::Error::msg(e)
-    })?;
+    #[cfg(feature = "msilo")]
+    {
+        core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
+            error!("{e}");
+            anyhow::Error::msg(e)
+        })?;
+    }
     Ok(core)
 }
 
@@ -544,12 +562,15 @@ fn start_management(
     if loaded("ratelimit") {
         ser::mgmt::ratelimit::register(&mut mgmt);
     }
+    #[cfg(feature = "dispatcher")]
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
+    #[cfg(feature = "rtpengine")]
     if core.rtpengine.counters().is_some() {
         ser::mgmt::rtpengine::register(&mut mgmt);
     }
+    #[cfg(feature = "msilo")]
     if core.msilo.enabled() {
         ser::mgmt::msilo::register(&mut mgmt);
     }
@@ -562,8 +583,14 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
-    ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
-    ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    #[cfg(feature = "dispatcher")]
+    {
+        ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    }
+    #[cfg(feature = "msilo")]
+    {
+        ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    }
     let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
@@ -576,14 +603,17 @@ fn start_management(
         if loaded("ratelimit") {
             exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
         }
+        #[cfg(feature = "dispatcher")]
         if core.dispatcher.enabled() {
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
         }
+        #[cfg(feature = "rtpengine")]
         if core.rtpengine.counters().is_some() {
             exporter.add_collector(ser::mgmt::rtpengine::collector(Arc::clone(&core.rtpengine)));
         }
+        #[cfg(feature = "msilo")]
         if core.msilo.enabled() {
             exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
         }

@@ -23,6 +23,9 @@
 //!   one shard keeps serving meanwhile (an OPTIONS sent after the INVITE is answered at once,
 //!   while the offer still waits for its time-outs).
 
+// Only in builds with the `rtpengine` feature (the default).
+#![cfg(feature = "rtpengine")]
+
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -169,10 +169,13 @@ pub enum Action {
     /// `rl_check_pipe(["id"])`.
     RlCheck(Option<usize>),
     // dispatcher
+    #[cfg(feature = "dispatcher")]
     Dispatcher(super::dispatcher::DsOp),
     // rtpengine
+    #[cfg(feature = "rtpengine")]
     Rtpengine(super::rtpengine::RtpOp),
     // msilo (m_store, m_dump)
+    #[cfg(feature = "msilo")]
     Msilo(super::msilo::MsiloOp),
     // nathelper
     Nat(super::nathelper::NatOp),
@@ -315,8 +318,11 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Registrar(op) => self.registrar(op),
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
+            #[cfg(feature = "dispatcher")]
             Action::Dispatcher(op) => self.dispatcher(op),
+            #[cfg(feature = "rtpengine")]
             Action::Rtpengine(op) => self.rtpengine(op),
+            #[cfg(feature = "msilo")]
             Action::Msilo(op) => self.msilo(op),
             Action::Nat(op) => self.nathelper(op),
         }
