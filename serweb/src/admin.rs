@@ -331,6 +331,7 @@ pub async fn dashboard(State(app): State<Arc<App>>, Admin(me): Admin) -> Page {
             .history
             .lock()
             .map_err(|_| app.error(StatusCode::INTERNAL_SERVER_ERROR, "history"))?;
+        let span = metrics::span(h.points.front().map(|p| p.t), now);
         let chart = |key: &str, title: &str, unit: &'static str| {
             let s = h.series(key);
             Chart {
@@ -338,8 +339,8 @@ pub async fn dashboard(State(app): State<Arc<App>>, Admin(me): Admin) -> Page {
                 unit,
                 last: s
                     .last()
-                    .map_or_else(|| String::from("–"), |p| format!("{:.2}", p.1)),
-                svg: metrics::svg(&s, now),
+                    .map_or_else(|| String::from("–"), |p| metrics::number(p.1)),
+                svg: metrics::svg(&s, now, span),
             }
         };
         let charts = vec![
@@ -361,14 +362,17 @@ pub async fn dashboard(State(app): State<Arc<App>>, Admin(me): Admin) -> Page {
             .iter()
             .map(|k| chart(k, &k.replace("replies ", "Replies sent "), "/s"))
             .collect();
-        let drops: Vec<(String, f64)> = h
+        let drops: Vec<(String, String)> = h
             .points
             .iter()
             .rev()
             .find_map(|p| p.values.as_ref())
             .map(|v| {
                 v.iter()
-                    .filter_map(|(k, n)| k.strip_prefix("drops ").map(|r| (r.to_string(), *n)))
+                    .filter_map(|(k, n)| {
+                        k.strip_prefix("drops ")
+                            .map(|r| (r.to_string(), metrics::number(*n)))
+                    })
                     .collect()
             })
             .unwrap_or_default();

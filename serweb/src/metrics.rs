@@ -233,25 +233,51 @@ impl History {
     }
 }
 
+/// The span the charts show: the history's own (a minute at least) up to an hour, so a
+/// fresh serweb's first minutes fill the width.
+pub fn span(first: Option<f64>, now: f64) -> f64 {
+    first.map_or(60.0, |f| (now - f).clamp(60.0, KEEP))
+}
+
 /// A small line chart of `points` (x: seconds, y: value) as SVG markup, `now` at the right
-/// edge and an hour to the left. Only numbers go into the markup.
-pub fn svg(points: &[(f64, f64)], now: f64) -> String {
+/// edge and `span` seconds to the left, with the top value and the span written on it. Only
+/// numbers go into the markup.
+pub fn svg(points: &[(f64, f64)], now: f64, span: f64) -> String {
     const W: f64 = 300.0;
     const H: f64 = 60.0;
     let max = points.iter().map(|p| p.1).fold(0.0f64, f64::max);
-    let top = if max > 0.0 { max * 1.1 } else { 1.0 };
+    let top = if max > 0.0 { max * 1.15 } else { 1.0 };
     let mut path = String::new();
     for (i, (t, v)) in points.iter().enumerate() {
-        let x = (W - (now - t) / KEEP * W).clamp(0.0, W);
+        let x = (W - (now - t) / span * W).clamp(0.0, W);
         let y = H - (v / top * H).clamp(0.0, H);
         path.push_str(&format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" }));
     }
+    let minutes = (span / 60.0).round();
     format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" \
-         role=\"img\" aria-label=\"last hour, max {max:.2}\">\
+         role=\"img\" aria-label=\"last {minutes} min, max {max:.2}\">\
          <rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" class=\"bg\"/>\
-         <path d=\"{path}\" class=\"line\"/></svg>"
+         <text x=\"3\" y=\"10\" class=\"axis\">max {}</text>\
+         <text x=\"3\" y=\"{}\" class=\"axis\">-{minutes} min</text>\
+         <text x=\"{}\" y=\"{}\" class=\"axis\" text-anchor=\"end\">now</text>\
+         <path d=\"{path}\" class=\"line\"/></svg>",
+        number(max),
+        H - 3.0,
+        W - 3.0,
+        H - 3.0
     )
+}
+
+/// A value as the dashboard prints it: whole numbers without decimals, small rates with two.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +330,11 @@ mod tests {
         assert_eq!(h.series("transactions").len(), 4);
         h.push(pt(40.0 + KEEP + 1.0, 90.0));
         assert_eq!(h.points.len(), 1);
-        let svg = svg(&[(0.0, 1.0), (10.0, 2.0)], 10.0);
+        let svg = svg(&[(0.0, 1.0), (10.0, 2.0)], 10.0, span(Some(0.0), 10.0));
+        assert_eq!(
+            (number(2.0), number(0.5), number(1234.5)),
+            ("2".into(), "0.50".into(), "1234".into())
+        );
         assert!(svg.starts_with("<svg") && svg.contains("M"));
     }
 }
