@@ -15,7 +15,9 @@
 //! - POSTs without a CSRF token, with a wrong one, or with another session's, are refused
 //!   (403); the user gets 403 on the admin pages, the admin 403 on the user's phonebook entry;
 //! - the user changes the password (the old one is refused, the new one works);
-//! - the dashboard draws its charts from ser's metrics.
+//! - the dashboard draws its charts from ser's metrics;
+//! - the last messages from ser's capture file list the IM, and the failed call's Call-ID
+//!   shows as a ladder (INVITE, the 408).
 //!
 //! Screenshots of the main pages go to `$SERWEB_SCREENSHOTS` (docs/serweb in the repo was
 //! made so), else to the test's temp folder. Runs in a loopback-only network namespace with a
@@ -45,11 +47,27 @@ fn browser_dir() -> PathBuf {
     repo_root().join("tests/browser")
 }
 
+/// The newest modification time under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut t = std::time::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let m = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).unwrap_or(t)
+        };
+        t = t.max(m);
+    }
+    t
+}
+
 /// serweb's binary, beside ser's (`cargo build --workspace --bins` makes both; built here
-/// when missing).
+/// when missing or older than serweb's sources).
 fn serweb_bin() -> PathBuf {
     let bin = Path::new(SER).with_file_name("serweb");
-    if !bin.is_file() {
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if !matches!(built, Some(b) if b >= newest(&repo_root().join("serweb"))) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
         let (ok, out) = run_bounded(
             Command::new(cargo)
@@ -278,10 +296,12 @@ fn body() {
     std::fs::create_dir_all(&data).expect("data dir");
     let fifo = fifo_path("serweb");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let capture = dir.join("sip.pcap");
     let script = format!(
-        "data_dir=\"{}\"\nfifo=\"{}\"\nmetrics_listen=\"{metrics}\"\n{SCRIPT}",
+        "data_dir=\"{}\"\nfifo=\"{}\"\nmetrics_listen=\"{metrics}\"\ncapture_file=\"{}\"\n{SCRIPT}",
         data.display(),
-        fifo.display()
+        fifo.display(),
+        capture.display()
     );
     let ser = Ser::start_4digit("serweb", &script, 2, "auto");
     wait_fifo(&fifo, &ser);
@@ -299,6 +319,7 @@ fn body() {
             .env("DB_URL", &db_url)
             .env("SER_FIFO", &*fifo)
             .env("SER_METRICS", metrics.to_string())
+            .env("SER_CAPTURE", &capture)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&web_log).expect("serweb log"))
             .spawn()
@@ -395,6 +416,20 @@ fn body() {
         status(&reply).is_some_and(|c| c >= 400),
         "the call did not fail:\n{reply}"
     );
+    // The ACK of the negative reply (RFC 3261 17.1.1.3), so ser stops repeating it.
+    let to = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .unwrap_or("To: <sip:carol@127.0.0.1>");
+    let ack = invite
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .lines()
+        .map(|l| if l.starts_with("To:") { to } else { l })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n";
+    caller.send(ser.addr(), ack.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let n = db

@@ -409,3 +409,69 @@ pub async fn dashboard(State(app): State<Arc<App>>, Admin(me): Admin) -> Page {
         context! { charts, shards, replies, drops, error, samples, source, by_transport },
     ))
 }
+
+#[derive(Deserialize)]
+pub struct CaptureQuery {
+    /// One Call-ID: its ladder.
+    #[serde(default)]
+    callid: String,
+    /// Text the listed messages must contain (case-insensitive).
+    #[serde(default)]
+    q: String,
+}
+
+/// Messages kept from the capture's tail for a page.
+const CAPTURE_KEEP: usize = 5000;
+/// Messages listed at most.
+const CAPTURE_LIST: usize = 200;
+
+/// The last messages ser captured (newest first), or the ladder of one Call-ID.
+pub async fn capture(
+    State(app): State<Arc<App>>,
+    Admin(me): Admin,
+    axum::extract::Query(q): axum::extract::Query<CaptureQuery>,
+) -> Page {
+    let Some(path) = app.capture.clone() else {
+        return Ok(app.page(
+            "capture.html",
+            Some(&me),
+            context! { off => true, callid => q.callid, q => q.q },
+        ));
+    };
+    let read = tokio::task::spawn_blocking(move || crate::capture::read(&path, CAPTURE_KEEP))
+        .await
+        .unwrap_or_else(|_| Err(String::from("internal error")));
+    let msgs = match read {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(app.page(
+                "capture.html",
+                Some(&me),
+                context! { error => e, callid => q.callid, q => q.q },
+            ))
+        }
+    };
+    let callid = q.callid.trim().to_string();
+    if !callid.is_empty() {
+        let of_call: Vec<&crate::capture::Message> =
+            msgs.iter().filter(|m| m.call_id == callid).collect();
+        let (parties, steps) = crate::capture::ladder(&of_call);
+        return Ok(app.page(
+            "capture.html",
+            Some(&me),
+            context! { callid, parties, steps, q => q.q },
+        ));
+    }
+    let needle = q.q.trim().to_lowercase();
+    let list: Vec<&crate::capture::Message> = msgs
+        .iter()
+        .rev()
+        .filter(|m| needle.is_empty() || m.text.to_lowercase().contains(&needle))
+        .take(CAPTURE_LIST)
+        .collect();
+    Ok(app.page(
+        "capture.html",
+        Some(&me),
+        context! { list, q => q.q, callid => "" },
+    ))
+}

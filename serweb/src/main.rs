@@ -24,6 +24,7 @@
 //! `--tls-key`), or `--insecure-http` to serve passwords in clear text on purpose.
 
 mod admin;
+mod capture;
 mod fifo;
 mod metrics;
 mod routes;
@@ -47,6 +48,7 @@ usage: serweb [-l ADDR:PORT] [options]
   --fifo PATH              ser's FIFO (default $SER_FIFO, else /tmp/ser_fifo)
   --metrics ADDR:PORT|off  ser's metrics_listen (default $SER_METRICS, else 127.0.0.1:9090)
   --sample SECONDS         how often the dashboard scrapes the metrics (default 10)
+  --capture FILE           ser's capture_file, for the last messages (default $SER_CAPTURE, else off)
   --tls-cert FILE          PEM certificate chain: serve HTTPS
   --tls-key FILE           PEM private key of --tls-cert
   --insecure-http          serve plain HTTP on a non-loopback address (passwords in clear)
@@ -58,6 +60,7 @@ struct Options {
     db: String,
     fifo: PathBuf,
     metrics: Option<SocketAddr>,
+    capture: Option<PathBuf>,
     sample: Duration,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -72,6 +75,7 @@ fn options() -> anyhow::Result<Options> {
         db: env("DB_URL").unwrap_or_else(|| ser::db::default_url("ser-data")),
         fifo: PathBuf::from(env("SER_FIFO").unwrap_or_else(|| String::from("/tmp/ser_fifo"))),
         metrics: None,
+        capture: env("SER_CAPTURE").map(PathBuf::from),
         sample: Duration::from_secs(10),
         cert: None,
         key: None,
@@ -88,6 +92,7 @@ fn options() -> anyhow::Result<Options> {
             Long("db") => o.db = p.value()?.string()?,
             Long("fifo") => o.fifo = PathBuf::from(p.value()?),
             Long("metrics") => metrics = p.value()?.string()?,
+            Long("capture") => o.capture = Some(PathBuf::from(p.value()?)),
             Long("sample") => {
                 let v: f64 = p.value()?.parse()?;
                 if !(1.0..=600.0).contains(&v) {
@@ -151,7 +156,13 @@ fn run() -> anyhow::Result<()> {
         // A database ser has not created yet gets the seeds' tables (as serctl does).
         db.init_schema().with_context(|| "creating the tables")?;
     }
-    let app = web::App::new(db, o.fifo.clone(), o.metrics, tls.is_some());
+    let app = web::App::new(
+        db,
+        o.fifo.clone(),
+        o.metrics,
+        o.capture.clone(),
+        tls.is_some(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

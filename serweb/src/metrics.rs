@@ -233,10 +233,10 @@ impl History {
     }
 }
 
-/// The span the charts show: the history's own (a minute at least) up to an hour, so a
-/// fresh serweb's first minutes fill the width.
+/// The span the charts show: the history's own (10 s at least) up to an hour, so a fresh
+/// serweb's first minutes fill the width.
 pub fn span(first: Option<f64>, now: f64) -> f64 {
-    first.map_or(60.0, |f| (now - f).clamp(60.0, KEEP))
+    first.map_or(60.0, |f| (now - f).clamp(10.0, KEEP))
 }
 
 /// A small line chart of `points` (x: seconds, y: value) as SVG markup, `now` at the right
@@ -254,12 +254,17 @@ pub fn svg(points: &[(f64, f64)], now: f64, span: f64) -> String {
         path.push_str(&format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" }));
     }
     let minutes = (span / 60.0).round();
+    let ago = if span < 120.0 {
+        format!("-{} s", span.round())
+    } else {
+        format!("-{minutes} min")
+    };
     format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" \
          role=\"img\" aria-label=\"last {minutes} min, max {max:.2}\">\
          <rect x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" class=\"bg\"/>\
          <text x=\"3\" y=\"10\" class=\"axis\">max {}</text>\
-         <text x=\"3\" y=\"{}\" class=\"axis\">-{minutes} min</text>\
+         <text x=\"3\" y=\"{}\" class=\"axis\">{ago}</text>\
          <text x=\"{}\" y=\"{}\" class=\"axis\" text-anchor=\"end\">now</text>\
          <path d=\"{path}\" class=\"line\"/></svg>",
         number(max),

@@ -62,6 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/aliases", post(admin::alias))
         .route("/admin/reserved", post(admin::reserved))
         .route("/admin/dashboard", get(admin::dashboard))
+        .route("/admin/capture", get(admin::capture))
         .route("/static/serweb.css", get(stylesheet))
         .route("/favicon.ico", get(favicon))
         .fallback(|State(app): State<Arc<App>>| async move {

@@ -34,6 +34,8 @@ pub struct App {
     pub db: Arc<ser::db::Db>,
     pub fifo: PathBuf,
     pub metrics: Option<SocketAddr>,
+    /// ser's `capture_file`, for the last messages page.
+    pub capture: Option<PathBuf>,
     /// Served over TLS: cookies get `Secure`.
     pub tls: bool,
     pub sessions: Mutex<Sessions>,
@@ -48,12 +50,14 @@ impl App {
         db: Arc<ser::db::Db>,
         fifo: PathBuf,
         metrics: Option<SocketAddr>,
+        capture: Option<PathBuf>,
         tls: bool,
     ) -> Arc<App> {
         Arc::new(App {
             db,
             fifo,
             metrics,
+            capture,
             tls,
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
@@ -169,6 +173,7 @@ fn templates() -> Environment<'static> {
             "dashboard.html",
             include_str!("../templates/dashboard.html"),
         ),
+        ("capture.html", include_str!("../templates/capture.html")),
     ] {
         if let Err(e) = env.add_template(name, src) {
             // Caught by the unit test that renders every template; here a broken template
@@ -354,6 +359,18 @@ mod tests {
                 context! { charts => vec![chart.clone()], shards => vec![chart.clone()],
                 replies => vec![chart], drops => vec![(evil, 1)], error => evil, samples => 3,
                 source => evil, by_transport => vec![(evil, 2)] },
+            ),
+            (
+                "capture.html",
+                context! { q => evil, callid => "", list => vec![context! {
+                time => evil, src => evil, dst => evil, transport => "UDP", first_line => evil,
+                call_id => evil }] },
+            ),
+            (
+                "capture.html",
+                context! { q => "", callid => evil, parties => vec![evil, "b"],
+                steps => vec![context! { from => 0, to => 1, label => evil, time => evil,
+                text => evil }] },
             ),
         ];
         for (name, ctx) in pages {

@@ -12,7 +12,8 @@
 // answers 200); READY; the user sees the failed call under missed calls, changes the
 // password and logs in again with it; POSTs without or with a wrong CSRF token are refused
 // (403); the user reading the admin pages or changing another user's phonebook entry is
-// refused (403); the dashboard shows charts. Screenshots of the main pages go to cfg.shots.
+// refused (403); the dashboard shows charts; the last messages from ser's capture file list
+// the IM and the failed call's Call-ID has its ladder. Screenshots of the main pages go to cfg.shots.
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -227,6 +228,20 @@ async function main() {
     check('no scrape error', (await admin.page.locator('#error').count()) === 0,
       await admin.page.locator('#error').allInnerTexts());
     await shot(admin.page, 'dashboard');
+  });
+  await step('the last messages and the ladder of the failed call', async () => {
+    await admin.page.goto(`${cfg.base}/admin/capture`);
+    const list = await text(admin.page, '#messages');
+    check('the IM is listed', list.includes(`MESSAGE sip:${cfg.user.user}@`), list);
+    await shot(admin.page, 'capture');
+    await Promise.all([
+      admin.page.waitForNavigation(),
+      admin.page.click('#messages a:text-is("serweb-missed-call")'),
+    ]);
+    const ladder = (await admin.page.locator('#ladder').textContent()) || '';
+    check('ladder has the INVITE', ladder.includes('INVITE'), ladder);
+    check('ladder has the failure', ladder.includes('408'), ladder);
+    await shot(admin.page, 'ladder');
   });
   check('no dialog ever opened', result.dialogs.length === 0, result.dialogs);
   result.ok = true;
