@@ -10,6 +10,8 @@
 //!   sees the contact live on "my phones" (transport, user agent);
 //! - the admin sends the user an instant message from serweb: ser (t_uac_from) routes it to
 //!   the registered contact, a sipp UAS, which answers 200 (and has the text);
+//! - the user adds a phonebook entry and clicks Call: ser sends the phone (the sipp UAS) a
+//!   REFER whose Refer-To is the entry;
 //! - a call to the user fails (the phone is gone: tm's 408) and the user sees it under
 //!   missed calls;
 //! - POSTs without a CSRF token, with a wrong one, or with another session's, are refused
@@ -137,18 +139,25 @@ route {
 }
 "#;
 
-/// The sipp UAS behind the user's registered contact: the IM from serweb arrives there.
+/// The sipp UAS behind the user's registered contact: the IM from serweb arrives there, and
+/// the REFER of click-to-call (asking the phone to call the phonebook entry).
 const UAS_MESSAGE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="serweb IM sink">
-  <recv request="MESSAGE" crlf="true">
+<scenario name="serweb IM and click-to-call sink">
+  <recv request="MESSAGE" optional="true" next="reply">
     <action>
       <ereg regexp="hello from serweb" search_in="body" check_it="true" assign_to="m"/>
     </action>
   </recv>
+  <recv request="REFER">
+    <action>
+      <ereg regexp="Refer-To: .sip:root@127[.]0[.]0[.]1" search_in="msg" check_it="true" assign_to="r"/>
+    </action>
+  </recv>
+  <label id="reply"/>
   <send>
     <![CDATA[
 
-      SIP/2.0 200 OK
+      SIP/2.0 202 Accepted
       [last_Via:]
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
@@ -158,7 +167,7 @@ const UAS_MESSAGE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
-  <Reference variables="m"/>
+  <Reference variables="m,r"/>
 </scenario>
 "#;
 
@@ -320,6 +329,7 @@ fn body() {
             .env("SER_FIFO", &*fifo)
             .env("SER_METRICS", metrics.to_string())
             .env("SER_CAPTURE", &capture)
+            .env("SER_SIP", ser.addr().to_string())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&web_log).expect("serweb log"))
             .spawn()
@@ -341,7 +351,7 @@ fn body() {
     let uas_port = free_port();
     let uas_scen = dir.join("uas-message.xml");
     std::fs::write(&uas_scen, UAS_MESSAGE).expect("scenario");
-    let uas = Uas::start(&uas_scen, uas_port, 1, dir.path());
+    let uas = Uas::start(&uas_scen, uas_port, 2, dir.path());
 
     let shots = std::env::var_os("SERWEB_SCREENSHOTS")
         .map(PathBuf::from)
@@ -394,7 +404,10 @@ fn body() {
     // INVITE times out (tm's 408) and acc writes a missed call.
     expect_ready(&mut driver, "the IM step failed", &ser);
     let (uas_ok, uas_log) = uas.finish(Duration::from_secs(10));
-    assert!(uas_ok, "the sipp UAS did not get serweb's IM:\n{uas_log}");
+    assert!(
+        uas_ok,
+        "the sipp UAS did not get serweb's IM and REFER:\n{uas_log}"
+    );
     let caller = Peer::new();
     let invite = format!(
         "INVITE sip:carol@127.0.0.1:{port} SIP/2.0\r\n\

@@ -48,6 +48,8 @@ usage: serweb [-l ADDR:PORT] [options]
   --fifo PATH              ser's FIFO (default $SER_FIFO, else /tmp/ser_fifo)
   --metrics ADDR:PORT|off  ser's metrics_listen (default $SER_METRICS, else 127.0.0.1:9090)
   --sample SECONDS         how often the dashboard scrapes the metrics (default 10)
+  --ser-sip HOST[:PORT]    where requests to a user's own address go (click-to-call's REFER):
+                           default $SER_SIP, else the user's domain
   --capture FILE           ser's capture_file, for the last messages (default $SER_CAPTURE, else off)
   --tls-cert FILE          PEM certificate chain: serve HTTPS
   --tls-key FILE           PEM private key of --tls-cert
@@ -61,6 +63,7 @@ struct Options {
     fifo: PathBuf,
     metrics: Option<SocketAddr>,
     capture: Option<PathBuf>,
+    ser_sip: Option<String>,
     sample: Duration,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -76,6 +79,7 @@ fn options() -> anyhow::Result<Options> {
         fifo: PathBuf::from(env("SER_FIFO").unwrap_or_else(|| String::from("/tmp/ser_fifo"))),
         metrics: None,
         capture: env("SER_CAPTURE").map(PathBuf::from),
+        ser_sip: env("SER_SIP"),
         sample: Duration::from_secs(10),
         cert: None,
         key: None,
@@ -93,6 +97,7 @@ fn options() -> anyhow::Result<Options> {
             Long("fifo") => o.fifo = PathBuf::from(p.value()?),
             Long("metrics") => metrics = p.value()?.string()?,
             Long("capture") => o.capture = Some(PathBuf::from(p.value()?)),
+            Long("ser-sip") => o.ser_sip = Some(p.value()?.string()?),
             Long("sample") => {
                 let v: f64 = p.value()?.parse()?;
                 if !(1.0..=600.0).contains(&v) {
@@ -108,6 +113,11 @@ fn options() -> anyhow::Result<Options> {
                 std::process::exit(0);
             }
             _ => bail!("{}\n{USAGE}", arg.unexpected()),
+        }
+    }
+    if let Some(h) = &o.ser_sip {
+        if h.is_empty() || h.contains(|c: char| c.is_whitespace() || "@;<>\"".contains(c)) {
+            bail!("--ser-sip {h}: a host or host:port");
         }
     }
     o.metrics = match metrics.as_str() {
@@ -161,6 +171,7 @@ fn run() -> anyhow::Result<()> {
         o.fifo.clone(),
         o.metrics,
         o.capture.clone(),
+        o.ser_sip.clone(),
         tls.is_some(),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

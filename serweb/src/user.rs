@@ -349,10 +349,15 @@ pub async fn phonebook_call(
         return Err(not_yours(&app));
     };
     let mine = format!("sip:{}@{}", me.user, me.domain);
+    // To the user's address, through ser (`--ser-sip`) when the domain does not lead there.
+    let target = match &app.ser_sip {
+        Some(hp) => format!("sip:{}@{hp}", me.user),
+        None => mine.clone(),
+    };
     let lines = vec![
         String::from("REFER"),
         mine.clone(),
-        mine.clone(),
+        target,
         format!("Refer-To: <{}>", entry.sip_uri),
         format!("Referred-By: <{mine}>"),
         String::from("Contact: <") + &mine + ">",

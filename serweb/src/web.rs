@@ -36,6 +36,8 @@ pub struct App {
     pub metrics: Option<SocketAddr>,
     /// ser's `capture_file`, for the last messages page.
     pub capture: Option<PathBuf>,
+    /// Where requests to a user's own address go (`host[:port]`), when not their domain.
+    pub ser_sip: Option<String>,
     /// Served over TLS: cookies get `Secure`.
     pub tls: bool,
     pub sessions: Mutex<Sessions>,
@@ -51,6 +53,7 @@ impl App {
         fifo: PathBuf,
         metrics: Option<SocketAddr>,
         capture: Option<PathBuf>,
+        ser_sip: Option<String>,
         tls: bool,
     ) -> Arc<App> {
         Arc::new(App {
@@ -58,6 +61,7 @@ impl App {
             fifo,
             metrics,
             capture,
+            ser_sip,
             tls,
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),

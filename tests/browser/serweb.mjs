@@ -9,7 +9,7 @@
 // Steps: the admin logs in and creates the user and a user named <script>alert(1)</script>
 // (shown as text, no dialog ever opens); READY; the user logs in and sees the phone sipsak
 // registered on "my phones"; the admin sends the user an IM (the sipp UAS behind the contact
-// answers 200); READY; the user sees the failed call under missed calls, changes the
+// answers); the user adds a phonebook entry and clicks Call (the UAS gets the REFER); READY; the user sees the failed call under missed calls, changes the
 // password and logs in again with it; POSTs without or with a wrong CSRF token are refused
 // (403); the user reading the admin pages or changing another user's phonebook entry is
 // refused (403); the dashboard shows charts; the last messages from ser's capture file list
@@ -146,6 +146,25 @@ async function main() {
     await shot(admin.page, 'message');
   });
 
+  await step('phonebook', async () => {
+    await user.page.goto(`${cfg.base}/phonebook`);
+    await user.page.fill('#addentry input[name=fname]', 'Root');
+    await user.page.fill('#addentry input[name=lname]', 'Admin');
+    await user.page.fill('#addentry input[name=sip_uri]', `sip:${cfg.admin.user}@${cfg.domain}`);
+    await Promise.all([user.page.waitForNavigation(), user.page.click('#addentry button')]);
+    const pb = await text(user.page, '#phonebook');
+    check('entry added', (await user.page.locator('#phonebook input[value=Root]').count()) === 1, pb);
+    await shot(user.page, 'phonebook');
+  });
+  await step('click to call: ser sends the phone a REFER', async () => {
+    await Promise.all([
+      user.page.waitForNavigation({ timeout: stepMs }),
+      user.page.click('#phonebook form[action$="/call"] button'),
+    ]);
+    const notice = await text(user.page, '#notice');
+    check('REFER accepted', notice.startsWith('your phone was asked to call'), notice);
+  });
+
   await ready('im sent');
 
   await step('the failed call is under missed calls', async () => {
@@ -157,16 +176,7 @@ async function main() {
     await user.page.goto(`${cfg.base}/calls?kind=missed&peer=nobody-like-this`);
     check('filter by peer', (await user.page.locator('#nocalls').count()) === 1);
   });
-  await step('phonebook', async () => {
-    await user.page.goto(`${cfg.base}/phonebook`);
-    await user.page.fill('#addentry input[name=fname]', 'Root');
-    await user.page.fill('#addentry input[name=lname]', 'Admin');
-    await user.page.fill('#addentry input[name=sip_uri]', `sip:${cfg.admin.user}@${cfg.domain}`);
-    await Promise.all([user.page.waitForNavigation(), user.page.click('#addentry button')]);
-    const pb = await text(user.page, '#phonebook');
-    check('entry added', (await user.page.locator('#phonebook input[value=Root]').count()) === 1, pb);
-    await shot(user.page, 'phonebook');
-  });
+  await user.page.goto(`${cfg.base}/phonebook`);
   const entryId = await user.page
     .locator('#phonebook form[action$="/edit"]')
     .first()
