@@ -353,8 +353,9 @@ fn body() {
     std::fs::write(&uas_scen, UAS_MESSAGE).expect("scenario");
     let uas = Uas::start(&uas_scen, uas_port, 2, dir.path());
 
+    // A relative folder is the repository's (the driver runs in tests/browser).
     let shots = std::env::var_os("SERWEB_SCREENSHOTS")
-        .map(PathBuf::from)
+        .map(|d| repo_root().join(d))
         .unwrap_or_else(|| dir.join("shots"));
     std::fs::create_dir_all(&shots).expect("screenshots folder");
     let config = serde_json::json!({

@@ -96,7 +96,8 @@ async function main() {
 
   const admin = await newPage();
   await step('admin logs in', async () => {
-    await shot(admin.page, 'login').catch(() => {});
+    await admin.page.goto(`${cfg.base}/login`);
+    await shot(admin.page, 'login');
     await login(admin.page, cfg.admin, cfg.admin.password);
     check('admin lands on users', admin.page.url().endsWith('/admin/users'), admin.page.url());
   });
