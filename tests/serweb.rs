@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::mariadb;
 use common::sipp::Uas;
 use common::*;
 
@@ -488,4 +489,175 @@ fn body() {
     assert_eq!(result["dialogs"], serde_json::json!([]), "{pretty}");
     let log = ser.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// One HTTP/1.1 exchange with serweb: (status, head, body).
+fn http(port: u16, method: &str, path: &str, cookie: &str, form: &str) -> (u16, String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect serweb");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if !cookie.is_empty() {
+        req.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            form.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(form);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut data = String::new();
+    s.read_to_string(&mut data).unwrap();
+    let (head, body) = data.split_once("\r\n\r\n").unwrap_or((&data, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let v = l.strip_prefix("set-cookie: ")?;
+        let (k, rest) = v.split_once('=')?;
+        (k == name).then(|| rest.split(';').next().unwrap_or("").to_string())
+    })
+}
+
+fn csrf_field(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    body[at..at + 64].to_string()
+}
+
+/// serweb on MariaDB (`DB_URL=mysql://...`), the same schema ser creates there: login against
+/// HA1, the call history with a peer filter holding LIKE's special characters, the
+/// phonebook, an account added by the admin and a password change, all over HTTP.
+#[test]
+fn serweb_on_mariadb() {
+    let url = mariadb::shared().database("serweb");
+    let db = ser::db::Db::open(&url, 0).expect("mariadb");
+    db.init_schema().expect("schema");
+    ser::ctl_db::add(&db, "root", "example.org", "rootpass1", "").expect("admin");
+    ser::ctl_db::acl_grant(&db, "root", "example.org", "admin").expect("group");
+    for (from, to, status) in [
+        (
+            "<sip:bob@example.org>",
+            "<sip:root@example.org>",
+            "486 Busy Here",
+        ),
+        (
+            "<sip:100%_x!@example.org>",
+            "<sip:root@example.org>",
+            "200 OK",
+        ),
+        (
+            "<sip:root@example.org>",
+            "<sip:carol@example.org>",
+            "200 OK",
+        ),
+        ("<sip:bob@example.org>", "<sip:carol@example.org>", "200 OK"),
+    ] {
+        let user = from.trim_start_matches("<sip:").split('@').next().unwrap();
+        db.with_conn(|c| {
+            c.exec(
+                "INSERT INTO acc (sip_from, sip_to, sip_status, sip_method, i_uri, sip_callid, \
+                 username, time) VALUES (?, ?, ?, 'INVITE', ?, 'c', ?, '2026-12-01 10:00:00')",
+                &[
+                    from.into(),
+                    to.into(),
+                    status.into(),
+                    to.trim_matches(['<', '>']).into(),
+                    user.into(),
+                ],
+            )
+        })
+        .expect("acc row");
+    }
+    let port = free_port();
+    let mut serweb = Serweb {
+        child: Command::new(serweb_bin())
+            .args(["-l", &format!("127.0.0.1:{port}"), "--metrics", "off"])
+            .env("DB_URL", &url)
+            .env("SER_FIFO", "/nonexistent/ser_fifo")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serweb"),
+        log: PathBuf::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            serweb.child.try_wait().ok().flatten().is_none(),
+            "serweb exited"
+        );
+        assert!(Instant::now() < deadline, "serweb never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let login = |user: &str, pw: &str| -> Option<(String, String)> {
+        let (_, head, body) = http(port, "GET", "/login", "", "");
+        let pre = set_cookie(&head, "serweb_login").expect("login cookie");
+        let form = format!(
+            "csrf={}&user={user}&domain=example.org&password={pw}",
+            csrf_field(&body)
+        );
+        let (code, head, _) = http(
+            port,
+            "POST",
+            "/login",
+            &format!("serweb_login={pre}"),
+            &form,
+        );
+        if code != 303 {
+            return None;
+        }
+        let s = format!("serweb={}", set_cookie(&head, "serweb")?);
+        let (_, _, body) = http(port, "GET", "/password", &s, "");
+        Some((s, csrf_field(&body)))
+    };
+    assert!(login("root", "wrong").is_none());
+    let (root, csrf) = login("root", "rootpass1").expect("root logs in");
+    // The history: root's own three calls, not bob's call to carol.
+    let (code, _, body) = http(port, "GET", "/calls?kind=all", &root, "");
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("<tr><td>2026-12-01").count(), 3, "{body}");
+    // A peer filter with %, _ and ! is taken literally.
+    let (_, _, body) = http(port, "GET", "/calls?kind=all&peer=100%25_x%21", &root, "");
+    assert_eq!(body.matches("<tr><td>2026-12-01").count(), 1, "{body}");
+    let (_, _, body) = http(port, "GET", "/calls?kind=all&peer=%25", &root, "");
+    assert_eq!(body.matches("<tr><td>2026-12-01").count(), 1, "{body}");
+    // Phonebook and accounts.
+    let (code, _, _) = http(
+        port,
+        "POST",
+        "/phonebook/add",
+        &root,
+        &format!("csrf={csrf}&fname=Bob&lname=B&sip_uri=sip%3Abob%40example.org"),
+    );
+    assert_eq!(code, 303);
+    let (_, _, body) = http(port, "GET", "/phonebook", &root, "");
+    assert!(body.contains("sip:bob@example.org"), "{body}");
+    let (code, _, body) = http(
+        port,
+        "POST",
+        "/admin/users/add",
+        &root,
+        &format!("csrf={csrf}&user=dave&domain=example.org&password=davepass1&email=d%40x"),
+    );
+    assert_eq!(code, 303, "{body}");
+    let (dave, dave_csrf) = login("dave", "davepass1").expect("dave logs in");
+    let (code, _, _) = http(
+        port,
+        "POST",
+        "/password",
+        &dave,
+        &format!("csrf={dave_csrf}&current=davepass1&new=davepass2&confirm=davepass2"),
+    );
+    assert_eq!(code, 200);
+    assert!(login("dave", "davepass1").is_none());
+    assert!(login("dave", "davepass2").is_some());
 }

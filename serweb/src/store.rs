@@ -158,12 +158,13 @@ pub struct Call {
     pub direction: &'static str,
 }
 
-/// `%`, `_` and `\` taken literally in a LIKE pattern (ESCAPE '\').
+/// `%`, `_` and `!` taken literally in a LIKE pattern (`ESCAPE '!'`: not a backslash,
+/// which MySQL's string literals would read as an escape themselves).
 pub fn like_literal(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for ch in s.chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            o.push('\\');
+        if matches!(ch, '%' | '_' | '!') {
+            o.push('!');
         }
         o.push(ch);
     }
@@ -194,12 +195,12 @@ pub fn calls(
     let to_me = format!("%sip:{}@%", like_literal(user));
     let mut sql = format!(
         "SELECT time, sip_method, sip_from, sip_to, sip_status, sip_callid, username FROM {} \
-         WHERE (sip_to LIKE ? ESCAPE '\\' OR i_uri LIKE ? ESCAPE '\\'",
+         WHERE (sip_to LIKE ? ESCAPE '!' OR i_uri LIKE ? ESCAPE '!'",
         table.name()
     );
     let mut params: Vec<Value> = vec![to_me.clone().into(), to_me.into()];
     if table == CallTable::Acc {
-        sql.push_str(" OR (username = ? AND sip_from LIKE ? ESCAPE '\\')");
+        sql.push_str(" OR (username = ? AND sip_from LIKE ? ESCAPE '!')");
         params.push(user.into());
         params.push(format!("%@{}%", like_literal(domain)).into());
     }
@@ -215,7 +216,7 @@ pub fn calls(
     let peer = f.peer.trim();
     if !peer.is_empty() {
         let p = format!("%{}%", like_literal(peer));
-        sql.push_str(" AND (sip_from LIKE ? ESCAPE '\\' OR sip_to LIKE ? ESCAPE '\\')");
+        sql.push_str(" AND (sip_from LIKE ? ESCAPE '!' OR sip_to LIKE ? ESCAPE '!')");
         params.push(p.clone().into());
         params.push(p.into());
     }
@@ -499,7 +500,7 @@ mod tests {
 
     #[test]
     fn like_patterns_take_wildcards_literally() {
-        assert_eq!(like_literal("a%b_c\\"), "a\\%b\\_c\\\\");
+        assert_eq!(like_literal("a%b_c!d\\"), "a!%b!_c!!d\\");
         assert!(valid_date("2026-12-07"));
         assert!(!valid_date("2026-12-7"));
         assert!(!valid_date("2026-12-07' OR 1=1"));
