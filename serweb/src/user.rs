@@ -175,12 +175,20 @@ pub async fn phones(State(app): State<Arc<App>>, User(me, _): User) -> Page {
     ))
 }
 
+/// The call lists' query string. Its fields are spelled out (no `serde(flatten)`: through a
+/// flattened struct the page number would arrive as text and be refused).
 #[derive(Deserialize)]
 pub struct CallsQuery {
     #[serde(default)]
     kind: String,
-    #[serde(flatten)]
-    filter: CallFilter,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    peer: String,
+    #[serde(default)]
+    page: usize,
 }
 
 pub async fn calls(
@@ -193,7 +201,13 @@ pub async fn calls(
     } else {
         CallTable::Missed
     };
-    let (u, d, f) = (me.user.clone(), me.domain.clone(), q.filter.clone());
+    let filter = CallFilter {
+        from: q.from,
+        to: q.to,
+        peer: q.peer,
+        page: q.page,
+    };
+    let (u, d, f) = (me.user.clone(), me.domain.clone(), filter.clone());
     let (rows, more) = app
         .db(move |db| store::calls(db, table, &u, &d, &f))
         .await?;
@@ -205,7 +219,7 @@ pub async fn calls(
     Ok(app.page(
         "calls.html",
         Some(&me),
-        context! { rows, more, kind, filter => q.filter, page => q.filter.page },
+        context! { rows, more, kind, page => filter.page, filter },
     ))
 }
 

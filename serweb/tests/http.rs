@@ -525,3 +525,204 @@ fn tls_cookie_is_secure() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn admin_manages_accounts_and_users_see_their_calls_and_stored_messages() {
+    let w = start("admin", &[]);
+    let (root, csrf) = login(&w, "root", "rootpass");
+    let post =
+        |path: &str, form: &str| http(w.addr, "POST", path, &root, &format!("csrf={csrf}&{form}"));
+    // Reserved names: no account may take one.
+    assert_eq!(post("/admin/reserved", "name=postmaster").status, 303);
+    let r = post(
+        "/admin/users/add",
+        "user=postmaster&domain=example.org&password=xxxxxxxx",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("reserved name"), "{}", r.body);
+    // Too short a password.
+    assert_eq!(
+        post(
+            "/admin/users/add",
+            "user=erin&domain=example.org&password=abc"
+        )
+        .status,
+        400
+    );
+    // An admin made by the form.
+    assert_eq!(
+        post(
+            "/admin/users/add",
+            "user=erin&domain=example.org&password=erinpass&admin=1"
+        )
+        .status,
+        303
+    );
+    let (erin, _) = login(&w, "erin", "erinpass");
+    assert_eq!(http(w.addr, "GET", "/admin/users", &erin, "").status, 200);
+    // Groups: revoke, grant.
+    assert_eq!(
+        post(
+            "/admin/users/group",
+            "user=erin&domain=example.org&group=admin&action=revoke"
+        )
+        .status,
+        303
+    );
+    assert_eq!(
+        count(&w, "SELECT COUNT(*) FROM grp WHERE username = 'erin'"),
+        0
+    );
+    assert_eq!(
+        post(
+            "/admin/users/group",
+            "user=erin&domain=example.org&group=ld"
+        )
+        .status,
+        303
+    );
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(*) FROM grp WHERE username = 'erin' AND grp = 'ld'"
+        ),
+        1
+    );
+    assert_eq!(
+        post(
+            "/admin/users/group",
+            "user=erin&domain=example.org&group=x%27y"
+        )
+        .status,
+        400
+    );
+    // Aliases (no ser answers on the FIFO: the database, as serctl does).
+    assert_eq!(
+        post("/admin/aliases", "alias=boss&uri=sip%3Aalice%40example.org").status,
+        303
+    );
+    let (alice, _) = login(&w, "alice", "alicepass");
+    let phones = http(w.addr, "GET", "/phones", &alice, "");
+    assert!(phones.body.contains("<li>boss</li>"), "{}", phones.body);
+    assert!(
+        phones.body.contains("from the database"),
+        "ser is not running"
+    );
+    assert_eq!(post("/admin/aliases", "alias=boss&action=rm").status, 303);
+    assert_eq!(count(&w, "SELECT COUNT(*) FROM aliases"), 0);
+    // Reset a password: the old one stops working.
+    assert_eq!(
+        post(
+            "/admin/users/password",
+            "user=alice&domain=example.org&password=alicenew"
+        )
+        .status,
+        303
+    );
+    assert_eq!(
+        http(w.addr, "GET", "/phones", &alice, "").status,
+        303,
+        "her session ended"
+    );
+    let (alice, _) = login(&w, "alice", "alicenew");
+    // Missed calls, paged: 30 for alice, one for bob.
+    for i in 0..30 {
+        w.db.with_conn(|c| {
+            c.exec(
+                "INSERT INTO missed_calls (sip_from, sip_to, sip_status, sip_method, i_uri, \
+                 sip_callid, username, time) VALUES (?, ?, '486 Busy Here', 'INVITE', ?, ?, ?, ?)",
+                &[
+                    format!("<sip:caller{i}@example.org>").into(),
+                    "<sip:alice@example.org>".into(),
+                    "sip:alice@example.org".into(),
+                    format!("m{i}").into(),
+                    format!("caller{i}").into(),
+                    format!("2026-11-{:02} 12:00:00", 1 + i % 28).into(),
+                ],
+            )
+        })
+        .unwrap();
+    }
+    w.db.with_conn(|c| {
+        c.exec(
+            "INSERT INTO missed_calls (sip_from, sip_to, sip_status, sip_method, i_uri, \
+             sip_callid, username, time) VALUES ('<sip:x@y>', '<sip:bob@example.org>', \
+             '408', 'INVITE', 'sip:bob@example.org', 'b', 'x', '2026-11-02 00:00:00')",
+            &[],
+        )
+    })
+    .unwrap();
+    let rows = |r: &Resp| r.body.matches("<td>INVITE</td>").count();
+    let p0 = http(w.addr, "GET", "/calls?kind=missed", &alice, "");
+    assert_eq!(rows(&p0), 25);
+    assert!(
+        p0.body.contains("page=1\">older"),
+        "a link to the next page"
+    );
+    let p1 = http(w.addr, "GET", "/calls?kind=missed&page=1", &alice, "");
+    assert_eq!(rows(&p1), 5);
+    assert!(
+        !p1.body.contains("sip:bob@"),
+        "bob's missed call is not alice's"
+    );
+    let day = http(
+        w.addr,
+        "GET",
+        "/calls?kind=missed&from=2026-11-03&to=2026-11-03",
+        &alice,
+        "",
+    );
+    assert_eq!(rows(&day), 1, "only call 2 fell on the 3rd");
+    let days = http(
+        w.addr,
+        "GET",
+        "/calls?kind=missed&from=2026-11-01&to=2026-11-02",
+        &alice,
+        "",
+    );
+    assert_eq!(rows(&days), 4, "calls 0, 1, 28 and 29");
+    let peer = http(
+        w.addr,
+        "GET",
+        "/calls?kind=missed&peer=caller17%40",
+        &alice,
+        "",
+    );
+    assert_eq!(rows(&peer), 1);
+    // Stored messages (msilo's silo table): alice's only.
+    w.db.with_conn(|c| {
+        c.exec(
+            "INSERT INTO silo (src_addr, dst_addr, r_uri, inc_time, exp_time, body) VALUES \
+             ('sip:carol@example.org', 'sip:alice@example.org', 'alice', '2026-11-01 00:00:00', \
+             '2026-11-04 00:00:00', 'call me <b>back</b>'), ('sip:carol@example.org', \
+             'sip:bob@example.org', 'bob', '2026-11-01 00:00:00', '2026-11-04 00:00:00', 'secret for bob')",
+            &[],
+        )
+    })
+    .unwrap();
+    let m = http(w.addr, "GET", "/message", &alice, "");
+    assert!(
+        m.body.contains("call me &lt;b&gt;back&lt;&#x2f;b&gt;"),
+        "{}",
+        m.body
+    );
+    assert!(!m.body.contains("secret for bob"));
+    // Removing a user ends their sessions and their account.
+    assert_eq!(
+        post("/admin/users/remove", "user=alice&domain=example.org").status,
+        303
+    );
+    assert_eq!(http(w.addr, "GET", "/phones", &alice, "").status, 303);
+    assert_eq!(
+        count(
+            &w,
+            "SELECT COUNT(*) FROM subscriber WHERE username = 'alice'"
+        ),
+        0
+    );
+    // The admin cannot remove themselves.
+    assert_eq!(
+        post("/admin/users/remove", "user=root&domain=example.org").status,
+        400
+    );
+}
