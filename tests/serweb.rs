@@ -262,7 +262,39 @@ impl Drop for Driver {
 /// serweb, stopped by PID when dropped.
 struct Serweb {
     child: Child,
-    log: PathBuf,
+}
+
+impl Serweb {
+    /// Starts serweb on 127.0.0.1 port 0 with `env`, its stderr to `log`, and waits
+    /// (bounded) until its start-up line says which port it got: parallel tests never race
+    /// for a port. Returns it and that port.
+    fn start(log: PathBuf, args: &[&str], env: &[(&str, String)]) -> (Serweb, u16) {
+        let mut child = Command::new(serweb_bin())
+            .args(["-l", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("serweb log"))
+            .spawn()
+            .expect("serweb starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .split("listening on http://127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = port {
+                return (Serweb { child }, port);
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("serweb exited ({st}):\n{text}");
+            }
+            assert!(Instant::now() < deadline, "serweb never listened:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Serweb {
@@ -321,33 +353,18 @@ fn body() {
     ser::ctl_db::add(&db, "root", domain, "rootpass1", "root@example.org").expect("admin");
     ser::ctl_db::acl_grant(&db, "root", domain, "admin").expect("admin group");
 
-    let web_port = free_port();
     let web_log = dir.join("serweb.log");
-    let mut serweb = Serweb {
-        child: Command::new(serweb_bin())
-            .args(["-l", &format!("127.0.0.1:{web_port}"), "--sample", "1"])
-            .env("DB_URL", &db_url)
-            .env("SER_FIFO", &*fifo)
-            .env("SER_METRICS", metrics.to_string())
-            .env("SER_CAPTURE", &capture)
-            .env("SER_SIP", ser.addr().to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&web_log).expect("serweb log"))
-            .spawn()
-            .expect("serweb starts"),
-        log: web_log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", web_port)).is_err() {
-        if let Ok(Some(st)) = serweb.child.try_wait() {
-            panic!(
-                "serweb exited ({st}):\n{}",
-                std::fs::read_to_string(&serweb.log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "serweb never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_serweb, web_port) = Serweb::start(
+        web_log,
+        &["--sample", "1"],
+        &[
+            ("DB_URL", db_url.clone()),
+            ("SER_FIFO", fifo.display().to_string()),
+            ("SER_METRICS", metrics.to_string()),
+            ("SER_CAPTURE", capture.display().to_string()),
+            ("SER_SIP", ser.addr().to_string()),
+        ],
+    );
 
     let uas_port = free_port();
     let uas_scen = dir.join("uas-message.xml");
@@ -577,27 +594,15 @@ fn serweb_on_mariadb() {
         })
         .expect("acc row");
     }
-    let port = free_port();
-    let mut serweb = Serweb {
-        child: Command::new(serweb_bin())
-            .args(["-l", &format!("127.0.0.1:{port}"), "--metrics", "off"])
-            .env("DB_URL", &url)
-            .env("SER_FIFO", "/nonexistent/ser_fifo")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serweb"),
-        log: PathBuf::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            serweb.child.try_wait().ok().flatten().is_none(),
-            "serweb exited"
-        );
-        assert!(Instant::now() < deadline, "serweb never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let dir = temp_dir("serweb-mariadb");
+    let (_serweb, port) = Serweb::start(
+        dir.join("serweb.log"),
+        &["--metrics", "off"],
+        &[
+            ("DB_URL", url.clone()),
+            ("SER_FIFO", String::from("/nonexistent/ser_fifo")),
+        ],
+    );
     let login = |user: &str, pw: &str| -> Option<(String, String)> {
         let (_, head, body) = http(port, "GET", "/login", "", "");
         let pre = set_cookie(&head, "serweb_login").expect("login cookie");

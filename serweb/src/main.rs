@@ -26,11 +26,11 @@
 mod admin;
 mod capture;
 mod fifo;
+mod listener;
 mod metrics;
 mod routes;
 mod session;
 mod store;
-mod tls;
 mod user;
 mod web;
 
@@ -137,7 +137,7 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let o = options()?;
     let tls = match (&o.cert, &o.key) {
-        (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+        (Some(c), Some(k)) => Some(listener::server_config(c, k)?),
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
@@ -205,24 +205,11 @@ async fn serve(
             .map_or_else(|| String::from("off"), |m| m.to_string()),
     );
     let router = routes::router(app);
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match tls {
-        Some(cfg) => {
-            tokio::select! {
-                r = tls::serve(listener, cfg, router) => r,
-                () = shutdown => Ok(()),
-            }
-        }
-        None => axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving"),
+    tokio::select! {
+        () = listener::serve(listener, tls, router) => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
+    Ok(())
 }
 
 /// The dashboard's sampler: scrapes ser's metrics every `every`, keeps an hour.

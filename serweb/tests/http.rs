@@ -14,7 +14,7 @@
 //! - a non-loopback listen address without a certificate is refused.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,11 +36,31 @@ impl Drop for Serweb {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Waits (bounded) for serweb's start-up line in `log` and returns the address it names:
+/// serweb listens on port 0 and says which port it got, so parallel tests never race for one.
+fn listening(child: &mut Child, log: &std::path::Path) -> SocketAddr {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(at) = text.find("listening on http") {
+            let rest = &text[at..];
+            let addr = rest
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {text}"));
+            return addr;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("serweb exited ({st}):\n{text}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "serweb never listened:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn start(tag: &str, extra: &[&str]) -> Serweb {
@@ -54,25 +74,17 @@ fn start(tag: &str, extra: &[&str]) -> Serweb {
     ser::ctl_db::acl_grant(&db, "root", "example.org", "admin").expect("grant");
     ser::ctl_db::add(&db, "alice", "example.org", "alicepass", "").expect("add alice");
     ser::ctl_db::add(&db, "bob", "example.org", "bobpass1", "").expect("add bob");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(SERWEB)
-        .args(["-l", &addr.to_string(), "--metrics", "off"])
+    let log = dir.join("serweb.log");
+    let mut child = Command::new(SERWEB)
+        .args(["-l", "127.0.0.1:0", "--metrics", "off"])
         .args(extra)
         .env("DB_URL", &url)
         .env("SER_FIFO", dir.join("no_fifo"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("serweb starts");
-    let t = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "serweb never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addr = listening(&mut child, &log);
     Serweb {
         child,
         addr,
@@ -134,7 +146,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, form: &str) ->
     req.push_str(form);
     s.write_all(req.as_bytes()).unwrap();
     let mut data = Vec::new();
-    s.read_to_end(&mut data).unwrap();
+    s.read_to_end(&mut data)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let text = String::from_utf8_lossy(&data).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Resp {

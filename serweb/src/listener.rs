@@ -1,7 +1,11 @@
-//! HTTPS: rustls (0.23 on ring, as ser's own TLS) from a PEM certificate chain and key, and
-//! the accept loop that gives each TLS connection its own task: the handshake has
-//! [`HANDSHAKE_LIMIT`] to finish and a request head [`HEAD_LIMIT`] to arrive, so a slow
-//! client holds only its own task. HTTP/1.1 only (ALPN `http/1.1`).
+//! serweb's listener: the accept loop for HTTP and HTTPS, and the rustls configuration (0.23 on
+//! ring, as ser's own TLS) from a PEM certificate chain and key.
+//!
+//! Each connection has its own task: a TLS handshake has [`HANDSHAKE_LIMIT`] to finish and
+//! every request head [`HEAD_LIMIT`] to arrive, so a slow or stuck client holds only its own
+//! task; at most [`MAX_CONNECTIONS`] are served at once (the next accept waits for one to
+//! end). HTTP/1.1 only (ALPN `http/1.1`). hyper serves the connection; axum's own `serve`
+//! is not used because it sets no limit on the time a request head may take.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 pub const HEAD_LIMIT: Duration = Duration::from_secs(10);
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// The server configuration from PEM files. ring's provider, as ser's TLS: rustls 0.23.48
 /// deprecated it for lacking post-quantum key exchange (aws-lc-rs has it, but needs cmake and
@@ -42,14 +47,18 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     Ok(Arc::new(cfg))
 }
 
-/// Serves `router` over TLS on `listener` until the listener fails.
+/// Serves `router` on `listener`, over TLS when `tls` is given, until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    cfg: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
-) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -62,20 +71,25 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            connection(stream, peer, router).await;
+            let _slot = slot;
+            match acceptor {
+                Some(a) => {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(HANDSHAKE_LIMIT, a.accept(tcp)).await
+                    {
+                        connection(stream, peer, router).await;
+                    }
+                }
+                None => connection(tcp, peer, router).await,
+            }
         });
     }
 }
 
-async fn connection(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    peer: SocketAddr,
-    router: Router,
-) {
+async fn connection<S>(stream: S, peer: SocketAddr, router: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use hyper_util::rt::{TokioIo, TokioTimer};
     // The client's address for the handlers, as axum's plain listener gives it.
     let svc = hyper_util::service::TowerToHyperService::new(
