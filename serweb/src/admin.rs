@@ -206,6 +206,13 @@ pub async fn user_group(
         return done(&app, &me, Err(format!("'{g}' is not a group name"))).await;
     }
     let grant = f.action != "revoke";
+    // The privilege is read at login: a change of the admin group ends the user's sessions,
+    // so it takes effect at once.
+    if g == store::ADMIN_GROUP {
+        if let Ok(mut s) = app.sessions.lock() {
+            s.remove_user(&u, &d, None);
+        }
+    }
     let r = app
         .db(move |db| {
             Ok(if grant {

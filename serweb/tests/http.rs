@@ -587,6 +587,11 @@ fn admin_manages_accounts_and_users_see_their_calls_and_stored_messages() {
         0
     );
     assert_eq!(
+        http(w.addr, "GET", "/admin/users", &erin, "").status,
+        303,
+        "erin's session ended with her privilege"
+    );
+    assert_eq!(
         post(
             "/admin/users/group",
             "user=erin&domain=example.org&group=ld"
