@@ -183,8 +183,8 @@ fn valid_date(d: &str) -> bool {
 }
 
 /// A user's calls, newest first, one page ([`PAGE`] rows) and whether there are more. Theirs
-/// are the rows whose To names `sip:user@` (calls to them) and, in `acc`, those acc wrote
-/// with their user name (the caller's From user: calls they made).
+/// are the rows whose To or Request-URI names `sip:user@domain` (calls to them) and, in
+/// `acc`, those acc wrote with their user name from their domain (calls they made).
 pub fn calls(
     db: &Db,
     table: CallTable,
@@ -192,7 +192,8 @@ pub fn calls(
     domain: &str,
     f: &CallFilter,
 ) -> Result<(Vec<Call>, bool), String> {
-    let to_me = format!("%sip:{}@%", like_literal(user));
+    // Their address in To or the Request-URI (a port may follow the domain).
+    let to_me = format!("%sip:{}@{}%", like_literal(user), like_literal(domain));
     let mut sql = format!(
         "SELECT time, sip_method, sip_from, sip_to, sip_status, sip_callid, username FROM {} \
          WHERE (sip_to LIKE ? ESCAPE '!' OR i_uri LIKE ? ESCAPE '!'",
