@@ -28,6 +28,7 @@ pub mod capture;
 pub mod config;
 pub mod core;
 pub mod ctl_db;
+pub mod ctl_fifo;
 pub mod db;
 #[cfg(feature = "dispatcher")]
 pub mod dispatcher;

@@ -1,72 +1,17 @@
-//! The running ser's FIFO, as serctl talks to it: a reply pipe of our own under /tmp, one
-//! request written in a single write (`:cmd:reply_pipe`, parameter lines, an empty line), the
-//! reply read until the server closes its end. Blocking: callers run it on tokio's blocking
+//! The running ser's FIFO, through ser's own client (`ser::ctl_fifo`, as serctl talks to it),
+//! with serweb's bound on the request size (one atomic write: the web form's text must not
+//! interleave with other clients' requests); blocking, so callers run it on tokio's blocking
 //! pool. Also the parsers of the replies serweb shows (`ul_show_contact`).
-//!
-//! The same protocol as src/bin/serctl.rs, written again here rather than moved into ser's
-//! library: serctl is a binary of its own, and this client adds a bound on the request size
-//! (one write up to PIPE_BUF keeps requests of several clients from interleaving) that the
-//! web form needs and serctl does not.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+
+pub use ser::ctl_fifo::Reply;
 
 /// Bytes one request may have: writes up to PIPE_BUF are atomic on a pipe.
-pub const MAX_REQUEST: usize = 4096;
+pub const MAX_REQUEST: usize = ser::ctl_fifo::ATOMIC_REQUEST;
 
-/// A FIFO reply: SER's status line (`200 ok`) and the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub status: String,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn is_ok(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-}
-
-/// Removes the reply pipe however the request ends.
-struct ReplyPipe(PathBuf);
-
-impl Drop for ReplyPipe {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn make_reply_pipe() -> io::Result<(String, PathBuf)> {
-    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
-    for _ in 0..16 {
-        let n: u64 = rand::random();
-        let name = format!("serweb_receiver_{}_{n:x}", std::process::id());
-        let path = PathBuf::from("/tmp").join(&name);
-        match ser_shards::os::mkfifo(&path, 0o600) {
-            Ok(()) => return Ok((name, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last)
-}
-
-/// The request text: `:cmd:reply\n`, `lines` each ended by `\n`, and `end` (`"\n"` for
-/// commands that read lines up to an empty one; t_uac_from ends its body with `.\n`).
-pub fn request_text(cmd: &str, reply: &str, lines: &[String], end: &str) -> String {
-    let mut req = format!(":{cmd}:{reply}\n");
-    for l in lines {
-        req.push_str(l);
-        req.push('\n');
-    }
-    req.push_str(end);
-    req
-}
-
-/// Runs `cmd` on the ser listening on `fifo`. `end` as in [`request_text`]. Err: the FIFO
+/// Runs `cmd` on the ser listening on `fifo`. `end` as in `ser::ctl_fifo::request_text`. Err: the FIFO
 /// is not there, nobody reads it (ser down), the request is too large, or no reply came
 /// within `wait`.
 pub fn call(
@@ -76,66 +21,20 @@ pub fn call(
     end: &str,
     wait: Duration,
 ) -> Result<Reply, String> {
-    if lines.iter().any(|l| l.contains(['\n', '\r'])) {
-        return Err(String::from("a parameter holds a line break"));
-    }
-    let (name, reply_path) = make_reply_pipe().map_err(|e| format!("reply pipe: {e}"))?;
-    let _guard = ReplyPipe(reply_path.clone());
-    let req = request_text(cmd, &name, lines, end);
-    if req.len() > MAX_REQUEST {
-        return Err(format!("request over {MAX_REQUEST} bytes"));
-    }
-    // Our end first (non-blocking: no writer yet), so the server's open never fails.
-    let mut reply = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&reply_path)
-        .map_err(|e| format!("cannot open {}: {e}", reply_path.display()))?;
-    // Non-blocking open: a FIFO nobody reads (ser down) fails at once with ENXIO.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(fifo)
-        .map_err(|e| format!("ser is not reachable through {} ({e})", fifo.display()))?;
-    f.write_all(req.as_bytes())
-        .map_err(|e| format!("cannot write to {}: {e}", fifo.display()))?;
-    drop(f);
-    let deadline = Instant::now() + wait;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match reply.read(&mut buf) {
-            Ok(0) if !data.is_empty() => break,
-            Ok(0) => {}
-            Ok(n) => {
-                data.extend_from_slice(&buf[..n]);
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the reply: {e}")),
+    let req = ser::ctl_fifo::Request {
+        cmd,
+        lines,
+        end,
+        prefix: "serweb_receiver",
+        wait,
+        max_len: Some(MAX_REQUEST),
+    };
+    ser::ctl_fifo::call(fifo, &req).map_err(|e| match e {
+        ser::ctl_fifo::Error::Unreachable(e) => {
+            format!("ser is not reachable through {} ({e})", fifo.display())
         }
-        if Instant::now() > deadline {
-            return Err(format!("no reply from ser within {wait:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(parse_reply(&String::from_utf8_lossy(&data)))
-}
-
-/// `200 ok\nbody...` → [`Reply`].
-pub fn parse_reply(text: &str) -> Reply {
-    let (status, body) = text.split_once('\n').unwrap_or((text, ""));
-    let code = status
-        .split_whitespace()
-        .next()
-        .and_then(|c| c.parse::<u16>().ok())
-        .unwrap_or(500);
-    Reply {
-        code,
-        status: status.to_string(),
-        body: body.to_string(),
-    }
+        e => e.to_string(),
+    })
 }
 
 /// One live contact, as `ul_show_contact` prints it: `<uri>;q=1.00;expires=3600`.
@@ -227,16 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_and_replies() {
-        let lines = vec![String::from("location"), String::from("bob")];
-        assert_eq!(
-            request_text("ul_show_contact", "r1", &lines, "\n"),
-            ":ul_show_contact:r1\nlocation\nbob\n\n"
-        );
-        let r = parse_reply("404 Username bob in table location not found\n");
-        assert_eq!(r.code, 404);
-        assert!(!r.is_ok());
-        assert_eq!(parse_reply("200 ok\na\n").body, "a\n");
+    fn a_body_line_that_is_a_dot_is_doubled() {
         assert_eq!(body_lines("hi\n.\nthere"), ["hi", "..", "there"]);
     }
 }

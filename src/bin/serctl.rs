@@ -1,7 +1,7 @@
 //! `serctl`: SER's management tool, talking to a running `ser` through its FIFO server.
 //!
 //! The FIFO is `$SER_FIFO` (default `/tmp/ser_fifo`), as with SER's serctl. Each command
-//! makes a reply pipe `/tmp/ser_receiver_<pid>_<n>` (n: from the clock, another one if that
+//! makes a reply pipe `/tmp/ser_receiver_<pid>_<n>` (n: random, another one if that
 //! name is taken: processes in other PID namespaces share /tmp and pids), writes one request
 //! (`:cmd:ser_receiver_<pid>_<n>`,
 //! parameter lines, an empty line) in a single write, and prints the reply: the body for a
@@ -15,10 +15,9 @@
 //! `ul` goes through the FIFO (usrloc's `ul_*` commands), so the server's memory
 //! changes, as the seeds insist.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const USAGE: &str = "\
 usage: serctl <command> [args]
@@ -107,12 +106,7 @@ fn run(args: &[String]) -> Result<i32, String> {
     }
 }
 
-/// The status code, the status line and the body lines of a reply.
-struct FifoReply {
-    code: u16,
-    status: String,
-    body: String,
-}
+type FifoReply = ser::ctl_fifo::Reply;
 
 fn print_reply(r: &FifoReply) -> Result<i32, String> {
     if (200..300).contains(&r.code) {
@@ -144,115 +138,29 @@ fn timeout_for(cmd: &str) -> Duration {
     }
 }
 
-/// Removes the reply pipe however serctl leaves.
-struct ReplyPipe(PathBuf);
-
-impl Drop for ReplyPipe {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A reply pipe of our own under /tmp: (its name, its path). A name already taken (another
-/// serctl's, perhaps one with our pid in another PID namespace) is left alone: another is
-/// tried.
-fn make_reply_pipe() -> Result<(String, PathBuf), String> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut last = None;
-    for attempt in 0..16u32 {
-        let n = seed.wrapping_add(attempt.wrapping_mul(0x9e37_79b9));
-        let name = format!("ser_receiver_{}_{n:x}", std::process::id());
-        let path = PathBuf::from("/tmp").join(&name);
-        match ser_shards::os::mkfifo(&path, 0o600) {
-            Ok(()) => return Ok((name, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => {
-                return Err(format!(
-                    "cannot make the reply pipe {}: {e}",
-                    path.display()
-                ))
-            }
-        }
-    }
-    Err(format!(
-        "cannot make a reply pipe under /tmp: {}",
-        last.map_or_else(String::new, |e| e.to_string())
-    ))
-}
-
-/// Sends `:cmd:reply\nparams...\n\n` and waits for the reply.
+/// Sends `:cmd:reply\nparams...\n\n` and waits for the reply (reply pipe
+/// `/tmp/ser_receiver_<pid>_<n>`, as SER's serctl named it).
 fn request(cmd: &str, params: &[String]) -> Result<FifoReply, String> {
     let fifo = fifo_path();
-    let (name, reply_path) = make_reply_pipe()?;
-    let _guard = ReplyPipe(reply_path.clone());
-    // Open our end first (non-blocking: no writer yet), so the server's open never fails.
-    let mut reply = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&reply_path)
-        .map_err(|e| format!("cannot open {}: {e}", reply_path.display()))?;
-
-    let mut req = format!(":{cmd}:{name}\n");
-    for p in params {
-        req.push_str(p);
-        req.push('\n');
-    }
-    req.push('\n');
-    // Non-blocking open: a FIFO nobody reads (server down) fails at once with ENXIO.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&fifo)
-        .map_err(|e| {
-            format!(
-                "cannot reach ser through {} ({e}); is it running with fifo=\"{}\"?",
-                fifo.display(),
-                fifo.display()
-            )
-        })?;
-    // One write: requests of several clients must not interleave (atomic up to PIPE_BUF).
-    f.write_all(req.as_bytes())
-        .map_err(|e| format!("cannot write to {}: {e}", fifo.display()))?;
-    drop(f);
-
-    let deadline = Instant::now() + timeout_for(cmd);
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match reply.read(&mut buf) {
-            // No writer: before the server opened the pipe, or after it closed it.
-            Ok(0) if !data.is_empty() => break,
-            Ok(0) => {}
-            Ok(n) => {
-                data.extend_from_slice(&buf[..n]);
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the reply: {e}")),
+    let wait = timeout_for(cmd);
+    let req = ser::ctl_fifo::Request {
+        cmd,
+        lines: params,
+        end: "\n",
+        prefix: "ser_receiver",
+        wait,
+        max_len: None,
+    };
+    ser::ctl_fifo::call(&fifo, &req).map_err(|e| match e {
+        ser::ctl_fifo::Error::Unreachable(e) => format!(
+            "cannot reach ser through {} ({e}); is it running with fifo=\"{}\"?",
+            fifo.display(),
+            fifo.display()
+        ),
+        ser::ctl_fifo::Error::NoReply(w) => {
+            format!("no reply from ser within {w:?} (FIFO {})", fifo.display())
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no reply from ser within {:?} (FIFO {})",
-                timeout_for(cmd),
-                fifo.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let text = String::from_utf8_lossy(&data).into_owned();
-    let (status, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
-    let code = status
-        .split_whitespace()
-        .next()
-        .and_then(|c| c.parse::<u16>().ok())
-        .unwrap_or(500);
-    Ok(FifoReply {
-        code,
-        status: status.to_string(),
-        body: body.to_string(),
+        ser::ctl_fifo::Error::Other(e) => e,
     })
 }
 
