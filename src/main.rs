@@ -504,6 +504,13 @@ fn start_services(
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     core.ratelimit
         .configure(&ser::modules::ratelimit::definition(&core.params));
+    if loaded.modules.iter().any(|m| m == "jabber") {
+        let cfg = ser::xmpp::Config::from_params(&core.params).map_err(|e| {
+            error!("{e}");
+            anyhow::Error::msg(e)
+        })?;
+        core.jabber = ser::xmpp::Gateway::new(cfg);
+    }
     core.dispatcher = ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir)
         .map_err(|e| {
         error!("{e}");
@@ -533,6 +540,9 @@ fn start_management(
     if loaded("ratelimit") {
         ser::mgmt::ratelimit::register(&mut mgmt);
     }
+    if core.jabber.enabled() {
+        ser::mgmt::jabber::register(&mut mgmt);
+    }
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
@@ -545,6 +555,7 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
+    ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
@@ -556,6 +567,9 @@ fn start_management(
         }
         if loaded("ratelimit") {
             exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
+        }
+        if core.jabber.enabled() {
+            exporter.add_collector(ser::mgmt::jabber::collector(Arc::clone(&core.jabber)));
         }
         if core.dispatcher.enabled() {
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(

@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod digest;
 pub mod dispatcher;
 pub mod exec;
+pub mod jabber;
 pub mod maxfwd;
 pub mod pike;
 pub mod ratelimit;
@@ -93,6 +94,14 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("uri", Some(auth::register_uri), ""),
     ("acc", Some(acc::register), ""),
     ("exec", Some(exec::register), ""),
+    #[cfg(feature = "xmpp")]
+    ("jabber", Some(jabber::register), ""),
+    #[cfg(not(feature = "xmpp"))]
+    (
+        "jabber",
+        None,
+        "SIP-XMPP gateway, built without the cargo feature `xmpp`",
+    ),
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
@@ -143,6 +152,8 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("exec_msg", "exec"),
     ("exec_uri", "exec"),
     ("exec_user", "exec"),
+    ("jab_send_message", "jabber"),
+    ("xmpp_send_message", "jabber"),
     ("pike_check_req", "pike"),
     ("rl_check", "ratelimit"),
     ("rl_check_pipe", "ratelimit"),
