@@ -51,6 +51,8 @@ pub struct Core {
     /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
     /// across reloads.
     pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
+    /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
+    pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
 
 impl Core {
@@ -104,6 +106,7 @@ impl Core {
             jabber: Default::default(),
             ratelimit: Default::default(),
             dispatcher: Default::default(),
+            msilo: Default::default(),
         }
     }
 

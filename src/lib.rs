@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod mgmt;
 pub mod mgmt_http;
 pub mod modules;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod server;

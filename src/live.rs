@@ -144,6 +144,8 @@ impl Live {
         // The dispatcher's sets and their health too (`serctl dispatcher reload` re-reads
         // the list; its parameters stay until a restart).
         core.dispatcher = Arc::clone(&old.core.dispatcher);
+        // msilo's silo, its counters and its deliverer (parameters stay until a restart).
+        core.msilo = Arc::clone(&old.core.msilo);
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

@@ -516,6 +516,10 @@ fn start_services(
         error!("{e}");
         anyhow::Error::msg(e)
     })?;
+    core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
+        error!("{e}");
+        anyhow::Error::msg(e)
+    })?;
     Ok(core)
 }
 
@@ -546,6 +550,9 @@ fn start_management(
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
+    if core.msilo.enabled() {
+        ser::mgmt::msilo::register(&mut mgmt);
+    }
     let remote = runtime.remote();
     mgmt.set_poster(Arc::new(move |shard, ev| {
         if shard >= remote.shard_count() {
@@ -557,6 +564,7 @@ fn start_management(
     let mgmt = Arc::new(mgmt);
     ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
@@ -575,6 +583,9 @@ fn start_management(
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
+        }
+        if core.msilo.enabled() {
+            exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
         }
         let shards_remote = runtime.remote();
         exporter.add_collector(ser::metrics::runtime_collector(move || {

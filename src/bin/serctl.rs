@@ -57,6 +57,10 @@ usage: serctl <command> [args]
   serctl dispatcher list ........................ destination sets with their states
   serctl dispatcher reload ...................... read the list file (or table) again
   serctl dispatcher set <state> <set> <uri> ..... active|inactive|probing|disabled
+  * msilo (messages stored for offline users) *
+  serctl msilo list [<user>] .................... stored messages, oldest first
+  serctl msilo count [<user>] ................... stored messages per user
+  serctl msilo rm <user> [<mid>] ................ delete a user's stored messages
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -98,6 +102,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         "ul" => user_location(cmd, args.get(1..).unwrap_or_default()),
         "pike" | "rl" => limits(cmd, args.get(1..).unwrap_or_default()),
         "dispatcher" | "ds" => dispatcher(args.get(1..).unwrap_or_default()),
+        "msilo" => msilo(args.get(1..).unwrap_or_default()),
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
@@ -521,6 +526,21 @@ fn dispatcher(args: &[String]) -> Result<i32, String> {
         )?),
         _ => Err(usage()),
     }
+}
+
+/// `serctl msilo list|count [<user>] | rm <user> [<mid>]`: msilo's FIFO commands.
+fn msilo(args: &[String]) -> Result<i32, String> {
+    let usage =
+        || String::from("usage: serctl msilo list [<user>] | count [<user>] | rm <user> [<mid>]");
+    let sub = args.first().map(String::as_str);
+    let rest = args.get(1..).unwrap_or_default();
+    let cmd = match (sub, rest.len()) {
+        (Some("list") | None, 0 | 1) => "msilo.list",
+        (Some("count"), 0 | 1) => "msilo.count",
+        (Some("rm" | "delete"), 1 | 2) => "msilo.delete",
+        _ => return Err(usage()),
+    };
+    print_reply(&request(cmd, rest)?)
 }
 
 /// Prints the status line and the body (what SER's serctl showed for ul add/rm).

@@ -178,7 +178,7 @@ pub fn create_statements(d: Dialect) -> Vec<String> {
              r_uri VARCHAR(255) NOT NULL DEFAULT '', \
              inc_time DATETIME, \
              exp_time DATETIME, \
-             ctype VARCHAR(32) NOT NULL DEFAULT 'text/plain', \
+             ctype VARCHAR(255) NOT NULL DEFAULT 'text/plain', \
              body TEXT)"
         ),
         // Kamailio's dispatcher table (version 4), read by the dispatcher module.

@@ -13,6 +13,7 @@
 pub mod dispatcher;
 pub mod fifo;
 pub mod jabber;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod usrloc;
@@ -622,7 +623,7 @@ pub fn prepare_uac_to(
         bytes: req.into_bytes(),
         branch,
         method: method.to_string(),
-        done: tx,
+        done: crate::tm::uac::Notify::channel(tx),
     };
     Ok((shard, uac, rx))
 }

@@ -172,6 +172,8 @@ pub enum Action {
     RlCheck(Option<usize>),
     // dispatcher
     Dispatcher(super::dispatcher::DsOp),
+    // msilo (m_store, m_dump)
+    Msilo(super::msilo::MsiloOp),
 }
 
 /// Every comparison a script can make.
@@ -313,6 +315,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             Action::Dispatcher(op) => self.dispatcher(op),
+            Action::Msilo(op) => self.msilo(op),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod dispatcher;
 pub mod exec;
 pub mod jabber;
 pub mod maxfwd;
+pub mod msilo;
 pub mod pike;
 pub mod ratelimit;
 pub mod registrar;
@@ -105,6 +106,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
+    ("msilo", Some(msilo::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -163,6 +165,8 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_next_domain", "dispatcher"),
     ("ds_mark_dst", "dispatcher"),
     ("ds_is_from_list", "dispatcher"),
+    ("m_store", "msilo"),
+    ("m_dump", "msilo"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {
@@ -185,6 +189,7 @@ pub fn needs_default_db(params: &Params, modules: &[String]) -> bool {
             && (params.int("acc", "db_flag").is_some()
                 || params.int("acc", "db_missed_flag").is_some())
             && no_url("acc"))
+        || (loaded("msilo") && no_url("msilo"))
 }
 
 /// The module name of a `loadmodule` path: "modules/tm/tm.so" → "tm".

@@ -9,6 +9,9 @@
 //! the destination URI names (the dispatcher probes a `;transport=tcp` destination over
 //! TCP); a stream connection that cannot be opened ends it at once with a local 503.
 //!
+//! The outcome goes to whoever started it through its [`Notify`]: a channel the FIFO thread
+//! waits on, or a callback that posts it as an event (msilo's deliverer).
+//!
 //! What it does not do: INVITE (a dialog needs a UAC core that ACKs 2xx; `t_uac_from` refuses
 //! INVITE, ACK and CANCEL), authentication challenges, and more than one destination.
 
@@ -33,7 +36,35 @@ pub struct UacRequest {
     pub bytes: Vec<u8>,
     pub branch: String,
     pub method: String,
-    pub done: SyncSender<UacResult>,
+    pub done: Notify,
+}
+
+/// Who hears how a locally started transaction ended: called once, on the shard, so it must
+/// not block (a `try_send`, a post to another thread's queue).
+pub struct Notify(Box<dyn FnOnce(UacResult) + Send + 'static>);
+
+impl Notify {
+    /// The result goes into `tx` (a waiting management thread); dropped when it is full.
+    pub fn channel(tx: SyncSender<UacResult>) -> Self {
+        Self(Box::new(move |r| {
+            let _ = tx.try_send(r);
+        }))
+    }
+
+    /// The result goes to `f`.
+    pub fn call(f: impl FnOnce(UacResult) + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+
+    fn send(self, r: UacResult) {
+        (self.0)(r);
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
 }
 
 /// How a locally started transaction ended.
@@ -49,7 +80,7 @@ struct Entry {
     txn: ClientTransaction,
     dst: Dest,
     /// Taken when the final reply is reported.
-    done: Option<SyncSender<UacResult>>,
+    done: Option<Notify>,
 }
 
 /// One shard's locally started transactions (few: a linear scan is enough).
@@ -69,23 +100,24 @@ impl LocalUac {
 
     /// Starts the transaction and queues its first transmission.
     pub fn start(&mut self, now: Instant, cfg: &TimerConfig, req: UacRequest, out: &mut Outbox) {
-        let report = |code: u16, reason: &str| {
-            let _ = req.done.try_send(UacResult {
+        let done = req.done;
+        let report = |done: Notify, code: u16, reason: &str| {
+            done.send(UacResult {
                 code,
                 reason: reason.to_string(),
                 local: true,
             });
         };
         if self.list.len() >= MAX_LOCAL {
-            report(503, "Too Many Local Transactions");
+            report(done, 503, "Too Many Local Transactions");
             return;
         }
         let Some(method) = Method::from_bytes(req.method.as_bytes()) else {
-            report(400, "Bad Method");
+            report(done, 400, "Bad Method");
             return;
         };
         if matches!(method, Method::Invite | Method::Ack | Method::Cancel) {
-            report(400, "Method Not Supported Here");
+            report(done, 400, "Method Not Supported Here");
             return;
         }
         let key = Key::client_from(&req.branch, method.as_str());
@@ -99,14 +131,14 @@ impl LocalUac {
         ) {
             Ok(t) => t,
             Err(e) => {
-                report(400, &e.to_string());
+                report(done, 400, &e.to_string());
                 return;
             }
         };
         let mut e = Entry {
             txn,
             dst: req.dst,
-            done: Some(req.done),
+            done: Some(done),
         };
         drain(&mut e, out);
         self.list.push(e);
@@ -181,7 +213,7 @@ impl LocalUac {
 
 fn finish(e: &mut Entry, code: u16, reason: String, local: bool) {
     if let Some(done) = e.done.take() {
-        let _ = done.try_send(UacResult {
+        done.send(UacResult {
             code,
             reason,
             local,
