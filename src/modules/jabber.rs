@@ -5,7 +5,7 @@
 //!
 //! `jab_send_message()` takes a MESSAGE for `sip:user<delim>xmpp.domain@gateway_domain`
 //! with a `text/plain` body (others: 415 with `Accept: text/plain` on the reply) and queues
-//! it as a chat message from the sender's JID. While the server is connected the script
+//! it as a chat message from the sender's JID (trailing line breaks of the body dropped). While the server is connected the script
 //! waits (off the shard, on the blocking pool) until the message is written to the server,
 //! up to `xmpp_send_timeout` (then it fails with 504 and the message is withdrawn); while the
 //! server is away the message is queued for the reconnect and the function succeeds at
@@ -79,6 +79,8 @@ impl MsgCtx<'_, '_> {
         let Ok(body) = std::str::from_utf8(body) else {
             return self.fail(400, "Body Not UTF-8");
         };
+        // The line break many SIP clients end a body with is not part of the chat text.
+        let body = body.trim_end_matches(['\r', '\n']);
         let target = ser_parser::parse_uri(self.current_uri())
             .ok()
             .and_then(|u| cfg.addr.sip_to_jid(u.user.unwrap_or(""), u.host_str));
