@@ -167,6 +167,13 @@ fn run() -> Result<i32> {
             let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
             return Ok(255);
         }
+        if loaded.modules.iter().any(|m| m == "jabber") {
+            if let Err(e) = ser::xmpp::Config::from_params(&loaded.params) {
+                let _ = writeln!(std::io::stderr(), "{file}: {e}");
+                let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+                return Ok(255);
+            }
+        }
         println!("{file}: configuration OK");
         return Ok(0);
     }

@@ -15,8 +15,9 @@
 //! - bad input from the server (a fake component server here): a stanza that is not
 //!   well-formed and then one over `xmpp_max_stanza` each end the stream with the matching
 //!   stream error (not-well-formed, policy-violation) and a reconnect; the messages queued
-//!   meanwhile (202) all arrive once a connection holds, the queue's bound gives 503, and
-//!   nothing panics.
+//!   meanwhile (202) all arrive once a connection holds, the queue's bound gives 503, a body
+//!   over `xmpp_max_stanza` gets 413, and nothing panics;
+//! - `ser -c`: a missing `xmpp_domain` and a bad `domain_separator` are refused.
 
 mod common;
 
@@ -623,6 +624,46 @@ fn serve_one(listener: &TcpListener, after: &[u8], limit: Duration) -> Seen {
     seen
 }
 
+/// `ser -c` refuses a jabber configuration without its required parameters, and a bad
+/// parameter value with its line.
+#[test]
+fn the_configuration_is_checked() {
+    let dir = temp_dir("xmpp-check");
+    let check = |text: &str| {
+        let cfg = dir.path().join("check.cfg");
+        std::fs::write(&cfg, text).expect("cfg");
+        let out = Command::new(SER)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .expect("ser -c");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    let base = "loadmodule \"modules/sl/sl.so\"\nloadmodule \"modules/jabber/jabber.so\"\n";
+    let route = "route { if (jab_send_message()) { sl_send_reply(\"202\", \"Accepted\"); }; }\n";
+    let (code, out) = check(&format!("{base}{route}"));
+    assert_eq!(code, Some(255), "{out}");
+    assert!(out.contains("xmpp_domain"), "{out}");
+    let (code, out) = check(&format!(
+        "{base}modparam(\"jabber\", \"xmpp_domain\", \"sip.example.org\")\n\
+         modparam(\"jabber\", \"xmpp_secret\", \"x\")\n{route}"
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(&format!(
+        "{base}modparam(\"jabber\", \"domain_separator\", \"@\")\n{route}"
+    ));
+    assert_eq!(code, Some(255), "{out}");
+    assert!(
+        out.contains(":3:") && out.contains("domain_separator"),
+        "{out}"
+    );
+}
+
 #[test]
 fn bad_input_from_the_server_reconnects_and_loses_nothing() {
     // The port of a server that is not there yet.
@@ -657,6 +698,16 @@ fn bad_input_from_the_server_reconnects_and_loses_nothing() {
     }
     let st = status_text(&fifo);
     assert_eq!(counter(&st, "queue_full"), 1, "{st}");
+    // A body over xmpp_max_stanza: 413, whatever the queue.
+    let r = send_message(
+        &ser,
+        &peer,
+        "sip:romeo*montague.example@127.0.0.1",
+        "big-1",
+        "text/plain",
+        &"b".repeat(5000),
+    );
+    assert_eq!(status(&r), Some(413), "{r}");
 
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the fake server");
     // First connection: a stanza that is not well-formed right after the handshake.
