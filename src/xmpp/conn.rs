@@ -31,6 +31,9 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 /// The largest message body taken from XMPP into a SIP MESSAGE.
 pub const MAX_SIP_BODY: usize = 32 * 1024;
+/// Messages from XMPP whose SIP request is still pending, at most; more are refused
+/// (`resource-constraint`) until some end.
+const MAX_PENDING: usize = 4096;
 
 /// A message from XMPP whose SIP request is pending, and how to answer its sender.
 struct Pending {
@@ -124,14 +127,18 @@ fn hold_tickets(gw: &Gateway) {
 
 /// Looks at the pending SIP requests; a failed one answers its XMPP sender with an error.
 fn poll_pending(gw: &Gateway, pending: &PendingList) {
-    let mut list = pending.lock().unwrap_or_else(|e| e.into_inner());
-    let mut i = 0;
-    while i < list.len() {
-        let Some((code, reason)) = list[i].sip.poll() else {
-            i += 1;
-            continue;
-        };
-        let p = list.swap_remove(i);
+    let mut done = Vec::new();
+    {
+        let mut list = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = 0;
+        while i < list.len() {
+            match list[i].sip.poll() {
+                Some(r) => done.push((list.swap_remove(i), r)),
+                None => i += 1,
+            }
+        }
+    }
+    for (p, (code, reason)) in done {
         if code < 300 {
             gw.counters.delivered.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -477,6 +484,13 @@ impl Session<'_> {
         };
         if body.len() > MAX_SIP_BODY {
             return refuse("policy-violation", "modify", "message too large for SIP");
+        }
+        if self.pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_PENDING {
+            return refuse(
+                "resource-constraint",
+                "wait",
+                "too many messages on their way into SIP",
+            );
         }
         let req = SipRequest { ruri, from, body };
         match self.sip.send(&req) {
