@@ -17,6 +17,8 @@
 //!   stream error (not-well-formed, policy-violation) and a reconnect; the messages queued
 //!   meanwhile (202) all arrive once a connection holds, the queue's bound gives 503, a body
 //!   over `xmpp_max_stanza` gets 413, and nothing panics;
+//! - a message from XMPP for a SIP user who is offline: msilo stores it (202) and delivers it
+//!   when the user registers;
 //! - `ser -c`: a missing `xmpp_domain` and a bad `domain_separator` are refused.
 
 mod common;
@@ -622,6 +624,74 @@ fn serve_one(listener: &TcpListener, after: &[u8], limit: Duration) -> Seen {
         }
     }
     seen
+}
+
+/// A message from XMPP for a SIP user who is offline is routed as any request: msilo's
+/// `m_store` keeps it (202, so no error goes back to XMPP) and `m_dump` delivers it when the
+/// user registers, from the XMPP user's SIP address.
+#[test]
+fn a_message_from_xmpp_for_an_offline_user_waits_in_msilo() {
+    let dir = temp_dir("xmpp-msilo");
+    let prosody = Prosody::start(dir.path(), &["juliet"]);
+    let fifo = fifo_path("xmpp-msilo");
+    let db = dir.path().join("silo.db");
+    let extra = format!(
+        "loadmodule \"modules/msilo/msilo.so\"\n\
+         modparam(\"msilo\", \"db_url\", \"sqlite://{}\")\n\
+         modparam(\"usrloc\", \"db_mode\", 0)",
+        db.display()
+    );
+    let text = script(prosody.component, &fifo, &extra)
+        .replace(
+            "if (method==\"REGISTER\") { save(\"location\"); break; };",
+            "if (method==\"REGISTER\") { save(\"location\"); m_dump(); break; };",
+        )
+        .replace(
+            "if (!lookup(\"location\")) { sl_send_reply(\"404\", \"Not Found\"); break; };",
+            "if (!lookup(\"location\")) {\n\
+                 if (!t_newtran()) { sl_reply_error(); break; };\n\
+                 if (m_store(\"0\")) { t_reply(\"202\", \"Accepted\"); }\n\
+                 else { t_reply(\"480\", \"Temporarily Unavailable\"); };\n\
+                 break;\n\
+             };",
+        );
+    assert!(text.contains("m_store"), "{text}");
+    let ser = Ser::start("xmpp-msilo", &text, 0, 1, "auto");
+    wait_fifo(&fifo, &ser);
+    wait_status(&fifo, &ser, "connected: yes", Duration::from_secs(15));
+    let mut juliet = Xmpp::login(&prosody, "juliet", dir.path());
+    juliet.send("dave@sipgw.localhost", "hello dave, call me");
+    // Stored: nothing comes back to juliet, and the status counts it delivered (202).
+    assert!(
+        juliet.message(Duration::from_secs(2)).is_none(),
+        "{}",
+        ser.log_text()
+    );
+    let st = status_text(&fifo);
+    assert_eq!(counter(&st, "delivered"), 1, "{st}");
+    // dave registers: the stored message comes to his contact, from juliet's SIP address.
+    let phone = Peer::new();
+    assert_eq!(register(&ser, &phone, "dave", phone.port()), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no stored message:\n{}",
+            ser.log_text()
+        );
+        if let Some(m) = phone.recv_timeout(200) {
+            if m.starts_with("MESSAGE ") {
+                break m;
+            }
+        }
+    };
+    assert!(m.contains("From: <sip:juliet*localhost@127.0.0.1>"), "{m}");
+    assert!(m.contains("hello dave, call me"), "{m}");
+    phone.send(
+        ser.addr(),
+        response_to(&m, 200, "OK", "dave-tag").as_bytes(),
+    );
+    assert_no_panic(&ser);
 }
 
 /// `ser -c` refuses a jabber configuration without its required parameters, and a bad
