@@ -34,6 +34,8 @@ fn main() {
                     last_modified: now,
                     user_agent: String::new(),
                     flow: None,
+                    received: None,
+                    flags: 0,
                 });
             }
         });
@@ -83,6 +85,8 @@ fn main() {
                         cseq,
                         user_agent: String::new(),
                         flow: None,
+                        received: None,
+                        flags: 0,
                     };
                     t.update(&format!("user{i}"), |v| {
                         if let Ok(o) = process(v, &req, &pol, now) {

@@ -259,9 +259,12 @@ fn run() -> Result<i32> {
             let fifo = start_fifo(&cfg, &mgmt)?;
             write_pid_file(&cfg)?;
             drop_privileges(&cfg, &identity)?;
-            Ok(fifo)
+            // The registry lives as long as the server: the threads that hold it weakly (the
+            // dispatcher's prober, nathelper's pinger) end with it, not when no FIFO or
+            // metrics listener happens to hold it.
+            Ok((fifo, mgmt))
         });
-    let _fifo = match started {
+    let _fifo_and_mgmt = match started {
         Ok(f) => f,
         Err(e) => {
             remove_pid_file(&cfg);
@@ -572,6 +575,7 @@ fn start_management(
     ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
     ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
     ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
         if core.usrloc.enabled {
@@ -593,6 +597,9 @@ fn start_management(
         }
         if core.msilo.enabled() {
             exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
+        }
+        if loaded("nathelper") {
+            exporter.add_collector(ser::mgmt::nathelper::collector(nat));
         }
         let shards_remote = runtime.remote();
         exporter.add_collector(ser::metrics::runtime_collector(move || {

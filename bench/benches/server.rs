@@ -61,6 +61,8 @@ fn default_script() -> (Arc<Core>, Arc<ser::modules::Script>) {
             last_modified: now,
             user_agent: String::new(),
             flow: None,
+            received: None,
+            flags: 0,
         })
     });
     (Arc::new(core), loaded.script)
@@ -176,6 +178,8 @@ fn bench_usrloc(c: &mut Criterion) {
             cseq,
             user_agent: String::new(),
             flow: None,
+            received: None,
+            flags: 0,
         };
         t.update(&format!("user{i}"), |v| match process(v, &req, &pol, now) {
             Ok(o) => {

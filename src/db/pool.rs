@@ -265,6 +265,10 @@ impl Db {
             for sql in schema::create_statements(dialect) {
                 c.exec(&sql, &[])?;
             }
+            // Tables an older version made lack the columns added since.
+            for t in ["location", "aliases"] {
+                schema::migrate_usrloc(c, t)?;
+            }
             Ok(())
         })
     }

@@ -16,8 +16,8 @@ pub const TABLE_VERSIONS: &[(&str, i64)] = &[
     ("phonebook", 1),
     ("pending", 3),
     ("missed_calls", 2),
-    ("location", 6),
-    ("aliases", 6),
+    ("location", 7),
+    ("aliases", 7),
     ("grp", 2),
     ("event", 1),
     ("active_sessions", 1),
@@ -44,8 +44,36 @@ pub fn usrloc_table(name: &str) -> String {
          state INT NOT NULL DEFAULT 0, \
          flags INT NOT NULL DEFAULT 0, \
          user_agent VARCHAR(64) NOT NULL DEFAULT '', \
+         received VARCHAR(128) NOT NULL DEFAULT '', \
+         socket VARCHAR(64) NOT NULL DEFAULT '', \
          PRIMARY KEY (username, domain, contact))"
     )
+}
+
+/// Columns a usrloc table gained after version 6, with their definitions: a table made
+/// before gets them by `ALTER TABLE` when it is opened (`usrloc::persist::migrate`).
+pub const USRLOC_ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("received", "VARCHAR(128) NOT NULL DEFAULT ''"),
+    ("socket", "VARCHAR(64) NOT NULL DEFAULT ''"),
+];
+
+/// Adds the [`USRLOC_ADDED_COLUMNS`] a usrloc table lacks; returns those added. `table` must
+/// be an identifier ([`is_identifier`]).
+pub fn migrate_usrloc(
+    c: &mut dyn super::Conn,
+    table: &str,
+) -> Result<Vec<&'static str>, super::DbError> {
+    let mut added = Vec::new();
+    for (col, def) in USRLOC_ADDED_COLUMNS {
+        if c.query(&format!("SELECT {col} FROM {table} WHERE 1 = 0"), &[])
+            .is_ok()
+        {
+            continue;
+        }
+        c.exec(&format!("ALTER TABLE {table} ADD COLUMN {col} {def}"), &[])?;
+        added.push(*col);
+    }
+    Ok(added)
 }
 
 /// True for names usable as a table name without quoting: letters, digits, `_`, not

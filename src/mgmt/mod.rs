@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod fifo;
 pub mod jabber;
 pub mod msilo;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod usrloc;
@@ -321,6 +322,8 @@ fn cmd_ps(m: &Mgmt, _: &[String]) -> Reply {
                 format!("database worker {n}")
             } else if comm == "ser-ds-ping" {
                 String::from("dispatcher prober (OPTIONS to the destinations)")
+            } else if comm == "ser-natping" {
+                String::from("nathelper pinger (NAT keep-alives)")
             } else if comm == "ser-usrloc-timer" {
                 String::from("usrloc timer (expiry, write-back)")
             } else if comm.starts_with("ser-capture") {
@@ -589,6 +592,53 @@ pub fn prepare_uac_to(
             ),
         ));
     };
+    let dst = crate::sip::Dest {
+        transport: hop.transport,
+        socket,
+        addr: dst,
+        conn: None,
+    };
+    build_uac_to(core, shards, method, from, ruri, dst, name, headers, body_text)
+}
+
+/// A request this server starts to a known destination (`dst`: our socket, the peer, the
+/// connection; `name`: the host name a TLS connection verifies): written with our Via for
+/// that socket and a fresh Call-ID; returns the shard that owns the Call-ID and the receiver
+/// of the transaction's final result. Never blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn build_uac(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    to: &str,
+    dst: crate::sip::Dest,
+    name: Option<String>,
+    headers: &[String],
+    body: &[String],
+) -> Result<PreparedUac, Reply> {
+    let mut body_text = String::new();
+    for l in body {
+        body_text.push_str(l);
+        body_text.push_str("\r\n");
+    }
+    build_uac_to(core, shards, method, from, to, dst, name, headers, &body_text)
+}
+
+/// [`build_uac`] with the body as it is (`ruri` is the Request-URI and To).
+#[allow(clippy::too_many_arguments)]
+fn build_uac_to(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    ruri: &str,
+    dst: crate::sip::Dest,
+    name: Option<String>,
+    headers: &[String],
+    body_text: &str,
+) -> Result<PreparedUac, Reply> {
+    let socket = dst.socket;
     let Some(local) = core.local.addr(socket) else {
         return Err(Reply::error(500, "no socket"));
     };
@@ -613,12 +663,7 @@ pub fn prepare_uac_to(
     ));
     let (tx, rx) = mpsc::sync_channel(1);
     let uac = crate::tm::uac::UacRequest {
-        dst: crate::sip::Dest {
-            transport: hop.transport,
-            socket,
-            addr: dst,
-            conn: None,
-        },
+        dst,
         name,
         bytes: req.into_bytes(),
         branch,

@@ -215,6 +215,8 @@ fn ul_add(m: &Mgmt, p: &[String]) -> Reply {
             last_modified: now,
             user_agent: String::from("serctl"),
             flow: None,
+            received: None,
+            flags: 0,
         };
         ul.add_blocking(table, &aor, b).map_err(db_err)?;
         Ok(Reply {

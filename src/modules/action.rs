@@ -174,6 +174,8 @@ pub enum Action {
     Dispatcher(super::dispatcher::DsOp),
     // msilo (m_store, m_dump)
     Msilo(super::msilo::MsiloOp),
+    // nathelper
+    Nat(super::nathelper::NatOp),
 }
 
 /// Every comparison a script can make.
@@ -316,6 +318,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             Action::Dispatcher(op) => self.dispatcher(op),
             Action::Msilo(op) => self.msilo(op),
+            Action::Nat(op) => self.nathelper(op),
         }
     }
 

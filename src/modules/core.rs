@@ -18,8 +18,7 @@ use super::{arg_int, arg_str, Exports};
 use super::{Action, HostArg, PortArg};
 use crate::core::Core;
 use crate::sip::{
-    fmt_ip, hash64, upstream, uri_error, Dest, HostTarget, NextHop, Outbox, PendingSend, Target,
-    Transport,
+    hash64, upstream, uri_error, Dest, HostTarget, NextHop, Outbox, PendingSend, Target, Transport,
 };
 use crate::stats::Stats;
 use crate::tm::BranchDst;
@@ -739,14 +738,8 @@ impl MsgCtx<'_, '_> {
         if uri != self.msg.request_uri().unwrap_or("") {
             self.s.edits.set_request_uri(self.msg, uri.as_bytes());
         }
-        let (received, rport) = match &top {
-            Some(v) => self.received_for(v),
-            None => (None, None),
-        };
-        let mut rbuf = [0u8; 64];
-        let received = received.map(|ip| fmt_ip(ip, &mut rbuf));
         if let Some(top) = &top {
-            self.s.edits.set_received_on(top, received, rport);
+            self.mark_top_via(top);
         }
         self.s.edits.push_via(self.msg, via.as_bytes());
         ser_parser::write(self.msg, &self.s.edits, buf);
@@ -770,14 +763,8 @@ impl MsgCtx<'_, '_> {
         }
         self.add_record_route(dst.socket);
         if let Some(via) = via {
-            let (received, rport) = match top {
-                Some(v) => self.received_for(v),
-                None => (None, None),
-            };
-            let mut rbuf = [0u8; 64];
-            let received = received.map(|ip| fmt_ip(ip, &mut rbuf));
             if let Some(top) = top {
-                self.s.edits.set_received_on(top, received, rport);
+                self.mark_top_via(top);
             }
             self.s.edits.push_via(self.msg, via.as_bytes());
         }

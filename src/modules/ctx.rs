@@ -118,6 +118,8 @@ pub struct MsgCtx<'a, 'm> {
     /// What a module keeps for this request's transaction before it has one (the
     /// dispatcher's candidates); `t_relay`/`t_newtran` hand it to the transaction.
     pub attach: Option<crate::tm::Attachment>,
+    /// What nathelper's functions did to this message (force_rport, fix_nated_register, ...).
+    pub nat: super::nathelper::NatMarks,
 }
 
 /// Where suspended work runs.
@@ -170,6 +172,8 @@ pub struct SavedCtx {
     force_socket: Option<usize>,
     record_route: Option<super::rr::RecordRoute>,
     attach: Option<crate::tm::Attachment>,
+    nat: super::nathelper::NatMarks,
+    reply_hfs: String,
 }
 
 impl<'a, 'm> MsgCtx<'a, 'm> {
@@ -200,6 +204,7 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             force_socket: None,
             record_route: None,
             attach: None,
+            nat: Default::default(),
         }
     }
 
@@ -220,6 +225,8 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
             force_socket: self.force_socket,
             record_route: self.record_route,
             attach: self.attach.take(),
+            nat: self.nat,
+            reply_hfs: std::mem::take(&mut self.s.reply_hfs),
         }
     }
 
@@ -250,6 +257,8 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         self.force_socket = st.force_socket;
         self.record_route = st.record_route;
         self.attach = st.attach;
+        self.nat = st.nat;
+        self.s.reply_hfs = st.reply_hfs;
     }
 
     /// The Request-URI as the script sees it now.

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod jabber;
 pub mod maxfwd;
 pub mod msilo;
+pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
 pub mod registrar;
@@ -107,6 +108,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
     ("msilo", Some(msilo::register), ""),
+    ("nathelper", Some(nathelper::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
     ("mysql", Some(|_| {}), ""),
     ("postgres", None, "database"),
@@ -167,6 +169,13 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_is_from_list", "dispatcher"),
     ("m_store", "msilo"),
     ("m_dump", "msilo"),
+    ("nat_uac_test", "nathelper"),
+    ("fix_nated_contact", "nathelper"),
+    ("fix_nated_register", "nathelper"),
+    ("fix_nated_sdp", "nathelper"),
+    ("force_rport", "nathelper"),
+    ("add_contact_alias", "nathelper"),
+    ("handle_ruri_alias", "nathelper"),
 ];
 
 fn unknown_hint(name: &str) -> Option<String> {

@@ -350,8 +350,11 @@ impl MsgCtx<'_, '_> {
             // A removal or a query binds no contact: nothing to deliver to.
             return -1;
         };
-        let flow = (self.at.transport.is_reliable() || self.at.conn.is_some())
-            .then(|| self.at.back_to(self.at.src));
+        // Over a stream, or from behind a NAT (nathelper's fix_nated_register()): back to
+        // where the REGISTER came from, not to the Contact's address.
+        let flow =
+            (self.at.transport.is_reliable() || self.at.conn.is_some() || self.nat.fix_register)
+                .then(|| self.at.back_to(self.at.src));
         if silo.queue(Work::Dump(Dump {
             owner: key,
             contact,

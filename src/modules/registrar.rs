@@ -17,6 +17,11 @@
 //!   branch that flow as its fixed destination (`Scratch::dst`, `Branch::dst`), so
 //!   `t_relay()` and `forward(uri:host, uri:port)` send over the connection the UA
 //!   registered on rather than to its Contact's address.
+//! - After nathelper's `fix_nated_register()`, `save` keeps the REGISTER's source address and
+//!   our socket with each binding ([`crate::usrloc::Received`], the `received` and `socket`
+//!   columns) and flags it NATed; lookup sends to that address, the Contact itself is stored
+//!   and handed out unchanged. nathelper's `nat_bflag` flag set when `save` runs flags the
+//!   bindings NATed too (for `ping_nated_only` keep-alives).
 //!
 //! Parameters: `default_expires` (3600), `min_expires` (0: none), `max_expires` (0: none),
 //! `default_q` (per mille, 1000), `append_branches` (1).
@@ -32,7 +37,7 @@ use super::Action;
 use super::{arg_str, Exports, ParamDef, ParamKind, Params};
 use crate::sip::Dest;
 use crate::usrloc::rfc3261::{self, ContactParam, Contacts, Outcome, Policy, Refusal, SaveRequest};
-use crate::usrloc::{persist, Aor, DbMode};
+use crate::usrloc::{persist, Aor, DbMode, Reach, Received, FL_NAT};
 
 /// A registrar action, with its table and the module parameters it needs, resolved when the
 /// script loads.
@@ -41,6 +46,9 @@ pub enum Op {
     Save {
         table: String,
         policy: Policy,
+        /// nathelper's `nat_bflag`: a message flag that, set when `save` runs, marks the
+        /// bindings NATed ([`crate::usrloc::FL_NAT`]).
+        nat_flag: Option<u32>,
     },
     Lookup {
         table: String,
@@ -50,10 +58,17 @@ pub enum Op {
 
 pub fn register(ex: &mut Exports) {
     ex.function(f("save", 1, 1, KindSet::REQUEST, |a, ctx| {
-        let policy = policy(ctx.host::<Params>().unwrap_or(&Params::default()));
+        let none = Params::default();
+        let p = ctx.host::<Params>().unwrap_or(&none);
+        let policy = policy(p);
+        let nat_flag = p
+            .int("nathelper", "nat_bflag")
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n < 32);
         Ok(Action::Registrar(Op::Save {
             table: table(a)?,
             policy,
+            nat_flag,
         }))
     }));
     ex.function(f("lookup", 1, 1, KindSet::REQUEST, |a, ctx| {
@@ -138,7 +153,11 @@ type SaveResult = Result<Result<Outcome, Refusal>, crate::db::DbError>;
 impl MsgCtx<'_, '_> {
     pub(crate) fn registrar(&mut self, op: &Op) -> i32 {
         match op {
-            Op::Save { table, policy } => self.ul_save(table, *policy),
+            Op::Save {
+                table,
+                policy,
+                nat_flag,
+            } => self.ul_save(table, *policy, *nat_flag),
             Op::Lookup {
                 table,
                 append_branches,
@@ -149,7 +168,11 @@ impl MsgCtx<'_, '_> {
     /// The REGISTER's address-of-record (the To URI) and what 10.3 needs of it.
     /// With `refuse_self`, a Contact that points at us is refused: a binding to ourselves
     /// would send every call to it back to us (a scanner's REGISTER made such loops).
-    fn save_request(&self, refuse_self: bool) -> Result<(Aor, SaveRequest), Refusal> {
+    fn save_request(
+        &self,
+        refuse_self: bool,
+        nat_flag: Option<u32>,
+    ) -> Result<(Aor, SaveRequest), Refusal> {
         let to = self.msg.to().map_err(|_| "Bad Request (malformed To)")?;
         let uri = ser_parser::parse_uri(to.uri).map_err(|_| "Bad Request (malformed To URI)")?;
         let user = uri
@@ -218,6 +241,17 @@ impl MsgCtx<'_, '_> {
         // the Outbound extension's reg-id: one flow per binding, the last REGISTER's).
         let flow = (self.at.transport.is_reliable() || self.at.conn.is_some())
             .then(|| self.at.back_to(self.at.src));
+        // fix_nated_register(): the source address goes with the bindings (nathelper).
+        let received = self.nat.fix_register.then_some(Received {
+            transport: self.at.transport,
+            addr: self.at.src,
+            local: self
+                .core
+                .local
+                .addr(self.at.socket)
+                .unwrap_or(self.at.local),
+        });
+        let natted = received.is_some() || nat_flag.is_some_and(|f| self.flags & (1 << f) != 0);
         Ok((
             aor,
             SaveRequest {
@@ -227,13 +261,15 @@ impl MsgCtx<'_, '_> {
                 cseq: cseq.number,
                 user_agent,
                 flow,
+                received,
+                flags: if natted { FL_NAT } else { 0 },
             },
         ))
     }
 
-    fn ul_save(&mut self, table: &str, pol: Policy) -> i32 {
+    fn ul_save(&mut self, table: &str, pol: Policy, nat_flag: Option<u32>) -> i32 {
         let ul = Arc::clone(&self.core.usrloc);
-        let (aor, req) = match self.save_request(pol.refuse_self) {
+        let (aor, req) = match self.save_request(pol.refuse_self, nat_flag) {
             Ok(x) => x,
             Err(Refusal::BadRequest(why)) => return self.registrar_reply(400, why, ""),
             Err(r) => return self.save_done(Ok(Err(r))),
@@ -379,7 +415,7 @@ impl MsgCtx<'_, '_> {
                     Ok(bindings) => {
                         let contacts = rfc3261::lookup_order(&bindings, now)
                             .into_iter()
-                            .map(|b| (b.contact.clone(), b.flow))
+                            .map(Reach::from)
                             .collect();
                         m.set_destinations(contacts, append)
                     }
@@ -397,9 +433,34 @@ impl MsgCtx<'_, '_> {
         self.set_destinations(contacts, append)
     }
 
+    /// Where a binding is reached: over its flow (a stream connection), else where its
+    /// REGISTER came from when `fix_nated_register()` kept that (from the socket it came in
+    /// on, or one of the same transport and family), else where its Contact says (None).
+    fn reach(&self, r: &Reach) -> Option<Dest> {
+        if r.flow.is_some() {
+            return r.flow;
+        }
+        let rcv = r.received?;
+        let local = &self.core.local;
+        let socket = local
+            .socket_at(rcv.transport, &rcv.local)
+            .or_else(|| local.socket_for(rcv.transport, &rcv.addr, self.at.socket))?;
+        Some(Dest {
+            transport: rcv.transport,
+            socket,
+            addr: rcv.addr,
+            conn: None,
+        })
+    }
+
     /// The Request-URI becomes the first contact, the destination set the others (with
-    /// registrar's `append_branches`); a contact with a flow goes over it.
-    fn set_destinations(&mut self, contacts: Vec<(String, Option<Dest>)>, append: bool) -> i32 {
+    /// registrar's `append_branches`); a contact with a flow goes over it, one saved after
+    /// `fix_nated_register()` to the address its REGISTER came from.
+    fn set_destinations(&mut self, found: Vec<Reach>, append: bool) -> i32 {
+        let contacts: Vec<(String, Option<Dest>)> = found
+            .iter()
+            .map(|r| (r.contact.clone(), self.reach(r)))
+            .collect();
         let mut it = contacts.into_iter();
         let Some((first, flow)) = it.next() else {
             return -1;

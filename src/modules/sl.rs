@@ -93,8 +93,18 @@ impl MsgCtx<'_, '_> {
             headers,
         };
         let core = self.core;
-        core.reply
-            .reply(&core.local, self.msg, &self.at, &r, &mut self.s.out);
+        if self.nat.force_rport && !self.at.transport.is_reliable() {
+            // nathelper's force_rport(): to the source port, as if the Via had rport.
+            if !matches!(self.msg.method(), Some(Method::Ack)) {
+                let (msg, src) = (self.msg, self.at.src);
+                self.s.out.push(self.at.back_to(src), |buf| {
+                    core.reply.write(msg, src, &r, buf);
+                });
+            }
+        } else {
+            core.reply
+                .reply(&core.local, self.msg, &self.at, &r, &mut self.s.out);
+        }
         self.stats.count_sl(code);
     }
 

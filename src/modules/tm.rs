@@ -84,15 +84,24 @@ impl TmShard {
         self.core = core;
     }
 
-    /// A reply from downstream: true when it was one of ours (handled, its onreply_route
-    /// run), false to route it statelessly.
-    pub fn on_reply(&mut self, now: Instant, msg: &Message<'_>, out: &mut Outbox) -> bool {
+    /// A reply from downstream (which came as `from`): true when it was one of ours
+    /// (handled, its onreply_route run), false to route it statelessly.
+    pub fn on_reply(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        from: Arrival,
+        out: &mut Outbox,
+    ) -> bool {
         match self.tm.on_reply(now, msg, out) {
             ReplyMatch::NotOurs => return false,
             ReplyMatch::Done => {}
             ReplyMatch::OnReply(run) => {
-                let dropped = self.run_onreply(now, &run, msg);
-                self.tm.onreply_done(now, &run, msg, dropped, out);
+                let (dropped, edits) = self.run_onreply(now, &run, msg, from);
+                self.tm.onreply_done(now, &run, msg, dropped, &edits, out);
+                // The scratch keeps its capacity for the next run.
+                self.scratch.edits = edits;
+                self.scratch.edits.clear();
             }
         }
         self.run_events(now, out);
@@ -129,18 +138,20 @@ impl TmShard {
         }
     }
 
-    /// `onreply_route[n]` over a reply (its output is not sent); true when it dropped it.
+    /// `onreply_route[n]` over a reply that came as `from` (what it sends is not sent; its
+    /// edits of the reply come back, for the relayed copy): true when it dropped it.
     fn run_onreply(
         &mut self,
         now: Instant,
         run: &OnReplyRun<Arc<Script>>,
         msg: &Message<'_>,
-    ) -> bool {
+        from: Arrival,
+    ) -> (bool, ser_parser::Edits) {
         let core = Arc::clone(&self.core);
         let stats = Arc::clone(&self.stats);
         let mut sc = std::mem::take(&mut self.scratch);
         let outcome = {
-            let mut m = MsgCtx::new(&core, &stats, msg, run.arrival, &mut sc);
+            let mut m = MsgCtx::new(&core, &stats, msg, from, &mut sc);
             m.flags = run.flags;
             m.t = TState {
                 now: Some(now),
@@ -150,9 +161,10 @@ impl TmShard {
             };
             run.script.run(RouteKind::OnReply, run.route, &mut m)
         };
+        let edits = std::mem::take(&mut sc.edits);
         sc.clear();
         self.scratch = sc;
-        matches!(outcome, RunOutcome::Dropped)
+        (matches!(outcome, RunOutcome::Dropped), edits)
     }
 
     /// The failure route (or SER 0.8's negative reply route) of a cell whose branches all
@@ -382,6 +394,10 @@ impl MsgCtx<'_, '_> {
         match tm.tm.create(now, self.msg, at, flags, loop_mark) {
             Ok(id) => {
                 self.t.cell = Some(id);
+                if self.nat.force_rport && !at.transport.is_reliable() {
+                    // nathelper's force_rport(): replies to the source port.
+                    tm.tm.set_reply_to(id, at.back_to(at.src));
+                }
                 // What a module kept for the transaction to come goes with it now.
                 if let (Some(a), Some(slot)) = (self.attach.take(), tm.tm.attachment_mut(id)) {
                     *slot = Some(a);

@@ -56,6 +56,8 @@ pub enum Event {
     /// A message for a stream connection this shard owns (made on another shard), or for a
     /// stream destination whose connection was this shard's.
     StreamSend { dst: Dest, data: Vec<u8> },
+    /// Bytes to send as they are (nathelper's keep-alive datagrams), from `dst.socket`.
+    Send { dst: Dest, data: Vec<u8> },
     /// The management interface asks for this shard's connections (`tcp_list`).
     ListConns(std::sync::mpsc::Sender<Vec<String>>),
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
@@ -308,7 +310,8 @@ impl Server {
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
-            if self.tm.on_reply(now, &msg, &mut self.scratch.out)
+            let from = self.arrival(ctx, d);
+            if self.tm.on_reply(now, &msg, from, &mut self.scratch.out)
                 || self.uac.on_reply(now, &msg, &mut self.scratch.out)
             {
                 self.flush(ctx);
@@ -742,6 +745,11 @@ impl Server {
     fn on_event_inner(&mut self, ctx: &mut Ctx<'_, Event>, event: Event) {
         match event {
             Event::StreamSend { dst, data } => self.send_stream(ctx, dst, &data),
+            Event::Send { dst, data } => {
+                self.scratch.clear();
+                self.scratch.out.push(dst, |b| b.extend_from_slice(&data));
+                self.flush(ctx);
+            }
             Event::ListConns(reply) => {
                 let _ = reply.send(self.list_conns(ctx));
             }

@@ -151,6 +151,14 @@ impl<S: Clone> Tm<S> {
         self.cell(id).is_some_and(|c| c.relayed)
     }
 
+    /// Where transaction `id`'s replies go upstream from now on (nathelper's
+    /// `force_rport()`: the source port, as if the request's Via had `rport`).
+    pub fn set_reply_to(&mut self, id: CellId, dst: Dest) {
+        if let Some(c) = self.cells.get_mut(id) {
+            c.reply_to = dst;
+        }
+    }
+
     /// The module state attached to transaction `id` (None when the cell is gone).
     pub fn attachment_mut(&mut self, id: CellId) -> Option<&mut Option<Attachment>> {
         self.cells.get_mut(id).map(|c| &mut c.attachment)

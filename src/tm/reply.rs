@@ -61,15 +61,21 @@ impl<S: Clone> Tm<S> {
 
     /// The onreply_route of [`ReplyMatch::OnReply`] ran over `msg`; `dropped` when it ended
     /// with `drop` (which stops a provisional only: every 2xx and negative goes on).
+    /// `edits`: what the route changed in the reply (nathelper's `fix_nated_contact`, ...),
+    /// applied to a provisional or 2xx relayed now (a negative final is stored and relayed
+    /// as it came).
+    #[allow(clippy::too_many_arguments)]
     pub fn onreply_done(
         &mut self,
         now: Instant,
         run: &OnReplyRun<S>,
         msg: &Message<'_>,
         dropped: bool,
+        edits: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
-        self.after_onreply(now, run.cell, run.branch, run.code, msg, !dropped, out);
+        let (cell, branch, code) = (run.cell, run.branch, run.code);
+        self.after_onreply(now, cell, branch, code, msg, !dropped, edits, out);
         self.refresh(run.cell);
     }
 
@@ -100,7 +106,7 @@ impl<S: Clone> Tm<S> {
             // Already given up locally (a timeout, CANCEL): the client transaction has
             // acknowledged a negative final; only a 2xx goes upstream (16.7 step 5).
             if (200..300).contains(&code) && !replicate {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, &ser_parser::Edits::new(), out);
             }
             return ReplyMatch::Done;
         }
@@ -132,7 +138,8 @@ impl<S: Clone> Tm<S> {
                 flags,
             }),
             _ => {
-                self.after_onreply(now, id, index, code, msg, true, out);
+                let none = ser_parser::Edits::new();
+                self.after_onreply(now, id, index, code, msg, true, &none, out);
                 ReplyMatch::Done
             }
         }
@@ -148,6 +155,7 @@ impl<S: Clone> Tm<S> {
         code: u16,
         msg: &Message<'_>,
         kept: bool,
+        edits: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
         let Some(cell) = self.cell(id) else {
@@ -163,14 +171,14 @@ impl<S: Clone> Tm<S> {
         if code < 200 {
             // A provisional: relayed unless the route dropped it.
             if kept {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, edits, out);
             }
             return;
         }
         if code < 300 {
             // An onreply_route can look at a 2xx but not stop it (every 2xx is relayed).
             if !replicate {
-                self.forward_upstream(now, id, msg, out);
+                self.forward_upstream(now, id, msg, edits, out);
                 if final_sent.is_none() {
                     self.completed(id, code, Some(msg.buf()));
                 }
@@ -200,15 +208,21 @@ impl<S: Clone> Tm<S> {
         self.check_completion(now, id, out);
     }
 
-    /// A reply goes upstream through the server transaction, our Via removed.
+    /// A reply goes upstream through the server transaction, our Via removed, with the
+    /// onreply_route's `script` edits.
     pub(super) fn forward_upstream(
         &mut self,
         now: Instant,
         id: CellId,
         msg: &Message<'_>,
+        script: &ser_parser::Edits,
         out: &mut Outbox,
     ) {
-        let mut edits = ser_parser::Edits::default();
+        let mut edits = if script.is_empty() {
+            ser_parser::Edits::default()
+        } else {
+            script.clone()
+        };
         if edits.remove_top_via(msg).is_err() {
             return;
         }
@@ -241,7 +255,7 @@ impl<S: Clone> Tm<S> {
             return;
         };
         let code = msg.status().unwrap_or(500);
-        self.forward_upstream(now, id, &msg, out);
+        self.forward_upstream(now, id, &msg, &ser_parser::Edits::new(), out);
         self.completed(id, code, Some(reply));
     }
 }

@@ -298,8 +298,14 @@ impl Proxy {
             ReplyMatch::OnReply(run) => {
                 self.onreply_runs.push(run.code);
                 let drop = self.onreply_drops;
-                self.tm
-                    .onreply_done(self.now, &run, &msg, drop, &mut self.out);
+                self.tm.onreply_done(
+                    self.now,
+                    &run,
+                    &msg,
+                    drop,
+                    &Default::default(),
+                    &mut self.out,
+                );
             }
         }
         self.serve();

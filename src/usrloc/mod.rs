@@ -21,7 +21,9 @@
 //!
 //! The AOR is the user name, lower-cased (SER 0.8), or `user@domain` with usrloc's
 //! `use_domain` set ([`Usrloc::aor`]). What this does not do: replication of contacts
-//! (`t_replicate` does that in the script), NAT flags, `Path`.
+//! (`t_replicate` does that in the script), `Path`. A binding saved after nathelper's
+//! `fix_nated_register()` keeps where its REGISTER came from ([`Received`]) and the NAT flag
+//! ([`FL_NAT`]), in memory and in the `received`, `socket` and `flags` columns.
 //!
 //! A binding saved from a REGISTER that came over a stream connection keeps its flow
 //! ([`Binding::flow`], memory only): lookup hands it out with the contact, and the binding
@@ -37,10 +39,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use rfc3261::Binding;
+pub use rfc3261::{Binding, Reach, Received, FL_NAT};
 
 use crate::db::{Db, DbError};
-use crate::sip::{ConnId, Dest};
+use crate::sip::ConnId;
 
 /// Lock shards per table.
 pub const SHARDS: usize = 64;
@@ -156,13 +158,13 @@ impl Table {
     }
 
     /// The contacts of the AOR's live bindings in lookup order (q, then newest first), each
-    /// with the flow it registered over.
-    pub fn lookup(&self, aor: &str, now: u64) -> Vec<(String, Option<Dest>)> {
+    /// with the flow it registered over and where its REGISTER came from.
+    pub fn lookup(&self, aor: &str, now: u64) -> Vec<Reach> {
         let s = self.shard(aor).read().unwrap_or_else(|p| p.into_inner());
         match s.get(aor) {
             Some(v) => rfc3261::lookup_order(v, now)
                 .into_iter()
-                .map(|b| (b.contact.clone(), b.flow))
+                .map(Reach::from)
                 .collect(),
             None => Vec::new(),
         }
@@ -443,6 +445,7 @@ impl Usrloc {
             if let Err(e) = db.with_conn(|c| c.exec(&crate::db::schema::usrloc_table(&name), &[])) {
                 crate::warn!("usrloc: cannot create table {name} in {}: {e}", db.name());
             }
+            db.with_conn(|c| persist::migrate(c, &name))?;
             if self.cfg.db_mode == DbMode::DbOnly {
                 continue;
             }
@@ -733,6 +736,8 @@ mod tests {
             last_modified: 0,
             user_agent: String::new(),
             flow: None,
+            received: None,
+            flags: 0,
         }
     }
 
@@ -742,8 +747,12 @@ mod tests {
         let t = ul.table("location");
         t.update("alice", |v| v.push(b("sip:a@h", 100)));
         t.update("alice", |v| v.push(b("sip:b@h", 50)));
-        let contacts =
-            |now| -> Vec<String> { t.lookup("alice", now).into_iter().map(|(c, _)| c).collect() };
+        let contacts = |now| -> Vec<String> {
+            t.lookup("alice", now)
+                .into_iter()
+                .map(|r| r.contact)
+                .collect()
+        };
         assert_eq!(contacts(10), ["sip:a@h", "sip:b@h"]);
         assert_eq!(contacts(60), ["sip:a@h"]);
         assert_eq!(t.counts(), (1, 2));
@@ -756,7 +765,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_takes_its_bindings_from_every_table() {
-        use crate::sip::Transport;
+        use crate::sip::{Dest, Transport};
         let on = |contact: &str, conn: u64| Binding {
             flow: Some(Dest {
                 transport: Transport::Tls,
@@ -784,7 +793,7 @@ mod tests {
         assert_eq!(ul.flow_closed(ConnId::new(2, 7)), 0, "another shard's 7th");
         assert_eq!(ul.flow_closed(ConnId::new(1, 7)), 3);
         let contacts = |t: &Table, aor| -> Vec<String> {
-            t.lookup(aor, 10).into_iter().map(|(c, _)| c).collect()
+            t.lookup(aor, 10).into_iter().map(|r| r.contact).collect()
         };
         assert_eq!(
             contacts(&loc, "alice"),
@@ -815,6 +824,65 @@ mod tests {
         assert_eq!(ul.aor_of_name("alice@foo.bar"), a);
     }
 
+    /// A location table made before nathelper (no `received`, `socket` columns) gets them
+    /// when usrloc opens it; its rows still load, and a NATed binding's source address and
+    /// socket round-trip through the columns.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn old_tables_gain_the_received_columns() {
+        use crate::sip::Transport;
+        let dir = std::env::temp_dir().join(format!("ser-ul-mig-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let url = format!("sqlite://{}/ul.db", dir.display());
+        let _ = std::fs::remove_file(dir.join("ul.db"));
+        let db = Db::open(&url, 1).expect("open");
+        let old = "CREATE TABLE location (username VARCHAR(64) NOT NULL, \
+                   domain VARCHAR(128) NOT NULL DEFAULT '', contact VARCHAR(255) NOT NULL, \
+                   expires DATETIME NOT NULL, q FLOAT NOT NULL DEFAULT 1.0, \
+                   callid VARCHAR(255) NOT NULL DEFAULT '', cseq INT NOT NULL DEFAULT 0, \
+                   last_modified DATETIME, replicate INT NOT NULL DEFAULT 0, \
+                   state INT NOT NULL DEFAULT 0, flags INT NOT NULL DEFAULT 0, \
+                   user_agent VARCHAR(64) NOT NULL DEFAULT '', \
+                   PRIMARY KEY (username, domain, contact))";
+        db.with_conn(|c| c.exec(old, &[])).expect("old table");
+        let far = crate::db::datetime(UNIX_EPOCH + Duration::from_secs(now() + 1000));
+        db.with_conn(|c| {
+            c.exec(
+                "INSERT INTO location (username, contact, expires) VALUES ('old', 'sip:old@h', ?)",
+                &[crate::db::Value::Text(far.clone())],
+            )
+        })
+        .expect("old row");
+        let cfg = Config {
+            db_mode: DbMode::WriteThrough,
+            ..Config::default()
+        };
+        let ul = Usrloc::new(cfg.clone(), Some(Arc::clone(&db)));
+        assert_eq!(ul.load().expect("load migrates"), 1);
+        let rcv = Received {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:40000".parse().expect("addr"),
+            local: "127.0.0.1:5060".parse().expect("addr"),
+        };
+        assert_eq!(rcv.uri(), "sip:127.0.0.1:40000");
+        assert_eq!(rcv.socket(), "udp:127.0.0.1:5060");
+        let nated = Binding {
+            received: Some(rcv),
+            flags: FL_NAT,
+            ..b("sip:u@192.168.1.20:5060", now() + 1000)
+        };
+        ul.add_blocking("location", &ul.aor("u", ""), nated)
+            .expect("add");
+        let ul2 = Usrloc::new(cfg, Some(db));
+        assert_eq!(ul2.load().expect("load again"), 2);
+        let found = ul2.table("location").lookup("u", now());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].received, Some(rcv));
+        assert_eq!(ul2.table("location").get("u")[0].flags, FL_NAT);
+        assert_eq!(ul2.table("location").lookup("old", now())[0].received, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[cfg(feature = "sqlite")]
     #[test]
     fn write_back_and_load_through_sqlite() {
@@ -835,9 +903,11 @@ mod tests {
         assert_eq!(ul.flush().expect("flush"), 1);
         let ul2 = Usrloc::new(cfg, Some(db));
         assert_eq!(ul2.load().expect("load"), 1);
+        let found = ul2.table("location").lookup("bob", now());
+        assert_eq!(found.len(), 1);
         assert_eq!(
-            ul2.table("location").lookup("bob", now()),
-            [("sip:bob@h".to_string(), None)]
+            (found[0].contact.as_str(), found[0].flow),
+            ("sip:bob@h", None)
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

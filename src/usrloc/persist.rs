@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::rfc3261::parse_q;
-use super::{Aor, Binding};
+use super::{Aor, Binding, Received};
 use crate::db::{datetime, parse_datetime, Conn, DbError, Value};
 
 fn dt(secs: u64) -> Value {
@@ -46,7 +46,8 @@ pub fn upsert(c: &mut dyn Conn, table: &str, aor: &Aor, b: &Binding) -> Result<(
     c.exec(
         &format!(
             "REPLACE INTO {table} (username, domain, contact, expires, q, callid, cseq, \
-             last_modified, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             last_modified, user_agent, flags, received, socket) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         &[
             Value::from(aor.user.as_str()),
@@ -58,6 +59,9 @@ pub fn upsert(c: &mut dyn Conn, table: &str, aor: &Aor, b: &Binding) -> Result<(
             Value::Int(i64::from(b.cseq)),
             dt(b.last_modified),
             Value::from(cut(&b.user_agent, 64)),
+            Value::Int(i64::from(b.flags)),
+            Value::from(b.received.map(|r| r.uri()).unwrap_or_default().as_str()),
+            Value::from(b.received.map(|r| r.socket()).unwrap_or_default().as_str()),
         ],
     )?;
     Ok(())
@@ -91,7 +95,7 @@ pub fn delete(
 }
 
 const COLUMNS: &str = "username, domain, contact, expires, q, callid, cseq, last_modified, \
-                       user_agent";
+                       user_agent, flags, received, socket";
 
 fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
     let text = |i: usize| r.get(i).map(Value::text).unwrap_or_default();
@@ -125,6 +129,12 @@ fn binding(r: &[Value]) -> Option<(String, String, Binding)> {
             user_agent: text(8),
             // Flows live in memory only.
             flow: None,
+            received: Received::from_columns(&text(10), &text(11)),
+            flags: r
+                .get(9)
+                .and_then(Value::as_i64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
         },
     ))
 }
@@ -154,6 +164,17 @@ pub fn load_table(
     check(table)?;
     let rows = c.query(&format!("SELECT {COLUMNS} FROM {table}"), &[])?;
     Ok(rows.iter().filter_map(|r| binding(r)).collect())
+}
+
+/// Brings a usrloc table made by an older version up to this one's columns: `received` and
+/// `socket` (version 7, for nathelper's `fix_nated_register`) are added when missing, so
+/// databases made before keep working (their rows read with no received address).
+pub fn migrate(c: &mut dyn Conn, table: &str) -> Result<(), DbError> {
+    check(table)?;
+    for col in crate::db::schema::migrate_usrloc(c, table)? {
+        crate::notice!("usrloc: table {table}: column {col} added");
+    }
+    Ok(())
 }
 
 /// Deletes the rows that expired by `now`.

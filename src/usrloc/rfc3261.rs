@@ -11,7 +11,62 @@
 //! - a REGISTER with the same Call-ID and the *same* CSeq as a binding is a retransmission and
 //!   changes nothing (its 200 lists the bindings again); a lower CSeq is refused with 400.
 
-use crate::sip::Dest;
+use std::net::SocketAddr;
+
+use crate::sip::{Dest, Transport};
+
+/// Binding flag: the UA is behind a NAT (saved after `fix_nated_register()`, or with
+/// nathelper's `nat_bflag` set): NAT keep-alives go to it (`ping_nated_only`).
+pub const FL_NAT: u32 = 1;
+
+/// Where a REGISTER came from, kept with its bindings by `fix_nated_register()` (Kamailio's
+/// `received`): requests for the binding go there, from our socket at `local`, instead of
+/// to the Contact's (private) address. Stored in the `received` and `socket` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub transport: Transport,
+    /// The source address of the REGISTER (the NAT's public side).
+    pub addr: SocketAddr,
+    /// Our socket's address it arrived at.
+    pub local: SocketAddr,
+}
+
+impl Received {
+    /// `sip:ip:port` with `;transport=` unless UDP: the `received` column, as Kamailio writes it.
+    pub fn uri(&self) -> String {
+        crate::nathelper::alias_dst_uri(self.addr, self.transport)
+    }
+
+    /// `udp:ip:port`: the `socket` column, as Kamailio writes it.
+    pub fn socket(&self) -> String {
+        format!(
+            "{}:{}",
+            self.transport.name(),
+            crate::sip::hostport(&self.local)
+        )
+    }
+
+    /// From the two columns; None when either does not read.
+    pub fn from_columns(received: &str, socket: &str) -> Option<Self> {
+        let u = ser_parser::parse_uri(received.trim()).ok()?;
+        let ip = crate::nathelper::host_ip(u.host_str)?;
+        let transport = match u.param("transport") {
+            Some(Some(t)) => Transport::from_name(t)?,
+            _ => Transport::Udp,
+        };
+        let addr = SocketAddr::new(ip, u.port.unwrap_or(transport.default_port()));
+        let (t, hp) = socket.trim().split_once(':')?;
+        if !t.eq_ignore_ascii_case(transport.name()) {
+            return None;
+        }
+        let local: SocketAddr = hp.parse().ok()?;
+        Some(Self {
+            transport,
+            addr,
+            local,
+        })
+    }
+}
 
 /// One binding of an address-of-record.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +88,10 @@ pub struct Binding {
     /// database, and the binding goes when its connection closes
     /// ([`crate::usrloc::Usrloc::flow_closed`]).
     pub flow: Option<Dest>,
+    /// Where the REGISTER came from, when the script kept it (`fix_nated_register()`).
+    pub received: Option<Received>,
+    /// [`FL_NAT`] and nothing else yet (the `flags` column).
+    pub flags: u32,
 }
 
 impl Binding {
@@ -157,6 +216,10 @@ pub struct SaveRequest {
     pub user_agent: String,
     /// The stream connection the REGISTER came over (see [`Binding::flow`]).
     pub flow: Option<Dest>,
+    /// See [`Binding::received`].
+    pub received: Option<Received>,
+    /// See [`Binding::flags`].
+    pub flags: u32,
 }
 
 /// Why a REGISTER is refused.
@@ -299,6 +362,8 @@ pub fn process(
                     last_modified: now,
                     user_agent: req.user_agent.clone(),
                     flow: req.flow,
+                    received: req.received,
+                    flags: req.flags,
                 };
                 out.removed.retain(|r| !same_contact(r, &nb.contact));
                 out.upserts
@@ -316,6 +381,26 @@ pub fn process(
     }
     out.bindings = set;
     Ok(out)
+}
+
+/// What lookup hands out of a binding: its Contact and how to reach it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reach {
+    pub contact: String,
+    /// See [`Binding::flow`].
+    pub flow: Option<Dest>,
+    /// See [`Binding::received`].
+    pub received: Option<Received>,
+}
+
+impl From<&Binding> for Reach {
+    fn from(b: &Binding) -> Self {
+        Self {
+            contact: b.contact.clone(),
+            flow: b.flow,
+            received: b.received,
+        }
+    }
 }
 
 /// Bindings in the order lookup tries them: highest q first, then the most recently
@@ -346,6 +431,8 @@ mod tests {
             cseq,
             user_agent: String::new(),
             flow: None,
+            received: None,
+            flags: 0,
         }
     }
 
@@ -361,6 +448,8 @@ mod tests {
             last_modified: NOW - 10,
             user_agent: String::new(),
             flow: None,
+            received: None,
+            flags: 0,
         }
     }
 
