@@ -2,9 +2,10 @@
 # Runs the whole test suite on a fresh Debian machine: installs what the tests need (sipp from
 # sip-tester, sipsak, baresip for the SIP-client tests over TCP and TLS, iproute2 for the
 # loopback-only network namespace, dnsmasq as the DNS server of the RFC 3263 tests,
-# mariadb-server for the MariaDB tests, openssl for the TLS tests' certificates and python3,
-# whose ssl module is their TLS peer), then every test of the workspace: unit tests, the
-# RFC 4475/5118 corpora, the script and VM tests, the shard runtime on both I/O backends, the
+# mariadb-server for the MariaDB tests, rtpengine-daemon for the media relay tests, openssl for
+# the TLS tests' certificates and python3, whose ssl module is their TLS peer), then every test
+# of the workspace: unit tests, the RFC 4475/5118 corpora, the script and VM tests, the shard
+# runtime on both I/O backends, the
 # integration tests that drive a real `ser` with sipp, sipsak, baresip and headless chromium
 # (JsSIP and SIP.js pages over WebSocket; chromium and Node.js installed here), and `ser`
 # cross-built for aarch64 and armv5te running under qemu-user (tests/arm.rs), then the same
@@ -38,6 +39,9 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # loopback (tests/common/mariadb.rs); the packaged service is never started.
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# tests/rtpengine.rs: the media relay (userspace forwarding; each test starts its own daemon on
+# loopback, and the packaged service is stopped and disabled below when apt started it).
+command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 # tests/browser.rs: Debian's chromium (headless, driven by playwright-core from Node.js; no
 # browser is downloaded), and Node.js with npm for the driver and its npm packages.
 [ -x /usr/bin/chromium ] || need+=(chromium)
@@ -52,6 +56,14 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" rtpengine-daemon "* ]]; then
+    if command -v systemctl >/dev/null 2>&1; then
+      $SUDO systemctl disable --now rtpengine-daemon >/dev/null 2>&1 || true
+    fi
+    if [ -x /etc/init.d/rtpengine-daemon ]; then
+      $SUDO /etc/init.d/rtpengine-daemon stop >/dev/null 2>&1 || true
+    fi
+  fi
 else
   step "Debian packages for the tests: all present"
 fi

@@ -51,6 +51,9 @@ pub struct Core {
     /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
     /// across reloads.
     pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
+    /// rtpengine's client (its service thread; started by `main` when the module is
+    /// loaded); shared across reloads.
+    pub rtpengine: std::sync::Arc<crate::rtpengine::Rtpengine>,
     /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
     pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
@@ -106,6 +109,7 @@ impl Core {
             jabber: Default::default(),
             ratelimit: Default::default(),
             dispatcher: Default::default(),
+            rtpengine: Default::default(),
             msilo: Default::default(),
         }
     }

@@ -10,8 +10,8 @@
 //! 3. `tm`: the stateful proxy core on them, sans-IO;
 //! 4. services: `dns` (RFC 3263 resolution), `db` (SQLite, MySQL), `usrloc` (user location),
 //!    `pike` (requests per source address), `ratelimit` (pipes and queues), `nathelper` (NAT
-//!    traversal's pure parts), `xmpp` (the SIP-XMPP gateway's component connection, on a
-//!    thread of its own);
+//!    traversal's pure parts), `rtpengine` (the media relay's control protocol, on threads of
+//!    its own), `xmpp` (the SIP-XMPP gateway's component connection, on a thread of its own);
 //! 5. the script on SIP: `core` (what every shard reads), `modules` (the per-message context
 //!    `modules::ctx`, the actions with one export table per module, tm's glue), `loader`;
 //! 6. the application: `server` (the shard handler), `live` (reload), `mgmt` and `mgmt_http`
@@ -39,6 +39,7 @@ pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
+pub mod rtpengine;
 pub mod server;
 pub mod sip;
 pub mod stats;

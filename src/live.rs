@@ -144,6 +144,9 @@ impl Live {
         // The dispatcher's sets and their health too (`serctl dispatcher reload` re-reads
         // the list; its parameters stay until a restart).
         core.dispatcher = Arc::clone(&old.core.dispatcher);
+        // rtpengine's daemons and the calls placed on them (its parameters stay until a
+        // restart).
+        core.rtpengine = Arc::clone(&old.core.rtpengine);
         // msilo's silo, its counters and its deliverer (parameters stay until a restart).
         core.msilo = Arc::clone(&old.core.msilo);
         // The resolver's cache survives a reload unless its servers changed.

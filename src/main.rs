@@ -526,6 +526,10 @@ fn start_services(
         error!("{e}");
         anyhow::Error::msg(e)
     })?;
+    if loaded.modules.iter().any(|m| m == "rtpengine") {
+        let cfg = ser::rtpengine::Config::from_params(&core.params).map_err(anyhow::Error::msg)?;
+        core.rtpengine = ser::rtpengine::Rtpengine::start(cfg).map_err(anyhow::Error::msg)?;
+    }
     core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
         error!("{e}");
         anyhow::Error::msg(e)
@@ -559,6 +563,9 @@ fn start_management(
     }
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
+    }
+    if core.rtpengine.counters().is_some() {
+        ser::mgmt::rtpengine::register(&mut mgmt);
     }
     if core.msilo.enabled() {
         ser::mgmt::msilo::register(&mut mgmt);
@@ -594,6 +601,9 @@ fn start_management(
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
+        }
+        if core.rtpengine.counters().is_some() {
+            exporter.add_collector(ser::mgmt::rtpengine::collector(Arc::clone(&core.rtpengine)));
         }
         if core.msilo.enabled() {
             exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));

@@ -11,14 +11,21 @@
 //! - a sipp UAC on UDP calls each page: the INVITE arrives over the page's WebSocket (our Via
 //!   `WS`/`WSS`), the page answers, sipp ACKs and hangs up along the Record-Route.
 //!
-//! The test runs inside a network namespace of its own with only loopback up (it re-executes
+//! - the media relay (issue 19): alice (JsSIP over ws: DTLS-SRTP, ICE, rtcp-mux) calls a
+//!   plain RTP phone (sipp `-rtp_echo`, RTP/AVP PCMU) through ser with rtpengine (Debian's
+//!   rtpengine-daemon, started in the namespace) bridging the two: the phone is offered plain
+//!   RTP without ICE or DTLS on rtpengine's port, the browser is answered UDP/TLS/RTP/SAVPF
+//!   with a fingerprint and ICE, the phone's echo comes back to the page (inbound-rtp packets),
+//!   and the BYE deletes the call at rtpengine.
+//!
+//! The tests run inside a network namespace of their own with only loopback up (each re-executes
 //! itself there: `unshare -n`, `-rn` when not root): chromium's WebRTC then has loopback only
 //! to gather candidates on (`--allow-loopback-in-peer-connection`), so the media never leaves
 //! 127.0.0.1 either. A PID namespace of its own as well: what it starts (ser, sipp, node, and
 //! chromium's helper processes, which outlive their parent by moments) ends with it.
 //!
 //! Needs: /usr/bin/chromium, node (20 or later) with `npm ci` done in tests/browser, sipp,
-//! openssl, unshare and ip. When one is missing the test says so and passes;
+//! openssl, unshare and ip (and rtpengine for the media relay test). When one is missing the test says so and passes;
 //! `SER_BROWSER_REQUIRE=1` (scripts/test.sh sets it) makes that a failure.
 
 mod common;
@@ -645,4 +652,200 @@ fn body() {
     }
     let log = ser.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The media relay test's script: the registrar and record-routing proxy above, with
+/// rtpengine bridging a WebRTC caller (DTLS-SRTP, ICE, rtcp-mux) and a plain RTP callee: the
+/// offer goes to the callee as RTP/AVP without ICE or DTLS, the answer comes back to the
+/// browser as UDP/TLS/RTP/SAVPF with ICE.
+fn bridge_script(ng: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+loadmodule "modules/sl/sl.so"
+loadmodule "modules/tm/tm.so"
+loadmodule "modules/rr/rr.so"
+loadmodule "modules/maxfwd/maxfwd.so"
+loadmodule "modules/textops/textops.so"
+loadmodule "modules/usrloc/usrloc.so"
+loadmodule "modules/registrar/registrar.so"
+loadmodule "modules/rtpengine/rtpengine.so"
+modparam("usrloc", "db_mode", 0)
+modparam("rtpengine", "rtpengine_sock", "udp:{ng}")
+route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); break; }};
+    if (loose_route()) {{
+        if (method == "BYE") {{ rtpengine_delete(); }};
+        if (!t_relay()) {{ sl_reply_error(); }};
+        break;
+    }};
+    if (method == "REGISTER") {{ save("location"); break; }};
+    if (method == "INVITE") {{
+        record_route();
+        if (!rtpengine_offer("RTP/AVP ICE=remove DTLS=off rtcp-mux-demux replace-origin replace-session-connection")) {{
+            sl_send_reply("503", "Media Relay Unavailable");
+            break;
+        }};
+        t_on_reply("1");
+    }};
+    if (!t_relay()) {{ sl_reply_error(); }};
+}}
+onreply_route[1] {{
+    if (search("application/sdp")) {{
+        rtpengine_answer("UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require replace-origin replace-session-connection");
+    }};
+}}
+"#
+    )
+}
+
+#[test]
+fn a_browser_calls_a_plain_rtp_phone_with_rtpengine_bridging_srtp_and_rtp() {
+    let name = "a_browser_calls_a_plain_rtp_phone_with_rtpengine_bridging_srtp_and_rtp";
+    if std::env::var_os(INNER).is_none() {
+        let mut missing = missing();
+        if !have("rtpengine") {
+            missing.push(String::from("rtpengine (Debian package rtpengine-daemon)"));
+        }
+        if !missing.is_empty() {
+            assert!(
+                !required(),
+                "{REQUIRE} is set and the browser test lacks: {}; scripts/test.sh installs them",
+                missing.join(", ")
+            );
+            println!(
+                "SKIPPED: the browser test needs {} (scripts/test.sh installs them; \
+                 {REQUIRE}=1 makes this a failure)",
+                missing.join(", ")
+            );
+            return;
+        }
+    }
+    in_netns(name, Duration::from_secs(120), bridge_body);
+}
+
+fn bridge_body() {
+    let dir = temp_dir("browser-rtpe");
+    let rtpe = rtpengine::Rtpe::start(&dir);
+    let data = temp_dir("browser-rtpe-data");
+    let script = format!(
+        "data_dir=\"{}\"\n{}",
+        data.display(),
+        bridge_script(rtpe.ng)
+    );
+    let ser = Ser::start_with(
+        "browser-rtpe",
+        &script,
+        0,
+        2,
+        "auto",
+        &["-l", "ws:127.0.0.1:0"],
+    );
+    // The plain RTP phone: sipp answering with RTP/AVP PCMU and echoing what it receives.
+    let (uas_port, uas_media) = (free_port(), free_port());
+    let msgs = dir.join("uas-msgs.log");
+    let mut uas = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp::scenario(
+            &dir,
+            "uas-rr.xml",
+            &format!("127.0.0.1:{uas_port}"),
+        ))
+        .args(["-i", "127.0.0.1", "-p", &uas_port.to_string()])
+        .args(["-mp", &uas_media.to_string(), "-rtp_echo", "-m", "1"])
+        .args(["-nostdin", "-timeout", "60", "-timeout_error"])
+        .args(["-trace_msg", "-message_file"])
+        .arg(&msgs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let user_data = dir.join("chromium-profile");
+    std::fs::create_dir_all(&user_data).expect("user data dir");
+    let config = serde_json::json!({
+        "mode": "bridge",
+        "ws": format!("ws://{}", ser.listen("ws")),
+        "domain": ser.addr().to_string(),
+        "callee": format!("sip:echo@127.0.0.1:{uas_port}"),
+        "userDataDir": user_data,
+        "chromium": CHROMIUM,
+        "stepMs": 15000,
+        "holdMs": 500,
+    });
+    // rtpengine's count of the call's packets, taken while the call is up.
+    let mut driver = Driver::start(&dir, &config);
+    let last = driver.next(Duration::from_secs(90)).unwrap_or_else(|e| {
+        panic!(
+            "no result from the driver: {e}\n--- ser's log:\n{}\n--- rtpengine's log:\n{}",
+            ser.log_text(),
+            rtpe.log_text()
+        )
+    });
+    drop(driver);
+    let result: Value = last
+        .strip_prefix("RESULT ")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("the driver's result is not JSON: {last}"));
+    let pretty = serde_json::to_string_pretty(&result).unwrap_or_default();
+    let _ = std::fs::write(dir.join("result.json"), &pretty);
+    let uas_ok = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = uas.try_wait() {
+                break st.success();
+            }
+            if Instant::now() > deadline {
+                stop_child(&mut uas, Duration::ZERO);
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let uas_log = std::fs::read_to_string(&msgs).unwrap_or_default();
+    assert!(
+        result["ok"] == Value::Bool(true),
+        "the browser steps failed:\n{pretty}\n--- ser's log:\n{}\n--- rtpengine's log:\n{}\n--- sipp:\n{uas_log}",
+        ser.log_text(),
+        rtpe.log_text()
+    );
+    // The browser got its echo back (SRTP from rtpengine, from the phone's plain RTP).
+    let media = &result["media"];
+    assert!(
+        media["packetsReceived"].as_u64().unwrap_or(0) >= 10,
+        "{pretty}"
+    );
+    // What each side was told: the browser rtpengine's DTLS-SRTP with ICE, the phone plain
+    // RTP without either; both with rtpengine's ports.
+    let browser_sdp = result["remoteSdp"].as_str().unwrap_or("");
+    assert!(
+        browser_sdp.contains("UDP/TLS/RTP/SAVPF")
+            && browser_sdp.contains("a=fingerprint:")
+            && browser_sdp.contains("a=ice-ufrag:")
+            && browser_sdp.contains("a=rtcp-mux"),
+        "the browser's answer:\n{browser_sdp}"
+    );
+    let invite = uas_log
+        .split("INVITE sip:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no INVITE at the phone:\n{uas_log}"));
+    let invite = invite.split("-----").next().unwrap_or("");
+    assert!(
+        invite.contains("RTP/AVP")
+            && !invite.contains("SAVPF")
+            && !invite.contains("a=fingerprint")
+            && !invite.contains("a=ice-")
+            && !invite.contains("a=candidate"),
+        "the phone's offer:\n{invite}"
+    );
+    let port: u16 = invite
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(rtpe.in_range(port), "the phone's offer names port {port}");
+    assert!(uas_ok, "the phone's call did not end well:\n{uas_log}");
+    // The BYE deleted the call at rtpengine.
+    assert_eq!(rtpe.calls(), Vec::<String>::new(), "{}", ser.log_text());
 }

@@ -9,7 +9,7 @@
 //! dropped (its bytes would land in a deleted region).
 //!
 //! This module does not re-validate: the bytes given are written as they are, and
-//! Content-Length is not recomputed (no edit here touches the body).
+//! Content-Length is not recomputed, except by [`Edits::replace_body`], which sets it.
 
 use std::ops::Range;
 
@@ -186,6 +186,30 @@ impl Edits {
         self.splice(at..at, &[line, b"\r\n"]);
     }
 
+    /// Replaces the body with `body` and sets every Content-Length to its length (adds one
+    /// when the message has none). Each call records one more replacement of the same ranges:
+    /// call it once per message (the later splices would be dropped by [`write`]).
+    pub fn replace_body(&mut self, msg: &Message<'_>, body: &[u8]) {
+        let mut n = [0u8; 20];
+        let len = fmt_usize(body.len(), &mut n);
+        let mut had = false;
+        for h in msg.headers_named(HeaderName::ContentLength) {
+            self.replace(h.value_range.clone(), len);
+            had = true;
+        }
+        if !had {
+            let at = msg.headers_end();
+            self.splice(at..at, &[b"Content-Length: ", len, b"\r\n"]);
+        }
+        let start = msg.body_start();
+        if start <= msg.headers_end() {
+            // No empty line after the headers: write one before the body.
+            self.splice(start..msg.buf().len(), &[b"\r\n", body]);
+        } else {
+            self.replace(start..msg.buf().len(), body);
+        }
+    }
+
     fn remove_first_value(
         &mut self,
         msg: &Message<'_>,
@@ -214,6 +238,23 @@ impl Edits {
 
 /// Decimal digits of `n` in `buf`.
 pub(crate) fn fmt_u16(n: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    sub(buf, i..buf.len())
+}
+
+/// Decimal digits of `n` in `buf`.
+fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {

@@ -294,3 +294,35 @@ fn via_alias_parameter() {
     let without = parse(INVITE).unwrap().top_via().unwrap();
     assert!(!without.alias);
 }
+
+/// replace_body: the body and Content-Length change together (rtpengine's SDP), a
+/// message without Content-Length gets one, other edits still apply.
+#[test]
+fn replace_body_sets_content_length() {
+    let msg = parse(INVITE).unwrap();
+    let mut e = Edits::new();
+    e.push_via(&msg, b"SIP/2.0/UDP proxy.example.com;branch=z9hG4bKnew");
+    e.replace_body(&msg, b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n");
+    let out = apply(&msg, &e);
+    let m = parse(&out).unwrap();
+    assert_eq!(m.body(), b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n");
+    assert_eq!(m.content_length(), Some(31));
+    assert_eq!(m.vias().count(), 2);
+
+    let no_cl = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n\
+To: <sip:b@x>;tag=2\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\nold";
+    let msg = parse(no_cl).unwrap();
+    let mut e = Edits::new();
+    e.replace_body(&msg, b"new body");
+    let out = apply(&msg, &e);
+    let m = parse(&out).unwrap();
+    assert_eq!(m.body(), b"new body");
+    assert_eq!(m.content_length(), Some(8));
+    // To an empty body.
+    let msg = parse(INVITE).unwrap();
+    let mut e = Edits::new();
+    e.replace_body(&msg, b"");
+    let m = apply(&msg, &e);
+    let m = parse(&m).unwrap();
+    assert_eq!((m.body(), m.content_length()), (&b""[..], Some(0)));
+}

@@ -17,6 +17,7 @@ pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
+pub mod rtpengine;
 pub mod usrloc;
 
 use portable_atomic::AtomicU64;
@@ -598,7 +599,9 @@ pub fn prepare_uac_to(
         addr: dst,
         conn: None,
     };
-    build_uac_to(core, shards, method, from, ruri, dst, name, headers, body_text)
+    build_uac_to(
+        core, shards, method, from, ruri, dst, name, headers, body_text,
+    )
 }
 
 /// A request this server starts to a known destination (`dst`: our socket, the peer, the
@@ -622,7 +625,9 @@ pub fn build_uac(
         body_text.push_str(l);
         body_text.push_str("\r\n");
     }
-    build_uac_to(core, shards, method, from, to, dst, name, headers, &body_text)
+    build_uac_to(
+        core, shards, method, from, to, dst, name, headers, &body_text,
+    )
 }
 
 /// [`build_uac`] with the body as it is (`ruri` is the Request-URI and To).

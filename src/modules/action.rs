@@ -172,6 +172,8 @@ pub enum Action {
     RlCheck(Option<usize>),
     // dispatcher
     Dispatcher(super::dispatcher::DsOp),
+    // rtpengine
+    Rtpengine(super::rtpengine::RtpOp),
     // msilo (m_store, m_dump)
     Msilo(super::msilo::MsiloOp),
     // nathelper
@@ -317,6 +319,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             Action::Dispatcher(op) => self.dispatcher(op),
+            Action::Rtpengine(op) => self.rtpengine(op),
             Action::Msilo(op) => self.msilo(op),
             Action::Nat(op) => self.nathelper(op),
         }

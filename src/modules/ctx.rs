@@ -1,7 +1,7 @@
 //! The per-message context the script runs against: [`MsgCtx`] (the message, where it came
 //! from, the script's edits and destination set, flags, the transaction state, who the request
 //! proved to be), the per-shard [`Scratch`] buffers, and what a run that pauses for off-shard
-//! work (exec, a database) keeps ([`SavedCtx`], [`Suspend`], [`Resumed`]).
+//! work (exec, a database, rtpengine) keeps ([`SavedCtx`], [`Suspend`], [`Resumed`]).
 //!
 //! The actions are the other files of `modules`, each an `impl MsgCtx` block of its module.
 //! Nothing in here touches a socket: outgoing messages are written into the shard's `Outbox`,
@@ -131,10 +131,19 @@ pub enum Pool {
 }
 
 /// Work an action hands off the shard; its [`Resumed`] finishes the action on the shard.
-pub struct Suspend {
-    pub pool: Pool,
-    pub work: Box<dyn FnOnce() -> Resumed + Send + 'static>,
+pub enum Suspend {
+    /// `work` runs in `pool` and returns the result.
+    Work {
+        pool: Pool,
+        work: Box<dyn FnOnce() -> Resumed + Send + 'static>,
+    },
+    /// A service with a thread of its own does the work (rtpengine's client): the function
+    /// gets the callback that hands the result back to the shard, and only queues the work.
+    Service(Box<dyn FnOnce(ResumeFn) + Send + 'static>),
 }
+
+/// Hands the result of a [`Suspend::Service`] back to the shard (callable from any thread).
+pub type ResumeFn = Box<dyn FnOnce(Resumed) + Send + 'static>;
 
 /// The result of suspended work, applied to the message's context when the run resumes; the
 /// action's return value comes out.

@@ -212,7 +212,7 @@ impl crate::modules::ctx::MsgCtx<'_, '_> {
             env: self.exec_env(),
             timeout: Duration::from_secs(secs),
         };
-        self.suspend = Some(crate::modules::ctx::Suspend {
+        self.suspend = Some(crate::modules::ctx::Suspend::Work {
             pool: crate::modules::ctx::Pool::Blocking,
             work: Box::new(move || {
                 let kind = job.kind;

@@ -5,21 +5,21 @@
 //!
 //! `jab_send_message()` takes a MESSAGE for `sip:user<delim>xmpp.domain@gateway_domain`
 //! with a `text/plain` body (others: 415 with `Accept: text/plain` on the reply) and queues
-//! it as a chat message from the sender's JID (trailing line breaks of the body dropped). While the server is connected the script
-//! waits (off the shard, on the blocking pool) until the message is written to the server,
-//! up to `xmpp_send_timeout` (then it fails with 504 and the message is withdrawn); while the
-//! server is away the message is queued for the reconnect and the function succeeds at
-//! once; a full queue fails with 503. The script answers: `sl_send_reply("202",
+//! it as a chat message from the sender's JID (trailing line breaks of the body dropped).
+//! While the server is connected the script pauses (`Suspend::Service`: the shard goes on
+//! with other messages, no thread waits) until the connection thread has written the
+//! message to the server, up to `xmpp_send_timeout` (then it fails with 504 and the message
+//! is withdrawn); while the server is away the message is queued for the reconnect and the
+//! function succeeds at once; a full queue fails with 503. The script answers: `sl_send_reply("202",
 //! "Accepted")` on success, `sl_reply_error()` otherwise.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ser_parser::{HeaderName, Method};
 use ser_script::KindSet;
 
 use super::core::f;
-use super::ctx::{MsgCtx, Pool, Resumed, Suspend};
+use super::ctx::{MsgCtx, Resumed, Suspend};
 use super::{Action, Exports, ParamDef, ParamKind};
 use crate::xmpp::{Handed, Outgoing, SubmitError};
 
@@ -104,7 +104,6 @@ impl MsgCtx<'_, '_> {
         if body.len() + from.len() + to.len() + 256 > cfg.max_stanza {
             return self.fail(413, "Request Entity Too Large");
         }
-        let timeout = cfg.send_timeout;
         let msg = Outgoing {
             from,
             to,
@@ -118,19 +117,16 @@ impl MsgCtx<'_, '_> {
             Err(SubmitError::Off) => self.fail(500, "Gateway Not Running"),
             Ok(None) => 1,
             Ok(Some(ticket)) => {
-                self.suspend = Some(Suspend {
-                    pool: Pool::Blocking,
-                    work: Box::new(move || {
-                        let handed = ticket.wait(timeout);
-                        if handed == Handed::TimedOut {
-                            gw.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Resumed::Apply(Box::new(move |m| match handed {
+                // The connection thread calls back when the stanza is written (or held for
+                // the reconnect, or withdrawn at xmpp_send_timeout): no thread waits.
+                self.suspend = Some(Suspend::Service(Box::new(move |resume| {
+                    ticket.on_done(Box::new(move |handed| {
+                        resume(Resumed::Apply(Box::new(move |m| match handed {
                             Handed::Written | Handed::Queued => 1,
                             Handed::TimedOut => m.fail(504, "Gateway Time-out"),
-                        }))
-                    }),
-                });
+                        })))
+                    }));
+                })));
                 ser_script::SUSPEND
             }
         }

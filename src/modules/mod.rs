@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod registrar;
 pub mod rewrite;
 pub mod rr;
+pub mod rtpengine;
 pub mod sl;
 pub mod textops;
 pub mod tm;
@@ -107,6 +108,7 @@ const MODULES: &[(&str, Option<Register>, &str)] = &[
     ("pike", Some(pike::register), ""),
     ("ratelimit", Some(ratelimit::register), ""),
     ("dispatcher", Some(dispatcher::register), ""),
+    ("rtpengine", Some(rtpengine::register), ""),
     ("msilo", Some(msilo::register), ""),
     ("nathelper", Some(nathelper::register), ""),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
@@ -167,6 +169,10 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("ds_next_domain", "dispatcher"),
     ("ds_mark_dst", "dispatcher"),
     ("ds_is_from_list", "dispatcher"),
+    ("rtpengine_offer", "rtpengine"),
+    ("rtpengine_answer", "rtpengine"),
+    ("rtpengine_manage", "rtpengine"),
+    ("rtpengine_delete", "rtpengine"),
     ("m_store", "msilo"),
     ("m_dump", "msilo"),
     ("nat_uac_test", "nathelper"),

@@ -297,7 +297,7 @@ impl MsgCtx<'_, '_> {
             };
         }
         let db2 = Arc::clone(&db);
-        self.suspend = Some(Suspend {
+        self.suspend = Some(Suspend::Work {
             pool: Pool::Db(db),
             work: Box::new(move || {
                 let r = db2.with_conn(|c| {
@@ -355,15 +355,16 @@ impl MsgCtx<'_, '_> {
         let flow =
             (self.at.transport.is_reliable() || self.at.conn.is_some() || self.nat.fix_register)
                 .then(|| self.at.back_to(self.at.src));
-        if silo.queue(Work::Dump(Dump {
+        match silo.queue(Work::Dump(Dump {
             owner: key,
             contact,
             flow,
         })) {
-            1
-        } else {
-            crate::error!("m_dump: the deliverer's queue is full; messages stay stored");
-            -1
+            Ok(()) => 1,
+            Err(why) => {
+                crate::error!("m_dump: {why}; the messages stay stored");
+                -1
+            }
         }
     }
 
@@ -391,7 +392,9 @@ fn stored(silo: &msilo::Silo, m: &NewMessage, r: Stored, notice: Option<Notice>)
             silo.counters.stored.fetch_add(1, Ordering::Relaxed);
             crate::info!("msilo: stored a message from {} for {}", m.from, m.owner);
             if let Some(n) = notice {
-                silo.queue(Work::Notice(n));
+                if let Err(why) = silo.queue(Work::Notice(n)) {
+                    crate::warn!("msilo: no notice to {}: {why}", m.from);
+                }
             }
         }
         Stored::Full => {

@@ -341,7 +341,7 @@ impl MsgCtx<'_, '_> {
             return self.registrar_reply(500, "Server Internal Error", "");
         }
         let db2 = Arc::clone(&db);
-        self.suspend = Some(Suspend {
+        self.suspend = Some(Suspend::Work {
             pool: Pool::Db(db),
             work: Box::new(move || work(&db2)),
         });

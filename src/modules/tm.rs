@@ -16,7 +16,7 @@ use ser_script::{Arg, BindCtx, KindSet, RouteKind, RunOutcome};
 
 use super::acc::{self, AccConfig};
 use super::core::{f, host_arg, port_arg, ViaScan};
-use super::ctx::{MsgCtx, Scratch};
+use super::ctx::{MsgCtx, Resumed, SavedCtx, Scratch, Suspend};
 use super::{arg_int, Exports, ParamDef, ParamKind};
 use super::{Action, HostArg, PortArg, Script};
 use crate::core::Core;
@@ -38,6 +38,59 @@ pub struct TmShard {
     stats: Arc<Stats>,
     /// Buffers for the routes run from replies and timers.
     scratch: Scratch,
+    /// 2xx replies an onreply_route changed (rtpengine's SDP), by a hash of the reply as
+    /// received: the callee's retransmissions, which pass statelessly, go out the same.
+    rewritten: std::collections::HashMap<u64, (Vec<u8>, Instant)>,
+}
+
+/// What [`TmShard::on_reply`] made of a reply.
+pub enum OnReply {
+    /// Not one of our transactions': route it statelessly.
+    NotOurs,
+    /// Handled (relayed, absorbed, or kept for the best-response choice).
+    Done,
+    /// Its onreply_route paused for off-shard work (rtpengine): the shard keeps it, starts
+    /// the job and hands the result to [`TmShard::resume_onreply`]; tm relays nothing of it
+    /// until then.
+    Parked(Box<ParkedReply>),
+}
+
+/// A reply whose onreply_route waits for off-shard work (see [`OnReply::Parked`]).
+pub struct ParkedReply {
+    run: OnReplyRun<Arc<Script>>,
+    /// The reply as received, and where it came from.
+    data: Vec<u8>,
+    from: Arrival,
+    k: ser_script::Continuation,
+    saved: SavedCtx,
+    /// The work to start (taken by the shard).
+    pub job: Option<Suspend>,
+}
+
+impl ParkedReply {
+    /// Whether `bytes` are this reply's (a retransmission of it).
+    pub fn is(&self, bytes: &[u8]) -> bool {
+        self.data == bytes
+    }
+}
+
+/// How long a 2xx changed by its onreply_route is remembered for its retransmissions (64·T1,
+/// as long as the callee retransmits it).
+const REWRITTEN_TTL: std::time::Duration = std::time::Duration::from_secs(32);
+/// Most such replies remembered per shard.
+const REWRITTEN_MAX: usize = 4096;
+
+/// How an onreply_route run ended.
+enum RouteEnd {
+    Done {
+        dropped: bool,
+        edits: ser_parser::Edits,
+    },
+    Suspended {
+        k: ser_script::Continuation,
+        saved: Box<SavedCtx>,
+        job: Suspend,
+    },
 }
 
 /// What tm needs of the server: our sockets, names and reply identity.
@@ -73,6 +126,7 @@ impl TmShard {
             core,
             stats,
             scratch: Scratch::default(),
+            rewritten: std::collections::HashMap::new(),
         }
     }
 
@@ -84,28 +138,124 @@ impl TmShard {
         self.core = core;
     }
 
-    /// A reply from downstream (which came as `from`): true when it was one of ours
-    /// (handled, its onreply_route run), false to route it statelessly.
+    /// A reply from downstream (which came as `from`): one of ours (handled, its
+    /// onreply_route run, or that route paused for off-shard work when `can_park`), or not
+    /// (route it statelessly).
     pub fn on_reply(
         &mut self,
         now: Instant,
         msg: &Message<'_>,
         from: Arrival,
         out: &mut Outbox,
-    ) -> bool {
-        match self.tm.on_reply(now, msg, out) {
-            ReplyMatch::NotOurs => return false,
-            ReplyMatch::Done => {}
+        can_park: bool,
+    ) -> OnReply {
+        let r = match self.tm.on_reply(now, msg, out) {
+            ReplyMatch::NotOurs => return OnReply::NotOurs,
+            ReplyMatch::Done => OnReply::Done,
             ReplyMatch::OnReply(run) => {
-                let (dropped, edits) = self.run_onreply(now, &run, msg, from);
-                self.tm.onreply_done(now, &run, msg, dropped, &edits, out);
-                // The scratch keeps its capacity for the next run.
-                self.scratch.edits = edits;
-                self.scratch.edits.clear();
+                match self.run_onreply(now, &run, msg, from, can_park, None) {
+                    RouteEnd::Done { dropped, edits } => {
+                        self.finish_onreply(now, &run, msg, dropped, edits, out);
+                        OnReply::Done
+                    }
+                    RouteEnd::Suspended { k, saved, job } => {
+                        OnReply::Parked(Box::new(ParkedReply {
+                            run,
+                            data: msg.buf().to_vec(),
+                            from,
+                            k,
+                            saved: *saved,
+                            job: Some(job),
+                        }))
+                    }
+                }
             }
-        }
+        };
         self.run_events(now, out);
-        true
+        r
+    }
+
+    /// A paused onreply_route's work ended: the route goes on where it paused over the
+    /// reply's kept bytes, and tm then relays the reply as the route left it. `Some` when the
+    /// route paused again (its next job in `job`).
+    pub fn resume_onreply(
+        &mut self,
+        now: Instant,
+        p: Box<ParkedReply>,
+        result: Resumed,
+        out: &mut Outbox,
+        can_park: bool,
+    ) -> Option<Box<ParkedReply>> {
+        let ParkedReply {
+            run,
+            data,
+            from,
+            k,
+            saved,
+            ..
+        } = *p;
+        let Ok(msg) = ser_parser::parse(&data) else {
+            return None;
+        };
+        let resume = Some((k, saved, result));
+        let r = match self.run_onreply(now, &run, &msg, from, can_park, resume) {
+            RouteEnd::Done { dropped, edits } => {
+                self.finish_onreply(now, &run, &msg, dropped, edits, out);
+                None
+            }
+            RouteEnd::Suspended { k, saved, job } => Some(Box::new(ParkedReply {
+                run,
+                data: msg.buf().to_vec(),
+                from,
+                k,
+                saved: *saved,
+                job: Some(job),
+            })),
+        };
+        self.run_events(now, out);
+        r
+    }
+
+    /// tm goes on with a reply after its onreply_route, with the route's edits for the
+    /// relayed copy; a 2xx the route changed is remembered for its retransmissions.
+    fn finish_onreply(
+        &mut self,
+        now: Instant,
+        run: &OnReplyRun<Arc<Script>>,
+        msg: &Message<'_>,
+        dropped: bool,
+        edits: ser_parser::Edits,
+        out: &mut Outbox,
+    ) {
+        self.tm.onreply_done(now, run, msg, dropped, &edits, out);
+        if (200..300).contains(&run.code) && !edits.is_empty() {
+            let mut bytes = Vec::with_capacity(msg.buf().len() + 256);
+            ser_parser::write(msg, &edits, &mut bytes);
+            self.remember_rewritten(now, msg.buf(), bytes);
+        }
+        // The scratch keeps its capacity for the next run.
+        self.scratch.edits = edits;
+        self.scratch.edits.clear();
+    }
+
+    fn remember_rewritten(&mut self, now: Instant, original: &[u8], bytes: Vec<u8>) {
+        if self.rewritten.len() >= REWRITTEN_MAX {
+            self.rewritten
+                .retain(|_, (_, at)| now.duration_since(*at) < REWRITTEN_TTL);
+        }
+        if self.rewritten.len() < REWRITTEN_MAX {
+            self.rewritten.insert(bytes_hash(original), (bytes, now));
+        }
+    }
+
+    /// A reply an onreply_route changed lately, as it was relayed (our Via still on top),
+    /// when `original` is a retransmission of it as received.
+    pub fn rewritten(&self, now: Instant, original: &[u8]) -> Option<Vec<u8>> {
+        if self.rewritten.is_empty() {
+            return None;
+        }
+        let (bytes, at) = self.rewritten.get(&bytes_hash(original))?;
+        (now.duration_since(*at) < REWRITTEN_TTL).then(|| bytes.clone())
     }
 
     /// The transactions' timers.
@@ -138,19 +288,22 @@ impl TmShard {
         }
     }
 
-    /// `onreply_route[n]` over a reply that came as `from` (what it sends is not sent; its
-    /// edits of the reply come back, for the relayed copy): true when it dropped it.
+    /// `onreply_route[n]` over a reply that came as `from` (what it sends is not sent), from
+    /// its start or resumed after off-shard work: how it ended, dropped or not with its edits
+    /// of the reply (for the relayed copy: rtpengine's SDP, append_hf), or paused.
     fn run_onreply(
         &mut self,
         now: Instant,
         run: &OnReplyRun<Arc<Script>>,
         msg: &Message<'_>,
         from: Arrival,
-    ) -> (bool, ser_parser::Edits) {
+        can_park: bool,
+        resume: Option<(ser_script::Continuation, SavedCtx, Resumed)>,
+    ) -> RouteEnd {
         let core = Arc::clone(&self.core);
         let stats = Arc::clone(&self.stats);
         let mut sc = std::mem::take(&mut self.scratch);
-        let outcome = {
+        let end = {
             let mut m = MsgCtx::new(&core, &stats, msg, from, &mut sc);
             m.flags = run.flags;
             m.t = TState {
@@ -158,13 +311,33 @@ impl TmShard {
                 cell: Some(run.cell),
                 routes: Routes::default(),
                 kind: RouteKindDefault(RouteKind::OnReply),
+                request: Some(run.request),
             };
-            run.script.run(RouteKind::OnReply, run.route, &mut m)
+            m.can_suspend = can_park;
+            let r = match resume {
+                None => run.script.start(RouteKind::OnReply, run.route, &mut m),
+                Some((k, saved, result)) => {
+                    m.restore(saved);
+                    m.t.now = Some(now);
+                    let v = m.apply_resumed(result);
+                    run.script.resume(k, v, &mut m)
+                }
+            };
+            match (r, m.suspend.take()) {
+                (ser_script::Run::Suspended(k), Some(job)) => RouteEnd::Suspended {
+                    k,
+                    saved: Box::new(m.save()),
+                    job,
+                },
+                (r, _) => RouteEnd::Done {
+                    dropped: matches!(r, ser_script::Run::Done(RunOutcome::Dropped)),
+                    edits: std::mem::take(&mut m.s.edits),
+                },
+            }
         };
-        let edits = std::mem::take(&mut sc.edits);
         sc.clear();
         self.scratch = sc;
-        (matches!(outcome, RunOutcome::Dropped), edits)
+        end
     }
 
     /// The failure route (or SER 0.8's negative reply route) of a cell whose branches all
@@ -186,6 +359,7 @@ impl TmShard {
                     cell: Some(run.cell),
                     routes: run.routes,
                     kind: RouteKindDefault(run.kind),
+                    request: None,
                 };
                 m.tm = Some(self);
                 run.script.run(run.kind, run.route, &mut m);
@@ -202,6 +376,13 @@ impl TmShard {
         }
         self.tm.failure_done(now, run.cell, outcome, out);
     }
+}
+
+fn bytes_hash(b: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
 }
 
 /// Where a new transaction may be created or replied to: the request route, and the failure

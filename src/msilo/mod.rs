@@ -295,12 +295,12 @@ impl Silo {
         self.tx.lock().ok().and_then(|t| t.clone())
     }
 
-    /// Queues a dump or a notice for the deliverer; false when the queue is full or the
-    /// deliverer is not running. Never blocks (called on a shard).
-    pub fn queue(&self, w: Work) -> bool {
+    /// Queues a dump or a notice for the deliverer; refused, with the reason, when the queue
+    /// is full or the deliverer is not running. Never blocks (called on a shard).
+    pub fn queue(&self, w: Work) -> Result<(), &'static str> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return false;
+            return Err("the deliverer's queue is full");
         }
         let sent = self
             .tx
@@ -310,8 +310,9 @@ impl Silo {
             .unwrap_or(false);
         if !sent {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err("the deliverer is not running");
         }
-        sent
+        Ok(())
     }
 
     /// The deliverer took one queued dump or notice.
@@ -688,17 +689,17 @@ mod tests {
             })
         };
         for _ in 0..MAX_QUEUED {
-            assert!(s.queue(dump()));
+            assert!(s.queue(dump()).is_ok());
         }
-        assert!(!s.queue(dump()), "full");
+        assert_eq!(s.queue(dump()), Err("the deliverer's queue is full"));
         s.dequeued();
-        assert!(s.queue(dump()), "room for one again");
+        assert!(s.queue(dump()).is_ok(), "room for one again");
         let rx = s.take_receiver().expect("receiver");
         assert!(s.take_receiver().is_none(), "taken once");
         assert!(matches!(rx.try_recv(), Ok(Work::Dump(_))));
         s.close();
         s.dequeued();
-        assert!(!s.queue(dump()), "closed");
+        assert_eq!(s.queue(dump()), Err("the deliverer is not running"));
     }
 
     #[test]

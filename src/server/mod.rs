@@ -20,8 +20,8 @@ mod streams;
 use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
-use crate::modules::ctx::{MsgCtx, Scratch};
-use crate::modules::tm::TmShard;
+use crate::modules::ctx::{MsgCtx, Pool, Resumed, Scratch, Suspend};
+use crate::modules::tm::{OnReply, ParkedReply, TmShard};
 use crate::modules::Script;
 use crate::sip::{
     owner_shard, reply_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend,
@@ -61,15 +61,14 @@ pub enum Event {
     /// The management interface asks for this shard's connections (`tcp_list`).
     ListConns(std::sync::mpsc::Sender<Vec<String>>),
     /// Off-shard work of a suspended script run ended (exec, database); `id` names the run.
-    Resumed {
-        id: u64,
-        result: crate::modules::ctx::Resumed,
-    },
+    Resumed { id: u64, result: Resumed },
 }
 
 /// A request whose script waits for an external program.
 struct Parked {
     data: Vec<u8>,
+    /// Its retransmissions' key ([`retrans_key`]): they are absorbed while it waits.
+    key: u64,
     at: Arrival,
     /// The script it started under (its continuation points into it).
     script: Arc<Script>,
@@ -81,10 +80,11 @@ struct Parked {
 struct Resume {
     k: ser_script::Continuation,
     saved: crate::modules::ctx::SavedCtx,
-    result: crate::modules::ctx::Resumed,
+    result: Resumed,
 }
 
-/// Script runs one shard keeps paused for external programs; past it exec actions fail.
+/// Script runs (requests and replies) one shard keeps paused for off-shard work; past it
+/// the actions that would pause fail.
 const MAX_PARKED: usize = 4096;
 
 /// One shard's request processing.
@@ -110,6 +110,9 @@ pub struct Server {
     uac: crate::tm::uac::LocalUac,
     /// Script runs waiting for an external program (exec), by id.
     parked: std::collections::HashMap<u64, Parked>,
+    /// Replies whose onreply_route waits for off-shard work (rtpengine), by id (one
+    /// sequence with `parked`).
+    parked_replies: std::collections::HashMap<u64, Box<ParkedReply>>,
     park_seq: u64,
     /// Message capture (`capture_file`): every datagram received and sent.
     capture: Option<Capture>,
@@ -171,6 +174,7 @@ impl Server {
             live: None,
             uac: crate::tm::uac::LocalUac::default(),
             parked: std::collections::HashMap::new(),
+            parked_replies: std::collections::HashMap::new(),
             park_seq: 0,
             capture: None,
             conns: std::collections::HashMap::new(),
@@ -310,12 +314,43 @@ impl Server {
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
+            let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
             let from = self.arrival(ctx, d);
-            if self.tm.on_reply(now, &msg, from, &mut self.scratch.out)
-                || self.uac.on_reply(now, &msg, &mut self.scratch.out)
+            match self
+                .tm
+                .on_reply(now, &msg, from, &mut self.scratch.out, can_park)
             {
+                OnReply::Done => {
+                    self.flush(ctx);
+                    return;
+                }
+                OnReply::Parked(p) => {
+                    self.flush(ctx);
+                    self.park_reply(ctx, p);
+                    return;
+                }
+                OnReply::NotOurs => {}
+            }
+            if self.uac.on_reply(now, &msg, &mut self.scratch.out) {
                 self.flush(ctx);
                 return;
+            }
+            // A 2xx the callee retransmits (its transaction ended at the first): held back
+            // while the first waits in its onreply_route (rtpengine), relayed as the route
+            // changed it after.
+            if self.parked_replies.values().any(|p| p.is(msg.buf())) {
+                crate::debug!("retransmission of a paused reply from {}: absorbed", d.peer);
+                return;
+            }
+            if let Some(bytes) = self.tm.rewritten(now, msg.buf()) {
+                if let Ok(m) = ser_parser::parse(&bytes) {
+                    match forward_reply(&self.core, &m, socket, &mut self.scratch) {
+                        Ok(()) => Stats::inc(&self.stats.replies_fwd),
+                        Err(why) => crate::debug!("reply from {} dropped: {}", d.peer, why),
+                    }
+                    self.flush(ctx);
+                    return;
+                }
             }
             match forward_reply(&self.core, &msg, socket, &mut self.scratch) {
                 Ok(()) => Stats::inc(&self.stats.replies_fwd),
@@ -352,6 +387,18 @@ impl Server {
         {
             self.flush(ctx);
             return;
+        }
+        if !self.parked.is_empty() {
+            // A retransmission of a request whose script waits (exec, a database, rtpengine)
+            // before it has a transaction: running the script again would do the work twice.
+            let key = retrans_key(&msg);
+            if self.parked.values().any(|p| p.key == key) {
+                crate::debug!(
+                    "retransmission of a paused request from {}: absorbed",
+                    at.src
+                );
+                return;
+            }
         }
         let script = Arc::clone(&self.script);
         self.run_request(ctx, &msg, at, script, None);
@@ -432,36 +479,14 @@ impl Server {
                     id,
                     Parked {
                         data: msg.buf().to_vec(),
+                        key: retrans_key(msg),
                         at,
                         script,
                         k,
                         saved,
                     },
                 );
-                let crate::modules::ctx::Suspend { pool, work } = job;
-                match pool {
-                    crate::modules::ctx::Pool::Blocking => {
-                        ctx.spawn_blocking(move || Event::Resumed { id, result: work() })
-                    }
-                    crate::modules::ctx::Pool::Db(db) => {
-                        let remote = ctx.remote();
-                        let shard = ctx.shard();
-                        let submitted = db.submit(Box::new(move |_| {
-                            remote.post(shard, Event::Resumed { id, result: work() });
-                        }));
-                        if let Err(e) = submitted {
-                            // Resume at once with the failure (after this run's sends).
-                            let why = format!("database {}: {e}", db.name());
-                            ctx.post(
-                                shard,
-                                Event::Resumed {
-                                    id,
-                                    result: crate::modules::ctx::Resumed::Failed(why),
-                                },
-                            );
-                        }
-                    }
-                }
+                self.launch(ctx, id, job);
                 return;
             }
         };
@@ -483,12 +508,11 @@ impl Server {
     }
 
     /// An external program ended: the request's script goes on where it paused.
-    fn resume_parked(
-        &mut self,
-        ctx: &mut Ctx<'_, Event>,
-        id: u64,
-        result: crate::modules::ctx::Resumed,
-    ) {
+    fn resume_parked(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, result: Resumed) {
+        if let Some(p) = self.parked_replies.remove(&id) {
+            self.resume_reply(ctx, p, result);
+            return;
+        }
         let Some(p) = self.parked.remove(&id) else {
             return;
         };
@@ -502,6 +526,70 @@ impl Server {
             result,
         };
         self.run_request(ctx, &msg, p.at, p.script, Some(resume));
+        self.start_tm_dns(ctx);
+        self.arm(ctx);
+    }
+
+    /// Starts a paused run's work; its result comes back as [`Event::Resumed`] with `id`.
+    fn launch(&mut self, ctx: &mut Ctx<'_, Event>, id: u64, job: Suspend) {
+        let shard = ctx.shard();
+        match job {
+            Suspend::Work {
+                pool: Pool::Blocking,
+                work,
+            } => ctx.spawn_blocking(move || Event::Resumed { id, result: work() }),
+            Suspend::Work {
+                pool: Pool::Db(db),
+                work,
+            } => {
+                let remote = ctx.remote();
+                let submitted = db.submit(Box::new(move |_| {
+                    remote.post(shard, Event::Resumed { id, result: work() });
+                }));
+                if let Err(e) = submitted {
+                    // Resume at once with the failure (after this run's sends).
+                    let why = format!("database {}: {e}", db.name());
+                    ctx.post(
+                        shard,
+                        Event::Resumed {
+                            id,
+                            result: Resumed::Failed(why),
+                        },
+                    );
+                }
+            }
+            Suspend::Service(start) => {
+                let remote = ctx.remote();
+                start(Box::new(move |result| {
+                    remote.post(shard, Event::Resumed { id, result });
+                }));
+            }
+        }
+    }
+
+    /// Keeps a reply whose onreply_route paused, and starts the route's work.
+    fn park_reply(&mut self, ctx: &mut Ctx<'_, Event>, mut p: Box<ParkedReply>) {
+        let Some(job) = p.job.take() else {
+            return;
+        };
+        self.park_seq = self.park_seq.wrapping_add(1);
+        let id = self.park_seq;
+        self.parked_replies.insert(id, p);
+        self.launch(ctx, id, job);
+    }
+
+    /// A parked reply's work ended: its onreply_route goes on, and tm relays the reply as
+    /// the route left it (or it parks again).
+    fn resume_reply(&mut self, ctx: &mut Ctx<'_, Event>, p: Box<ParkedReply>, result: Resumed) {
+        self.scratch.clear();
+        let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
+        let again = self
+            .tm
+            .resume_onreply(ctx.now(), p, result, &mut self.scratch.out, can_park);
+        self.flush(ctx);
+        if let Some(p) = again {
+            self.park_reply(ctx, p);
+        }
         self.start_tm_dns(ctx);
         self.arm(ctx);
     }
@@ -633,6 +721,23 @@ impl Server {
             self.scratch.out.buf = buf;
         }
     }
+}
+
+/// What a request's retransmissions share (RFC 3261 17.2.3: the top Via's branch, the
+/// CSeq method; with the Call-ID and CSeq number for pre-3261 branches), hashed.
+fn retrans_key(msg: &ser_parser::Message<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(v) = msg.top_via() {
+        v.branch.hash(&mut h);
+        v.host_str.hash(&mut h);
+    }
+    if let Ok(c) = msg.cseq() {
+        c.number.hash(&mut h);
+        c.method.as_str().hash(&mut h);
+    }
+    msg.call_id().hash(&mut h);
+    h.finish()
 }
 
 /// The address a stream message leaves from, for the capture: its listen socket's.

@@ -105,6 +105,8 @@ pub(super) struct Cell<S> {
     /// What a module keeps with the transaction until its first final goes upstream (the
     /// dispatcher's remaining destinations); see [`super::attach`].
     pub(super) attachment: Option<Attachment>,
+    /// What the onreply_route learns of the request.
+    pub(super) request_facts: super::RequestFacts,
 }
 
 impl<S> Timed for Cell<S> {

@@ -22,6 +22,17 @@ pub struct Routes {
     pub on_reply: Option<u32>,
 }
 
+/// What an onreply_route knows of its transaction's request (rtpengine_manage's rules: a
+/// 2xx with SDP to an INVITE without one is an offer; a negative reply ends the media of an
+/// initial INVITE only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// The request had a body.
+    pub body: bool,
+    /// Its To had a tag (a request within a dialog, a re-INVITE).
+    pub in_dialog: bool,
+}
+
 /// Per script run: the transaction this request has (t_newtran/t_relay), the routes armed so
 /// far, and where the run is (request route, failure route of a cell, branch route).
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +42,8 @@ pub struct TState {
     pub cell: Option<CellId>,
     pub routes: Routes,
     pub kind: RouteKindDefault,
+    /// In an onreply_route: what the transaction's request was.
+    pub request: Option<RequestFacts>,
 }
 
 /// `RouteKind` has no default; the request route is where a run starts.
@@ -68,6 +81,7 @@ pub struct OnReplyRun<S> {
     /// Where the transaction's request came from (the route's `src_ip` and the like).
     pub arrival: Arrival,
     pub flags: u32,
+    pub request: RequestFacts,
 }
 
 /// A failure route to run (see [`TmEvent::Failure`]).

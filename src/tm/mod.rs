@@ -65,8 +65,8 @@ pub use cancel::build_cancel;
 pub use cell::CellId;
 pub use config::TmConfig;
 pub use event::{
-    Completion, FailureOutcome, FailureRun, OnReplyRun, ReplyMatch, RouteKindDefault, Routes,
-    TState, TmEvent,
+    Completion, FailureOutcome, FailureRun, OnReplyRun, ReplyMatch, RequestFacts, RouteKindDefault,
+    Routes, TState, TmEvent,
 };
 pub use request::{CreateError, RequestMatch};
 

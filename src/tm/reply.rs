@@ -98,6 +98,7 @@ impl<S: Clone> Tm<S> {
         let on_reply = cell.routes.on_reply;
         let arrival = cell.arrival;
         let flags = cell.flags;
+        let request = cell.request_facts;
         let script = cell.script.clone();
         let Some(b) = cell.branches.get_mut(index) else {
             return ReplyMatch::Done;
@@ -136,6 +137,7 @@ impl<S: Clone> Tm<S> {
                 script,
                 arrival,
                 flags,
+                request,
             }),
             _ => {
                 let none = ser_parser::Edits::new();

@@ -117,6 +117,10 @@ impl<S: Clone> Tm<S> {
             out_uri: String::new(),
             script: self.script.clone(),
             attachment: None,
+            request_facts: super::RequestFacts {
+                body: !msg.body().iter().all(u8::is_ascii_whitespace),
+                in_dialog: msg.to().is_ok_and(|t| t.tag.is_some()),
+            },
         };
         let id = match self.cells.insert(cell) {
             Ok(id) => id,

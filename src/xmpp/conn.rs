@@ -113,15 +113,20 @@ pub(super) fn run(gw: &Gateway, sip: &dyn SipSide) {
 
 /// The connection went down: senders still waiting are told their message stays queued.
 fn hold_tickets(gw: &Gateway) {
-    let mut st = gw.lock();
-    for q in st.queue.iter_mut() {
-        if let Some(t) = q.ticket.take() {
-            if *t.lock() != TicketState::Cancelled {
-                t.set(TicketState::Held);
-            } else {
-                q.ticket = Some(t);
-            }
-        }
+    let held: Vec<_> = {
+        let mut st = gw.lock();
+        st.queue
+            .iter_mut()
+            .filter(|q| {
+                q.ticket
+                    .as_ref()
+                    .is_some_and(|t| t.state() != TicketState::Cancelled)
+            })
+            .filter_map(|q| q.ticket.take())
+            .collect()
+    };
+    for t in held {
+        t.set(TicketState::Held);
     }
 }
 
@@ -175,6 +180,8 @@ enum Next {
     Keepalive,
     Stop,
     Dead,
+    /// Woken (or a wait ran out): look again.
+    Tick,
 }
 
 impl Session<'_> {
@@ -301,41 +308,49 @@ impl Session<'_> {
         let gw = self.gw;
         let mut last_write = Instant::now();
         loop {
+            // Outside the queue's lock: SIP results in, senders whose time is up told.
+            let busy = !self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+            if busy {
+                poll_pending(gw, self.pending);
+            }
+            let now = Instant::now();
+            let deadline = gw.expire_tickets(now);
             let next = {
                 let mut st = gw.lock();
-                loop {
-                    if st.stop {
-                        break Next::Stop;
-                    }
-                    if reader_done.load(Ordering::Acquire) {
-                        break Next::Dead;
-                    }
-                    if let Some(q) = take_next(&mut st.queue) {
-                        break Next::Write(q);
-                    }
+                let q = if st.stop || reader_done.load(Ordering::Acquire) {
+                    None
+                } else {
+                    take_next(&mut st.queue)
+                };
+                if st.stop {
+                    Next::Stop
+                } else if reader_done.load(Ordering::Acquire) {
+                    Next::Dead
+                } else if let Some(q) = q {
+                    Next::Write(q)
+                } else {
                     let idle = last_write.elapsed();
                     if idle >= KEEPALIVE {
-                        break Next::Keepalive;
-                    }
-                    let busy = !self
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .is_empty();
-                    let wait = if busy { POLL } else { KEEPALIVE - idle };
-                    st = gw
-                        .wake
-                        .wait_timeout(st, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    if busy {
-                        drop(st);
-                        poll_pending(gw, self.pending);
-                        st = gw.lock();
+                        Next::Keepalive
+                    } else {
+                        let mut wait = KEEPALIVE - idle;
+                        if busy {
+                            wait = wait.min(POLL);
+                        }
+                        if let Some(d) = deadline {
+                            wait = wait.min(d.saturating_duration_since(now));
+                        }
+                        let _ = gw.wake.wait_timeout(st, wait);
+                        Next::Tick
                     }
                 }
             };
             match next {
+                Next::Tick => {}
                 Next::Stop => {
                     let _ = (&*sock).write_all(b"</stream:stream>");
                     return Ok(());
@@ -536,17 +551,12 @@ impl Session<'_> {
 /// The next stanza to write: messages whose sender stopped waiting are dropped.
 fn take_next(queue: &mut std::collections::VecDeque<Queued>) -> Option<Queued> {
     while let Some(q) = queue.pop_front() {
-        match &q.ticket {
-            Some(t) => {
-                let mut st = t.lock();
-                if *st == TicketState::Cancelled {
-                    continue;
-                }
-                *st = TicketState::Taken;
-                drop(st);
-                return Some(q);
-            }
-            None => return Some(q),
+        let keep = match &q.ticket {
+            Some(t) => t.take(),
+            None => true,
+        };
+        if keep {
+            return Some(q);
         }
     }
     None

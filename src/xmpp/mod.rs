@@ -172,11 +172,16 @@ pub enum TicketState {
     Cancelled,
 }
 
-/// A SIP sender's wait for its message.
-#[derive(Debug)]
-pub struct Ticket {
-    state: Mutex<TicketState>,
-    cv: Condvar,
+impl TicketState {
+    /// What the sender is told, once there is something to tell.
+    fn handed(self) -> Option<Handed> {
+        match self {
+            TicketState::Written => Some(Handed::Written),
+            TicketState::Held => Some(Handed::Queued),
+            TicketState::Cancelled => Some(Handed::TimedOut),
+            TicketState::Queued | TicketState::Taken => None,
+        }
+    }
 }
 
 /// What the SIP sender is told.
@@ -190,51 +195,100 @@ pub enum Handed {
     TimedOut,
 }
 
+/// Called once with the fate of a message (from the connection thread, or at once): must
+/// not block (it posts the result to the sender's shard).
+pub type Notify = Box<dyn FnOnce(Handed) + Send + 'static>;
+
+/// A SIP sender's wait for its message: the connection thread decides it (written, held
+/// for the reconnect, or withdrawn at its deadline) and calls the sender back; nothing
+/// blocks on it.
+pub struct Ticket {
+    inner: Mutex<TicketInner>,
+    deadline: Instant,
+}
+
+struct TicketInner {
+    state: TicketState,
+    notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ticket({:?})", self.state())
+    }
+}
+
 impl Ticket {
-    fn new() -> Arc<Ticket> {
+    fn new(deadline: Instant) -> Arc<Ticket> {
         Arc::new(Ticket {
-            state: Mutex::new(TicketState::Queued),
-            cv: Condvar::new(),
+            inner: Mutex::new(TicketInner {
+                state: TicketState::Queued,
+                notify: None,
+            }),
+            deadline,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, TicketState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, TicketInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, s: TicketState) {
-        *self.lock() = s;
-        self.cv.notify_all();
+    pub fn state(&self) -> TicketState {
+        self.lock().state
     }
 
-    /// Waits up to `timeout` for the message to be written (blocking: run it off the shard).
-    pub fn wait(&self, timeout: Duration) -> Handed {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        loop {
-            match *st {
-                TicketState::Written => return Handed::Written,
-                TicketState::Held => return Handed::Queued,
-                TicketState::Cancelled => return Handed::TimedOut,
-                TicketState::Queued | TicketState::Taken => {}
+    /// `f` hears the message's fate: later, or at once when it is known already.
+    pub fn on_done(&self, f: Notify) {
+        let mut g = self.lock();
+        match g.state.handed() {
+            Some(h) => {
+                drop(g);
+                f(h);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return match *st {
-                    // Being written now: it goes out.
-                    TicketState::Taken => Handed::Written,
-                    _ => {
-                        *st = TicketState::Cancelled;
-                        Handed::TimedOut
-                    }
-                };
-            }
-            st = self
-                .cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            None => g.notify = Some(f),
         }
+    }
+
+    /// A new state; a final one calls the sender back (outside the lock).
+    fn set(&self, s: TicketState) {
+        let f = {
+            let mut g = self.lock();
+            g.state = s;
+            if s.handed().is_some() {
+                g.notify.take()
+            } else {
+                None
+            }
+        };
+        if let (Some(f), Some(h)) = (f, s.handed()) {
+            f(h);
+        }
+    }
+
+    /// Takes it to write, unless its sender stopped waiting; false: drop it.
+    fn take(&self) -> bool {
+        let mut g = self.lock();
+        if g.state == TicketState::Cancelled {
+            return false;
+        }
+        g.state = TicketState::Taken;
+        true
+    }
+
+    /// Withdraws it when `now` is past its deadline and it was not taken; true if so.
+    fn expire(&self, now: Instant) -> bool {
+        let f = {
+            let mut g = self.lock();
+            if g.state != TicketState::Queued || now < self.deadline {
+                return false;
+            }
+            g.state = TicketState::Cancelled;
+            g.notify.take()
+        };
+        if let Some(f) = f {
+            f(Handed::TimedOut);
+        }
+        true
     }
 }
 
@@ -304,6 +358,8 @@ pub(crate) struct State {
 pub struct Gateway {
     cfg: Option<Config>,
     state: Mutex<State>,
+    /// The tickets of the queue in the order they were made (so by deadline too).
+    waiting: Mutex<VecDeque<Arc<Ticket>>>,
     /// Wakes the connection thread (new stanza, stop).
     pub(crate) wake: Condvar,
     connected: AtomicBool,
@@ -355,14 +411,47 @@ impl Gateway {
             self.counters.queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(SubmitError::Full);
         }
-        let ticket = (wait && self.is_connected()).then(Ticket::new);
+        let ticket =
+            (wait && self.is_connected()).then(|| Ticket::new(Instant::now() + cfg.send_timeout));
         st.queue.push_back(Queued {
             xml: QueuedXml::Message(msg),
             ticket: ticket.clone(),
         });
+        if let Some(t) = &ticket {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(Arc::clone(t));
+        }
         drop(st);
         self.wake.notify_all();
         Ok(ticket)
+    }
+
+    /// Withdraws the queued messages whose senders' time is up (they are told: 504); returns
+    /// the next deadline of one still waiting.
+    pub(crate) fn expire_tickets(&self, now: Instant) -> Option<Instant> {
+        let mut expired = Vec::new();
+        let next = {
+            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let Some(t) = w.front() else {
+                    break None;
+                };
+                if t.state() == TicketState::Queued && now < t.deadline {
+                    break Some(t.deadline);
+                }
+                if let Some(t) = w.pop_front() {
+                    expired.push(t);
+                }
+            }
+        };
+        for t in expired {
+            if t.expire(now) {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        next
     }
 
     /// Queues a stanza of the gateway's own at the front (errors go out before the backlog).
@@ -542,23 +631,43 @@ mod tests {
         ));
     }
 
+    /// The sender's callback with what it is told, through a channel.
+    fn notified(t: &Ticket) -> std::sync::mpsc::Receiver<Handed> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        t.on_done(Box::new(move |h| {
+            let _ = tx.send(h);
+        }));
+        rx
+    }
+
     #[test]
-    fn a_ticket_times_out_unless_taken() {
+    fn a_ticket_is_withdrawn_at_its_deadline_unless_taken() {
         let gw = Gateway::new(cfg(10));
         gw.set_connected(true);
         let t = gw.submit(msg(1), true).unwrap().unwrap();
-        assert_eq!(t.wait(Duration::from_millis(10)), Handed::TimedOut);
-        assert_eq!(*t.lock(), TicketState::Cancelled);
+        let rx = notified(&t);
+        assert!(rx.try_recv().is_err(), "nothing decided yet");
+        let now = Instant::now();
+        assert!(gw.expire_tickets(now).is_some(), "still waiting");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(gw.expire_tickets(now + Duration::from_secs(6)), None);
+        assert_eq!(rx.try_recv(), Ok(Handed::TimedOut));
+        assert_eq!(t.state(), TicketState::Cancelled);
+        assert_eq!(gw.counters.timeouts.load(Ordering::Relaxed), 1);
+        // A withdrawn message is never taken to be written.
+        assert!(!t.take());
+        // Written: told so; a ticket decided before the callback is set calls it at once.
         let t = gw.submit(msg(2), true).unwrap().unwrap();
-        let t2 = Arc::clone(&t);
-        let h = std::thread::spawn(move || t2.wait(Duration::from_secs(5)));
+        let rx = notified(&t);
+        assert!(t.take());
+        assert!(
+            !t.expire(now + Duration::from_secs(60)),
+            "taken: never withdrawn"
+        );
         t.set(TicketState::Written);
-        assert_eq!(h.join().unwrap(), Handed::Written);
+        assert_eq!(rx.try_recv(), Ok(Handed::Written));
         let t = gw.submit(msg(3), true).unwrap().unwrap();
         t.set(TicketState::Held);
-        assert_eq!(t.wait(Duration::from_secs(5)), Handed::Queued);
-        let t = gw.submit(msg(4), true).unwrap().unwrap();
-        t.set(TicketState::Taken);
-        assert_eq!(t.wait(Duration::from_millis(5)), Handed::Written);
+        assert_eq!(notified(&t).try_recv(), Ok(Handed::Queued));
     }
 }

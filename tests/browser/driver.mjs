@@ -3,7 +3,8 @@
 // 127.0.0.1: alice on JsSIP over ws, bob on SIP.js over wss. Nothing is downloaded: the pages
 // are bundled here with esbuild, the browser is /usr/bin/chromium.
 //
-// Usage: node driver.mjs '<config JSON>' (see `cfg` below). It talks to the test in lines:
+// Usage: node driver.mjs '<config JSON>' (see `cfg` below; `mode: 'bridge'` runs the media
+// relay test's steps instead: alice alone calls `callee`, a plain RTP phone behind rtpengine). It talks to the test in lines:
 // on stdout `EVENT {...}` as it goes and `RESULT {...}` at the end; on stdin it waits for one
 // line (`go`) while the test runs its sipp callers against the registered pages.
 //
@@ -135,73 +136,109 @@ try {
     await p.waitForFunction(() => window.phone !== undefined);
     return p;
   };
-  const alice = await step('open JsSIP page', () => open('jssip.html'));
-  const bob = await step('open SIP.js page', () => open('sipjs.html'));
-  result.libraries = {
-    alice: await alice.evaluate(() => window.phone.library),
-    bob: await bob.evaluate(() => window.phone.library),
-  };
+  if (cfg.mode === 'bridge') {
+    // tests/browser.rs's media relay test: alice (JsSIP over ws, DTLS-SRTP and ICE) calls a
+    // plain RTP phone (sipp -rtp_echo) through ser, rtpengine bridging the two; the phone's
+    // echo must come back to the page as SRTP.
+    const alice = await step('open JsSIP page', () => open('jssip.html'));
+    result.libraries = { alice: await alice.evaluate(() => window.phone.library) };
+    await step('alice registers over ws', () =>
+      alice.evaluate((c) => window.phone.register(c), {
+        server: cfg.ws,
+        uri: `sip:alice@${cfg.domain}`,
+      }),
+    );
+    const id = await step('alice calls the RTP phone', () =>
+      alice.evaluate((t) => window.phone.call(t), cfg.callee),
+    );
+    result.media = await step('the echo comes back', async () => {
+      for (;;) {
+        const a = await alice.evaluate((i) => window.phone.stats(i), id);
+        if (a && a.bytesReceived > 0 && a.packetsReceived >= 10) return a;
+        await sleep(200);
+      }
+    });
+    result.remoteSdp = await alice.evaluate((i) => window.phone.remoteSdp(i), id);
+    if (cfg.holdMs) await sleep(cfg.holdMs);
+    await step('alice hangs up', () => alice.evaluate((i) => window.phone.hangup(i), id));
+    await step('the call ends', async () => {
+      for (;;) {
+        const a = (await alice.evaluate(() => window.phone.log())).calls[id];
+        if (a.ended) return;
+        await sleep(100);
+      }
+    });
+    result.alice = await alice.evaluate(() => window.phone.log());
+    result.ok = true;
+  } else {
+    const alice = await step('open JsSIP page', () => open('jssip.html'));
+    const bob = await step('open SIP.js page', () => open('sipjs.html'));
+    result.libraries = {
+      alice: await alice.evaluate(() => window.phone.library),
+      bob: await bob.evaluate(() => window.phone.library),
+    };
 
-  const aor = (user) => `sip:${user}@${cfg.domain}`;
-  await step('alice registers over ws', () =>
-    alice.evaluate((c) => window.phone.register(c), { server: cfg.ws, uri: aor('alice') }),
-  );
-  await step('bob registers over wss', () =>
-    bob.evaluate((c) => window.phone.register(c), { server: cfg.wss, uri: aor('bob') }),
-  );
-  result.registered = true;
+    const aor = (user) => `sip:${user}@${cfg.domain}`;
+    await step('alice registers over ws', () =>
+      alice.evaluate((c) => window.phone.register(c), { server: cfg.ws, uri: aor('alice') }),
+    );
+    await step('bob registers over wss', () =>
+      bob.evaluate((c) => window.phone.register(c), { server: cfg.wss, uri: aor('bob') }),
+    );
+    result.registered = true;
 
-  // alice calls bob; bob's page answers by itself.
-  const aliceCall = await step('alice calls bob, bob answers', () =>
-    alice.evaluate((t) => window.phone.call(t), aor('bob')),
-  );
-  const bobCall = await step('bob sees the call established', async () => {
-    for (;;) {
-      const log = await bob.evaluate(() => window.phone.log());
-      const c = log.calls.find((x) => x.direction === 'incoming' && x.confirmed);
-      if (c) return c.id;
-      await sleep(100);
-    }
-  });
-  // Media both ways: inbound-rtp bytes on both sides, a few packets' worth (the first
-  // packet alone would say little more than that ICE and DTLS came up).
-  const flowing = (x) => x && x.bytesReceived > 0 && x.packetsReceived >= 10;
-  result.media = await step('audio flows both ways', async () => {
-    for (;;) {
-      const a = await alice.evaluate((id) => window.phone.stats(id), aliceCall);
-      const b = await bob.evaluate((id) => window.phone.stats(id), bobCall);
-      if (flowing(a) && flowing(b)) return { alice: a, bob: b };
-      await sleep(200);
-    }
-  });
-  await step('alice hangs up', () => alice.evaluate((id) => window.phone.hangup(id), aliceCall));
-  await step('both see the call end', async () => {
-    for (;;) {
-      const a = (await alice.evaluate(() => window.phone.log())).calls[aliceCall];
-      const b = (await bob.evaluate(() => window.phone.log())).calls[bobCall];
-      if (a.ended && b.ended) return;
-      await sleep(100);
-    }
-  });
+    // alice calls bob; bob's page answers by itself.
+    const aliceCall = await step('alice calls bob, bob answers', () =>
+      alice.evaluate((t) => window.phone.call(t), aor('bob')),
+    );
+    const bobCall = await step('bob sees the call established', async () => {
+      for (;;) {
+        const log = await bob.evaluate(() => window.phone.log());
+        const c = log.calls.find((x) => x.direction === 'incoming' && x.confirmed);
+        if (c) return c.id;
+        await sleep(100);
+      }
+    });
+    // Media both ways: inbound-rtp bytes on both sides, a few packets' worth (the first
+    // packet alone would say little more than that ICE and DTLS came up).
+    const flowing = (x) => x && x.bytesReceived > 0 && x.packetsReceived >= 10;
+    result.media = await step('audio flows both ways', async () => {
+      for (;;) {
+        const a = await alice.evaluate((id) => window.phone.stats(id), aliceCall);
+        const b = await bob.evaluate((id) => window.phone.stats(id), bobCall);
+        if (flowing(a) && flowing(b)) return { alice: a, bob: b };
+        await sleep(200);
+      }
+    });
+    await step('alice hangs up', () => alice.evaluate((id) => window.phone.hangup(id), aliceCall));
+    await step('both see the call end', async () => {
+      for (;;) {
+        const a = (await alice.evaluate(() => window.phone.log())).calls[aliceCall];
+        const b = (await bob.evaluate(() => window.phone.log())).calls[bobCall];
+        if (a.ended && b.ended) return;
+        await sleep(100);
+      }
+    });
 
-  // MESSAGE to the sipp UAS from each page.
-  result.sentMessages = {
-    alice: await step('alice sends a MESSAGE to sipp', () =>
-      alice.evaluate((t) => window.phone.sendMessage(t, 'hello sipp from alice'), cfg.uas),
-    ),
-    bob: await step('bob sends a MESSAGE to sipp', () =>
-      bob.evaluate((t) => window.phone.sendMessage(t, 'hello sipp from bob'), cfg.uas),
-    ),
-  };
+    // MESSAGE to the sipp UAS from each page.
+    result.sentMessages = {
+      alice: await step('alice sends a MESSAGE to sipp', () =>
+        alice.evaluate((t) => window.phone.sendMessage(t, 'hello sipp from alice'), cfg.uas),
+      ),
+      bob: await step('bob sends a MESSAGE to sipp', () =>
+        bob.evaluate((t) => window.phone.sendMessage(t, 'hello sipp from bob'), cfg.uas),
+      ),
+    };
 
-  // The test's sipp callers now send a MESSAGE and an INVITE to each page.
-  emit('READY', {});
-  const go = await nextLine();
-  if (go === null) throw new Error('the test closed stdin before `go`');
+    // The test's sipp callers now send a MESSAGE and an INVITE to each page.
+    emit('READY', {});
+    const go = await nextLine();
+    if (go === null) throw new Error('the test closed stdin before `go`');
 
-  result.alice = await alice.evaluate(() => window.phone.log());
-  result.bob = await bob.evaluate(() => window.phone.log());
-  result.ok = true;
+    result.alice = await alice.evaluate(() => window.phone.log());
+    result.bob = await bob.evaluate(() => window.phone.log());
+    result.ok = true;
+  }
 } catch (e) {
   result.error = String(e.message || e);
 } finally {

@@ -123,6 +123,12 @@ window.phone = {
     return pc ? rtpStats(pc) : null;
   },
 
+  // The SDP the other side answered (or offered) for call `id`.
+  remoteSdp(id) {
+    const pc = calls[id] && calls[id].session.connection;
+    return pc && pc.remoteDescription ? pc.remoteDescription.sdp : null;
+  },
+
   log() {
     return {
       calls: calls.map(({ session, ...rest }) => rest),

@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod dnsmasq;
 pub mod mariadb;
 pub mod netns;
+pub mod rtpengine;
 pub mod sipp;
 pub mod stream;
 pub mod ws;

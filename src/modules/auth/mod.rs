@@ -129,7 +129,7 @@ impl MsgCtx<'_, '_> {
             return self.fail(500, "Server Internal Error");
         };
         let db2 = Arc::clone(&db);
-        self.suspend = Some(Suspend {
+        self.suspend = Some(Suspend::Work {
             pool: Pool::Db(db),
             work: Box::new(move || Resumed::Apply(work(&db2))),
         });
