@@ -16,7 +16,8 @@
 //!   well-formed and then one over `xmpp_max_stanza` each end the stream with the matching
 //!   stream error (not-well-formed, policy-violation) and a reconnect; the messages queued
 //!   meanwhile (202) all arrive once a connection holds, the queue's bound gives 503, a body
-//!   over `xmpp_max_stanza` gets 413, and nothing panics;
+//!   over `xmpp_max_stanza` gets 413, an `iq` get is answered with an error, and nothing
+//!   panics;
 //! - a message from XMPP for a SIP user who is offline: msilo stores it (202) and delivers it
 //!   when the user registers;
 //! - `ser -c`: a missing `xmpp_domain` and a bad `domain_separator` are refused.
@@ -812,7 +813,9 @@ fn bad_input_from_the_server_reconnects_and_loses_nothing() {
         let seen = serve_one(
             &l2,
             b"<message from='x@y' to='bob@elsewhere.example' id='w1' type='chat'>\
-              <body>wrong domain</body></message>",
+              <body>wrong domain</body></message>\
+              <iq type='get' id='q1' from='y' to='sipgw.localhost'>\
+              <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
             Duration::from_secs(3),
         );
         let _ = tx.send(seen);
@@ -834,6 +837,14 @@ fn bad_input_from_the_server_reconnects_and_loses_nothing() {
     assert!(
         third.text.contains("type='error'") && third.text.contains("<item-not-found"),
         "the message to another domain gets an error: {}",
+        third.text
+    );
+    // An iq get is answered (with an error: nothing is served over iq).
+    assert!(
+        third
+            .text
+            .contains("<iq type='error' from='sipgw.localhost' to='y' id='q1'>"),
+        "{}",
         third.text
     );
     let st = status_text(&fifo);

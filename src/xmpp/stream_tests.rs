@@ -230,6 +230,45 @@ fn input_cut_anywhere_never_panics() {
 }
 
 #[test]
+fn random_edits_of_a_stream_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let input = format!(
+        "{HEADER}<message from='alice@x.org/r' to='bob@sip.example.org' type='chat' id='a1'>\
+         <body>hi &amp; &#x263A; <![CDATA[<x>]]></body><active xmlns='urn:x'/></message>\
+         <iq type='get' id='q1' from='x.org' to='sip.example.org'><query xmlns='urn:y'/></iq>\
+         <message type='error' id='ser-1'><error type='cancel'><item-not-found \
+         xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text>t</text></error></message>\
+         <stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>\
+         </stream:stream>"
+    );
+    let alphabet = b"<>/&;'\"=!?[]-#x0a \xc3\xa9\xff\x00:";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+    for _ in 0..3000 {
+        let mut v = input.as_bytes().to_vec();
+        for _ in 0..rng.random_range(1..6) {
+            let i = rng.random_range(0..v.len());
+            match rng.random_range(0..3) {
+                0 => v[i] = alphabet[rng.random_range(0..alphabet.len())],
+                1 => {
+                    v.remove(i);
+                }
+                _ => v.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
+            }
+        }
+        let limits = Limits {
+            max_stanza: rng.random_range(64..4096),
+            max_depth: rng.random_range(2..8),
+        };
+        let mut r = StanzaReader::new(&v[..], limits);
+        for _ in 0..20 {
+            if r.next_item().is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
 fn what_we_write_is_escaped_and_reads_back() {
     let m = write_message(
         "alice@sip.example.org",
