@@ -574,12 +574,24 @@ struct Seen {
 /// own with an id, checks the handshake, accepts it, then sends `after` and reads what ser
 /// writes until ser closes (or `limit`).
 fn serve_one(listener: &TcpListener, after: &[u8], limit: Duration) -> Seen {
-    let (mut s, _) = listener.accept().expect("accept");
+    // ser connects within its back-off (xmpp_reconnect_max 2 s); the wait is bounded.
+    let deadline = Instant::now() + limit;
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut s = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "ser did not connect");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    s.set_nonblocking(false).expect("blocking");
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     let mut seen = Seen::default();
     let mut buf = [0u8; 65536];
-    let deadline = Instant::now() + limit;
     let mut read_until = |s: &mut TcpStream, seen: &mut Seen, what: &str| {
         while !seen.text.contains(what) {
             assert!(Instant::now() < deadline, "never got {what}: {}", seen.text);
@@ -816,7 +828,7 @@ fn bad_input_from_the_server_reconnects_and_loses_nothing() {
               <body>wrong domain</body></message>\
               <iq type='get' id='q1' from='y' to='sipgw.localhost'>\
               <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-            Duration::from_secs(3),
+            Duration::from_secs(5),
         );
         let _ = tx.send(seen);
     });
