@@ -9,7 +9,9 @@
 //!   MESSAGE to sip:juliet*localhost@<gateway> gets 202 and juliet gets the chat message from
 //!   alice@sipgw.localhost; a message to a SIP user who is not registered comes back to
 //!   juliet as an XMPP error (item-not-found, from the SIP 404); a MESSAGE with an HTML body
-//!   gets 415 with `Accept: text/plain`; `serctl jabber status` and the metrics count it all;
+//!   gets 415 with `Accept: text/plain`; a MESSAGE to a domain prosody cannot reach gets 403
+//!   (prosody's not-allowed, within `xmpp_error_wait`); `serctl jabber status` and the
+//!   metrics count it all;
 //! - prosody stopped and started again: a MESSAGE sent while it is away gets 202 at once
 //!   (queued), ser reconnects, and juliet gets it; the status counts the reconnect;
 //! - bad input from the server (a fake component server here): a stanza that is not
@@ -384,7 +386,10 @@ fn xmpp_and_sip_users_exchange_messages() {
         &script(
             prosody.component,
             &fifo,
-            &format!("metrics_listen=\"127.0.0.1:{metrics_port}\""),
+            &format!(
+                "metrics_listen=\"127.0.0.1:{metrics_port}\"\n\
+                 modparam(\"jabber\", \"xmpp_error_wait\", 1000)"
+            ),
         ),
         0,
         2,
@@ -444,6 +449,17 @@ fn xmpp_and_sip_users_exchange_messages() {
     );
     assert_eq!(status(&r), Some(415), "{r}");
     assert!(r.contains("Accept: text/plain"), "{r}");
+    // To a domain prosody cannot reach (its s2s is off): its error comes within
+    // xmpp_error_wait and the SIP sender gets what it maps to (not-allowed: 403).
+    let r = send_message(
+        &ser,
+        &peer,
+        "sip:romeo*montague.example@127.0.0.1",
+        "remote-1",
+        "text/plain",
+        "wherefore art thou",
+    );
+    assert_eq!(status(&r), Some(403), "{r}\n{}", ser.log_text());
     // Not an XMPP address (no domain after the delimiter): 404.
     let r = send_message(
         &ser,
@@ -457,14 +473,16 @@ fn xmpp_and_sip_users_exchange_messages() {
     assert!(juliet.message(Duration::from_millis(500)).is_none());
 
     let st = status_text(&fifo);
-    assert_eq!(counter(&st, "sent"), 1, "{st}");
+    assert_eq!(counter(&st, "sent"), 2, "{st}");
+    assert_eq!(counter(&st, "xmpp_errors"), 1, "{st}");
     assert_eq!(counter(&st, "received"), 2, "{st}");
     assert_eq!(counter(&st, "delivered"), 1, "{st}");
     assert_eq!(counter(&st, "sip_errors"), 1, "{st}");
     let metrics = http_get_body(SocketAddr::from(([127, 0, 0, 1], metrics_port)), "/metrics");
     for want in [
         "ser_xmpp_connected 1",
-        "ser_xmpp_sent_total 1",
+        "ser_xmpp_sent_total 2",
+        "ser_xmpp_errors_total{kind=\"xmpp\"} 1",
         "ser_xmpp_received_total{result=\"delivered\"} 1",
         "ser_xmpp_errors_total{kind=\"sip\"} 1",
         "ser_xmpp_reconnects_total 0",

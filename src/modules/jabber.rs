@@ -9,8 +9,9 @@
 //! While the server is connected the script pauses (`Suspend::Service`: the shard goes on
 //! with other messages, no thread waits) until the connection thread has written the
 //! message to the server, up to `xmpp_send_timeout` (then it fails with 504 and the message
-//! is withdrawn); while the server is away the message is queued for the reconnect and the
-//! function succeeds at once; a full queue fails with 503. The script answers: `sl_send_reply("202",
+//! is withdrawn), and with `xmpp_error_wait` that long more for an XMPP error for it (then it
+//! fails with the SIP status the error maps to); while the server is away the message is
+//! queued for the reconnect and the function succeeds at once; a full queue fails with 503. The script answers: `sl_send_reply("202",
 //! "Accepted")` on success, `sl_reply_error()` otherwise.
 
 use std::sync::Arc;
@@ -124,6 +125,7 @@ impl MsgCtx<'_, '_> {
                         resume(Resumed::Apply(Box::new(move |m| match handed {
                             Handed::Written | Handed::Queued => 1,
                             Handed::TimedOut => m.fail(504, "Gateway Time-out"),
+                            Handed::Refused { code, reason } => m.fail(code, reason),
                         })))
                     }));
                 })));

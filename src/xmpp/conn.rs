@@ -71,6 +71,7 @@ pub(super) fn run(gw: &Gateway, sip: &dyn SipSide) {
         let was_up = gw.is_connected();
         gw.set_connected(false);
         hold_tickets(gw);
+        gw.release_sent();
         match r {
             Ok(()) => {
                 crate::notice!("xmpp: stopped");
@@ -375,10 +376,11 @@ impl Session<'_> {
                     last_write = Instant::now();
                 }
                 Next::Write(q) => {
+                    *msg_id += 1;
+                    let id = format!("ser-{msg_id}");
                     let xml = match &q.xml {
                         QueuedXml::Message(m) => {
-                            *msg_id += 1;
-                            stream::write_message(&m.from, &m.to, &format!("ser-{msg_id}"), &m.body)
+                            stream::write_message(&m.from, &m.to, &id, &m.body)
                         }
                         QueuedXml::Raw(x) => x.clone(),
                     };
@@ -399,7 +401,7 @@ impl Session<'_> {
                         crate::debug!("xmpp: message from {} to {} written", m.from, m.to);
                     }
                     if let Some(t) = &q.ticket {
-                        t.set(TicketState::Written);
+                        gw.written(id, t);
                     }
                 }
             }
@@ -437,11 +439,19 @@ impl Session<'_> {
         let cfg = self.cfg;
         if s.kind == "error" {
             gw.counters.xmpp_errors.fetch_add(1, Ordering::Relaxed);
+            let cond = s.error.as_deref().unwrap_or("undefined-condition");
+            // Its sender still waiting (xmpp_error_wait) gets the SIP status it maps to.
+            let answered = gw.refused(&s.id, cond);
             crate::warn!(
-                "xmpp: error for message {} to {}: {}{}",
+                "xmpp: error for message {} to {}{}: {}{}",
                 s.id,
                 s.from,
-                s.error.as_deref().unwrap_or("(no condition)"),
+                if answered {
+                    " (told its SIP sender)"
+                } else {
+                    ""
+                },
+                cond,
                 s.error_text
                     .as_deref()
                     .map(|t| format!(" ({t})"))

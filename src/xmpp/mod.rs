@@ -57,6 +57,7 @@ pub const PARAMS: &[(&str, bool)] = &[
     ("xmpp_send_timeout", true),
     ("xmpp_max_stanza", true),
     ("xmpp_reconnect_max", true),
+    ("xmpp_error_wait", true),
     ("outbound_proxy", false),
 ];
 
@@ -79,6 +80,9 @@ pub struct Config {
     pub max_depth: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How long a written message waits for an XMPP error before its sender is told it was
+    /// handed over (zero: not at all).
+    pub error_wait: Duration,
     /// Where injected SIP requests go (None: ser's own first UDP address).
     pub outbound_proxy: Option<String>,
 }
@@ -101,6 +105,9 @@ pub fn check_param(name: &str, value: &ser_script::Value) -> Result<(), String> 
         }
         ("xmpp_reconnect_max", V::Int(n)) if !(1..=3600).contains(n) => {
             Err(format!("xmpp_reconnect_max {n}: 1-3600 s"))
+        }
+        ("xmpp_error_wait", V::Int(n)) if !(0..=10_000).contains(n) => {
+            Err(format!("xmpp_error_wait {n}: 0-10000 ms"))
         }
         ("domain_separator", V::Str(s)) if s.chars().count() != 1 || s == "@" || s == ":" => Err(
             format!("domain_separator \"{s}\": one character, not @ or : (e.g. * or %)"),
@@ -146,6 +153,7 @@ impl Config {
             max_depth: 16,
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(num("xmpp_reconnect_max", DEFAULT_RECONNECT_MAX_S)),
+            error_wait: Duration::from_millis(num("xmpp_error_wait", 0)),
             outbound_proxy: s("outbound_proxy"),
         })
     }
@@ -170,6 +178,10 @@ pub enum TicketState {
     Held,
     /// Its sender stopped waiting (timeout) before it was taken: it is never sent.
     Cancelled,
+    /// Written; an XMPP error for it may still come within `xmpp_error_wait`.
+    Sent,
+    /// Written, and the server answered with an error: the SIP status it maps to.
+    Refused(u16, &'static str),
 }
 
 impl TicketState {
@@ -179,7 +191,8 @@ impl TicketState {
             TicketState::Written => Some(Handed::Written),
             TicketState::Held => Some(Handed::Queued),
             TicketState::Cancelled => Some(Handed::TimedOut),
-            TicketState::Queued | TicketState::Taken => None,
+            TicketState::Refused(code, reason) => Some(Handed::Refused { code, reason }),
+            TicketState::Queued | TicketState::Taken | TicketState::Sent => None,
         }
     }
 }
@@ -193,6 +206,8 @@ pub enum Handed {
     Queued,
     /// Not taken within the timeout: withdrawn, never sent.
     TimedOut,
+    /// The XMPP server answered with an error within `xmpp_error_wait`: this SIP status.
+    Refused { code: u16, reason: &'static str },
 }
 
 /// Called once with the fate of a message (from the connection thread, or at once): must
@@ -360,6 +375,9 @@ pub struct Gateway {
     state: Mutex<State>,
     /// The tickets of the queue in the order they were made (so by deadline too).
     waiting: Mutex<VecDeque<Arc<Ticket>>>,
+    /// Written messages that wait for a possible error (`xmpp_error_wait`): stanza id,
+    /// ticket, until when; in the order written.
+    sent: Mutex<VecDeque<(String, Arc<Ticket>, Instant)>>,
     /// Wakes the connection thread (new stanza, stop).
     pub(crate) wake: Condvar,
     connected: AtomicBool,
@@ -451,7 +469,80 @@ impl Gateway {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        next
+        // Written messages no error came for: handed over.
+        let mut done = Vec::new();
+        let next_sent = {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                match sent.front() {
+                    Some((_, t, until)) if *until > now && t.state() == TicketState::Sent => {
+                        break Some(*until)
+                    }
+                    Some(_) => done.extend(sent.pop_front()),
+                    None => break None,
+                }
+            }
+        };
+        for (_, t, _) in done {
+            if t.state() == TicketState::Sent {
+                t.set(TicketState::Written);
+            }
+        }
+        match (next, next_sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A message with a ticket was written as stanza `id`: its sender hears now, or after
+    /// `xmpp_error_wait` unless an error for `id` comes first.
+    pub(crate) fn written(&self, id: String, t: &Arc<Ticket>) {
+        let wait = self.cfg.as_ref().map_or(Duration::ZERO, |c| c.error_wait);
+        if wait.is_zero() {
+            t.set(TicketState::Written);
+            return;
+        }
+        t.set(TicketState::Sent);
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((id, Arc::clone(t), Instant::now() + wait));
+    }
+
+    /// The server answered stanza `id` with the error `condition`: its sender, if still
+    /// waiting, gets the SIP status it maps to. True when one was waiting.
+    pub(crate) fn refused(&self, id: &str, condition: &str) -> bool {
+        let t = {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(i) = sent.iter().position(|(s, _, _)| s == id) else {
+                return false;
+            };
+            sent.remove(i).map(|(_, t, _)| t)
+        };
+        let Some(t) = t else {
+            return false;
+        };
+        if t.state() != TicketState::Sent {
+            return false;
+        }
+        let (code, reason) = xmpp_error_status(condition);
+        t.set(TicketState::Refused(code, reason));
+        true
+    }
+
+    /// The connection is gone: messages waiting for a possible error were written.
+    pub(crate) fn release_sent(&self) {
+        let all: Vec<_> = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for (_, t, _) in all {
+            if t.state() == TicketState::Sent {
+                t.set(TicketState::Written);
+            }
+        }
     }
 
     /// Queues a stanza of the gateway's own at the front (errors go out before the backlog).
@@ -529,6 +620,21 @@ pub fn sip_error_condition(code: u16) -> (&'static str, &'static str) {
         500 => ("internal-server-error", "wait"),
         503 => ("service-unavailable", "wait"),
         _ => ("undefined-condition", "cancel"),
+    }
+}
+
+/// The SIP status for an XMPP error condition (RFC 6120 8.3.3) that came back for a message.
+pub fn xmpp_error_status(condition: &str) -> (u16, &'static str) {
+    match condition {
+        "item-not-found" | "remote-server-not-found" | "jid-malformed" | "gone" => {
+            (404, "Not Found")
+        }
+        "service-unavailable" | "recipient-unavailable" => (480, "Temporarily Unavailable"),
+        "forbidden" | "not-allowed" | "not-authorized" | "policy-violation" => (403, "Forbidden"),
+        "remote-server-timeout" => (504, "Server Time-out"),
+        "not-acceptable" | "bad-request" => (488, "Not Acceptable Here"),
+        "resource-constraint" => (503, "Service Unavailable"),
+        _ => (500, "Server Internal Error"),
     }
 }
 
@@ -669,5 +775,47 @@ mod tests {
         let t = gw.submit(msg(3), true).unwrap().unwrap();
         t.set(TicketState::Held);
         assert_eq!(notified(&t).try_recv(), Ok(Handed::Queued));
+    }
+
+    #[test]
+    fn an_error_within_xmpp_error_wait_reaches_the_sip_sender() {
+        let mut c = cfg(10);
+        c.error_wait = Duration::from_millis(200);
+        let gw = Gateway::new(c);
+        gw.set_connected(true);
+        // Refused: the error for its stanza id comes in time.
+        let t = gw.submit(msg(1), true).unwrap().unwrap();
+        let rx = notified(&t);
+        assert!(t.take());
+        gw.written(String::from("ser-1"), &t);
+        assert!(rx.try_recv().is_err(), "waits for a possible error");
+        assert!(!gw.refused("ser-9", "item-not-found"), "another stanza");
+        assert!(gw.refused("ser-1", "not-allowed"));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Handed::Refused {
+                code: 403,
+                reason: "Forbidden"
+            })
+        );
+        // No error: written once the wait is over; a late error changes nothing.
+        let t = gw.submit(msg(2), true).unwrap().unwrap();
+        let rx = notified(&t);
+        assert!(t.take());
+        gw.written(String::from("ser-2"), &t);
+        let later = Instant::now() + Duration::from_secs(1);
+        assert_eq!(gw.expire_tickets(later), None);
+        assert_eq!(rx.try_recv(), Ok(Handed::Written));
+        assert!(!gw.refused("ser-2", "item-not-found"));
+        // The connection goes: what was written is written.
+        let t = gw.submit(msg(3), true).unwrap().unwrap();
+        let rx = notified(&t);
+        assert!(t.take());
+        gw.written(String::from("ser-3"), &t);
+        gw.release_sent();
+        assert_eq!(rx.try_recv(), Ok(Handed::Written));
+        assert_eq!(xmpp_error_status("item-not-found"), (404, "Not Found"));
+        assert_eq!(xmpp_error_status("service-unavailable").0, 480);
+        assert_eq!(xmpp_error_status("something-else").0, 500);
     }
 }
