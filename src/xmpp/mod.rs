@@ -13,9 +13,10 @@
 //! address, so the script routes it like any request); a final reply ≥ 300 sends an XMPP
 //! error back to the XMPP sender.
 //!
-//! Files: `addr` (the address form, sans-IO), `stream` (the stream's XML with quick-xml,
-//! inside size and depth limits), `conn` (the thread: connect, handshake, read, write,
-//! reconnect with back-off). `stream` and `conn` come with the cargo feature `xmpp`; without
+//! Files: `addr` (the address form, sans-IO), `ticket` (a SIP sender's wait for its message:
+//! written, held for the reconnect, withdrawn at its deadline, or refused by an XMPP error),
+//! `stream` (the stream's XML with quick-xml, inside size and depth limits), `conn` (the
+//! thread: connect, handshake, read, write, reconnect with back-off). `stream` and `conn` come with the cargo feature `xmpp`; without
 //! it the module `jabber` is refused at load and nothing here runs.
 //!
 //! Left out: presence (XMPP presence ⇄ SIP PUBLISH/NOTIFY), multi-user chat (SER's
@@ -30,6 +31,7 @@ pub mod addr;
 mod conn;
 #[cfg(feature = "xmpp")]
 pub mod stream;
+mod ticket;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,7 @@ use portable_atomic::AtomicU64;
 use crate::config::Params;
 
 pub use addr::AddrMap;
+pub use ticket::{Handed, Notify, Ticket, TicketState};
 
 /// The module's parameters: (name, is an integer).
 pub const PARAMS: &[(&str, bool)] = &[
@@ -165,146 +168,6 @@ pub struct Outgoing {
     pub from: String,
     pub to: String,
     pub body: String,
-}
-
-/// How far a queued message went, for the SIP sender waiting on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketState {
-    Queued,
-    /// The connection thread took it to write (it will be written or queued again).
-    Taken,
-    Written,
-    /// The connection went down while it waited: it stays queued for the reconnect.
-    Held,
-    /// Its sender stopped waiting (timeout) before it was taken: it is never sent.
-    Cancelled,
-    /// Written; an XMPP error for it may still come within `xmpp_error_wait`.
-    Sent,
-    /// Written, and the server answered with an error: the SIP status it maps to.
-    Refused(u16, &'static str),
-}
-
-impl TicketState {
-    /// What the sender is told, once there is something to tell.
-    fn handed(self) -> Option<Handed> {
-        match self {
-            TicketState::Written => Some(Handed::Written),
-            TicketState::Held => Some(Handed::Queued),
-            TicketState::Cancelled => Some(Handed::TimedOut),
-            TicketState::Refused(code, reason) => Some(Handed::Refused { code, reason }),
-            TicketState::Queued | TicketState::Taken | TicketState::Sent => None,
-        }
-    }
-}
-
-/// What the SIP sender is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handed {
-    /// Written to the XMPP server.
-    Written,
-    /// Queued while the server is away: it goes out after the reconnect.
-    Queued,
-    /// Not taken within the timeout: withdrawn, never sent.
-    TimedOut,
-    /// The XMPP server answered with an error within `xmpp_error_wait`: this SIP status.
-    Refused { code: u16, reason: &'static str },
-}
-
-/// Called once with the fate of a message (from the connection thread, or at once): must
-/// not block (it posts the result to the sender's shard).
-pub type Notify = Box<dyn FnOnce(Handed) + Send + 'static>;
-
-/// A SIP sender's wait for its message: the connection thread decides it (written, held
-/// for the reconnect, or withdrawn at its deadline) and calls the sender back; nothing
-/// blocks on it.
-pub struct Ticket {
-    inner: Mutex<TicketInner>,
-    deadline: Instant,
-}
-
-struct TicketInner {
-    state: TicketState,
-    notify: Option<Notify>,
-}
-
-impl std::fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ticket({:?})", self.state())
-    }
-}
-
-impl Ticket {
-    fn new(deadline: Instant) -> Arc<Ticket> {
-        Arc::new(Ticket {
-            inner: Mutex::new(TicketInner {
-                state: TicketState::Queued,
-                notify: None,
-            }),
-            deadline,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, TicketInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn state(&self) -> TicketState {
-        self.lock().state
-    }
-
-    /// `f` hears the message's fate: later, or at once when it is known already.
-    pub fn on_done(&self, f: Notify) {
-        let mut g = self.lock();
-        match g.state.handed() {
-            Some(h) => {
-                drop(g);
-                f(h);
-            }
-            None => g.notify = Some(f),
-        }
-    }
-
-    /// A new state; a final one calls the sender back (outside the lock).
-    fn set(&self, s: TicketState) {
-        let f = {
-            let mut g = self.lock();
-            g.state = s;
-            if s.handed().is_some() {
-                g.notify.take()
-            } else {
-                None
-            }
-        };
-        if let (Some(f), Some(h)) = (f, s.handed()) {
-            f(h);
-        }
-    }
-
-    /// Takes it to write, unless its sender stopped waiting; false: drop it.
-    fn take(&self) -> bool {
-        let mut g = self.lock();
-        if g.state == TicketState::Cancelled {
-            return false;
-        }
-        g.state = TicketState::Taken;
-        true
-    }
-
-    /// Withdraws it when `now` is past its deadline and it was not taken; true if so.
-    fn expire(&self, now: Instant) -> bool {
-        let f = {
-            let mut g = self.lock();
-            if g.state != TicketState::Queued || now < self.deadline {
-                return false;
-            }
-            g.state = TicketState::Cancelled;
-            g.notify.take()
-        };
-        if let Some(f) = f {
-            f(Handed::TimedOut);
-        }
-        true
-    }
 }
 
 /// One queued stanza: a message from SIP (with its sender's ticket while it waits), or an
