@@ -322,14 +322,17 @@ impl Session<'_> {
             let deadline = gw.expire_tickets(now);
             let next = {
                 let mut st = gw.lock();
-                let q = if st.stop || reader_done.load(Ordering::Acquire) {
+                // Read once: a message taken must be written, not dropped by a flag that
+                // changed in between.
+                let dead = reader_done.load(Ordering::Acquire);
+                let q = if st.stop || dead {
                     None
                 } else {
                     take_next(&mut st.queue)
                 };
                 if st.stop {
                     Next::Stop
-                } else if reader_done.load(Ordering::Acquire) {
+                } else if dead {
                     Next::Dead
                 } else if let Some(q) = q {
                     Next::Write(q)
