@@ -387,6 +387,9 @@ impl Session<'_> {
                         }
                         QueuedXml::Raw(x) => x.clone(),
                     };
+                    if let Some(t) = &q.ticket {
+                        gw.writing(id.clone(), t);
+                    }
                     if let Err(e) = (&*sock).write_all(xml.as_bytes()) {
                         // Back at the front, for the next connection.
                         if let Some(t) = &q.ticket {
@@ -404,7 +407,7 @@ impl Session<'_> {
                         crate::debug!("xmpp: message from {} to {} written", m.from, m.to);
                     }
                     if let Some(t) = &q.ticket {
-                        gw.written(id, t);
+                        gw.written(t);
                     }
                 }
             }

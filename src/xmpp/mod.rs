@@ -231,6 +231,9 @@ pub(crate) struct State {
     pub(crate) connected_since: Option<std::time::SystemTime>,
 }
 
+/// A written message whose sender waits for a possible error: stanza id, ticket, until when.
+type SentEntry = (String, Arc<Ticket>, Option<Instant>);
+
 /// The gateway: shared through `Core` by every shard (to submit) and the connection thread.
 #[derive(Debug, Default)]
 pub struct Gateway {
@@ -238,9 +241,10 @@ pub struct Gateway {
     state: Mutex<State>,
     /// The tickets of the queue in the order they were made (so by deadline too).
     waiting: Mutex<VecDeque<Arc<Ticket>>>,
-    /// Written messages that wait for a possible error (`xmpp_error_wait`): stanza id,
-    /// ticket, until when; in the order written.
-    sent: Mutex<VecDeque<(String, Arc<Ticket>, Instant)>>,
+    /// Messages that may still get an XMPP error their sender waits for (`xmpp_error_wait`),
+    /// in the order written: stanza id, ticket, and until when (None while it is being
+    /// written: the error may come back before the write call returns).
+    sent: Mutex<VecDeque<SentEntry>>,
     /// Wakes the connection thread (new stanza, stop).
     pub(crate) wake: Condvar,
     connected: AtomicBool,
@@ -337,19 +341,19 @@ impl Gateway {
         let next_sent = {
             let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                match sent.front() {
-                    Some((_, t, until)) if *until > now && t.state() == TicketState::Sent => {
-                        break Some(*until)
-                    }
-                    Some(_) => done.extend(sent.pop_front()),
-                    None => break None,
+                let Some((_, t, until)) = sent.front() else {
+                    break None;
+                };
+                match (t.state(), *until) {
+                    // Being written (only the newest can be): nothing after it is due.
+                    (TicketState::Taken, None) => break None,
+                    (TicketState::Sent, Some(u)) if u > now => break Some(u),
+                    _ => done.extend(sent.pop_front()),
                 }
             }
         };
         for (_, t, _) in done {
-            if t.state() == TicketState::Sent {
-                t.set(TicketState::Written);
-            }
+            t.settle(&[TicketState::Sent], TicketState::Written);
         }
         match (next, next_sent) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -357,19 +361,36 @@ impl Gateway {
         }
     }
 
-    /// A message with a ticket was written as stanza `id`: its sender hears now, or after
-    /// `xmpp_error_wait` unless an error for `id` comes first.
-    pub(crate) fn written(&self, id: String, t: &Arc<Ticket>) {
-        let wait = self.cfg.as_ref().map_or(Duration::ZERO, |c| c.error_wait);
-        if wait.is_zero() {
-            t.set(TicketState::Written);
+    /// Before a message with a ticket is written as stanza `id`: with `xmpp_error_wait` an
+    /// error for `id` is watched for from now on (it may come before the write returns).
+    pub(crate) fn writing(&self, id: String, t: &Arc<Ticket>) {
+        if self.error_wait().is_zero() {
             return;
         }
-        t.set(TicketState::Sent);
         self.sent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((id, Arc::clone(t), Instant::now() + wait));
+            .push_back((id, Arc::clone(t), None));
+    }
+
+    /// It was written: its sender hears now, or after `xmpp_error_wait` unless an error for
+    /// it came or comes first.
+    pub(crate) fn written(&self, t: &Arc<Ticket>) {
+        let wait = self.error_wait();
+        if wait.is_zero() {
+            t.settle(&[TicketState::Taken], TicketState::Written);
+            return;
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        if t.settle(&[TicketState::Taken], TicketState::Sent) {
+            if let Some(e) = sent.iter_mut().rev().find(|e| Arc::ptr_eq(&e.1, t)) {
+                e.2 = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    fn error_wait(&self) -> Duration {
+        self.cfg.as_ref().map_or(Duration::ZERO, |c| c.error_wait)
     }
 
     /// The server answered stanza `id` with the error `condition`: its sender, if still
@@ -385,12 +406,11 @@ impl Gateway {
         let Some(t) = t else {
             return false;
         };
-        if t.state() != TicketState::Sent {
-            return false;
-        }
         let (code, reason) = xmpp_error_status(condition);
-        t.set(TicketState::Refused(code, reason));
-        true
+        t.settle(
+            &[TicketState::Taken, TicketState::Sent],
+            TicketState::Refused(code, reason),
+        )
     }
 
     /// The connection is gone: messages waiting for a possible error were written.
@@ -402,9 +422,7 @@ impl Gateway {
             .drain(..)
             .collect();
         for (_, t, _) in all {
-            if t.state() == TicketState::Sent {
-                t.set(TicketState::Written);
-            }
+            t.settle(&[TicketState::Sent], TicketState::Written);
         }
     }
 
@@ -650,10 +668,11 @@ mod tests {
         let t = gw.submit(msg(1), true).unwrap().unwrap();
         let rx = notified(&t);
         assert!(t.take());
-        gw.written(String::from("ser-1"), &t);
-        assert!(rx.try_recv().is_err(), "waits for a possible error");
-        assert!(!gw.refused("ser-9", "item-not-found"), "another stanza");
+        gw.writing(String::from("ser-1"), &t);
+        // The error may come back before the write call returns.
         assert!(gw.refused("ser-1", "not-allowed"));
+        gw.written(&t);
+        assert!(!gw.refused("ser-9", "item-not-found"), "another stanza");
         assert_eq!(
             rx.try_recv(),
             Ok(Handed::Refused {
@@ -665,7 +684,9 @@ mod tests {
         let t = gw.submit(msg(2), true).unwrap().unwrap();
         let rx = notified(&t);
         assert!(t.take());
-        gw.written(String::from("ser-2"), &t);
+        gw.writing(String::from("ser-2"), &t);
+        gw.written(&t);
+        assert!(rx.try_recv().is_err(), "waits for a possible error");
         let later = Instant::now() + Duration::from_secs(1);
         assert_eq!(gw.expire_tickets(later), None);
         assert_eq!(rx.try_recv(), Ok(Handed::Written));
@@ -674,7 +695,8 @@ mod tests {
         let t = gw.submit(msg(3), true).unwrap().unwrap();
         let rx = notified(&t);
         assert!(t.take());
-        gw.written(String::from("ser-3"), &t);
+        gw.writing(String::from("ser-3"), &t);
+        gw.written(&t);
         gw.release_sent();
         assert_eq!(rx.try_recv(), Ok(Handed::Written));
         assert_eq!(xmpp_error_status("item-not-found"), (404, "Not Found"));

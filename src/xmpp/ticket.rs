@@ -120,6 +120,27 @@ impl Ticket {
         }
     }
 
+    /// Moves it to `to` if it is in one of `from`; true if so (a final state calls the
+    /// sender back, outside the lock).
+    pub(super) fn settle(&self, from: &[TicketState], to: TicketState) -> bool {
+        let f = {
+            let mut g = self.lock();
+            if !from.contains(&g.state) {
+                return false;
+            }
+            g.state = to;
+            if to.handed().is_some() {
+                g.notify.take()
+            } else {
+                None
+            }
+        };
+        if let (Some(f), Some(h)) = (f, to.handed()) {
+            f(h);
+        }
+        true
+    }
+
     /// Takes it to write, unless its sender stopped waiting; false: drop it.
     pub(super) fn take(&self) -> bool {
         let mut g = self.lock();
