@@ -44,17 +44,21 @@ pub struct Core {
     pub pike: std::sync::Arc<crate::pike::Shared>,
     /// The jabber module's SIP-XMPP gateway (set by `main` when the module is loaded);
     /// shared across reloads.
+    #[cfg(feature = "xmpp")]
     pub jabber: std::sync::Arc<crate::xmpp::Gateway>,
     /// ratelimit's pipes and queues (configured from the script's parameters by `main` and
     /// by each reload); shared across reloads.
     pub ratelimit: std::sync::Arc<crate::ratelimit::Pipes>,
     /// The dispatcher's destination sets (set by `main` when the module is loaded); shared
     /// across reloads.
+    #[cfg(feature = "dispatcher")]
     pub dispatcher: std::sync::Arc<crate::dispatcher::Dispatcher>,
     /// rtpengine's client (its service thread; started by `main` when the module is
     /// loaded); shared across reloads.
+    #[cfg(feature = "rtpengine")]
     pub rtpengine: std::sync::Arc<crate::rtpengine::Rtpengine>,
     /// msilo's silo (set by `main` when the module is loaded); shared across reloads.
+    #[cfg(feature = "msilo")]
     pub msilo: std::sync::Arc<crate::msilo::Silo>,
 }
 
@@ -106,10 +110,14 @@ impl Core {
             usrloc: Default::default(),
             aliases: Default::default(),
             pike: Default::default(),
+            #[cfg(feature = "xmpp")]
             jabber: Default::default(),
             ratelimit: Default::default(),
+            #[cfg(feature = "dispatcher")]
             dispatcher: Default::default(),
+            #[cfg(feature = "rtpengine")]
             rtpengine: Default::default(),
+            #[cfg(feature = "msilo")]
             msilo: Default::default(),
         }
     }

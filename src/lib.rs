@@ -11,7 +11,10 @@
 //! 4. services: `dns` (RFC 3263 resolution), `db` (SQLite, MySQL), `usrloc` (user location),
 //!    `pike` (requests per source address), `ratelimit` (pipes and queues), `nathelper` (NAT
 //!    traversal's pure parts), `rtpengine` (the media relay's control protocol, on threads of
-//!    its own), `xmpp` (the SIP-XMPP gateway's component connection, on a thread of its own);
+//!    its own), `dispatcher` (destination sets and their health), `msilo` (stored messages),
+//!    `xmpp` (the SIP-XMPP gateway's component connection, on a thread of its own); these last
+//!    four, with their modules, management commands and metrics, come with the
+//!    cargo features of their names (on by default, out of the small boards' builds);
 //! 5. the script on SIP: `core` (what every shard reads), `modules` (the per-message context
 //!    `modules::ctx`, the actions with one export table per module, tm's glue), `loader`;
 //! 6. the application: `server` (the shard handler), `live` (reload), `mgmt` and `mgmt_http`
@@ -27,6 +30,7 @@ pub mod config;
 pub mod core;
 pub mod ctl_db;
 pub mod db;
+#[cfg(feature = "dispatcher")]
 pub mod dispatcher;
 pub mod dns;
 pub mod live;
@@ -35,10 +39,12 @@ pub mod metrics;
 pub mod mgmt;
 pub mod mgmt_http;
 pub mod modules;
+#[cfg(feature = "msilo")]
 pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
+#[cfg(feature = "rtpengine")]
 pub mod rtpengine;
 pub mod server;
 pub mod sip;
@@ -52,7 +58,15 @@ pub mod tm;
 pub mod txn;
 pub mod usrloc;
 pub mod utc;
+#[cfg(feature = "xmpp")]
 pub mod xmpp;
+
+// msilo keeps its messages in a database: a build with it needs a backend too (Cargo cannot
+// say "one of these" in a feature's requirements).
+#[cfg(all(feature = "msilo", not(any(feature = "sqlite", feature = "mysql"))))]
+compile_error!(
+    "the cargo feature \"msilo\" stores messages in a database: build it with \"sqlite\" or \"mysql\" too"
+);
 
 /// This build's version (Cargo's package version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -134,7 +134,10 @@ impl Live {
         core.usrloc = Arc::clone(&old.core.usrloc);
         core.aliases = Arc::clone(&old.core.aliases);
         // The XMPP gateway's connection and queue (its parameters stay until a restart).
-        core.jabber = Arc::clone(&old.core.jabber);
+        #[cfg(feature = "xmpp")]
+        {
+            core.jabber = Arc::clone(&old.core.jabber);
+        }
         // pike's counts and blocks, and ratelimit's counters, go on; the new script's pipes
         // and queues replace those in use (rl.set_pipe/rl.set_queue changes included).
         core.pike = Arc::clone(&old.core.pike);
@@ -143,12 +146,21 @@ impl Live {
             .configure(&crate::modules::ratelimit::definition(&core.params));
         // The dispatcher's sets and their health too (`serctl dispatcher reload` re-reads
         // the list; its parameters stay until a restart).
-        core.dispatcher = Arc::clone(&old.core.dispatcher);
+        #[cfg(feature = "dispatcher")]
+        {
+            core.dispatcher = Arc::clone(&old.core.dispatcher);
+        }
         // rtpengine's daemons and the calls placed on them (its parameters stay until a
         // restart).
-        core.rtpengine = Arc::clone(&old.core.rtpengine);
+        #[cfg(feature = "rtpengine")]
+        {
+            core.rtpengine = Arc::clone(&old.core.rtpengine);
+        }
         // msilo's silo, its counters and its deliverer (parameters stay until a restart).
-        core.msilo = Arc::clone(&old.core.msilo);
+        #[cfg(feature = "msilo")]
+        {
+            core.msilo = Arc::clone(&old.core.msilo);
+        }
         // The resolver's cache survives a reload unless its servers changed.
         if config.dns_servers == old.config.dns_servers
             && config.dns_timeout_ms == old.config.dns_timeout_ms

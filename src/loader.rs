@@ -220,6 +220,66 @@ route {
             .any(|a| matches!(a, Action::RecordRoute { full_lr: false })));
     }
 
+    /// A script that loads `module` (on line 2, after a comment), refused.
+    fn refused_load(module: &str) -> ScriptError {
+        let src = format!(
+            "# a module this ser may not have\nloadmodule \"modules/{module}/{module}.so\"\nroute {{ break; }}\n"
+        );
+        load("t.cfg", &src, &Config::default())
+            .err()
+            .expect("refused")
+    }
+
+    /// One of SER's modules this version does not have is refused at its loadmodule line.
+    #[test]
+    fn a_module_this_version_lacks_is_refused_at_its_loadmodule() {
+        let e = refused_load("postgres");
+        assert_eq!(
+            e.to_string(),
+            "t.cfg:2:1: module 'postgres' (database) is not available in this version of ser"
+        );
+    }
+
+    /// A module this build left out (its cargo feature off: the small boards' builds) is
+    /// refused at its loadmodule line, naming the feature; so is a call of one of its
+    /// functions without the loadmodule (not loaded for the script as a module of this build).
+    #[cfg(not(all(feature = "dispatcher", feature = "rtpengine", feature = "msilo")))]
+    #[test]
+    fn a_module_left_out_of_this_build_is_refused_naming_its_feature() {
+        let left_out = [
+            (
+                cfg!(feature = "dispatcher"),
+                "dispatcher",
+                "ds_select_dst(\"1\", \"4\")",
+            ),
+            (
+                cfg!(feature = "rtpengine"),
+                "rtpengine",
+                "rtpengine_offer()",
+            ),
+            (cfg!(feature = "msilo"), "msilo", "m_store()"),
+        ];
+        for (built, module, call) in left_out {
+            if built {
+                continue;
+            }
+            let e = refused_load(module);
+            assert_eq!(
+                e.to_string(),
+                format!("t.cfg:2:1: module \"{module}\" is not in this build (built without the cargo feature \"{module}\")")
+            );
+            let src = format!("route {{\n    {call};\n}}\n");
+            let e = load("t.cfg", &src, &Config::default())
+                .err()
+                .expect("refused");
+            assert_eq!((e.line, e.col), (2, 5), "{e}");
+            assert!(
+                e.msg.contains(&format!("belongs to module '{module}', which is not in this build (built without the cargo feature \"{module}\")")),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn auth_parameters_are_checked_when_the_script_loads() {
         let src = r#"loadmodule "modules/auth/auth.so"

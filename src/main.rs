@@ -162,11 +162,13 @@ fn run() -> Result<i32> {
         return Ok(255);
     };
     if cli.check {
+        #[cfg(feature = "dispatcher")]
         if let Err(e) = ser::dispatcher::check_list(&loaded.params, &loaded.modules, &start_dir) {
             let _ = writeln!(std::io::stderr(), "{e}");
             let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
             return Ok(255);
         }
+        #[cfg(feature = "xmpp")]
         if loaded.modules.iter().any(|m| m == "jabber") {
             if let Err(e) = ser::xmpp::Config::from_params(&loaded.params) {
                 let _ = writeln!(std::io::stderr(), "{file}: {e}");
@@ -426,7 +428,12 @@ fn start_streams(
     listens: &[Listen],
     aliases: Arc<ser::stream::Aliases>,
 ) -> Result<ser::stream::Shared> {
+    // Without tls and ws, aliases and settings are all its fields.
     #[allow(unused_mut)]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws")),
+        allow(clippy::needless_update)
+    )]
     let mut shared = ser::stream::Shared {
         aliases,
         settings: ser::stream::Settings::from_config(&cfg.streams),
@@ -514,6 +521,7 @@ fn start_services(
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     core.ratelimit
         .configure(&ser::modules::ratelimit::definition(&core.params));
+    #[cfg(feature = "xmpp")]
     if loaded.modules.iter().any(|m| m == "jabber") {
         let cfg = ser::xmpp::Config::from_params(&core.params).map_err(|e| {
             error!("{e}");
@@ -521,19 +529,31 @@ fn start_services(
         })?;
         core.jabber = ser::xmpp::Gateway::new(cfg);
     }
-    core.dispatcher = ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir)
-        .map_err(|e| {
-        error!("{e}");
-        anyhow::Error::msg(e)
-    })?;
+    // The dispatcher's list file is named relative to the directory ser started in.
+    #[cfg(not(feature = "dispatcher"))]
+    let _ = start_dir;
+    #[cfg(feature = "dispatcher")]
+    {
+        core.dispatcher =
+            ser::dispatcher::start(&core.params, &loaded.modules, &core.dbs, start_dir).map_err(
+                |e| {
+                    error!("{e}");
+                    anyhow::Error::msg(e)
+                },
+            )?;
+    }
+    #[cfg(feature = "rtpengine")]
     if loaded.modules.iter().any(|m| m == "rtpengine") {
         let cfg = ser::rtpengine::Config::from_params(&core.params).map_err(anyhow::Error::msg)?;
         core.rtpengine = ser::rtpengine::Rtpengine::start(cfg).map_err(anyhow::Error::msg)?;
     }
-    core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
-        error!("{e}");
-        anyhow::Error::msg(e)
-    })?;
+    #[cfg(feature = "msilo")]
+    {
+        core.msilo = ser::msilo::start(&core.params, &loaded.modules, &core.dbs).map_err(|e| {
+            error!("{e}");
+            anyhow::Error::msg(e)
+        })?;
+    }
     Ok(core)
 }
 
@@ -558,15 +578,19 @@ fn start_management(
     if loaded("ratelimit") {
         ser::mgmt::ratelimit::register(&mut mgmt);
     }
+    #[cfg(feature = "xmpp")]
     if core.jabber.enabled() {
         ser::mgmt::jabber::register(&mut mgmt);
     }
+    #[cfg(feature = "dispatcher")]
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
     }
+    #[cfg(feature = "rtpengine")]
     if core.rtpengine.counters().is_some() {
         ser::mgmt::rtpengine::register(&mut mgmt);
     }
+    #[cfg(feature = "msilo")]
     if core.msilo.enabled() {
         ser::mgmt::msilo::register(&mut mgmt);
     }
@@ -579,9 +603,18 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
-    ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
-    ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
-    ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    #[cfg(feature = "xmpp")]
+    {
+        ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
+    }
+    #[cfg(feature = "dispatcher")]
+    {
+        ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
+    }
+    #[cfg(feature = "msilo")]
+    {
+        ser::mgmt::msilo::start_deliverer(&mgmt).context("msilo deliverer thread")?;
+    }
     let nat = ser::mgmt::nathelper::start_pinger(&mgmt).context("nathelper pinger thread")?;
     if let Some(addr) = cfg.metrics_listen {
         let mut exporter = ser::metrics::Exporter::new(stats.to_vec());
@@ -594,17 +627,21 @@ fn start_management(
         if loaded("ratelimit") {
             exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
         }
+        #[cfg(feature = "xmpp")]
         if core.jabber.enabled() {
             exporter.add_collector(ser::mgmt::jabber::collector(Arc::clone(&core.jabber)));
         }
+        #[cfg(feature = "dispatcher")]
         if core.dispatcher.enabled() {
             exporter.add_collector(ser::mgmt::dispatcher::collector(Arc::clone(
                 &core.dispatcher,
             )));
         }
+        #[cfg(feature = "rtpengine")]
         if core.rtpengine.counters().is_some() {
             exporter.add_collector(ser::mgmt::rtpengine::collector(Arc::clone(&core.rtpengine)));
         }
+        #[cfg(feature = "msilo")]
         if core.msilo.enabled() {
             exporter.add_collector(ser::mgmt::msilo::collector(Arc::clone(&core.msilo)));
         }

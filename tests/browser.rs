@@ -658,6 +658,7 @@ fn body() {
 /// rtpengine bridging a WebRTC caller (DTLS-SRTP, ICE, rtcp-mux) and a plain RTP callee: the
 /// offer goes to the callee as RTP/AVP without ICE or DTLS, the answer comes back to the
 /// browser as UDP/TLS/RTP/SAVPF with ICE.
+#[cfg(feature = "rtpengine")]
 fn bridge_script(ng: std::net::SocketAddr) -> String {
     format!(
         r#"
@@ -698,6 +699,7 @@ onreply_route[1] {{
     )
 }
 
+#[cfg(feature = "rtpengine")]
 #[test]
 fn a_browser_calls_a_plain_rtp_phone_with_rtpengine_bridging_srtp_and_rtp() {
     let name = "a_browser_calls_a_plain_rtp_phone_with_rtpengine_bridging_srtp_and_rtp";
@@ -723,6 +725,7 @@ fn a_browser_calls_a_plain_rtp_phone_with_rtpengine_bridging_srtp_and_rtp() {
     in_netns(name, Duration::from_secs(120), bridge_body);
 }
 
+#[cfg(feature = "rtpengine")]
 fn bridge_body() {
     let dir = temp_dir("browser-rtpe");
     let rtpe = rtpengine::Rtpe::start(&dir);

@@ -22,6 +22,9 @@
 //! The UAS count their calls in sipp's own statistics file (`-trace_stat`, SuccessfulCall),
 //! so the spread is what the farm saw, not what ser says it did.
 
+// Only in builds with the `dispatcher` feature (the default).
+#![cfg(feature = "dispatcher")]
+
 mod common;
 
 use std::io::{Read, Write};

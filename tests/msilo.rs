@@ -20,6 +20,9 @@
 //! The script is the msilo example of SER's README (store after t_newtran when lookup
 //! fails, dump after save), with its module paths and addresses of this machine.
 
+// Only in builds with the `msilo` feature, on SQLite (the default).
+#![cfg(all(feature = "msilo", feature = "sqlite"))]
+
 mod common;
 
 use std::net::SocketAddr;

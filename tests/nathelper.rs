@@ -635,6 +635,7 @@ fn malformed_contacts_sdp_and_aliases_do_not_stop_ser() {
 
 /// msilo's m_dump after fix_nated_register delivers the stored message to where the phone's
 /// REGISTER came from, not to its private Contact.
+#[cfg(all(feature = "msilo", feature = "sqlite"))]
 #[test]
 fn offline_messages_reach_a_natted_phone_at_its_source_address() {
     let dir = temp_dir("nat-msilo");

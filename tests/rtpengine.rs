@@ -23,6 +23,9 @@
 //!   one shard keeps serving meanwhile (an OPTIONS sent after the INVITE is answered at once,
 //!   while the offer still waits for its time-outs).
 
+// Only in builds with the `rtpengine` feature (the default).
+#![cfg(feature = "rtpengine")]
+
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -96,6 +99,37 @@ fn uas(dir: &Path, callee: &str, port: u16, media: u16, msgs: &Path) -> Child {
 }
 
 /// The first `m=audio` port and `c=` address of the SDP after `start_line` in a sipp
+/// One call through `ser` from a sipp caller playing `scen` (media port `uac_media`) to a sipp
+/// callee on a free port (media port `uas_media`), both tracing their messages; panics when
+/// either fails. Returns what the caller and the callee saw.
+fn one_call(dir: &Path, ser: &Ser, scen: &str, uac_media: u16, uas_media: u16) -> (String, String) {
+    let uas_port = free_port();
+    let callee = format!("127.0.0.1:{uas_port}");
+    let uas_msgs = dir.join("uas-msgs.log");
+    let uac_msgs = dir.join("uac-msgs.log");
+    let mut callee_p = uas(dir, &callee, uas_port, uas_media, &uas_msgs);
+    let (ok, out) = run_bounded(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(dir, scen, &callee))
+            .arg(format!("127.0.0.1:{}", ser.port))
+            .args(["-i", "127.0.0.1", "-mp", &uac_media.to_string()])
+            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&uac_msgs),
+        Duration::from_secs(40),
+    );
+    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
+    assert!(
+        wait_exit(&mut callee_p, Duration::from_secs(15)),
+        "callee failed"
+    );
+    (
+        std::fs::read_to_string(&uac_msgs).unwrap_or_default(),
+        std::fs::read_to_string(&uas_msgs).unwrap_or_default(),
+    )
+}
+
 /// message log.
 fn sdp_after(log: &str, start_line: &str) -> Option<(String, u16)> {
     let at = log.find(start_line)?;
@@ -385,29 +419,7 @@ fn retransmissions_wait_with_their_request_or_reply_while_rtpengine_is_slow() {
         2,
         "auto",
     );
-    let (uas_port, uas_media) = (free_port(), free_port());
-    let callee = format!("127.0.0.1:{uas_port}");
-    let uas_msgs = dir.join("uas-msgs.log");
-    let uac_msgs = dir.join("uac-msgs.log");
-    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
-    let (ok, out) = run_bounded(
-        Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario(&dir, "uac-rr.xml", &callee))
-            .arg(format!("127.0.0.1:{}", ser.port))
-            .args(["-i", "127.0.0.1", "-mp", &free_port().to_string()])
-            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&uac_msgs),
-        Duration::from_secs(40),
-    );
-    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
-    assert!(
-        wait_exit(&mut callee_p, Duration::from_secs(15)),
-        "callee failed"
-    );
-    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
-    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
+    let (uac_log, uas_log) = one_call(&dir, &ser, "uac-rr.xml", free_port(), free_port());
     // The caller did retransmit (no 100 Trying before the transaction exists).
     assert!(
         uac_log.matches("INVITE sip:service").count() >= 2,
@@ -449,29 +461,8 @@ fn a_late_offer_goes_to_rtpengine_in_the_200_and_is_answered_in_the_ack() {
         2,
         "auto",
     );
-    let (uas_port, uas_media, uac_media) = (free_port(), free_port(), free_port());
-    let callee = format!("127.0.0.1:{uas_port}");
-    let uas_msgs = dir.join("uas-msgs.log");
-    let uac_msgs = dir.join("uac-msgs.log");
-    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
-    let (ok, out) = run_bounded(
-        Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario(&dir, "uac-late.xml", &callee))
-            .arg(format!("127.0.0.1:{}", ser.port))
-            .args(["-i", "127.0.0.1", "-mp", &uac_media.to_string()])
-            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&uac_msgs),
-        Duration::from_secs(40),
-    );
-    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
-    assert!(
-        wait_exit(&mut callee_p, Duration::from_secs(15)),
-        "callee failed"
-    );
-    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
-    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
+    let (uas_media, uac_media) = (free_port(), free_port());
+    let (uac_log, uas_log) = one_call(&dir, &ser, "uac-late.xml", uac_media, uas_media);
     let (_, port) = sdp_after(&uac_log, "SIP/2.0 200 OK").expect("the caller's 200 SDP");
     assert!(
         port != uas_media && rtpe.in_range(port),
@@ -504,29 +495,7 @@ fn a_200_retransmitted_after_the_first_was_relayed_carries_rtpengines_sdp_too() 
         2,
         "auto",
     );
-    let (uas_port, uas_media) = (free_port(), free_port());
-    let callee = format!("127.0.0.1:{uas_port}");
-    let uas_msgs = dir.join("uas-msgs.log");
-    let uac_msgs = dir.join("uac-msgs.log");
-    let mut callee_p = uas(&dir, &callee, uas_port, uas_media, &uas_msgs);
-    let (ok, out) = run_bounded(
-        Command::new("sipp")
-            .arg("-sf")
-            .arg(scenario(&dir, "uac-slowack.xml", &callee))
-            .arg(format!("127.0.0.1:{}", ser.port))
-            .args(["-i", "127.0.0.1", "-mp", &free_port().to_string()])
-            .args(["-m", "1", "-timeout", "30", "-timeout_error", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&uac_msgs),
-        Duration::from_secs(40),
-    );
-    assert!(ok, "caller failed:\n{out}\n{}", ser.log_text());
-    assert!(
-        wait_exit(&mut callee_p, Duration::from_secs(15)),
-        "callee failed"
-    );
-    let uac_log = std::fs::read_to_string(&uac_msgs).unwrap_or_default();
-    let uas_log = std::fs::read_to_string(&uas_msgs).unwrap_or_default();
+    let (uac_log, uas_log) = one_call(&dir, &ser, "uac-slowack.xml", free_port(), free_port());
     // The callee sent its 200 to the INVITE at least three times (the first, one while it
     // waited for rtpengine, one after ser relayed it), the caller got more than one, and
     // every one it got names rtpengine's port.

@@ -155,8 +155,8 @@ impl Edits {
     /// message, usually the top one).
     pub fn set_received_on(&mut self, via: &Via<'_>, received: Option<&[u8]>, rport: Option<u16>) {
         if let (Some(r), Some(port)) = (via.rport_range.clone(), rport) {
-            let mut num = [0u8; 5];
-            self.splice(r, &[b"rport=", fmt_u16(port, &mut num)]);
+            let mut num = [0u8; 20];
+            self.splice(r, &[b"rport=", fmt_usize(usize::from(port), &mut num)]);
         }
         if let Some(ip) = received {
             match via.received_range.clone() {
@@ -237,24 +237,7 @@ impl Edits {
 }
 
 /// Decimal digits of `n` in `buf`.
-pub(crate) fn fmt_u16(n: u16, buf: &mut [u8; 5]) -> &[u8] {
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        if let Some(d) = buf.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    sub(buf, i..buf.len())
-}
-
-/// Decimal digits of `n` in `buf`.
-fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {

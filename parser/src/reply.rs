@@ -11,7 +11,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use crate::edit::fmt_u16;
+use crate::edit::fmt_usize;
 use crate::header_name::HeaderName;
 use crate::message::Message;
 use crate::scan::sub;
@@ -34,9 +34,9 @@ pub struct ReplySpec<'a> {
 /// Writes the reply to `req` described by `spec`, appending to `out`.
 pub fn write_reply(req: &Message<'_>, spec: &ReplySpec<'_>, out: &mut Vec<u8>) {
     let buf = req.buf();
-    let mut num = [0u8; 5];
+    let mut num = [0u8; 20];
     out.extend_from_slice(b"SIP/2.0 ");
-    out.extend_from_slice(fmt_u16(spec.code, &mut num));
+    out.extend_from_slice(fmt_usize(usize::from(spec.code), &mut num));
     out.push(b' ');
     out.extend_from_slice(spec.reason);
     out.extend_from_slice(b"\r\n");
@@ -54,7 +54,7 @@ pub fn write_reply(req: &Message<'_>, spec: &ReplySpec<'_>, out: &mut Vec<u8>) {
                 if let (Some(r), Some(port)) = (via.rport_range.clone(), spec.rport) {
                     out.extend_from_slice(sub(buf, pos..r.start));
                     out.extend_from_slice(b"rport=");
-                    out.extend_from_slice(fmt_u16(port, &mut num));
+                    out.extend_from_slice(fmt_usize(usize::from(port), &mut num));
                     pos = r.end;
                 }
                 if let Some(ip) = spec.received {

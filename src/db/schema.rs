@@ -85,13 +85,34 @@ pub fn is_identifier(name: &str) -> bool {
         && !name.as_bytes()[0].is_ascii_digit()
 }
 
-fn acc_like(name: &str, d: Dialect) -> String {
-    let id = match d {
-        Dialect::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT",
-        Dialect::Mysql => "id INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
-    };
+/// msilo's table of stored messages (SER's `silo` columns), under `name` (msilo's `db_table`).
+/// `name` must be a plain identifier.
+pub fn silo_table(name: &str, d: Dialect) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {name} ({id}, \
+        "CREATE TABLE IF NOT EXISTS {name} (mid {}, \
+         src_addr VARCHAR(255) NOT NULL DEFAULT '', \
+         dst_addr VARCHAR(255) NOT NULL DEFAULT '', \
+         r_uri VARCHAR(255) NOT NULL DEFAULT '', \
+         inc_time DATETIME, \
+         exp_time DATETIME, \
+         ctype VARCHAR(255) NOT NULL DEFAULT 'text/plain', \
+         body TEXT)",
+        auto_id(d)
+    )
+}
+
+/// An auto-increment integer primary key's column type.
+fn auto_id(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Dialect::Mysql => "INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    }
+}
+
+fn acc_like(name: &str, d: Dialect) -> String {
+    let id = auto_id(d);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (id {id}, \
          sip_from VARCHAR(255) NOT NULL DEFAULT '', \
          sip_to VARCHAR(255) NOT NULL DEFAULT '', \
          sip_status VARCHAR(128) NOT NULL DEFAULT '', \
@@ -108,10 +129,7 @@ fn acc_like(name: &str, d: Dialect) -> String {
 
 /// Every table, in creation order.
 pub fn create_statements(d: Dialect) -> Vec<String> {
-    let auto = match d {
-        Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        Dialect::Mysql => "INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
-    };
+    let auto = auto_id(d);
     let mut v = vec![
         String::from(
             "CREATE TABLE IF NOT EXISTS version (\
@@ -199,16 +217,7 @@ pub fn create_statements(d: Dialect) -> Vec<String> {
              modified DATETIME, \
              PRIMARY KEY (attribute, username, domain))",
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS silo (mid {auto}, \
-             src_addr VARCHAR(255) NOT NULL DEFAULT '', \
-             dst_addr VARCHAR(255) NOT NULL DEFAULT '', \
-             r_uri VARCHAR(255) NOT NULL DEFAULT '', \
-             inc_time DATETIME, \
-             exp_time DATETIME, \
-             ctype VARCHAR(255) NOT NULL DEFAULT 'text/plain', \
-             body TEXT)"
-        ),
+        silo_table("silo", d),
         // Kamailio's dispatcher table (version 4), read by the dispatcher module.
         format!(
             "CREATE TABLE IF NOT EXISTS dispatcher (id {auto}, \

@@ -10,13 +10,17 @@
 //! Nothing here runs on a shard thread: commands read the shards' counters (relaxed atomics)
 //! and reach a shard only by posting it an event (`t_uac_from`).
 
+#[cfg(feature = "dispatcher")]
 pub mod dispatcher;
 pub mod fifo;
+#[cfg(feature = "xmpp")]
 pub mod jabber;
+#[cfg(feature = "msilo")]
 pub mod msilo;
 pub mod nathelper;
 pub mod pike;
 pub mod ratelimit;
+#[cfg(feature = "rtpengine")]
 pub mod rtpengine;
 pub mod usrloc;
 

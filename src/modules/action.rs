@@ -164,6 +164,7 @@ pub enum Action {
     // registrar (save, lookup)
     Registrar(super::registrar::Op),
     /// jabber's `jab_send_message()`.
+    #[cfg(feature = "xmpp")]
     JabSendMessage,
     /// `pike_check_req()`, with pike's parameters.
     Pike(crate::pike::Config),
@@ -171,10 +172,13 @@ pub enum Action {
     /// `rl_check_pipe(["id"])`.
     RlCheck(Option<usize>),
     // dispatcher
+    #[cfg(feature = "dispatcher")]
     Dispatcher(super::dispatcher::DsOp),
     // rtpengine
+    #[cfg(feature = "rtpengine")]
     Rtpengine(super::rtpengine::RtpOp),
     // msilo (m_store, m_dump)
+    #[cfg(feature = "msilo")]
     Msilo(super::msilo::MsiloOp),
     // nathelper
     Nat(super::nathelper::NatOp),
@@ -315,11 +319,15 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
             Action::Auth(a, st) => self.auth_call(a, st),
             Action::Registrar(op) => self.registrar(op),
+            #[cfg(feature = "xmpp")]
             Action::JabSendMessage => self.jab_send_message(),
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
+            #[cfg(feature = "dispatcher")]
             Action::Dispatcher(op) => self.dispatcher(op),
+            #[cfg(feature = "rtpengine")]
             Action::Rtpengine(op) => self.rtpengine(op),
+            #[cfg(feature = "msilo")]
             Action::Msilo(op) => self.msilo(op),
             Action::Nat(op) => self.nathelper(op),
         }

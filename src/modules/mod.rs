@@ -3,7 +3,8 @@
 //! `loadmodule "…/sl.so"` in a script maps to the built-in module of that name; the functions
 //! a script may call are the core's plus those of the modules it loaded, as in SER. Each module's
 //! `register` lists its functions (arity, route kinds, binder) and its parameters. Modules of
-//! SER that this version does not have yet are refused by name at load time, with the line.
+//! SER that this version does not have yet, and those this build left out (`dispatcher`,
+//! `rtpengine`, `msilo` are cargo features), are refused by name at load time, with the line.
 
 use ser_script::{Arg, BindCtx, CmpOp, FnEntry, OperandEntry, Registry, Span, Value};
 
@@ -15,10 +16,13 @@ pub mod auth;
 pub mod core;
 pub mod ctx;
 pub mod digest;
+#[cfg(feature = "dispatcher")]
 pub mod dispatcher;
 pub mod exec;
+#[cfg(feature = "xmpp")]
 pub mod jabber;
 pub mod maxfwd;
+#[cfg(feature = "msilo")]
 pub mod msilo;
 pub mod nathelper;
 pub mod pike;
@@ -26,6 +30,7 @@ pub mod ratelimit;
 pub mod registrar;
 pub mod rewrite;
 pub mod rr;
+#[cfg(feature = "rtpengine")]
 pub mod rtpengine;
 pub mod sl;
 pub mod textops;
@@ -82,39 +87,63 @@ impl Exports {
 
 type Register = fn(&mut Exports);
 
+/// What this build has of a module.
+enum Impl {
+    /// Built in: its export table.
+    Built(Register),
+    /// A module of SER this version does not have yet (what kind of module it is).
+    NotYet(&'static str),
+    /// Left out of this build: the cargo feature that brings it.
+    // Made only where one of the optional modules is left out, not in the default build.
+    #[cfg_attr(
+        all(
+            feature = "dispatcher",
+            feature = "rtpengine",
+            feature = "msilo",
+            feature = "xmpp"
+        ),
+        allow(dead_code)
+    )]
+    NotBuilt(&'static str),
+}
+
+/// The module `$module` when the cargo feature `$feature` is on, else what it would take.
+macro_rules! with_feature {
+    ($feature:literal, $module:ident) => {{
+        #[cfg(feature = $feature)]
+        const IMPL: Impl = Impl::Built($module::register);
+        #[cfg(not(feature = $feature))]
+        const IMPL: Impl = Impl::NotBuilt($feature);
+        IMPL
+    }};
+}
+
 /// Every module name SER's scripts load, with our implementation where there is one.
-const MODULES: &[(&str, Option<Register>, &str)] = &[
-    ("sl", Some(sl::register), ""),
-    ("maxfwd", Some(maxfwd::register), ""),
-    ("textops", Some(textops::register), ""),
-    ("tm", Some(tm::register), ""),
-    ("rr", Some(rr::register), ""),
-    ("usrloc", Some(usrloc::register), ""),
-    ("registrar", Some(registrar::register), ""),
-    ("auth", Some(auth::register_auth), ""),
-    ("auth_db", Some(auth::register_auth_db), ""),
-    ("group", Some(auth::register_group), ""),
-    ("uri", Some(auth::register_uri), ""),
-    ("acc", Some(acc::register), ""),
-    ("exec", Some(exec::register), ""),
-    #[cfg(feature = "xmpp")]
-    ("jabber", Some(jabber::register), ""),
-    #[cfg(not(feature = "xmpp"))]
-    (
-        "jabber",
-        None,
-        "SIP-XMPP gateway, built without the cargo feature `xmpp`",
-    ),
-    ("pike", Some(pike::register), ""),
-    ("ratelimit", Some(ratelimit::register), ""),
-    ("dispatcher", Some(dispatcher::register), ""),
-    ("rtpengine", Some(rtpengine::register), ""),
-    ("msilo", Some(msilo::register), ""),
-    ("nathelper", Some(nathelper::register), ""),
+const MODULES: &[(&str, Impl)] = &[
+    ("sl", Impl::Built(sl::register)),
+    ("maxfwd", Impl::Built(maxfwd::register)),
+    ("textops", Impl::Built(textops::register)),
+    ("tm", Impl::Built(tm::register)),
+    ("rr", Impl::Built(rr::register)),
+    ("usrloc", Impl::Built(usrloc::register)),
+    ("registrar", Impl::Built(registrar::register)),
+    ("auth", Impl::Built(auth::register_auth)),
+    ("auth_db", Impl::Built(auth::register_auth_db)),
+    ("group", Impl::Built(auth::register_group)),
+    ("uri", Impl::Built(auth::register_uri)),
+    ("acc", Impl::Built(acc::register)),
+    ("exec", Impl::Built(exec::register)),
+    ("jabber", with_feature!("xmpp", jabber)),
+    ("pike", Impl::Built(pike::register)),
+    ("ratelimit", Impl::Built(ratelimit::register)),
+    ("dispatcher", with_feature!("dispatcher", dispatcher)),
+    ("rtpengine", with_feature!("rtpengine", rtpengine)),
+    ("msilo", with_feature!("msilo", msilo)),
+    ("nathelper", Impl::Built(nathelper::register)),
     // The database driver: nothing to export; `db_url` of the modules picks the backend.
-    ("mysql", Some(|_| {}), ""),
-    ("postgres", None, "database"),
-    ("dbtext", None, "database"),
+    ("mysql", Impl::Built(|_| {})),
+    ("postgres", Impl::NotYet("database")),
+    ("dbtext", Impl::NotYet("database")),
 ];
 
 /// Functions by module, for a helpful message when a script calls one without loading it.
@@ -186,10 +215,11 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
 
 fn unknown_hint(name: &str) -> Option<String> {
     let (_, module) = FUNCTION_HOME.iter().find(|(f, _)| *f == name)?;
-    let (_, imp, _) = MODULES.iter().find(|(m, _, _)| m == module)?;
+    let (_, imp) = MODULES.iter().find(|(m, _)| m == module)?;
     Some(match imp {
-        Some(_) => format!("function '{name}' is exported by module '{module}': load it with loadmodule \"{module}.so\""),
-        None => format!("function '{name}' belongs to module '{module}', which this version of ser does not have yet"),
+        Impl::Built(_) => format!("function '{name}' is exported by module '{module}': load it with loadmodule \"{module}.so\""),
+        Impl::NotYet(_) => format!("function '{name}' belongs to module '{module}', which this version of ser does not have yet"),
+        Impl::NotBuilt(feature) => format!("function '{name}' belongs to module '{module}', which is not in this build (built without the cargo feature \"{feature}\")"),
     })
 }
 
@@ -215,18 +245,18 @@ pub fn module_name(path: &str) -> &str {
 
 /// The module table's own copy of a module name.
 pub fn static_name(name: &str) -> Option<&'static str> {
-    MODULES
-        .iter()
-        .find(|(m, _, _)| *m == name)
-        .map(|(m, _, _)| *m)
+    MODULES.iter().find(|(m, _)| *m == name).map(|(m, _)| *m)
 }
 
 /// Looks a module up; `Err` says why it can't be loaded.
 pub fn find_module(name: &str) -> Result<Register, String> {
-    match MODULES.iter().find(|(m, _, _)| *m == name) {
-        Some((_, Some(reg), _)) => Ok(*reg),
-        Some((_, None, what)) => Err(format!(
+    match MODULES.iter().find(|(m, _)| *m == name) {
+        Some((_, Impl::Built(reg))) => Ok(*reg),
+        Some((_, Impl::NotYet(what))) => Err(format!(
             "module '{name}' ({what}) is not available in this version of ser"
+        )),
+        Some((_, Impl::NotBuilt(feature))) => Err(format!(
+            "module \"{name}\" is not in this build (built without the cargo feature \"{feature}\")"
         )),
         None => Err(format!("unknown module '{name}'")),
     }

@@ -246,7 +246,7 @@ pub fn start(
     })?;
     if cfg.table != "silo" {
         // The seeds' schema has `silo`; another name gets the same columns.
-        let sql = silo_table(&cfg.table, db.dialect());
+        let sql = crate::db::schema::silo_table(&cfg.table, db.dialect());
         if let Err(e) = db.with_conn(|c| c.exec(&sql, &[])) {
             crate::warn!("msilo: cannot create table {}: {e}", cfg.table);
         }
@@ -260,24 +260,6 @@ pub fn start(
         rx: Mutex::new(Some(rx)),
         queued: AtomicUsize::new(0),
     }))
-}
-
-/// The `silo` table under another name (`db_table`).
-fn silo_table(name: &str, d: crate::db::Dialect) -> String {
-    let auto = match d {
-        crate::db::Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        crate::db::Dialect::Mysql => "INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
-    };
-    format!(
-        "CREATE TABLE IF NOT EXISTS {name} (mid {auto}, \
-         src_addr VARCHAR(255) NOT NULL DEFAULT '', \
-         dst_addr VARCHAR(255) NOT NULL DEFAULT '', \
-         r_uri VARCHAR(255) NOT NULL DEFAULT '', \
-         inc_time DATETIME, \
-         exp_time DATETIME, \
-         ctype VARCHAR(255) NOT NULL DEFAULT 'text/plain', \
-         body TEXT)"
-    )
 }
 
 impl Silo {

@@ -16,20 +16,16 @@
 //! Files: `addr` (the address form, sans-IO), `ticket` (a SIP sender's wait for its message:
 //! written, held for the reconnect, withdrawn at its deadline, or refused by an XMPP error),
 //! `stream` (the stream's XML with quick-xml, inside size and depth limits), `conn` (the
-//! thread: connect, handshake, read, write, reconnect with back-off). `stream` and `conn` come with the cargo feature `xmpp`; without
-//! it the module `jabber` is refused at load and nothing here runs.
+//! thread: connect, handshake, read, write, reconnect with back-off). All of it, with the
+//! module and its management side, comes with the cargo feature `xmpp` (on by default);
+//! without it a script that loads `jabber` is refused at its loadmodule line.
 //!
 //! Left out: presence (XMPP presence ⇄ SIP PUBLISH/NOTIFY), multi-user chat (SER's
 //! `jab_join_jconf`), and XEP-0198 acknowledgements: a stanza written just before the
 //! connection broke may be lost with it, as TCP cannot tell.
 
-// Without the `xmpp` feature the queue is built but never written out.
-#![cfg_attr(not(feature = "xmpp"), allow(dead_code))]
-
 pub mod addr;
-#[cfg(feature = "xmpp")]
 mod conn;
-#[cfg(feature = "xmpp")]
 pub mod stream;
 mod ticket;
 
@@ -542,21 +538,12 @@ pub trait PendingSip: Send {
 }
 
 /// Starts the connection thread.
-#[cfg(feature = "xmpp")]
 pub fn start(gw: &Arc<Gateway>, sip: Arc<dyn SipSide>) -> std::io::Result<()> {
     let gw = Arc::clone(gw);
     std::thread::Builder::new()
         .name(String::from("ser-xmpp"))
         .spawn(move || conn::run(&gw, &*sip))?;
     Ok(())
-}
-
-/// Without the `xmpp` feature there is no connection to start.
-#[cfg(not(feature = "xmpp"))]
-pub fn start(_: &Arc<Gateway>, _: Arc<dyn SipSide>) -> std::io::Result<()> {
-    Err(std::io::Error::other(
-        "this ser was built without the SIP-XMPP gateway (cargo feature `xmpp`)",
-    ))
 }
 
 #[cfg(test)]

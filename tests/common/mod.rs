@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod dnsmasq;
 pub mod mariadb;
 pub mod netns;
+#[cfg(feature = "rtpengine")]
 pub mod rtpengine;
 pub mod sipp;
 pub mod stream;
