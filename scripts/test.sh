@@ -85,7 +85,7 @@ step "npm ci in tests/browser (playwright-core, jssip, sip.js, esbuild)"
 export SER_BROWSER_REQUIRE=1
 
 # The integration tests start real processes; build the binaries once, then test.
-step "building the workspace's binaries (ser, serctl, loadgen, bench; a few minutes from cold)"
+step "building the workspace's binaries (ser, serctl, serweb, loadgen, bench; a few minutes from cold)"
 cargo build --workspace --bins --quiet
 # tests/arm.rs runs the ARM builds under qemu-user; CI requires aarch64 and armv5te (the 64-bit
 # boards and the smallest, no 64-bit atomics). Each cross build takes about 1.5 minutes from cold

@@ -74,7 +74,8 @@ fn both_url_spellings_open_and_create_the_seeds_tables() {
             &a,
             "SELECT table_version FROM version WHERE table_name = 'location'"
         ),
-        6
+        7,
+        "usrloc's table version 7: the received and socket columns (nathelper)"
     );
 }
 
