@@ -30,14 +30,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::browser::{browser_dir, Driver};
 use common::sipp::Uas;
 use common::*;
 
@@ -69,10 +68,6 @@ route {
     if (!t_relay()) { sl_reply_error(); };
 }
 "#;
-
-fn browser_dir() -> PathBuf {
-    repo_root().join("tests/browser")
-}
 
 /// What this test needs and does not find here, each with what provides it.
 fn missing() -> Vec<String> {
@@ -378,98 +373,6 @@ fn sipp_uac(dir: &Path, scen: &str, name: &str, users: &Path, ser_port: u16) -> 
     (ok, format!("{out}\n{errors}"))
 }
 
-/// The Node driver, stopped by PID (SIGTERM: Playwright closes chromium) when dropped.
-struct Driver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Every line it printed so far (stdout), for the failure messages.
-    seen: Vec<String>,
-    stderr: PathBuf,
-}
-
-impl Driver {
-    fn start(dir: &Path, config: &Value) -> Driver {
-        let stderr = dir.join("driver.stderr");
-        let mut child = Command::new("node")
-            .arg(browser_dir().join("driver.mjs"))
-            .arg(config.to_string())
-            .current_dir(browser_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("driver stderr"))
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("driver stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Driver {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// The next line starting with `READY ` or `RESULT ` (`EVENT ` lines are printed on the
-    /// way), within `limit`.
-    fn next(&mut self, limit: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with("EVENT ") {
-                        println!("browser: {line}");
-                    }
-                    if line.starts_with("READY ") || line.starts_with("RESULT ") {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => {
-                    return Err(format!(
-                    "the driver said nothing more within {limit:?}; it printed:\n{}\nstderr:\n{}",
-                    self.seen.join("\n"),
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                ))
-                }
-            }
-        }
-    }
-
-    fn go(&mut self) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"go\n");
-            let _ = stdin.flush();
-        }
-    }
-}
-
-impl Drop for Driver {
-    /// Closing its stdin ends a driver still waiting for `go` (it closes the browser and
-    /// exits); one that does not exit within 5 s gets SIGTERM (Playwright closes the browser),
-    /// then SIGKILL.
-    fn drop(&mut self) {
-        self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        stop_child(&mut self.child, Duration::from_secs(5));
-    }
-}
-
 fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| &v[*k])
 }
@@ -538,7 +441,7 @@ fn body() {
         "chromium": CHROMIUM,
         "stepMs": 15000,
     });
-    let mut driver = Driver::start(&dir, &config);
+    let mut driver = Driver::start(&dir, "driver.mjs", &config, "browser");
     let fail = |what: &str, detail: &str, ser: &Ser| -> ! {
         panic!("{what}:\n{detail}\n--- ser's log:\n{}", ser.log_text())
     };
@@ -777,7 +680,7 @@ fn bridge_body() {
         "holdMs": 500,
     });
     // rtpengine's count of the call's packets, taken while the call is up.
-    let mut driver = Driver::start(&dir, &config);
+    let mut driver = Driver::start(&dir, "driver.mjs", &config, "browser");
     let last = driver.next(Duration::from_secs(90)).unwrap_or_else(|e| {
         panic!(
             "no result from the driver: {e}\n--- ser's log:\n{}\n--- rtpengine's log:\n{}",

@@ -29,15 +29,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::browser::{browser_dir, Driver};
 use common::mariadb;
 use common::sipp::Uas;
 use common::*;
@@ -45,10 +45,6 @@ use common::*;
 const INNER: &str = "SER_SERWEB_NETNS";
 const REQUIRE: &str = "SER_BROWSER_REQUIRE";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn browser_dir() -> PathBuf {
-    repo_root().join("tests/browser")
-}
 
 /// The newest modification time under `dir`.
 fn newest(dir: &Path) -> std::time::SystemTime {
@@ -171,93 +167,6 @@ const UAS_MESSAGE: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
   <Reference variables="m,r"/>
 </scenario>
 "#;
-
-/// The Node driver (stopped by PID when dropped).
-struct Driver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    stderr: PathBuf,
-}
-
-impl Driver {
-    fn start(dir: &Path, config: &Value) -> Driver {
-        let stderr = dir.join("driver.stderr");
-        let mut child = Command::new("node")
-            .arg(browser_dir().join("serweb.mjs"))
-            .arg(config.to_string())
-            .current_dir(browser_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("driver stderr"))
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("driver stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Driver {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// The next `READY ` or `RESULT ` line within `limit`.
-    fn next(&mut self, limit: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with("EVENT ") {
-                        println!("serweb-browser: {line}");
-                    }
-                    if line.starts_with("READY ") || line.starts_with("RESULT ") {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => {
-                    return Err(format!(
-                    "the driver said nothing more within {limit:?}; it printed:\n{}\nstderr:\n{}",
-                    self.seen.join("\n"),
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                ))
-                }
-            }
-        }
-    }
-
-    fn go(&mut self) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"go\n");
-            let _ = stdin.flush();
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        stop_child(&mut self.child, Duration::from_secs(5));
-    }
-}
 
 /// serweb, stopped by PID when dropped.
 struct Serweb {
@@ -387,7 +296,7 @@ fn body() {
         "chromium": CHROMIUM,
         "stepMs": 20000,
     });
-    let mut driver = Driver::start(dir.path(), &config);
+    let mut driver = Driver::start(dir.path(), "serweb.mjs", &config, "serweb-browser");
     let logs = |ser: &Ser| {
         format!(
             "--- ser's log:\n{}\n--- serweb's log:\n{}",

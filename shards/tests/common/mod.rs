@@ -515,8 +515,6 @@ pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
     let to = rt.local_addrs()[0];
     let c = client(to);
     c.set_read_timeout(Some(WAIT)).unwrap();
-    // Idle shard: the first datagram is handled at once, and it arrived just then.
-    c.send_to(b"lag", to).unwrap();
     let mut buf = [0u8; 64];
     let recv = |buf: &mut [u8]| loop {
         match c.recv(buf) {
@@ -528,25 +526,39 @@ pub fn coalesced_wakeups_keep_arrival_times(b: Backend) {
         let t = std::str::from_utf8(buf).unwrap();
         t.strip_prefix("lag=").unwrap().parse().unwrap()
     };
-    let n = recv(&mut buf);
-    let first = lag(&buf[..n]);
-    assert!(first < 100_000, "an idle shard held a datagram {first} us");
-    // Busy shard (it just received and sent): the next one waits out the interval, and its
-    // arrival time is when it came, not when it was handled.
-    let sent = Instant::now();
-    c.send_to(b"lag", to).unwrap();
-    let n = recv(&mut buf);
-    let rtt = sent.elapsed();
-    let held = lag(&buf[..n]);
-    assert!(
-        rtt >= batch / 3,
-        "answered after {rtt:?}: the batch interval of {batch:?} was not kept"
-    );
-    assert!(
-        held >= (batch / 4).as_micros() && held <= rtt.as_micros() + 5_000,
-        "held {held} us by the stamp, answered after {rtt:?}"
-    );
-    join_after_shutdown(rt);
+    // On a loaded machine a thread can stall for longer than the interval between two sends,
+    // and then the shard is idle again when the second comes: such a round says nothing and
+    // is tried again (up to five rounds, each after the shard has been idle a while).
+    let mut last = String::new();
+    for round in 0..5 {
+        if round > 0 {
+            std::thread::sleep(batch * 2);
+        }
+        // Idle shard: the first datagram is handled at once, and it arrived just then.
+        c.send_to(b"lag", to).unwrap();
+        let n = recv(&mut buf);
+        let first = lag(&buf[..n]);
+        // Busy shard (it just received and sent): the next one waits out the interval, and
+        // its arrival time is when it came, not when it was handled.
+        let sent = Instant::now();
+        c.send_to(b"lag", to).unwrap();
+        let n = recv(&mut buf);
+        let rtt = sent.elapsed();
+        let held = lag(&buf[..n]);
+        let ok = first < 100_000
+            && rtt >= batch / 3
+            && held >= (batch / 4).as_micros()
+            && held <= rtt.as_micros() + 5_000;
+        if ok {
+            join_after_shutdown(rt);
+            return;
+        }
+        last = format!(
+            "an idle shard held the first datagram {first} us; the next one was held {held} us \
+             by the stamp and answered after {rtt:?} (batch interval {batch:?})"
+        );
+    }
+    panic!("five rounds, the batch interval never kept: last {last}");
 }
 
 /// A batched shard that sleeps out its interval reads everything queued when it wakes, not
