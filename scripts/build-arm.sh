@@ -8,8 +8,8 @@
 #
 # --no-db builds without the database drivers (no SQLite, no MySQL, so no msilo either): a
 # db_url is then refused at start with a clear error. --smallest also leaves out the regex
-# crate's fast engines and the modules a small board seldom needs, dispatcher and rtpengine
-# (`--no-default-features`: script regexes still match the same, on the PikeVM alone; a script
+# crate's fast engines and the modules a small board seldom needs, dispatcher, rtpengine and
+# the XMPP gateway (`--no-default-features`: script regexes still match the same, on the PikeVM alone; a script
 # that loads a module left out is refused at its loadmodule line).
 #
 # --tiny is --smallest with std itself rebuilt for size (nightly `-Z build-std`, pinned as
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --profile=*) profile="${1#*=}"; shift ;;
-    --no-db) features=(--no-default-features --features fast-regex,dispatcher,rtpengine); shift ;;
+    --no-db) features=(--no-default-features --features fast-regex,dispatcher,rtpengine,xmpp); shift ;;
     --smallest) features=(--no-default-features); shift ;;
     --tiny) features=(--no-default-features); tiny=1; shift ;;
     -h|--help) sed -n 2,24p "$0"; exit 0 ;;

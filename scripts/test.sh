@@ -32,6 +32,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# tests/xmpp.rs: prosody, the XMPP server the jabber gateway connects to as a component (each
+# test starts its own on free loopback ports; the packaged service is stopped below).
+command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # MariaDB for the database tests: each test binary starts its own private mariadbd on
 # loopback (tests/common/mariadb.rs); the packaged service is never started.
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
@@ -63,6 +66,16 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 else
   step "Debian packages for the tests: all present"
+fi
+# apt starts prosody's packaged service where an init system runs; the tests need none of it.
+if [[ " ${need[*]-} " == *" prosody "* ]]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prosody >/dev/null 2>&1 || true
+  else
+    $SUDO service prosody stop >/dev/null 2>&1 || true
+  fi
 fi
 
 # The browser test's npm packages (tests/browser/package-lock.json: playwright-core, JsSIP,

@@ -42,6 +42,10 @@ pub struct Core {
     pub aliases: std::sync::Arc<crate::stream::Aliases>,
     /// pike's state shared by the shards (its sketch and blocked list); shared across reloads.
     pub pike: std::sync::Arc<crate::pike::Shared>,
+    /// The jabber module's SIP-XMPP gateway (set by `main` when the module is loaded);
+    /// shared across reloads.
+    #[cfg(feature = "xmpp")]
+    pub jabber: std::sync::Arc<crate::xmpp::Gateway>,
     /// ratelimit's pipes and queues (configured from the script's parameters by `main` and
     /// by each reload); shared across reloads.
     pub ratelimit: std::sync::Arc<crate::ratelimit::Pipes>,
@@ -106,6 +110,8 @@ impl Core {
             usrloc: Default::default(),
             aliases: Default::default(),
             pike: Default::default(),
+            #[cfg(feature = "xmpp")]
+            jabber: Default::default(),
             ratelimit: Default::default(),
             #[cfg(feature = "dispatcher")]
             dispatcher: Default::default(),

@@ -11,8 +11,9 @@
 //! 4. services: `dns` (RFC 3263 resolution), `db` (SQLite, MySQL), `usrloc` (user location),
 //!    `pike` (requests per source address), `ratelimit` (pipes and queues), `nathelper` (NAT
 //!    traversal's pure parts), `rtpengine` (the media relay's control protocol, on threads of
-//!    its own), `dispatcher` (destination sets and their health), `msilo` (stored messages);
-//!    these last three, with their modules, management commands and metrics, come with the
+//!    its own), `dispatcher` (destination sets and their health), `msilo` (stored messages),
+//!    `xmpp` (the SIP-XMPP gateway's component connection, on a thread of its own); these last
+//!    four, with their modules, management commands and metrics, come with the
 //!    cargo features of their names (on by default, out of the small boards' builds);
 //! 5. the script on SIP: `core` (what every shard reads), `modules` (the per-message context
 //!    `modules::ctx`, the actions with one export table per module, tm's glue), `loader`;
@@ -58,6 +59,8 @@ pub mod tm;
 pub mod txn;
 pub mod usrloc;
 pub mod utc;
+#[cfg(feature = "xmpp")]
+pub mod xmpp;
 
 // msilo keeps its messages in a database: a build with it needs a backend too (Cargo cannot
 // say "one of these" in a feature's requirements).

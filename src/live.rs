@@ -133,6 +133,11 @@ impl Live {
         // The user location outlives the script (its db_mode stays until a restart).
         core.usrloc = Arc::clone(&old.core.usrloc);
         core.aliases = Arc::clone(&old.core.aliases);
+        // The XMPP gateway's connection and queue (its parameters stay until a restart).
+        #[cfg(feature = "xmpp")]
+        {
+            core.jabber = Arc::clone(&old.core.jabber);
+        }
         // pike's counts and blocks, and ratelimit's counters, go on; the new script's pipes
         // and queues replace those in use (rl.set_pipe/rl.set_queue changes included).
         core.pike = Arc::clone(&old.core.pike);

@@ -168,6 +168,14 @@ fn run() -> Result<i32> {
             let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
             return Ok(255);
         }
+        #[cfg(feature = "xmpp")]
+        if loaded.modules.iter().any(|m| m == "jabber") {
+            if let Err(e) = ser::xmpp::Config::from_params(&loaded.params) {
+                let _ = writeln!(std::io::stderr(), "{file}: {e}");
+                let _ = writeln!(std::io::stderr(), "ser: configuration error, exiting");
+                return Ok(255);
+            }
+        }
         println!("{file}: configuration OK");
         return Ok(0);
     }
@@ -513,6 +521,14 @@ fn start_services(
     core.usrloc = ser::usrloc::start(&core.params, &loaded.modules, &core.dbs)?;
     core.ratelimit
         .configure(&ser::modules::ratelimit::definition(&core.params));
+    #[cfg(feature = "xmpp")]
+    if loaded.modules.iter().any(|m| m == "jabber") {
+        let cfg = ser::xmpp::Config::from_params(&core.params).map_err(|e| {
+            error!("{e}");
+            anyhow::Error::msg(e)
+        })?;
+        core.jabber = ser::xmpp::Gateway::new(cfg);
+    }
     // The dispatcher's list file is named relative to the directory ser started in.
     #[cfg(not(feature = "dispatcher"))]
     let _ = start_dir;
@@ -562,6 +578,10 @@ fn start_management(
     if loaded("ratelimit") {
         ser::mgmt::ratelimit::register(&mut mgmt);
     }
+    #[cfg(feature = "xmpp")]
+    if core.jabber.enabled() {
+        ser::mgmt::jabber::register(&mut mgmt);
+    }
     #[cfg(feature = "dispatcher")]
     if core.dispatcher.enabled() {
         ser::mgmt::dispatcher::register(&mut mgmt);
@@ -583,6 +603,10 @@ fn start_management(
         true
     }));
     let mgmt = Arc::new(mgmt);
+    #[cfg(feature = "xmpp")]
+    {
+        ser::mgmt::jabber::start(&mgmt).context("jabber gateway thread")?;
+    }
     #[cfg(feature = "dispatcher")]
     {
         ser::mgmt::dispatcher::start_prober(&mgmt).context("dispatcher prober thread")?;
@@ -602,6 +626,10 @@ fn start_management(
         }
         if loaded("ratelimit") {
             exporter.add_collector(ser::mgmt::ratelimit::collector(Arc::clone(&core.ratelimit)));
+        }
+        #[cfg(feature = "xmpp")]
+        if core.jabber.enabled() {
+            exporter.add_collector(ser::mgmt::jabber::collector(Arc::clone(&core.jabber)));
         }
         #[cfg(feature = "dispatcher")]
         if core.dispatcher.enabled() {

@@ -60,6 +60,8 @@ usage: serctl <command> [args]
   serctl msilo list [<user>] .................... stored messages, oldest first
   serctl msilo count [<user>] ................... stored messages per user
   serctl msilo rm <user> [<mid>] ................ delete a user's stored messages
+  * jabber (the SIP-XMPP gateway) *
+  serctl jabber status .......................... connected or not, queue, counters
 The FIFO is $SER_FIFO (default /tmp/ser_fifo); $SERCTL_TIMEOUT (seconds) bounds each wait.
 $DB_URL is the database (default sqlite://ser-data/ser.db). Commands labeled with (*) prompt
 for the MySQL password when $DB_URL has none, unless the variable PW is set.
@@ -102,6 +104,11 @@ fn run(args: &[String]) -> Result<i32, String> {
         "pike" | "rl" => limits(cmd, args.get(1..).unwrap_or_default()),
         "dispatcher" | "ds" => dispatcher(args.get(1..).unwrap_or_default()),
         "msilo" => msilo(args.get(1..).unwrap_or_default()),
+        "jabber" | "xmpp" => match args.get(1..).unwrap_or_default() {
+            [] => print_reply(&request("jabber.status", &[])?),
+            [s] if s == "status" => print_reply(&request("jabber.status", &[])?),
+            _ => Err(String::from("usage: serctl jabber status")),
+        },
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }

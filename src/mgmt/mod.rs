@@ -13,6 +13,8 @@
 #[cfg(feature = "dispatcher")]
 pub mod dispatcher;
 pub mod fifo;
+#[cfg(feature = "xmpp")]
+pub mod jabber;
 #[cfg(feature = "msilo")]
 pub mod msilo;
 pub mod nathelper;
@@ -524,14 +526,37 @@ pub fn prepare_uac(
     to: &str,
     headers: &[String],
     body: &[String],
-) -> Result<
-    (
-        usize,
-        crate::tm::uac::UacRequest,
-        mpsc::Receiver<crate::tm::uac::UacResult>,
-    ),
-    Reply,
-> {
+) -> Result<PreparedUac, Reply> {
+    let mut body_text = String::new();
+    for l in body {
+        body_text.push_str(l);
+        body_text.push_str("\r\n");
+    }
+    prepare_uac_to(core, shards, method, from, to, to, headers, &body_text)
+}
+
+/// What [`prepare_uac`] makes: the shard to post to, the request, the receiver of its result.
+pub type PreparedUac = (
+    usize,
+    crate::tm::uac::UacRequest,
+    mpsc::Receiver<crate::tm::uac::UacResult>,
+);
+
+/// [`prepare_uac`] with the next hop apart from the Request-URI: the request (Request-URI
+/// and To `ruri`) goes to `to` (a SIP URI), with `body_text` as it is. The jabber
+/// gateway sends its messages from XMPP to ser's own address this way, so the script routes
+/// them.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_uac_to(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    to: &str,
+    ruri: &str,
+    headers: &[String],
+    body_text: &str,
+) -> Result<PreparedUac, Reply> {
     use crate::sip::{NextHop, Target, Transport};
     // The transport as t_relay picks it (RFC 3263 4.1): the URI's `;transport=`, TLS for
     // sips, else UDP.
@@ -578,7 +603,9 @@ pub fn prepare_uac(
         addr: dst,
         conn: None,
     };
-    build_uac(core, shards, method, from, to, dst, name, headers, body)
+    build_uac_to(
+        core, shards, method, from, ruri, dst, name, headers, body_text,
+    )
 }
 
 /// A request this server starts to a known destination (`dst`: our socket, the peer, the
@@ -596,14 +623,30 @@ pub fn build_uac(
     name: Option<String>,
     headers: &[String],
     body: &[String],
-) -> Result<
-    (
-        usize,
-        crate::tm::uac::UacRequest,
-        mpsc::Receiver<crate::tm::uac::UacResult>,
-    ),
-    Reply,
-> {
+) -> Result<PreparedUac, Reply> {
+    let mut body_text = String::new();
+    for l in body {
+        body_text.push_str(l);
+        body_text.push_str("\r\n");
+    }
+    build_uac_to(
+        core, shards, method, from, to, dst, name, headers, &body_text,
+    )
+}
+
+/// [`build_uac`] with the body as it is (`ruri` is the Request-URI and To).
+#[allow(clippy::too_many_arguments)]
+fn build_uac_to(
+    core: &crate::core::Core,
+    shards: usize,
+    method: &str,
+    from: &str,
+    ruri: &str,
+    dst: crate::sip::Dest,
+    name: Option<String>,
+    headers: &[String],
+    body_text: &str,
+) -> Result<PreparedUac, Reply> {
     let socket = dst.socket;
     let Some(local) = core.local.addr(socket) else {
         return Err(Reply::error(500, "no socket"));
@@ -613,14 +656,9 @@ pub fn build_uac(
     let shard = crate::sip::owner_shard(call_id.as_bytes(), shards.max(1));
     // A transaction's branch on the Call-ID's shard: the replies go there (sip::reply_shard).
     let branch = crate::sip::txn_branch(&core.reply.tag_prefix, shard, n, 0);
-    let mut body_text = String::new();
-    for l in body {
-        body_text.push_str(l);
-        body_text.push_str("\r\n");
-    }
     let via = core.local.via(socket, &branch, local);
     let mut req = format!(
-        "{method} {to} SIP/2.0\r\nVia: {via}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{to}>\r\n\
+        "{method} {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: <{from}>;tag={:08x}\r\nTo: <{ruri}>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n",
         n as u32 ^ 0x5e5e_5e5e
     );

@@ -163,6 +163,9 @@ pub enum Action {
     Auth(super::auth::AuthAction, Arc<super::auth::AuthSettings>),
     // registrar (save, lookup)
     Registrar(super::registrar::Op),
+    /// jabber's `jab_send_message()`.
+    #[cfg(feature = "xmpp")]
+    JabSendMessage,
     /// `pike_check_req()`, with pike's parameters.
     Pike(crate::pike::Config),
     /// `rl_check()` (None: the pipe of the method's queue), `rl_check("id")`,
@@ -316,6 +319,8 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
             Action::Exec { kind, cmd } => self.exec(*kind, cmd),
             Action::Auth(a, st) => self.auth_call(a, st),
             Action::Registrar(op) => self.registrar(op),
+            #[cfg(feature = "xmpp")]
+            Action::JabSendMessage => self.jab_send_message(),
             Action::Pike(cfg) => self.pike_check(cfg),
             Action::RlCheck(pipe) => self.rl_check(*pipe),
             #[cfg(feature = "dispatcher")]

@@ -19,6 +19,8 @@ pub mod digest;
 #[cfg(feature = "dispatcher")]
 pub mod dispatcher;
 pub mod exec;
+#[cfg(feature = "xmpp")]
+pub mod jabber;
 pub mod maxfwd;
 #[cfg(feature = "msilo")]
 pub mod msilo;
@@ -94,7 +96,12 @@ enum Impl {
     /// Left out of this build: the cargo feature that brings it.
     // Made only where one of the optional modules is left out, not in the default build.
     #[cfg_attr(
-        all(feature = "dispatcher", feature = "rtpengine", feature = "msilo"),
+        all(
+            feature = "dispatcher",
+            feature = "rtpengine",
+            feature = "msilo",
+            feature = "xmpp"
+        ),
         allow(dead_code)
     )]
     NotBuilt(&'static str),
@@ -126,6 +133,7 @@ const MODULES: &[(&str, Impl)] = &[
     ("uri", Impl::Built(auth::register_uri)),
     ("acc", Impl::Built(acc::register)),
     ("exec", Impl::Built(exec::register)),
+    ("jabber", with_feature!("xmpp", jabber)),
     ("pike", Impl::Built(pike::register)),
     ("ratelimit", Impl::Built(ratelimit::register)),
     ("dispatcher", with_feature!("dispatcher", dispatcher)),
@@ -179,6 +187,8 @@ const FUNCTION_HOME: &[(&str, &str)] = &[
     ("exec_msg", "exec"),
     ("exec_uri", "exec"),
     ("exec_user", "exec"),
+    ("jab_send_message", "jabber"),
+    ("xmpp_send_message", "jabber"),
     ("pike_check_req", "pike"),
     ("rl_check", "ratelimit"),
     ("rl_check_pipe", "ratelimit"),
