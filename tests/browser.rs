@@ -31,7 +31,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -661,8 +661,8 @@ fn bridge_body() {
         .args(["-nostdin", "-timeout", "60", "-timeout_error"])
         .args(["-trace_msg", "-message_file"])
         .arg(&msgs)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("sipp uas");
     std::thread::sleep(Duration::from_millis(300));

@@ -24,6 +24,8 @@
 //!   when the user registers;
 //! - `ser -c`: a missing `xmpp_domain` and a bad `domain_separator` are refused.
 
+#![cfg(feature = "xmpp")]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -661,6 +663,7 @@ fn serve_one(listener: &TcpListener, after: &[u8], limit: Duration) -> Seen {
 /// `m_store` keeps it (202, so no error goes back to XMPP) and `m_dump` delivers it when the
 /// user registers, from the XMPP user's SIP address.
 #[test]
+#[cfg(all(feature = "msilo", feature = "sqlite"))]
 fn a_message_from_xmpp_for_an_offline_user_waits_in_msilo() {
     let dir = temp_dir("xmpp-msilo");
     let prosody = Prosody::start(dir.path(), &["juliet"]);
