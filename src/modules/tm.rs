@@ -4,6 +4,8 @@
 //! module's timer parameters; and [`TmShard`], which runs what the transaction layer asks
 //! for: the onreply_route over a reply, the failure route (or SER 0.8's negative reply
 //! route) of a cell whose branches all failed, and accounting when a transaction completes.
+//! Both routes may pause for off-shard work: the shard parks them ([`ParkedReply`],
+//! [`ParkedFailure`]) and tm goes on with the reply or the transaction when they end.
 //! The transaction user itself (cells, forking, best response, CANCEL, timers) is
 //! `crate::tm`, which never calls the script.
 
