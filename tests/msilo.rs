@@ -712,6 +712,12 @@ fn a_message_the_phone_refuses_is_stored_by_the_failure_route_before_the_202() {
     let lock = rusqlite::Connection::open(&db).expect("open the silo");
     lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
     answer(&ser, &mona, &relayed, 415, "Unsupported Media Type");
+    // The sender retransmits meanwhile: absorbed by the waiting transaction.
+    std::thread::sleep(Duration::from_millis(200));
+    alice.send(
+        ser.addr(),
+        &message(&ser, &alice, "mona", "fr1", b"plain text only?"),
+    );
     if let Some(r) = final_reply(&alice, Duration::from_millis(800)) {
         panic!(
             "a final before the message was stored:\n{r}\n{}",
@@ -725,6 +731,10 @@ fn a_message_the_phone_refuses_is_stored_by_the_failure_route_before_the_202() {
     assert!(signal(ser.child.id(), "KILL"));
     let _ = ser.child.wait();
     assert_eq!(status(&r), Some(202), "{r}\n{}", ser.log_text());
+    assert!(
+        next_message(&mona, 200).is_none(),
+        "the retransmission was not relayed again"
+    );
     drop(ser);
     let _ = std::fs::remove_file(&*fifo);
     let ser = start("msilo-frt2", &fifo, &db, "", None);
