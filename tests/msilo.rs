@@ -14,7 +14,8 @@
 //! - serctl msilo list/count/rm; a body that is not UTF-8 is refused with a clear log line.
 //! - `from_address`: the sender gets a notice at its Contact.
 //! - A user registered over TCP gets it over that connection, not at its Contact.
-//! - The example's failure route stores a MESSAGE the registered user's phone refused.
+//! - The example's failure route stores a MESSAGE the registered user's phone refused, and
+//!   its 202 goes out only once the row is committed (killed at the 202, nothing is lost).
 //! - The same store, refusal and delivery over a real MariaDB.
 //!
 //! The script is the msilo example of SER's README (store after t_newtran when lookup
@@ -688,12 +689,17 @@ fn a_user_registered_over_tcp_gets_the_message_on_its_connection() {
 
 /// The example's failure route: a registered user whose phone refuses the MESSAGE (here
 /// 415) gets it stored (`m_store("1")`: the Request-URI as received, not the contact) and
-/// the sender gets 202; the next registration delivers it.
+/// the sender gets 202; the next registration delivers it. Strictly: the 202 only goes out
+/// once the row is committed (the failure route pauses for its INSERT). The test holds the
+/// database's write lock while the phone refuses: no 202 may come while it is held; once it
+/// is released the 202 comes, ser is killed with SIGKILL the moment it arrives, and the next
+/// ser on the same database delivers the message.
 #[test]
-fn a_message_the_phone_refuses_is_stored_by_the_failure_route() {
+fn a_message_the_phone_refuses_is_stored_by_the_failure_route_before_the_202() {
     let dir = temp_dir("msilo-frt");
     let fifo = fifo_path("msilo-frt");
-    let ser = start("msilo-frt", &fifo, &dir.join("silo.db"), "", None);
+    let db = dir.join("silo.db");
+    let mut ser = start("msilo-frt", &fifo, &db, "", None);
     let mona = Peer::new();
     assert_eq!(register(&ser, &mona, "mona", mona.port(), "reg-frt-1"), 200);
     let alice = Peer::new();
@@ -702,10 +708,41 @@ fn a_message_the_phone_refuses_is_stored_by_the_failure_route() {
         &message(&ser, &alice, "mona", "fr1", b"plain text only?"),
     );
     let relayed = next_message(&mona, 5000).unwrap_or_else(|| panic!("{}", ser.log_text()));
+    // A writer of our own holds the silo: ser's INSERT waits (its busy timeout is 5 s).
+    let lock = rusqlite::Connection::open(&db).expect("open the silo");
+    lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
     answer(&ser, &mona, &relayed, 415, "Unsupported Media Type");
+    // The sender retransmits meanwhile: absorbed by the waiting transaction.
+    std::thread::sleep(Duration::from_millis(200));
+    alice.send(
+        ser.addr(),
+        &message(&ser, &alice, "mona", "fr1", b"plain text only?"),
+    );
+    if let Some(r) = final_reply(&alice, Duration::from_millis(800)) {
+        panic!(
+            "a final before the message was stored:\n{r}\n{}",
+            ser.log_text()
+        );
+    }
+    lock.execute_batch("ROLLBACK").expect("release");
+    drop(lock);
     let r = final_reply(&alice, Duration::from_secs(5)).expect("final reply");
+    // SIGKILL the moment the 202 is here: no shutdown, no flush.
+    assert!(signal(ser.child.id(), "KILL"));
+    let _ = ser.child.wait();
     assert_eq!(status(&r), Some(202), "{r}\n{}", ser.log_text());
-    wait_stored(&fifo, "mona", 1, &ser);
+    assert!(
+        next_message(&mona, 200).is_none(),
+        "the retransmission was not relayed again"
+    );
+    drop(ser);
+    let _ = std::fs::remove_file(&*fifo);
+    let ser = start("msilo-frt2", &fifo, &db, "", None);
+    assert_eq!(
+        stored(&fifo, "mona"),
+        1,
+        "the acknowledged message was lost"
+    );
     assert_eq!(register(&ser, &mona, "mona", mona.port(), "reg-frt-2"), 200);
     let m = next_message(&mona, 5000).expect("delivered");
     assert!(body_of(&m).ends_with("] plain text only?"), "{m}");

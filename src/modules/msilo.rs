@@ -12,8 +12,9 @@
 //!   `$tu` are modes 0, 1, 2). False when the MESSAGE
 //!   cannot be stored: not a MESSAGE, no recipient user, no body, a body that is not UTF-8
 //!   text, fields over 255 bytes, the recipient has `max_messages` already, the database
-//!   failed. In a failure route (which cannot pause) the INSERT is queued and true comes
-//!   back at once.
+//!   failed. In a failure route too the route pauses until the row is committed (tm holds
+//!   the transaction meanwhile); only where a run cannot pause (the shard keeps its most
+//!   paused runs already) is the INSERT queued and true comes back at once.
 //! - `m_dump()` after a successful `save("location")`: the REGISTER's address of record (or
 //!   `m_dump("sip:user@domain")`'s, `m_dump("$fu")`: its From's) gets its stored messages
 //!   delivered to the contact this
@@ -278,7 +279,8 @@ impl MsgCtx<'_, '_> {
         };
         let now = std::time::SystemTime::now();
         if !self.can_suspend {
-            // A failure route cannot pause: the INSERT is queued, and true comes back now.
+            // The shard keeps its most paused runs already: the INSERT is queued, and true
+            // comes back now (durable a moment later, not before the script goes on).
             let s2 = Arc::clone(&silo);
             let queued = db.submit(Box::new(move |db| {
                 match db.with_conn(|c| {

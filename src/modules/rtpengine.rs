@@ -30,7 +30,8 @@
 //! shard; a 2xx the callee retransmits after its transaction ended goes out with the changed
 //! SDP too (tm remembers it; see `modules::tm`).
 //!
-//! What it does not do: the failure and branch routes (which cannot pause; refused at load),
+//! What it does not do: the failure and branch routes (refused at load: a branch route
+//! cannot pause, and a failure route, which can, has no tested use here yet),
 //! an SDP in a multipart body, and Kamailio's pseudo-variables in the flag string (a literal,
 //! read at load).
 

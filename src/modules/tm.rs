@@ -4,6 +4,8 @@
 //! module's timer parameters; and [`TmShard`], which runs what the transaction layer asks
 //! for: the onreply_route over a reply, the failure route (or SER 0.8's negative reply
 //! route) of a cell whose branches all failed, and accounting when a transaction completes.
+//! Both routes may pause for off-shard work: the shard parks them ([`ParkedReply`],
+//! [`ParkedFailure`]) and tm goes on with the reply or the transaction when they end.
 //! The transaction user itself (cells, forking, best response, CANCEL, timers) is
 //! `crate::tm`, which never calls the script.
 
@@ -41,6 +43,11 @@ pub struct TmShard {
     /// 2xx replies an onreply_route changed (rtpengine's SDP), by a hash of the reply as
     /// received: the callee's retransmissions, which pass statelessly, go out the same.
     rewritten: std::collections::HashMap<u64, (Vec<u8>, Instant)>,
+    /// Failure routes that paused, for the shard to start their work.
+    parked_failures: Vec<ParkedFailure>,
+    /// How many more runs may pause (the shard keeps it to its own bound); 0: a failure
+    /// route's pausing actions behave as where nothing can pause.
+    pub park_room: usize,
 }
 
 /// What [`TmShard::on_reply`] made of a reply.
@@ -127,6 +134,8 @@ impl TmShard {
             stats,
             scratch: Scratch::default(),
             rewritten: std::collections::HashMap::new(),
+            parked_failures: Vec::new(),
+            park_room: 0,
         }
     }
 
@@ -342,15 +351,50 @@ impl TmShard {
 
     /// The failure route (or SER 0.8's negative reply route) of a cell whose branches all
     /// failed, over its request; its branches, relays and replies go through tm as it runs.
+    /// When it pauses for off-shard work (m_store, exec, rtpengine) and `park_room` allows,
+    /// the cell stays waiting (no final goes upstream, its request's retransmissions are
+    /// absorbed) and the run is queued for the shard ([`TmShard::take_parked_failures`]).
     fn run_failure(&mut self, now: Instant, run: FailureRun<Arc<Script>>, out: &mut Outbox) {
+        self.failure_route(now, run, None, out);
+    }
+
+    /// A paused failure route's work ended: the route goes on where it paused, and tm then
+    /// goes on with the transaction as the route left it.
+    pub fn resume_failure(
+        &mut self,
+        now: Instant,
+        p: Box<ParkedFailure>,
+        result: Resumed,
+        out: &mut Outbox,
+    ) {
+        let ParkedFailure { run, k, saved, .. } = *p;
+        self.failure_route(now, run, Some((k, saved, result)), out);
+        self.run_events(now, out);
+    }
+
+    /// Failure routes that paused since the last call: the shard starts each one's `job` and
+    /// hands its result to [`TmShard::resume_failure`].
+    pub fn take_parked_failures(&mut self) -> std::vec::Drain<'_, ParkedFailure> {
+        self.parked_failures.drain(..)
+    }
+
+    fn failure_route(
+        &mut self,
+        now: Instant,
+        run: FailureRun<Arc<Script>>,
+        resume: Option<(ser_script::Continuation, SavedCtx, Resumed)>,
+        out: &mut Outbox,
+    ) {
         let mut outcome = FailureOutcome {
             flags: run.flags,
             routes: run.routes,
         };
+        let mut paused = None;
         if let Ok(msg) = ser_parser::parse(&run.request) {
             let core = Arc::clone(&self.core);
             let stats = Arc::clone(&self.stats);
             let mut sc = std::mem::take(&mut self.scratch);
+            let can_park = self.park_room > 0;
             {
                 let mut m = MsgCtx::new(&core, &stats, &msg, run.arrival, &mut sc);
                 m.flags = run.flags;
@@ -361,21 +405,57 @@ impl TmShard {
                     kind: RouteKindDefault(run.kind),
                     request: None,
                 };
+                m.can_suspend = can_park;
                 m.tm = Some(self);
-                run.script.run(run.kind, run.route, &mut m);
-                if run.kind == RouteKind::Reply && !m.s.branches.is_empty() {
-                    // SER 0.8: branches a reply route appends are relayed when it ends.
-                    m.t_relay_in_failure();
+                let r = match resume {
+                    None => run.script.start(run.kind, run.route, &mut m),
+                    Some((k, saved, result)) => {
+                        m.restore(saved);
+                        m.t.now = Some(now);
+                        let v = m.apply_resumed(result);
+                        run.script.resume(k, v, &mut m)
+                    }
+                };
+                match (r, m.suspend.take()) {
+                    (ser_script::Run::Suspended(k), Some(job)) => {
+                        paused = Some((k, m.save(), job));
+                    }
+                    _ => {
+                        if run.kind == RouteKind::Reply && !m.s.branches.is_empty() {
+                            // SER 0.8: branches a reply route appends are relayed when it ends.
+                            m.t_relay_in_failure();
+                        }
+                        outcome.flags = m.flags;
+                        outcome.routes = m.t.routes;
+                    }
                 }
-                outcome.flags = m.flags;
-                outcome.routes = m.t.routes;
             }
             out.append(&mut sc.out);
             sc.clear();
             self.scratch = sc;
         }
+        if let Some((k, saved, job)) = paused {
+            self.park_room = self.park_room.saturating_sub(1);
+            self.parked_failures.push(ParkedFailure {
+                run,
+                k,
+                saved,
+                job: Some(job),
+            });
+            return;
+        }
         self.tm.failure_done(now, run.cell, outcome, out);
     }
+}
+
+/// A failure route waiting for off-shard work (see [`TmShard::take_parked_failures`]); its
+/// cell waits with it.
+pub struct ParkedFailure {
+    run: FailureRun<Arc<Script>>,
+    k: ser_script::Continuation,
+    saved: SavedCtx,
+    /// The work to start (taken by the shard).
+    pub job: Option<Suspend>,
 }
 
 fn bytes_hash(b: &[u8]) -> u64 {

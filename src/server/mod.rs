@@ -21,7 +21,7 @@ use crate::capture::Capture;
 use crate::core::Core;
 use crate::modules::core::forward_reply;
 use crate::modules::ctx::{MsgCtx, Pool, Resumed, Scratch, Suspend};
-use crate::modules::tm::{OnReply, ParkedReply, TmShard};
+use crate::modules::tm::{OnReply, ParkedFailure, ParkedReply, TmShard};
 use crate::modules::Script;
 use crate::sip::{
     owner_shard, reply_shard, scan_call_id, Arrival, ConnId, Dest, LocalReply, PendingSend,
@@ -113,6 +113,9 @@ pub struct Server {
     /// Replies whose onreply_route waits for off-shard work (rtpengine), by id (one
     /// sequence with `parked`).
     parked_replies: std::collections::HashMap<u64, Box<ParkedReply>>,
+    /// Failure routes waiting for off-shard work (m_store, exec, rtpengine), by id (the same
+    /// sequence); their transactions wait with them.
+    parked_failures: std::collections::HashMap<u64, Box<ParkedFailure>>,
     park_seq: u64,
     /// Message capture (`capture_file`): every datagram received and sent.
     capture: Option<Capture>,
@@ -153,13 +156,14 @@ impl Server {
         shards: usize,
     ) -> Self {
         let shards_n = shards;
-        let tm = TmShard::new(
+        let mut tm = TmShard::new(
             Arc::clone(&core),
             Arc::clone(&script),
             Arc::clone(&stats),
             shard,
             shards,
         );
+        tm.park_room = MAX_PARKED;
         Self {
             core,
             script,
@@ -175,6 +179,7 @@ impl Server {
             uac: crate::tm::uac::LocalUac::default(),
             parked: std::collections::HashMap::new(),
             parked_replies: std::collections::HashMap::new(),
+            parked_failures: std::collections::HashMap::new(),
             park_seq: 0,
             capture: None,
             conns: std::collections::HashMap::new(),
@@ -251,8 +256,18 @@ impl Server {
         }
     }
 
-    /// Starts the name lookups tm asked for.
+    /// Starts the name lookups tm asked for, and the work of the failure routes that paused.
     fn start_tm_dns(&mut self, ctx: &mut Ctx<'_, Event>) {
+        let parked: Vec<_> = self.tm.take_parked_failures().collect();
+        for mut p in parked {
+            if let Some(job) = p.job.take() {
+                self.park_seq = self.park_seq.wrapping_add(1);
+                let id = self.park_seq;
+                self.parked_failures.insert(id, Box::new(p));
+                self.launch(ctx, id, job);
+            }
+        }
+        self.tm.park_room = MAX_PARKED.saturating_sub(self.parked_count());
         for job in self.tm.tm.dns_jobs.drain(..) {
             let crate::tm::DnsJob {
                 cell,
@@ -314,7 +329,7 @@ impl Server {
         if !msg.is_request() {
             self.stats.count_reply_in(msg.status().unwrap_or(0));
             self.scratch.clear();
-            let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
+            let can_park = self.parked_count() < MAX_PARKED;
             let from = self.arrival(ctx, d);
             match self
                 .tm
@@ -439,11 +454,12 @@ impl Server {
         resume: Option<Resume>,
     ) {
         let now = ctx.now();
+        let can_park = self.parked_count() < MAX_PARKED;
         let (run, parked) = {
             let mut m = MsgCtx::new(&self.core, &self.stats, msg, at, &mut self.scratch);
             m.tm = Some(&mut self.tm);
             m.pike = Some(&mut self.pike);
-            m.can_suspend = self.parked.len() < MAX_PARKED;
+            m.can_suspend = can_park;
             let run = match resume {
                 None => {
                     m.t.now = Some(now);
@@ -513,6 +529,15 @@ impl Server {
             self.resume_reply(ctx, p, result);
             return;
         }
+        if let Some(p) = self.parked_failures.remove(&id) {
+            self.scratch.clear();
+            self.tm
+                .resume_failure(ctx.now(), p, result, &mut self.scratch.out);
+            self.flush(ctx);
+            self.start_tm_dns(ctx);
+            self.arm(ctx);
+            return;
+        }
         let Some(p) = self.parked.remove(&id) else {
             return;
         };
@@ -528,6 +553,11 @@ impl Server {
         self.run_request(ctx, &msg, p.at, p.script, Some(resume));
         self.start_tm_dns(ctx);
         self.arm(ctx);
+    }
+
+    /// Script runs this shard keeps paused (requests, replies, failure routes).
+    fn parked_count(&self) -> usize {
+        self.parked.len() + self.parked_replies.len() + self.parked_failures.len()
     }
 
     /// Starts a paused run's work; its result comes back as [`Event::Resumed`] with `id`.
@@ -582,7 +612,7 @@ impl Server {
     /// the route left it (or it parks again).
     fn resume_reply(&mut self, ctx: &mut Ctx<'_, Event>, p: Box<ParkedReply>, result: Resumed) {
         self.scratch.clear();
-        let can_park = self.parked.len() + self.parked_replies.len() < MAX_PARKED;
+        let can_park = self.parked_count() < MAX_PARKED;
         let again = self
             .tm
             .resume_onreply(ctx.now(), p, result, &mut self.scratch.out, can_park);

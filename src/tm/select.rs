@@ -75,6 +75,14 @@ impl<S: Clone> Tm<S> {
         };
         cell.flags = outcome.flags;
         cell.routes = outcome.routes;
+        if cell.canceled && cell.final_sent.is_none() {
+            // The CANCEL came while the route ran (it paused for off-shard work): the
+            // branches it added are cancelled too, and the INVITE ends with 487.
+            self.cancel_others(now, id, None, out);
+        }
+        let Some(cell) = self.cell_mut(id) else {
+            return;
+        };
         let goes_on = cell.final_sent.is_some()
             || cell
                 .branches
@@ -87,7 +95,7 @@ impl<S: Clone> Tm<S> {
     }
 
     /// RFC 3261 16.7 step 6: the response to send when every branch failed.
-    fn send_best(&mut self, now: Instant, id: CellId, out: &mut Outbox) {
+    pub(super) fn send_best(&mut self, now: Instant, id: CellId, out: &mut Outbox) {
         let Some(cell) = self.cell_mut(id) else {
             return;
         };

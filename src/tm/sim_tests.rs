@@ -75,6 +75,10 @@ struct Proxy {
     failures: usize,
     /// Whether the onreply_route drops what it sees.
     onreply_drops: bool,
+    /// Whether the failure route pauses (for off-shard work, m_store say): its runs wait in
+    /// `paused` until [`Proxy::resume_failure`].
+    failure_pauses: bool,
+    paused: Vec<FailureRun<()>>,
     /// The transport of the caller's requests and of the branches (UDP unless a test says).
     caller_transport: Transport,
     branch_transport: Transport,
@@ -109,6 +113,8 @@ impl Proxy {
             failure_plan: VecDeque::new(),
             failures: 0,
             onreply_drops: false,
+            failure_pauses: false,
+            paused: Vec::new(),
             caller_transport: Transport::Udp,
             branch_transport: Transport::Udp,
             onreply_runs: Vec::new(),
@@ -162,6 +168,10 @@ impl Proxy {
                 TmEvent::Failure(run) => {
                     self.hear(String::from("failure route"));
                     self.failures += 1;
+                    if self.failure_pauses {
+                        self.paused.push(run);
+                        continue;
+                    }
                     if let Some(dests) = self.failure_plan.pop_front() {
                         let method = self.method_of(run.cell);
                         for d in dests {
@@ -178,6 +188,30 @@ impl Proxy {
             }
         }
         self.flush();
+    }
+
+    /// The paused failure route resumes and ends: it forks to `dests`, or answers `reply`
+    /// (t_reply; whether tm took it comes back), or neither.
+    fn resume_failure(&mut self, dests: &[usize], reply: Option<(u16, &str)>) -> bool {
+        let run = self.paused.remove(0);
+        let method = self.method_of(run.cell);
+        for &d in dests {
+            self.add_branch(run.cell, &method, d);
+        }
+        let mut took = true;
+        if let Some((code, reason)) = reply {
+            took = self
+                .tm
+                .t_reply(self.now, run.cell, code, reason, "", &mut self.out);
+        }
+        let outcome = FailureOutcome {
+            flags: run.flags,
+            routes: run.routes,
+        };
+        self.tm
+            .failure_done(self.now, run.cell, outcome, &mut self.out);
+        self.serve();
+        took
     }
 
     fn method_of(&self, id: CellId) -> String {
@@ -971,4 +1005,169 @@ fn the_attachment_hears_an_unreachable_branch_and_a_503_only_from_the_last_targe
     assert_eq!(p.times_at(1, "INVITE"), [10]);
     p.uas_replies_to(1, "INVITE", 503);
     assert_eq!(p.heard(), ["0 Replied(503)", "dropped"]);
+}
+
+/// A paused failure route (m_store waiting for its INSERT) holds the transaction: no final
+/// goes upstream and the caller's retransmissions are absorbed until it resumes; then its
+/// t_reply goes out, once.
+#[test]
+fn a_paused_failure_route_holds_the_final_until_it_resumes_and_its_reply_goes_once() {
+    let mut p = Proxy::new();
+    p.failure_pauses = true;
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    p.relay("MESSAGE", 30, routes, 1, &[0]);
+    p.advance(10);
+    p.uas_replies_to(0, "MESSAGE", 480);
+    assert_eq!(
+        (p.failures, p.paused.len()),
+        (1, 1),
+        "the route ran and paused"
+    );
+    p.advance(800);
+    assert!(
+        p.finals_upstream().is_empty(),
+        "no final while it is paused"
+    );
+    assert_eq!(p.caller_sends("MESSAGE", 30), RequestMatch::Absorbed);
+    assert!(p.finals_upstream().is_empty(), "nor for a retransmission");
+    assert_eq!(p.times_at(0, "MESSAGE"), [0], "not relayed again");
+    assert!(p.completions.is_empty());
+    p.advance(900);
+    assert!(p.resume_failure(&[], Some((202, "Accepted"))));
+    assert_eq!(p.finals_upstream(), [line(900, "SIP/2.0 202 Accepted")]);
+    assert_eq!(p.completions.len(), 1, "completed once");
+    assert_eq!(p.completions.first().map(|c| c.code), Some(202));
+    // A retransmission now gets the same 202 from the transaction, and nothing runs again.
+    p.advance(1000);
+    assert_eq!(p.caller_sends("MESSAGE", 30), RequestMatch::Absorbed);
+    let finals: Vec<_> = p
+        .upstream()
+        .into_iter()
+        .filter(|(_, l)| !l.starts_with("SIP/2.0 1"))
+        .collect();
+    assert_eq!(
+        finals,
+        [
+            line(900, "SIP/2.0 202 Accepted"),
+            line(1000, "SIP/2.0 202 Accepted")
+        ]
+    );
+    assert_eq!(p.failures, 1);
+    assert_eq!(p.completions.len(), 1);
+}
+
+/// A paused failure route that resumes and adds nothing: the best final goes up then.
+#[test]
+fn a_paused_failure_route_that_adds_nothing_sends_the_best_final_on_resume() {
+    let mut p = Proxy::new();
+    p.failure_pauses = true;
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    p.relay("INVITE", 31, routes, 0, &[0]);
+    p.advance(10);
+    p.uas_replies_to(0, "INVITE", 486);
+    assert_eq!(
+        p.times_at(0, "ACK"),
+        [10],
+        "the branch's final is ACKed at once"
+    );
+    p.advance(300);
+    assert!(p.finals_upstream().is_empty());
+    assert!(p.resume_failure(&[], None));
+    assert_eq!(p.finals_upstream(), [line(300, "SIP/2.0 486 Test")]);
+}
+
+/// A CANCEL while the failure route is paused: answered by the shard as usual; the route's
+/// new branch (it forks on resume) is cancelled as soon as it rings, and the INVITE ends
+/// with 487, once.
+#[test]
+fn a_cancel_while_the_failure_route_is_paused_cancels_what_it_adds_and_ends_with_487() {
+    let mut p = Proxy::new();
+    p.failure_pauses = true;
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    let id = p.relay("INVITE", 32, routes, 0, &[0]);
+    p.advance(10);
+    p.uas_replies_to(0, "INVITE", 486);
+    p.advance(100);
+    assert!(p.tm.cancel_invite(p.now, id, &mut p.out));
+    p.flush();
+    assert!(
+        p.finals_upstream().is_empty(),
+        "the paused route still owns the answer"
+    );
+    p.advance(200);
+    assert!(p.resume_failure(&[1], None));
+    assert_eq!(p.times_at(1, "INVITE"), [200]);
+    assert!(p.finals_upstream().is_empty(), "the new branch is pending");
+    p.advance(250);
+    p.uas_replies_to(1, "INVITE", 180);
+    assert_eq!(p.times_at(1, "CANCEL"), [250], "cancelled once it rings");
+    p.uas_replies_to(1, "CANCEL", 200);
+    p.uas_replies_to(1, "INVITE", 487);
+    assert_eq!(p.finals_upstream(), [line(250, "SIP/2.0 487 Test")]);
+    assert_eq!(p.failures, 1);
+}
+
+/// A CANCEL while paused and a route that adds nothing: 487 on resume.
+#[test]
+fn a_cancel_while_the_failure_route_is_paused_and_nothing_added_ends_with_487() {
+    let mut p = Proxy::new();
+    p.failure_pauses = true;
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    let id = p.relay("INVITE", 33, routes, 0, &[0]);
+    p.advance(10);
+    p.uas_replies_to(0, "INVITE", 486);
+    p.advance(100);
+    assert!(p.tm.cancel_invite(p.now, id, &mut p.out));
+    p.flush();
+    assert!(p.finals_upstream().is_empty());
+    p.advance(150);
+    assert!(p.resume_failure(&[], None));
+    let finals = p.finals_upstream();
+    assert_eq!(finals.len(), 1);
+    assert!(finals[0].1.starts_with("SIP/2.0 487"), "{finals:?}");
+}
+
+/// A failure route whose work never ends (a database that hangs): when the transaction
+/// outlives its lifetime the best final goes upstream and the cell lingers 64·T1 for
+/// retransmissions; the route, resuming later, finds it answered and sends nothing.
+#[test]
+fn a_failure_route_paused_past_the_transactions_lifetime_gives_up_with_the_best_final() {
+    let mut p = Proxy::new();
+    p.failure_pauses = true;
+    let routes = Routes {
+        on_failure: Some(1),
+        ..Routes::default()
+    };
+    p.relay("MESSAGE", 34, routes, 0, &[0]);
+    p.advance(10);
+    p.uas_replies_to(0, "MESSAGE", 480);
+    let lifetime = 5_000 + 2_000 + 32_000;
+    p.advance(lifetime - 1);
+    assert!(
+        p.finals_upstream().is_empty(),
+        "still waiting for the route"
+    );
+    p.advance(lifetime + 100);
+    assert_eq!(p.finals_upstream().len(), 1);
+    assert_eq!(p.finals_upstream()[0].1, "SIP/2.0 480 Test");
+    assert_eq!(p.caller_sends("MESSAGE", 34), RequestMatch::Absorbed);
+    assert!(
+        !p.resume_failure(&[], Some((202, "Accepted"))),
+        "t_reply after the answer is refused"
+    );
+    assert_eq!(p.finals_upstream().len(), 1, "nothing more went up");
+    p.advance(lifetime + 32_000 + 1_000);
+    assert_eq!(p.tm.len(), 0, "the cell is gone after its linger");
 }

@@ -84,10 +84,33 @@ impl<S: Clone> Tm<S> {
                 }
             }
         }
+        if expired && self.failure_gave_up(now, id, out) {
+            return;
+        }
         if expired {
             // A transaction that never completed (t_newtran without a reply): drop it.
             crate::info!("transaction expired without completing; dropped");
             self.remove(id);
         }
+    }
+
+    /// A cell outlived `max_lifetime` while its failure route waits for off-shard work (a
+    /// database that does not answer): the route's answer is no longer awaited, the best
+    /// response goes upstream now, and the cell stays 64·T1 more for its retransmissions.
+    /// The route, when it resumes, finds its transaction answered. False when no failure
+    /// route was waiting.
+    fn failure_gave_up(&mut self, now: Instant, id: CellId, out: &mut Outbox) -> bool {
+        let linger = self.cfg.timers.t1_x64();
+        let Some(cell) = self.cell_mut(id) else {
+            return false;
+        };
+        if cell.failure_pending.is_none() || cell.final_sent.is_some() {
+            return false;
+        }
+        crate::notice!("failure route still paused when its transaction expired; best reply sent");
+        cell.failure_pending = None;
+        cell.expires = now + linger;
+        self.send_best(now, id, out);
+        true
     }
 }
