@@ -89,7 +89,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     RUSTFLAGS="$flags" CARGO_TARGET_DIR=target/tiny cargo "+$TINY_TOOLCHAIN" build \
       -Z build-std=std,panic_unwind -Z build-std-features=panic-unwind,optimize_for_size \
-      --profile "$profile" --bin ser --target "$triple" ${features[@]+"${features[@]}"}
+      --profile "$profile" -p ser --bin ser --target "$triple" ${features[@]+"${features[@]}"}
     bin="target/tiny/$triple/$profile/ser"
     echo "$triple: $bin $(stat -c %s "$bin") bytes, built in $(( $(date +%s) - start ))s"
     continue
@@ -100,7 +100,7 @@ for t in "${targets[@]}"; do
     rustup target add "$triple"
   fi
   start=$(date +%s)
-  cargo "${toolchain[@]}" build --profile "$profile" --bin ser --target "$triple" ${features[@]+"${features[@]}"}
+  cargo "${toolchain[@]}" build --profile "$profile" -p ser --bin ser --target "$triple" ${features[@]+"${features[@]}"}
   bin="target/$triple/$profile/ser"
   echo "$triple: $bin $(stat -c %s "$bin") bytes, built in $(( $(date +%s) - start ))s"
 done
