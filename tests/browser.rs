@@ -36,15 +36,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::browser::{browser_dir, Driver};
+use common::browser::{self, required, Driver, CHROMIUM, REQUIRE};
 use common::sipp::Uas;
 use common::*;
 
 /// Set inside the namespace, where the test runs its body.
 const INNER: &str = "SER_BROWSER_NETNS";
-/// Set (to anything but `0` or empty) when the browser test may not be skipped.
-const REQUIRE: &str = "SER_BROWSER_REQUIRE";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 const SCRIPT: &str = r#"
 loadmodule "modules/sl/sl.so"
@@ -69,56 +66,16 @@ route {
 }
 "#;
 
-/// What this test needs and does not find here, each with what provides it.
 fn missing() -> Vec<String> {
-    let mut out = Vec::new();
-    if !Path::new(CHROMIUM).is_file() {
-        out.push(format!("{CHROMIUM} (Debian package chromium)"));
-    }
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    match node {
-        None => out.push("node (Debian package nodejs)".into()),
-        Some(v) => {
-            let major: u32 = v
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 20 {
-                out.push(format!(
-                    "node 20 or later (found {v}; playwright-core needs 20)"
-                ));
-            }
-        }
-    }
-    for m in ["playwright-core", "jssip", "sip.js", "esbuild"] {
-        if !browser_dir().join("node_modules").join(m).is_dir() {
-            out.push(format!(
-                "tests/browser/node_modules/{m} (npm ci in tests/browser)"
-            ));
-        }
-    }
-    for (cmd, pkg) in [
-        ("sipp", "sip-tester"),
-        ("openssl", "openssl"),
-        ("unshare", "util-linux"),
-        ("ip", "iproute2"),
-    ] {
-        if !have(cmd) {
-            out.push(format!("{cmd} (Debian package {pkg})"));
-        }
-    }
-    out
-}
-
-fn required() -> bool {
-    std::env::var(REQUIRE).is_ok_and(|v| !v.is_empty() && v != "0")
+    browser::missing(
+        &["playwright-core", "jssip", "sip.js", "esbuild"],
+        &[
+            ("sipp", "sip-tester"),
+            ("openssl", "openssl"),
+            ("unshare", "util-linux"),
+            ("ip", "iproute2"),
+        ],
+    )
 }
 
 /// Runs the test body in a loopback-only network namespace: outside it, re-executes this

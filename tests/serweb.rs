@@ -37,14 +37,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::browser::{browser_dir, Driver};
+use common::browser::{self, required, Driver, CHROMIUM, REQUIRE};
 use common::mariadb;
 use common::sipp::Uas;
 use common::*;
 
 const INNER: &str = "SER_SERWEB_NETNS";
-const REQUIRE: &str = "SER_BROWSER_REQUIRE";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The newest modification time under `dir`.
 fn newest(dir: &Path) -> std::time::SystemTime {
@@ -80,27 +78,15 @@ fn serweb_bin() -> PathBuf {
 }
 
 fn missing() -> Vec<String> {
-    let mut out = Vec::new();
-    if !Path::new(CHROMIUM).is_file() {
-        out.push(format!("{CHROMIUM} (Debian package chromium)"));
-    }
-    if !have("node") {
-        out.push("node (Debian package nodejs)".into());
-    }
-    if !browser_dir().join("node_modules/playwright-core").is_dir() {
-        out.push("tests/browser/node_modules/playwright-core (npm ci in tests/browser)".into());
-    }
-    for (cmd, pkg) in [
-        ("sipp", "sip-tester"),
-        ("sipsak", "sipsak"),
-        ("unshare", "util-linux"),
-        ("ip", "iproute2"),
-    ] {
-        if !have(cmd) {
-            out.push(format!("{cmd} (Debian package {pkg})"));
-        }
-    }
-    out
+    browser::missing(
+        &["playwright-core"],
+        &[
+            ("sipp", "sip-tester"),
+            ("sipsak", "sipsak"),
+            ("unshare", "util-linux"),
+            ("ip", "iproute2"),
+        ],
+    )
 }
 
 const SCRIPT: &str = r#"
@@ -218,7 +204,7 @@ fn serweb_in_a_browser_beside_ser() {
     if std::env::var_os(INNER).is_none() {
         let missing = missing();
         if !missing.is_empty() {
-            let required = std::env::var(REQUIRE).is_ok_and(|v| !v.is_empty() && v != "0");
+            let required = required();
             assert!(
                 !required,
                 "{REQUIRE} is set and the serweb browser test lacks: {}",

@@ -114,3 +114,59 @@ impl Drop for Driver {
         super::stop_child(&mut self.child, Duration::from_secs(5));
     }
 }
+
+/// Debian's chromium, the browser the tests drive.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Set (to anything but `0` or empty) when a browser test may not be skipped (scripts/test.sh
+/// sets it).
+pub const REQUIRE: &str = "SER_BROWSER_REQUIRE";
+
+/// Whether [`REQUIRE`] is set.
+pub fn required() -> bool {
+    std::env::var(REQUIRE).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What a browser test needs and does not find here, each with what provides it: chromium,
+/// node 20 or later (playwright-core needs it), the npm packages `npm` in tests/browser, and
+/// the `commands` (name, Debian package).
+pub fn missing(npm: &[&str], commands: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    if !Path::new(CHROMIUM).is_file() {
+        out.push(format!("{CHROMIUM} (Debian package chromium)"));
+    }
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match node {
+        None => out.push("node (Debian package nodejs)".into()),
+        Some(v) => {
+            let major: u32 = v
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 20 {
+                out.push(format!(
+                    "node 20 or later (found {v}; playwright-core needs 20)"
+                ));
+            }
+        }
+    }
+    for m in npm {
+        if !browser_dir().join("node_modules").join(m).is_dir() {
+            out.push(format!(
+                "tests/browser/node_modules/{m} (npm ci in tests/browser)"
+            ));
+        }
+    }
+    for (cmd, pkg) in commands {
+        if !super::have(cmd) {
+            out.push(format!("{cmd} (Debian package {pkg})"));
+        }
+    }
+    out
+}
