@@ -13,11 +13,11 @@
 // each page sends a MESSAGE to the sipp UAS; then (after `go`) the pages' logs show what the
 // sipp callers sent them: a MESSAGE each, and an INVITE each (answered, ended by sipp's BYE).
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { chromium } from 'playwright-core';
+import { emit, sleep, stdinLines, stepper } from './protocol.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cfg = JSON.parse(process.argv[2]);
@@ -26,33 +26,10 @@ const cfg = JSON.parse(process.argv[2]);
 // chromium: the browser's path; stepMs: the limit of one step }
 const stepMs = cfg.stepMs || 15000;
 
-const emit = (kind, obj) => process.stdout.write(`${kind} ${JSON.stringify(obj)}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function step(name, fn) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${name}: no result within ${stepMs} ms`)), stepMs);
-  });
-  try {
-    const t = Date.now();
-    const value = await Promise.race([fn(), limit]);
-    emit('EVENT', { step: name, ms: Date.now() - t });
-    return value;
-  } catch (e) {
-    throw new Error(`${name}: ${e.message || e}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const step = stepper(stepMs);
 
-// Stdin lines, one at a time.
-const lines = createInterface({ input: process.stdin });
-const pending = [];
-const waiting = [];
-lines.on('line', (l) => (waiting.length ? waiting.shift()(l) : pending.push(l)));
-lines.on('close', () => waiting.splice(0).forEach((w) => w(null)));
-const nextLine = () =>
-  pending.length ? Promise.resolve(pending.shift()) : new Promise((r) => waiting.push(r));
+const lines = stdinLines();
+const nextLine = lines.nextLine;
 
 async function bundle(entry) {
   const out = await esbuild.build({

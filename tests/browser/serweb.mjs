@@ -14,43 +14,21 @@
 // (403); the user reading the admin pages or changing another user's phonebook entry is
 // refused (403); the dashboard shows charts; the last messages from ser's capture file list
 // the IM and the failed call's Call-ID has its ladder. Screenshots of the main pages go to cfg.shots.
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { emit, stdinLines, stepper } from './protocol.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
 // cfg: { base: serweb's URL; domain; admin: {user, password}; user: {user, password,
 // newPassword}; serAddr: host:port of ser (the IM's target); uasPort; shots: a folder;
 // userDataDir; chromium; stepMs }
 const stepMs = cfg.stepMs || 15000;
-const emit = (kind, obj) => process.stdout.write(`${kind} ${JSON.stringify(obj)}\n`);
 const result = { ok: false, steps: [], dialogs: [], checks: {} };
 
-async function step(name, fn) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${name}: no result within ${stepMs} ms`)), stepMs);
-  });
-  try {
-    const t = Date.now();
-    const value = await Promise.race([fn(), limit]);
-    emit('EVENT', { step: name, ms: Date.now() - t });
-    result.steps.push(name);
-    return value;
-  } catch (e) {
-    throw new Error(`${name}: ${e.message || e}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const step = stepper(stepMs, (name) => result.steps.push(name));
 
-const lines = createInterface({ input: process.stdin });
-const pending = [];
-const waiting = [];
-lines.on('line', (l) => (waiting.length ? waiting.shift()(l) : pending.push(l)));
-lines.on('close', () => waiting.splice(0).forEach((w) => w(null)));
-const nextLine = () =>
-  pending.length ? Promise.resolve(pending.shift()) : new Promise((r) => waiting.push(r));
+const lines = stdinLines();
+const nextLine = lines.nextLine;
 async function ready(what) {
   emit('READY', { what });
   const l = await nextLine();
