@@ -277,19 +277,23 @@ fn short(s: &str, max: usize, what: &str) -> Result<String, String> {
     }
 }
 
+impl EntryForm {
+    /// The entry's first name, last name and SIP address, checked as the phonebook keeps them.
+    fn checked(&self) -> Result<(String, String, String), String> {
+        Ok((
+            short(&self.fname, 32, "first name")?,
+            short(&self.lname, 32, "last name")?,
+            sip_address(&self.sip_uri)?,
+        ))
+    }
+}
+
 pub async fn phonebook_add(
     State(app): State<Arc<App>>,
     User(me, _): User,
     Form(f): Form<EntryForm>,
 ) -> Page {
-    let checked = (|| {
-        Ok::<_, String>((
-            short(&f.fname, 32, "first name")?,
-            short(&f.lname, 32, "last name")?,
-            sip_address(&f.sip_uri)?,
-        ))
-    })();
-    let (fname, lname, uri) = match checked {
+    let (fname, lname, uri) = match f.checked() {
         Ok(x) => x,
         Err(e) => return phonebook_view(&app, &me, Some(e)).await,
     };
@@ -309,14 +313,7 @@ pub async fn phonebook_edit(
     Path(id): Path<i64>,
     Form(f): Form<EntryForm>,
 ) -> Page {
-    let checked = (|| {
-        Ok::<_, String>((
-            short(&f.fname, 32, "first name")?,
-            short(&f.lname, 32, "last name")?,
-            sip_address(&f.sip_uri)?,
-        ))
-    })();
-    let (fname, lname, uri) = match checked {
+    let (fname, lname, uri) = match f.checked() {
         Ok(x) => x,
         Err(e) => return phonebook_view(&app, &me, Some(e)).await,
     };
