@@ -149,23 +149,41 @@ fn poll_pending(gw: &Gateway, pending: &PendingList) {
             gw.counters.delivered.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        gw.counters.sip_errors.fetch_add(1, Ordering::Relaxed);
-        crate::info!(
-            "xmpp: message {} from {} not delivered: SIP {code} {reason}",
-            p.id,
-            p.theirs
-        );
-        let (cond, kind) = sip_error_condition(code);
-        gw.push_raw(stream::write_message_error(
+        bounce(
+            gw,
             &p.ours,
             &p.theirs,
             &p.id,
-            Some(&p.body),
-            cond,
-            kind,
-            &format!("SIP {code} {reason}"),
-        ));
+            &p.body,
+            (code, &reason),
+            "delivered",
+        );
     }
+}
+
+/// A message from XMPP that SIP refused (`code`, `reason`): counted, logged ("not
+/// `outcome`"), and an error stanza to its sender, from `ours`, the address it was sent to.
+fn bounce(
+    gw: &Gateway,
+    ours: &str,
+    theirs: &str,
+    id: &str,
+    body: &str,
+    (code, reason): (u16, &str),
+    outcome: &str,
+) {
+    gw.counters.sip_errors.fetch_add(1, Ordering::Relaxed);
+    crate::info!("xmpp: message {id} from {theirs} not {outcome}: SIP {code} {reason}");
+    let (cond, kind) = sip_error_condition(code);
+    gw.push_raw(stream::write_message_error(
+        ours,
+        theirs,
+        id,
+        Some(body),
+        cond,
+        kind,
+        &format!("SIP {code} {reason}"),
+    ));
 }
 
 struct Session<'a> {
@@ -543,22 +561,15 @@ impl Session<'_> {
                 gw.wake.notify_all();
             }
             Err((code, reason)) => {
-                gw.counters.sip_errors.fetch_add(1, Ordering::Relaxed);
-                crate::info!(
-                    "xmpp: message {} from {} not sent: SIP {code} {reason}",
-                    s.id,
-                    s.from
-                );
-                let (cond, kind) = sip_error_condition(code);
-                gw.push_raw(stream::write_message_error(
+                bounce(
+                    gw,
                     &s.to,
                     &s.from,
                     &s.id,
-                    Some(&req.body),
-                    cond,
-                    kind,
-                    &format!("SIP {code} {reason}"),
-                ));
+                    &req.body,
+                    (code, &reason),
+                    "sent",
+                );
             }
         }
     }
