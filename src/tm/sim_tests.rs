@@ -90,6 +90,37 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// Relays the caller's INVITE (CSeq `cseq`) of transaction `id` to `sip:bob@svc.test`,
+    /// a name tm resolves itself (RFC 3263): a DNS job is left in `tm.dns_jobs`.
+    fn invite_by_name(&mut self, id: CellId, cseq: u32) {
+        let mut branch = String::new();
+        assert!(self.tm.branch_id(id, 0, &mut branch));
+        let req = format!(
+            "INVITE sip:bob@svc.test SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{}",
+            String::from_utf8(caller_request("INVITE", cseq))
+                .expect("utf8")
+                .split_once("\r\n")
+                .map_or("", |x| x.1)
+        );
+        let dst = BranchDst::Name {
+            sock: 0,
+            transport: Transport::Udp,
+            host: "svc.test".into(),
+            port: None,
+            secure: false,
+        };
+        let now = self.now;
+        assert!(self.tm.add_branch(
+            now,
+            id,
+            "sip:bob@svc.test",
+            dst,
+            req.into_bytes(),
+            (&branch, Method::Invite),
+            &mut self.out
+        ));
+    }
+
     fn new() -> Self {
         let mut cfg = TmConfig::from_params(&Params::default(), 1);
         cfg.timers.fr_timer = Duration::from_secs(2);
@@ -803,32 +834,7 @@ fn a_timed_out_target_fails_over_to_the_next_one() {
     // RFC 3263: a name resolved to two targets; the first never answers.
     let mut p = Proxy::new();
     let id = p.relay("INVITE", 19, Routes::default(), 0, &[]);
-    let mut branch = String::new();
-    assert!(p.tm.branch_id(id, 0, &mut branch));
-    let req = format!(
-        "INVITE sip:bob@svc.test SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{}",
-        String::from_utf8(caller_request("INVITE", 19))
-            .expect("utf8")
-            .split_once("\r\n")
-            .map_or("", |x| x.1)
-    );
-    let dst = BranchDst::Name {
-        sock: 0,
-        transport: Transport::Udp,
-        host: "svc.test".into(),
-        port: None,
-        secure: false,
-    };
-    let now = p.now;
-    assert!(p.tm.add_branch(
-        now,
-        id,
-        "sip:bob@svc.test",
-        dst,
-        req.into_bytes(),
-        (&branch, Method::Invite),
-        &mut p.out
-    ));
+    p.invite_by_name(id, 19);
     let jobs: Vec<_> = p.tm.dns_jobs.drain(..).collect();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].host, "svc.test");
@@ -970,32 +976,7 @@ fn the_attachment_hears_an_unreachable_branch_and_a_503_only_from_the_last_targe
     let mut p = Proxy::new();
     let id = p.relay("INVITE", 24, Routes::default(), 0, &[]);
     p.attach_ears(id);
-    let mut branch = String::new();
-    assert!(p.tm.branch_id(id, 0, &mut branch));
-    let req = format!(
-        "INVITE sip:bob@svc.test SIP/2.0\r\nVia: SIP/2.0/UDP {ME};branch={branch}\r\n{}",
-        String::from_utf8(caller_request("INVITE", 24))
-            .expect("utf8")
-            .split_once("\r\n")
-            .map_or("", |x| x.1)
-    );
-    let dst = BranchDst::Name {
-        sock: 0,
-        transport: Transport::Udp,
-        host: "svc.test".into(),
-        port: None,
-        secure: false,
-    };
-    let now = p.now;
-    assert!(p.tm.add_branch(
-        now,
-        id,
-        "sip:bob@svc.test",
-        dst,
-        req.into_bytes(),
-        (&branch, Method::Invite),
-        &mut p.out
-    ));
+    p.invite_by_name(id, 24);
     let job = p.tm.dns_jobs.pop().expect("a DNS job");
     p.tm.on_resolved(p.now, id, job.branch, Ok(vec![uas(0), uas(1)]), &mut p.out);
     p.serve();
