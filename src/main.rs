@@ -401,22 +401,40 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
     (c, transports)
 }
 
-/// Replies over UDP go straight to the shard whose transaction waits for them (the shard in
-/// our Via branch; sip::steer), instead of to the shard the kernel's hash picks and on from
-/// there. Where the kernel refuses the program, the hash stays (and the hand-off with it).
+/// Each UDP datagram goes straight to the shard that owns it (sip::steer): a reply to the
+/// shard in our Via branch, a request (with tm) to its Call-ID's owner, instead of to the
+/// shard the kernel's hash picks and on from there. Where the kernel refuses the eBPF
+/// program, a classic one steers the replies only; where it refuses that too, the hash stays
+/// (and the hand-offs with it).
 fn steer_replies(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], shards: usize) {
+    use ser::sip::steer;
     let udp = listens
         .iter()
         .take_while(|l| l.transport == ser::sip::Transport::Udp);
+    let tag = &core.reply.tag_prefix;
     for (i, l) in udp.enumerate() {
         let prefix = core.local.via(i, "", l.addr);
-        let Some(prog) = ser::sip::steer::reply_steering(&prefix, &core.reply.tag_prefix, shards)
-        else {
+        let refused = match steer::datagram_steering(&prefix, tag, shards, core.calls_owned) {
+            Some(prog) => match bound.steer_datagrams_ebpf(i, &prog, &steer::call_id_tables()) {
+                Ok(()) => continue,
+                Err(e) => Some(e),
+            },
+            None => None,
+        };
+        let Some(prog) = steer::reply_steering(&prefix, tag, shards) else {
             continue;
         };
         let prog: Vec<_> = prog.iter().map(|x| (x.code, x.jt, x.jf, x.k)).collect();
-        if let Err(e) = bound.steer_datagrams(i, &prog) {
-            notice!("udp:{}: replies not steered to their shards: {e}", l.addr);
+        match bound.steer_datagrams(i, &prog) {
+            Ok(()) => {
+                if let Some(e) = refused {
+                    notice!(
+                        "udp:{}: requests not steered to their shards (eBPF: {e})",
+                        l.addr
+                    );
+                }
+            }
+            Err(e) => notice!("udp:{}: datagrams not steered to their shards: {e}", l.addr),
         }
     }
 }

@@ -571,3 +571,48 @@ fn udp_replies_land_on_the_shard_of_their_transaction() {
     assert!(text.contains("ser_handoffs_total"), "{text}");
     assert_eq!(counter(&text, "ser_handoffs_total"), 0, "{text}");
 }
+
+/// A single UDP caller (one source port: the kernel's hash would put all its requests on one
+/// shard) reaches the owner of each call's Call-ID directly: the eBPF steering program
+/// (sip::steer) hashes the Call-ID as the server does, so no request is handed on, and the
+/// callee's replies land on the transaction's shard by its branch. Where the kernel refuses
+/// eBPF (an old kernel, no privilege) the hand-offs are the fallback, and the test says so.
+#[test]
+fn udp_requests_land_on_their_call_ids_owner() {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let script = format!("metrics_listen = \"{metrics}\"\n{RR_PROXY}");
+    let ser = Ser::start("udp-steer", &script, 0, 4, "auto");
+    let caller = Peer::new();
+    let callee = Peer::new();
+    for i in 0..16 {
+        let cid = format!("owner-{i}-caller");
+        let ruri = format!("sip:callee@127.0.0.1:{}", callee.port());
+        caller.send(
+            ser.addr(),
+            request("INVITE", &ruri, caller.port(), &cid, "").as_bytes(),
+        );
+        let inv = recv_request(&callee, "INVITE");
+        callee.send(
+            ser.addr(),
+            response_to(&inv, 486, "Busy Here", "callee").as_bytes(),
+        );
+        let fin = std::iter::from_fn(|| caller.recv())
+            .find(|m| m.starts_with("SIP/2.0 486"))
+            .expect("the 486");
+        assert!(fin.contains(&cid), "{fin}");
+        caller.send(
+            ser.addr(),
+            request("ACK", &ruri, caller.port(), &cid, "").as_bytes(),
+        );
+    }
+    let text = metrics_text(metrics);
+    let log = ser.log_text();
+    if log.contains("requests not steered") {
+        eprintln!("eBPF refused here, hand-offs expected: {log}");
+        return;
+    }
+    assert_eq!(counter(&text, "ser_handoffs_total"), 0, "{text}\n{log}");
+}

@@ -54,16 +54,36 @@ impl Bound {
     /// a value past the group, to the one its hash picks (`SO_ATTACH_REUSEPORT_CBPF`). The
     /// shards' sockets join the group in shard order.
     pub fn steer_datagrams(&self, socket: usize, prog: &[(u16, u8, u8, u32)]) -> io::Result<()> {
-        if !self.cfg.reuse_port {
-            return Ok(());
+        match self.group(socket)? {
+            Some(sock) => crate::sys::attach_reuseport_cbpf(sock, prog),
+            None => Ok(()),
         }
-        let sock = self
-            .sockets
+    }
+
+    /// As [`steer_datagrams`](Self::steer_datagrams) with an eBPF socket-filter program
+    /// (`struct bpf_insn` words; `SO_ATTACH_REUSEPORT_EBPF`), which may loop over the
+    /// datagram; `data` is the one value of an array map made for it, which its `ld_imm64`
+    /// map references (source register 1) name. An error when the kernel refuses it (no eBPF,
+    /// the verifier, no privilege).
+    pub fn steer_datagrams_ebpf(&self, socket: usize, prog: &[u64], data: &[u8]) -> io::Result<()> {
+        match self.group(socket)? {
+            Some(sock) => crate::sys::attach_reuseport_ebpf(sock, prog, data),
+            None => Ok(()),
+        }
+    }
+
+    /// A socket of datagram socket `socket`'s `SO_REUSEPORT` group (None without
+    /// `reuse_port`: no group to steer).
+    fn group(&self, socket: usize) -> io::Result<Option<&Socket>> {
+        if !self.cfg.reuse_port {
+            return Ok(None);
+        }
+        self.sockets
             .first()
             .and_then(|s| s.get(socket))
             .filter(|_| socket < self.cfg.listen.len())
-            .ok_or_else(|| io::Error::other("no such datagram socket"))?;
-        crate::sys::attach_reuseport_cbpf(sock, prog)
+            .map(Some)
+            .ok_or_else(|| io::Error::other("no such datagram socket"))
     }
 
     /// Shard 0's sockets in [`SocketId`] order: each bound address, and whether it is a

@@ -80,6 +80,152 @@ pub(crate) fn attach_reuseport_cbpf(sock: &Socket, prog: &[(u16, u8, u8, u32)]) 
     }
 }
 
+/// `SO_ATTACH_REUSEPORT_EBPF`: loads an eBPF socket-filter program (`struct bpf_insn`
+/// words) and attaches it to `sock`'s `SO_REUSEPORT` group, where it picks the socket for
+/// each datagram. `data` is the one value of an array map made for it, which the program's
+/// `ld_imm64` map references (source register 1) name. A program the kernel refuses is an
+/// error carrying the verifier's last words; the caller falls back (no eBPF, an older
+/// kernel, no privilege for it).
+pub(crate) fn attach_reuseport_ebpf(sock: &Socket, prog: &[u64], data: &[u8]) -> io::Result<()> {
+    let map = bpf_array_map(data)?;
+    let mut prog = prog.to_vec();
+    for w in &mut prog {
+        if *w & 0xff == 0x18 && (*w >> 12) & 0x0f == 1 {
+            *w = (*w & 0xffff_ffff) | (u64::from(map.as_raw_fd() as u32) << 32);
+        }
+    }
+    let prog = &prog[..];
+    // The program holds the map from here on; our descriptor closes with `map`.
+    // The kernel answers EAGAIN now and then (a verification interrupted); libbpf tries
+    // five times too.
+    let mut first = bpf_prog_load(prog, None);
+    for _ in 0..4 {
+        match &first {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => first = bpf_prog_load(prog, None),
+            _ => break,
+        }
+    }
+    let fd = first.or_else(|e| {
+        // Once more with the verifier's log, for the error.
+        let mut log = vec![0u8; 1 << 24];
+        match bpf_prog_load(prog, Some(&mut log)) {
+            Ok(fd) => Ok(fd),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&log);
+                let text = text.trim_end_matches('\0').trim_end();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}: {}", tail.join(" | ")),
+                ))
+            }
+        }
+    })?;
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw: libc::c_int = fd.as_raw_fd();
+    // SAFETY: the option value is one int, alive for the call; the group keeps its own
+    // reference to the program, so our descriptor closes when `fd` drops.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            52, // SO_ATTACH_REUSEPORT_EBPF
+            std::ptr::from_ref(&raw).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The part of `union bpf_attr` that `BPF_PROG_LOAD` reads here; the rest stays zero.
+#[repr(C)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    rest: [u8; 64],
+}
+
+/// An array map of one `data.len()`-byte value, filled with `data`.
+fn bpf_array_map(data: &[u8]) -> io::Result<OwnedFd> {
+    let mut create = [0u32; 16];
+    create[0] = 2; // BPF_MAP_TYPE_ARRAY
+    create[1] = 4; // key size
+    create[2] = u32::try_from(data.len()).map_err(|_| io::Error::other("map value too large"))?;
+    create[3] = 1; // entries
+                   // SAFETY: the attribute lives for the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, create.as_ptr(), 64 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    let map = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let key: u32 = 0;
+    let mut update = [0u64; 4];
+    update[0] = u64::from(map.as_raw_fd() as u32);
+    update[1] = std::ptr::from_ref(&key) as u64;
+    update[2] = data.as_ptr() as u64;
+    // SAFETY: the attribute, the key and the value (`data.len()` bytes, the map's value size)
+    // live for the call; the kernel copies them.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 2, update.as_ptr(), 32 as libc::c_uint) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(map)
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a socket filter; the program's descriptor.
+fn bpf_prog_load(prog: &[u64], log: Option<&mut Vec<u8>>) -> io::Result<RawFd> {
+    const LICENSE: &[u8] = b"GPL\0";
+    let (log_level, log_size, log_buf) = match log {
+        Some(l) => (1, l.len() as u32, l.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"ser_steer");
+    let attr = ProgLoad {
+        prog_type: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+        insn_cnt: u32::try_from(prog.len()).map_err(|_| io::Error::other("program too long"))?,
+        insns: prog.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+        rest: [0; 64],
+    };
+    // SAFETY: `attr` and what it points at (the program, the license, the log buffer of
+    // `log_size` bytes) are alive for the call; the kernel copies the program.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            5, // BPF_PROG_LOAD
+            std::ptr::from_ref(&attr),
+            size_of::<ProgLoad>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as RawFd)
+    }
+}
+
 /// Resets an eventfd counter (portable backend; the io_uring backend reads it through the
 /// ring). A failure (`EAGAIN` on an already-zero counter) is harmless.
 pub(crate) fn drain_eventfd(fd: RawFd) {

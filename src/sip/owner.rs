@@ -10,8 +10,11 @@
 //! shard ([`txn_branch`], [`reply_shard`]); a reply to a stateless forward is forwarded by
 //! whichever shard it reaches.
 //!
-//! [`hash64`] is the fixed-key hash behind it, also used where a value must come out the same
-//! on every shard and across restarts (stateless branches, To-tags).
+//! The Call-ID's owner is its FNV-1a hash modulo the shards, which the kernel's steering
+//! program computes too (super::steer), so a UDP request usually arrives at its owner; the
+//! check here hands on whatever the program could not place. [`hash64`] is the fixed-key hash
+//! for values that must come out the same on every shard and across restarts (stateless
+//! branches, To-tags).
 
 /// A fixed-key 64-bit hash: the same on every shard and across restarts, so stateless
 /// branches and To-tags come out the same for retransmissions.
@@ -109,12 +112,14 @@ fn top_branch(value: &[u8]) -> Option<&[u8]> {
     })
 }
 
-/// The shard that owns a Call-ID.
+/// The shard that owns a Call-ID: FNV-1a of its bytes, which the kernel's steering program
+/// computes the same way ([`super::steer::datagram_steering`]), so that a request lands on
+/// its owner without a hand-off.
 pub fn owner_shard(call_id: &[u8], shards: usize) -> usize {
     if shards <= 1 {
         return 0;
     }
-    (hash64(&[call_id]) % shards as u64) as usize
+    (super::steer::fnv1a32(call_id) % shards as u32) as usize
 }
 
 #[cfg(test)]
