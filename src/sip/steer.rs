@@ -142,7 +142,8 @@ const SKB_LOAD_BYTES: i32 = 26;
 /// The eBPF program for a UDP socket whose Via we write as `via_prefix`, with branches
 /// `z9hG4bK<tag_prefix><shard hex>-...`, for `shards` shards: replies by their branch and,
 /// with `calls` (tm owns transactions by Call-ID), requests by their Call-ID. None when there
-/// is nothing to steer (one shard, more than 256) or the reply's Via would not fit the window.
+/// is nothing to steer (one shard, more than 256), the reply's Via would not fit the window, or
+/// the machine is big-endian.
 pub fn datagram_steering(
     via_prefix: &str,
     tag_prefix: &str,
@@ -150,7 +151,9 @@ pub fn datagram_steering(
     calls: bool,
 ) -> Option<Vec<u64>> {
     use ebpf::*;
-    if !(2..=256).contains(&shards) || tag_prefix.len() != 8 {
+    // The encoding (register nibbles, the map's native-order masks) is written for the
+    // little-endian machines ser runs on; elsewhere the classic program stays.
+    if !(2..=256).contains(&shards) || tag_prefix.len() != 8 || cfg!(target_endian = "big") {
         return None;
     }
     let win = EBPF_WINDOW as i32;
