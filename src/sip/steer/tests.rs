@@ -276,3 +276,12 @@ fn requests_the_program_cannot_read_fall_back() {
     let b = super::super::txn_branch(TAG, 2, 1, 0x0123_4567) + ".0";
     assert_eq!(ebpf_run::run(&prog, &reply("200 OK", &b)), 2);
 }
+
+#[test]
+#[ignore = "writes the program and its map for bench/steer-cost.py"]
+fn dump_for_the_kernel() {
+    let prog = datagram_steering(VIA, TAG, 2, true).unwrap();
+    let bytes: Vec<u8> = prog.iter().flat_map(|w| w.to_le_bytes()).collect();
+    std::fs::write("/tmp/ser-steer.bin", bytes).unwrap();
+    std::fs::write("/tmp/ser-steer.map", call_id_tables()).unwrap();
+}
