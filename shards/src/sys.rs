@@ -106,8 +106,16 @@ pub(crate) fn attach_reuseport_ebpf(sock: &Socket, prog: &[u64], data: &[u8]) ->
         }
     }
     let fd = first.or_else(|e| {
-        // Once more with the verifier's log, for the error.
-        let mut log = vec![0u8; 1 << 24];
+        // No eBPF here (ENOSYS), no privilege (EPERM), ...: nothing the log would explain.
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::EACCES | libc::E2BIG | libc::EAGAIN)
+        ) {
+            return Err(e);
+        }
+        // Once more with the verifier's log, for the error (since Linux 6.4 the log keeps its
+        // end, where the verifier says what it refused).
+        let mut log = vec![0u8; 1 << 18];
         match bpf_prog_load(prog, Some(&mut log)) {
             Ok(fd) => Ok(fd),
             Err(_) => {
