@@ -412,29 +412,35 @@ fn steer_replies(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], sha
         .iter()
         .take_while(|l| l.transport == ser::sip::Transport::Udp);
     let tag = &core.reply.tag_prefix;
+    // The program is built for the modules loaded now: a reload that loads tm later leaves
+    // requests handed on between shards (as without the program), one that drops it leaves
+    // them spread by Call-ID; both stay correct.
+    let mut refused = false;
     for (i, l) in udp.enumerate() {
         let prefix = core.local.via(i, "", l.addr);
-        let refused = match steer::datagram_steering(&prefix, tag, shards, core.calls_owned) {
-            Some(prog) => match bound.steer_datagrams_ebpf(i, &prog, &steer::call_id_tables()) {
+        // Once the kernel refused eBPF, the other sockets go straight to the classic program.
+        let prog = (!refused)
+            .then(|| steer::datagram_steering(&prefix, tag, shards, core.calls_owned))
+            .flatten();
+        if let Some(prog) = prog {
+            match bound.steer_datagrams_ebpf(i, &prog, &steer::call_id_tables()) {
                 Ok(()) => continue,
-                Err(e) => Some(e),
-            },
-            None => None,
-        };
+                Err(e) => {
+                    notice!(
+                        "udp:{}: eBPF steering refused ({e}): replies steered by classic BPF, \
+                         requests by the kernel's hash and handed on",
+                        l.addr
+                    );
+                    refused = true;
+                }
+            }
+        }
         let Some(prog) = steer::reply_steering(&prefix, tag, shards) else {
             continue;
         };
         let prog: Vec<_> = prog.iter().map(|x| (x.code, x.jt, x.jf, x.k)).collect();
-        match bound.steer_datagrams(i, &prog) {
-            Ok(()) => {
-                if let Some(e) = refused {
-                    notice!(
-                        "udp:{}: requests not steered to their shards (eBPF: {e})",
-                        l.addr
-                    );
-                }
-            }
-            Err(e) => notice!("udp:{}: datagrams not steered to their shards: {e}", l.addr),
+        if let Err(e) = bound.steer_datagrams(i, &prog) {
+            notice!("udp:{}: datagrams not steered to their shards: {e}", l.addr);
         }
     }
 }

@@ -610,7 +610,7 @@ fn udp_requests_land_on_their_call_ids_owner() {
     }
     let text = metrics_text(metrics);
     let log = ser.log_text();
-    if log.contains("requests not steered") {
+    if log.contains("eBPF steering refused") {
         eprintln!("eBPF refused here, hand-offs expected: {log}");
         return;
     }

@@ -181,14 +181,33 @@ fn bpf_array_map(data: &[u8]) -> io::Result<OwnedFd> {
     }
     // SAFETY: a descriptor the kernel just returned, owned by nobody else.
     let map = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    /// The part of `union bpf_attr` that `BPF_MAP_UPDATE_ELEM` reads.
+    #[repr(C)]
+    struct Update {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
     let key: u32 = 0;
-    let mut update = [0u64; 4];
-    update[0] = u64::from(map.as_raw_fd() as u32);
-    update[1] = std::ptr::from_ref(&key) as u64;
-    update[2] = data.as_ptr() as u64;
+    let update = Update {
+        map_fd: map.as_raw_fd() as u32,
+        pad: 0,
+        key: std::ptr::from_ref(&key) as u64,
+        value: data.as_ptr() as u64,
+        flags: 0, // BPF_ANY
+    };
     // SAFETY: the attribute, the key and the value (`data.len()` bytes, the map's value size)
     // live for the call; the kernel copies them.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, 2, update.as_ptr(), 32 as libc::c_uint) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            2, // BPF_MAP_UPDATE_ELEM
+            std::ptr::from_ref(&update),
+            size_of::<Update>() as libc::c_uint,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -37,7 +37,15 @@ pub fn hash64(parts: &[&[u8]]) -> u64 {
 /// The Call-ID of a message without parsing it: a scan of the header lines for `Call-ID:`
 /// or its compact form `i:`. Only used to pick the owning shard; the full parse comes later.
 pub fn scan_call_id(buf: &[u8]) -> Option<&[u8]> {
-    scan_header(buf, b"call-id", b"i")
+    let v = scan_header(buf, b"call-id", b"i")?;
+    // RFC 3261's callid has no blank or control character: the value ends at the first one,
+    // where the kernel's steering program ends it too (super::steer), so that both name the
+    // same owner.
+    let end = v
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | 0 | 0x0c))
+        .unwrap_or(v.len());
+    v.get(..end)
 }
 
 /// The value of the first header line named `long` or `short`, without parsing the message
@@ -52,10 +60,13 @@ fn scan_header<'a>(buf: &'a [u8], long: &[u8], short: &[u8]) -> Option<&'a [u8]>
         if line.is_empty() {
             return None;
         }
-        let colon = memchr::memchr(b':', line)?;
-        let name = line.get(..colon)?.trim_ascii_end();
-        if name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short) {
-            return Some(line.get(colon + 1..)?.trim_ascii());
+        // A line without a colon (malformed: the parser refuses it later) is passed over,
+        // as the steering program passes it over.
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let name = line.get(..colon)?.trim_ascii_end();
+            if name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short) {
+                return Some(line.get(colon + 1..)?.trim_ascii());
+            }
         }
         pos += end + 1;
     }
@@ -133,6 +144,8 @@ mod tests {
         let m = b"SIP/2.0 200 OK\r\nCALL-ID :  q1\r\n\r\n";
         assert_eq!(scan_call_id(m), Some(&b"q1"[..]));
         assert_eq!(scan_call_id(b"garbage"), None);
+        let m = b"BYE sip:a SIP/2.0\r\nCall-ID:  a b\tc\r\n\r\n";
+        assert_eq!(scan_call_id(m), Some(&b"a"[..]));
         assert_eq!(scan_call_id(b"A\r\n\r\nCall-ID: x\r\n"), None);
     }
 

@@ -427,7 +427,8 @@ pub fn call_id_tables() -> Vec<u8> {
                 3 => NAME,
                 4 => BLANKS,
                 1 => LINE,
-                5 => FAIL,
+                // The server trims a CR off a name: not a line to skip.
+                2 | 5 => FAIL,
                 _ => SKIP,
             },
         );
@@ -436,7 +437,9 @@ pub fn call_id_tables() -> Vec<u8> {
             class,
             match class {
                 3 => BLANKS,
-                1 | 2 | 5 => DONE,
+                1 => DONE,
+                // The server trims these too, and would hash what follows.
+                2 | 5 => FAIL,
                 _ => VALUE,
             },
         );

@@ -253,6 +253,29 @@ fn requests_the_program_cannot_read_fall_back() {
     assert_eq!(run(body.as_bytes()), FALLBACK);
     assert_eq!(run(&request("Call-IDs: a@b", 0)), FALLBACK);
     assert_eq!(run(&request("Info: a@b", 0)), FALLBACK);
+    // Malformed Call-IDs: what the server computes, or the fallback, never a third shard.
+    for line in [
+        "Call-ID: abc def",
+        "Call-ID: abc\tdef",
+        "Call-ID: \x0cabc",
+        "Call-ID: abc\x0cdef",
+        "Call-ID: abc\0def",
+        "Call-ID: \rabc",
+        "Call-ID: abc\rdef",
+        "Call-ID\r: a\r\ni: b",
+        "Call-ID: \r\ni: b",
+        "i:",
+    ] {
+        for shards in [2, 3, 4, 7] {
+            let prog = datagram_steering(VIA, TAG, shards, true).unwrap();
+            let msg = request(line, 0);
+            let r = ebpf_run::run(&prog, &msg);
+            assert!(
+                r == FALLBACK || r == owner(&msg, shards),
+                "{line:?}, {shards}: {r}"
+            );
+        }
+    }
     // Every cut of a request: what the server computes for it, or the fallback.
     let whole = request("Call-ID: cut-me@host", 3);
     for n in 0..whole.len() {
@@ -284,4 +307,35 @@ fn dump_for_the_kernel() {
     let bytes: Vec<u8> = prog.iter().flat_map(|w| w.to_le_bytes()).collect();
     std::fs::write("/tmp/ser-steer.bin", bytes).unwrap();
     std::fs::write("/tmp/ser-steer.map", call_id_tables()).unwrap();
+}
+
+#[test]
+fn random_header_lines_agree_with_the_server_or_fall_back() {
+    // Lines from the bytes the scan cares about, in a deterministic pseudo-random order.
+    const ALPHABET: &[u8] = b"cCalLi-dIDx@: \t\r\n\x0c\x00";
+    let prog = datagram_steering(VIA, TAG, 7, true).unwrap();
+    let mut seed: u64 = 0x5eed;
+    let mut next = || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize
+    };
+    for _ in 0..3000 {
+        let n = next() % 24;
+        let mut line: Vec<u8> = (0..n).map(|_| ALPHABET[next() % ALPHABET.len()]).collect();
+        if next() % 2 == 0 {
+            let mut head = b"Call-ID:".to_vec();
+            head.append(&mut line);
+            line = head;
+        }
+        let mut msg = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n".to_vec();
+        msg.extend_from_slice(&line);
+        msg.extend_from_slice(b"\r\ni: tail-id\r\nContent-Length: 0\r\n\r\n");
+        let r = ebpf_run::run(&prog, &msg);
+        let server = super::super::scan_call_id(&msg).map(|_| owner(&msg, 7));
+        assert!(
+            r == FALLBACK || Some(r) == server,
+            "{:?}: {r} against {server:?}",
+            String::from_utf8_lossy(&line)
+        );
+    }
 }
