@@ -533,18 +533,23 @@ fn counter(text: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// The record-routing proxy on four shards, with its metrics on a free port.
+fn rr_proxy_with_metrics(name: &str) -> (Ser, std::net::SocketAddr) {
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let script = format!("metrics_listen = \"{metrics}\"\n{RR_PROXY}");
+    (Ser::start(name, &script, 0, 4, "auto"), metrics)
+}
+
 /// Calls over one TCP connection to several UDP callees, four shards: every request is
 /// handled on the connection's shard, and the kernel gives every callee's reply straight to
 /// that shard (the reuseport program reads our branch), whichever shard its hash would pick:
 /// nothing is handed between shards.
 #[test]
 fn udp_replies_land_on_the_shard_of_their_transaction() {
-    let metrics = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let script = format!("metrics_listen = \"{metrics}\"\n{RR_PROXY}");
-    let ser = Ser::start("tcp-steer", &script, 0, 4, "auto");
+    let (ser, metrics) = rr_proxy_with_metrics("tcp-steer");
     let callees: Vec<Peer> = (0..4).map(|_| Peer::new()).collect();
     let mut w = Wire::connect(ser.listen("tcp"));
     let port = w.s.local_addr().unwrap().port();
@@ -579,12 +584,7 @@ fn udp_replies_land_on_the_shard_of_their_transaction() {
 /// eBPF (an old kernel, no privilege) the hand-offs are the fallback, and the test says so.
 #[test]
 fn udp_requests_land_on_their_call_ids_owner() {
-    let metrics = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let script = format!("metrics_listen = \"{metrics}\"\n{RR_PROXY}");
-    let ser = Ser::start("udp-steer", &script, 0, 4, "auto");
+    let (ser, metrics) = rr_proxy_with_metrics("udp-steer");
     let caller = Peer::new();
     let callee = Peer::new();
     for i in 0..16 {

@@ -53,7 +53,6 @@ impl EventFd {
 /// `SO_ATTACH_REUSEPORT_CBPF`: a classic BPF program that picks the socket of `sock`'s
 /// `SO_REUSEPORT` group for each datagram.
 pub(crate) fn attach_reuseport_cbpf(sock: &Socket, prog: &[(u16, u8, u8, u32)]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let mut filter: Vec<libc::sock_filter> = prog
         .iter()
         .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
@@ -63,14 +62,21 @@ pub(crate) fn attach_reuseport_cbpf(sock: &Socket, prog: &[(u16, u8, u8, u32)]) 
         len,
         filter: filter.as_mut_ptr(),
     };
-    // SAFETY: `fprog` points at `filter`, alive for the call; the kernel copies the program.
+    // `fprog` points at `filter`, alive for the call; the kernel copies the program.
+    set_socket_option(sock, 51, &fprog) // SO_ATTACH_REUSEPORT_CBPF
+}
+
+/// `setsockopt(sock, SOL_SOCKET, opt, value)` with a value that holds no pointer the
+/// kernel could keep (it copies what it reads during the call).
+fn set_socket_option<T>(sock: &Socket, opt: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the size passed, for the length of the call.
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            51, // SO_ATTACH_REUSEPORT_CBPF
-            std::ptr::from_ref(&fprog).cast(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
+            opt,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as libc::socklen_t,
         )
     };
     if r == 0 {
@@ -133,22 +139,8 @@ pub(crate) fn attach_reuseport_ebpf(sock: &Socket, prog: &[u64], data: &[u8]) ->
     // SAFETY: a descriptor the kernel just returned, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw: libc::c_int = fd.as_raw_fd();
-    // SAFETY: the option value is one int, alive for the call; the group keeps its own
-    // reference to the program, so our descriptor closes when `fd` drops.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            52, // SO_ATTACH_REUSEPORT_EBPF
-            std::ptr::from_ref(&raw).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // The group keeps its own reference to the program: our descriptor closes with `fd`.
+    set_socket_option(sock, 52, &raw) // SO_ATTACH_REUSEPORT_EBPF
 }
 
 /// The part of `union bpf_attr` that `BPF_PROG_LOAD` reads here; the rest stays zero.

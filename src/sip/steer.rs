@@ -522,6 +522,6 @@ impl Prog {
 }
 
 #[cfg(test)]
-mod ebpf_run;
+mod ebpf_tests;
 #[cfg(test)]
 mod tests;

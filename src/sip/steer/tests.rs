@@ -99,7 +99,7 @@ fn programs(shards: usize) -> Vec<(&'static str, Steer)> {
     );
     vec![
         ("cbpf", Box::new(move |p: &[u8]| run(&c, p))),
-        ("ebpf", Box::new(move |p: &[u8]| ebpf_run::run(&e, p))),
+        ("ebpf", Box::new(move |p: &[u8]| ebpf_tests::run(&e, p))),
     ]
 }
 
@@ -222,7 +222,7 @@ fn requests_are_steered_to_their_call_ids_owner() {
                 format!("I:\t{cid}"),
             ] {
                 let msg = request(&line, i % 50);
-                let got = ebpf_run::run(&prog, &msg);
+                let got = ebpf_tests::run(&prog, &msg);
                 assert_eq!(got, owner(&msg, shards), "{shards} shards: {line}");
                 seen.insert(got);
             }
@@ -234,7 +234,7 @@ fn requests_are_steered_to_their_call_ids_owner() {
 #[test]
 fn requests_the_program_cannot_read_fall_back() {
     let prog = datagram_steering(VIA, TAG, 4, true).unwrap();
-    let run = |m: &[u8]| ebpf_run::run(&prog, m);
+    let run = |m: &[u8]| ebpf_tests::run(&prog, m);
     // A Call-ID past the window, or ending past it.
     let far = request("Call-ID: far@host", EBPF_WINDOW);
     assert!(far.len() > EBPF_WINDOW);
@@ -269,7 +269,7 @@ fn requests_the_program_cannot_read_fall_back() {
         for shards in [2, 3, 4, 7] {
             let prog = datagram_steering(VIA, TAG, shards, true).unwrap();
             let msg = request(line, 0);
-            let r = ebpf_run::run(&prog, &msg);
+            let r = ebpf_tests::run(&prog, &msg);
             assert!(
                 r == FALLBACK || r == owner(&msg, shards),
                 "{line:?}, {shards}: {r}"
@@ -295,9 +295,9 @@ fn requests_the_program_cannot_read_fall_back() {
     }
     // Without Call-ID ownership requests are not steered, replies still are.
     let prog = datagram_steering(VIA, TAG, 4, false).unwrap();
-    assert_eq!(ebpf_run::run(&prog, &whole), FALLBACK);
+    assert_eq!(ebpf_tests::run(&prog, &whole), FALLBACK);
     let b = super::super::txn_branch(TAG, 2, 1, 0x0123_4567) + ".0";
-    assert_eq!(ebpf_run::run(&prog, &reply("200 OK", &b)), 2);
+    assert_eq!(ebpf_tests::run(&prog, &reply("200 OK", &b)), 2);
 }
 
 #[test]
@@ -330,7 +330,7 @@ fn random_header_lines_agree_with_the_server_or_fall_back() {
         let mut msg = b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n".to_vec();
         msg.extend_from_slice(&line);
         msg.extend_from_slice(b"\r\ni: tail-id\r\nContent-Length: 0\r\n\r\n");
-        let r = ebpf_run::run(&prog, &msg);
+        let r = ebpf_tests::run(&prog, &msg);
         let server = super::super::scan_call_id(&msg).map(|_| owner(&msg, 7));
         assert!(
             r == FALLBACK || Some(r) == server,
