@@ -161,16 +161,14 @@ struct ProgLoad {
 
 /// An array map of one `data.len()`-byte value, filled with `data`.
 fn bpf_array_map(data: &[u8]) -> io::Result<OwnedFd> {
+    // BPF_MAP_CREATE: type, key size, value size, entries; the rest zero.
     let mut create = [0u32; 16];
     create[0] = 2; // BPF_MAP_TYPE_ARRAY
-    create[1] = 4; // key size
+    create[1] = 4;
     create[2] = u32::try_from(data.len()).map_err(|_| io::Error::other("map value too large"))?;
-    create[3] = 1; // entries
-                   // SAFETY: the attribute lives for the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, create.as_ptr(), 64 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    create[3] = 1;
+    // SAFETY: the attribute carries no address.
+    let fd = unsafe { bpf(0, &create) }?;
     // SAFETY: a descriptor the kernel just returned, owned by nobody else.
     let map = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     /// The part of `union bpf_attr` that `BPF_MAP_UPDATE_ELEM` reads.
@@ -190,20 +188,32 @@ fn bpf_array_map(data: &[u8]) -> io::Result<OwnedFd> {
         value: data.as_ptr() as u64,
         flags: 0, // BPF_ANY
     };
-    // SAFETY: the attribute, the key and the value (`data.len()` bytes, the map's value size)
-    // live for the call; the kernel copies them.
+    // BPF_MAP_UPDATE_ELEM. SAFETY: the attribute, the key and the value (`data.len()` bytes,
+    // the map's value size) live for the call; the kernel copies them.
+    unsafe { bpf(2, &update) }?;
+    Ok(map)
+}
+
+/// `bpf(cmd, attr)`: what the call returns (the descriptor, for the commands that make one).
+///
+/// # Safety
+/// `attr` is the attribute `cmd` reads, and every address in it points at memory that is
+/// alive, and as large as the attribute says, for the length of the call.
+unsafe fn bpf<T>(cmd: libc::c_int, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: the caller's promise; the size is `T`'s.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            2, // BPF_MAP_UPDATE_ELEM
-            std::ptr::from_ref(&update),
-            size_of::<Update>() as libc::c_uint,
+            cmd,
+            std::ptr::from_ref(attr),
+            size_of::<T>() as libc::c_uint,
         )
     };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
     }
-    Ok(map)
 }
 
 /// `bpf(BPF_PROG_LOAD)` of a socket filter; the program's descriptor.
@@ -228,21 +238,10 @@ fn bpf_prog_load(prog: &[u64], log: Option<&mut Vec<u8>>) -> io::Result<RawFd> {
         prog_name: name,
         rest: [0; 64],
     };
-    // SAFETY: `attr` and what it points at (the program, the license, the log buffer of
-    // `log_size` bytes) are alive for the call; the kernel copies the program.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            5, // BPF_PROG_LOAD
-            std::ptr::from_ref(&attr),
-            size_of::<ProgLoad>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as RawFd)
-    }
+    // BPF_PROG_LOAD. SAFETY: `attr` and what it points at (the program, the license, the
+    // log buffer of `log_size` bytes) are alive for the call; the kernel copies the program.
+    let fd = unsafe { bpf(5, &attr) }?;
+    Ok(fd as RawFd)
 }
 
 /// Resets an eventfd counter (portable backend; the io_uring backend reads it through the
