@@ -222,8 +222,6 @@ impl Server {
         true
     }
 
-    /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
-    /// still answer, a counted drop otherwise.
     /// A datagram over `max_message_size`: 513 to a request (RFC 3261 21.5.14), nothing to
     /// anything else; counted as a bad request.
     fn refuse_too_large(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>) {
@@ -236,6 +234,8 @@ impl Server {
         self.answer_unparsed(ctx, d, 513, b"Message Too Large");
     }
 
+    /// A datagram that did not parse: 400 (or what the error maps to) for a request we can
+    /// still answer, a counted drop otherwise.
     fn reject(&mut self, ctx: &mut Ctx<'_, Event>, d: &Inbound<'_>, e: ser_parser::ParseError) {
         let Outcome::Reply { code, reason } = e.outcome() else {
             if e.is_request() {
