@@ -208,7 +208,7 @@ fn run() -> Result<i32> {
         .map(|((addr, _), transport)| Listen { transport, addr })
         .collect();
     let core = Arc::new(start_services(&cfg, &loaded, listens.clone(), &start_dir)?);
-    steer_replies(&bound, &core, &listens, shards);
+    steer_datagrams(&bound, &core, &listens, shards);
     let stats: Vec<Arc<Stats>> = (0..shards).map(|_| Arc::new(Stats::default())).collect();
 
     // Signals are taken synchronously by this thread; block them before the shards start so
@@ -406,7 +406,7 @@ fn shard_config(cfg: &Config, shards: usize) -> (ser_shards::Config, Vec<ser::si
 /// shard the kernel's hash picks and on from there. Where the kernel refuses the eBPF
 /// program, a classic one steers the replies only; where it refuses that too, the hash stays
 /// (and the hand-offs with it).
-fn steer_replies(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], shards: usize) {
+fn steer_datagrams(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], shards: usize) {
     use ser::sip::steer;
     let udp = listens
         .iter()
@@ -428,7 +428,7 @@ fn steer_replies(bound: &ser_shards::Bound, core: &Core, listens: &[Listen], sha
                 Err(e) => {
                     notice!(
                         "udp:{}: eBPF steering refused ({e}): replies steered by classic BPF, \
-                         requests by the kernel's hash and handed on",
+                         requests left to the kernel's hash",
                         l.addr
                     );
                     refused = true;
