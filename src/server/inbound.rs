@@ -267,6 +267,19 @@ impl Server {
             return;
         }
         let at = self.arrival(ctx, d);
+        self.reply_unparsed(ctx, &msg, &at, code, reason);
+    }
+
+    /// Sends our stateless `code reason` to `msg`, a request read leniently (the full parse
+    /// refused it, or its stream framing failed), and counts it.
+    pub(super) fn reply_unparsed(
+        &mut self,
+        ctx: &mut Ctx<'_, Event>,
+        msg: &ser_parser::Message<'_>,
+        at: &Arrival,
+        code: u16,
+        reason: &[u8],
+    ) {
         let r = LocalReply {
             code,
             reason,
@@ -275,7 +288,7 @@ impl Server {
         self.scratch.clear();
         self.core
             .reply
-            .reply(&self.core.local, &msg, &at, &r, &mut self.scratch.out);
+            .reply(&self.core.local, msg, at, &r, &mut self.scratch.out);
         self.stats.count_sl(code);
         self.flush(ctx);
     }

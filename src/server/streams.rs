@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ser_shards::{CloseReason, Ctx, Inbound, SocketId, StreamEvent};
 
 use super::{Event, Server};
-use crate::sip::{Arrival, ConnId, Dest, LocalReply, Transport};
+use crate::sip::{Arrival, ConnId, Dest, Transport};
 use crate::stats::Stats;
 use crate::stream::framing::{Frame, FrameError};
 use crate::stream::{StreamConn, MAX_UNSENT};
@@ -450,17 +450,7 @@ impl Server {
             FrameError::TooLarge(_) => (513, b"Message Too Large"),
             _ => (400, b"Missing Content-Length"),
         };
-        let r = LocalReply {
-            code,
-            reason,
-            headers: "",
-        };
-        self.scratch.clear();
-        self.core
-            .reply
-            .reply(&self.core.local, &msg, &at, &r, &mut self.scratch.out);
-        self.stats.count_sl(code);
-        self.flush(ctx);
+        self.reply_unparsed(ctx, &msg, &at, code, reason);
     }
 
     /// Sends `data` to a stream destination: on its connection (posted to the shard that
