@@ -7,8 +7,18 @@
 # over the caller's run, divided by the successful calls, as ../shared/kamailio-anchors/run.sh.
 #
 #   bench/compare-tcp.sh [MODES] [RATES]       MODES "t1 tn" (default; u1: a UDP caller, for
-#                                              reference), RATES "200 500 1000"
+#                                              reference; s1, sn: over TLS, below), RATES "200 500 1000"
 #   SER_SHARDS=2 KAM_CHILDREN=4 DUR=10 REPEAT=2 SER_BIN=target/release/ser
+#
+# s1 and sn are t1 and tn with the caller over TLS: Debian's SIPp has no TLS, so SIPp's TCP goes
+# through a local stunnel client (stunnel4) that opens a TLS connection to the proxy for each of
+# SIPp's connections (sn: one per call, each resuming the TLS session of the one before, as
+# stunnel's client does by default) and forwards the bytes as they come, so the proxy sees
+# SIPp's own pacing, as in t1 and tn. The proxies run bench/cfg/stateful-tls.cfg and
+# bench/kamailio/stateful-tls.cfg (tls:15067 in, udp:15062 out) with the certificate
+# bench/compare-tls.sh makes (made here too if missing), Kamailio with KAM_TLS_CHILDREN (1:
+# more crash its TLS, kamailio/kamailio#3791, see bench/compare-tls.sh). stunnel's CPU is not
+# counted (it is the caller's, as SIPp's is).
 #
 # Each step runs in a network namespace of its own (unshare -n: its own loopback, ephemeral
 # ports 20000-65000, no TIME_WAIT left by the step before, and no other process on the ports):
@@ -28,6 +38,8 @@ MODES=${1:-"t1 tn"}
 RATES=${2:-"200 500 1000"}
 SER_SHARDS=${SER_SHARDS:-2}
 KAM_CHILDREN=${KAM_CHILDREN:-4}
+KAM_TLS_CHILDREN=${KAM_TLS_CHILDREN:-1}
+TLSDIR=/tmp/ser-bench/tls   # named in both stateful-tls configurations
 REPEAT=${REPEAT:-2}
 DUR=${DUR:-10}
 SER_BIN=${SER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ser}
@@ -37,9 +49,15 @@ IP=127.0.0.1
 PORT=15062
 UAS_PORT=15070
 UAC_PORT=15090
+TLS_PORT=15067     # the proxies' TLS listener (s1, sn)
+STUNNEL_PORT=15063 # the stunnel client SIPp connects to (s1, sn)
 HZ=$(getconf CLK_TCK)
 MAXLIFE=300
-mkdir -p "$WORK" "$RESDIR"
+mkdir -p "$WORK" "$RESDIR" "$TLSDIR"
+if [ ! -s "$TLSDIR/cert.pem" ]; then   # as bench/compare-tls.sh makes it
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TLSDIR/key.pem" \
+    -out "$TLSDIR/cert.pem" -days 3650 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+fi
 [ -x "$SER_BIN" ] || { echo "no ser binary at $SER_BIN (cargo build --release --bin ser)" >&2; exit 2; }
 
 PIDS_STARTED=()
@@ -84,19 +102,41 @@ statcol() {
                           { v = $c } END { print (v == "" ? 0 : v) + 0 }' "$1"
 }
 
-start_proxy() { # which id
-  local log=$WORK/proxy-$2.log
+start_proxy() { # which id mode
+  local log=$WORK/proxy-$2.log cfg=stateful-tcp children=$KAM_CHILDREN mem=1024 tport=$PORT
+  case $3 in s1 | sn) cfg=stateful-tls children=$KAM_TLS_CHILDREN mem=2048 tport=$TLS_PORT ;; esac
   rm -f "$WORK/kam.pid"
   if [ "$1" = ser ]; then
-    timeout -k 5 "$MAXLIFE" "$SER_BIN" -f "$HERE/cfg/stateful-tcp.cfg" -n "$SER_SHARDS" -E -D >"$log" 2>&1 &
+    timeout -k 5 "$MAXLIFE" "$SER_BIN" -f "$HERE/cfg/$cfg.cfg" -n "$SER_SHARDS" -E -D >"$log" 2>&1 &
   else
-    timeout -k 5 "$MAXLIFE" kamailio -f "$HERE/kamailio/stateful-tcp.cfg" -A "CHILDREN=$KAM_CHILDREN" \
-      -DD -E -m 1024 -M 16 -w "$WORK" -Y "$WORK" -P "$WORK/kam.pid" >"$log" 2>&1 &
+    timeout -k 5 "$MAXLIFE" kamailio -f "$HERE/kamailio/$cfg.cfg" -A "CHILDREN=$children" \
+      -DD -E -m "$mem" -M 32 -w "$WORK" -Y "$WORK" -P "$WORK/kam.pid" >"$log" 2>&1 &
   fi
   PROXY_PID=$!
   PIDS_STARTED+=("$PROXY_PID")
-  wait_port t "$PORT" 15 && wait_port u "$PORT" 5 || { echo "proxy did not listen on $PORT, see $log" >&2; tail -5 "$log" >&2; exit 1; }
+  wait_port t "$tport" 15 && wait_port u "$PORT" 5 || { echo "proxy did not listen on $tport, see $log" >&2; tail -5 "$log" >&2; exit 1; }
   sleep 0.5
+}
+start_stunnel() { # id: a TLS client on $STUNNEL_PORT for SIPp, to the proxy's TLS port
+  local conf=$WORK/stunnel-$1.conf
+  cat >"$conf" <<EOT
+foreground = yes
+syslog = no
+pid =
+debug = 6
+output = $WORK/stunnel-$1.log
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+[sip]
+client = yes
+accept = $IP:$STUNNEL_PORT
+connect = $IP:$TLS_PORT
+verifyChain = no
+TIMEOUTclose = 0
+EOT
+  timeout -k 5 "$MAXLIFE" stunnel "$conf" >"$WORK/stunnel-$1.stderr" 2>&1 &
+  PIDS_STARTED+=("$!")
+  wait_port t $STUNNEL_PORT 10 || { echo "stunnel did not listen, see $WORK/stunnel-$1.log" >&2; exit 1; }
 }
 start_uas() {
   timeout -k 5 "$MAXLIFE" sipp -sf "$ANCHORS/scen/uas-call.xml" -i $IP -p $UAS_PORT -nostdin \
@@ -120,14 +160,18 @@ step() { # proxy mode rate rep
   local P=$1 M=$2 R=$3 rep=$4 N=$(( $3 * DUR )) id="$1-$2-r$3-$4"
   cleanup
   rm -f "$WORK"/*-"$id".* "$WORK"/*-"$id"-*
-  start_proxy "$P" "$id"
+  start_proxy "$P" "$id" "$M"
   start_uas "$id"
+  local target=$IP:$PORT transport=$M
+  case $M in
+    s1 | sn) start_stunnel "$id"; target=$IP:$STUNNEL_PORT transport=t${M#s} ;;
+  esac
   sleep 0.5
   local ppids u0 s0 u1 s1
   ppids=$(tree "$PROXY_PID")
   read -r u0 s0 < <(ticks $ppids)
   /usr/bin/time -f "%e %U %S" -o "$WORK/uac-$id.time" \
-    timeout -k 5 $(( N / R + 60 )) sipp -sf "$ANCHORS/scen/uac-call.xml" $IP:$PORT -t "$M" -i $IP -p $UAC_PORT \
+    timeout -k 5 $(( N / R + 60 )) sipp -sf "$ANCHORS/scen/uac-call.xml" "$target" -t "$transport" -i $IP -p $UAC_PORT \
       -s test -r "$R" -m "$N" -nostdin -max_socket 15000 \
       -timeout $(( N / R + 45 ))s -timeout_error -recv_timeout 5000 -buff_size 4194304 \
       -trace_stat -stf "$WORK/uac-$id.csv" -fd 1 -trace_err -error_file "$WORK/uac-$id-err.log" \
