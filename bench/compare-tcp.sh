@@ -203,7 +203,7 @@ step() { # proxy mode rate rep
 
 if [ "$#" -eq 4 ] && [ -n "${STEP_MODE:-}" ]; then step "$@"; exit 0; fi
 
-echo "# $(date -u +%FT%TZ) ser $SER_BIN -n $SER_SHARDS | $(kamailio -v 2>/dev/null | head -1) children=tcp_children=$KAM_CHILDREN | dur ${DUR}s"
+echo "# $(date -u +%FT%TZ) ser $SER_BIN -n $SER_SHARDS | $(kamailio -v 2>/dev/null | head -1) children=tcp_children=$KAM_CHILDREN (over TLS: $KAM_TLS_CHILDREN) | $(stunnel -version 2>&1 | grep -m1 "^stunnel" || echo no stunnel) | dur ${DUR}s"
 head -1 "$CSV"
 for ((i = 1; i <= REPEAT; i++)); do
   for M in $MODES; do
