@@ -12,6 +12,9 @@
 #                           its default pacing (each message when it is due); both: ser only,
 #                           driven by SIPp then by loadgen, to compare what the server sees
 #   PROXIES="kamailio ser"  which proxies
+#   SIPP_ARGS=, LOADGEN_ARGS=  more options for the caller (e.g. SIPP_ARGS="-timer_resol 1": SIPp
+#                           schedules to the millisecond, as loadgen's default, instead of its
+#                           default 10 ms timer, which sends in bursts)
 #
 # Prints one block per proxy and rate; bench/RESULTS.md quotes them.
 set -u
@@ -76,7 +79,7 @@ if [ "${1:-}" = --inside ]; then
       --quiet --json "$W/lg.json" ${LOADGEN_ARGS:-} >/dev/null 2>&1
   else
     sipp -sf "$A/scen/uac-call.xml" "127.0.0.1:$PORT" -s test -i 127.0.0.1 -p 5090 -r "$R" -m "$C" \
-      -nostdin -timeout 60 -timeout_error -buff_size 4194304 >/dev/null 2>&1
+      -nostdin -timeout 60 -timeout_error -buff_size 4194304 ${SIPP_ARGS:-} >/dev/null 2>&1
   fi
   rc=$?
   snap >"$W/s1"
