@@ -27,6 +27,8 @@ pub(crate) fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<Soc
         sock.set_reuse_port(true)?;
     }
     sock.set_nonblocking(true)?;
+    // Linux copies TCP_NODELAY to every connection accepted here: no setsockopt per accept.
+    sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("bind tcp {addr}: {e}")))?;
     sock.listen(1024)?;
@@ -98,12 +100,17 @@ impl Streams {
             self.counters.refused += 1;
             return None;
         }
-        let _ = sock.set_tcp_nodelay(true);
-        let local = sock
-            .local_addr()
-            .ok()
-            .and_then(|a: SockAddr| a.as_socket())
-            .unwrap_or(local_listen);
+        // TCP_NODELAY came from the listener (tcp_listener). The local address is the
+        // listener's unless that is a wildcard: only then is a getsockname needed.
+        let local = if local_listen.ip().is_unspecified() {
+            self.counters.syscalls += 1;
+            sock.local_addr()
+                .ok()
+                .and_then(|a: SockAddr| a.as_socket())
+                .unwrap_or(local_listen)
+        } else {
+            local_listen
+        };
         match self.insert(sock, peer, local, id, false, now) {
             Ok((conn, _)) => {
                 self.counters.accepted += 1;
