@@ -103,7 +103,6 @@ impl Streams {
         // TCP_NODELAY came from the listener (tcp_listener). The local address is the
         // listener's unless that is a wildcard: only then is a getsockname needed.
         let local = if local_listen.ip().is_unspecified() {
-            self.counters.syscalls += 1;
             sock.local_addr()
                 .ok()
                 .and_then(|a: SockAddr| a.as_socket())
