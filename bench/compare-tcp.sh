@@ -16,7 +16,7 @@
 # stunnel's client does by default) and forwards the bytes as they come, so the proxy sees
 # SIPp's own pacing, as in t1 and tn. The proxies run bench/cfg/stateful-tls.cfg and
 # bench/kamailio/stateful-tls.cfg (tls:15067 in, udp:15062 out) with the certificate
-# bench/compare-tls.sh makes (made here too if missing), Kamailio with KAM_TLS_CHILDREN (1:
+# bench/tls-cert.sh makes (as for bench/compare-tls.sh), Kamailio with KAM_TLS_CHILDREN (1:
 # more crash its TLS, kamailio/kamailio#3791, see bench/compare-tls.sh). stunnel's CPU is not
 # counted (it is the caller's, as SIPp's is).
 #
@@ -54,10 +54,7 @@ STUNNEL_PORT=15063 # the stunnel client SIPp connects to (s1, sn)
 HZ=$(getconf CLK_TCK)
 MAXLIFE=300
 mkdir -p "$WORK" "$RESDIR" "$TLSDIR"
-if [ ! -s "$TLSDIR/cert.pem" ]; then   # as bench/compare-tls.sh makes it
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TLSDIR/key.pem" \
-    -out "$TLSDIR/cert.pem" -days 3650 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
-fi
+"$HERE/tls-cert.sh" "$TLSDIR"
 [ -x "$SER_BIN" ] || { echo "no ser binary at $SER_BIN (cargo build --release --bin ser)" >&2; exit 2; }
 
 PIDS_STARTED=()

@@ -57,10 +57,7 @@ MAXLIFE=600
 mkdir -p "$WORK" "$RESDIR" "$TLSDIR"
 [ -x "$SER_BIN" ] || { echo "no ser binary at $SER_BIN (cargo build --release --bin ser)" >&2; exit 2; }
 
-if [ ! -s "$TLSDIR/cert.pem" ]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TLSDIR/key.pem" \
-    -out "$TLSDIR/cert.pem" -days 3650 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
-fi
+"$HERE/tls-cert.sh" "$TLSDIR"
 
 PIDS_STARTED=()
 cleanup() {
