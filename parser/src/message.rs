@@ -27,7 +27,7 @@ use crate::headers::{Header, Values};
 use crate::method::Method;
 use crate::scan::{at, is_token, run, skip_lws, skip_ws, sub, sub_str, trim_lws};
 use crate::uri::check_uri;
-use crate::validate::validate;
+use crate::validate::{validate, Parsed};
 
 /// The most header lines a message may have; more is `ErrorKind::TooManyHeaders`.
 pub const MAX_HEADERS: usize = 256;
@@ -55,16 +55,17 @@ pub struct Message<'b> {
     headers: SmallVec<[Header<'b>; INLINE_HEADERS]>,
     headers_end: usize,
     body_start: usize,
-    /// The top Via as the strict parse validated it: every layer above asks for it (keys,
-    /// received/rport, reply routing), and parsing it once is enough.
-    top: Option<Via<'b>>,
+    /// The top Via, From and To as the strict parse validated them: every layer above asks
+    /// for them (keys, received/rport, reply routing, To-tags, the registrar's AOR), and
+    /// parsing them once is enough. Empty after [`parse_lenient`]: parsed when asked.
+    parsed: Parsed<'b>,
 }
 
 /// Parses one datagram strictly: everything RFC 4475 says to reject is rejected here.
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
     let mut slot = None;
     let msg = index_in(buf, true, &mut slot)?;
-    msg.top = validate(&msg.headers, msg.method(), msg.headers_end)
+    msg.parsed = validate(&msg.headers, msg.method(), msg.headers_end)
         .map_err(|e| e.in_request(msg.is_request()))?;
     slot.ok_or_else(|| ParseError::new(ErrorKind::Truncated, 0))
 }
@@ -112,7 +113,7 @@ fn index_in<'s, 'b>(
         headers: SmallVec::new(),
         headers_end: 0,
         body_start: 0,
-        top: None,
+        parsed: Parsed::default(),
     });
     let framed = index_headers(buf, hpos, strict, &mut msg.headers).and_then(|(he, bs)| {
         msg.headers_end = he;
@@ -434,7 +435,7 @@ impl<'b> Message<'b> {
     }
 
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
-        if let Some(v) = &self.top {
+        if let Some(v) = &self.parsed.top {
             return Ok(v.clone());
         }
         self.vias()
@@ -448,11 +449,17 @@ impl<'b> Message<'b> {
     }
 
     pub fn from(&self) -> Result<NameAddr<'b>, ParseError> {
-        self.single(HeaderName::From)
+        match &self.parsed.from {
+            Some(f) => Ok(f.clone()),
+            None => self.single(HeaderName::From),
+        }
     }
 
     pub fn to(&self) -> Result<NameAddr<'b>, ParseError> {
-        self.single(HeaderName::To)
+        match &self.parsed.to {
+            Some(t) => Ok(t.clone()),
+            None => self.single(HeaderName::To),
+        }
     }
 
     fn single(&self, name: HeaderName) -> Result<NameAddr<'b>, ParseError> {
@@ -484,6 +491,9 @@ impl<'b> Message<'b> {
     }
 
     pub fn contacts(&self) -> Values<'_, 'b, Contact<'b>> {
+        if let Some(c) = &self.parsed.contact {
+            return Values::only(c.clone(), parse_contact);
+        }
         Values::new(
             &self.headers,
             HeaderName::Contact,

@@ -14,22 +14,37 @@
 
 use crate::error::{ErrorKind, ParseError};
 use crate::header_name::HeaderName;
-use crate::headers::name_addr::{parse_contact, parse_name_addr, parse_single, Contact};
+use crate::headers::name_addr::{parse_contact, parse_name_addr, parse_single, Contact, NameAddr};
 use crate::headers::simple::{check_call_id, parse_cseq, parse_number};
 use crate::headers::via::{parse_via, Via};
 use crate::headers::Header;
 use crate::method::Method;
 
+/// What [`validate`] parsed on the way and the message keeps, so that the layers above, which
+/// all ask for them (transaction keys, To-tags, replies, the registrar), do not parse them
+/// again: the top Via, From and To.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Parsed<'b> {
+    pub top: Option<Via<'b>>,
+    pub from: Option<NameAddr<'b>>,
+    pub to: Option<NameAddr<'b>>,
+    /// The Contact when the message has exactly one value (a REGISTER's, an INVITE's).
+    pub contact: Option<Contact<'b>>,
+}
+
 /// Checks the header lines of one message: `method` is its request method (None for a
 /// response), `headers_end` the offset of the empty line after them. On success returns the
-/// top Via (parsed on the way). The error is not yet marked request or response
+/// values parsed on the way ([`Parsed`]). The error is not yet marked request or response
 /// ([`ParseError::in_request`]); the caller knows which.
 pub(crate) fn validate<'b>(
     headers: &[Header<'b>],
     method: Option<Method<'b>>,
     headers_end: usize,
-) -> Result<Option<Via<'b>>, ParseError> {
+) -> Result<Parsed<'b>, ParseError> {
     let mut top: Option<Via<'b>> = None;
+    let mut from = None;
+    let mut to = None;
+    let mut first_contact = None;
     // Counts of Via, From, To, Call-ID, CSeq, Max-Forwards lines.
     let mut count = [0u32; 6];
     let mut contacts = 0u32;
@@ -52,9 +67,13 @@ pub(crate) fn validate<'b>(
                 }
                 Some(0)
             }
-            HeaderName::From | HeaderName::To => {
-                parse_single(v, base, h.name)?;
-                Some(if h.name == HeaderName::From { 1 } else { 2 })
+            HeaderName::From => {
+                from = Some(parse_single(v, base, h.name)?);
+                Some(1)
+            }
+            HeaderName::To => {
+                to = Some(parse_single(v, base, h.name)?);
+                Some(2)
             }
             HeaderName::Contact => {
                 if v.is_empty() {
@@ -65,6 +84,7 @@ pub(crate) fn validate<'b>(
                     let (c, next) = parse_contact(v, base, pos)?;
                     star |= c == Contact::Star;
                     contacts += 1;
+                    first_contact.get_or_insert(c);
                     pos = next;
                 }
                 None
@@ -137,5 +157,11 @@ pub(crate) fn validate<'b>(
             return Err(ParseError::new(ErrorKind::MissingHeader(name), headers_end));
         }
     }
-    Ok(top)
+    let contact = first_contact.filter(|_| contacts == 1);
+    Ok(Parsed {
+        top,
+        from,
+        to,
+        contact,
+    })
 }

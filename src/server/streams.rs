@@ -205,12 +205,14 @@ impl Server {
             let Ok(u) = ser_parser::parse_uri(addr.uri) else {
                 continue;
             };
+            // Known already (each message of a browser carries its name): no allocation.
+            let known = u.host_str.trim_end_matches('.');
+            if c.names.iter().any(|n| n.eq_ignore_ascii_case(known)) {
+                continue;
+            }
             let Some(host) = crate::stream::invalid_name(u.host_str) else {
                 continue;
             };
-            if c.names.contains(&host) {
-                continue;
-            }
             if c.names.len() >= crate::stream::MAX_NAMES_PER_CONN {
                 break;
             }

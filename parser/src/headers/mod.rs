@@ -120,6 +120,8 @@ pub struct Values<'m, 'b, T> {
     parse: ValueParser<'b, T>,
     request: bool,
     done: bool,
+    /// A value the message had already parsed: when set, the only one there is.
+    only: Option<T>,
 }
 
 impl<'m, 'b, T> Values<'m, 'b, T> {
@@ -136,6 +138,21 @@ impl<'m, 'b, T> Values<'m, 'b, T> {
             parse,
             request,
             done: false,
+            only: None,
+        }
+    }
+
+    /// The values of a header that has exactly one, already parsed: `value` and nothing
+    /// more, without parsing it again.
+    pub(crate) fn only(value: T, parse: ValueParser<'b, T>) -> Self {
+        Values {
+            headers: [].iter(),
+            name: HeaderName::Other,
+            cur: None,
+            parse,
+            request: false,
+            done: true,
+            only: Some(value),
         }
     }
 }
@@ -144,6 +161,9 @@ impl<'b, T> Iterator for Values<'_, 'b, T> {
     type Item = Result<T, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(v) = self.only.take() {
+            return Some(Ok(v));
+        }
         loop {
             if self.done {
                 return None;

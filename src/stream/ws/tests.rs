@@ -310,3 +310,38 @@ fn our_messages_go_out_as_single_unmasked_frames() {
     message_frame(&mut w, b"\xff");
     assert_eq!(w[0], 0x82, "not UTF-8: binary");
 }
+
+#[test]
+fn unmasking_by_words_matches_the_bytewise_xor_at_every_length() {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    for len in 0..40 {
+        let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let mut buf: Vec<u8> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i & 3])
+            .collect();
+        unmask(&mut buf, mask);
+        assert_eq!(buf, plain, "length {len}");
+    }
+}
+
+#[test]
+fn whole_frames_and_a_fragmented_message_in_one_read_come_out_in_order() {
+    let s = WsSettings::default();
+    let mut ws = open();
+    let mut data = client_frame(true, 1, b"OPTIONS sip:a SIP/2.0\r\n\r\n");
+    data.extend(client_frame(false, 2, b"MESSAGE sip:b SIP/2.0\r\n"));
+    data.extend(client_frame(true, 0, b"\r\n"));
+    data.extend(client_frame(true, 1, b"INFO sip:c SIP/2.0\r\n\r\n"));
+    let (run, r) = feed(&mut ws, &data, &s);
+    assert!(r.is_ok());
+    assert_eq!(
+        run.messages(),
+        vec![
+            &b"OPTIONS sip:a SIP/2.0\r\n\r\n"[..],
+            &b"MESSAGE sip:b SIP/2.0\r\n\r\n"[..],
+            &b"INFO sip:c SIP/2.0\r\n\r\n"[..],
+        ]
+    );
+}
