@@ -26,7 +26,7 @@ use crate::headers::via::{parse_via, Via};
 use crate::headers::{Header, Values};
 use crate::method::Method;
 use crate::scan::{at, is_token, run, skip_lws, skip_ws, sub, sub_str, trim_lws};
-use crate::uri::check_uri;
+use crate::uri::{check_uri, Uri};
 use crate::validate::{validate, Parsed};
 
 /// The most header lines a message may have; more is `ErrorKind::TooManyHeaders`.
@@ -65,8 +65,10 @@ pub struct Message<'b> {
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, ParseError> {
     let mut slot = None;
     let msg = index_in(buf, true, &mut slot)?;
+    let ruri = msg.parsed.ruri.take();
     msg.parsed = validate(&msg.headers, msg.method(), msg.headers_end)
         .map_err(|e| e.in_request(msg.is_request()))?;
+    msg.parsed.ruri = ruri;
     slot.ok_or_else(|| ParseError::new(ErrorKind::Truncated, 0))
 }
 
@@ -105,7 +107,7 @@ fn index_in<'s, 'b>(
         skip += 1;
     }
     let buf = sub(buf, skip..buf.len());
-    let (start, hpos) = start_line(buf, strict)?;
+    let (start, hpos, ruri) = start_line(buf, strict)?;
     let request = matches!(start, StartLine::Request { .. });
     let msg = slot.insert(Message {
         buf,
@@ -113,7 +115,10 @@ fn index_in<'s, 'b>(
         headers: SmallVec::new(),
         headers_end: 0,
         body_start: 0,
-        parsed: Parsed::default(),
+        parsed: Parsed {
+            ruri,
+            ..Parsed::default()
+        },
     });
     let framed = index_headers(buf, hpos, strict, &mut msg.headers).and_then(|(he, bs)| {
         msg.headers_end = he;
@@ -125,8 +130,9 @@ fn index_in<'s, 'b>(
     Ok(msg)
 }
 
-/// Parses the start line; returns it and the offset of the first header line.
-fn start_line(buf: &[u8], strict: bool) -> Result<(StartLine, usize), ParseError> {
+/// Parses the start line; returns it, the offset of the first header line and, when strict,
+/// the Request-URI as its check parsed it.
+fn start_line(buf: &[u8], strict: bool) -> Result<(StartLine, usize, Option<Uri<'_>>), ParseError> {
     let lf = memchr::memchr(b'\n', buf);
     let (mut end, next) = match lf {
         Some(p) => (
@@ -144,6 +150,7 @@ fn start_line(buf: &[u8], strict: bool) -> Result<(StartLine, usize), ParseError
         end -= 1;
     }
     let line = sub(buf, 0..end);
+    let mut ruri = None;
     let is_response = line.len() >= 4 && sub(line, 0..4).eq_ignore_ascii_case(b"SIP/");
     let err = |kind, at| Err(ParseError::new(kind, at).in_request(!is_response));
     let start = if is_response {
@@ -195,7 +202,7 @@ fn start_line(buf: &[u8], strict: bool) -> Result<(StartLine, usize), ParseError
             u1 -= 1;
         }
         if strict {
-            check_request_uri(sub(line, u0..u1))
+            ruri = check_request_uri(sub(line, u0..u1))
                 .map_err(|()| ParseError::new(ErrorKind::BadRequestUri, u0))?;
         }
         StartLine::Request {
@@ -204,14 +211,14 @@ fn start_line(buf: &[u8], strict: bool) -> Result<(StartLine, usize), ParseError
         }
     };
     match next {
-        Some(n) => Ok((start, n)),
+        Some(n) => Ok((start, n, ruri)),
         None => err(ErrorKind::Truncated, buf.len()),
     }
 }
 
 /// Request-URI: no white space, no angle brackets (ltgtruri), valid escapes, and for sip/sips
 /// no headers component (RFC 3261 19.1.1; RFC 4475 escruri).
-fn check_request_uri(u: &[u8]) -> Result<(), ()> {
+fn check_request_uri(u: &[u8]) -> Result<Option<Uri<'_>>, ()> {
     if u.is_empty()
         || u.iter()
             .any(|c| matches!(c, b' ' | b'\t' | b'<' | b'>' | b'"'))
@@ -220,7 +227,7 @@ fn check_request_uri(u: &[u8]) -> Result<(), ()> {
     }
     match check_uri(u)? {
         Some(uri) if !uri.headers.is_empty() => Err(()),
-        _ => Ok(()),
+        parsed => Ok(parsed),
     }
 }
 
@@ -366,6 +373,12 @@ impl<'b> Message<'b> {
     /// The Request-URI as written.
     pub fn request_uri(&self) -> Option<&'b str> {
         sub_str(self.buf, self.request_uri_range()?)
+    }
+
+    /// The Request-URI parsed, as the strict parse checked it: None after
+    /// [`parse_lenient`], for a response, or for a scheme other than sip, sips and tel.
+    pub fn parsed_request_uri(&self) -> Option<Uri<'b>> {
+        self.parsed.ruri.clone()
     }
 
     pub fn request_uri_range(&self) -> Option<Range<usize>> {

@@ -64,8 +64,8 @@ pub fn write_reply(req: &Message<'_>, spec: &ReplySpec<'_>, out: &mut Vec<u8>) {
                         _ => (via.range.end, via.range.end),
                     };
                     out.extend_from_slice(sub(buf, pos..cut));
-                    // Writing into a Vec cannot fail.
-                    let _ = write!(out, ";received={ip}");
+                    out.extend_from_slice(b";received=");
+                    write_ip(out, ip);
                     pos = resume;
                 }
                 out.extend_from_slice(sub(buf, pos..h.line.end));
@@ -91,4 +91,46 @@ pub fn write_reply(req: &Message<'_>, spec: &ReplySpec<'_>, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(spec.extra_headers);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// An address as `Display` writes it, an IPv4 one without the formatting machinery (every
+/// reply to an IPv4 client carries one).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut num = [0u8; 20];
+            for (k, o) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(fmt_usize(usize::from(o), &mut num));
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.255",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
 }

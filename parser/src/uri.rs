@@ -301,11 +301,42 @@ pub(crate) fn host_from_text(text: &str) -> Option<Host<'_>> {
     }
     labels_ok &= prev != b'.' && prev != b'-';
     if numeric {
-        if let Ok(v4) = text.parse::<Ipv4Addr>() {
+        if let Some(v4) = ipv4(tb) {
             return Some(Host::V4(v4));
         }
     }
     labels_ok.then_some(Host::Name(text))
+}
+
+/// Dotted-quad IPv4 as `Ipv4Addr::from_str` reads it (four decimal octets up to 255, no
+/// leading zeros), for the digits-and-dots text the host check found: a host in every Via and
+/// most URIs, so parsed without the general parser.
+fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut k = 0;
+    let mut i = 0;
+    loop {
+        let start = i;
+        let mut v: u32 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() || i - start == 3 {
+                break;
+            }
+            v = v * 10 + u32::from(c - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || v > 255 || (len > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octets.get_mut(k)? = v as u8;
+        k += 1;
+        match b.get(i) {
+            None if k == 4 => return Some(Ipv4Addr::from(octets)),
+            Some(b'.') if k < 4 => i += 1,
+            _ => return None,
+        }
+    }
 }
 
 /// An IPv6 address; tolerates the ":::" typo RFC 5118 4.3 (ipv6-bug-abnf-3-colons) asks
@@ -479,6 +510,38 @@ mod tests {
             }
         }
         Some(Host::Name(text))
+    }
+
+    #[test]
+    fn ipv4_reads_what_the_standard_parser_reads() {
+        let alphabet = [b'0', b'1', b'2', b'5', b'9', b'.'];
+        for len in 0..=8u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                let mut s = Vec::new();
+                for _ in 0..len {
+                    s.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let t = String::from_utf8(s).unwrap();
+                assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
+            }
+        }
+        for t in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "256.0.0.1",
+            "1.2.3.4.",
+            "01.2.3.4",
+            "0.0.0.0",
+            "192.168.100.200",
+            "1.2.3.4.5",
+            "1.2.3",
+            "1..2.3",
+            "1234.1.1.1",
+            "10.0.0.255",
+        ] {
+            assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub(crate) struct Parsed<'b> {
     pub to: Option<NameAddr<'b>>,
     /// The Contact when the message has exactly one value (a REGISTER's, an INVITE's).
     pub contact: Option<Contact<'b>>,
+    /// The Request-URI (sip, sips, tel), parsed by the start line's check, not by validate.
+    pub ruri: Option<crate::uri::Uri<'b>>,
 }
 
 /// Checks the header lines of one message: `method` is its request method (None for a
@@ -163,5 +165,6 @@ pub(crate) fn validate<'b>(
         from,
         to,
         contact,
+        ruri: None,
     })
 }

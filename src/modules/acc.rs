@@ -200,7 +200,7 @@ fn row(req: &Message<'_>, out_uri: &str, status: &str, reply: Option<&Message<'_
     };
     let username = from
         .as_ref()
-        .and_then(|f| ser_parser::parse_uri(f.uri).ok())
+        .and_then(|f| f.parse_uri().ok())
         .and_then(|u| u.user)
         .unwrap_or("");
     let i_uri = req.request_uri().unwrap_or("");

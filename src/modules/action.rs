@@ -345,7 +345,7 @@ impl Exec<Action, Cond> for MsgCtx<'_, '_> {
                 .is_some_and(|x| re.is_match(x.as_str().as_bytes())),
             Cond::UriEq(u) => self.current_uri().eq_ignore_ascii_case(u),
             Cond::UriRe(re) => re.is_match(self.current_uri().as_bytes()),
-            Cond::UriMyself => match ser_parser::parse_uri(self.current_uri()) {
+            Cond::UriMyself => match self.current_uri_parsed() {
                 Ok(u) => self.core.local.is_myself(&u.host, u.host_str, u.port),
                 Err(_) => false,
             },

@@ -279,6 +279,15 @@ impl<'a, 'm> MsgCtx<'a, 'm> {
         }
     }
 
+    /// [`Self::current_uri`] parsed: the strict parse's Request-URI while the script has not
+    /// rewritten it, so that `uri==myself`, `lookup` and the like do not parse it again.
+    pub fn current_uri_parsed(&self) -> Result<ser_parser::Uri<'_>, ser_parser::ParseError> {
+        match (self.uri_changed, self.msg.parsed_request_uri()) {
+            (false, Some(u)) => Ok(u),
+            _ => ser_parser::parse_uri(self.current_uri()),
+        }
+    }
+
     /// Where the request goes next: the destination URI `loose_route` set, else the
     /// Request-URI as the script sees it now.
     pub fn next_hop_uri(&self) -> &str {

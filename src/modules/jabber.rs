@@ -82,7 +82,8 @@ impl MsgCtx<'_, '_> {
         };
         // The line break many SIP clients end a body with is not part of the chat text.
         let body = body.trim_end_matches(['\r', '\n']);
-        let target = ser_parser::parse_uri(self.current_uri())
+        let target = self
+            .current_uri_parsed()
             .ok()
             .and_then(|u| cfg.addr.sip_to_jid(u.user.unwrap_or(""), u.host_str));
         let Some(to) = target else {
@@ -95,7 +96,7 @@ impl MsgCtx<'_, '_> {
             return self.fail(404, "Not An XMPP Address");
         };
         let sender = self.msg.from().ok().and_then(|f| {
-            let u = ser_parser::parse_uri(f.uri).ok()?;
+            let u = f.parse_uri().ok()?;
             cfg.addr.sip_sender_jid(u.user?, u.host_str)
         });
         let Some(from) = sender else {

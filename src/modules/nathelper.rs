@@ -269,7 +269,7 @@ impl MsgCtx<'_, '_> {
     fn first_contact(&self) -> Option<(ser_parser::Uri<'_>, std::ops::Range<usize>)> {
         match self.msg.contacts().next()? {
             Ok(Contact::Addr { addr, .. }) => {
-                let uri = ser_parser::parse_uri(addr.uri).ok()?;
+                let uri = addr.parse_uri().ok()?;
                 Some((uri, addr.uri_range))
             }
             _ => None,
@@ -309,7 +309,8 @@ impl MsgCtx<'_, '_> {
                 }))
             || (on(256) && sdp::differs_from(self.msg.body(), src.ip()))
             || (on(512)
-                && ser_parser::parse_uri(self.current_uri())
+                && self
+                    .current_uri_parsed()
                     .is_ok_and(|u| nh::host_is_private(u.host_str)))
             || (on(1024) && contact.is_some_and(|(h, _, _)| !nh::host_is(h, src.ip())))
     }

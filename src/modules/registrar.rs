@@ -174,7 +174,9 @@ impl MsgCtx<'_, '_> {
         nat_flag: Option<u32>,
     ) -> Result<(Aor, SaveRequest), Refusal> {
         let to = self.msg.to().map_err(|_| "Bad Request (malformed To)")?;
-        let uri = ser_parser::parse_uri(to.uri).map_err(|_| "Bad Request (malformed To URI)")?;
+        let uri = to
+            .parse_uri()
+            .map_err(|_| "Bad Request (malformed To URI)")?;
         let user = uri
             .user
             .filter(|u| !u.is_empty())
@@ -191,7 +193,7 @@ impl MsgCtx<'_, '_> {
             match c.map_err(|_| "Bad Request (malformed Contact)")? {
                 Contact::Star => star += 1,
                 Contact::Addr { addr, q, expires } => {
-                    let Ok(u) = ser_parser::parse_uri(addr.uri) else {
+                    let Ok(u) = addr.parse_uri() else {
                         return Err("Bad Request (malformed Contact URI)".into());
                     };
                     if refuse_self && self.core.local.is_myself(&u.host, u.host_str, u.port) {
@@ -394,7 +396,7 @@ impl MsgCtx<'_, '_> {
     fn ul_lookup(&mut self, table: &str, append: bool) -> i32 {
         let ul = Arc::clone(&self.core.usrloc);
         let aor = {
-            let Ok(uri) = ser_parser::parse_uri(self.current_uri()) else {
+            let Ok(uri) = self.current_uri_parsed() else {
                 return -1;
             };
             let Some(user) = uri.user.filter(|u| !u.is_empty()) else {

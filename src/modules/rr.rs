@@ -296,7 +296,7 @@ impl<'m> MsgCtx<'_, 'm> {
         // 3. The next hop.
         let mut append: Option<String> = None;
         if let Some(top) = rs.iter_mut().find(|v| !v.removed) {
-            let Ok(u) = parse_uri(top.addr.uri) else {
+            let Ok(u) = top.addr.parse_uri() else {
                 return self.fail(400, "Bad Route");
             };
             if u.param("lr").is_some() {
@@ -338,7 +338,7 @@ impl<'m> MsgCtx<'_, 'm> {
         let Some(top) = rs.first_mut() else {
             return -1;
         };
-        if parse_uri(top.addr.uri).is_err() {
+        if top.addr.parse_uri().is_err() {
             return self.fail(400, "Bad Route");
         }
         top.removed = true;

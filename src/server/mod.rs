@@ -105,7 +105,7 @@ pub struct Server {
     /// Message capture (`capture_file`): every datagram received and sent.
     capture: Option<Capture>,
     /// This shard's stream connections, as the SIP layer sees them.
-    conns: std::collections::HashMap<ConnId, crate::stream::StreamConn>,
+    conns: ahash::AHashMap<ConnId, crate::stream::StreamConn>,
     /// What every shard's stream glue shares (aliases, timeouts, TLS).
     streams: Arc<crate::stream::Shared>,
     /// Reused buffers of the stream path: decrypted bytes, framed messages and their list.
@@ -157,7 +157,7 @@ impl Server {
             parked_failures: std::collections::HashMap::new(),
             park_seq: 0,
             capture: None,
-            conns: std::collections::HashMap::new(),
+            conns: ahash::AHashMap::default(),
             streams: Arc::new(crate::stream::Shared::default()),
             tls_plain: Vec::new(),
             frame_buf: Vec::new(),

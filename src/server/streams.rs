@@ -202,7 +202,7 @@ impl Server {
             let Ok(ser_parser::Contact::Addr { addr, .. }) = contact else {
                 continue;
             };
-            let Ok(u) = ser_parser::parse_uri(addr.uri) else {
+            let Ok(u) = addr.parse_uri() else {
                 continue;
             };
             // Known already (each message of a browser carries its name): no allocation.

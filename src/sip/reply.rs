@@ -7,7 +7,6 @@
 //! same reply; none on a 100), `received`/`rport` on the top Via (§18.2.1, RFC 3581), the
 //! caller's header lines and our `Server:` header when `server_signature` is on.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use ser_parser::{Message, Method, ReplySpec};
@@ -30,6 +29,14 @@ pub struct LocalReply<'a> {
     pub reason: &'a [u8],
     /// Whole header lines, each ending in CRLF (Retry-After, Contact, WWW-Authenticate...).
     pub headers: &'a str,
+}
+
+/// `{:08x}` of `v`, without the formatting machinery (every reply's To-tag has one).
+fn push_hex8(out: &mut String, v: u32) {
+    for k in (0..8).rev() {
+        let d = (v >> (k * 4)) & 0xf;
+        out.push(char::from_digit(d, 16).unwrap_or('0'));
+    }
 }
 
 impl ReplyIdentity {
@@ -58,7 +65,10 @@ impl ReplyIdentity {
             &cseq.to_be_bytes(),
         ]);
         out.clear();
-        let _ = write!(out, "{}-{:08x}", self.tag_prefix, h as u32);
+        out.reserve(self.tag_prefix.len() + 9);
+        out.push_str(&self.tag_prefix);
+        out.push('-');
+        push_hex8(out, h as u32);
     }
 
     /// An ACK whose To-tag is one of ours acknowledges a negative reply we sent statelessly:
@@ -121,6 +131,15 @@ impl ReplyIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_tags_are_eight_lowercase_digits() {
+        for v in [0u32, 1, 0xabc, 0xdead_beef, u32::MAX] {
+            let mut s = String::new();
+            push_hex8(&mut s, v);
+            assert_eq!(s, format!("{v:08x}"));
+        }
+    }
 
     const REQ: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1\r\n\
 From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";

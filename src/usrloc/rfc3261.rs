@@ -124,7 +124,38 @@ pub const MAX_CONTACTS: usize = 64;
 
 /// q in per mille as SER printed it: `1.00`, `0.50`.
 pub fn q_str(q: u16) -> String {
-    format!("{}.{:02}", q / 1000, (q % 1000) / 10)
+    let mut s = String::with_capacity(4);
+    push_q(&mut s, q);
+    s
+}
+
+/// [`q_str`] appended to `s`: `1.00`, `0.50`, `0.05` (per mille in, two decimals out).
+fn push_q(s: &mut String, q: u16) {
+    push_decimal(s, u64::from(q / 1000));
+    s.push('.');
+    let c = (q % 1000) / 10;
+    s.push(char::from(b'0' + (c / 10) as u8));
+    s.push(char::from(b'0' + (c % 10) as u8));
+}
+
+/// `n` in decimal appended to `s`.
+fn push_decimal(s: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    for &d in buf.get(i..).unwrap_or_default() {
+        s.push(char::from(d));
+    }
 }
 
 /// `0.5`, `1`, `1.00` → per mille (rounded, half up); None when out of 0..=1 or not a decimal
@@ -268,14 +299,15 @@ impl Outcome {
 
     /// The 200 OK's Contact header fields: one per binding with its remaining time.
     pub fn contact_headers(&self, now: u64) -> String {
-        let mut s = String::new();
+        let len: usize = self.bindings.iter().map(|b| b.contact.len() + 48).sum();
+        let mut s = String::with_capacity(len);
         for b in &self.bindings {
             s.push_str("Contact: <");
             s.push_str(&b.contact);
             s.push_str(">;q=");
-            s.push_str(&q_str(b.q));
+            push_q(&mut s, b.q);
             s.push_str(";expires=");
-            s.push_str(&b.remaining(now).to_string());
+            push_decimal(&mut s, b.remaining(now));
             s.push_str("\r\n");
         }
         s
@@ -734,6 +766,14 @@ mod tests {
             "", ".", "x", "-0.5", "+0.5", "5e-1", "0.5.1", "inf", "NaN", "0,5",
         ] {
             assert_eq!(parse_q(bad), None, "{bad}");
+        }
+        for q in 0..=1200u16 {
+            assert_eq!(q_str(q), format!("{}.{:02}", q / 1000, (q % 1000) / 10));
+        }
+        for n in [0u64, 7, 10, 3600, 4_294_967_295, u64::MAX] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
         }
         assert_eq!(q_str(1000), "1.00");
         assert_eq!(q_str(330), "0.33");

@@ -13,7 +13,7 @@ use super::{next_value, param_at};
 use crate::error::{ErrorKind, ParseError};
 use crate::header_name::HeaderName;
 use crate::scan::{at, digits, is_token, quoted_end, run, skip_lws, sub, sub_str};
-use crate::uri::check_uri;
+use crate::uri::{check_uri, Uri};
 
 /// A name-addr or addr-spec with its header parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +29,25 @@ pub struct NameAddr<'b> {
     pub range: Range<usize>,
     /// The URI in the message (without angle brackets).
     pub uri_range: Range<usize>,
+    /// `uri` as the strict check parsed it (sip, sips and tel; None for other schemes).
+    parsed: Option<Uri<'b>>,
+}
+
+impl<'b> NameAddr<'b> {
+    /// The URI parsed ([`crate::parse_uri`]'s answer, without parsing it again: the check
+    /// that accepted this value parsed it already).
+    pub fn parse_uri(&self) -> Result<Uri<'b>, ParseError> {
+        match &self.parsed {
+            Some(u) => Ok(u.clone()),
+            None => crate::uri::parse_uri(self.uri),
+        }
+    }
 }
 
 /// One Contact value.
+// A view on the stack or in the Message, never stored in bulk: boxing the address (now with
+// its parsed URI) would allocate for every Contact read, to save the size of a rare `*`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contact<'b> {
     /// "Contact: *" (REGISTER removing every binding).
@@ -118,8 +134,11 @@ pub(crate) fn parse_name_addr_full(
     {
         return Err(err(uri_range.start));
     }
-    check_uri(uri_bytes).map_err(|_| err(uri_range.start))?;
-    let uri = sub_str(s, uri_range.clone()).ok_or(err(uri_range.start))?;
+    let parsed = check_uri(uri_bytes).map_err(|_| err(uri_range.start))?;
+    let uri = match &parsed {
+        Some(u) => u.raw,
+        None => sub_str(s, uri_range.clone()).ok_or(err(uri_range.start))?,
+    };
 
     let params_start = end;
     let mut tag = None;
@@ -160,6 +179,7 @@ pub(crate) fn parse_name_addr_full(
         params,
         range: base + start..base + end,
         uri_range: base + uri_range.start..base + uri_range.end,
+        parsed,
     };
     Ok((addr, q, expires, next))
 }
