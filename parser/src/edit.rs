@@ -237,7 +237,7 @@ impl Edits {
 }
 
 /// Decimal digits of `n` in `buf`.
-pub(crate) fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+pub fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {

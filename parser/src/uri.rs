@@ -492,6 +492,20 @@ fn split_hdr(h: &str) -> (&str, &str) {
 mod tests {
     use super::*;
 
+    /// Every string of up to `max` characters of `alphabet` (ASCII), shortest first.
+    fn every_string(alphabet: &'static [u8], max: u32) -> impl Iterator<Item = String> {
+        (0..=max).flat_map(move |len| {
+            (0..alphabet.len().pow(len)).map(move |mut k| {
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push(char::from(alphabet[k % alphabet.len()]));
+                    k /= alphabet.len();
+                }
+                s
+            })
+        })
+    }
+
     /// The straightforward reading of the rules, as `host_from_text` was written before it
     /// became one pass.
     fn reference(text: &str) -> Option<Host<'_>> {
@@ -514,17 +528,8 @@ mod tests {
 
     #[test]
     fn ipv4_reads_what_the_standard_parser_reads() {
-        let alphabet = [b'0', b'1', b'2', b'5', b'9', b'.'];
-        for len in 0..=8u32 {
-            for mut k in 0..alphabet.len().pow(len) {
-                let mut s = Vec::new();
-                for _ in 0..len {
-                    s.push(alphabet[k % alphabet.len()]);
-                    k /= alphabet.len();
-                }
-                let t = String::from_utf8(s).unwrap();
-                assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
-            }
+        for t in every_string(b"01259.", 8) {
+            assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
         }
         for t in [
             "127.0.0.1",
@@ -546,19 +551,10 @@ mod tests {
 
     #[test]
     fn one_pass_host_check_agrees_with_the_rules_on_every_short_string() {
-        let alphabet = [b'a', b'1', b'.', b'-', b'_'];
         let mut n = 0;
-        for len in 0..=7u32 {
-            for mut k in 0..alphabet.len().pow(len) {
-                let mut s = Vec::new();
-                for _ in 0..len {
-                    s.push(alphabet[k % alphabet.len()]);
-                    k /= alphabet.len();
-                }
-                let s = String::from_utf8(s).unwrap();
-                assert_eq!(host_from_text(&s), reference(&s), "{s:?}");
-                n += 1;
-            }
+        for s in every_string(b"a1.-_", 7) {
+            assert_eq!(host_from_text(&s), reference(&s), "{s:?}");
+            n += 1;
         }
         for s in [
             "127.0.0.1",

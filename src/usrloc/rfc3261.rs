@@ -141,19 +141,8 @@ fn push_q(s: &mut String, q: u16) {
 /// `n` in decimal appended to `s`.
 fn push_decimal(s: &mut String, n: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        if let Some(d) = buf.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    for &d in buf.get(i..).unwrap_or_default() {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    for &d in ser_parser::fmt_usize(n, &mut buf) {
         s.push(char::from(d));
     }
 }
