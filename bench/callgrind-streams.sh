@@ -10,6 +10,7 @@
 # backend (epoll; valgrind does not follow io_uring). Kernel time is not counted.
 #
 #   bench/callgrind-streams.sh [TESTS]     TESTS: any of full resumed requests tcprequests
+#                                          wsregister wsmessage
 #   DUR=10 (seconds of load) SER_SHARDS=1 KAM_CHILDREN=1 SER_BIN=target/release/ser
 #
 # Tests (bench/stream-load.py against bench/cfg/options-tls.cfg, bench/kamailio/options-tls.cfg):
@@ -17,6 +18,9 @@
 #   resumed   the same, resuming the previous connection's session (ticket)
 #   requests  OPTIONS over 10 TLS connections opened beforehand, 200/s
 #   tcprequests  the same over TCP
+#   wsregister   REGISTER refreshes over 20 WebSocket connections opened beforehand, 200/s
+#                (bench/cfg/ws.cfg, bench/kamailio/ws.cfg: usrloc in memory, as compare-ws.sh)
+#   wsmessage    MESSAGE between the users of those 20 connections (lookup + t_relay), 200/s
 # Results: bench/results/callgrind-streams-<stamp>.txt
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +34,10 @@ WORK=${WORK:-/tmp/ser-bench}/callgrind
 TLSDIR=/tmp/ser-bench/tls
 RESDIR=$HERE/results
 mkdir -p "$WORK" "$RESDIR"
-[ -s "$TLSDIR/cert.pem" ] || { echo "run bench/compare-tls.sh first (it makes $TLSDIR/cert.pem)" >&2; exit 2; }
+case " $TESTS " in
+  *" full "*|*" resumed "*|*" requests "*|*" tcprequests "*)
+    [ -s "$TLSDIR/cert.pem" ] || "$HERE/tls-cert.sh" "$TLSDIR" || exit 2 ;;
+esac
 
 if [ "${1:-}" = --inside ]; then   # P TEST LOAD(0|1) -> prints "ops Ir"
   P=$2 T=$3 L=$4
@@ -39,16 +46,20 @@ if [ "${1:-}" = --inside ]; then   # P TEST LOAD(0|1) -> prints "ops Ir"
   ulimit -c 0
   d=$WORK/$P-$T-$L
   rm -rf "$d"; mkdir -p "$d"
+  case $T in
+    ws*) CFG=ws PORT=15068 ;;
+    *) CFG=options-tls PORT=15067 ;;
+  esac
   if [ "$P" = ser ]; then
     SER_IO_BACKEND=portable timeout -k 5 600 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$d/cg.%p" \
-      "$SER_BIN" -f "$HERE/cfg/options-tls.cfg" -n "$SER_SHARDS" -E -D >"$d/server.log" 2>&1 &
+      "$SER_BIN" -f "$HERE/cfg/$CFG.cfg" -n "$SER_SHARDS" -E -D >"$d/server.log" 2>&1 &
   else
     timeout -k 5 600 valgrind --tool=callgrind --instr-atstart=no --trace-children=yes --callgrind-out-file="$d/cg.%p" \
-      kamailio -f "$HERE/kamailio/options-tls.cfg" -A "CHILDREN=$KAM_CHILDREN" -DD -E -m 256 -M 16 \
+      kamailio -f "$HERE/kamailio/$CFG.cfg" -A "CHILDREN=$KAM_CHILDREN" -DD -E -m 256 -M 16 \
       -w "$d" -Y "$d" -P "$d/kam.pid" >"$d/server.log" 2>&1 &
   fi
   tpid=$!
-  for ((i = 0; i < 600; i++)); do ss -Hltn "sport = :15067" | grep -q . && break; sleep 0.2; done
+  for ((i = 0; i < 600; i++)); do ss -Hltn "sport = :$PORT" | grep -q . && break; sleep 0.2; done
   sleep 3
   spid=$(ps -o pid= --ppid "$tpid" | tr -d ' ' | head -1)
   case $T in
@@ -56,6 +67,8 @@ if [ "${1:-}" = --inside ]; then   # P TEST LOAD(0|1) -> prints "ops Ir"
     resumed) A=(handshakes --target 127.0.0.1:15067 --tls --resume --procs 1 --rate 10) ;;
     requests) A=(requests --target 127.0.0.1:15067 --tls --conns 10 --procs 1 --rate 200) ;;
     tcprequests) A=(requests --target 127.0.0.1:15066 --conns 10 --procs 1 --rate 200) ;;
+    wsregister) A=(requests --target 127.0.0.1:15068 --ws --ws-method REGISTER --conns 20 --procs 1 --rate 200) ;;
+    wsmessage) A=(requests --target 127.0.0.1:15068 --ws --ws-method MESSAGE --conns 20 --procs 1 --rate 200) ;;
   esac
   # Count from here on (start-up left out), in every process of the server.
   for p in $(ps -e -o pid=,ppid= | awk -v r="$spid" '{ k[$2] = k[$2] " " $1 } END { q[1] = r; n = 1; i = 1
