@@ -16,7 +16,7 @@ use std::ops::Range;
 use crate::error::{ErrorKind, ParseError};
 use crate::header_name::HeaderName;
 use crate::headers::name_addr::parse_name_addr;
-use crate::headers::via::parse_via;
+use crate::headers::next_value;
 use crate::headers::via::Via;
 use crate::message::Message;
 use crate::scan::sub;
@@ -220,9 +220,12 @@ impl Edits {
             ParseError::new(ErrorKind::MissingHeader(name), msg.headers_end()).in_request(req)
         })?;
         let (start, next) = match name {
-            HeaderName::Via => {
-                parse_via(h.value, h.value_range.start, 0).map(|(v, n)| (v.range.start, n))
-            }
+            // The top Via the strict parse kept (parsed here otherwise): only where it
+            // ends is needed, to find the value after it.
+            HeaderName::Via => msg.top_via().and_then(|v| {
+                let end = v.range.end.saturating_sub(h.value_range.start);
+                next_value(h.value, end, h.value_range.start, name).map(|n| (v.range.start, n))
+            }),
             _ => parse_name_addr(h.value, h.value_range.start, 0, name)
                 .map(|(a, n)| (a.range.start, n)),
         }

@@ -458,6 +458,10 @@ impl<'b> Message<'b> {
 
     /// Every Via value, across lines and commas, topmost first.
     pub fn vias(&self) -> Values<'_, 'b, Via<'b>> {
+        // A request from a UA has one Via: the one the strict parse kept.
+        if let (1, Some(top)) = (self.parsed.vias, &self.parsed.top) {
+            return Values::only(top.clone(), parse_via);
+        }
         Values::new(&self.headers, HeaderName::Via, parse_via, self.is_request())
     }
 

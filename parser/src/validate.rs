@@ -26,6 +26,8 @@ use crate::method::Method;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Parsed<'b> {
     pub top: Option<Via<'b>>,
+    /// How many Via values the message has (over all its Via lines).
+    pub vias: u32,
     pub from: Option<NameAddr<'b>>,
     pub to: Option<NameAddr<'b>>,
     /// The Contact when the message has exactly one value (a REGISTER's, an INVITE's).
@@ -47,6 +49,7 @@ pub(crate) fn validate<'b>(
     let mut from = None;
     let mut to = None;
     let mut first_contact = None;
+    let mut vias = 0u32;
     // Counts of Via, From, To, Call-ID, CSeq, Max-Forwards lines.
     let mut count = [0u32; 6];
     let mut contacts = 0u32;
@@ -62,6 +65,7 @@ pub(crate) fn validate<'b>(
                 let mut pos = 0;
                 while pos < v.len() {
                     let (via, next) = parse_via(v, base, pos)?;
+                    vias += 1;
                     if top.is_none() {
                         top = Some(via);
                     }
@@ -162,6 +166,7 @@ pub(crate) fn validate<'b>(
     let contact = first_contact.filter(|_| contacts == 1);
     Ok(Parsed {
         top,
+        vias,
         from,
         to,
         contact,
