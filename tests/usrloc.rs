@@ -533,6 +533,63 @@ fn seed_default_script_registers_and_answers_404() {
     assert_eq!(status(&r), Some(404), "{r}");
 }
 
+/// The seeds' default script with ser as the phones' outbound proxy (a preloaded
+/// `Route: <sip:ser;lr>` on every initial request, as baresip's `outbound=`, Linphone's
+/// proxy route and most desk phones send): loose_route() removes our Route and, with none
+/// left, is false (SER's rr: not route driven), so the REGISTER is saved in one pass from the
+/// phone's address and an INVITE for `sip:user@ser` reaches the registered user instead of
+/// losing its user part to a strict-router rewrite and ending at 404.
+#[test]
+fn seed_default_script_serves_phones_with_ser_as_outbound_proxy() {
+    let src =
+        std::fs::read_to_string(repo_root().join("tests/data/seeds/default.cfg")).expect("seed");
+    let fifo = fifo_path("seed-ob");
+    let src = src
+        .replace("fork=yes", "fork=no")
+        .replace("port=5060", "")
+        .replace(
+            "fifo=\"/tmp/ser_fifo\"",
+            &format!("fifo=\"{}\"", fifo.display()),
+        );
+    let ser = Ser::start("ul-seed-ob", &src, 0, 2, "auto");
+    let port = ser.port;
+    let route = format!("Route: <sip:127.0.0.1:{port};lr>\r\n");
+    let ua = Peer::new();
+    let uas = Peer::new();
+    let contact = format!("sip:hal@127.0.0.1:{}", uas.port());
+    let r = ask(
+        &ua,
+        ser.addr(),
+        &register(
+            port,
+            &ua,
+            "hal",
+            "reg-ob",
+            1,
+            &format!("{route}Contact: <{contact}>\r\n"),
+        ),
+    );
+    assert_eq!(status(&r), Some(200), "{r}");
+    // Answered in one pass: no Warning naming a second Via (ser relaying to itself).
+    assert!(!r.contains("via_cnt==2"), "{r}");
+    assert_eq!(contacts(&r).len(), 1, "{r}");
+    let inv = request(
+        "INVITE",
+        &format!("sip:hal@127.0.0.1:{port}"),
+        ua.port(),
+        "inv-ob",
+        &route,
+    );
+    ua.send(ser.addr(), inv.as_bytes());
+    let got = uas
+        .recv_timeout(3000)
+        .unwrap_or_else(|| panic!("the INVITE did not reach hal:\n{}", ser.log_text()));
+    assert!(got.starts_with(&format!("INVITE {contact} ")), "{got}");
+    // Our preloaded Route is gone; the callee sees ser's one Via on top of the caller's.
+    assert!(!got.contains("\r\nRoute:"), "{got}");
+    assert_eq!(got.matches("\r\nVia:").count(), 2, "{got}");
+}
+
 /// usrloc-persistence.cfg names a MySQL server that is not there: ser stops with the URL
 /// (without the password) and why, not a panic.
 #[test]

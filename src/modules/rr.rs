@@ -244,23 +244,30 @@ impl<'m> MsgCtx<'_, 'm> {
         if !msg.is_request() || msg.header(HeaderName::Route).is_none() {
             return -1;
         }
-        if self.routes_edited() {
-            // A second call: the route set is already consumed; doing it again would add a
-            // second strict-router Route or remove a value that is not ours.
-            return 1;
-        }
         let Some(mut rs) = route_set(msg) else {
             return self.fail(400, "Bad Route");
         };
         if rs.is_empty() {
             return -1;
         }
+        // A request without a To tag opens a dialog: its Route set was preloaded by the UA
+        // (an outbound proxy, RFC 3261 8.1.2), never built from our Record-Route, so its
+        // Request-URI is the target even when it names us (sip:bob@us), and a route set of
+        // ours alone leaves the request to the rest of the script (SER's and Kamailio's rr:
+        // `is_preloaded`, the Route removed, "not route driven").
+        let preloaded = msg
+            .to()
+            .is_ok_and(|t| !t.tag.is_some_and(|tag| !tag.is_empty()));
         let mut new_uri: Option<&'m str> = None;
         // Whether the entry of ours just removed was the first of a double Record-Route.
         let mut pair = false;
         // 1. The Request-URI is ours: the previous hop was a strict router, which put the
         // Record-Route URI we left into it; the real Request-URI is the last Route (16.4).
-        if self.is_my_uri(self.current_uri()) == Some(true) {
+        // In a preloaded request only a URI as we write them into Record-Route (`;lr`) is
+        // taken for that; `sip:bob@us` is the request's target.
+        let strict_prev = self.is_my_uri(self.current_uri()) == Some(true)
+            && (!preloaded || has_lr(self.current_uri()));
+        if strict_prev {
             pair = has_r2(self.current_uri());
             if let Some(last) = rs.last_mut() {
                 new_uri = Some(last.addr.uri);
@@ -292,6 +299,18 @@ impl<'m> MsgCtx<'_, 'm> {
                 Some(false) => break,
                 None => return self.fail(400, "Bad Route"),
             }
+        }
+        if preloaded && new_uri.is_none() && rs.iter().all(|v| v.removed) {
+            // Only our own entry was preloaded: not route driven.
+            if !self.routes_edited() {
+                remove_marked(msg.headers(), &rs, &mut self.s.edits);
+            }
+            return -1;
+        }
+        if self.routes_edited() {
+            // A second call: the route set is already consumed; doing it again would add a
+            // second strict-router Route or remove a value that is not ours.
+            return 1;
         }
         // 3. The next hop.
         let mut append: Option<String> = None;
@@ -360,6 +379,11 @@ fn uri_transport(u: &ser_parser::Uri<'_>) -> Transport {
         None if u.scheme == ser_parser::Scheme::Sips => Transport::Tls,
         None => Transport::Udp,
     }
+}
+
+/// Does a URI carry `;lr` (as every Record-Route URI of ours does)?
+fn has_lr(uri: &str) -> bool {
+    parse_uri(uri).is_ok_and(|u| u.param("lr").is_some())
 }
 
 /// Does a URI of ours carry `;r2=on` (one of a double Record-Route)?
@@ -692,6 +716,61 @@ mod tests {
         assert_eq!(twice.ret, 1);
         assert_eq!(once.wire, twice.wire);
         assert_eq!(lines(&once.wire, "Route"), ["Route: <sip:bob@192.0.2.4>"]);
+    }
+
+    /// An initial request (To without a tag) whose UA preloaded our address as its outbound
+    /// proxy: the Request-URI naming us (`sip:bob@us`) is the target, not a strict router's
+    /// leftover, and with no other Route the request is not route driven (SER's and
+    /// Kamailio's `is_preloaded`): false, our Route removed, the Request-URI kept.
+    #[test]
+    fn loose_route_preloaded_outbound_proxy_only() {
+        let initial = |start: &str, route: &str| {
+            let mut r = req(start, &[route]);
+            for l in &mut r {
+                if l.starts_with("To:") {
+                    *l = "To: <sip:bob@10.0.0.1>".to_string();
+                }
+            }
+            r
+        };
+        for (start, route) in [
+            (
+                "INVITE sip:bob@10.0.0.1 SIP/2.0",
+                "Route: <sip:10.0.0.1;lr>",
+            ),
+            (
+                "INVITE sip:bob@10.0.0.1:5060 SIP/2.0",
+                "Route: <sip:10.0.0.1:5060;lr=on>",
+            ),
+            (
+                "REGISTER sip:10.0.0.1 SIP/2.0",
+                "Route: <sip:10.0.0.1;transport=udp;lr>",
+            ),
+        ] {
+            let o = run(&initial(start, route), |c| c.loose_route());
+            assert_eq!(o.ret, -1, "{start}");
+            assert_eq!(request_line(&o.wire), start);
+            assert!(lines(&o.wire, "Route").is_empty(), "{}", o.wire);
+            assert!(o.dst_uri.is_empty());
+            // A second call answers the same and edits nothing more.
+            let twice = run(&initial(start, route), |c| {
+                assert_eq!(c.loose_route(), -1);
+                c.loose_route()
+            });
+            assert_eq!(twice.ret, -1);
+            assert_eq!(twice.wire, o.wire);
+        }
+        // A preloaded route set that goes on past us: route driven, to the next hop, the
+        // Request-URI kept.
+        let start = "INVITE sip:bob@10.0.0.1 SIP/2.0";
+        let o = run(
+            &initial(start, "Route: <sip:10.0.0.1;lr>, <sip:p2.example.net;lr>"),
+            |c| c.loose_route(),
+        );
+        assert_eq!(o.ret, 1);
+        assert_eq!(request_line(&o.wire), start);
+        assert_eq!(lines(&o.wire, "Route"), ["Route: <sip:p2.example.net;lr>"]);
+        assert_eq!(o.dst_uri, "sip:p2.example.net;lr");
     }
 
     #[test]
