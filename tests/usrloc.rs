@@ -324,6 +324,24 @@ fn fifo_commands_serctl_ul_and_moni() {
         out.contains("404 Username newuser in table location not found"),
         "{out}"
     );
+    // serctl alias through the running server prints what the seed's session shows.
+    let (code, out) = serctl_joined(&fifo, &["alias", "add", "john", "sip:john.doe@foo.bar"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(
+            "sip:john.doe@foo.bar\n200 Added to table\n\
+             ('john','sip:john.doe@foo.bar') to 'aliases'"
+        ),
+        "{out}"
+    );
+    let (_, out) = serctl_joined(&fifo, &["alias", "show", "john"]);
+    assert!(
+        out.starts_with("<sip:john.doe@foo.bar>;q=1.00;expires="),
+        "{out}"
+    );
+    let (code, out) = serctl_joined(&fifo, &["alias", "rm", "john"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("200 user (aliases, john) deleted"), "{out}");
     let (code, out) = serctl_joined(&fifo, &["fifo", "ul_flush"]);
     assert_eq!(code, 0, "{out}");
 }

@@ -342,14 +342,20 @@ fn db_command(args: &[String]) -> Result<i32, String> {
                 String::from("1"),
             ];
             match fifo_try("ul_add", &p) {
-                Some(r) => return print_reply(&r),
+                // As the seed's session shows (and `serctl ul add`): the URI, the status
+                // line, then what was added.
+                Some(r) => {
+                    println!("{uri}");
+                    return print_status(&r);
+                }
                 None => ser::ctl_db::alias_add(&*open_db(false)?, alias, uri),
             }
         }
         ("alias", Some("rm"), Some(alias), None) => {
             let p = [String::from("aliases"), alias.to_string()];
             match fifo_try("ul_rm", &p) {
-                Some(r) => return print_reply(&r),
+                // "200 user (aliases, john) deleted", as in the seed.
+                Some(r) => return print_status(&r),
                 None => ser::ctl_db::alias_rm(&*open_db(false)?, alias),
             }
         }
