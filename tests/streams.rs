@@ -354,6 +354,46 @@ fn a_udp_registration_with_a_tcp_contact_is_called_over_tcp() {
     assert_eq!(status(&fin), Some(480), "{fin}");
 }
 
+/// A UDP request may leave Content-Length out, its body being the rest of the datagram
+/// (RFC 3261 18.3); a TCP hop cannot frame it without one (20.14). Relayed to a phone on
+/// its TCP connection, the INVITE carries `Content-Length` of its body, so its body arrives
+/// as a body (not as the start of a next message) and the connection stays usable; the
+/// phone's replies come back to the caller.
+#[test]
+fn a_udp_request_without_content_length_reaches_a_tcp_phone_with_one() {
+    let ser = Ser::start("tcp-no-cl", REGISTRAR, 0, 2, "auto");
+    let mut phone = tcp(ser.listen("tcp"));
+    let r = register_over_tcp(&mut phone, &ser, "sip:phone@127.0.0.1:9;transport=tcp");
+    assert_eq!(status(&r), Some(200), "{r}");
+    let caller = Peer::new();
+    let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+    let invite = request(
+        "INVITE",
+        &format!("sip:phone@{}", ser.addr()),
+        caller.port(),
+        "no-cl-call",
+        "Content-Type: application/sdp\r\n",
+    )
+    .replace("Content-Length: 0\r\n\r\n", &format!("\r\n{body}"));
+    assert!(!invite.contains("Content-Length"));
+    caller.send(ser.addr(), invite.as_bytes());
+    let got = read_msg(&mut phone).unwrap_or_else(|| {
+        panic!(
+            "the INVITE did not come over the phone's connection\n{}",
+            ser.log_text()
+        )
+    });
+    assert!(got.starts_with("INVITE sip:phone@127.0.0.1:9"), "{got}");
+    assert_eq!(head_content_length(&got), body.len(), "{got}");
+    assert!(got.ends_with(&format!("\r\n\r\n{body}")), "{got}");
+    let busy = response_to(&got, 486, "Busy Here", "phone");
+    phone.write_all(busy.as_bytes()).unwrap();
+    let fin = final_reply(&caller, Duration::from_secs(5)).expect("the caller's final");
+    assert_eq!(status(&fin), Some(486), "{fin}");
+    let ack = read_msg(&mut phone).expect("ACK");
+    assert!(ack.starts_with("ACK "), "{ack}");
+}
+
 #[test]
 fn a_branch_whose_connection_fails_fails_at_once() {
     let ser = Ser::start("tcp-fail", REGISTRAR, 0, 2, "auto");

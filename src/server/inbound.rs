@@ -101,6 +101,15 @@ impl Server {
                 return;
             }
         };
+        if msg.header(ser_parser::HeaderName::ContentLength).is_none() {
+            // A datagram (or WebSocket message) may leave Content-Length out, its body being
+            // the rest of it (RFC 3261 18.3, 20.14); a stream needs it to frame the message.
+            // Every copy we send on (to a TCP or TLS hop as well) carries it: processed as if
+            // the sender had written it, at the end of the header.
+            let fixed = with_content_length(&msg);
+            self.process(ctx, &Inbound { data: &fixed, ..*d });
+            return;
+        }
         let now = ctx.now();
         if let Some(conn) = d.conn {
             self.take_ws_names(conn, &msg);
@@ -292,4 +301,16 @@ impl Server {
         self.stats.count_sl(code);
         self.flush(ctx);
     }
+}
+
+/// `msg` with a `Content-Length` of its body inserted after its last header.
+fn with_content_length(msg: &ser_parser::Message<'_>) -> Vec<u8> {
+    let buf = msg.buf();
+    let at = msg.headers_end().min(buf.len());
+    let line = format!("Content-Length: {}\r\n", msg.body().len());
+    let mut out = Vec::with_capacity(buf.len() + line.len());
+    out.extend_from_slice(&buf[..at]);
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(&buf[at..]);
+    out
 }
