@@ -394,6 +394,58 @@ fn a_udp_request_without_content_length_reaches_a_tcp_phone_with_one() {
     assert!(ack.starts_with("ACK "), "{ack}");
 }
 
+/// RFC 3261 18.2.2: the response to a request that came over TCP goes back on its
+/// connection; when the client closed that, a new connection to the address the request
+/// came from and the port of its Via's sent-by (where the client listens), not the source
+/// port of the closed connection. With or without `rport` in the Via (RFC 3581 is UDP's).
+#[test]
+fn a_response_whose_connection_closed_goes_to_the_via_sent_by_port() {
+    let ser = Ser::start("tcp-reopen", RR_PROXY, 0, 2, "auto");
+    let callee = Peer::new();
+    for (i, rport) in ["", ";rport"].into_iter().enumerate() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sent_by = listener.local_addr().unwrap().port();
+        let mut c = tcp(ser.listen("tcp"));
+        let invite = request(
+            "INVITE",
+            &format!("sip:bob@127.0.0.1:{}", callee.port()),
+            sent_by,
+            &format!("reopen-{i}"),
+            "",
+        )
+        .replace("/UDP", "/TCP")
+        .replace(";branch=", &format!("{rport};branch="));
+        c.write_all(invite.as_bytes()).unwrap();
+        let trying = read_msg(&mut c).expect("100 Trying");
+        assert_eq!(status(&trying), Some(100), "{trying}");
+        let got = recv_request(&callee, "INVITE");
+        drop(c);
+        std::thread::sleep(Duration::from_millis(300));
+        callee.send(
+            ser.addr(),
+            response_to(&got, 486, "Busy Here", "b").as_bytes(),
+        );
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut back = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!(
+                    "no connection to the sent-by port ({rport:?}): {e}\n{}",
+                    ser.log_text()
+                ),
+            }
+        };
+        back.set_nonblocking(false).unwrap();
+        back.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let fin = read_msg(&mut back).expect("the 486 on the new connection");
+        assert_eq!(status(&fin), Some(486), "{fin}");
+    }
+}
+
 #[test]
 fn a_branch_whose_connection_fails_fails_at_once() {
     let ser = Ser::start("tcp-fail", REGISTRAR, 0, 2, "auto");

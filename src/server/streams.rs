@@ -472,6 +472,17 @@ impl Server {
                 return;
             }
         }
+        let dst = match reopen_for_response(dst, data) {
+            Some(again) => {
+                if let Some(conn) = self.streams.aliases.get(again.transport, again.addr) {
+                    if self.send_on(ctx, conn, again, data) {
+                        return;
+                    }
+                }
+                again
+            }
+            None => dst,
+        };
         self.connect_and_send(ctx, dst, data);
     }
 
@@ -788,4 +799,23 @@ impl Server {
         self.publish_conn_stats(ctx);
         self.arm_sweep(ctx);
     }
+}
+
+/// Where a response goes when the connection its request came on is gone (RFC 3261 18.2.2):
+/// a new connection to the address the request came from (its Via's `received`) and the
+/// port of the Via's sent-by (the transport's default without one), where the client
+/// listens; not the source port of its old connection, which nothing listens on now.
+/// `rport` is UDP's (RFC 3581 §4). None for a request, or a response we cannot read.
+fn reopen_for_response(dst: Dest, data: &[u8]) -> Option<Dest> {
+    if !data.starts_with(b"SIP/2.0 ") {
+        return None;
+    }
+    let msg = ser_parser::parse(data).ok()?;
+    let via = msg.top_via().ok()?;
+    let port = via.port.unwrap_or(dst.transport.default_port());
+    Some(Dest {
+        addr: SocketAddr::new(dst.addr.ip(), port),
+        conn: None,
+        ..dst
+    })
 }
