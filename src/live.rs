@@ -110,8 +110,13 @@ impl Live {
         };
         let loaded = crate::loader::load(&name, &src, &self.base).map_err(|e| e.to_string())?;
         let old = self.current();
-        let restart = needs_restart(&old.config, &loaded.config);
         let mut config = loaded.config;
+        // -D on the command line keeps the process in the foreground whatever the script
+        // says, as at start: not a change of `fork` that would need a restart.
+        if !self.base.fork {
+            config.fork = false;
+        }
+        let restart = needs_restart(&old.config, &config);
         // A relative data_dir means where ser started, as at start.
         if !std::path::Path::new(&config.data_dir).is_absolute() {
             config.data_dir = self.start_dir.join(&config.data_dir).display().to_string();

@@ -385,7 +385,10 @@ fn sighup_reloads_and_a_broken_script_keeps_the_old_one() {
     let dir = temp_dir("ops-hup");
     let cfg = dir.join("hup.cfg");
     let script = |reason: &str| {
-        format!("loadmodule \"sl.so\"\nroute {{ sl_send_reply(\"200\", \"{reason}\"); }}\n")
+        // fork=yes as in the seeds' scripts; -D (the harness's) keeps ser in the foreground.
+        format!(
+            "fork=yes\nloadmodule \"sl.so\"\nroute {{ sl_send_reply(\"200\", \"{reason}\"); }}\n"
+        )
     };
     std::fs::write(&cfg, script("first")).expect("cfg");
     let ser = Ser::start_file("ops-hup", &cfg, 0, 2, "auto");
@@ -429,6 +432,17 @@ fn sighup_reloads_and_a_broken_script_keeps_the_old_one() {
         got.starts_with("SIP/2.0 200 second"),
         "{got}\n{}",
         ser.log_text()
+    );
+    // Nothing that needs a restart changed: the script's fork=yes is what it said at start,
+    // where -D kept ser in the foreground as it does now.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !ser.log_text().contains("reloaded (generation 2)") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = ser.log_text();
+    assert!(
+        log.contains("reloaded (generation 2)") && !log.contains("need a restart"),
+        "{log}"
     );
     std::fs::write(&cfg, "route { sl_send_reply(\"200\"; }\n").expect("cfg");
     hup();
