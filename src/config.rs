@@ -573,23 +573,27 @@ impl Config {
     pub fn bind_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         let mut ips: Vec<(Option<Transport>, IpAddr, Option<u16>)> = Vec::new();
         if self.listen.is_empty() {
-            if let Ok(ifs) = if_addrs::get_if_addrs() {
-                for i in ifs {
-                    let ip = i.ip();
-                    if let IpAddr::V6(v6) = ip {
-                        // Link-local addresses need a scope id we can't put in a Via.
-                        if (v6.segments()[0] & 0xffc0) == 0xfe80 {
-                            continue;
-                        }
-                    }
-                    ips.push((None, ip, None));
-                }
+            for ip in interface_ips() {
+                ips.push((None, ip, None));
             }
             if ips.is_empty() {
                 ips.push((None, IpAddr::from([127, 0, 0, 1]), None));
             }
         } else {
             for l in &self.listen {
+                if l.addr.is_unspecified() {
+                    // `listen=0.0.0.0` (or `::`): every interface address of that family, as
+                    // with no listen at all. A wildcard socket would put 0.0.0.0 in our Via
+                    // and Record-Route, which no peer can reach (RFC 3261 18.1.1, 16.6).
+                    let each: Vec<IpAddr> = interface_ips()
+                        .into_iter()
+                        .filter(|ip| ip.is_ipv4() == l.addr.is_ipv4())
+                        .collect();
+                    if !each.is_empty() {
+                        ips.extend(each.into_iter().map(|ip| (l.transport, ip, l.port)));
+                        continue;
+                    }
+                }
                 ips.push((l.transport, l.addr, l.port));
             }
         }
@@ -626,6 +630,21 @@ impl Config {
         out.dedup();
         out
     }
+}
+
+/// The addresses of this machine's interfaces, IPv6 link-local ones left out (they need a
+/// scope id we can't put in a Via).
+fn interface_ips() -> Vec<IpAddr> {
+    let Ok(ifs) = if_addrs::get_if_addrs() else {
+        return Vec::new();
+    };
+    ifs.into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect()
 }
 
 /// TLS's port beside a plain one: the next (5061 for 5060); 0 stays 0 (the kernel picks).
@@ -768,6 +787,40 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wildcard_listen_is_every_interface_address_of_its_family() {
+        let wild = |ip: &str| Listen {
+            transport: Some(Transport::Udp),
+            addr: ip.parse().unwrap(),
+            port: Some(5099),
+            name: None,
+        };
+        let cfg = Config {
+            listen: vec![wild("0.0.0.0")],
+            ..Config::default()
+        };
+        let got = cfg.bind_addrs();
+        assert!(
+            got.contains(&(Transport::Udp, "127.0.0.1:5099".parse().unwrap())),
+            "{got:?}"
+        );
+        assert!(got
+            .iter()
+            .all(|(t, a)| *t == Transport::Udp && a.is_ipv4() && !a.ip().is_unspecified()));
+        let cfg = Config {
+            listen: vec![wild("::")],
+            ..Config::default()
+        };
+        let got = cfg.bind_addrs();
+        // Where the machine has IPv6 (::1 at least), those addresses; else the wildcard.
+        assert!(got.iter().all(|(_, a)| a.is_ipv6()), "{got:?}");
+        assert!(
+            got.iter().all(|(_, a)| !a.ip().is_unspecified())
+                || got == [(Transport::Udp, "[::]:5099".parse().unwrap())],
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn hostport_forms() {

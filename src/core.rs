@@ -75,7 +75,7 @@ impl Core {
                 names.push((n.to_ascii_lowercase(), l.port.unwrap_or(cfg.port)));
             }
         }
-        if cfg.listen.is_empty() {
+        if cfg.listen.is_empty() || cfg.listen.iter().any(|l| l.addr.is_unspecified()) {
             // Listening on every interface: the machine's own name is ours too (SER took it
             // from the interfaces' reverse DNS; the host name is what that gives here).
             if let Some(h) = hostname {
