@@ -274,25 +274,13 @@ fn a_phone_registered_over_tcp_is_called_over_its_connection_until_it_closes() {
             "",
         );
         caller.send(ser.addr(), invite.as_bytes());
-        let got = read_msg(&mut phone).unwrap_or_else(|| {
-            panic!(
-                "the INVITE did not come over the phone's connection\n{}",
-                ser.log_text()
-            )
-        });
-        assert!(got.starts_with("INVITE sip:phone@127.0.0.1:9"), "{got}");
+        let got = relayed_invite(&mut phone, &ser);
         assert!(got.contains("SIP/2.0/TCP"), "our Via names TCP: {got}");
         assert!(
             got.contains(";transport=tcp"),
             "Record-Route names TCP: {got}"
         );
-        let busy = response_to(&got, 486, "Busy Here", "phone");
-        phone.write_all(busy.as_bytes()).unwrap();
-        let fin = final_reply(&caller, Duration::from_secs(5)).expect("the caller's final");
-        assert_eq!(status(&fin), Some(486), "{fin}");
-        // The ACK of the 486 comes over the connection too.
-        let ack = read_msg(&mut phone).expect("ACK");
-        assert!(ack.starts_with("ACK "), "{ack}");
+        answer_busy(&mut phone, &caller, &got);
     }
 
     // The phone's connection goes: so does its binding.
@@ -377,20 +365,33 @@ fn a_udp_request_without_content_length_reaches_a_tcp_phone_with_one() {
     .replace("Content-Length: 0\r\n\r\n", &format!("\r\n{body}"));
     assert!(!invite.contains("Content-Length"));
     caller.send(ser.addr(), invite.as_bytes());
-    let got = read_msg(&mut phone).unwrap_or_else(|| {
+    let got = relayed_invite(&mut phone, &ser);
+    assert_eq!(head_content_length(&got), body.len(), "{got}");
+    assert!(got.ends_with(&format!("\r\n\r\n{body}")), "{got}");
+    answer_busy(&mut phone, &caller, &got);
+}
+
+/// The INVITE ser relayed to the phone registered as `sip:phone@127.0.0.1:9` over its
+/// connection (a panic with ser's log when none came).
+fn relayed_invite(phone: &mut TcpStream, ser: &Ser) -> String {
+    let got = read_msg(phone).unwrap_or_else(|| {
         panic!(
             "the INVITE did not come over the phone's connection\n{}",
             ser.log_text()
         )
     });
     assert!(got.starts_with("INVITE sip:phone@127.0.0.1:9"), "{got}");
-    assert_eq!(head_content_length(&got), body.len(), "{got}");
-    assert!(got.ends_with(&format!("\r\n\r\n{body}")), "{got}");
-    let busy = response_to(&got, 486, "Busy Here", "phone");
+    got
+}
+
+/// The phone answers `invite` 486 on its connection: the caller gets the 486, and its ACK
+/// comes back over the connection.
+fn answer_busy(phone: &mut TcpStream, caller: &Peer, invite: &str) {
+    let busy = response_to(invite, 486, "Busy Here", "phone");
     phone.write_all(busy.as_bytes()).unwrap();
-    let fin = final_reply(&caller, Duration::from_secs(5)).expect("the caller's final");
+    let fin = final_reply(caller, Duration::from_secs(5)).expect("the caller's final");
     assert_eq!(status(&fin), Some(486), "{fin}");
-    let ack = read_msg(&mut phone).expect("ACK");
+    let ack = read_msg(phone).expect("ACK");
     assert!(ack.starts_with("ACK "), "{ack}");
 }
 

@@ -504,12 +504,12 @@ fn servers_share_one_database(dir: &Path, script: &str, tag: &str) {
     assert_eq!(status(&r), Some(404), "{r}");
 }
 
-/// The seeds' default script, with this test's port and FIFO and in the foreground.
-#[test]
-fn seed_default_script_registers_and_answers_404() {
+/// ser on the seeds' default script, with this test's port and FIFO (named by `tag`) and in
+/// the foreground.
+fn start_seed_default(tag: &str) -> Ser {
     let src =
         std::fs::read_to_string(repo_root().join("tests/data/seeds/default.cfg")).expect("seed");
-    let fifo = fifo_path("seed");
+    let fifo = fifo_path(tag);
     let src = src
         .replace("fork=yes", "fork=no")
         .replace("port=5060", "")
@@ -517,7 +517,13 @@ fn seed_default_script_registers_and_answers_404() {
             "fifo=\"/tmp/ser_fifo\"",
             &format!("fifo=\"{}\"", fifo.display()),
         );
-    let ser = Ser::start("ul-seed", &src, 0, 2, "auto");
+    Ser::start(&format!("ul-{tag}"), &src, 0, 2, "auto")
+}
+
+/// The seeds' default script, with this test's port and FIFO and in the foreground.
+#[test]
+fn seed_default_script_registers_and_answers_404() {
+    let ser = start_seed_default("seed");
     let port = ser.port;
     let ua = Peer::new();
     let uas = Peer::new();
@@ -559,17 +565,7 @@ fn seed_default_script_registers_and_answers_404() {
 /// losing its user part to a strict-router rewrite and ending at 404.
 #[test]
 fn seed_default_script_serves_phones_with_ser_as_outbound_proxy() {
-    let src =
-        std::fs::read_to_string(repo_root().join("tests/data/seeds/default.cfg")).expect("seed");
-    let fifo = fifo_path("seed-ob");
-    let src = src
-        .replace("fork=yes", "fork=no")
-        .replace("port=5060", "")
-        .replace(
-            "fifo=\"/tmp/ser_fifo\"",
-            &format!("fifo=\"{}\"", fifo.display()),
-        );
-    let ser = Ser::start("ul-seed-ob", &src, 0, 2, "auto");
+    let ser = start_seed_default("seed-ob");
     let port = ser.port;
     let route = format!("Route: <sip:127.0.0.1:{port};lr>\r\n");
     let ua = Peer::new();
