@@ -55,9 +55,10 @@ pub struct Message<'b> {
     headers: SmallVec<[Header<'b>; INLINE_HEADERS]>,
     headers_end: usize,
     body_start: usize,
-    /// The top Via, From and To as the strict parse validated them: every layer above asks
-    /// for them (keys, received/rport, reply routing, To-tags, the registrar's AOR), and
-    /// parsing them once is enough. Empty after [`parse_lenient`]: parsed when asked.
+    /// What the strict parse checked and every layer above asks for again (keys,
+    /// received/rport, reply routing, To-tags, the registrar's AOR and Contact, `myself`):
+    /// the top Via and the Via count, From, To, a lone Contact and the Request-URI, parsed
+    /// once. Empty after [`parse_lenient`]: then parsed when asked.
     parsed: Parsed<'b>,
 }
 

@@ -98,41 +98,36 @@ pub(crate) fn parse_via(s: &[u8], base: usize, pos: usize) -> Result<(Via<'_>, u
     };
     while let Some(p) = param_at(s, end, base, HeaderName::Via)? {
         let name = sub(s, p.name.clone());
-        // The value as text only for the parameters kept: unknown ones are skipped unread.
-        let text = || match p.value.clone() {
-            Some(v) => sub_str(s, v).map(Some).ok_or(err(p.name.start)),
-            None => Ok(None),
-        };
+        let value = p
+            .value
+            .clone()
+            .map(|v| sub_str(s, v).ok_or(err(p.name.start)));
+        let value = value.transpose()?;
         if name.eq_ignore_ascii_case(b"branch") {
             // The branch is a token (RFC 3261 20.42); a quoted or host-like value is not.
-            let v = text()?.ok_or(err(p.name.start))?;
+            let v = value.ok_or(err(p.name.start))?;
             if !v.bytes().all(is_token) {
                 return Err(err(p.name.start));
             }
             via.branch = Some(v);
         } else if name.eq_ignore_ascii_case(b"received") {
             // IPv4, IPv6 with or without brackets (RFC 5118 4.5), or a token.
-            via.received = Some(text()?.ok_or(err(p.name.start))?);
+            via.received = Some(value.ok_or(err(p.name.start))?);
             via.received_range = Some(base + p.name.start..base + p.end);
         } else if name.eq_ignore_ascii_case(b"rport") {
-            let v = match p.value.clone() {
+            let v = match value {
                 None => None,
-                Some(v) => Some(digits(sub(s, v), 65535).ok_or(err(p.name.start))? as u16),
+                Some(v) => Some(digits(v.as_bytes(), 65535).ok_or(err(p.name.start))? as u16),
             };
             via.rport = Some(v);
             via.rport_range = Some(base + p.name.start..base + p.end);
         } else if name.eq_ignore_ascii_case(b"maddr") {
-            via.maddr = Some(text()?.ok_or(err(p.name.start))?);
+            via.maddr = Some(value.ok_or(err(p.name.start))?);
         } else if name.eq_ignore_ascii_case(b"alias") {
             via.alias = true;
         } else if name.eq_ignore_ascii_case(b"ttl") {
-            let v = p.value.clone().ok_or(err(p.name.start))?;
-            via.ttl = Some(digits(sub(s, v), 255).ok_or(err(p.name.start))? as u8);
-        } else if let Some(v) = p.value.clone() {
-            // Still UTF-8, as before (a header value that is not is refused).
-            if std::str::from_utf8(sub(s, v)).is_err() {
-                return Err(err(p.name.start));
-            }
+            let v = value.ok_or(err(p.name.start))?;
+            via.ttl = Some(digits(v.as_bytes(), 255).ok_or(err(p.name.start))? as u8);
         }
         end = p.end;
     }
