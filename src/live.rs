@@ -68,8 +68,8 @@ impl Live {
         }
     }
 
-    /// Where ser started, for relative `data_dir` names in reloaded scripts (the daemon's
-    /// current directory is `/` by then).
+    /// Where ser started, for a relative script name (`-f ser.cfg`) and relative `data_dir`
+    /// names in reloaded scripts (the daemon's current directory is `/` by then).
     pub fn with_start_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.start_dir = dir;
         self
@@ -99,7 +99,9 @@ impl Live {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (name, src) = match &self.file {
-            Some(f) => match std::fs::read_to_string(f) {
+            // A relative script name is where ser started, as at start: a daemon's current
+            // directory is `/` (or `-w`) by now. Messages keep the name as given.
+            Some(f) => match std::fs::read_to_string(self.start_dir.join(f)) {
                 Ok(s) => (f.clone(), s),
                 Err(e) => return Err(format!("cannot read {f}: {e}")),
             },

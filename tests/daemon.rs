@@ -197,6 +197,72 @@ fn fork_yes_detaches_writes_the_pid_file_serves_and_stops_on_sigterm() {
     );
 }
 
+/// `ser -f ser.cfg` (a name relative to where it started) as a daemon, whose working directory
+/// is `/`: a reload (SIGHUP, as dist/ser.service's ExecReload; `serctl reload`) reads that
+/// same file, not `/ser.cfg`.
+#[test]
+fn a_daemon_started_with_a_relative_script_name_reloads_it() {
+    let dir = temp_dir("daemon-relative");
+    std::fs::write(dir.join("rel.cfg"), OPTIONS_ONLY).expect("cfg");
+    let pid_file = dir.join("rel.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let err = dir.join("rel.err");
+    let mut guard = DaemonGuard::new(&pid_file);
+    let mut child = Command::new(SER)
+        .current_dir(&dir)
+        .args([
+            "-f",
+            "rel.cfg",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-n",
+            "1",
+            "-E",
+            "-P",
+        ])
+        .arg(&pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn ser");
+    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("ser returned");
+    assert!(st.success(), "ser failed to start: {st}\n{}", read(&err));
+    let port = listening(&read(&err))
+        .first()
+        .map(|(_, a)| a.port())
+        .unwrap_or_else(|| panic!("no socket in the daemon's log:\n{}", read(&err)));
+    let pid = guard.pid().expect("pid file");
+    let peer = Peer::new();
+    assert_eq!(options(&peer, port, "rel-1"), Some(200), "{}", read(&err));
+
+    // The same file, changed: OPTIONS now get 403.
+    std::fs::write(
+        dir.join("rel.cfg"),
+        OPTIONS_ONLY.replace(r#"("200", "OK")"#, r#"("403", "Reloaded")"#),
+    )
+    .expect("cfg");
+    signal(pid, "HUP");
+    let mut n = 1;
+    assert!(
+        until(Duration::from_secs(5), || {
+            n += 1;
+            options(&peer, port, &format!("rel-{n}")) == Some(403)
+        }),
+        "SIGHUP did not load the changed rel.cfg:\n{}",
+        read(&err)
+    );
+    assert!(!read(&err).contains("reload refused"), "{}", read(&err));
+    signal(pid, "TERM");
+    assert!(
+        until(Duration::from_secs(5), || !alive(pid)),
+        "{}",
+        read(&err)
+    );
+}
+
 #[test]
 fn fork_yes_with_the_port_taken_exits_non_zero_with_the_error() {
     let dir = temp_dir("daemon-busy");
