@@ -508,6 +508,37 @@ fn dist_sample_config_checks() {
     );
 }
 
+/// dist/ser.service runs ser as User=ser under ProtectSystem=strict, which leaves every path
+/// read-only unless the unit names it: dist/ser.cfg's data_dir (the SQLite database that
+/// usrloc's db_mode 1 writes through to before each 200) must be the unit's StateDirectory
+/// (created for User=, writable) or one of its ReadWritePaths, or ser cannot start.
+#[test]
+fn dist_unit_lets_ser_write_the_sample_configs_data_dir() {
+    let unit = read(&repo_root().join("dist/ser.service"));
+    let cfg = read(&dist_cfg());
+    let data_dir = cfg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("data_dir="))
+        .and_then(|v| v.split('"').nth(1))
+        .expect("dist/ser.cfg sets data_dir");
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    assert!(values("ProtectSystem").iter().any(|v| v == "strict"));
+    let writable = values("StateDirectory")
+        .iter()
+        .map(|d| format!("/var/lib/{d}"))
+        .chain(values("ReadWritePaths"))
+        .any(|d| d.trim_start_matches(['-', '+']) == data_dir);
+    assert!(
+        writable,
+        "dist/ser.service leaves data_dir {data_dir} read-only (ProtectSystem=strict) or missing:\n{unit}"
+    );
+}
+
 #[test]
 fn dist_sample_config_serves_on_loopback() {
     // Its listen lines are the harness's (-l 127.0.0.1 -p PORT), its data under a temporary
