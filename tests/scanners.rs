@@ -259,6 +259,56 @@ fn a_scanner_that_hides_its_name_learns_nothing_either() {
     );
 }
 
+/// dist/ser.cfg: a request whose From claims one of our users is challenged however the From
+/// is written (RFC 3261 7.3.1: blanks before the colon, a value folded onto the next line;
+/// header names in any case): none reaches 101's registered phone unauthenticated.
+#[test]
+fn a_from_claiming_one_of_ours_is_challenged_however_it_is_written() {
+    netns::in_netns(
+        INNER,
+        "a_from_claiming_one_of_ours_is_challenged_however_it_is_written",
+        Duration::from_secs(120),
+        || {
+            let s = Setup::new("from");
+            let ser = s.start("scan-from", false);
+            let to = std::net::SocketAddr::from(([127, 0, 0, 1], PORT));
+            let p = Peer::new();
+            for (i, from) in [
+                "From: <sip:100@127.0.0.1>",
+                "FROM: <sip:100@127.0.0.1>",
+                "From : <sip:100@127.0.0.1>",
+                "f\t: <sip:100@127.0.0.1>",
+                "From:\r\n <sip:100@127.0.0.1>",
+                "From: \"Bob\"\r\n\t<sip:100@127.0.0.1>",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let invite = format!(
+                    "INVITE sip:101@127.0.0.1 SIP/2.0\r\n\
+                     Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-from-{i}\r\n\
+                     Max-Forwards: 70\r\n\
+                     {from};tag=from-{i}\r\n\
+                     To: <sip:101@127.0.0.1>\r\n\
+                     Call-ID: from-{i}\r\n\
+                     CSeq: 1 INVITE\r\n\
+                     Contact: <sip:100@127.0.0.1:{port}>\r\n\
+                     Content-Length: 0\r\n\r\n",
+                    port = p.port()
+                );
+                p.send(to, invite.as_bytes());
+                let reply = final_reply(&p, Duration::from_secs(5)).unwrap_or_else(|| {
+                    panic!(
+                        "no final answer to {from:?} (relayed unchallenged?): {}",
+                        ser.log_text()
+                    )
+                });
+                assert_eq!(status(&reply), Some(407), "{from:?} got: {reply}");
+            }
+        },
+    );
+}
+
 fn status_line(reply: &str) -> &str {
     reply.lines().next().unwrap_or_default()
 }
