@@ -442,7 +442,7 @@ fn check_upgrade(
         return Err((405, "Method Not Allowed"));
     }
     if req.version != Some(1) {
-        return Err((400, "Bad Request"));
+        return Err((400, "Bad Request: not HTTP/1.1"));
     }
     let header = |name: &'static str| header_values(req, name);
     let has_token = |name: &'static str, token: &str| {
@@ -451,8 +451,11 @@ fn check_upgrade(
     if !has_token("upgrade", "websocket") {
         return Err((426, "Upgrade Required"));
     }
-    if !has_token("connection", "upgrade") || header("host").next().is_none() {
-        return Err((400, "Bad Request"));
+    if !has_token("connection", "upgrade") {
+        return Err((400, "Bad Request: no Connection: Upgrade"));
+    }
+    if header("host").next().is_none() {
+        return Err((400, "Bad Request: no Host"));
     }
     if !header("sec-websocket-version").any(|v| v.trim() == "13") {
         return Err((426, "Upgrade Required"));
@@ -465,7 +468,7 @@ fn check_upgrade(
     let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
     let ok_key = key.len() == 24 && key.ends_with("==") && key.bytes().take(22).all(b64);
     if !ok_key {
-        return Err((400, "Bad Request"));
+        return Err((400, "Bad Request: missing or bad Sec-WebSocket-Key"));
     }
     if !has_token("sec-websocket-protocol", "sip") {
         return Err((400, "Bad Request: no sip subprotocol"));

@@ -142,6 +142,43 @@ fn upgrades_that_are_not_for_sip_are_refused_with_http_errors() {
     }
 }
 
+/// A refusal's status line and body say what was wrong with the Upgrade, not a bare "Bad
+/// Request" (a developer debugging a web phone reads them in the browser's network panel).
+#[test]
+fn refused_upgrades_say_what_was_wrong() {
+    let cases: Vec<(String, &str)> = vec![
+        (upgrade(""), "no sip subprotocol"),
+        (
+            sip_upgrade().replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), ""),
+            "Sec-WebSocket-Key",
+        ),
+        (sip_upgrade().replace(KEY, "short=="), "Sec-WebSocket-Key"),
+        (
+            sip_upgrade().replace("Connection: keep-alive, Upgrade", "Connection: close"),
+            "Connection: Upgrade",
+        ),
+        (sip_upgrade().replace("HTTP/1.1", "HTTP/1.0"), "HTTP/1.1"),
+    ];
+    for (req, what) in cases {
+        let mut ws = WsConn::new(65535);
+        let (r, res) = feed(&mut ws, req.as_bytes(), &WsSettings::default());
+        assert!(
+            matches!(res, Err(WsError::Refused(400, _))),
+            "{req:?}: {res:?}"
+        );
+        let w = r.written();
+        let status = w.lines().next().unwrap_or_default();
+        assert!(
+            status.starts_with("HTTP/1.1 400 Bad Request: ") && status.contains(what),
+            "{req:?}: {w}"
+        );
+        assert!(
+            w.ends_with(&format!("{}\n", &status["HTTP/1.1 ".len()..])),
+            "{w}"
+        );
+    }
+}
+
 #[test]
 fn origins_outside_the_allowed_list_are_forbidden() {
     let s = WsSettings {
