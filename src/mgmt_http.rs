@@ -168,6 +168,11 @@ fn refuse(mut stream: TcpStream) {
 struct Request {
     method: String,
     target: String,
+    /// Sent by a web browser on behalf of a page of another site (an `Origin` header, or
+    /// `Sec-Fetch-Site` other than `same-origin` and `none`): an `<img>` or a form on any page
+    /// the operator opens could otherwise run commands here (`rl.set_pipe 0 TAILDROP 0`,
+    /// `reload`, ...), as a GET needs no CORS preflight.
+    cross_site: bool,
 }
 
 enum HeadError {
@@ -217,9 +222,25 @@ fn read_head(stream: &mut TcpStream) -> Result<Request, HeadError> {
     {
         return Err(HeadError::Bad);
     }
+    let cross_site = head
+        .get(line_end..)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let l = std::str::from_utf8(l).ok()?;
+            let (name, value) = l.split_once(':')?;
+            Some((name.trim(), value.trim()))
+        })
+        .any(|(name, value)| {
+            name.eq_ignore_ascii_case("origin")
+                || (name.eq_ignore_ascii_case("sec-fetch-site")
+                    && !value.eq_ignore_ascii_case("same-origin")
+                    && !value.eq_ignore_ascii_case("none"))
+        });
     Ok(Request {
         method: method.to_string(),
         target: target.to_string(),
+        cross_site,
     })
 }
 
@@ -267,6 +288,14 @@ fn route(req: &Request, shared: &Shared) -> Vec<u8> {
     let Some(cmd) = path.strip_prefix("/api/") else {
         return response(404, "text/plain", b"not found\n", head_only);
     };
+    if req.cross_site {
+        return response(
+            403,
+            "text/plain",
+            b"management commands are not for other sites' web pages\n",
+            head_only,
+        );
+    }
     let cmd = percent_decode(cmd);
     let reply = if cmd.is_empty()
         || cmd.len() > 64
@@ -326,6 +355,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",

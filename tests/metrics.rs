@@ -45,6 +45,11 @@ fn free_tcp() -> SocketAddr {
 
 /// One HTTP/1.0 GET: (status, head, body); bounded by socket timeouts.
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with more header lines (each ending in CRLF).
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut s = loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
@@ -60,7 +65,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         .expect("timeout");
     s.set_write_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send request");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").expect("send request");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let text = String::from_utf8(raw).expect("utf-8 response");
@@ -555,6 +560,45 @@ fn counters_match_sipps_own_numbers_under_a_call_load() {
     assert_eq!(v["body"]["total"].as_u64(), Some(2 * CALLS), "{v}");
     assert_eq!(v["body"]["completed_2xx"].as_u64(), Some(2 * CALLS), "{v}");
     assert_eq!(v["body"]["current"].as_u64(), Some(0), "{v}");
+}
+
+/// A web page of another site can make the operator's browser send a GET anywhere (an
+/// `<img>`, no CORS preflight): such a request, recognised by its `Origin` or `Sec-Fetch-Site`,
+/// runs no management command (`rl.set_pipe`, `reload`, ...); Prometheus, curl and serweb send
+/// neither header and are served as before, and `/metrics` (read-only) stays open to all.
+#[test]
+fn api_commands_are_refused_to_other_sites_pages() {
+    let http = free_tcp();
+    let script = format!(
+        "metrics_listen = \"{http}\"\nloadmodule \"modules/sl/sl.so\"\n\
+         route {{ sl_send_reply(\"404\", \"Not Here\"); }}\n"
+    );
+    let ser = Ser::start("metrics-cross-site", &script, 0, 1, "auto");
+    for headers in [
+        "Origin: https://evil.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n",
+        "sec-fetch-site: same-site\r\n",
+    ] {
+        let (status, _, body) = get_with(http, "/api/reload", headers);
+        assert_eq!(status, 403, "{headers:?}: {body}");
+        let (status, _, body) = get_with(http, "/metrics", headers);
+        assert_eq!(status, 200, "{headers:?}: {body}");
+    }
+    assert!(
+        !ser.log_text().contains("reloaded"),
+        "a cross-site request reloaded: {}",
+        ser.log_text()
+    );
+    // Typed into the address bar (none), the listener's own page (same-origin), no browser.
+    for headers in [
+        "",
+        "Sec-Fetch-Site: none\r\n",
+        "Sec-Fetch-Site: same-origin\r\n",
+    ] {
+        let (status, _, body) = get_with(http, "/api/version", headers);
+        assert_eq!(status, 200, "{headers:?}: {body}");
+    }
 }
 
 #[test]
