@@ -537,12 +537,25 @@ fn dist_unit_lets_ser_write_the_sample_configs_data_dir() {
         writable,
         "dist/ser.service leaves data_dir {data_dir} read-only (ProtectSystem=strict) or missing:\n{unit}"
     );
+    // serctl reaches the FIFO: it is in the unit's RuntimeDirectory (created for User=; the
+    // unit's PrivateTmp would hide one under /tmp from serctl).
+    let fifo = cfg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fifo="))
+        .and_then(|v| v.split('"').nth(1))
+        .expect("dist/ser.cfg sets fifo");
+    let runtime = values("RuntimeDirectory");
+    assert!(
+        runtime.iter().any(|d| std::path::Path::new(fifo).parent()
+            == Some(std::path::Path::new(&format!("/run/{d}")))),
+        "dist/ser.cfg's fifo {fifo} is not in the unit's RuntimeDirectory {runtime:?}"
+    );
 }
 
 #[test]
 fn dist_sample_config_serves_on_loopback() {
     // Its listen lines are the harness's (-l 127.0.0.1 -p PORT), its data under a temporary
-    // directory.
+    // directory, no FIFO (its /run/ser is the unit's).
     let data = temp_dir("daemon-dist-data");
     let text = read(&dist_cfg());
     assert!(
@@ -551,7 +564,7 @@ fn dist_sample_config_serves_on_loopback() {
     );
     let text = text
         .lines()
-        .filter(|l| !l.starts_with("listen="))
+        .filter(|l| !l.starts_with("listen=") && !l.starts_with("fifo="))
         .collect::<Vec<_>>()
         .join("\n")
         .replace(

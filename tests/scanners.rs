@@ -34,7 +34,7 @@ fn dist_script(data: &Path, fifo: &Path, ua_rule: bool) -> String {
     let text = std::fs::read_to_string(repo_root().join("dist/ser.cfg")).expect("dist/ser.cfg");
     let mut text = text
         .lines()
-        .filter(|l| !l.starts_with("listen="))
+        .filter(|l| !l.starts_with("listen=") && !l.starts_with("fifo="))
         .collect::<Vec<_>>()
         .join("\n")
         .replace(
