@@ -546,8 +546,9 @@ fn dist_unit_lets_ser_write_the_sample_configs_data_dir() {
         .expect("dist/ser.cfg sets fifo");
     let runtime = values("RuntimeDirectory");
     assert!(
-        runtime.iter().any(|d| std::path::Path::new(fifo).parent()
-            == Some(std::path::Path::new(&format!("/run/{d}")))),
+        runtime
+            .iter()
+            .any(|d| Path::new(fifo).parent() == Some(Path::new(&format!("/run/{d}")))),
         "dist/ser.cfg's fifo {fifo} is not in the unit's RuntimeDirectory {runtime:?}"
     );
 }
