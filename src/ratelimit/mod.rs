@@ -308,8 +308,15 @@ impl Pipes {
         if qid >= MAX_QUEUES {
             return Err(format!("no queue {qid} (0 to {})", MAX_QUEUES - 1));
         }
-        if pipe >= MAX_PIPES {
+        let Some(p) = self.pipes.get(pipe) else {
             return Err(format!("no pipe {pipe} (0 to {})", MAX_PIPES - 1));
+        };
+        // As at load, where a queue to an undefined pipe is refused: such a queue would let
+        // its method through unlimited without a word.
+        if Algo::from_u8(p.algo.load(Ordering::Relaxed)) == Algo::Nop {
+            return Err(format!(
+                "pipe {pipe} is not defined: rl set_pipe {pipe} <algorithm> <limit> first"
+            ));
         }
         let method = parse_method(method)?;
         self.queues.rcu(|q| {

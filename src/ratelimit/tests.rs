@@ -147,6 +147,10 @@ fn queues_pick_the_pipe_by_method_in_order() {
     assert_eq!(p.pipe_for("OPTIONS"), Some(0));
     assert!(p.set_queue(MAX_QUEUES, "X", 0).is_err());
     assert!(p.set_queue(0, "BAD METHOD", 0).is_err());
+    // A pipe that is not defined (NOP) takes no queue: its method would pass unlimited.
+    let e = p.set_queue(1, "INVITE", 9).unwrap_err();
+    assert!(e.contains("pipe 9 is not defined"), "{e}");
+    assert_eq!(p.pipe_for("OPTIONS"), Some(0), "queue 1 is as it was");
     let q = pipes(10, &[], &[(1, "INVITE")]);
     assert_eq!(q.pipe_for("BYE"), None);
     assert_eq!(
