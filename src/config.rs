@@ -685,6 +685,16 @@ pub fn split_transport(s: &str) -> Result<(Option<Transport>, &str), String> {
             "sctp" => {
                 return Err(format!("'{s}': {p} is not served in this version"));
             }
+            // `foo:127.0.0.1:5060`: a word before an address is a transport we do not know
+            // (`name:port` is a host and its port, `localhost:5060`).
+            _ if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_alphabetic())
+                && !rest.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                return Err(format!(
+                    "'{s}': unknown transport '{p}' (udp, tcp, tls, ws or wss)"
+                ));
+            }
             _ => None,
         };
         if let Some(t) = t {
@@ -819,6 +829,20 @@ mod tests {
             got.iter().all(|(_, a)| !a.ip().is_unspecified())
                 || got == [(Transport::Udp, "[::]:5099".parse().unwrap())],
             "{got:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_transport_is_named_as_such() {
+        let e = split_transport("foo:127.0.0.1:5060").unwrap_err();
+        assert!(e.contains("unknown transport 'foo'"), "{e}");
+        assert!(split_transport("FOO:[::1]").is_err());
+        for ok in ["localhost:5060", "127.0.0.1:5060", "::1", "[::1]:5060", "sip.example.com"] {
+            assert_eq!(split_transport(ok), Ok((None, ok)), "{ok}");
+        }
+        assert_eq!(
+            split_transport("Tcp:10.0.0.1:5060"),
+            Ok((Some(Transport::Tcp), "10.0.0.1:5060"))
         );
     }
 
