@@ -837,7 +837,13 @@ mod tests {
         let e = split_transport("foo:127.0.0.1:5060").unwrap_err();
         assert!(e.contains("unknown transport 'foo'"), "{e}");
         assert!(split_transport("FOO:[::1]").is_err());
-        for ok in ["localhost:5060", "127.0.0.1:5060", "::1", "[::1]:5060", "sip.example.com"] {
+        for ok in [
+            "localhost:5060",
+            "127.0.0.1:5060",
+            "::1",
+            "[::1]:5060",
+            "sip.example.com",
+        ] {
             assert_eq!(split_transport(ok), Ok((None, ok)), "{ok}");
         }
         assert_eq!(

@@ -772,10 +772,12 @@ fn remove_pid_file(cfg: &Config) {
 fn wait_for_stop(signals: &ser_shards::os::SignalSet, live: &ser::live::Live) {
     loop {
         match signals.wait() {
-            ser_shards::os::SIGHUP => match live.reload() {
-                Ok(m) => notice!("SIGHUP: {m}"),
-                Err(e) => error!("SIGHUP: reload refused, the running script stays: {e}"),
-            },
+            // A reload logs itself ("NAME: reloaded (generation N)"); only a refusal here.
+            ser_shards::os::SIGHUP => {
+                if let Err(e) = live.reload() {
+                    error!("SIGHUP: reload refused, the running script stays: {e}");
+                }
+            }
             sig => {
                 notice!("signal {sig}: shutting down");
                 return;
