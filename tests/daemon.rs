@@ -164,13 +164,7 @@ fn fork_yes_detaches_writes_the_pid_file_serves_and_stops_on_sigterm() {
         &["-n", "2", "-E", "-P", &pid_file.to_string_lossy()],
         &err,
     );
-    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("ser returned");
-    assert!(st.success(), "ser failed to start: {st}\n{}", read(&err));
-    // The daemon (-E keeps its stderr) logged its socket before the parent returned.
-    let port = listening(&read(&err))
-        .first()
-        .map(|(_, a)| a.port())
-        .unwrap_or_else(|| panic!("no socket in the daemon's log:\n{}", read(&err)));
+    let port = daemon_port(&mut child, &err);
 
     // The pid file exists as soon as ser returned: the daemon wrote it before reporting.
     let pid = guard.pid().expect("pid file written before ser returned");
@@ -195,6 +189,18 @@ fn fork_yes_detaches_writes_the_pid_file_serves_and_stops_on_sigterm() {
         until(Duration::from_secs(1), || !pid_file.exists()),
         "pid file left behind"
     );
+}
+
+/// Waits for the starting parent of a daemon (`child`) to return, successfully, and reads the
+/// port of its first socket from the log the daemon (-E keeps its stderr) wrote to `err`
+/// before the parent returned.
+fn daemon_port(child: &mut Child, err: &Path) -> u16 {
+    let st = wait_exit(child, Duration::from_secs(10)).expect("ser returned");
+    assert!(st.success(), "ser failed to start: {st}\n{}", read(err));
+    listening(&read(err))
+        .first()
+        .map(|(_, a)| a.port())
+        .unwrap_or_else(|| panic!("no socket in the daemon's log:\n{}", read(err)))
 }
 
 /// `ser -f ser.cfg` (a name relative to where it started) as a daemon, whose working directory
@@ -228,12 +234,7 @@ fn a_daemon_started_with_a_relative_script_name_reloads_it() {
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawn ser");
-    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("ser returned");
-    assert!(st.success(), "ser failed to start: {st}\n{}", read(&err));
-    let port = listening(&read(&err))
-        .first()
-        .map(|(_, a)| a.port())
-        .unwrap_or_else(|| panic!("no socket in the daemon's log:\n{}", read(&err)));
+    let port = daemon_port(&mut child, &err);
     let pid = guard.pid().expect("pid file");
     let peer = Peer::new();
     assert_eq!(options(&peer, port, "rel-1"), Some(200), "{}", read(&err));

@@ -562,18 +562,23 @@ fn counters_match_sipps_own_numbers_under_a_call_load() {
     assert_eq!(v["body"]["current"].as_u64(), Some(0), "{v}");
 }
 
+/// ser with its metrics listener on a free port, answering every request 404 statelessly.
+fn start_answering_404(tag: &str) -> (Ser, SocketAddr) {
+    let http = free_tcp();
+    let script = format!(
+        "metrics_listen = \"{http}\"\nloadmodule \"modules/sl/sl.so\"\n\
+         route {{ sl_send_reply(\"404\", \"Not Here\"); }}\n"
+    );
+    (Ser::start(tag, &script, 0, 1, "auto"), http)
+}
+
 /// A web page of another site can make the operator's browser send a GET anywhere (an
 /// `<img>`, no CORS preflight): such a request, recognised by its `Origin` or `Sec-Fetch-Site`,
 /// runs no management command (`rl.set_pipe`, `reload`, ...); Prometheus, curl and serweb send
 /// neither header and are served as before, and `/metrics` (read-only) stays open to all.
 #[test]
 fn api_commands_are_refused_to_other_sites_pages() {
-    let http = free_tcp();
-    let script = format!(
-        "metrics_listen = \"{http}\"\nloadmodule \"modules/sl/sl.so\"\n\
-         route {{ sl_send_reply(\"404\", \"Not Here\"); }}\n"
-    );
-    let ser = Ser::start("metrics-cross-site", &script, 0, 1, "auto");
+    let (ser, http) = start_answering_404("metrics-cross-site");
     for headers in [
         "Origin: https://evil.example\r\n",
         "Origin: null\r\n",
@@ -603,12 +608,7 @@ fn api_commands_are_refused_to_other_sites_pages() {
 
 #[test]
 fn json_api_and_hostile_clients() {
-    let http = free_tcp();
-    let script = format!(
-        "metrics_listen = \"{http}\"\nloadmodule \"modules/sl/sl.so\"\n\
-         route {{ sl_send_reply(\"404\", \"Not Here\"); }}\n"
-    );
-    let ser = Ser::start("metrics-api", &script, 0, 1, "auto");
+    let (ser, http) = start_answering_404("metrics-api");
 
     let (status, _, body) = get(http, "/api/version");
     assert_eq!(status, 200, "{body}");
