@@ -308,40 +308,32 @@ impl WsConn {
                         ))
                     }
                 };
-                if header.is_final && self.fragmented.is_none() {
-                    // The common case, a whole message in one frame: unmasked straight into
-                    // `out`, without the reassembly buffer.
-                    let a = out.len();
-                    out.extend_from_slice(payload);
-                    let msg = out.get_mut(a..).unwrap_or_default();
-                    unmask(msg, mask);
-                    if text && std::str::from_utf8(msg).is_err() {
-                        out.truncate(a);
-                        return Err(close(write, CloseCode::Invalid, WsError::NotUtf8));
-                    }
-                    msgs.push((a, out.len()));
-                    return Ok(Some(used));
-                }
-                let start = self.message.len();
-                self.message.extend_from_slice(payload);
-                unmask(&mut self.message[start..], mask);
                 if !header.is_final {
+                    let start = self.message.len();
+                    self.message.extend_from_slice(payload);
+                    unmask(&mut self.message[start..], mask);
                     self.fragmented = Some(text);
                     return Ok(Some(used));
                 }
+                // The message: the earlier fragments (none for the common one-frame message)
+                // and this frame, unmasked straight into `out`.
                 self.fragmented = None;
-                let whole = std::mem::take(&mut self.message);
-                if text && std::str::from_utf8(&whole).is_err() {
-                    return Err(close(write, CloseCode::Invalid, WsError::NotUtf8));
-                }
                 let a = out.len();
-                out.extend_from_slice(&whole);
-                msgs.push((a, out.len()));
-                // Keep the allocation for the next message unless it grew large.
-                if whole.capacity() <= 4096 {
-                    self.message = whole;
+                out.extend_from_slice(&self.message);
+                let last = out.len();
+                out.extend_from_slice(payload);
+                unmask(out.get_mut(last..).unwrap_or_default(), mask);
+                // Keep the reassembly allocation for the next message unless it grew large.
+                if self.message.capacity() > 4096 {
+                    self.message = Vec::new();
+                } else {
                     self.message.clear();
                 }
+                if text && std::str::from_utf8(out.get(a..).unwrap_or_default()).is_err() {
+                    out.truncate(a);
+                    return Err(close(write, CloseCode::Invalid, WsError::NotUtf8));
+                }
+                msgs.push((a, out.len()));
             }
         }
         Ok(Some(used))
