@@ -853,6 +853,34 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_listen_lines_with_a_transport_or_a_port() {
+        let src = "listen=udp:[::1]:5960\nlisten=[::1]:5961\nlisten=tls:[::1]\n\
+                   listen=[::1]\nalias=[2001:db8::1]:5062\nroute { if (src_ip==[::1]) drop; }\n";
+        let script = ser_script::parse("t.cfg", src).expect("parses");
+        let mut cfg = Config::default();
+        cfg.apply_script("t.cfg", &script.items).expect("applies");
+        let got: Vec<_> = cfg
+            .listen
+            .iter()
+            .map(|l| (l.transport, l.addr.to_string(), l.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(Transport::Udp), "::1".to_string(), Some(5960)),
+                (None, "::1".to_string(), Some(5961)),
+                (Some(Transport::Tls), "::1".to_string(), None),
+                (None, "::1".to_string(), None),
+            ]
+        );
+        assert!(cfg
+            .aliases
+            .contains(&("2001:db8::1".to_string(), Some(5062))));
+        let e = ser_script::parse("t.cfg", "listen=udp:[::1:5960\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.cfg:1:"), "{e}");
+    }
+
+    #[test]
     fn hostport_forms() {
         assert_eq!(
             split_hostport("udp:127.0.0.1:5070").ok(),
