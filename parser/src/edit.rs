@@ -241,6 +241,12 @@ impl Edits {
 
 /// Decimal digits of `n` in `buf`.
 pub fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    fmt_u64(u64::try_from(n).unwrap_or(u64::MAX), buf)
+}
+
+/// Decimal digits of `n` in `buf` (20 digits hold `u64::MAX`): for the numbers that are u64
+/// on every target, which a usize would clamp on the 32-bit boards.
+pub fn fmt_u64(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut n = n;
     loop {

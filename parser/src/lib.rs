@@ -30,7 +30,7 @@ mod scan;
 mod uri;
 mod validate;
 
-pub use edit::{fmt_usize, write, EditMark, Edits};
+pub use edit::{fmt_u64, fmt_usize, write, EditMark, Edits};
 pub use error::{ErrorKind, Outcome, ParseError};
 pub use header_name::HeaderName;
 pub use headers::auth::{parse_credentials, DigestCredentials};

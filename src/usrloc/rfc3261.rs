@@ -138,11 +138,11 @@ fn push_q(s: &mut String, q: u16) {
     s.push(char::from(b'0' + (c % 10) as u8));
 }
 
-/// `n` in decimal appended to `s`.
+/// `n` in decimal appended to `s` (as a u64: through a usize it was clamped to 4294967295 on
+/// the 32-bit boards).
 fn push_decimal(s: &mut String, n: u64) {
     let mut buf = [0u8; 20];
-    let n = usize::try_from(n).unwrap_or(usize::MAX);
-    for &d in ser_parser::fmt_usize(n, &mut buf) {
+    for &d in ser_parser::fmt_u64(n, &mut buf) {
         s.push(char::from(d));
     }
 }
@@ -759,7 +759,8 @@ mod tests {
         for q in 0..=1200u16 {
             assert_eq!(q_str(q), format!("{}.{:02}", q / 1000, (q % 1000) / 10));
         }
-        for n in [0u64, 7, 10, 3600, 4_294_967_295, u64::MAX] {
+        // Past u32 too: a usize clamps there on the 32-bit boards.
+        for n in [0u64, 7, 10, 3600, 4_294_967_295, 4_294_967_296, u64::MAX] {
             let mut s = String::new();
             push_decimal(&mut s, n);
             assert_eq!(s, n.to_string());
