@@ -568,4 +568,38 @@ mod tests {
         }
         assert!(n > 90_000);
     }
+
+    #[test]
+    fn ipv4_and_host_check_agree_with_the_rules_on_longer_random_strings() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let alpha = b"0123456789..";
+        for _ in 0..300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            let mut t = String::new();
+            let mut y = x;
+            for _ in 0..len {
+                y = y
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                t.push(char::from(alpha[((y >> 33) % 12) as usize]));
+            }
+            assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
+            assert_eq!(host_from_text(&t), reference(&t), "{t:?}");
+        }
+        // structured: four octets of 0..=999 with optional leading zeros
+        for a in [
+            "0", "00", "1", "01", "255", "256", "999", "0255", "25", "001",
+        ] {
+            for b in ["0", "10", "255", "300", "05"] {
+                let t = format!("{a}.{b}.{b}.{a}");
+                assert_eq!(ipv4(t.as_bytes()), t.parse::<Ipv4Addr>().ok(), "{t:?}");
+                assert_eq!(host_from_text(&t), reference(&t), "{t:?}");
+                let t = format!("{a}.{b}.{b}.{a}.");
+                assert_eq!(host_from_text(&t), reference(&t), "{t:?}");
+            }
+        }
+    }
 }

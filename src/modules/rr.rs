@@ -836,4 +836,31 @@ mod tests {
         }
         assert_eq!(ran, 3);
     }
+
+    /// `current_uri_parsed` is the strict parse's Request-URI only until the script rewrites
+    /// it (here loose_route after a strict router), and the message's again after a revert.
+    #[test]
+    fn the_parsed_request_uri_follows_the_scripts_rewrites() {
+        let core = core();
+        let r = req(
+            "BYE sip:10.0.0.1 SIP/2.0",
+            &["Route: <sip:bob@192.0.2.4>, <sip:p9.example.net>"],
+        );
+        run_with(&core, &r, |c| {
+            let host = |c: &MsgCtx<'_, '_>| {
+                c.current_uri_parsed()
+                    .map(|u| u.host_str.to_string())
+                    .unwrap_or_default()
+            };
+            assert_eq!(host(c), "10.0.0.1");
+            assert_eq!(c.rewrite_from_route(), 1);
+            assert_eq!(c.current_uri(), "sip:bob@192.0.2.4");
+            assert_eq!(host(c), "192.0.2.4");
+            c.set_uri("sips:carol@[2001:db8::1]:5061");
+            assert_eq!(host(c), "[2001:db8::1]");
+            c.uri_changed = false;
+            assert_eq!(host(c), "10.0.0.1");
+            0
+        });
+    }
 }

@@ -382,3 +382,53 @@ fn whole_frames_and_a_fragmented_message_in_one_read_come_out_in_order() {
         ]
     );
 }
+
+/// A client frame with its own masking key.
+fn masked_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    f
+}
+
+#[test]
+fn fragments_of_odd_lengths_with_their_own_keys_fed_in_odd_chunks_reassemble() {
+    let s = WsSettings::default();
+    let msg: Vec<u8> = b"MESSAGE sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/WSS x.invalid;branch=z9hG4bK1\r\n\r\nhello world, this is a body of some length 0123456789abcdef"
+        .to_vec();
+    for split in [1usize, 3, 5, 7, 9, 11, 13, 17] {
+        for chunk in [1usize, 2, 3, 7, 8, 9, 1000] {
+            let mut ws = open();
+            let mut data = Vec::new();
+            let pieces: Vec<&[u8]> = msg.chunks(split).collect();
+            for (k, p) in pieces.iter().enumerate() {
+                let fin = k + 1 == pieces.len();
+                let op = if k == 0 { 1 } else { 0 };
+                let mask = [(k * 31 + 1) as u8, 0x5a ^ k as u8, 0xc3, (k * 7) as u8];
+                data.extend(masked_frame(fin, op, p, mask));
+                if k % 3 == 1 {
+                    data.extend(masked_frame(true, 9, b"pi", [9, 8, 7, 6]));
+                }
+            }
+            data.extend(masked_frame(true, 1, &msg[..29], [1, 2, 3, 4]));
+            let mut all = Vec::new();
+            for c in data.chunks(chunk) {
+                let (run, r) = feed(&mut ws, c, &s);
+                assert!(r.is_ok(), "{split} {chunk} {r:?}");
+                all.extend(run.messages().into_iter().map(|m| m.to_vec()));
+            }
+            assert_eq!(
+                all,
+                vec![msg.clone(), msg[..29].to_vec()],
+                "split {split} chunk {chunk}"
+            );
+        }
+    }
+}
