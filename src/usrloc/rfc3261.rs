@@ -122,20 +122,25 @@ pub const PERMANENT: u64 = 1 << 30;
 /// Most contacts one address-of-record may have; more are refused (503).
 pub const MAX_CONTACTS: usize = 64;
 
-/// q in per mille as SER printed it: `1.00`, `0.50`.
+/// q in per mille as SER printed it: `1.00`, `0.50` (`0.375` where a third decimal is set).
 pub fn q_str(q: u16) -> String {
     let mut s = String::with_capacity(4);
     push_q(&mut s, q);
     s
 }
 
-/// [`q_str`] appended to `s`: `1.00`, `0.50`, `0.05` (per mille in, two decimals out).
+/// [`q_str`] appended to `s`: `1.00`, `0.50`, `0.05` (per mille in, two decimals out, as SER
+/// printed it), and a third decimal where the value has one (`0.375`, `0.005`): two alone
+/// would hand the phone back another q than it registered (`0.005` as `0.00`, i.e. q=0).
 fn push_q(s: &mut String, q: u16) {
     push_decimal(s, u64::from(q / 1000));
     s.push('.');
-    let c = (q % 1000) / 10;
-    s.push(char::from(b'0' + (c / 10) as u8));
-    s.push(char::from(b'0' + (c % 10) as u8));
+    let m = q % 1000;
+    s.push(char::from(b'0' + (m / 100) as u8));
+    s.push(char::from(b'0' + (m / 10 % 10) as u8));
+    if m % 10 != 0 {
+        s.push(char::from(b'0' + (m % 10) as u8));
+    }
 }
 
 /// `n` in decimal appended to `s` (as a u64: through a usize it was clamped to 4294967295 on
@@ -757,7 +762,14 @@ mod tests {
             assert_eq!(parse_q(bad), None, "{bad}");
         }
         for q in 0..=1200u16 {
-            assert_eq!(q_str(q), format!("{}.{:02}", q / 1000, (q % 1000) / 10));
+            let want = if q % 10 == 0 {
+                format!("{}.{:02}", q / 1000, (q % 1000) / 10)
+            } else {
+                format!("{}.{:03}", q / 1000, q % 1000)
+            };
+            assert_eq!(q_str(q), want);
+            // What we print reads back as what was registered.
+            assert_eq!(parse_q(&q_str(q)), (q <= 1000).then_some(q), "{q}");
         }
         // Past u32 too: a usize clamps there on the 32-bit boards.
         for n in [0u64, 7, 10, 3600, 4_294_967_295, 4_294_967_296, u64::MAX] {
@@ -767,5 +779,7 @@ mod tests {
         }
         assert_eq!(q_str(1000), "1.00");
         assert_eq!(q_str(330), "0.33");
+        assert_eq!(q_str(375), "0.375");
+        assert_eq!(q_str(5), "0.005");
     }
 }
