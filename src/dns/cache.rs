@@ -134,7 +134,11 @@ fn secs(ttl: u32) -> Duration {
 
 /// The answer section's records of `rtype` for `qname`, following CNAMEs: the name the chain
 /// ends at, the records there, and the smallest TTL along the way.
-fn extract_answer(msg: &Response, qname: &Name, rtype: RecordType) -> (Name, Vec<Rdata>, u32) {
+pub(super) fn extract_answer(
+    msg: &Response,
+    qname: &Name,
+    rtype: RecordType,
+) -> (Name, Vec<Rdata>, u32) {
     let mut current = qname.clone();
     let mut ttl = u32::MAX;
     for _ in 0..MAX_CNAME_CHAIN {
@@ -166,7 +170,7 @@ fn extract_answer(msg: &Response, qname: &Name, rtype: RecordType) -> (Name, Vec
 }
 
 /// RFC 2308: the SOA's own TTL or its minimum field, whichever is smaller, capped.
-fn negative_ttl(msg: &Response) -> u32 {
+pub(super) fn negative_ttl(msg: &Response) -> u32 {
     msg.authority
         .iter()
         .find_map(|r| match &r.data {

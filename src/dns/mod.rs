@@ -57,6 +57,33 @@ use cache::{Cache, Lookup};
 use select::{order_srv, select_naptr};
 use wire::Rdata;
 
+/// What the resolver does with a response's bytes, without the network or the clock: decode
+/// it, follow the answer's CNAMEs for its first question, pick and order the NAPTR and SRV
+/// records found there, read a negative answer's TTL. For the fuzz targets (`fuzz/`), which
+/// feed it hostile bytes; returns how many questions, answers and authority records `msg`
+/// decoded to, or None when it is malformed.
+#[doc(hidden)]
+pub fn fuzz_response(msg: &[u8]) -> Option<[usize; 3]> {
+    let r = wire::decode_response(msg).ok()?;
+    if let Some(q) = r.questions.first() {
+        let (_, records, _) = cache::extract_answer(&r, &q.name, q.qtype);
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            let _ = select_naptr(&records, t);
+        }
+        let srvs = records
+            .iter()
+            .filter_map(|d| match d {
+                Rdata::Srv(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+        let _ = order_srv(srvs, &mut rng);
+    }
+    let _ = cache::negative_ttl(&r);
+    Some([r.questions.len(), r.answers.len(), r.authority.len()])
+}
+
 /// The most targets [`Resolver::resolve`] returns.
 pub const MAX_TARGETS: usize = 16;
 /// How many cache entries a resolver keeps by default.

@@ -98,6 +98,13 @@ impl WsConn {
         self.state == State::Open
     }
 
+    /// Bytes held for what is not yet whole: the request head or the frame not yet complete,
+    /// and the fragments of a message not yet complete. At most [`MAX_HEAD`] before the
+    /// Upgrade, and the message limit plus a frame header (14 bytes) after it.
+    pub fn buffered(&self) -> usize {
+        self.pending.len() + self.message.len()
+    }
+
     /// When the head or frame now partial began (None: between frames).
     pub fn incomplete_since(&self) -> Option<Instant> {
         self.since
