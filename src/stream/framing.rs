@@ -117,6 +117,11 @@ impl Framer {
                 break Ok(());
             };
             let head_len = head + 4;
+            // A head over the limit is refused as one, whatever it says: had it come in
+            // smaller reads, it would have gone over the limit before it was whole.
+            if head_len > self.max {
+                break Err(FrameError::TooLarge(self.max));
+            }
             let body = match content_length(&rest[..head_len]) {
                 Ok(n) => n,
                 Err(e) => {
@@ -312,6 +317,34 @@ mod tests {
         let e = f.feed(head, Instant::now(), &mut out, &mut frames);
         assert_eq!(e, Err(FrameError::TooLarge(30)));
         assert!(frames.is_empty());
+    }
+
+    /// Fuzzing (fuzz/ stream_framing, limit 64): a head of 66 bytes whose lines say nothing
+    /// of a length ("\n\r\n" starts a line "\r") came in one read and was refused as without
+    /// Content-Length (a 400 echoing the 66-byte head, over the limit); in reads of 59 bytes,
+    /// as too large. Now too large either way, with no head handed back.
+    #[test]
+    fn a_head_over_the_limit_in_one_read_is_too_large() {
+        let stream: &[u8] = b" SIPpt-Leng octet\x00\x00\x00\x00\x00\x00\x00posed to\x00\x00\x00\
+            \x00\x00\x00\x00 \n\n\r\nposed to\x00\x00\x00\x00\x00\x00\x00 \n\r\n\r\n";
+        let bad_length = [
+            &b"OPTIONS sip:x SIP/2.0\r\nl: x"[..],
+            &[b'a'; 60],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        for input in [stream, &bad_length] {
+            let whole = frame_all(&mut Framer::new(64), &[input]);
+            assert_eq!(whole, Err(FrameError::TooLarge(64)));
+            let cut: Vec<&[u8]> = input.chunks(59).collect();
+            assert_eq!(frame_all(&mut Framer::new(64), &cut), whole);
+            let (mut out, mut frames) = (Vec::new(), Vec::new());
+            let mut f = Framer::new(64);
+            assert!(f
+                .feed(input, Instant::now(), &mut out, &mut frames)
+                .is_err());
+            assert!(frames.is_empty() && out.is_empty());
+        }
     }
 
     #[test]
