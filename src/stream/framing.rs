@@ -46,6 +46,12 @@ pub struct Framer {
     since: Option<Instant>,
     /// Sticky: once out of step, nothing more is framed.
     failed: Option<FrameError>,
+    /// What is known of the incomplete message in `partial`, so that a message coming a few
+    /// bytes per read is not searched and read again from its start on every read (framing
+    /// was quadratic in its size): how many of its bytes were searched for the blank line
+    /// without finding it, and its whole length once its head was read.
+    scanned: usize,
+    total: Option<usize>,
 }
 
 impl Framer {
@@ -56,6 +62,8 @@ impl Framer {
             max,
             since: None,
             failed: None,
+            scanned: 0,
+            total: None,
         }
     }
 
@@ -86,17 +94,21 @@ impl Framer {
         }
         // Work on the incomplete message plus the new bytes, without a copy when nothing was
         // left over (the common case: each read holds whole messages).
-        let joined;
-        let input: &[u8] = if self.partial.is_empty() {
-            data
-        } else {
+        let joined = !self.partial.is_empty();
+        let mut buf = Vec::new();
+        if joined {
             self.partial.extend_from_slice(data);
-            joined = std::mem::take(&mut self.partial);
-            &joined
-        };
+            buf = std::mem::take(&mut self.partial);
+        }
+        let input: &[u8] = if joined { &buf } else { data };
+        // What earlier reads learnt of the message at the start of `input`.
+        let (mut scanned, mut known) = (self.scanned, self.total);
         let mut pos = 0;
         let result = loop {
             let rest = &input[pos..];
+            if pos > 0 {
+                (scanned, known) = (0, None);
+            }
             // Keep-alives between messages.
             if rest.starts_with(b"\r\n\r\n") {
                 frames.push(Frame::Ping);
@@ -110,43 +122,19 @@ impl Framer {
             if rest.is_empty() || b"\r\n\r".starts_with(rest) {
                 break Ok(());
             }
-            let Some(head) = memchr::memmem::find(rest, b"\r\n\r\n") else {
-                if rest.len() > self.max {
-                    break Err(FrameError::TooLarge(self.max));
-                }
-                break Ok(());
-            };
-            let head_len = head + 4;
-            // A head over the limit is refused as one, whatever it says: had it come in
-            // smaller reads, it would have gone over the limit before it was whole.
-            if head_len > self.max {
-                break Err(FrameError::TooLarge(self.max));
-            }
-            let body = match content_length(&rest[..head_len]) {
-                Ok(n) => n,
-                Err(e) => {
-                    if e == FrameError::NoContentLength {
-                        let start = out.len();
-                        out.extend_from_slice(&rest[..head_len]);
-                        frames.push(Frame::Unframable(start, start + head_len, e));
+            let total = match known {
+                Some(t) => t,
+                None => match self.head(rest, scanned, out, frames) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => {
+                        scanned = rest.len();
+                        break Ok(());
                     }
-                    break Err(e);
-                }
-            };
-            let total = match head_len.checked_add(body) {
-                Some(t) if t <= self.max => t,
-                _ => {
-                    // The head is here: the sender is told why (513) before the close.
-                    let e = FrameError::TooLarge(self.max);
-                    if head_len <= self.max {
-                        let start = out.len();
-                        out.extend_from_slice(&rest[..head_len]);
-                        frames.push(Frame::Unframable(start, start + head_len, e));
-                    }
-                    break Err(e);
-                }
+                    Err(e) => break Err(e),
+                },
             };
             if rest.len() < total {
+                known = Some(total);
                 break Ok(());
             }
             let start = out.len();
@@ -158,23 +146,78 @@ impl Framer {
         if let Err(e) = result {
             self.failed = Some(e);
             self.partial = Vec::new();
+            (self.scanned, self.total) = (0, None);
             self.since = None;
             return Err(e);
         }
         let left = &input[pos..];
         if left.is_empty() {
             self.since = None;
-            self.partial.clear();
+            self.partial = Vec::new();
+            (self.scanned, self.total) = (0, None);
+            return Ok(());
+        }
+        // Half a keep-alive is no message begun: no read timeout runs for it.
+        if b"\r\n\r\n".starts_with(left) {
+            self.since = None;
+        } else if self.since.is_none() {
+            self.since = Some(now);
+        }
+        // The loop's last round was about `left`.
+        (self.scanned, self.total) = (scanned, known);
+        // Keep what is left: in place when it is the buffer of earlier reads.
+        if joined {
+            buf.drain(..pos);
+            self.partial = buf;
         } else {
-            // Half a keep-alive is no message begun: no read timeout runs for it.
-            if b"\r\n\r\n".starts_with(left) {
-                self.since = None;
-            } else if self.since.is_none() {
-                self.since = Some(now);
-            }
             self.partial = left.to_vec();
         }
         Ok(())
+    }
+
+    /// The head of the message at the start of `rest`, of which the first `scanned` bytes
+    /// were searched for its end before: the message's whole length once the head is whole,
+    /// None while it is not. A head that cannot be framed is handed back in `out`/`frames`
+    /// for the answer, if it is within the limit.
+    fn head(
+        &self,
+        rest: &[u8],
+        scanned: usize,
+        out: &mut Vec<u8>,
+        frames: &mut Vec<Frame>,
+    ) -> Result<Option<usize>, FrameError> {
+        // The blank line may have begun in the bytes already searched.
+        let from = scanned.saturating_sub(3).min(rest.len());
+        let Some(head) = memchr::memmem::find(&rest[from..], b"\r\n\r\n") else {
+            if rest.len() > self.max {
+                return Err(FrameError::TooLarge(self.max));
+            }
+            return Ok(None);
+        };
+        let head_len = from + head + 4;
+        // A head over the limit is refused as one, whatever it says: had it come in smaller
+        // reads, it would have gone over the limit before it was whole.
+        if head_len > self.max {
+            return Err(FrameError::TooLarge(self.max));
+        }
+        let refuse = |e, out: &mut Vec<u8>, frames: &mut Vec<Frame>| {
+            let start = out.len();
+            out.extend_from_slice(&rest[..head_len]);
+            frames.push(Frame::Unframable(start, start + head_len, e));
+            e
+        };
+        let body = match content_length(&rest[..head_len]) {
+            Ok(n) => n,
+            Err(FrameError::NoContentLength) => {
+                return Err(refuse(FrameError::NoContentLength, out, frames))
+            }
+            Err(e) => return Err(e),
+        };
+        match head_len.checked_add(body) {
+            Some(t) if t <= self.max => Ok(Some(t)),
+            // The head is here: the sender is told why (513) before the close.
+            _ => Err(refuse(FrameError::TooLarge(self.max), out, frames)),
+        }
     }
 }
 
@@ -345,6 +388,41 @@ mod tests {
                 .is_err());
             assert!(frames.is_empty() && out.is_empty());
         }
+    }
+
+    /// A message coming one byte per read (a slow or hostile sender) is framed in time linear
+    /// in its size: the head is searched from where the last search stopped, and once it is
+    /// whole the message's length is kept, not found again on each read; what is left stays
+    /// in its buffer instead of being copied out on every read.
+    #[test]
+    fn a_message_one_byte_per_read_is_not_read_again_from_its_start() {
+        let body = vec![b'x'; 60_000];
+        let mut msg = b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 60000\r\n\r\n".to_vec();
+        let head_len = msg.len();
+        msg.extend_from_slice(&body);
+        let mut f = Framer::new(65_535);
+        let (mut out, mut frames) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        for (k, b) in msg.iter().enumerate() {
+            f.feed(std::slice::from_ref(b), now, &mut out, &mut frames)
+                .unwrap();
+            if k + 1 < head_len {
+                assert_eq!((f.scanned, f.total), (k + 1, None));
+            } else if k + 1 < msg.len() {
+                assert_eq!(f.total, Some(msg.len()));
+            }
+        }
+        assert_eq!(frames, vec![Frame::Message(0, msg.len())]);
+        assert_eq!(out, msg);
+        assert_eq!((f.buffered(), f.scanned, f.total), (0, 0, None));
+        // The blank line cut over reads, after a message and a ping in the same read.
+        let mut two = REG.to_vec();
+        two.extend_from_slice(b"\r\n\r\n");
+        let cut = REG.len() - 9;
+        two.extend_from_slice(&REG[..cut]);
+        assert_eq!(&REG[cut..cut + 3], b"\r\n\r");
+        let got = frame_all(&mut f, &[&two, &REG[cut..cut + 3], &REG[cut + 3..]]).unwrap();
+        assert_eq!(got, vec![REG.to_vec(), b"PING".to_vec(), REG.to_vec()]);
     }
 
     #[test]
