@@ -108,7 +108,11 @@ pub fn rewrite(body: &[u8], flags: u32, ip: IpAddr) -> Option<Vec<u8>> {
         out.extend_from_slice(line);
     }
     if flags & ADD_DIRECTION != 0 && !has_direction {
-        if !out.is_empty() && !out.ends_with(b"\n") {
+        // End the last line first: after a bare CR (its line end, as trim_eol reads it)
+        // only the LF is missing; a CRLF there would make the CR part of the line.
+        if out.ends_with(b"\r") {
+            out.push(b'\n');
+        } else if !out.is_empty() && !out.ends_with(b"\n") {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"a=direction:active\r\n");
@@ -151,6 +155,25 @@ a=rtpmap:0 PCMU/8000\r\n";
         assert!(!has_private(b"c=\r\nc=IN\r\nc=IN IP4\r\n\xff\xfe"));
         assert_eq!(rewrite(b"v=0\r\nm=audio 1 RTP/AVP 0\r\n", 2, src), None);
         assert_eq!(rewrite(b"", 3, src), None);
+    }
+
+    /// Fuzzing (fuzz/ sdp, flags 11): a body whose last line ended in a bare CR got the
+    /// direction line after a CRLF, so that line ended in CR CR LF, and rewriting the result
+    /// again dropped a CR (the rewrite was not stable). The CR now gets its LF.
+    #[test]
+    fn a_last_line_ending_in_a_bare_cr_gets_its_lf() {
+        let ip: IpAddr = "fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let fuzzed: &[u8] = b"\xff\xff\xff\x0bv=0\r\x0bv:\nts\nc=o=mhandley \
+            2$9\x0e\x00\x00\x00\x00\x00\x00\x0093IP8 \x1av=0e\x00\x00\x00\r";
+        let out = rewrite(fuzzed, FLAGS, ip).unwrap();
+        assert!(out.ends_with(
+            b"c=o=mhandley IP6 fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff\r\na=direction:active\r\n"
+        ));
+        assert_eq!(rewrite(&out, FLAGS, ip).unwrap(), out);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let out = rewrite(b"v=0\r\nc=IN IP4 10.0.0.1\r", FLAGS, ip).unwrap();
+        assert_eq!(out, b"v=0\r\nc=IN IP4 192.0.2.1\r\na=direction:active\r\n");
+        assert_eq!(rewrite(&out, FLAGS, ip).unwrap(), out);
     }
 
     #[test]
