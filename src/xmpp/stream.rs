@@ -113,7 +113,14 @@ struct Budget<R> {
     inner: R,
     left: usize,
     exceeded: bool,
+    /// Nothing read yet: see [`BOM`].
+    first: bool,
 }
+
+/// The UTF-8 byte order mark. quick-xml drops one at the start of the stream only when its
+/// first read returns all of it: the first read waits for three bytes (or the end), so that a
+/// BOM cut over TCP segments is dropped too, not read as text before the stream header.
+const BOM: usize = 3;
 
 impl<R: Read> Read for Budget<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -122,7 +129,18 @@ impl<R: Read> Read for Budget<R> {
             return Err(std::io::Error::other("stanza size limit"));
         }
         let n = buf.len().min(self.left);
-        let got = self.inner.read(&mut buf[..n])?;
+        let mut got = self.inner.read(&mut buf[..n])?;
+        if std::mem::take(&mut self.first) {
+            while got > 0 && got < n.min(BOM) {
+                match self.inner.read(&mut buf[got..n]) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // Given with the next read.
+                    Err(_) => break,
+                }
+            }
+        }
         self.left -= got;
         Ok(got)
     }
@@ -162,6 +180,7 @@ impl<R: Read> StanzaReader<R> {
             inner,
             left: limits.max_stanza + READ_AHEAD,
             exceeded: false,
+            first: true,
         };
         let mut xml = Reader::from_reader(BufReader::with_capacity(READ_AHEAD, budget));
         let c = xml.config_mut();
