@@ -247,7 +247,19 @@ impl WsConn {
                 WsError::Protocol("unmasked client frame"),
             ));
         };
-        let so_far = self.fragmented.map_or(0, |_| self.message.len()) as u64;
+        let control = matches!(header.opcode, OpCode::Control(_));
+        if control && (!header.is_final || len > 125) {
+            return Err(close(
+                write,
+                CloseCode::Protocol,
+                WsError::Protocol("bad control frame"),
+            ));
+        }
+        // A ping between a message's fragments is no part of the message.
+        let so_far = match self.fragmented {
+            Some(_) if !control => self.message.len() as u64,
+            _ => 0,
+        };
         if len.saturating_add(so_far) > self.max as u64 {
             return Err(close(write, CloseCode::Size, WsError::TooLarge(self.max)));
         }
@@ -258,13 +270,6 @@ impl WsConn {
         let used = head_len + len;
         match header.opcode {
             OpCode::Control(c) => {
-                if !header.is_final || len > 125 {
-                    return Err(close(
-                        write,
-                        CloseCode::Protocol,
-                        WsError::Protocol("bad control frame"),
-                    ));
-                }
                 match c {
                     Control::Ping => {
                         let mut p = payload.to_vec();
@@ -272,6 +277,14 @@ impl WsConn {
                         frame_to(write, OpCode::Control(Control::Pong), &p);
                     }
                     Control::Pong => {}
+                    // A close body is a two-byte status code and a reason (RFC 6455 §5.5.1).
+                    Control::Close if len == 1 => {
+                        return Err(close(
+                            write,
+                            CloseCode::Protocol,
+                            WsError::Protocol("close frame with a one-byte body"),
+                        ))
+                    }
                     Control::Close => {
                         // Echo the status code (RFC 6455 §5.5.1), then close.
                         let mut p = payload.get(..2).unwrap_or_default().to_vec();

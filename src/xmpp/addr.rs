@@ -104,8 +104,12 @@ pub fn unescape_user(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits: from_str_radix alone would take a sign ("%+f").
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -194,6 +198,9 @@ mod tests {
         assert_eq!(m.sip_to_jid("al<ice*jabber.org", "xmpp.sip.example"), None);
         assert_eq!(m.sip_to_jid("alice*bad host", "xmpp.sip.example"), None);
         assert_eq!(m.sip_to_jid("%ZZ*x.org", "xmpp.sip.example"), None);
+        // A sign is no hex digit (u8::from_str_radix alone took "%+f" as 0x0f).
+        assert_eq!(unescape_user("a%+fb"), None);
+        assert_eq!(unescape_user("a%2fb").as_deref(), Some("a/b"));
         assert_eq!(
             m.sip_sender_jid("bob", "sip.example").as_deref(),
             Some("bob@sip.xmpp.example")

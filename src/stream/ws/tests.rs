@@ -269,6 +269,18 @@ fn protocol_errors_close_with_the_right_code() {
             WsError::Protocol("reserved bits set"),
             1002,
         ),
+        (
+            // A close body is a two-byte code and a reason: one byte is no code.
+            client_frame(true, 8, b"x"),
+            WsError::Protocol("close frame with a one-byte body"),
+            1002,
+        ),
+        (
+            // A control frame over 125 bytes is refused before its payload comes.
+            client_frame(true, 9, &[b'p'; 126])[..8].to_vec(),
+            WsError::Protocol("bad control frame"),
+            1002,
+        ),
     ];
     for (data, err, code) in cases {
         let mut ws = open();
@@ -314,6 +326,24 @@ fn oversized_and_endless_messages_are_cut_at_the_limit() {
         ws.incomplete_since().is_none(),
         "nothing kept after the error"
     );
+}
+
+#[test]
+fn a_ping_between_fragments_does_not_count_against_the_message_limit() {
+    let mut ws = WsConn::new(1000);
+    let s = WsSettings::default();
+    assert_eq!(feed(&mut ws, sip_upgrade().as_bytes(), &s).1, Ok(()));
+    let data = [
+        client_frame(false, 1, &[b'a'; 900]),
+        client_frame(true, 9, &[b'p'; 125]),
+        client_frame(true, 0, &[b'b'; 100]),
+    ]
+    .concat();
+    let (r, res) = feed(&mut ws, &data, &s);
+    assert_eq!(res, Ok(()));
+    assert_eq!(r.messages().len(), 1);
+    assert_eq!(r.messages()[0].len(), 1000);
+    assert!(r.write.starts_with(&[0x8a, 125]), "the pong");
 }
 
 #[test]
